@@ -1,0 +1,147 @@
+//! Socket halves shared by clients and upstream connections, the output buffer that writes
+//! without blocking, and the gate that pauses a read stream (backpressure).
+
+use bytes::{Buf, BytesMut};
+use futures_util::Stream;
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::net::{tcp, unix, TcpStream, UnixStream};
+
+pub enum ReadHalf {
+    Tcp(tcp::OwnedReadHalf),
+    Unix(unix::OwnedReadHalf),
+}
+
+pub enum WriteHalf {
+    Tcp(tcp::OwnedWriteHalf),
+    Unix(unix::OwnedWriteHalf),
+}
+
+pub fn split_tcp(s: TcpStream) -> (ReadHalf, WriteHalf) {
+    let (r, w) = s.into_split();
+    (ReadHalf::Tcp(r), WriteHalf::Tcp(w))
+}
+
+pub fn split_unix(s: UnixStream) -> (ReadHalf, WriteHalf) {
+    let (r, w) = s.into_split();
+    (ReadHalf::Unix(r), WriteHalf::Unix(w))
+}
+
+impl AsyncRead for ReadHalf {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ReadHalf::Tcp(r) => Pin::new(r).poll_read(cx, buf),
+            ReadHalf::Unix(r) => Pin::new(r).poll_read(cx, buf),
+        }
+    }
+}
+
+impl WriteHalf {
+    fn try_write(&self, b: &[u8]) -> io::Result<usize> {
+        match self {
+            WriteHalf::Tcp(w) => w.try_write(b),
+            WriteHalf::Unix(w) => w.try_write(b),
+        }
+    }
+
+    pub async fn writable(&self) -> io::Result<()> {
+        match self {
+            WriteHalf::Tcp(w) => w.writable().await,
+            WriteHalf::Unix(w) => w.writable().await,
+        }
+    }
+}
+
+/// Bytes waiting to be written to one socket. Appending never blocks; `flush` writes what the
+/// socket takes now, and the caller waits for `writable` when it took less.
+pub struct OutBuf {
+    pub buf: BytesMut,
+    writer: Rc<WriteHalf>,
+}
+
+/// Above this, an emptied buffer gives its memory back, so one big reply does not pin it.
+const KEEP_CAPACITY: usize = 64 * 1024;
+
+impl OutBuf {
+    pub fn new(writer: WriteHalf) -> Self {
+        OutBuf { buf: BytesMut::new(), writer: Rc::new(writer) }
+    }
+
+    /// Ok(true) when everything was written, Ok(false) when the socket is full.
+    pub fn flush(&mut self) -> io::Result<bool> {
+        while !self.buf.is_empty() {
+            match self.writer.try_write(&self.buf) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.buf.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.buf.capacity() > KEEP_CAPACITY {
+            self.buf = BytesMut::new();
+        }
+        Ok(true)
+    }
+
+    pub fn writer(&self) -> Rc<WriteHalf> {
+        self.writer.clone()
+    }
+}
+
+/// A switch shared between an actor and the stream it reads: while closed, the stream is not
+/// polled, so the socket is not read and TCP pushes back on the peer.
+#[derive(Default)]
+pub struct Gate {
+    paused: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Gate {
+    pub fn new() -> Rc<Self> {
+        Rc::new(Gate::default())
+    }
+
+    pub fn pause(&self) {
+        self.paused.set(true);
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused.get()
+    }
+
+    pub fn resume(&self) {
+        if self.paused.replace(false) {
+            if let Some(w) = self.waker.borrow_mut().take() {
+                w.wake();
+            }
+        }
+    }
+}
+
+pub struct Gated<S> {
+    inner: S,
+    gate: Rc<Gate>,
+}
+
+impl<S> Gated<S> {
+    pub fn new(inner: S, gate: Rc<Gate>) -> Self {
+        Gated { inner, gate }
+    }
+}
+
+impl<S: Stream + Unpin> Stream for Gated<S> {
+    type Item = S::Item;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        if self.gate.paused.get() {
+            *self.gate.waker.borrow_mut() = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        Pin::new(&mut self.inner).poll_next(cx)
+    }
+}

@@ -1,0 +1,161 @@
+//! Listener actor: owns one listening socket and starts a session per accepted client.
+
+use crate::endpoint::ListenAddr;
+use crate::io::{split_tcp, split_unix, Gate, Gated, ReadHalf, WriteHalf};
+use crate::redis::session::{ClientGuard, Session, SessionSettings};
+use crate::redis::target::Target;
+use actix::prelude::*;
+use slog::{error, warn, Logger};
+use std::io;
+use std::os::unix::fs::FileTypeExt;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+use tokio::net::{TcpListener, UnixListener};
+
+pub const MAX_CLIENTS_REACHED: &[u8] = b"-ERR max number of clients reached\r\n";
+
+/// A bound listening socket. A unix socket file is removed when this is dropped.
+pub enum Bound {
+    Tcp(TcpListener),
+    Unix(UnixListener, PathBuf),
+}
+
+impl Drop for Bound {
+    fn drop(&mut self) {
+        if let Bound::Unix(_, path) = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Binds `addr`. A unix socket file left by a dead process is replaced; one a live process
+/// answers on, or a file that is not a socket, is an error. Must run inside the runtime.
+pub fn bind(addr: &ListenAddr) -> io::Result<Bound> {
+    match addr {
+        ListenAddr::Tcp { host, port } => {
+            let std = std::net::TcpListener::bind((host.as_str(), *port))?;
+            std.set_nonblocking(true)?;
+            Ok(Bound::Tcp(TcpListener::from_std(std)?))
+        }
+        ListenAddr::Unix(path) => {
+            if let Ok(meta) = std::fs::symlink_metadata(path) {
+                if !meta.file_type().is_socket() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        format!("{} exists and is not a socket", path.display()),
+                    ));
+                }
+                match std::os::unix::net::UnixStream::connect(path) {
+                    Ok(_) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::AddrInUse,
+                            format!("{} is in use by a live process", path.display()),
+                        ))
+                    }
+                    Err(_) => std::fs::remove_file(path)?,
+                }
+            }
+            let std = std::os::unix::net::UnixListener::bind(path)?;
+            std.set_nonblocking(true)?;
+            Ok(Bound::Unix(UnixListener::from_std(std)?, path.clone()))
+        }
+    }
+}
+
+pub struct ListenerSettings {
+    pub listen: ListenAddr,
+    pub max_clients: usize,
+    pub session: Arc<SessionSettings>,
+    pub log: Logger,
+}
+
+pub struct Listener {
+    settings: Arc<ListenerSettings>,
+    target: Addr<Target>,
+    clients: Arc<AtomicUsize>,
+    next_id: u64,
+    gate: Rc<Gate>,
+}
+
+impl Listener {
+    pub fn start(bound: Bound, settings: Arc<ListenerSettings>, target: Addr<Target>) -> Addr<Self> {
+        Listener::create(move |ctx| {
+            let gate = Gate::new();
+            let bound = Rc::new(bound);
+            let accepts = futures_util::stream::poll_fn(move |cx| {
+                let r = match &*bound {
+                    Bound::Tcp(l) => match l.poll_accept(cx) {
+                        Poll::Ready(Ok((s, _))) => {
+                            let _ = s.set_nodelay(true);
+                            Ok(split_tcp(s))
+                        }
+                        Poll::Ready(Err(e)) => Err(e),
+                        Poll::Pending => return Poll::Pending,
+                    },
+                    Bound::Unix(l, _) => match l.poll_accept(cx) {
+                        Poll::Ready(Ok((s, _))) => Ok(split_unix(s)),
+                        Poll::Ready(Err(e)) => Err(e),
+                        Poll::Pending => return Poll::Pending,
+                    },
+                };
+                Poll::Ready(Some(r))
+            });
+            ctx.add_stream(Gated::new(accepts, gate.clone()));
+            Listener { settings, target, clients: Arc::new(AtomicUsize::new(0)), next_id: 0, gate }
+        })
+    }
+
+    pub fn clients(&self) -> usize {
+        self.clients.load(Ordering::Relaxed)
+    }
+}
+
+impl Actor for Listener {
+    type Context = Context<Self>;
+}
+
+impl StreamHandler<io::Result<(ReadHalf, WriteHalf)>> for Listener {
+    fn handle(&mut self, item: io::Result<(ReadHalf, WriteHalf)>, ctx: &mut Context<Self>) {
+        let (read, write) = match item {
+            Ok(halves) => halves,
+            Err(e) => {
+                // Out of descriptors and the like: wait a little instead of spinning.
+                error!(self.settings.log, "accept failed"; "listen" => %self.settings.listen, "error" => %e);
+                self.gate.pause();
+                ctx.run_later(Duration::from_millis(100), |act, _| act.gate.resume());
+                return;
+            }
+        };
+        if self.clients() >= self.settings.max_clients {
+            warn!(self.settings.log, "max number of clients reached, refusing a client"; "listen" => %self.settings.listen, "max_clients" => self.settings.max_clients);
+            refuse(write);
+            drop(read);
+            return;
+        }
+        self.clients.fetch_add(1, Ordering::Relaxed);
+        self.next_id += 1;
+        let guard = ClientGuard(self.clients.clone());
+        Session::start(self.next_id, read, write, self.target.clone(), self.settings.session.clone(), guard);
+    }
+
+    fn finished(&mut self, _ctx: &mut Context<Self>) {}
+}
+
+/// Tells a client over the limit why, then closes it. Best effort: a client whose socket is
+/// already full just sees the close.
+fn refuse(write: WriteHalf) {
+    actix_rt::spawn(async move {
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            write.writable().await?;
+            match &write {
+                WriteHalf::Tcp(w) => w.try_write(MAX_CLIENTS_REACHED),
+                WriteHalf::Unix(w) => w.try_write(MAX_CLIENTS_REACHED),
+            }
+        })
+        .await;
+    });
+}

@@ -1,0 +1,5 @@
+//! The Redis relay: sessions (one per client), the target (shared upstream connections to one
+//! Redis) and the command table that says how each command is treated.
+pub mod commands;
+pub mod session;
+pub mod target;

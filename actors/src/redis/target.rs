@@ -1,0 +1,473 @@
+//! Target actor: the upstream connections to one Redis, shared by every session of a relayer.
+//!
+//! Each connection has a write buffer, filled by the sessions' messages and flushed once per
+//! mailbox drain, and a FIFO of the replies it owes, in the order the commands were written.
+//! A session is pinned to one connection, so its commands reach Redis in the order it sent them.
+
+use super::session::{Reply, Session};
+use crate::endpoint::{TargetAddr, TargetKind};
+use crate::io::{split_tcp, split_unix, OutBuf, ReadHalf};
+use crate::resp::reply::{is_error, ReplyScanner};
+use crate::resp::request::Command;
+use crate::resp::write;
+use actix::prelude::*;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use slog::{debug, error, info, warn, Logger};
+use std::collections::VecDeque;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpStream, UnixStream};
+use tokio_util::codec::FramedRead;
+
+const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// The clock that ages pending replies; timeouts are checked at this granularity.
+const TICK: Duration = Duration::from_millis(100);
+
+#[derive(Clone)]
+pub struct TargetSettings {
+    pub addr: TargetAddr,
+    pub connections: usize,
+    /// How long a written command may wait for its reply; None waits forever.
+    pub timeout: Option<Duration>,
+    pub connect_timeout: Duration,
+    pub log: Logger,
+}
+
+/// DB indices (0..63) that the backend has accepted, shared with the sessions so a SELECT of
+/// a known DB is answered locally. Higher indices are checked upstream every time.
+#[derive(Default, Debug)]
+pub struct KnownDbs(AtomicU64);
+
+impl KnownDbs {
+    pub fn new() -> Arc<Self> {
+        Arc::new(KnownDbs(AtomicU64::new(1)))
+    }
+    pub fn contains(&self, db: u32) -> bool {
+        db < 64 && self.0.load(Ordering::Relaxed) & (1 << db) != 0
+    }
+    fn insert(&self, db: u32) {
+        if db < 64 {
+            self.0.fetch_or(1 << db, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A command (or a MULTI block) from a session, to be written upstream on the session's DB.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Forward {
+    pub reply_to: Addr<Session>,
+    pub session: u64,
+    pub seq: u64,
+    pub db: u32,
+    pub request: Request,
+}
+
+pub enum Request {
+    One(Bytes),
+    /// `SELECT db` for a DB not yet known valid: the backend's answer decides.
+    Select(u32, Bytes),
+    /// MULTI, the queued commands and EXEC, written contiguously; only EXEC's reply goes back.
+    Block { frames: Vec<Bytes>, changes_db: bool },
+}
+
+/// Where a reply goes.
+enum Dest {
+    Session { to: Addr<Session>, seq: u64 },
+    SelectCheck { to: Addr<Session>, seq: u64, db: u32 },
+    /// A reply nobody waits for, read and checked.
+    Swallow(Swallowed),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Swallowed {
+    Select(u32),
+    Auth,
+    /// MULTI and the commands queued in it: their errors reach the client through EXEC.
+    BlockPart,
+}
+
+struct Pending {
+    dest: Dest,
+    tick: u64,
+}
+
+enum State {
+    Connecting,
+    Up,
+    Down { reason: String },
+}
+
+struct Upstream {
+    state: State,
+    /// Bumped at each connection attempt; events of an older connection are ignored.
+    generation: u64,
+    out: Option<OutBuf>,
+    /// Frames written while connecting, sent once connected.
+    early: BytesMut,
+    pending: VecDeque<Pending>,
+    /// The DB the connection is on; None after something the relayer could not follow.
+    db: Option<u32>,
+    flush_scheduled: bool,
+    write_blocked: bool,
+    backoff: Duration,
+    reader: Option<SpawnHandle>,
+}
+
+pub struct Target {
+    settings: TargetSettings,
+    known: Arc<KnownDbs>,
+    conns: Vec<Upstream>,
+    tick: u64,
+    timeout_ticks: Option<u64>,
+}
+
+impl Target {
+    pub fn new(settings: TargetSettings, known: Arc<KnownDbs>) -> Self {
+        let n = settings.connections.max(1);
+        let timeout_ticks = settings
+            .timeout
+            .map(|t| (t.as_millis() as u64).div_ceil(TICK.as_millis() as u64) + 1);
+        let conns = (0..n)
+            .map(|_| Upstream {
+                state: State::Connecting,
+                generation: 0,
+                out: None,
+                early: BytesMut::new(),
+                pending: VecDeque::new(),
+                db: Some(0),
+                flush_scheduled: false,
+                write_blocked: false,
+                backoff: BACKOFF_FIRST,
+                reader: None,
+            })
+            .collect();
+        Target { settings, known, conns, tick: 0, timeout_ticks }
+    }
+
+    fn connect(&mut self, idx: usize, ctx: &mut Context<Self>) {
+        let c = &mut self.conns[idx];
+        c.state = State::Connecting;
+        c.generation += 1;
+        c.db = Some(0);
+        c.out = None;
+        c.write_blocked = false;
+        let generation = c.generation;
+        if let (Some(user), Some(pw)) = (&self.settings.addr.user, &self.settings.addr.password) {
+            let cmd = Command::from_args(&[&b"AUTH"[..], user.as_bytes(), pw.as_bytes()]);
+            self.push(idx, cmd.frame(), Dest::Swallow(Swallowed::Auth));
+        } else if let Some(pw) = &self.settings.addr.password {
+            let cmd = Command::from_args(&[&b"AUTH"[..], pw.as_bytes()]);
+            self.push(idx, cmd.frame(), Dest::Swallow(Swallowed::Auth));
+        }
+        let kind = self.settings.addr.kind.clone();
+        let limit = self.settings.connect_timeout;
+        let fut = async move {
+            let conn = async {
+                match kind {
+                    TargetKind::Tcp { host, port } => {
+                        let s = TcpStream::connect((host.as_str(), port)).await?;
+                        s.set_nodelay(true)?;
+                        Ok::<_, io::Error>(split_tcp(s))
+                    }
+                    TargetKind::Unix(path) => Ok(split_unix(UnixStream::connect(path).await?)),
+                }
+            };
+            match tokio::time::timeout(limit, conn).await {
+                Ok(r) => r,
+                Err(_) => Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("connect timed out after {}", secs(limit)),
+                )),
+            }
+        };
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+            if act.conns[idx].generation != generation {
+                return;
+            }
+            match res {
+                Ok((r, w)) => act.connected(idx, r, OutBuf::new(w), ctx),
+                Err(e) => act.failed(idx, &e.to_string(), ctx),
+            }
+        }));
+    }
+
+    fn connected(&mut self, idx: usize, r: ReadHalf, mut out: OutBuf, ctx: &mut Context<Self>) {
+        let generation = self.conns[idx].generation;
+        let events = FramedRead::new(r, ReplyScanner::new())
+            .map(move |item| Upstreamed { idx, generation, item: item.map(Some) })
+            .chain(futures_util::stream::once(async move {
+                Upstreamed { idx, generation, item: Ok(None) }
+            }));
+        let handle = ctx.add_stream(events);
+        let c = &mut self.conns[idx];
+        if c.backoff > BACKOFF_FIRST {
+            info!(self.settings.log, "backend connection restored"; "backend" => %self.settings.addr, "conn" => idx);
+        } else {
+            debug!(self.settings.log, "backend connected"; "backend" => %self.settings.addr, "conn" => idx);
+        }
+        c.state = State::Up;
+        c.backoff = BACKOFF_FIRST;
+        // Replies owed from before the connection existed start their wait now.
+        for p in c.pending.iter_mut() {
+            p.tick = self.tick;
+        }
+        c.reader = Some(handle);
+        out.buf = std::mem::take(&mut c.early);
+        c.out = Some(out);
+        self.schedule_flush(idx, ctx);
+    }
+
+    /// The connection failed or was lost: every reply it owed becomes an error, and it
+    /// reconnects (at once after a loss, with backoff after failed attempts).
+    fn failed(&mut self, idx: usize, reason: &str, ctx: &mut Context<Self>) {
+        let addr = &self.settings.addr;
+        let c = &mut self.conns[idx];
+        let was_up = matches!(c.state, State::Up);
+        let text = if was_up {
+            format!("ERR relayer: connection to backend {addr} lost ({reason})")
+        } else {
+            format!("ERR relayer: backend {addr} unavailable ({reason})")
+        };
+        Self::fail_pending(c, &write::error(&text));
+        if let Some(h) = c.reader.take() {
+            ctx.cancel_future(h);
+        }
+        c.out = None;
+        c.early.clear();
+        c.generation += 1;
+        if was_up {
+            warn!(self.settings.log, "backend connection lost, reconnecting"; "backend" => %addr, "conn" => idx, "reason" => reason);
+            self.connect(idx, ctx);
+            return;
+        }
+        let delay = c.backoff;
+        c.backoff = (c.backoff * 2).min(BACKOFF_MAX);
+        if delay == BACKOFF_FIRST {
+            error!(self.settings.log, "cannot connect to backend"; "backend" => %addr, "conn" => idx, "reason" => reason);
+        } else {
+            debug!(self.settings.log, "backend still unavailable"; "backend" => %addr, "conn" => idx, "reason" => reason, "retry_in_ms" => delay.as_millis() as u64);
+        }
+        c.state = State::Down { reason: reason.to_string() };
+        let generation = c.generation;
+        ctx.run_later(delay, move |act, ctx| {
+            if act.conns[idx].generation == generation {
+                act.connect(idx, ctx);
+            }
+        });
+    }
+
+    fn fail_pending(c: &mut Upstream, err: &Bytes) {
+        for p in c.pending.drain(..) {
+            match p.dest {
+                Dest::Session { to, seq } | Dest::SelectCheck { to, seq, .. } => {
+                    to.do_send(Reply { seq, data: err.clone() })
+                }
+                Dest::Swallow(_) => {}
+            }
+        }
+    }
+
+    fn push(&mut self, idx: usize, frame: &[u8], dest: Dest) {
+        let tick = self.tick;
+        let c = &mut self.conns[idx];
+        match &mut c.out {
+            Some(out) => out.buf.extend_from_slice(frame),
+            None => c.early.extend_from_slice(frame),
+        }
+        c.pending.push_back(Pending { dest, tick });
+    }
+
+    /// Writes a SELECT first when the connection is on another DB than the session.
+    fn switch_db(&mut self, idx: usize, db: u32) {
+        if self.conns[idx].db != Some(db) {
+            let cmd = Command::from_args(&[b"SELECT".to_vec(), db.to_string().into_bytes()]);
+            self.push(idx, cmd.frame(), Dest::Swallow(Swallowed::Select(db)));
+            self.conns[idx].db = Some(db);
+        }
+    }
+
+    fn schedule_flush(&mut self, idx: usize, ctx: &mut Context<Self>) {
+        let c = &mut self.conns[idx];
+        if !c.flush_scheduled && !c.write_blocked && c.out.is_some() {
+            c.flush_scheduled = true;
+            ctx.notify(Flush(idx));
+        }
+    }
+
+    fn route(&mut self, idx: usize, data: Bytes, ctx: &mut Context<Self>) {
+        let Some(p) = self.conns[idx].pending.pop_front() else {
+            // Redis sent something nobody asked for: the reply stream can no longer be trusted.
+            self.failed(idx, "unexpected reply from backend", ctx);
+            return;
+        };
+        match p.dest {
+            Dest::Session { to, seq } => to.do_send(Reply { seq, data }),
+            Dest::SelectCheck { to, seq, db } => {
+                if is_error(&data) {
+                    self.conns[idx].db = None;
+                } else {
+                    self.known.insert(db);
+                    self.conns[idx].db = Some(db);
+                }
+                to.do_send(Reply { seq, data });
+            }
+            Dest::Swallow(what) => {
+                if is_error(&data) {
+                    let text = String::from_utf8_lossy(&data[1..data.len() - 2]).into_owned();
+                    match what {
+                        Swallowed::BlockPart => {
+                            debug!(self.settings.log, "command refused inside MULTI"; "error" => text)
+                        }
+                        Swallowed::Select(db) => {
+                            self.conns[idx].db = None;
+                            error!(self.settings.log, "backend refused a SELECT issued by the relayer"; "backend" => %self.settings.addr, "db" => db, "error" => text);
+                        }
+                        Swallowed::Auth => {
+                            error!(self.settings.log, "backend refused AUTH"; "backend" => %self.settings.addr, "error" => text)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn check_timeouts(&mut self, ctx: &mut Context<Self>) {
+        self.tick += 1;
+        let Some(limit) = self.timeout_ticks else { return };
+        for idx in 0..self.conns.len() {
+            let c = &self.conns[idx];
+            let late = matches!(c.state, State::Up)
+                && c.pending.front().is_some_and(|p| self.tick >= p.tick + limit);
+            if late {
+                let t = self.settings.timeout.unwrap_or_default();
+                let text = format!(
+                    "ERR relayer: backend {} timed out after {}",
+                    self.settings.addr,
+                    secs(t)
+                );
+                warn!(self.settings.log, "backend reply timed out, reconnecting"; "backend" => %self.settings.addr, "conn" => idx, "timeout" => secs(t));
+                Self::fail_pending(&mut self.conns[idx], &write::error(&text));
+                self.failed(idx, "reply timed out", ctx);
+            }
+        }
+    }
+}
+
+fn secs(d: Duration) -> String {
+    format!("{}s", d.as_secs_f64())
+}
+
+impl Actor for Target {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        for idx in 0..self.conns.len() {
+            self.connect(idx, ctx);
+        }
+        ctx.run_interval(TICK, |act, ctx| act.check_timeouts(ctx));
+    }
+}
+
+impl Handler<Forward> for Target {
+    type Result = ();
+
+    fn handle(&mut self, msg: Forward, ctx: &mut Context<Self>) {
+        let idx = (msg.session % self.conns.len() as u64) as usize;
+        if let State::Down { reason } = &self.conns[idx].state {
+            let text = format!("ERR relayer: backend {} unavailable ({reason})", self.settings.addr);
+            msg.reply_to.do_send(Reply { seq: msg.seq, data: write::error(&text) });
+            return;
+        }
+        let (to, seq) = (msg.reply_to, msg.seq);
+        match msg.request {
+            Request::One(frame) => {
+                self.switch_db(idx, msg.db);
+                self.push(idx, &frame, Dest::Session { to, seq });
+            }
+            Request::Select(db, frame) => {
+                self.push(idx, &frame, Dest::SelectCheck { to, seq, db });
+                // Until the answer, the connection's DB is whatever Redis decided.
+                self.conns[idx].db = None;
+            }
+            Request::Block { frames, changes_db } => {
+                self.switch_db(idx, msg.db);
+                let last = frames.len() - 1;
+                for (i, f) in frames.iter().enumerate() {
+                    let dest = if i == last {
+                        Dest::Session { to: to.clone(), seq }
+                    } else {
+                        Dest::Swallow(Swallowed::BlockPart)
+                    };
+                    self.push(idx, f, dest);
+                }
+                if changes_db {
+                    self.conns[idx].db = None;
+                }
+            }
+        }
+        self.schedule_flush(idx, ctx);
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Flush(usize);
+
+impl Handler<Flush> for Target {
+    type Result = ();
+
+    fn handle(&mut self, Flush(idx): Flush, ctx: &mut Context<Self>) {
+        let c = &mut self.conns[idx];
+        c.flush_scheduled = false;
+        let Some(out) = c.out.as_mut() else { return };
+        match out.flush() {
+            Ok(true) => {}
+            Ok(false) => {
+                c.write_blocked = true;
+                let w = out.writer();
+                let generation = c.generation;
+                ctx.spawn(async move { w.writable().await }.into_actor(self).map(
+                    move |res, act, ctx| {
+                        if act.conns[idx].generation != generation {
+                            return;
+                        }
+                        act.conns[idx].write_blocked = false;
+                        match res {
+                            Ok(()) => act.schedule_flush(idx, ctx),
+                            Err(e) => act.failed(idx, &e.to_string(), ctx),
+                        }
+                    },
+                ));
+            }
+            Err(e) => self.failed(idx, &e.to_string(), ctx),
+        }
+    }
+}
+
+/// An event of one upstream connection's read side: a reply, end of stream (None), or an error.
+struct Upstreamed {
+    idx: usize,
+    generation: u64,
+    item: io::Result<Option<Bytes>>,
+}
+
+impl StreamHandler<Upstreamed> for Target {
+    fn handle(&mut self, ev: Upstreamed, ctx: &mut Context<Self>) {
+        if self.conns[ev.idx].generation != ev.generation {
+            return;
+        }
+        match ev.item {
+            Ok(Some(reply)) => self.route(ev.idx, reply, ctx),
+            Ok(None) => self.failed(ev.idx, "closed by the backend", ctx),
+            Err(e) => self.failed(ev.idx, &e.to_string(), ctx),
+        }
+    }
+
+    /// One connection's stream ending says nothing about the actor.
+    fn finished(&mut self, _ctx: &mut Context<Self>) {}
+}

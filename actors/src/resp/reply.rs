@@ -1,0 +1,182 @@
+//! Reply scanner: finds where one complete backend reply ends, without decoding it, so the
+//! bytes can be passed to the client as they are (invariant 2).
+//!
+//! Resumable with two numbers: the offset reached and how many elements are still owed. An
+//! aggregate header adds its element count to what is owed, so nesting needs no stack.
+
+use bytes::{Bytes, BytesMut};
+use std::io;
+use tokio_util::codec::Decoder;
+
+/// Caps what a backend may declare, so a corrupt stream fails the connection instead of
+/// making the relayer wait for gigabytes that will never come.
+const MAX_BULK: i64 = 1 << 32;
+const MAX_ELEMENTS: i64 = 1 << 32;
+const MAX_LINE: usize = 64 * 1024;
+
+#[derive(Debug, Default)]
+pub struct ReplyScanner {
+    pos: usize,
+    owed: u64,
+}
+
+impl ReplyScanner {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Returns the next complete reply, split off the front of `buf`.
+    pub fn scan(&mut self, buf: &mut BytesMut) -> io::Result<Option<Bytes>> {
+        if self.owed == 0 {
+            if buf.is_empty() {
+                return Ok(None);
+            }
+            self.pos = 0;
+            self.owed = 1;
+        }
+        while self.owed > 0 {
+            let start = self.pos;
+            let Some(&kind) = buf.get(start) else {
+                return Ok(None);
+            };
+            let Some(eol) = find_crlf(&buf[start + 1..]) else {
+                if buf.len() - start > MAX_LINE {
+                    return Err(corrupt("reply line too long"));
+                }
+                return Ok(None);
+            };
+            let line = &buf[start + 1..start + 1 + eol];
+            let after = start + 1 + eol + 2;
+            match kind {
+                b'+' | b'-' | b':' | b'_' | b',' | b'#' | b'(' => {
+                    self.pos = after;
+                    self.owed -= 1;
+                }
+                b'$' | b'!' | b'=' => {
+                    let n = parse_int(line)?;
+                    if n < 0 {
+                        self.pos = after;
+                    } else {
+                        if n > MAX_BULK {
+                            return Err(corrupt("bulk length out of range"));
+                        }
+                        let end = after + n as usize + 2;
+                        if buf.len() < end {
+                            return Ok(None);
+                        }
+                        if &buf[end - 2..end] != b"\r\n" {
+                            return Err(corrupt("bulk not terminated by CRLF"));
+                        }
+                        self.pos = end;
+                    }
+                    self.owed -= 1;
+                }
+                b'*' | b'~' | b'>' | b'%' | b'|' => {
+                    let n = parse_int(line)?;
+                    if n > MAX_ELEMENTS {
+                        return Err(corrupt("aggregate length out of range"));
+                    }
+                    let per = if matches!(kind, b'%' | b'|') { 2 } else { 1 };
+                    self.pos = after;
+                    self.owed = self.owed - 1 + n.max(0) as u64 * per;
+                }
+                other => {
+                    return Err(corrupt(&format!("unexpected reply type byte 0x{other:02x}")));
+                }
+            }
+        }
+        let end = self.pos;
+        self.pos = 0;
+        Ok(Some(buf.split_to(end).freeze()))
+    }
+}
+
+impl Decoder for ReplyScanner {
+    type Item = Bytes;
+    type Error = io::Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> io::Result<Option<Bytes>> {
+        self.scan(src)
+    }
+}
+
+fn corrupt(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("corrupt reply from backend: {what}"))
+}
+
+pub(crate) fn find_crlf(b: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = b[from..].iter().position(|&c| c == b'\r') {
+        let at = from + i;
+        match b.get(at + 1) {
+            Some(b'\n') => return Some(at),
+            Some(_) => from = at + 1,
+            None => return None,
+        }
+    }
+    None
+}
+
+fn parse_int(line: &[u8]) -> io::Result<i64> {
+    std::str::from_utf8(line)
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok())
+        .ok_or_else(|| corrupt("bad length"))
+}
+
+/// True when a complete reply is an error (`-...`).
+pub fn is_error(reply: &[u8]) -> bool {
+    reply.first() == Some(&b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all(input: &[u8]) -> Vec<Bytes> {
+        let mut s = ReplyScanner::new();
+        let mut buf = BytesMut::from(input);
+        let mut out = vec![];
+        while let Some(r) = s.scan(&mut buf).unwrap() {
+            out.push(r);
+        }
+        assert!(buf.is_empty(), "left over: {buf:?}");
+        out
+    }
+
+    #[test]
+    fn scans_every_kind() {
+        let input: &[u8] =
+            b"+OK\r\n-ERR x\r\n:12\r\n$3\r\na\r\n\r\n$-1\r\n*-1\r\n*2\r\n*1\r\n:1\r\n$0\r\n\r\n*0\r\n%1\r\n+a\r\n+b\r\n";
+        let got = all(input);
+        assert_eq!(got.len(), 9);
+        assert_eq!(&got[3][..], b"$3\r\na\r\n\r\n");
+        assert_eq!(&got[6][..], b"*2\r\n*1\r\n:1\r\n$0\r\n\r\n");
+        assert_eq!(&got[8][..], b"%1\r\n+a\r\n+b\r\n");
+    }
+
+    #[test]
+    fn resumes_byte_by_byte() {
+        let input: &[u8] = b"*3\r\n$5\r\nhello\r\n*2\r\n:1\r\n$-1\r\n+x\r\n:7\r\n";
+        let mut s = ReplyScanner::new();
+        let mut buf = BytesMut::new();
+        let mut out = vec![];
+        for &b in input {
+            buf.extend_from_slice(&[b]);
+            while let Some(r) = s.scan(&mut buf).unwrap() {
+                out.push(r);
+            }
+        }
+        assert_eq!(out.len(), 2);
+        assert_eq!(&out[0][..], &input[..input.len() - 4]);
+        assert_eq!(&out[1][..], b":7\r\n");
+    }
+
+    #[test]
+    fn rejects_corrupt_streams() {
+        for bad in [&b"?x\r\n"[..], b"$abc\r\n", b"$3\r\nabcXY", b"*99999999999\r\n"] {
+            let mut buf = BytesMut::from(bad);
+            assert!(ReplyScanner::new().scan(&mut buf).is_err(), "{bad:?}");
+        }
+    }
+}

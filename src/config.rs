@@ -1,0 +1,406 @@
+//! The configuration file: TOML, read with the `config` crate, in the original daemon's format
+//! (keys matched case-insensitively, snake_case accepted too) plus our own keys.
+//!
+//! Loading is all-or-nothing: every entry is checked before anything is bound, and an error
+//! names the file, the entry (by its `listen`) and the key.
+
+use config::{File, FileFormat, Value, ValueKind};
+use relayer_actors::endpoint::{ListenAddr, TargetAddr};
+use relayer_actors::resp::request::Limits;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Redis,
+    /// Known to the original daemon but not relayed by this version yet.
+    Unsupported(&'static str),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Sync,
+    Smart,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub log_format: LogFormat,
+    pub limits: Limits,
+    pub relayers: Vec<Relayer>,
+    /// Things worth a warning that do not stop loading (unknown keys and the like).
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Relayer {
+    pub protocol: Protocol,
+    pub mode: Mode,
+    pub listen: ListenAddr,
+    /// The `listen` string as written: the relayer's identity.
+    pub listen_key: String,
+    pub target: Option<TargetAddr>,
+    pub max_connections: usize,
+    pub timeout: Option<Duration>,
+    pub connect_timeout: Duration,
+    pub max_clients: usize,
+    pub max_pending_replies: usize,
+}
+
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+// Field names are the keys with case and underscores removed, which is how keys are matched.
+#[derive(Deserialize, Default)]
+struct RawGlobal {
+    comment: Option<String>,
+    gogc: Option<i64>,
+    #[serde(rename = "logformat")]
+    log_format: Option<String>,
+    #[serde(rename = "maxbulklength")]
+    max_bulk_length: Option<u64>,
+    #[serde(rename = "maxarguments")]
+    max_arguments: Option<u64>,
+    #[serde(rename = "maxinlinelength")]
+    max_inline_length: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+struct RawRelayer {
+    protocol: Option<String>,
+    mode: Option<String>,
+    listen: Option<String>,
+    url: Option<String>,
+    #[serde(rename = "maxconnections")]
+    max_connections: Option<i64>,
+    timeout: Option<f64>,
+    #[serde(rename = "connecttimeout")]
+    connect_timeout: Option<f64>,
+    #[serde(rename = "maxclients")]
+    max_clients: Option<i64>,
+    #[serde(rename = "maxpendingreplies")]
+    max_pending_replies: Option<i64>,
+    // Keys of the original format that this version reads but does not use yet.
+    #[serde(rename = "maxidleconnections")]
+    max_idle_connections: Option<i64>,
+    compress: Option<bool>,
+    uncompress: Option<bool>,
+    parallel: Option<bool>,
+    pipeline: Option<i64>,
+    #[serde(rename = "maxrecords")]
+    max_records: Option<i64>,
+    #[serde(rename = "streamname")]
+    stream_name: Option<String>,
+    #[serde(rename = "groupid")]
+    group_id: Option<String>,
+    region: Option<String>,
+    profile: Option<String>,
+    spin: Option<f64>,
+}
+
+impl RawRelayer {
+    /// Keys that parse but change nothing in this version, for a warning.
+    fn unused_keys(&self) -> Vec<&'static str> {
+        let mut v = vec![];
+        let set = [
+            (self.max_idle_connections.is_some(), "maxidleconnections"),
+            (self.compress.is_some(), "compress"),
+            (self.uncompress.is_some(), "uncompress"),
+            (self.parallel.is_some(), "parallel"),
+            (self.pipeline.is_some(), "pipeline"),
+            (self.max_records.is_some(), "maxrecords"),
+            (self.stream_name.is_some(), "streamname"),
+            (self.group_id.is_some(), "groupid"),
+            (self.region.is_some(), "region"),
+            (self.profile.is_some(), "profile"),
+            (self.spin.is_some(), "spin"),
+        ];
+        for (present, k) in set {
+            if present {
+                v.push(k);
+            }
+        }
+        v
+    }
+}
+
+/// How keys are compared: `maxConnections`, `maxconnections` and `max_connections` are one key.
+fn normalize(key: &str) -> String {
+    key.chars().filter(|c| *c != '_').flat_map(char::to_lowercase).collect()
+}
+
+/// A table with normalized keys, and the spelling each key had in the file.
+struct Table {
+    values: HashMap<String, Value>,
+    spelled: HashMap<String, String>,
+}
+
+impl Table {
+    fn from(map: HashMap<String, Value>, ctx: &str) -> Result<Self, String> {
+        let mut values = HashMap::new();
+        let mut spelled = HashMap::new();
+        for (k, v) in map {
+            let n = normalize(&k);
+            if let Some(first) = spelled.get(&n) {
+                return Err(format!("{ctx}: keys '{first}' and '{k}' are the same key"));
+            }
+            spelled.insert(n.clone(), k);
+            values.insert(n, v);
+        }
+        Ok(Table { values, spelled })
+    }
+
+    fn spelling<'a>(&'a self, key: &'a str) -> &'a str {
+        self.spelled.get(key).map(String::as_str).unwrap_or(key)
+    }
+
+    /// Deserializes the table, collecting the keys nobody reads.
+    fn parse<T: DeserializeOwned>(&self, ctx: &str, unknown: &mut Vec<String>) -> Result<T, String> {
+        let value = Value::new(None, ValueKind::Table(self.values.clone().into_iter().collect()));
+        let mut ignored = vec![];
+        let mut note = |path: serde_ignored::Path<'_>| ignored.push(path.to_string());
+        let de = serde_ignored::Deserializer::new(value, &mut note);
+        let r: Result<T, _> = serde_path_to_error::deserialize(de);
+        let out = r.map_err(|e| {
+            let key = e.path().to_string();
+            let msg = e.into_inner().to_string();
+            format!("{ctx}: key '{}': {msg}", self.spelling(&key))
+        })?;
+        for k in ignored {
+            let top = k.split('.').next().unwrap_or(&k).to_string();
+            unknown.push(format!("{ctx}: unknown key '{}' ignored", self.spelling(&top)));
+        }
+        Ok(out)
+    }
+}
+
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let file = path.display().to_string();
+    let err = |m: String| ConfigError(m);
+    if !path.is_file() {
+        return Err(err(format!("{file}: cannot read the configuration file (missing or not a file)")));
+    }
+    let built = config::Config::builder()
+        .add_source(File::from(path).format(FileFormat::Toml))
+        .build()
+        .map_err(|e| err(format!("{file}: {}", strip_origin(&e.to_string()))))?;
+    let root: HashMap<String, Value> = built
+        .try_deserialize()
+        .map_err(|e| err(format!("{file}: {e}")))?;
+    let mut root = Table::from(root, &file).map_err(err)?;
+    let entries = match root.values.remove("relayer") {
+        None => vec![],
+        Some(v) => v.into_array().map_err(|_| {
+            err(format!("{file}: key 'relayer' must be an array of tables: write each entry as [[relayer]]"))
+        })?,
+    };
+    root.spelled.remove("relayer");
+    let mut warnings = vec![];
+    let global: RawGlobal = root.parse(&file, &mut warnings).map_err(err)?;
+    let _ = (global.comment, global.gogc);
+    let log_format = match global.log_format.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            return Err(err(format!(
+                "{file}: key '{}': '{other}' is not a log format: use \"text\" or \"json\"",
+                root.spelling("logformat")
+            )))
+        }
+    };
+    let defaults = Limits::default();
+    let limit = |v: Option<u64>, d: usize, key: &str| -> Result<usize, ConfigError> {
+        match v {
+            None => Ok(d),
+            Some(0) => Err(err(format!("{file}: key '{}': must be at least 1", root.spelling(key)))),
+            Some(n) => Ok(n as usize),
+        }
+    };
+    let limits = Limits {
+        max_bulk_len: limit(global.max_bulk_length, defaults.max_bulk_len, "maxbulklength")?,
+        max_args: limit(global.max_arguments, defaults.max_args, "maxarguments")?,
+        max_inline_len: limit(global.max_inline_length, defaults.max_inline_len, "maxinlinelength")?,
+    };
+
+    let mut relayers = vec![];
+    let mut seen = HashSet::new();
+    for (i, entry) in entries.into_iter().enumerate() {
+        let map = entry
+            .into_table()
+            .map_err(|_| err(format!("{file}: relayer entry #{}: must be a table", i + 1)))?;
+        // Name the entry by its listen before anything else can fail.
+        let listen = map
+            .iter()
+            .find(|(k, _)| normalize(k) == "listen")
+            .and_then(|(_, v)| v.clone().into_string().ok());
+        let ctx = match &listen {
+            Some(l) => format!("{file}: relayer listen=\"{l}\" (entry #{})", i + 1),
+            None => format!("{file}: relayer entry #{}", i + 1),
+        };
+        let table = Table::from(map.into_iter().collect(), &ctx).map_err(err)?;
+        let raw: RawRelayer = table.parse(&ctx, &mut warnings).map_err(err)?;
+        let r = relayer(&raw, &table, &ctx, &mut warnings).map_err(err)?;
+        if !seen.insert(r.listen_key.clone()) {
+            return Err(err(format!("{ctx}: key '{}': the same listen appears twice", table.spelling("listen"))));
+        }
+        relayers.push(r);
+    }
+    Ok(Config { path: path.to_path_buf(), log_format, limits, relayers, warnings })
+}
+
+fn relayer(raw: &RawRelayer, t: &Table, ctx: &str, warnings: &mut Vec<String>) -> Result<Relayer, String> {
+    let key = |k: &str| format!("{ctx}: key '{}'", t.spelling(k));
+    let listen_key = raw.listen.clone().ok_or_else(|| format!("{ctx}: key 'listen' is missing"))?;
+    let listen = ListenAddr::parse(&listen_key).map_err(|e| format!("{}: {e}", key("listen")))?;
+    let protocol = match raw.protocol.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None => return Err(format!("{ctx}: key 'protocol' is missing")),
+        Some("redis") | Some("redis2") => Protocol::Redis,
+        Some("redis-cluster") => Protocol::Unsupported("redis-cluster"),
+        Some("redis-plus") => Protocol::Unsupported("redis-plus"),
+        Some("firehose") => Protocol::Unsupported("firehose"),
+        Some("sqs") => Protocol::Unsupported("sqs"),
+        Some(other) => {
+            return Err(format!(
+                "{}: unknown protocol '{other}': use redis, redis-cluster or firehose",
+                key("protocol")
+            ))
+        }
+    };
+    let mode = match raw.mode.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("") | Some("sync") => Mode::Sync,
+        Some("smart") | Some("async") => Mode::Smart,
+        Some(other) => return Err(format!("{}: unknown mode '{other}': use sync or smart", key("mode"))),
+    };
+    let target = match (protocol, &raw.url) {
+        (Protocol::Redis, None) => return Err(format!("{ctx}: key 'url' is missing")),
+        (Protocol::Redis, Some(u)) => Some(TargetAddr::parse(u).map_err(|e| format!("{}: {e}", key("url")))?),
+        _ => None,
+    };
+    let count = |v: Option<i64>, default: usize, k: &str, zero_is_default: bool| -> Result<usize, String> {
+        match v {
+            None => Ok(default),
+            Some(0) if zero_is_default => Ok(default),
+            Some(n) if n >= 1 => Ok(n as usize),
+            Some(n) => Err(format!("{}: {n} is not allowed: must be at least 1", key(k))),
+        }
+    };
+    let seconds = |v: Option<f64>, default: f64, k: &str| -> Result<f64, String> {
+        match v {
+            None => Ok(default),
+            Some(s) if s.is_finite() && (0.0..=86400.0 * 365.0).contains(&s) => Ok(s),
+            Some(s) => Err(format!("{}: {s} is not a number of seconds", key(k))),
+        }
+    };
+    let timeout = seconds(raw.timeout, 30.0, "timeout")?;
+    let connect_timeout = seconds(raw.connect_timeout, 5.0, "connecttimeout")?;
+    if connect_timeout == 0.0 {
+        return Err(format!("{}: must be more than 0", key("connecttimeout")));
+    }
+    let r = Relayer {
+        protocol,
+        mode,
+        listen,
+        listen_key,
+        target,
+        // 0 meant "unset" in the original, where redis relayers ignored the key.
+        max_connections: count(raw.max_connections, 1, "maxconnections", true)?,
+        timeout: (timeout > 0.0).then(|| Duration::from_secs_f64(timeout)),
+        connect_timeout: Duration::from_secs_f64(connect_timeout),
+        max_clients: count(raw.max_clients, 10_000, "maxclients", false)?,
+        max_pending_replies: count(raw.max_pending_replies, 1024, "maxpendingreplies", false)?,
+    };
+    if let Protocol::Unsupported(p) = protocol {
+        warnings.push(format!("{ctx}: protocol '{p}' is not supported by this version yet: the entry is not started"));
+    } else {
+        if mode == Mode::Smart {
+            warnings.push(format!("{ctx}: smart mode is not available yet: the entry runs in sync mode"));
+        }
+        let unused = raw.unused_keys();
+        if !unused.is_empty() {
+            let names: Vec<&str> = unused.iter().map(|k| t.spelling(k)).collect();
+            warnings.push(format!("{ctx}: keys not used by this version: {}", names.join(", ")));
+        }
+    }
+    Ok(r)
+}
+
+/// The config crate appends " in <path>" with a path of its own making; we name the file first.
+fn strip_origin(msg: &str) -> String {
+    match msg.rfind("\n in ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn load_str(s: &str) -> Result<Config, ConfigError> {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(s.as_bytes()).unwrap();
+        load(f.path())
+    }
+
+    #[test]
+    fn keys_match_in_any_case_and_snake_case() {
+        let c = load_str(
+            "[[relayer]]\nProtocol = \"redis\"\nlisten = \"tcp://:1\"\nurl = \"tcp://h:2\"\nMAXCONNECTIONS = 3\nmax_clients = 7\ntimeout = 0.5\n",
+        )
+        .unwrap();
+        let r = &c.relayers[0];
+        assert_eq!((r.max_connections, r.max_clients), (3, 7));
+        assert_eq!(r.timeout, Some(Duration::from_millis(500)));
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn errors_name_file_entry_and_key() {
+        let e = load_str("[[relayer]]\nprotocol = \"redis\"\nlisten = \"tcp://:1\"\nurl = \"tcp://h:2\"\nmaxConnections = \"many\"\n")
+            .unwrap_err()
+            .0;
+        assert!(e.contains("listen=\"tcp://:1\"") && e.contains("'maxConnections'"), "{e}");
+        let e = load_str("[[relayer]]\nprotocol = \"memcache\"\nlisten = \"tcp://:1\"\n").unwrap_err().0;
+        assert!(e.contains("'protocol'") && e.contains("memcache"), "{e}");
+        let e = load_str("[[relayer]]\nprotocol = \"redis\"\nlisten = \":1\"\nurl = \"tcp://h:2\"\n").unwrap_err().0;
+        assert!(e.contains("'listen'"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_warn() {
+        let c = load_str("colour = 1\n[[relayer]]\nprotocol = \"redis\"\nlisten = \"tcp://:1\"\nurl = \"tcp://h:2\"\nfoo = 2\n").unwrap();
+        assert!(c.warnings.iter().any(|w| w.contains("'colour'")), "{:?}", c.warnings);
+        assert!(c.warnings.iter().any(|w| w.contains("'foo'") && w.contains("tcp://:1")), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn shipped_files_load() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let original = load(&root.join("config/relayer.conf")).unwrap();
+        assert_eq!(original.relayers.len(), 4);
+        assert!(original.relayers.iter().any(|r| r.protocol == Protocol::Unsupported("firehose")));
+        let ours = load(&root.join("config/relayer.toml")).unwrap();
+        assert!(ours.warnings.is_empty(), "{:?}", ours.warnings);
+        assert_eq!(ours.relayers.len(), 2);
+    }
+}
