@@ -145,7 +145,10 @@ impl RawRelayer {
 
 /// How keys are compared: `maxConnections`, `maxconnections` and `max_connections` are one key.
 fn normalize(key: &str) -> String {
-    key.chars().filter(|c| *c != '_').flat_map(char::to_lowercase).collect()
+    key.chars()
+        .filter(|c| *c != '_')
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 /// A table with normalized keys, and the spelling each key had in the file.
@@ -197,27 +200,34 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let file = path.display().to_string();
     let err = |m: String| ConfigError(m);
     if !path.is_file() {
-        return Err(err(format!("{file}: cannot read the configuration file (missing or not a file)")));
+        return Err(err(format!(
+            "{file}: cannot read the configuration file (missing or not a file)"
+        )));
     }
     let built = config::Config::builder()
         .add_source(File::from(path).format(FileFormat::Toml))
         .build()
         .map_err(|e| err(format!("{file}: {}", strip_origin(&e.to_string()))))?;
-    let root: HashMap<String, Value> = built
-        .try_deserialize()
-        .map_err(|e| err(format!("{file}: {e}")))?;
+    let root: HashMap<String, Value> = built.try_deserialize().map_err(|e| err(format!("{file}: {e}")))?;
     let mut root = Table::from(root, &file).map_err(err)?;
     let entries = match root.values.remove("relayer") {
         None => vec![],
         Some(v) => v.into_array().map_err(|_| {
-            err(format!("{file}: key 'relayer' must be an array of tables: write each entry as [[relayer]]"))
+            err(format!(
+                "{file}: key 'relayer' must be an array of tables: write each entry as [[relayer]]"
+            ))
         })?,
     };
     root.spelled.remove("relayer");
     let mut warnings = vec![];
     let global: RawGlobal = root.parse(&file, &mut warnings).map_err(err)?;
     let _ = (global.comment, global.gogc);
-    let log_format = match global.log_format.as_deref().map(str::to_ascii_lowercase).as_deref() {
+    let log_format = match global
+        .log_format
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
         None | Some("text") => LogFormat::Text,
         Some("json") => LogFormat::Json,
         Some(other) => {
@@ -231,14 +241,21 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let limit = |v: Option<u64>, d: usize, key: &str| -> Result<usize, ConfigError> {
         match v {
             None => Ok(d),
-            Some(0) => Err(err(format!("{file}: key '{}': must be at least 1", root.spelling(key)))),
+            Some(0) => Err(err(format!(
+                "{file}: key '{}': must be at least 1",
+                root.spelling(key)
+            ))),
             Some(n) => Ok(n as usize),
         }
     };
     let limits = Limits {
         max_bulk_len: limit(global.max_bulk_length, defaults.max_bulk_len, "maxbulklength")?,
         max_args: limit(global.max_arguments, defaults.max_args, "maxarguments")?,
-        max_inline_len: limit(global.max_inline_length, defaults.max_inline_len, "maxinlinelength")?,
+        max_inline_len: limit(
+            global.max_inline_length,
+            defaults.max_inline_len,
+            "maxinlinelength",
+        )?,
     };
 
     let mut relayers = vec![];
@@ -260,16 +277,28 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let raw: RawRelayer = table.parse(&ctx, &mut warnings).map_err(err)?;
         let r = relayer(&raw, &table, &ctx, &mut warnings).map_err(err)?;
         if !seen.insert(r.listen_key.clone()) {
-            return Err(err(format!("{ctx}: key '{}': the same listen appears twice", table.spelling("listen"))));
+            return Err(err(format!(
+                "{ctx}: key '{}': the same listen appears twice",
+                table.spelling("listen")
+            )));
         }
         relayers.push(r);
     }
-    Ok(Config { path: path.to_path_buf(), log_format, limits, relayers, warnings })
+    Ok(Config {
+        path: path.to_path_buf(),
+        log_format,
+        limits,
+        relayers,
+        warnings,
+    })
 }
 
 fn relayer(raw: &RawRelayer, t: &Table, ctx: &str, warnings: &mut Vec<String>) -> Result<Relayer, String> {
     let key = |k: &str| format!("{ctx}: key '{}'", t.spelling(k));
-    let listen_key = raw.listen.clone().ok_or_else(|| format!("{ctx}: key 'listen' is missing"))?;
+    let listen_key = raw
+        .listen
+        .clone()
+        .ok_or_else(|| format!("{ctx}: key 'listen' is missing"))?;
     let listen = ListenAddr::parse(&listen_key).map_err(|e| format!("{}: {e}", key("listen")))?;
     let protocol = match raw.protocol.as_deref().map(str::to_ascii_lowercase).as_deref() {
         None => return Err(format!("{ctx}: key 'protocol' is missing")),
@@ -288,7 +317,12 @@ fn relayer(raw: &RawRelayer, t: &Table, ctx: &str, warnings: &mut Vec<String>) -
     let mode = match raw.mode.as_deref().map(str::to_ascii_lowercase).as_deref() {
         None | Some("") | Some("sync") => Mode::Sync,
         Some("smart") | Some("async") => Mode::Smart,
-        Some(other) => return Err(format!("{}: unknown mode '{other}': use sync or smart", key("mode"))),
+        Some(other) => {
+            return Err(format!(
+                "{}: unknown mode '{other}': use sync or smart",
+                key("mode")
+            ))
+        }
     };
     let target = match (protocol, &raw.url) {
         (Protocol::Redis, None) => return Err(format!("{ctx}: key 'url' is missing")),
@@ -329,15 +363,22 @@ fn relayer(raw: &RawRelayer, t: &Table, ctx: &str, warnings: &mut Vec<String>) -
         max_pending_replies: count(raw.max_pending_replies, 1024, "maxpendingreplies", false)?,
     };
     if let Protocol::Unsupported(p) = protocol {
-        warnings.push(format!("{ctx}: protocol '{p}' is not supported by this version yet: the entry is not started"));
+        warnings.push(format!(
+            "{ctx}: protocol '{p}' is not supported by this version yet: the entry is not started"
+        ));
     } else {
         if mode == Mode::Smart {
-            warnings.push(format!("{ctx}: smart mode is not available yet: the entry runs in sync mode"));
+            warnings.push(format!(
+                "{ctx}: smart mode is not available yet: the entry runs in sync mode"
+            ));
         }
         let unused = raw.unused_keys();
         if !unused.is_empty() {
             let names: Vec<&str> = unused.iter().map(|k| t.spelling(k)).collect();
-            warnings.push(format!("{ctx}: keys not used by this version: {}", names.join(", ")));
+            warnings.push(format!(
+                "{ctx}: keys not used by this version: {}",
+                names.join(", ")
+            ));
         }
     }
     Ok(r)
@@ -379,18 +420,35 @@ mod tests {
         let e = load_str("[[relayer]]\nprotocol = \"redis\"\nlisten = \"tcp://:1\"\nurl = \"tcp://h:2\"\nmaxConnections = \"many\"\n")
             .unwrap_err()
             .0;
-        assert!(e.contains("listen=\"tcp://:1\"") && e.contains("'maxConnections'"), "{e}");
-        let e = load_str("[[relayer]]\nprotocol = \"memcache\"\nlisten = \"tcp://:1\"\n").unwrap_err().0;
+        assert!(
+            e.contains("listen=\"tcp://:1\"") && e.contains("'maxConnections'"),
+            "{e}"
+        );
+        let e = load_str("[[relayer]]\nprotocol = \"memcache\"\nlisten = \"tcp://:1\"\n")
+            .unwrap_err()
+            .0;
         assert!(e.contains("'protocol'") && e.contains("memcache"), "{e}");
-        let e = load_str("[[relayer]]\nprotocol = \"redis\"\nlisten = \":1\"\nurl = \"tcp://h:2\"\n").unwrap_err().0;
+        let e = load_str("[[relayer]]\nprotocol = \"redis\"\nlisten = \":1\"\nurl = \"tcp://h:2\"\n")
+            .unwrap_err()
+            .0;
         assert!(e.contains("'listen'"), "{e}");
     }
 
     #[test]
     fn unknown_keys_warn() {
         let c = load_str("colour = 1\n[[relayer]]\nprotocol = \"redis\"\nlisten = \"tcp://:1\"\nurl = \"tcp://h:2\"\nfoo = 2\n").unwrap();
-        assert!(c.warnings.iter().any(|w| w.contains("'colour'")), "{:?}", c.warnings);
-        assert!(c.warnings.iter().any(|w| w.contains("'foo'") && w.contains("tcp://:1")), "{:?}", c.warnings);
+        assert!(
+            c.warnings.iter().any(|w| w.contains("'colour'")),
+            "{:?}",
+            c.warnings
+        );
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.contains("'foo'") && w.contains("tcp://:1")),
+            "{:?}",
+            c.warnings
+        );
     }
 
     #[test]
@@ -398,7 +456,10 @@ mod tests {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let original = load(&root.join("config/relayer.conf")).unwrap();
         assert_eq!(original.relayers.len(), 4);
-        assert!(original.relayers.iter().any(|r| r.protocol == Protocol::Unsupported("firehose")));
+        assert!(original
+            .relayers
+            .iter()
+            .any(|r| r.protocol == Protocol::Unsupported("firehose")));
         let ours = load(&root.join("config/relayer.toml")).unwrap();
         assert!(ours.warnings.is_empty(), "{:?}", ours.warnings);
         assert_eq!(ours.relayers.len(), 2);

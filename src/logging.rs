@@ -15,7 +15,10 @@ pub fn init(format: LogFormat, debug: bool) -> (Logger, LogGuard) {
             async_drain(drain.filter_level(level).fuse())
         }
         LogFormat::Json => {
-            let drain = slog_json::Json::new(std::io::stderr()).add_default_keys().build().fuse();
+            let drain = slog_json::Json::new(std::io::stderr())
+                .add_default_keys()
+                .build()
+                .fuse();
             async_drain(drain.filter_level(level).fuse())
         }
     };

@@ -38,7 +38,11 @@ fn main() {
         for w in &config.warnings {
             eprintln!("smart-relayer: warning: {w}");
         }
-        println!("{}: configuration OK, {} relayer(s)", cli.config.display(), config.relayers.len());
+        println!(
+            "{}: configuration OK, {} relayer(s)",
+            cli.config.display(),
+            config.relayers.len()
+        );
         return;
     }
     let (log, guard) = logging::init(config.log_format, logging::debug_requested(cli.debug));

@@ -2,11 +2,11 @@
 //! listeners, and stops them on SIGTERM or SIGINT.
 
 use crate::config::{Config, Protocol, Relayer};
+use actix::Actor;
 use relayer_actors::endpoint::ListenAddr;
 use relayer_actors::listener::{bind, Bound, Listener, ListenerSettings};
 use relayer_actors::redis::session::SessionSettings;
 use relayer_actors::redis::target::{KnownDbs, Target, TargetSettings};
-use actix::Actor;
 use slog::{error, info, o, warn, Logger};
 use std::sync::Arc;
 use tokio::signal::unix::{signal, SignalKind};
@@ -14,12 +14,15 @@ use tokio::signal::unix::{signal, SignalKind};
 /// Runs until a stop signal; returns the process exit code.
 pub fn run(config: Config, log: Logger) -> i32 {
     let system = actix::System::new();
-    let code = system.block_on(serve(config, log.clone()));
-    code
+    system.block_on(serve(config, log))
 }
 
 async fn serve(config: Config, log: Logger) -> i32 {
-    let redis: Vec<&Relayer> = config.relayers.iter().filter(|r| r.protocol == Protocol::Redis).collect();
+    let redis: Vec<&Relayer> = config
+        .relayers
+        .iter()
+        .filter(|r| r.protocol == Protocol::Redis)
+        .collect();
     // Bind everything first: a listener that cannot bind stops the start before any client
     // is accepted anywhere.
     let mut bound = Vec::with_capacity(redis.len());

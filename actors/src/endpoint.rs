@@ -55,7 +55,11 @@ impl ListenAddr {
     pub fn parse(s: &str) -> Result<Self, String> {
         if let Some(rest) = s.strip_prefix("tcp://").or_else(|| s.strip_prefix("tcp4://")) {
             let (host, port) = host_port(rest, None)?;
-            let host = if host.is_empty() { "0.0.0.0".to_string() } else { host };
+            let host = if host.is_empty() {
+                "0.0.0.0".to_string()
+            } else {
+                host
+            };
             Ok(ListenAddr::Tcp { host, port })
         } else if let Some(rest) = s.strip_prefix("tcp6://") {
             let (host, port) = host_port(rest, None)?;
@@ -209,15 +213,24 @@ mod tests {
     fn listen_forms() {
         assert_eq!(
             ListenAddr::parse("tcp://127.0.0.1:6389").unwrap(),
-            ListenAddr::Tcp { host: "127.0.0.1".into(), port: 6389 }
+            ListenAddr::Tcp {
+                host: "127.0.0.1".into(),
+                port: 6389
+            }
         );
         assert_eq!(
             ListenAddr::parse("tcp://:6389").unwrap(),
-            ListenAddr::Tcp { host: "0.0.0.0".into(), port: 6389 }
+            ListenAddr::Tcp {
+                host: "0.0.0.0".into(),
+                port: 6389
+            }
         );
         assert_eq!(
             ListenAddr::parse("tcp://[::1]:6389").unwrap(),
-            ListenAddr::Tcp { host: "::1".into(), port: 6389 }
+            ListenAddr::Tcp {
+                host: "::1".into(),
+                port: 6389
+            }
         );
         assert_eq!(
             ListenAddr::parse("unix:/tmp/r.sock").unwrap(),
@@ -227,7 +240,15 @@ mod tests {
             ListenAddr::parse("unix:///tmp/r.sock").unwrap(),
             ListenAddr::Unix("/tmp/r.sock".into())
         );
-        for bad in [":6389", "tcp://host", "tcp://h:99999", "tcp://h:0", "unix:", "unix://tmp/x", "udp://:1"] {
+        for bad in [
+            ":6389",
+            "tcp://host",
+            "tcp://h:99999",
+            "tcp://h:0",
+            "unix:",
+            "unix://tmp/x",
+            "udp://:1",
+        ] {
             assert!(ListenAddr::parse(bad).is_err(), "{bad}");
         }
     }
@@ -235,18 +256,45 @@ mod tests {
     #[test]
     fn target_forms() {
         let t = TargetAddr::parse("redis://user:secret@db.local:6380/3").unwrap();
-        assert_eq!(t.kind, TargetKind::Tcp { host: "db.local".into(), port: 6380 });
-        assert_eq!((t.user.as_deref(), t.password.as_deref(), t.db), (Some("user"), Some("secret"), 3));
+        assert_eq!(
+            t.kind,
+            TargetKind::Tcp {
+                host: "db.local".into(),
+                port: 6380
+            }
+        );
+        assert_eq!(
+            (t.user.as_deref(), t.password.as_deref(), t.db),
+            (Some("user"), Some("secret"), 3)
+        );
         assert!(!t.display.contains("secret"));
         let t = TargetAddr::parse("redis://:pw@h").unwrap();
         assert_eq!((t.user, t.password.as_deref(), t.db), (None, Some("pw"), 0));
-        assert_eq!(t.kind, TargetKind::Tcp { host: "h".into(), port: 6379 });
+        assert_eq!(
+            t.kind,
+            TargetKind::Tcp {
+                host: "h".into(),
+                port: 6379
+            }
+        );
         assert_eq!(
             TargetAddr::parse("tcp://127.0.0.1:6379").unwrap().kind,
-            TargetKind::Tcp { host: "127.0.0.1".into(), port: 6379 }
+            TargetKind::Tcp {
+                host: "127.0.0.1".into(),
+                port: 6379
+            }
         );
-        assert_eq!(TargetAddr::parse("unix:/run/redis.sock").unwrap().kind, TargetKind::Unix("/run/redis.sock".into()));
-        for bad in ["tcp://:6379", "redis://h/x", "http://h:1", "rediss://h:1", "tcp://h"] {
+        assert_eq!(
+            TargetAddr::parse("unix:/run/redis.sock").unwrap().kind,
+            TargetKind::Unix("/run/redis.sock".into())
+        );
+        for bad in [
+            "tcp://:6379",
+            "redis://h/x",
+            "http://h:1",
+            "rediss://h:1",
+            "tcp://h",
+        ] {
             assert!(TargetAddr::parse(bad).is_err(), "{bad}");
         }
     }

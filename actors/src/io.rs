@@ -68,7 +68,10 @@ const KEEP_CAPACITY: usize = 64 * 1024;
 
 impl OutBuf {
     pub fn new(writer: WriteHalf) -> Self {
-        OutBuf { buf: BytesMut::new(), writer: Rc::new(writer) }
+        OutBuf {
+            buf: BytesMut::new(),
+            writer: Rc::new(writer),
+        }
     }
 
     /// Ok(true) when everything was written, Ok(false) when the socket is full.

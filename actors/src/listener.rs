@@ -105,7 +105,13 @@ impl Listener {
                 Poll::Ready(Some(r))
             });
             ctx.add_stream(Gated::new(accepts, gate.clone()));
-            Listener { settings, target, clients: Arc::new(AtomicUsize::new(0)), next_id: 0, gate }
+            Listener {
+                settings,
+                target,
+                clients: Arc::new(AtomicUsize::new(0)),
+                next_id: 0,
+                gate,
+            }
         })
     }
 
@@ -139,7 +145,14 @@ impl StreamHandler<io::Result<(ReadHalf, WriteHalf)>> for Listener {
         self.clients.fetch_add(1, Ordering::Relaxed);
         self.next_id += 1;
         let guard = ClientGuard(self.clients.clone());
-        Session::start(self.next_id, read, write, self.target.clone(), self.settings.session.clone(), guard);
+        Session::start(
+            self.next_id,
+            read,
+            write,
+            self.target.clone(),
+            self.settings.session.clone(),
+            guard,
+        );
     }
 
     fn finished(&mut self, _ctx: &mut Context<Self>) {}

@@ -50,8 +50,8 @@ pub fn classify(name: &[u8]) -> Kind {
         b"XREAD" | b"XREADGROUP" => Kind::StreamRead,
         b"BLPOP" | b"BRPOP" | b"BRPOPLPUSH" | b"BLMOVE" | b"BLMPOP" | b"BZPOPMIN" | b"BZPOPMAX"
         | b"BZMPOP" | b"WAIT" | b"WAITAOF" | b"SUBSCRIBE" | b"PSUBSCRIBE" | b"SSUBSCRIBE"
-        | b"UNSUBSCRIBE" | b"PUNSUBSCRIBE" | b"SUNSUBSCRIBE" | b"MONITOR" | b"WATCH" | b"SYNC"
-        | b"PSYNC" | b"REPLCONF" => Kind::Dedicated,
+        | b"UNSUBSCRIBE" | b"PUNSUBSCRIBE" | b"SUNSUBSCRIBE" | b"MONITOR" | b"WATCH" | b"SYNC" | b"PSYNC"
+        | b"REPLCONF" => Kind::Dedicated,
         _ => Kind::Forward,
     }
 }

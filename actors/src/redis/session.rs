@@ -198,7 +198,11 @@ impl Session {
             }
             Kind::Select if argc == 2 => self.select(cmd, ctx),
             Kind::Multi if argc == 1 => {
-                self.multi = Some(Multi { frames: vec![cmd.frame().clone()], dirty: false, select: None });
+                self.multi = Some(Multi {
+                    frames: vec![cmd.frame().clone()],
+                    dirty: false,
+                    select: None,
+                });
                 self.reply_static(write::OK, ctx);
             }
             Kind::Exec if argc == 1 => self.reply(error("ERR EXEC without MULTI"), ctx),
@@ -267,14 +271,25 @@ impl Session {
     }
 
     fn exec(&mut self, ctx: &mut Context<Self>) {
-        let Some(mut multi) = self.multi.take() else { return };
+        let Some(mut multi) = self.multi.take() else {
+            return;
+        };
         if multi.dirty {
-            self.reply(error("EXECABORT Transaction discarded because of previous errors."), ctx);
+            self.reply(
+                error("EXECABORT Transaction discarded because of previous errors."),
+                ctx,
+            );
             return;
         }
         multi.frames.push(Bytes::from_static(b"*1\r\n$4\r\nEXEC\r\n"));
         let changes_db = multi.select.is_some();
-        let seq = self.forward(Request::Block { frames: multi.frames, changes_db }, ctx);
+        let seq = self.forward(
+            Request::Block {
+                frames: multi.frames,
+                changes_db,
+            },
+            ctx,
+        );
         if let Some(db) = multi.select {
             self.awaiting = Some(Awaiting::Exec { seq, db });
             self.update_gate();
@@ -304,14 +319,23 @@ impl Session {
     fn hello(&mut self, cmd: &Command, ctx: &mut Context<Self>) {
         let mut i = 1;
         if cmd.argc() >= 2 {
-            match std::str::from_utf8(cmd.arg(1)).ok().and_then(|s| s.parse::<i64>().ok()) {
+            match std::str::from_utf8(cmd.arg(1))
+                .ok()
+                .and_then(|s| s.parse::<i64>().ok())
+            {
                 None => {
-                    self.reply(error("ERR Protocol version is not an integer or out of range"), ctx);
+                    self.reply(
+                        error("ERR Protocol version is not an integer or out of range"),
+                        ctx,
+                    );
                     return;
                 }
                 Some(2) => i = 2,
                 Some(_) => {
-                    self.reply(error("NOPROTO sorry, this protocol version is not supported."), ctx);
+                    self.reply(
+                        error("NOPROTO sorry, this protocol version is not supported."),
+                        ctx,
+                    );
                     return;
                 }
             }
@@ -321,7 +345,10 @@ impl Session {
             let opt = cmd.arg(i);
             if opt.eq_ignore_ascii_case(b"AUTH") && i + 2 < cmd.argc() {
                 if !cmd.arg(i + 1).eq_ignore_ascii_case(b"default") {
-                    self.reply(error("WRONGPASS invalid username-password pair or user is disabled."), ctx);
+                    self.reply(
+                        error("WRONGPASS invalid username-password pair or user is disabled."),
+                        ctx,
+                    );
                     return;
                 }
                 i += 3;
@@ -329,7 +356,10 @@ impl Session {
                 name = Some(cmd.arg(i + 1));
                 i += 2;
             } else {
-                let text = format!("ERR Syntax error in HELLO option '{}'", String::from_utf8_lossy(opt));
+                let text = format!(
+                    "ERR Syntax error in HELLO option '{}'",
+                    String::from_utf8_lossy(opt)
+                );
                 self.reply(error(&text), ctx);
                 return;
             }
@@ -410,7 +440,10 @@ impl Session {
         if cmd.argc() == 3 && cmd.arg(1).eq_ignore_ascii_case(b"default") {
             self.reply_static(write::OK, ctx);
         } else if cmd.argc() == 3 {
-            self.reply(error("WRONGPASS invalid username-password pair or user is disabled."), ctx);
+            self.reply(
+                error("WRONGPASS invalid username-password pair or user is disabled."),
+                ctx,
+            );
         } else {
             self.reply(
                 error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?"),
@@ -485,7 +518,9 @@ impl Handler<Reply> for Session {
     type Result = ();
 
     fn handle(&mut self, msg: Reply, ctx: &mut Context<Self>) {
-        let Some(i) = msg.seq.checked_sub(self.first_seq) else { return };
+        let Some(i) = msg.seq.checked_sub(self.first_seq) else {
+            return;
+        };
         let ok = !msg.data.starts_with(b"-");
         match self.awaiting {
             Some(Awaiting::Select { seq, db }) if seq == msg.seq => {
@@ -526,16 +561,20 @@ impl Handler<FlushClient> for Session {
             Ok(false) => {
                 self.write_blocked = true;
                 let w = self.out.writer();
-                ctx.spawn(async move { w.writable().await }.into_actor(self).map(|res, act, ctx| {
-                    act.write_blocked = false;
-                    match res {
-                        Ok(()) => {
-                            act.flush_scheduled = true;
-                            ctx.notify(FlushClient);
-                        }
-                        Err(_) => ctx.stop(),
-                    }
-                }));
+                ctx.spawn(
+                    async move { w.writable().await }
+                        .into_actor(self)
+                        .map(|res, act, ctx| {
+                            act.write_blocked = false;
+                            match res {
+                                Ok(()) => {
+                                    act.flush_scheduled = true;
+                                    ctx.notify(FlushClient);
+                                }
+                                Err(_) => ctx.stop(),
+                            }
+                        }),
+                );
             }
             Err(e) => {
                 debug!(self.settings.log, "client write failed"; "session" => self.id, "error" => %e);

@@ -72,13 +72,23 @@ pub enum Request {
     /// `SELECT db` for a DB not yet known valid: the backend's answer decides.
     Select(u32, Bytes),
     /// MULTI, the queued commands and EXEC, written contiguously; only EXEC's reply goes back.
-    Block { frames: Vec<Bytes>, changes_db: bool },
+    Block {
+        frames: Vec<Bytes>,
+        changes_db: bool,
+    },
 }
 
 /// Where a reply goes.
 enum Dest {
-    Session { to: Addr<Session>, seq: u64 },
-    SelectCheck { to: Addr<Session>, seq: u64, db: u32 },
+    Session {
+        to: Addr<Session>,
+        seq: u64,
+    },
+    SelectCheck {
+        to: Addr<Session>,
+        seq: u64,
+        db: u32,
+    },
     /// A reply nobody waits for, read and checked.
     Swallow(Swallowed),
 }
@@ -146,7 +156,13 @@ impl Target {
                 reader: None,
             })
             .collect();
-        Target { settings, known, conns, tick: 0, timeout_ticks }
+        Target {
+            settings,
+            known,
+            conns,
+            tick: 0,
+            timeout_ticks,
+        }
     }
 
     fn connect(&mut self, idx: usize, ctx: &mut Context<Self>) {
@@ -199,9 +215,17 @@ impl Target {
     fn connected(&mut self, idx: usize, r: ReadHalf, mut out: OutBuf, ctx: &mut Context<Self>) {
         let generation = self.conns[idx].generation;
         let events = FramedRead::new(r, ReplyScanner::new())
-            .map(move |item| Upstreamed { idx, generation, item: item.map(Some) })
+            .map(move |item| Upstreamed {
+                idx,
+                generation,
+                item: item.map(Some),
+            })
             .chain(futures_util::stream::once(async move {
-                Upstreamed { idx, generation, item: Ok(None) }
+                Upstreamed {
+                    idx,
+                    generation,
+                    item: Ok(None),
+                }
             }));
         let handle = ctx.add_stream(events);
         let c = &mut self.conns[idx];
@@ -252,7 +276,9 @@ impl Target {
         } else {
             debug!(self.settings.log, "backend still unavailable"; "backend" => %addr, "conn" => idx, "reason" => reason, "retry_in_ms" => delay.as_millis() as u64);
         }
-        c.state = State::Down { reason: reason.to_string() };
+        c.state = State::Down {
+            reason: reason.to_string(),
+        };
         let generation = c.generation;
         ctx.run_later(delay, move |act, ctx| {
             if act.conns[idx].generation == generation {
@@ -264,9 +290,10 @@ impl Target {
     fn fail_pending(c: &mut Upstream, err: &Bytes) {
         for p in c.pending.drain(..) {
             match p.dest {
-                Dest::Session { to, seq } | Dest::SelectCheck { to, seq, .. } => {
-                    to.do_send(Reply { seq, data: err.clone() })
-                }
+                Dest::Session { to, seq } | Dest::SelectCheck { to, seq, .. } => to.do_send(Reply {
+                    seq,
+                    data: err.clone(),
+                }),
                 Dest::Swallow(_) => {}
             }
         }
@@ -308,11 +335,12 @@ impl Target {
         match p.dest {
             Dest::Session { to, seq } => to.do_send(Reply { seq, data }),
             Dest::SelectCheck { to, seq, db } => {
-                if is_error(&data) {
-                    self.conns[idx].db = None;
-                } else {
+                if !is_error(&data) {
                     self.known.insert(db);
-                    self.conns[idx].db = Some(db);
+                    // Only when nothing was written after it does the SELECT still hold.
+                    if self.conns[idx].pending.is_empty() {
+                        self.conns[idx].db = Some(db);
+                    }
                 }
                 to.do_send(Reply { seq, data });
             }
@@ -350,9 +378,8 @@ impl Target {
                     self.settings.addr,
                     secs(t)
                 );
-                warn!(self.settings.log, "backend reply timed out, reconnecting"; "backend" => %self.settings.addr, "conn" => idx, "timeout" => secs(t));
                 Self::fail_pending(&mut self.conns[idx], &write::error(&text));
-                self.failed(idx, "reply timed out", ctx);
+                self.failed(idx, &format!("no reply within {}", secs(t)), ctx);
             }
         }
     }
@@ -379,8 +406,14 @@ impl Handler<Forward> for Target {
     fn handle(&mut self, msg: Forward, ctx: &mut Context<Self>) {
         let idx = (msg.session % self.conns.len() as u64) as usize;
         if let State::Down { reason } = &self.conns[idx].state {
-            let text = format!("ERR relayer: backend {} unavailable ({reason})", self.settings.addr);
-            msg.reply_to.do_send(Reply { seq: msg.seq, data: write::error(&text) });
+            let text = format!(
+                "ERR relayer: backend {} unavailable ({reason})",
+                self.settings.addr
+            );
+            msg.reply_to.do_send(Reply {
+                seq: msg.seq,
+                data: write::error(&text),
+            });
             return;
         }
         let (to, seq) = (msg.reply_to, msg.seq);
@@ -431,18 +464,20 @@ impl Handler<Flush> for Target {
                 c.write_blocked = true;
                 let w = out.writer();
                 let generation = c.generation;
-                ctx.spawn(async move { w.writable().await }.into_actor(self).map(
-                    move |res, act, ctx| {
-                        if act.conns[idx].generation != generation {
-                            return;
-                        }
-                        act.conns[idx].write_blocked = false;
-                        match res {
-                            Ok(()) => act.schedule_flush(idx, ctx),
-                            Err(e) => act.failed(idx, &e.to_string(), ctx),
-                        }
-                    },
-                ));
+                ctx.spawn(
+                    async move { w.writable().await }
+                        .into_actor(self)
+                        .map(move |res, act, ctx| {
+                            if act.conns[idx].generation != generation {
+                                return;
+                            }
+                            act.conns[idx].write_blocked = false;
+                            match res {
+                                Ok(()) => act.schedule_flush(idx, ctx),
+                                Err(e) => act.failed(idx, &e.to_string(), ctx),
+                            }
+                        }),
+                );
             }
             Err(e) => self.failed(idx, &e.to_string(), ctx),
         }

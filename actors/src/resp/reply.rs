@@ -101,7 +101,10 @@ impl Decoder for ReplyScanner {
 }
 
 fn corrupt(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, format!("corrupt reply from backend: {what}"))
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("corrupt reply from backend: {what}"),
+    )
 }
 
 pub(crate) fn find_crlf(b: &[u8]) -> Option<usize> {

@@ -417,9 +417,7 @@ impl RequestParser {
     /// Looks for `needle` in the line starting at `start`, from where the last search stopped.
     /// The line may hold at most `max_inline_len` bytes before `needle`.
     fn find(&mut self, buf: &[u8], start: usize, needle: u8) -> Line {
-        let window_end = start
-            .saturating_add(self.limits.max_inline_len)
-            .saturating_add(1);
+        let window_end = start.saturating_add(self.limits.max_inline_len).saturating_add(1);
         let end = buf.len().min(window_end);
         let from = self.scan.max(start);
         if from < end {
@@ -533,11 +531,7 @@ struct Unbalanced;
 ///
 /// One difference: `sdssplitargs` works on a C string, so a NUL byte ends the line there; here
 /// it is an ordinary byte.
-fn split_inline(
-    line: &[u8],
-    out: &mut Vec<u8>,
-    ranges: &mut Vec<(usize, usize)>,
-) -> Result<(), Unbalanced> {
+fn split_inline(line: &[u8], out: &mut Vec<u8>, ranges: &mut Vec<(usize, usize)>) -> Result<(), Unbalanced> {
     let n = line.len();
     let mut i = 0;
     loop {
@@ -1028,7 +1022,10 @@ mod tests {
     #[test]
     fn from_args_encoding() {
         let cmd = Command::from_args(&[&b"SET"[..], b"", b"a\r\nb"]);
-        assert_eq!(cmd.frame().as_ref(), b"*3\r\n$3\r\nSET\r\n$0\r\n\r\n$4\r\na\r\nb\r\n");
+        assert_eq!(
+            cmd.frame().as_ref(),
+            b"*3\r\n$3\r\nSET\r\n$0\r\n\r\n$4\r\na\r\nb\r\n"
+        );
         assert_eq!(cmd.argc(), 3);
         assert_eq!(cmd.arg(2), b"a\r\nb");
         let empty = Command::from_args::<&[u8]>(&[]);
