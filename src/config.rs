@@ -186,6 +186,8 @@ impl Table {
         let out = r.map_err(|e| {
             let key = e.path().to_string();
             let msg = e.into_inner().to_string();
+            // The config crate names the key itself, in its normalized form; we name it as written.
+            let msg = msg.split(" for key `").next().unwrap_or(&msg).to_string();
             format!("{ctx}: key '{}': {msg}", self.spelling(&key))
         })?;
         for k in ignored {
