@@ -69,19 +69,82 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Integers, floats and booleans as TOML has them: the config crate would turn `true` into 1 and
+/// 2.5 into 2, and a typo must not become a number.
+#[derive(Debug, Clone, Copy)]
+struct Int(i64);
+#[derive(Debug, Clone, Copy)]
+struct Float(f64);
+#[derive(Debug, Clone, Copy)]
+struct Bool(#[allow(dead_code)] bool);
+
+struct Strict<T>(std::marker::PhantomData<T>);
+
+impl<'de> serde::de::Visitor<'de> for Strict<Int> {
+    type Value = Int;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an integer")
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Int, E> {
+        Ok(Int(v))
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Int, E> {
+        i64::try_from(v)
+            .map(Int)
+            .map_err(|_| E::custom("integer too large"))
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Strict<Float> {
+    type Value = Float;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a number")
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Float, E> {
+        Ok(Float(v as f64))
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Float, E> {
+        Ok(Float(v as f64))
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Float, E> {
+        Ok(Float(v))
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Strict<Bool> {
+    type Value = Bool;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("true or false")
+    }
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Bool, E> {
+        Ok(Bool(v))
+    }
+}
+
+macro_rules! strict {
+    ($($t:ident),*) => {$(
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                d.deserialize_any(Strict::<$t>(std::marker::PhantomData))
+            }
+        }
+    )*};
+}
+strict!(Int, Float, Bool);
+
 // Field names are the keys with case and underscores removed, which is how keys are matched.
 #[derive(Deserialize, Default)]
 struct RawGlobal {
     comment: Option<String>,
-    gogc: Option<i64>,
+    gogc: Option<Int>,
     #[serde(rename = "logformat")]
     log_format: Option<String>,
     #[serde(rename = "maxbulklength")]
-    max_bulk_length: Option<u64>,
+    max_bulk_length: Option<Int>,
     #[serde(rename = "maxarguments")]
-    max_arguments: Option<u64>,
+    max_arguments: Option<Int>,
     #[serde(rename = "maxinlinelength")]
-    max_inline_length: Option<u64>,
+    max_inline_length: Option<Int>,
 }
 
 #[derive(Deserialize, Default)]
@@ -91,30 +154,30 @@ struct RawRelayer {
     listen: Option<String>,
     url: Option<String>,
     #[serde(rename = "maxconnections")]
-    max_connections: Option<i64>,
-    timeout: Option<f64>,
+    max_connections: Option<Int>,
+    timeout: Option<Float>,
     #[serde(rename = "connecttimeout")]
-    connect_timeout: Option<f64>,
+    connect_timeout: Option<Float>,
     #[serde(rename = "maxclients")]
-    max_clients: Option<i64>,
+    max_clients: Option<Int>,
     #[serde(rename = "maxpendingreplies")]
-    max_pending_replies: Option<i64>,
+    max_pending_replies: Option<Int>,
     // Keys of the original format that this version reads but does not use yet.
     #[serde(rename = "maxidleconnections")]
-    max_idle_connections: Option<i64>,
-    compress: Option<bool>,
-    uncompress: Option<bool>,
-    parallel: Option<bool>,
-    pipeline: Option<i64>,
+    max_idle_connections: Option<Int>,
+    compress: Option<Bool>,
+    uncompress: Option<Bool>,
+    parallel: Option<Bool>,
+    pipeline: Option<Int>,
     #[serde(rename = "maxrecords")]
-    max_records: Option<i64>,
+    max_records: Option<Int>,
     #[serde(rename = "streamname")]
     stream_name: Option<String>,
     #[serde(rename = "groupid")]
     group_id: Option<String>,
     region: Option<String>,
     profile: Option<String>,
-    spin: Option<f64>,
+    spin: Option<Float>,
 }
 
 impl RawRelayer {
@@ -240,10 +303,10 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         }
     };
     let defaults = Limits::default();
-    let limit = |v: Option<u64>, d: usize, key: &str| -> Result<usize, ConfigError> {
-        match v {
+    let limit = |v: Option<Int>, d: usize, key: &str| -> Result<usize, ConfigError> {
+        match v.map(|i| i.0) {
             None => Ok(d),
-            Some(0) => Err(err(format!(
+            Some(n) if n < 1 => Err(err(format!(
                 "{file}: key '{}': must be at least 1",
                 root.spelling(key)
             ))),
@@ -331,16 +394,16 @@ fn relayer(raw: &RawRelayer, t: &Table, ctx: &str, warnings: &mut Vec<String>) -
         (Protocol::Redis, Some(u)) => Some(TargetAddr::parse(u).map_err(|e| format!("{}: {e}", key("url")))?),
         _ => None,
     };
-    let count = |v: Option<i64>, default: usize, k: &str, zero_is_default: bool| -> Result<usize, String> {
-        match v {
+    let count = |v: Option<Int>, default: usize, k: &str, zero_is_default: bool| -> Result<usize, String> {
+        match v.map(|i| i.0) {
             None => Ok(default),
             Some(0) if zero_is_default => Ok(default),
             Some(n) if n >= 1 => Ok(n as usize),
             Some(n) => Err(format!("{}: {n} is not allowed: must be at least 1", key(k))),
         }
     };
-    let seconds = |v: Option<f64>, default: f64, k: &str| -> Result<f64, String> {
-        match v {
+    let seconds = |v: Option<Float>, default: f64, k: &str| -> Result<f64, String> {
+        match v.map(|f| f.0) {
             None => Ok(default),
             Some(s) if s.is_finite() && (0.0..=86400.0 * 365.0).contains(&s) => Ok(s),
             Some(s) => Err(format!("{}: {s} is not a number of seconds", key(k))),

@@ -1,0 +1,284 @@
+//! The smart-relayer binary, run on a config written to a temporary directory.
+
+use crate::{child_setup, config_listens, parse_listen, relayer_bin, Client, ListenAddr};
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running smart-relayer, killed on drop. Its stderr goes to a file (`log()`), printed when the
+/// test panics or when `RELAYER_TEST_LOG` is set.
+pub struct Relayer {
+    child: Option<Child>,
+    status: Option<ExitStatus>,
+    dir: tempfile::TempDir,
+    config_path: PathBuf,
+    log_path: PathBuf,
+    listens: Vec<String>,
+}
+
+impl Relayer {
+    /// Writes `config` (every `$DIR` replaced by the relayer's own temporary directory, for unix
+    /// sockets) to a file, starts the relayer on it and waits until every `listen` of the config
+    /// accepts connections. Panics (with the relayer's log) if it exits or is not ready in 30 s.
+    pub fn start(config: &str) -> Relayer {
+        let mut r = Relayer::spawn(config);
+        r.wait_ready();
+        r
+    }
+
+    /// A relayer for `redis` with two sync entries: `tcp://127.0.0.1:<free port>` (listen 0) and
+    /// `unix:$DIR/relayer.sock` (listen 1); `extra` (more `key = value` lines) goes into both.
+    pub fn for_redis(redis: &crate::Redis, extra: &str) -> Relayer {
+        let tcp = format!("tcp://127.0.0.1:{}", crate::free_port());
+        let config = format!(
+            "{}\n{}",
+            crate::redis_entry(&tcp, &redis.url(), extra),
+            crate::redis_entry("unix:$DIR/relayer.sock", &redis.url(), extra)
+        );
+        Relayer::start(&config)
+    }
+
+    /// Like `start` without waiting: for configs the relayer must refuse.
+    pub fn spawn(config: &str) -> Relayer {
+        let dir = crate::temp_dir();
+        let config = config.replace("$DIR", dir.path().to_str().unwrap());
+        let config_path = dir.path().join("relayer.toml");
+        std::fs::write(&config_path, &config).unwrap();
+        let log_path = dir.path().join("relayer.log");
+        let log = File::create(&log_path).unwrap();
+        let mut cmd = Command::new(relayer_bin());
+        cmd.arg("-c").arg(&config_path);
+        if std::env::var_os("RELAYER_TEST_DEBUG").is_some_and(|v| !v.is_empty()) {
+            cmd.arg("-d");
+        }
+        cmd.current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        child_setup(&mut cmd);
+        let child = cmd.spawn().expect("spawn smart-relayer");
+        Relayer {
+            child: Some(child),
+            status: None,
+            dir,
+            config_path,
+            log_path,
+            listens: config_listens(&config),
+        }
+    }
+
+    /// Waits until every listen address of the config accepts a connection.
+    pub fn wait_ready(&mut self) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        for listen in self.listens.clone() {
+            loop {
+                if let Some(st) = self.try_wait() {
+                    panic!(
+                        "smart-relayer exited with {st} before {listen} was ready; its log:\n{}",
+                        self.log()
+                    );
+                }
+                if Client::connect(&listen).is_ok() {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    panic!(
+                        "smart-relayer not accepting on {listen} after {READY_TIMEOUT:?}; its log:\n{}",
+                        self.log()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("relayer process").id()
+    }
+
+    /// Sends a signal (`libc::SIGTERM`, `libc::SIGHUP`...).
+    pub fn signal(&self, sig: i32) {
+        crate::send_signal(self.pid(), sig);
+    }
+
+    /// The exit status if it has exited.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                self.status = Some(st);
+            }
+        }
+        self.status
+    }
+
+    /// Waits for the process to exit; panics (with its log) after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.try_wait() {
+                return st;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "smart-relayer still running after {timeout:?}; its log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything the relayer wrote on stderr/stdout so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn print_log(&self) {
+        eprintln!(
+            "--- smart-relayer log ({}) ---\n{}",
+            self.log_path.display(),
+            self.log()
+        );
+    }
+
+    /// Resident memory in KiB.
+    pub fn rss_kb(&self) -> u64 {
+        crate::rss_kb(self.pid())
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// The relayer's temporary directory (what `$DIR` stood for).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The `listen` values of its config, `$DIR` replaced.
+    pub fn listens(&self) -> &[String] {
+        &self.listens
+    }
+
+    /// The port of the first TCP listen address.
+    pub fn port(&self) -> u16 {
+        self.listens
+            .iter()
+            .find_map(|l| match parse_listen(l) {
+                Some(ListenAddr::Tcp(a)) => a.rsplit(':').next()?.parse().ok(),
+                _ => None,
+            })
+            .expect("the config has a tcp listen address")
+    }
+
+    /// The path of the first unix listen address.
+    pub fn unix_path(&self) -> PathBuf {
+        self.listens
+            .iter()
+            .find_map(|l| match parse_listen(l) {
+                Some(ListenAddr::Unix(p)) => Some(p),
+                _ => None,
+            })
+            .expect("the config has a unix listen address")
+    }
+
+    /// A new client on the first listen address.
+    pub fn client(&self) -> Client {
+        self.client_at(0)
+    }
+
+    /// A new client on the `i`-th listen address of the config.
+    pub fn client_at(&self, i: usize) -> Client {
+        let listen = &self.listens[i];
+        Client::connect(listen).unwrap_or_else(|e| panic!("connect to the relayer at {listen}: {e}"))
+    }
+}
+
+impl Drop for Relayer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() || std::env::var_os("RELAYER_TEST_LOG").is_some() {
+            self.print_log();
+        }
+    }
+}
+
+/// The outcome of `smart-relayer --check -c FILE`.
+#[derive(Debug)]
+pub struct CheckOutput {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    /// The config file that was checked.
+    pub path: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// Writes `config` to a temporary file (`$DIR` replaced by its directory) and runs
+/// `smart-relayer --check -c FILE` on it.
+pub fn check_config(config: &str) -> CheckOutput {
+    let dir = crate::temp_dir();
+    let config = config.replace("$DIR", dir.path().to_str().unwrap());
+    let path = dir.path().join("check.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut out = check_config_file(&path);
+    out._dir = Some(dir);
+    out
+}
+
+/// Runs `smart-relayer --check -c PATH`.
+pub fn check_config_file(path: &Path) -> CheckOutput {
+    let mut cmd = Command::new(relayer_bin());
+    cmd.arg("--check")
+        .arg("-c")
+        .arg(path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    child_setup(&mut cmd);
+    let child = cmd.spawn().expect("spawn smart-relayer --check");
+    let (status, stdout, stderr) =
+        output_with_timeout(child, Duration::from_secs(30), "smart-relayer --check");
+    CheckOutput {
+        status,
+        stdout,
+        stderr,
+        path: path.to_path_buf(),
+        _dir: None,
+    }
+}
+
+/// Collects a child's stdout and stderr and waits for it; kills it and panics after `timeout`.
+pub fn output_with_timeout(mut child: Child, timeout: Duration, what: &str) -> (ExitStatus, String, String) {
+    fn reader(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<String> {
+        std::thread::spawn(move || {
+            let mut s = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut s);
+            }
+            String::from_utf8_lossy(&s).into_owned()
+        })
+    }
+    let out = reader(child.stdout.take());
+    let err = reader(child.stderr.take());
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not finish within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status, out.join().unwrap(), err.join().unwrap())
+}
