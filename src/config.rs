@@ -6,6 +6,7 @@
 
 use config::{File, FileFormat, Value, ValueKind};
 use relayer_actors::endpoint::{ListenAddr, TargetAddr};
+use relayer_actors::redis::smart::Table as SmartTable;
 use relayer_actors::resp::request::Limits;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -56,6 +57,10 @@ pub struct Relayer {
     pub connect_timeout: Duration,
     pub max_clients: usize,
     pub max_pending_replies: usize,
+    /// Smart mode's background table (the default one plus `asyncCommands`).
+    pub smart_table: Option<SmartTable>,
+    pub max_pending_bytes: u64,
+    pub drain_timeout: Duration,
 }
 
 #[derive(Debug)]
@@ -132,6 +137,23 @@ macro_rules! strict {
 }
 strict!(Int, Float, Bool);
 
+/// A list of names, as a TOML array or as one space-separated string (the original's form).
+#[derive(Deserialize, Debug, Clone)]
+#[serde(untagged)]
+enum Names {
+    List(Vec<String>),
+    Words(String),
+}
+
+impl Names {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            Names::List(v) => v,
+            Names::Words(s) => s.split_whitespace().map(str::to_string).collect(),
+        }
+    }
+}
+
 // Field names are the keys with case and underscores removed, which is how keys are matched.
 #[derive(Deserialize, Default)]
 struct RawGlobal {
@@ -162,6 +184,13 @@ struct RawRelayer {
     max_clients: Option<Int>,
     #[serde(rename = "maxpendingreplies")]
     max_pending_replies: Option<Int>,
+    // "asynCommands" is how later versions of the original spelled it.
+    #[serde(rename = "asynccommands", alias = "asyncommands")]
+    async_commands: Option<Names>,
+    #[serde(rename = "maxpendingbytes")]
+    max_pending_bytes: Option<Int>,
+    #[serde(rename = "draintimeout")]
+    drain_timeout: Option<Float>,
     // Keys of the original format that this version reads but does not use yet.
     #[serde(rename = "maxidleconnections")]
     max_idle_connections: Option<Int>,
@@ -410,6 +439,18 @@ fn relayer(raw: &RawRelayer, t: &Table, ctx: &str, warnings: &mut Vec<String>) -
         }
     };
     let timeout = seconds(raw.timeout, 30.0, "timeout")?;
+    let drain_timeout = seconds(raw.drain_timeout, 10.0, "draintimeout")?;
+    let smart_table = match mode {
+        Mode::Smart => {
+            let names = raw
+                .async_commands
+                .clone()
+                .map(Names::into_vec)
+                .unwrap_or_default();
+            Some(SmartTable::new(&names).map_err(|e| format!("{}: {e}", key("asynccommands")))?)
+        }
+        Mode::Sync => None,
+    };
     let connect_timeout = seconds(raw.connect_timeout, 5.0, "connecttimeout")?;
     if connect_timeout == 0.0 {
         return Err(format!("{}: must be more than 0", key("connecttimeout")));
@@ -426,16 +467,17 @@ fn relayer(raw: &RawRelayer, t: &Table, ctx: &str, warnings: &mut Vec<String>) -
         connect_timeout: Duration::from_secs_f64(connect_timeout),
         max_clients: count(raw.max_clients, 10_000, "maxclients", false)?,
         max_pending_replies: count(raw.max_pending_replies, 1024, "maxpendingreplies", false)?,
+        smart_table,
+        max_pending_bytes: count(raw.max_pending_bytes, 64 << 20, "maxpendingbytes", false)? as u64,
+        drain_timeout: Duration::from_secs_f64(drain_timeout),
     };
     if let Protocol::Unsupported(p) = protocol {
         warnings.push(format!(
             "{ctx}: protocol '{p}' is not supported by this version yet: the entry is not started"
         ));
     } else {
-        if mode == Mode::Smart {
-            warnings.push(format!(
-                "{ctx}: smart mode is not available yet: the entry runs in sync mode"
-            ));
+        if mode == Mode::Sync && raw.async_commands.is_some() {
+            warnings.push(format!("{}: only used in smart mode", key("asynccommands")));
         }
         let unused = raw.unused_keys();
         if !unused.is_empty() {

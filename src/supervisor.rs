@@ -1,20 +1,29 @@
 //! The supervisor: binds every listener of the configuration, starts their targets and
-//! listeners, and stops them on SIGTERM or SIGINT.
+//! listeners, and on SIGTERM or SIGINT stops accepting, drains what smart mode acknowledged
+//! and exits.
 
 use crate::config::{Config, Protocol, Relayer};
-use actix::Actor;
-use relayer_actors::endpoint::ListenAddr;
-use relayer_actors::listener::{bind, Bound, Listener, ListenerSettings};
-use relayer_actors::redis::session::SessionSettings;
-use relayer_actors::redis::target::{KnownDbs, Target, TargetSettings};
+use actix::{Actor, Addr};
+use relayer_actors::listener::{bind, Bound, Listener, ListenerSettings, StopListening};
+use relayer_actors::redis::session::{SessionSettings, Smart};
+use relayer_actors::redis::smart::Budget;
+use relayer_actors::redis::target::{Drain, GiveUp, KnownDbs, Target, TargetSettings};
 use slog::{error, info, o, warn, Logger};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
+
+/// What runs for one `[[relayer]]` entry.
+struct Running {
+    listen: String,
+    listener: Addr<Listener>,
+    target: Addr<Target>,
+    drain_timeout: Duration,
+}
 
 /// Runs until a stop signal; returns the process exit code.
 pub fn run(config: Config, log: Logger) -> i32 {
-    let system = actix::System::new();
-    system.block_on(serve(config, log))
+    actix::System::new().block_on(serve(config, log))
 }
 
 async fn serve(config: Config, log: Logger) -> i32 {
@@ -38,30 +47,33 @@ async fn serve(config: Config, log: Logger) -> i32 {
     if redis.is_empty() {
         warn!(log, "no relayer to start in the configuration"; "file" => %config.path.display());
     }
-    let mut unix_paths = vec![];
-    for (r, b) in redis.into_iter().zip(bound) {
-        if let ListenAddr::Unix(p) = &r.listen {
-            unix_paths.push(p.clone());
-        }
-        start_relayer(&config, r, b, &log);
-    }
+    let running: Vec<Running> = redis
+        .into_iter()
+        .zip(bound)
+        .map(|(r, b)| start_relayer(&config, r, b, &log))
+        .collect();
     let code = wait_for_stop(&log).await;
-    for p in unix_paths {
-        let _ = std::fs::remove_file(p);
-    }
+    stop(running, &log).await;
     actix::System::current().stop();
     code
 }
 
-fn start_relayer(config: &Config, r: &Relayer, bound: Bound, log: &Logger) {
+fn start_relayer(config: &Config, r: &Relayer, bound: Bound, log: &Logger) -> Running {
     let log = log.new(o!("listen" => r.listen_key.clone()));
     let target = r.target.clone().expect("redis relayers have a url");
     let known_dbs = KnownDbs::new();
+    let budget = r.smart_table.as_ref().map(|_| Budget::new(r.max_pending_bytes));
+    let smart = r
+        .smart_table
+        .clone()
+        .zip(budget.clone())
+        .map(|(table, budget)| Smart { table, budget });
     let session = Arc::new(SessionSettings {
         max_pending: r.max_pending_replies,
         limits: config.limits,
         initial_db: target.db,
         known_dbs: known_dbs.clone(),
+        smart,
         log: log.clone(),
     });
     info!(log, "relayer started"; "backend" => %target, "mode" => ?r.mode, "connections" => r.max_connections);
@@ -71,6 +83,7 @@ fn start_relayer(config: &Config, r: &Relayer, bound: Bound, log: &Logger) {
             connections: r.max_connections,
             timeout: r.timeout,
             connect_timeout: r.connect_timeout,
+            budget,
             log: log.clone(),
         },
         known_dbs,
@@ -82,7 +95,39 @@ fn start_relayer(config: &Config, r: &Relayer, bound: Bound, log: &Logger) {
         session,
         log,
     });
-    Listener::start(bound, settings, target);
+    let listener = Listener::start(bound, settings, target.clone());
+    Running {
+        listen: r.listen_key.clone(),
+        listener,
+        target,
+        drain_timeout: r.drain_timeout,
+    }
+}
+
+/// Stops accepting everywhere, then gives each target its drain timeout to deliver what was
+/// acknowledged early; what is left is counted and logged as lost.
+async fn stop(running: Vec<Running>, log: &Logger) {
+    for r in &running {
+        let _ = r.listener.send(StopListening).await;
+    }
+    let drains = running.iter().map(|r| async move {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        r.target.do_send(Drain(tx));
+        match tokio::time::timeout(r.drain_timeout, rx).await {
+            Ok(_) => 0,
+            Err(_) => {
+                let lost = r.target.send(GiveUp).await.unwrap_or(0);
+                error!(log, "drain timeout reached"; "listen" => &r.listen, "lost" => lost);
+                lost
+            }
+        }
+    });
+    let lost: usize = futures_util::future::join_all(drains).await.into_iter().sum();
+    if lost > 0 {
+        error!(log, "stopped with background writes lost"; "lost" => lost);
+    } else {
+        info!(log, "stopped, every acknowledged write delivered"; "relayers" => running.len());
+    }
 }
 
 async fn wait_for_stop(log: &Logger) -> i32 {

@@ -124,6 +124,19 @@ impl Actor for Listener {
     type Context = Context<Self>;
 }
 
+/// Closes the listening socket (removing a unix socket file); connected clients stay.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopListening;
+
+impl Handler<StopListening> for Listener {
+    type Result = ();
+
+    fn handle(&mut self, _: StopListening, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
 impl StreamHandler<io::Result<(ReadHalf, WriteHalf)>> for Listener {
     fn handle(&mut self, item: io::Result<(ReadHalf, WriteHalf)>, ctx: &mut Context<Self>) {
         let (read, write) = match item {

@@ -2,4 +2,5 @@
 //! Redis) and the command table that says how each command is treated.
 pub mod commands;
 pub mod session;
+pub mod smart;
 pub mod target;

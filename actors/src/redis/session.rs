@@ -5,6 +5,7 @@
 //! behind the forwarded ones before it.
 
 use super::commands::{classify, client_sub_refused, Kind};
+use super::smart::{Budget, Table};
 use super::target::{Forward, KnownDbs, Request, Target};
 use crate::io::{Gate, Gated, OutBuf, ReadHalf, WriteHalf};
 use crate::resp::request::{Command, Limits, RequestError, RequestParser};
@@ -29,7 +30,14 @@ pub struct SessionSettings {
     /// The DB a new client starts on (the `/db` of a redis:// URL).
     pub initial_db: u32,
     pub known_dbs: Arc<KnownDbs>,
+    /// Smart mode: writes acknowledged at once.
+    pub smart: Option<Smart>,
     pub log: Logger,
+}
+
+pub struct Smart {
+    pub table: Table,
+    pub budget: Arc<Budget>,
 }
 
 /// Counts the clients of a listener; the count drops when the session goes away.
@@ -183,9 +191,7 @@ impl Session {
         }
         let argc = cmd.argc();
         match kind {
-            Kind::Forward => {
-                self.forward(Request::One(cmd.frame().clone()), ctx);
-            }
+            Kind::Forward => self.forward_or_acknowledge(cmd, ctx),
             Kind::Ping => match argc {
                 1 => self.reply_static(write::PONG, ctx),
                 2 => self.reply(write::bulk(cmd.arg(1)), ctx),
@@ -226,6 +232,30 @@ impl Session {
             }
             _ => self.reply(wrong_arity(cmd.arg(0)), ctx),
         }
+    }
+
+    /// In smart mode a write from the table is acknowledged now and sent in the background,
+    /// while the budget allows; otherwise it waits for its real reply like any command.
+    fn forward_or_acknowledge(&mut self, cmd: Command, ctx: &mut Context<Self>) {
+        if let Some(smart) = &self.settings.smart {
+            if let Some(early) = smart.table.early(&cmd) {
+                if smart.budget.try_take(cmd.frame().len() as u64) {
+                    self.target.do_send(Forward {
+                        reply_to: ctx.address(),
+                        session: self.id,
+                        seq: 0,
+                        db: self.db,
+                        request: Request::Background {
+                            frame: cmd.into_frame(),
+                            idempotent: early.idempotent,
+                        },
+                    });
+                    self.reply_static(early.reply, ctx);
+                    return;
+                }
+            }
+        }
+        self.forward(Request::One(cmd.into_frame()), ctx);
     }
 
     /// Inside MULTI: queues the command and returns true, or returns false for the commands

@@ -5,21 +5,23 @@
 //! A session is pinned to one connection, so its commands reach Redis in the order it sent them.
 
 use super::session::{Reply, Session};
+use super::smart::Budget;
 use crate::endpoint::{TargetAddr, TargetKind};
 use crate::io::{split_tcp, split_unix, OutBuf, ReadHalf};
 use crate::resp::reply::{is_error, ReplyScanner};
-use crate::resp::request::Command;
+use crate::resp::request::{Command, RequestParser};
 use crate::resp::write;
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use slog::{debug, error, info, warn, Logger};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::{TcpStream, UnixStream};
+use tokio::sync::oneshot;
 use tokio_util::codec::FramedRead;
 
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
@@ -34,6 +36,8 @@ pub struct TargetSettings {
     /// How long a written command may wait for its reply; None waits forever.
     pub timeout: Option<Duration>,
     pub connect_timeout: Duration,
+    /// Smart mode: the bytes acknowledged early, shared with the sessions.
+    pub budget: Option<Arc<Budget>>,
     pub log: Logger,
 }
 
@@ -76,6 +80,12 @@ pub enum Request {
         frames: Vec<Bytes>,
         changes_db: bool,
     },
+    /// A write the session already acknowledged (smart mode). Its bytes were taken from the
+    /// budget, which gets them back when the backend confirms it or it is given up.
+    Background {
+        frame: Bytes,
+        idempotent: bool,
+    },
 }
 
 /// Where a reply goes.
@@ -91,6 +101,13 @@ enum Dest {
     },
     /// A reply nobody waits for, read and checked.
     Swallow(Swallowed),
+    /// A write acknowledged early, kept until confirmed so that it can be sent again after a
+    /// dropped connection.
+    Background {
+        frame: Bytes,
+        db: u32,
+        idempotent: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -104,6 +121,9 @@ enum Swallowed {
 struct Pending {
     dest: Dest,
     tick: u64,
+    /// Where the command ends in the bytes queued on this connection: it has been written
+    /// once `Upstream::written` reaches this.
+    end: u64,
 }
 
 enum State {
@@ -117,15 +137,37 @@ struct Upstream {
     /// Bumped at each connection attempt; events of an older connection are ignored.
     generation: u64,
     out: Option<OutBuf>,
-    /// Frames written while connecting, sent once connected.
+    /// Frames queued while there is no connection, sent once connected.
     early: BytesMut,
     pending: VecDeque<Pending>,
-    /// The DB the connection is on; None after something the relayer could not follow.
+    /// The DB the connection is on after what is queued; None when the relayer cannot know.
     db: Option<u32>,
     flush_scheduled: bool,
     write_blocked: bool,
     backoff: Duration,
     reader: Option<SpawnHandle>,
+    /// Bytes queued on this connection since it was opened, and bytes the socket took.
+    queued: u64,
+    written: u64,
+}
+
+impl Upstream {
+    fn new() -> Self {
+        Upstream {
+            state: State::Connecting,
+            generation: 0,
+            out: None,
+            early: BytesMut::new(),
+            pending: VecDeque::new(),
+            db: Some(0),
+            flush_scheduled: false,
+            write_blocked: false,
+            backoff: BACKOFF_FIRST,
+            reader: None,
+            queued: 0,
+            written: 0,
+        }
+    }
 }
 
 pub struct Target {
@@ -134,6 +176,12 @@ pub struct Target {
     conns: Vec<Upstream>,
     tick: u64,
     timeout_ticks: Option<u64>,
+    /// Background writes the backend refused, by command name.
+    refused: HashMap<String, u64>,
+    /// Background writes that are not safe to send twice, cut off unconfirmed.
+    unknown_outcome: u64,
+    log_limit: LogLimit,
+    drain_waiter: Option<oneshot::Sender<()>>,
 }
 
 impl Target {
@@ -142,26 +190,16 @@ impl Target {
         let timeout_ticks = settings
             .timeout
             .map(|t| (t.as_millis() as u64).div_ceil(TICK.as_millis() as u64) + 1);
-        let conns = (0..n)
-            .map(|_| Upstream {
-                state: State::Connecting,
-                generation: 0,
-                out: None,
-                early: BytesMut::new(),
-                pending: VecDeque::new(),
-                db: Some(0),
-                flush_scheduled: false,
-                write_blocked: false,
-                backoff: BACKOFF_FIRST,
-                reader: None,
-            })
-            .collect();
         Target {
             settings,
             known,
-            conns,
+            conns: (0..n).map(|_| Upstream::new()).collect(),
             tick: 0,
             timeout_ticks,
+            refused: HashMap::new(),
+            unknown_outcome: 0,
+            log_limit: LogLimit::default(),
+            drain_waiter: None,
         }
     }
 
@@ -169,17 +207,9 @@ impl Target {
         let c = &mut self.conns[idx];
         c.state = State::Connecting;
         c.generation += 1;
-        c.db = Some(0);
         c.out = None;
         c.write_blocked = false;
         let generation = c.generation;
-        if let (Some(user), Some(pw)) = (&self.settings.addr.user, &self.settings.addr.password) {
-            let cmd = Command::from_args(&[&b"AUTH"[..], user.as_bytes(), pw.as_bytes()]);
-            self.push(idx, cmd.frame(), Dest::Swallow(Swallowed::Auth));
-        } else if let Some(pw) = &self.settings.addr.password {
-            let cmd = Command::from_args(&[&b"AUTH"[..], pw.as_bytes()]);
-            self.push(idx, cmd.frame(), Dest::Swallow(Swallowed::Auth));
-        }
         let kind = self.settings.addr.kind.clone();
         let limit = self.settings.connect_timeout;
         let fut = async move {
@@ -207,7 +237,7 @@ impl Target {
             }
             match res {
                 Ok((r, w)) => act.connected(idx, r, OutBuf::new(w), ctx),
-                Err(e) => act.failed(idx, &e.to_string(), ctx),
+                Err(e) => act.failed(idx, &e.to_string(), None, ctx),
             }
         }));
     }
@@ -236,39 +266,93 @@ impl Target {
         }
         c.state = State::Up;
         c.backoff = BACKOFF_FIRST;
+        c.reader = Some(handle);
+        // AUTH goes before whatever waited for the connection.
+        if let Some(pw) = &self.settings.addr.password {
+            let mut args = vec![&b"AUTH"[..]];
+            if let Some(user) = &self.settings.addr.user {
+                args.push(user.as_bytes());
+            }
+            args.push(pw.as_bytes());
+            let auth = Command::from_args(&args);
+            let n = auth.frame().len() as u64;
+            out.buf.extend_from_slice(auth.frame());
+            c.queued += n;
+            for p in c.pending.iter_mut() {
+                p.end += n;
+            }
+            c.pending.push_front(Pending {
+                dest: Dest::Swallow(Swallowed::Auth),
+                tick: 0,
+                end: n,
+            });
+        }
         // Replies owed from before the connection existed start their wait now.
         for p in c.pending.iter_mut() {
             p.tick = self.tick;
         }
-        c.reader = Some(handle);
-        out.buf = std::mem::take(&mut c.early);
+        out.buf.extend_from_slice(&c.early);
+        c.early = BytesMut::new();
         c.out = Some(out);
         self.schedule_flush(idx, ctx);
     }
 
-    /// The connection failed or was lost: every reply it owed becomes an error, and it
-    /// reconnects (at once after a loss, with backoff after failed attempts).
-    fn failed(&mut self, idx: usize, reason: &str, ctx: &mut Context<Self>) {
-        let addr = &self.settings.addr;
+    /// The connection failed or was lost. The replies it owed become errors (`text`, or one
+    /// naming the failure); background writes are queued again for the next connection; it
+    /// reconnects at once after a loss, with backoff after a failed attempt.
+    fn failed(&mut self, idx: usize, reason: &str, text: Option<String>, ctx: &mut Context<Self>) {
+        let addr = self.settings.addr.clone();
+        let was_up = matches!(self.conns[idx].state, State::Up);
+        let text = text.unwrap_or_else(|| {
+            if was_up {
+                format!("ERR relayer: connection to backend {addr} lost ({reason})")
+            } else {
+                format!("ERR relayer: backend {addr} unavailable ({reason})")
+            }
+        });
+        let err = write::error(&text);
         let c = &mut self.conns[idx];
-        let was_up = matches!(c.state, State::Up);
-        let text = if was_up {
-            format!("ERR relayer: connection to backend {addr} lost ({reason})")
-        } else {
-            format!("ERR relayer: backend {addr} unavailable ({reason})")
-        };
-        Self::fail_pending(c, &write::error(&text));
+        let written = c.written;
+        let owed = std::mem::take(&mut c.pending);
         if let Some(h) = c.reader.take() {
             ctx.cancel_future(h);
         }
         c.out = None;
         c.early.clear();
         c.generation += 1;
+        c.db = Some(0);
+        c.queued = 0;
+        c.written = 0;
+        let mut again = 0;
+        for p in owed {
+            match p.dest {
+                Dest::Session { to, seq } | Dest::SelectCheck { to, seq, .. } => to.do_send(Reply {
+                    seq,
+                    data: err.clone(),
+                }),
+                Dest::Swallow(_) => {}
+                // A command cut off before all its bytes left never ran: sending it again is safe.
+                Dest::Background {
+                    frame,
+                    db,
+                    idempotent,
+                } if idempotent || p.end > written => {
+                    again += 1;
+                    self.queue_background(idx, frame, db, idempotent);
+                }
+                Dest::Background { frame, .. } => self.unknown_outcome(&frame),
+            }
+        }
+        if again > 0 {
+            debug!(self.settings.log, "background writes queued again"; "conn" => idx, "count" => again);
+        }
+        self.check_drained();
         if was_up {
             warn!(self.settings.log, "backend connection lost, reconnecting"; "backend" => %addr, "conn" => idx, "reason" => reason);
             self.connect(idx, ctx);
             return;
         }
+        let c = &mut self.conns[idx];
         let delay = c.backoff;
         c.backoff = (c.backoff * 2).min(BACKOFF_MAX);
         if delay == BACKOFF_FIRST {
@@ -287,18 +371,6 @@ impl Target {
         });
     }
 
-    fn fail_pending(c: &mut Upstream, err: &Bytes) {
-        for p in c.pending.drain(..) {
-            match p.dest {
-                Dest::Session { to, seq } | Dest::SelectCheck { to, seq, .. } => to.do_send(Reply {
-                    seq,
-                    data: err.clone(),
-                }),
-                Dest::Swallow(_) => {}
-            }
-        }
-    }
-
     fn push(&mut self, idx: usize, frame: &[u8], dest: Dest) {
         let tick = self.tick;
         let c = &mut self.conns[idx];
@@ -306,7 +378,25 @@ impl Target {
             Some(out) => out.buf.extend_from_slice(frame),
             None => c.early.extend_from_slice(frame),
         }
-        c.pending.push_back(Pending { dest, tick });
+        c.queued += frame.len() as u64;
+        c.pending.push_back(Pending {
+            dest,
+            tick,
+            end: c.queued,
+        });
+    }
+
+    fn queue_background(&mut self, idx: usize, frame: Bytes, db: u32, idempotent: bool) {
+        self.switch_db(idx, db);
+        self.push(
+            idx,
+            &frame.clone(),
+            Dest::Background {
+                frame,
+                db,
+                idempotent,
+            },
+        );
     }
 
     /// Writes a SELECT first when the connection is on another DB than the session.
@@ -329,7 +419,7 @@ impl Target {
     fn route(&mut self, idx: usize, data: Bytes, ctx: &mut Context<Self>) {
         let Some(p) = self.conns[idx].pending.pop_front() else {
             // Redis sent something nobody asked for: the reply stream can no longer be trusted.
-            self.failed(idx, "unexpected reply from backend", ctx);
+            self.failed(idx, "unexpected reply from backend", None, ctx);
             return;
         };
         match p.dest {
@@ -344,9 +434,18 @@ impl Target {
                 }
                 to.do_send(Reply { seq, data });
             }
+            Dest::Background { frame, .. } => {
+                if let Some(b) = &self.settings.budget {
+                    b.give_back(frame.len() as u64);
+                }
+                if is_error(&data) {
+                    self.refused_write(&frame, &data);
+                }
+                self.check_drained();
+            }
             Dest::Swallow(what) => {
                 if is_error(&data) {
-                    let text = String::from_utf8_lossy(&data[1..data.len() - 2]).into_owned();
+                    let text = error_text(&data);
                     match what {
                         Swallowed::BlockPart => {
                             debug!(self.settings.log, "command refused inside MULTI"; "error" => text)
@@ -360,6 +459,39 @@ impl Target {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    fn refused_write(&mut self, frame: &Bytes, reply: &Bytes) {
+        let (name, key) = name_and_key(frame);
+        let count = self.refused.entry(name.clone()).or_insert(0);
+        *count += 1;
+        let count = *count;
+        if self.log_limit.allow() {
+            error!(self.settings.log, "background write refused by the backend";
+                "backend" => %self.settings.addr, "command" => name, "key" => key,
+                "error" => error_text(reply), "count" => count);
+        }
+    }
+
+    fn unknown_outcome(&mut self, frame: &Bytes) {
+        self.unknown_outcome += 1;
+        if let Some(b) = &self.settings.budget {
+            b.give_back(frame.len() as u64);
+        }
+        if self.log_limit.allow() {
+            let (name, key) = name_and_key(frame);
+            warn!(self.settings.log, "background write of unknown outcome: the connection dropped before the backend confirmed it, and it is not safe to send twice";
+                "backend" => %self.settings.addr, "command" => name, "key" => key, "count" => self.unknown_outcome);
+        }
+    }
+
+    /// Answers a drain once every byte acknowledged early is confirmed.
+    fn check_drained(&mut self) {
+        if self.settings.budget.as_ref().is_none_or(|b| b.pending() == 0) {
+            if let Some(tx) = self.drain_waiter.take() {
+                let _ = tx.send(());
             }
         }
     }
@@ -378,8 +510,7 @@ impl Target {
                     self.settings.addr,
                     secs(t)
                 );
-                Self::fail_pending(&mut self.conns[idx], &write::error(&text));
-                self.failed(idx, &format!("no reply within {}", secs(t)), ctx);
+                self.failed(idx, &format!("no reply within {}", secs(t)), Some(text), ctx);
             }
         }
     }
@@ -387,6 +518,54 @@ impl Target {
 
 fn secs(d: Duration) -> String {
     format!("{}s", d.as_secs_f64())
+}
+
+fn error_text(reply: &[u8]) -> String {
+    String::from_utf8_lossy(reply.get(1..reply.len().saturating_sub(2)).unwrap_or_default()).into_owned()
+}
+
+/// The command name (upper case) and first argument of a frame, for log lines.
+fn name_and_key(frame: &Bytes) -> (String, String) {
+    let mut buf = BytesMut::from(&frame[..]);
+    match RequestParser::new(Default::default()).parse(&mut buf) {
+        Ok(Some(cmd)) => {
+            let name = String::from_utf8_lossy(cmd.arg(0)).to_uppercase();
+            let key = if cmd.argc() > 1 {
+                String::from_utf8_lossy(cmd.arg(1)).into_owned()
+            } else {
+                String::new()
+            };
+            (name, key)
+        }
+        _ => ("?".into(), String::new()),
+    }
+}
+
+/// At most a few log lines a second for one kind of trouble; the counts in the lines that do
+/// get through tell how many there were.
+#[derive(Default)]
+struct LogLimit {
+    window: Option<Instant>,
+    in_window: u32,
+}
+
+impl LogLimit {
+    const PER_SECOND: u32 = 10;
+
+    fn allow(&mut self) -> bool {
+        let now = Instant::now();
+        match self.window {
+            Some(w) if now.duration_since(w) < Duration::from_secs(1) => {
+                self.in_window += 1;
+                self.in_window <= Self::PER_SECOND
+            }
+            _ => {
+                self.window = Some(now);
+                self.in_window = 1;
+                true
+            }
+        }
+    }
 }
 
 impl Actor for Target {
@@ -405,19 +584,27 @@ impl Handler<Forward> for Target {
 
     fn handle(&mut self, msg: Forward, ctx: &mut Context<Self>) {
         let idx = (msg.session % self.conns.len() as u64) as usize;
-        if let State::Down { reason } = &self.conns[idx].state {
-            let text = format!(
-                "ERR relayer: backend {} unavailable ({reason})",
-                self.settings.addr
-            );
-            msg.reply_to.do_send(Reply {
-                seq: msg.seq,
-                data: write::error(&text),
-            });
-            return;
-        }
         let (to, seq) = (msg.reply_to, msg.seq);
         match msg.request {
+            // Queued even while the backend is down. Copied apart from the client's read
+            // buffer, which it would otherwise pin while it waits.
+            Request::Background { frame, idempotent } => {
+                self.queue_background(idx, Bytes::copy_from_slice(&frame), msg.db, idempotent);
+            }
+            _ if matches!(self.conns[idx].state, State::Down { .. }) => {
+                let State::Down { reason } = &self.conns[idx].state else {
+                    unreachable!()
+                };
+                let text = format!(
+                    "ERR relayer: backend {} unavailable ({reason})",
+                    self.settings.addr
+                );
+                to.do_send(Reply {
+                    seq,
+                    data: write::error(&text),
+                });
+                return;
+            }
             Request::One(frame) => {
                 self.switch_db(idx, msg.db);
                 self.push(idx, &frame, Dest::Session { to, seq });
@@ -458,7 +645,10 @@ impl Handler<Flush> for Target {
         let c = &mut self.conns[idx];
         c.flush_scheduled = false;
         let Some(out) = c.out.as_mut() else { return };
-        match out.flush() {
+        let before = out.buf.len();
+        let res = out.flush();
+        c.written += (before - out.buf.len()) as u64;
+        match res {
             Ok(true) => {}
             Ok(false) => {
                 c.write_blocked = true;
@@ -474,12 +664,12 @@ impl Handler<Flush> for Target {
                             act.conns[idx].write_blocked = false;
                             match res {
                                 Ok(()) => act.schedule_flush(idx, ctx),
-                                Err(e) => act.failed(idx, &e.to_string(), ctx),
+                                Err(e) => act.failed(idx, &e.to_string(), None, ctx),
                             }
                         }),
                 );
             }
-            Err(e) => self.failed(idx, &e.to_string(), ctx),
+            Err(e) => self.failed(idx, &e.to_string(), None, ctx),
         }
     }
 }
@@ -498,11 +688,57 @@ impl StreamHandler<Upstreamed> for Target {
         }
         match ev.item {
             Ok(Some(reply)) => self.route(ev.idx, reply, ctx),
-            Ok(None) => self.failed(ev.idx, "closed by the backend", ctx),
-            Err(e) => self.failed(ev.idx, &e.to_string(), ctx),
+            Ok(None) => self.failed(ev.idx, "closed by the backend", None, ctx),
+            Err(e) => self.failed(ev.idx, &e.to_string(), None, ctx),
         }
     }
 
     /// One connection's stream ending says nothing about the actor.
     fn finished(&mut self, _ctx: &mut Context<Self>) {}
+}
+
+/// Stop: sessions no longer acknowledge early, and the answer comes once every write that
+/// was acknowledged is confirmed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Drain(pub oneshot::Sender<()>);
+
+impl Handler<Drain> for Target {
+    type Result = ();
+
+    fn handle(&mut self, Drain(tx): Drain, _ctx: &mut Context<Self>) {
+        if let Some(b) = &self.settings.budget {
+            b.start_draining();
+        }
+        self.drain_waiter = Some(tx);
+        self.check_drained();
+    }
+}
+
+/// The drain time is up: logs what was not delivered, and returns how many writes that is.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct GiveUp;
+
+impl Handler<GiveUp> for Target {
+    type Result = usize;
+
+    fn handle(&mut self, _: GiveUp, _ctx: &mut Context<Self>) -> usize {
+        let left: usize = self
+            .conns
+            .iter()
+            .map(|c| {
+                c.pending
+                    .iter()
+                    .filter(|p| matches!(p.dest, Dest::Background { .. }))
+                    .count()
+            })
+            .sum();
+        if left > 0 {
+            error!(self.settings.log, "background writes lost: not confirmed by the backend within the drain timeout";
+                "backend" => %self.settings.addr, "lost" => left,
+                "bytes" => self.settings.budget.as_ref().map_or(0, |b| b.pending()));
+        }
+        left
+    }
 }
