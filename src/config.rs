@@ -476,7 +476,8 @@ fn relayer(raw: &RawRelayer, t: &Table, ctx: &str, warnings: &mut Vec<String>) -
             "{ctx}: protocol '{p}' is not supported by this version yet: the entry is not started"
         ));
     } else {
-        if mode == Mode::Sync && raw.async_commands.is_some() {
+        let listed = raw.async_commands.clone().map(Names::into_vec).unwrap_or_default();
+        if mode == Mode::Sync && !listed.is_empty() {
             warnings.push(format!("{}: only used in smart mode", key("asynccommands")));
         }
         let unused = raw.unused_keys();
