@@ -6,6 +6,7 @@
 
 use config::{File, FileFormat, Value, ValueKind};
 use relayer_actors::endpoint::{ListenAddr, TargetAddr};
+use relayer_actors::listener::UnixAccess;
 use relayer_actors::redis::smart::Table as SmartTable;
 use relayer_actors::resp::request::Limits;
 use serde::de::DeserializeOwned;
@@ -61,6 +62,7 @@ pub struct Relayer {
     pub smart_table: Option<SmartTable>,
     pub max_pending_bytes: u64,
     pub drain_timeout: Duration,
+    pub unix_access: UnixAccess,
 }
 
 #[derive(Debug)]
@@ -137,6 +139,41 @@ macro_rules! strict {
 }
 strict!(Int, Float, Bool);
 
+/// Permission bits: a TOML integer (0o660) or an octal string ("0660").
+#[derive(Debug, Clone, Copy)]
+struct Mode8(u32);
+
+impl<'de> Deserialize<'de> for Mode8 {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Mode8;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("permission bits, as 0o660 or \"0660\"")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Mode8, E> {
+                u32::try_from(v)
+                    .ok()
+                    .filter(|m| *m <= 0o777)
+                    .map(Mode8)
+                    .ok_or_else(|| E::custom("not in 0..0o777"))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Mode8, E> {
+                self.visit_i64(v as i64)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Mode8, E> {
+                let digits = v.trim_start_matches("0o");
+                u32::from_str_radix(digits, 8)
+                    .ok()
+                    .filter(|m| *m <= 0o777)
+                    .map(Mode8)
+                    .ok_or_else(|| E::custom(format!("'{v}' is not octal permission bits like \"0660\"")))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// A list of names, as a TOML array or as one space-separated string (the original's form).
 #[derive(Deserialize, Debug, Clone)]
 #[serde(untagged)]
@@ -191,6 +228,10 @@ struct RawRelayer {
     max_pending_bytes: Option<Int>,
     #[serde(rename = "draintimeout")]
     drain_timeout: Option<Float>,
+    #[serde(rename = "unixsocketmode")]
+    unix_socket_mode: Option<Mode8>,
+    #[serde(rename = "unixsocketgroup")]
+    unix_socket_group: Option<String>,
     // Keys of the original format that this version reads but does not use yet.
     #[serde(rename = "maxidleconnections")]
     max_idle_connections: Option<Int>,
@@ -440,6 +481,14 @@ fn relayer(raw: &RawRelayer, t: &Table, ctx: &str, warnings: &mut Vec<String>) -
     };
     let timeout = seconds(raw.timeout, 30.0, "timeout")?;
     let drain_timeout = seconds(raw.drain_timeout, 10.0, "draintimeout")?;
+    let gid = match &raw.unix_socket_group {
+        None => None,
+        Some(g) => Some(group_id(g).map_err(|e| format!("{}: {e}", key("unixsocketgroup")))?),
+    };
+    let unix_access = UnixAccess {
+        mode: raw.unix_socket_mode.map_or(UnixAccess::default().mode, |m| m.0),
+        gid,
+    };
     let smart_table = match mode {
         Mode::Smart => {
             let names = raw
@@ -470,13 +519,18 @@ fn relayer(raw: &RawRelayer, t: &Table, ctx: &str, warnings: &mut Vec<String>) -
         smart_table,
         max_pending_bytes: count(raw.max_pending_bytes, 64 << 20, "maxpendingbytes", false)? as u64,
         drain_timeout: Duration::from_secs_f64(drain_timeout),
+        unix_access,
     };
     if let Protocol::Unsupported(p) = protocol {
         warnings.push(format!(
             "{ctx}: protocol '{p}' is not supported by this version yet: the entry is not started"
         ));
     } else {
-        let listed = raw.async_commands.clone().map(Names::into_vec).unwrap_or_default();
+        let listed = raw
+            .async_commands
+            .clone()
+            .map(Names::into_vec)
+            .unwrap_or_default();
         if mode == Mode::Sync && !listed.is_empty() {
             warnings.push(format!("{}: only used in smart mode", key("asynccommands")));
         }
@@ -490,6 +544,21 @@ fn relayer(raw: &RawRelayer, t: &Table, ctx: &str, warnings: &mut Vec<String>) -
         }
     }
     Ok(r)
+}
+
+/// A group name or number, as the unix socket's group.
+fn group_id(name: &str) -> Result<u32, String> {
+    if let Ok(n) = name.parse::<u32>() {
+        return Ok(n);
+    }
+    let c = std::ffi::CString::new(name).map_err(|_| format!("'{name}' is not a group name"))?;
+    // SAFETY: getgrnam reads a NUL-terminated name; the result is read at once, before any
+    // other call that could reuse its static buffer (configuration is loaded on one thread).
+    let g = unsafe { libc::getgrnam(c.as_ptr()) };
+    if g.is_null() {
+        return Err(format!("no group named '{name}'"));
+    }
+    Ok(unsafe { (*g).gr_gid })
 }
 
 /// The config crate appends " in <path>" with a path of its own making; we name the file first.

@@ -2,10 +2,11 @@
 
 mod config;
 mod logging;
+mod rlimit;
 mod supervisor;
 
 use clap::{ArgAction, Parser};
-use slog::warn;
+use slog::{info, warn};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -48,6 +49,10 @@ fn main() {
     let (log, guard) = logging::init(config.log_format, logging::debug_requested(cli.debug));
     for w in &config.warnings {
         warn!(log, "{}", w);
+    }
+    match rlimit::raise_nofile() {
+        Ok((soft, hard)) => info!(log, "open files limit"; "soft" => soft, "hard" => hard),
+        Err(e) => warn!(log, "cannot raise the open files limit"; "error" => %e),
     }
     let code = supervisor::run(config, log);
     drop(guard);

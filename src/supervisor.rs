@@ -11,7 +11,7 @@ use relayer_actors::redis::target::{Drain, GiveUp, KnownDbs, Target, TargetSetti
 use slog::{error, info, o, warn, Logger};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 /// What runs for one `[[relayer]]` entry.
 struct Running {
@@ -36,7 +36,7 @@ async fn serve(config: Config, log: Logger) -> i32 {
     // is accepted anywhere.
     let mut bound = Vec::with_capacity(redis.len());
     for r in &redis {
-        match bind(&r.listen) {
+        match bind(&r.listen, r.unix_access) {
             Ok(b) => bound.push(b),
             Err(e) => {
                 error!(log, "cannot listen, not starting"; "file" => %config.path.display(), "listen" => &r.listen_key, "error" => %e);
@@ -52,8 +52,22 @@ async fn serve(config: Config, log: Logger) -> i32 {
         .zip(bound)
         .map(|(r, b)| start_relayer(&config, r, b, &log))
         .collect();
-    let code = wait_for_stop(&log).await;
-    stop(running, &log).await;
+    let mut signals = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            error!(log, "cannot install signal handlers"; "error" => %e);
+            return 1;
+        }
+    };
+    let first = signals.stop_requested(&log).await;
+    info!(log, "stopping: draining what was acknowledged"; "signal" => first);
+    let code = tokio::select! {
+        _ = stop(running, &log) => 0,
+        second = signals.stop_requested(&log) => {
+            error!(log, "second stop signal: exiting at once, without waiting for the drain"; "signal" => second);
+            1
+        }
+    };
     actix::System::current().stop();
     code
 }
@@ -130,20 +144,31 @@ async fn stop(running: Vec<Running>, log: &Logger) {
     }
 }
 
-async fn wait_for_stop(log: &Logger) -> i32 {
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        error!(log, "cannot install signal handlers");
-        return 1;
-    };
-    loop {
-        tokio::select! {
-            _ = term.recv() => { info!(log, "SIGTERM received, stopping"); return 0; }
-            _ = int.recv() => { info!(log, "SIGINT received, stopping"); return 0; }
-            _ = hup.recv() => { warn!(log, "SIGHUP received: reloading is not supported yet, configuration unchanged"); }
+struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// Waits for SIGTERM or SIGINT, returning its name; SIGHUP is logged and ignored for now.
+    async fn stop_requested(&mut self, log: &Logger) -> &'static str {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return "SIGTERM",
+                _ = self.int.recv() => return "SIGINT",
+                _ = self.hup.recv() => {
+                    warn!(log, "SIGHUP received: reloading is not supported yet, configuration unchanged");
+                }
+            }
         }
     }
 }

@@ -7,7 +7,7 @@ use crate::redis::target::Target;
 use actix::prelude::*;
 use slog::{error, warn, Logger};
 use std::io;
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -32,9 +32,26 @@ impl Drop for Bound {
     }
 }
 
+/// Who may connect to a unix socket: its permission bits and, optionally, its group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnixAccess {
+    pub mode: u32,
+    pub gid: Option<u32>,
+}
+
+impl Default for UnixAccess {
+    /// Owner and group, not the world (the original made its sockets 0777).
+    fn default() -> Self {
+        UnixAccess {
+            mode: 0o660,
+            gid: None,
+        }
+    }
+}
+
 /// Binds `addr`. A unix socket file left by a dead process is replaced; one a live process
 /// answers on, or a file that is not a socket, is an error. Must run inside the runtime.
-pub fn bind(addr: &ListenAddr) -> io::Result<Bound> {
+pub fn bind(addr: &ListenAddr, access: UnixAccess) -> io::Result<Bound> {
     match addr {
         ListenAddr::Tcp { host, port } => {
             let std = std::net::TcpListener::bind((host.as_str(), *port))?;
@@ -61,7 +78,13 @@ pub fn bind(addr: &ListenAddr) -> io::Result<Bound> {
             }
             let std = std::os::unix::net::UnixListener::bind(path)?;
             std.set_nonblocking(true)?;
-            Ok(Bound::Unix(UnixListener::from_std(std)?, path.clone()))
+            // From here on the file is ours: Drop removes it if the rest fails.
+            let bound = Bound::Unix(UnixListener::from_std(std)?, path.clone());
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(access.mode))?;
+            if let Some(gid) = access.gid {
+                std::os::unix::fs::chown(path, None, Some(gid))?;
+            }
+            Ok(bound)
         }
     }
 }
