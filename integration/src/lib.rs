@@ -8,10 +8,12 @@
 //!
 //! Waiting is always polling against a generous deadline, never a fixed sleep.
 
+pub mod link;
 mod redis;
 mod relayer;
 mod resp;
 
+pub use link::DelayLink;
 pub use redis::{redis_cli, Redis};
 pub use relayer::{check_config, check_config_file, output_with_timeout, CheckOutput, Relayer};
 pub use resp::{encode_command, parse_reply, show_bytes, Client, Reply, Stream, DEFAULT_READ_TIMEOUT};
@@ -172,8 +174,14 @@ pub fn config_listens(config: &str) -> Vec<String> {
 /// One `[[relayer]]` entry relaying `listen` to `url` in sync mode; `extra` is appended as is
 /// (more `key = value` lines).
 pub fn redis_entry(listen: &str, url: &str, extra: &str) -> String {
+    redis_entry_mode("sync", listen, url, extra)
+}
+
+/// One `[[relayer]]` entry relaying `listen` to `url` in `mode` (`sync`, `smart`); `extra` is
+/// appended as is.
+pub fn redis_entry_mode(mode: &str, listen: &str, url: &str, extra: &str) -> String {
     format!(
-        "[[relayer]]\nprotocol = \"redis\"\nmode = \"sync\"\nlisten = \"{listen}\"\nurl = \"{url}\"\n{extra}\n"
+        "[[relayer]]\nprotocol = \"redis\"\nmode = \"{mode}\"\nlisten = \"{listen}\"\nurl = \"{url}\"\n{extra}\n"
     )
 }
 

@@ -42,6 +42,14 @@ impl Relayer {
         Relayer::start(&config)
     }
 
+    /// A smart-mode relayer with one entry, `tcp://127.0.0.1:<free port>`, relaying to `url`
+    /// (`tcp://HOST:PORT`: a redis-server, or a `DelayLink` in front of one); `extra` (more
+    /// `key = value` lines) goes into the entry.
+    pub fn smart(url: &str, extra: &str) -> Relayer {
+        let tcp = format!("tcp://127.0.0.1:{}", crate::free_port());
+        Relayer::start(&crate::redis_entry_mode("smart", &tcp, url, extra))
+    }
+
     /// Like `start` without waiting: for configs the relayer must refuse.
     pub fn spawn(config: &str) -> Relayer {
         let dir = crate::temp_dir();

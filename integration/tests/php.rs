@@ -1,4 +1,5 @@
-//! The PHP examples (phpredis) against the relayer, over TCP and over its unix socket.
+//! The PHP examples (phpredis) against the relayer, over TCP and over its unix socket, and the
+//! smart-mode loop through a smart relayer.
 
 use integration::*;
 use std::process::{Command, Stdio};
@@ -58,4 +59,80 @@ fn php_select_check_tcp() {
 #[test]
 fn php_select_check_unix() {
     run_example("select_check.php", true);
+}
+
+/// `smart_loop.php` (SETEX, HSET, EXPIRE per iteration, one GET at the end) through a smart
+/// relayer whose backend is behind a 0.5 ms link, 200 iterations: it exits 0, and the backend holds
+/// every key of the run with its value and TTL. Not timed: `integration/bench/smart-bench.sh`
+/// measures it.
+#[test]
+fn php_smart_loop_through_the_smart_relayer() {
+    const N: usize = 200;
+    let redis = Redis::start();
+    let link = DelayLink::start(redis.port(), Duration::from_micros(500));
+    let relayer = Relayer::smart(&link.url(), "");
+    let path = examples_dir().join("php").join("smart_loop.php");
+    let port = relayer.port().to_string();
+    let child = Command::new("php")
+        .arg(&path)
+        .args(["127.0.0.1", &port, &N.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run php (Debian's php-cli)");
+    let (st, out, err) = output_with_timeout(child, Duration::from_secs(120), "php smart_loop.php");
+    assert!(
+        st.success(),
+        "php smart_loop.php exited with {st}\nstdout: {out}\nstderr: {err}"
+    );
+    eprintln!(
+        "smart_loop.php through the smart relayer: {}",
+        out.trim().replace('\n', " ")
+    );
+    let field = |name: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
+            .unwrap_or_else(|| panic!("no {name}= line in {out:?}"))
+            .to_string()
+    };
+    let run = field("run");
+    field("elapsed_s").parse::<f64>().expect("elapsed_s is a number");
+
+    let mut direct = redis.client();
+    let keys = direct.cmd(&["KEYS", &format!("smart_loop:{run}:*")]);
+    assert_eq!(keys.as_array().map(|k| k.len()), Some(2 * N), "keys of run {run}");
+    let letters = b"abcdefghijklmnopqrstuvwxyz";
+    for i in 0..N {
+        let mut value = format!("{run}:{i}:").into_bytes();
+        value.resize(1024, letters[i % 26]);
+        let (s, h) = (
+            format!("smart_loop:{run}:s:{i}"),
+            format!("smart_loop:{run}:h:{i}"),
+        );
+        assert_eq!(direct.cmd(&["GET", &s]), Reply::Bulk(value.clone()), "{s}");
+        assert_eq!(direct.cmd(&["HGET", &h, "f"]), Reply::Bulk(value), "{h} f");
+        for k in [&s, &h] {
+            let ttl = direct.cmd(&["TTL", k]).as_int().unwrap();
+            assert!((1..=3600).contains(&ttl), "TTL of {k} is {ttl}");
+        }
+    }
+    // The script's own check of the backend agrees.
+    let child = Command::new("php")
+        .arg(&path)
+        .args([
+            "127.0.0.1",
+            &redis.port().to_string(),
+            &N.to_string(),
+            "verify",
+            &run,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (st, out, err) = output_with_timeout(child, Duration::from_secs(120), "php smart_loop.php verify");
+    assert!(st.success(), "verify: {st}\nstdout: {out}\nstderr: {err}");
+    assert_eq!(out.trim(), format!("verified={}", 2 * N));
 }
