@@ -29,8 +29,9 @@ REPS="${REPS:-3}"
 DELAY_US="${DELAY_US:-500}"
 script="$root/examples/php/smart_loop.php"
 
-log() { printf 'smart-bench: %s\n' "$*" >&2; }
-die() { log "$*"; exit 1; }
+bench=smart-bench
+# shellcheck source-path=SCRIPTDIR source=common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 for cmd in redis-server redis-cli php; do
     command -v "$cmd" >/dev/null 2>&1 || die "$cmd not found (run scripts/install-deps.sh)"
@@ -55,66 +56,6 @@ fi
 [ -x "$relayer_bin" ] || die "no relayer binary at $relayer_bin"
 [ -x "$link_bin" ] || die "no delay-link binary at $link_bin"
 
-tmp="$(mktemp -d "${TMPDIR:-/tmp}/smart-bench.XXXXXX")"
-pids=()
-redis_port=""
-
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${pids[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    if [ -n "$redis_port" ]; then
-        redis-cli -h 127.0.0.1 -p "$redis_port" shutdown nosave >/dev/null 2>&1 || true
-    fi
-    if [ "${KEEP:-0}" = 1 ] || [ "$rc" -ne 0 ]; then
-        log "logs and configs kept in $tmp"
-    else
-        rm -rf "$tmp"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# A loopback TCP port nobody listens on (and not handed out twice by this script).
-used_ports=" "
-free_port() {
-    local port
-    for _ in $(seq 1 200); do
-        port=$((20000 + RANDOM % 40000))
-        case "$used_ports" in *" $port "*) continue ;; esac
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            used_ports="$used_ports$port "
-            echo "$port"
-            return 0
-        fi
-    done
-    die "no free port found"
-}
-
-# Waits until `redis-cli -p PORT CMD...` succeeds.
-wait_ready() {
-    local name=$1 port=$2
-    shift 2
-    local out=""
-    for _ in $(seq 1 100); do
-        if out="$(redis-cli -h 127.0.0.1 -p "$port" "$@" 2>&1)" && [[ "$out" != ERR* ]]; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    log "$name on port $port does not answer '$*': $out"
-    for f in "$tmp"/*.log; do
-        [ -f "$f" ] && { log "--- $f"; tail -n 20 "$f" >&2; }
-    done
-    exit 1
-}
 
 redis_port="$(free_port)"
 redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no \
