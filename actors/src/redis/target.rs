@@ -180,7 +180,8 @@ pub struct Target {
     refused: HashMap<String, u64>,
     /// Background writes that are not safe to send twice, cut off unconfirmed.
     unknown_outcome: u64,
-    log_limit: LogLimit,
+    refused_log: LogLimit,
+    unknown_log: LogLimit,
     drain_waiter: Option<oneshot::Sender<()>>,
 }
 
@@ -198,7 +199,8 @@ impl Target {
             timeout_ticks,
             refused: HashMap::new(),
             unknown_outcome: 0,
-            log_limit: LogLimit::default(),
+            refused_log: LogLimit::default(),
+            unknown_log: LogLimit::default(),
             drain_waiter: None,
         }
     }
@@ -468,7 +470,7 @@ impl Target {
         let count = self.refused.entry(name.clone()).or_insert(0);
         *count += 1;
         let count = *count;
-        if self.log_limit.allow() {
+        if self.refused_log.allow() {
             error!(self.settings.log, "background write refused by the backend";
                 "backend" => %self.settings.addr, "command" => name, "key" => key,
                 "error" => error_text(reply), "count" => count);
@@ -480,7 +482,7 @@ impl Target {
         if let Some(b) = &self.settings.budget {
             b.give_back(frame.len() as u64);
         }
-        if self.log_limit.allow() {
+        if self.unknown_log.allow() {
             let (name, key) = name_and_key(frame);
             warn!(self.settings.log, "background write of unknown outcome: the connection dropped before the backend confirmed it, and it is not safe to send twice";
                 "backend" => %self.settings.addr, "command" => name, "key" => key, "count" => self.unknown_outcome);
