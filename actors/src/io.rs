@@ -113,10 +113,6 @@ impl Gate {
         self.paused.set(true);
     }
 
-    pub fn is_paused(&self) -> bool {
-        self.paused.get()
-    }
-
     pub fn resume(&self) {
         if self.paused.replace(false) {
             if let Some(w) = self.waker.borrow_mut().take() {

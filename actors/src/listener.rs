@@ -138,7 +138,7 @@ impl Listener {
         })
     }
 
-    pub fn clients(&self) -> usize {
+    fn clients(&self) -> usize {
         self.clients.load(Ordering::Relaxed)
     }
 }

@@ -211,8 +211,12 @@ impl Session {
                 });
                 self.reply_static(write::OK, ctx);
             }
+            Kind::Exec if argc == 1 && self.multi.is_some() => self.exec(ctx),
             Kind::Exec if argc == 1 => self.reply(error("ERR EXEC without MULTI"), ctx),
-            Kind::Discard if argc == 1 => self.reply(error("ERR DISCARD without MULTI"), ctx),
+            Kind::Discard if argc == 1 => match self.multi.take() {
+                Some(_) => self.reply_static(write::OK, ctx),
+                None => self.reply(error("ERR DISCARD without MULTI"), ctx),
+            },
             Kind::Hello => self.hello(&cmd, ctx),
             Kind::Client if argc >= 2 => self.client(cmd, ctx),
             Kind::Auth if argc == 2 || argc == 3 => self.auth(&cmd, ctx),
@@ -515,17 +519,7 @@ impl StreamHandler<Result<Command, RequestError>> for Session {
             return;
         }
         match item {
-            Ok(cmd) => {
-                let kind = classify(cmd.arg(0));
-                match kind {
-                    Kind::Exec if self.multi.is_some() && cmd.argc() == 1 => self.exec(ctx),
-                    Kind::Discard if self.multi.is_some() && cmd.argc() == 1 => {
-                        self.multi = None;
-                        self.reply_static(write::OK, ctx);
-                    }
-                    _ => self.on_command(cmd, ctx),
-                }
-            }
+            Ok(cmd) => self.on_command(cmd, ctx),
             Err(RequestError::Protocol(e)) => {
                 info!(self.settings.log, "protocol error, closing client"; "session" => self.id, "error" => %e);
                 self.reply(error(&format!("ERR Protocol error: {e}")), ctx);
