@@ -587,25 +587,26 @@ impl Handler<Forward> for Target {
     fn handle(&mut self, msg: Forward, ctx: &mut Context<Self>) {
         let idx = (msg.session % self.conns.len() as u64) as usize;
         let (to, seq) = (msg.reply_to, msg.seq);
+        // While the backend is down, commands waited on fail fast.
+        if let (State::Down { reason }, false) = (
+            &self.conns[idx].state,
+            matches!(msg.request, Request::Background { .. }),
+        ) {
+            let text = format!(
+                "ERR relayer: backend {} unavailable ({reason})",
+                self.settings.addr
+            );
+            to.do_send(Reply {
+                seq,
+                data: write::error(&text),
+            });
+            return;
+        }
         match msg.request {
             // Queued even while the backend is down. Copied apart from the client's read
             // buffer, which it would otherwise pin while it waits.
             Request::Background { frame, idempotent } => {
                 self.queue_background(idx, Bytes::copy_from_slice(&frame), msg.db, idempotent);
-            }
-            _ if matches!(self.conns[idx].state, State::Down { .. }) => {
-                let State::Down { reason } = &self.conns[idx].state else {
-                    unreachable!()
-                };
-                let text = format!(
-                    "ERR relayer: backend {} unavailable ({reason})",
-                    self.settings.addr
-                );
-                to.do_send(Reply {
-                    seq,
-                    data: write::error(&text),
-                });
-                return;
             }
             Request::One(frame) => {
                 self.switch_db(idx, msg.db);
