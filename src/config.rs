@@ -45,7 +45,7 @@ pub struct Config {
     pub warnings: Vec<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Relayer {
     pub protocol: Protocol,
     pub mode: Mode,

@@ -2,15 +2,14 @@
 
 use crate::endpoint::ListenAddr;
 use crate::io::{split_tcp, split_unix, Gate, Gated, ReadHalf, WriteHalf};
-use crate::redis::session::{ClientGuard, Session, SessionSettings};
-use crate::redis::target::Target;
+use crate::redis::route::Route;
+use crate::redis::session::Session;
 use actix::prelude::*;
 use slog::{error, warn, Logger};
 use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -91,21 +90,18 @@ pub fn bind(addr: &ListenAddr, access: UnixAccess) -> io::Result<Bound> {
 
 pub struct ListenerSettings {
     pub listen: ListenAddr,
-    pub max_clients: usize,
-    pub session: Arc<SessionSettings>,
     pub log: Logger,
 }
 
 pub struct Listener {
     settings: Arc<ListenerSettings>,
-    target: Addr<Target>,
-    clients: Arc<AtomicUsize>,
+    route: Rc<Route>,
     next_id: u64,
     gate: Rc<Gate>,
 }
 
 impl Listener {
-    pub fn start(bound: Bound, settings: Arc<ListenerSettings>, target: Addr<Target>) -> Addr<Self> {
+    pub fn start(bound: Bound, settings: Arc<ListenerSettings>, route: Rc<Route>) -> Addr<Self> {
         Listener::create(move |ctx| {
             let gate = Gate::new();
             let bound = Rc::new(bound);
@@ -130,16 +126,11 @@ impl Listener {
             ctx.add_stream(Gated::new(accepts, gate.clone()));
             Listener {
                 settings,
-                target,
-                clients: Arc::new(AtomicUsize::new(0)),
+                route,
                 next_id: 0,
                 gate,
             }
         })
-    }
-
-    fn clients(&self) -> usize {
-        self.clients.load(Ordering::Relaxed)
     }
 }
 
@@ -172,23 +163,15 @@ impl StreamHandler<io::Result<(ReadHalf, WriteHalf)>> for Listener {
                 return;
             }
         };
-        if self.clients() >= self.settings.max_clients {
-            warn!(self.settings.log, "max number of clients reached, refusing a client"; "listen" => %self.settings.listen, "max_clients" => self.settings.max_clients);
+        let max_clients = self.route.current().max_clients;
+        if self.route.clients() >= max_clients {
+            warn!(self.settings.log, "max number of clients reached, refusing a client"; "listen" => %self.settings.listen, "max_clients" => max_clients);
             refuse(write);
             drop(read);
             return;
         }
-        self.clients.fetch_add(1, Ordering::Relaxed);
         self.next_id += 1;
-        let guard = ClientGuard(self.clients.clone());
-        Session::start(
-            self.next_id,
-            read,
-            write,
-            self.target.clone(),
-            self.settings.session.clone(),
-            guard,
-        );
+        Session::start(self.next_id, read, write, self.route.clone());
     }
 
     fn finished(&mut self, _ctx: &mut Context<Self>) {}

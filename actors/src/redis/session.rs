@@ -5,6 +5,7 @@
 //! behind the forwarded ones before it.
 
 use super::commands::{classify, client_sub_refused, Kind};
+use super::route::Route;
 use super::smart::{Budget, Table};
 use super::target::{Forward, KnownDbs, Request, Target};
 use crate::io::{Gate, Gated, OutBuf, ReadHalf, WriteHalf};
@@ -15,7 +16,6 @@ use bytes::{Bytes, BytesMut};
 use slog::{debug, info, Logger};
 use std::collections::VecDeque;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio_util::codec::FramedRead;
 
@@ -38,15 +38,6 @@ pub struct SessionSettings {
 pub struct Smart {
     pub table: Table,
     pub budget: Arc<Budget>,
-}
-
-/// Counts the clients of a listener; the count drops when the session goes away.
-pub struct ClientGuard(pub Arc<AtomicUsize>);
-
-impl Drop for ClientGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 /// A reply for the request numbered `seq`.
@@ -72,6 +63,9 @@ enum Awaiting {
 
 pub struct Session {
     id: u64,
+    /// Where the target and settings below come from; a reload may replace them.
+    route: Rc<Route>,
+    route_generation: u64,
     settings: Arc<SessionSettings>,
     target: Addr<Target>,
     out: OutBuf,
@@ -87,24 +81,21 @@ pub struct Session {
     awaiting: Option<Awaiting>,
     /// No more requests are read; the session ends once every reply is written.
     closing: bool,
-    _guard: ClientGuard,
 }
 
 impl Session {
-    pub fn start(
-        id: u64,
-        read: ReadHalf,
-        write: WriteHalf,
-        target: Addr<Target>,
-        settings: Arc<SessionSettings>,
-        guard: ClientGuard,
-    ) -> Addr<Session> {
+    pub fn start(id: u64, read: ReadHalf, write: WriteHalf, route: Rc<Route>) -> Addr<Session> {
         Session::create(move |ctx| {
+            route.register(id, ctx.address().downgrade());
+            let current = route.current();
+            let (target, settings) = (current.target, current.settings);
             let gate = Gate::new();
             let requests = FramedRead::new(read, RequestParser::new(settings.limits));
             ctx.add_stream(Gated::new(requests, gate.clone()));
             Session {
                 id,
+                route_generation: route.generation(),
+                route,
                 db: settings.initial_db,
                 settings,
                 target,
@@ -118,7 +109,6 @@ impl Session {
                 gate,
                 awaiting: None,
                 closing: false,
-                _guard: guard,
             }
         })
     }
@@ -185,6 +175,11 @@ impl Session {
     }
 
     fn on_command(&mut self, cmd: Command, ctx: &mut Context<Self>) {
+        if self.route.generation() != self.route_generation {
+            let current = self.route.current();
+            (self.target, self.settings) = (current.target, current.settings);
+            self.route_generation = self.route.generation();
+        }
         let kind = classify(cmd.arg(0));
         if self.multi.is_some() && self.queue_in_multi(kind, &cmd, ctx) {
             return;
@@ -509,6 +504,7 @@ impl Actor for Session {
     type Context = Context<Self>;
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        self.route.unregister(self.id);
         debug!(self.settings.log, "client gone"; "session" => self.id);
     }
 }
@@ -605,5 +601,18 @@ impl Handler<FlushClient> for Session {
                 ctx.stop();
             }
         }
+    }
+}
+
+/// The listener was removed: finish the replies owed, then close.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CloseClient;
+
+impl Handler<CloseClient> for Session {
+    type Result = ();
+
+    fn handle(&mut self, _: CloseClient, ctx: &mut Context<Self>) {
+        self.close_after_replies(ctx);
     }
 }

@@ -105,7 +105,7 @@ const ADDABLE: &[(&str, &[u8], i32, bool)] = &[
 ];
 
 /// The background table of one relayer.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Table(HashMap<Vec<u8>, Early>);
 
 impl Table {

@@ -183,6 +183,8 @@ pub struct Target {
     refused_log: LogLimit,
     unknown_log: LogLimit,
     drain_waiter: Option<oneshot::Sender<()>>,
+    /// The drain also waits for the replies clients wait on, not only background writes.
+    drain_everything: bool,
 }
 
 impl Target {
@@ -202,6 +204,7 @@ impl Target {
             refused_log: LogLimit::default(),
             unknown_log: LogLimit::default(),
             drain_waiter: None,
+            drain_everything: false,
         }
     }
 
@@ -425,7 +428,10 @@ impl Target {
             return;
         };
         match p.dest {
-            Dest::Session { to, seq } => to.do_send(Reply { seq, data }),
+            Dest::Session { to, seq } => {
+                to.do_send(Reply { seq, data });
+                self.check_drained();
+            }
             Dest::SelectCheck { to, seq, db } => {
                 if !is_error(&data) {
                     self.known.insert(db);
@@ -489,9 +495,15 @@ impl Target {
         }
     }
 
-    /// Answers a drain once every byte acknowledged early is confirmed.
+    /// Answers a drain once every byte acknowledged early is confirmed (and, for a target a
+    /// reload replaced, every reply owed has come).
     fn check_drained(&mut self) {
-        if self.settings.budget.as_ref().is_none_or(|b| b.pending() == 0) {
+        if self.drain_waiter.is_none() {
+            return;
+        }
+        let confirmed = self.settings.budget.as_ref().is_none_or(|b| b.pending() == 0);
+        let answered = !self.drain_everything || self.conns.iter().all(|c| c.pending.is_empty());
+        if confirmed && answered {
             if let Some(tx) = self.drain_waiter.take() {
                 let _ = tx.send(());
             }
@@ -704,16 +716,21 @@ impl StreamHandler<Upstreamed> for Target {
 /// was acknowledged is confirmed.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Drain(pub oneshot::Sender<()>);
+pub struct Drain {
+    pub done: oneshot::Sender<()>,
+    /// Also wait for every reply a client waits on (a target being replaced).
+    pub everything: bool,
+}
 
 impl Handler<Drain> for Target {
     type Result = ();
 
-    fn handle(&mut self, Drain(tx): Drain, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: Drain, _ctx: &mut Context<Self>) {
         if let Some(b) = &self.settings.budget {
             b.start_draining();
         }
-        self.drain_waiter = Some(tx);
+        self.drain_waiter = Some(msg.done);
+        self.drain_everything = msg.everything;
         self.check_drained();
     }
 }
@@ -743,5 +760,37 @@ impl Handler<GiveUp> for Target {
                 "bytes" => self.settings.budget.as_ref().map_or(0, |b| b.pending()));
         }
         left
+    }
+}
+
+/// A reload replaced or removed this target and its drain is over: whatever is still owed
+/// gets an error, and the actor stops.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Retire;
+
+impl Handler<Retire> for Target {
+    type Result = ();
+
+    fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) {
+        let err = write::error("ERR relayer: backend connection closed by a configuration reload");
+        for c in &mut self.conns {
+            for p in c.pending.drain(..) {
+                match p.dest {
+                    Dest::Session { to, seq } | Dest::SelectCheck { to, seq, .. } => to.do_send(Reply {
+                        seq,
+                        data: err.clone(),
+                    }),
+                    Dest::Background { frame, .. } => {
+                        if let Some(b) = &self.settings.budget {
+                            b.give_back(frame.len() as u64);
+                        }
+                    }
+                    Dest::Swallow(_) => {}
+                }
+            }
+        }
+        debug!(self.settings.log, "target retired"; "backend" => %self.settings.addr);
+        ctx.stop();
     }
 }
