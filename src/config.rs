@@ -40,6 +40,8 @@ pub struct Config {
     pub path: PathBuf,
     pub log_format: LogFormat,
     pub limits: Limits,
+    /// Where the Prometheus endpoint listens, if anywhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     pub relayers: Vec<Relayer>,
     /// Things worth a warning that do not stop loading (unknown keys and the like).
     pub warnings: Vec<String>,
@@ -204,6 +206,8 @@ struct RawGlobal {
     max_arguments: Option<Int>,
     #[serde(rename = "maxinlinelength")]
     max_inline_length: Option<Int>,
+    #[serde(rename = "metricslisten")]
+    metrics_listen: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -393,6 +397,23 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         )?,
     };
 
+    let metrics_listen = match &global.metrics_listen {
+        None => None,
+        Some(s) => {
+            let addr = s.strip_prefix("tcp://").unwrap_or(s);
+            let addr = if addr.starts_with(':') {
+                format!("0.0.0.0{addr}")
+            } else {
+                addr.to_string()
+            };
+            Some(addr.parse::<std::net::SocketAddr>().map_err(|_| {
+                err(format!(
+                    "{file}: key '{}': '{s}' is not an address like 127.0.0.1:9121",
+                    root.spelling("metricslisten")
+                ))
+            })?)
+        }
+    };
     let mut relayers = vec![];
     let mut seen = HashSet::new();
     for (i, entry) in entries.into_iter().enumerate() {
@@ -423,6 +444,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         path: path.to_path_buf(),
         log_format,
         limits,
+        metrics_listen,
         relayers,
         warnings,
     })

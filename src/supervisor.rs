@@ -8,6 +8,7 @@ use crate::config::{self, Config, Protocol, Relayer};
 use actix::{Actor, Addr};
 use relayer_actors::endpoint::ListenAddr;
 use relayer_actors::listener::{bind, Bound, Listener, ListenerSettings, StopListening};
+use relayer_actors::metrics::RelayerMetrics;
 use relayer_actors::redis::route::{Current, Route};
 use relayer_actors::redis::session::{SessionSettings, Smart};
 use relayer_actors::redis::smart::Budget;
@@ -51,6 +52,19 @@ async fn serve(config: Config, log: Logger) -> i32 {
             return 1;
         }
     };
+    if let Some(addr) = config.metrics_listen {
+        // Installed before any relayer starts, so that their counters are real ones.
+        let installed = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .install();
+        match installed {
+            Ok(()) => info!(log, "metrics endpoint listening"; "address" => %addr),
+            Err(e) => {
+                error!(log, "cannot start the metrics endpoint, not starting"; "address" => %addr, "error" => %e);
+                return 1;
+            }
+        }
+    }
     let relayers = redis_entries(&config);
     // Bind everything first: at start, a listener that cannot bind stops the process before
     // any client is accepted anywhere.
@@ -116,12 +130,14 @@ impl Supervisor {
             .clone()
             .zip(budget.clone())
             .map(|(table, budget)| Smart { table, budget });
+        let metrics = RelayerMetrics::new(&r.listen_key);
         let settings = Arc::new(SessionSettings {
             max_pending: r.max_pending_replies,
             limits: self.limits,
             initial_db: addr.db,
             known_dbs: known_dbs.clone(),
             smart,
+            metrics: metrics.clone(),
             log: log.clone(),
         });
         info!(log, "relayer target started"; "backend" => %addr, "mode" => ?r.mode, "connections" => r.max_connections);
@@ -132,6 +148,7 @@ impl Supervisor {
                 timeout: r.timeout,
                 connect_timeout: r.connect_timeout,
                 budget,
+                metrics,
                 log: log.clone(),
             },
             known_dbs,

@@ -3,5 +3,6 @@
 pub mod endpoint;
 pub mod io;
 pub mod listener;
+pub mod metrics;
 pub mod redis;
 pub mod resp;

@@ -9,6 +9,7 @@ use super::route::Route;
 use super::smart::{Budget, Table};
 use super::target::{Forward, KnownDbs, Request, Target};
 use crate::io::{Gate, Gated, OutBuf, ReadHalf, WriteHalf};
+use crate::metrics::RelayerMetrics;
 use crate::resp::request::{Command, Limits, RequestError, RequestParser};
 use crate::resp::write::{self, error, wrong_arity};
 use actix::prelude::*;
@@ -32,6 +33,7 @@ pub struct SessionSettings {
     pub known_dbs: Arc<KnownDbs>,
     /// Smart mode: writes acknowledged at once.
     pub smart: Option<Smart>,
+    pub metrics: RelayerMetrics,
     pub log: Logger,
 }
 
@@ -87,6 +89,7 @@ impl Session {
     pub fn start(id: u64, read: ReadHalf, write: WriteHalf, route: Rc<Route>) -> Addr<Session> {
         Session::create(move |ctx| {
             route.register(id, ctx.address().downgrade());
+            route.current().settings.metrics.clients.increment(1);
             let current = route.current();
             let (target, settings) = (current.target, current.settings);
             let gate = Gate::new();
@@ -113,8 +116,14 @@ impl Session {
         })
     }
 
+    /// A reply of the relayer's own.
     fn reply(&mut self, data: impl Into<Bytes>, ctx: &mut Context<Self>) {
-        self.slots.push_back(Some(data.into()));
+        self.settings.metrics.local.increment(1);
+        self.push_reply(data.into(), ctx);
+    }
+
+    fn push_reply(&mut self, data: Bytes, ctx: &mut Context<Self>) {
+        self.slots.push_back(Some(data));
         self.drain(ctx);
     }
 
@@ -123,6 +132,7 @@ impl Session {
     }
 
     fn forward(&mut self, request: Request, ctx: &mut Context<Self>) -> u64 {
+        self.settings.metrics.forwarded.increment(1);
         let seq = self.first_seq + self.slots.len() as u64;
         self.slots.push_back(None);
         self.target.do_send(Forward {
@@ -249,7 +259,8 @@ impl Session {
                             idempotent: early.idempotent,
                         },
                     });
-                    self.reply_static(early.reply, ctx);
+                    self.settings.metrics.acknowledged.increment(1);
+                    self.push_reply(Bytes::from_static(early.reply), ctx);
                     return;
                 }
             }
@@ -505,6 +516,7 @@ impl Actor for Session {
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         self.route.unregister(self.id);
+        self.settings.metrics.clients.decrement(1);
         debug!(self.settings.log, "client gone"; "session" => self.id);
     }
 }

@@ -8,6 +8,7 @@ use super::session::{Reply, Session};
 use super::smart::Budget;
 use crate::endpoint::{TargetAddr, TargetKind};
 use crate::io::{split_tcp, split_unix, OutBuf, ReadHalf};
+use crate::metrics::RelayerMetrics;
 use crate::resp::reply::{is_error, ReplyScanner};
 use crate::resp::request::{Command, RequestParser};
 use crate::resp::write;
@@ -38,6 +39,7 @@ pub struct TargetSettings {
     pub connect_timeout: Duration,
     /// Smart mode: the bytes acknowledged early, shared with the sessions.
     pub budget: Option<Arc<Budget>>,
+    pub metrics: RelayerMetrics,
     pub log: Logger,
 }
 
@@ -353,6 +355,7 @@ impl Target {
         }
         self.check_drained();
         if was_up {
+            self.settings.metrics.reconnects.increment(1);
             warn!(self.settings.log, "backend connection lost, reconnecting"; "backend" => %addr, "conn" => idx, "reason" => reason);
             self.connect(idx, ctx);
             return;
@@ -472,6 +475,7 @@ impl Target {
     }
 
     fn refused_write(&mut self, frame: &Bytes, reply: &Bytes) {
+        self.settings.metrics.background_errors.increment(1);
         let (name, key) = name_and_key(frame);
         let count = self.refused.entry(name.clone()).or_insert(0);
         *count += 1;
@@ -512,6 +516,9 @@ impl Target {
 
     fn check_timeouts(&mut self, ctx: &mut Context<Self>) {
         self.tick += 1;
+        if let Some(b) = &self.settings.budget {
+            self.settings.metrics.pending_bytes.set(b.pending() as f64);
+        }
         let Some(limit) = self.timeout_ticks else { return };
         for idx in 0..self.conns.len() {
             let c = &self.conns[idx];
