@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what smart-relayer's scripts and tests need, on Debian (bookworm) with the Rust
 # toolchain already present: redis-server, redis-cli and redis-benchmark, php-cli with the
-# phpredis extension, and cargo-nextest. Idempotent: everything is checked first, so a second
+# phpredis extension, supervisor (supervisord and supervisorctl, for the reload test under a
+# real supervisord), and cargo-nextest. Idempotent: everything is checked first, so a second
 # run installs nothing, runs no `apt-get update`, and takes well under a second.
 #
 # Debian's redis-server package would start a system service on 6379. While installing, a
@@ -38,6 +39,7 @@ have redis-server || packages+=(redis-server)
 { have redis-cli && have redis-benchmark; } || packages+=(redis-tools)
 have php || packages+=(php-cli)
 php_has_redis || packages+=(php-redis)
+{ have supervisord && have supervisorctl; } || packages+=(supervisor)
 
 if [ "${#packages[@]}" -gt 0 ]; then
     if ! have apt-get; then
@@ -46,7 +48,8 @@ if [ "${#packages[@]}" -gt 0 ]; then
     fi
     log "installing ${packages[*]}"
 
-    # Keep the package scripts from starting services (redis-server on 6379) during the install.
+    # Keep the package scripts from starting services (redis-server on 6379, supervisord) during the
+    # install.
     policy_added=0
     if [ ! -e /usr/sbin/policy-rc.d ]; then
         as_root sh -c 'printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d'
@@ -82,6 +85,6 @@ if ! cargo nextest --version >/dev/null 2>&1; then
     cargo install cargo-nextest --locked
 fi
 
-for cmd in redis-server redis-cli redis-benchmark php; do
+for cmd in redis-server redis-cli redis-benchmark php supervisord supervisorctl; do
     have "$cmd" || { log "$cmd still missing"; exit 1; }
 done

@@ -162,6 +162,18 @@ impl Relayer {
         &self.config_path
     }
 
+    /// Replaces the config file with `config` (every `$DIR` replaced, as in `start`), for a
+    /// reload: written to a new file renamed over the old one, so the relayer never reads half a
+    /// file. `listens()` (and `client_at`) then follow the new file. Sends no signal.
+    pub fn rewrite_config(&mut self, config: &str) {
+        let config = config.replace("$DIR", self.dir.path().to_str().unwrap());
+        let tmp = self.config_path.with_extension("toml.new");
+        std::fs::write(&tmp, &config).unwrap_or_else(|e| panic!("write {}: {e}", tmp.display()));
+        std::fs::rename(&tmp, &self.config_path)
+            .unwrap_or_else(|e| panic!("rename {} to {}: {e}", tmp.display(), self.config_path.display()));
+        self.listens = config_listens(&config);
+    }
+
     /// The relayer's temporary directory (what `$DIR` stood for).
     pub fn dir(&self) -> &Path {
         self.dir.path()

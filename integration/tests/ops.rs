@@ -22,7 +22,7 @@ fn unix_sockets_are_not_world_writable() {
     let dir = relayer.unix_path().parent().unwrap().to_path_buf();
     assert_eq!(mode_of(&dir.join("default.sock")), 0o660);
     assert_eq!(mode_of(&dir.join("owner.sock")), 0o600);
-    let mut c = Client::unix(&dir.join("owner.sock"));
+    let mut c = Client::unix(dir.join("owner.sock"));
     assert_eq!(c.q("PING"), Reply::Status("PONG".into()));
 }
 
