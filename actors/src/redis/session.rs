@@ -134,15 +134,21 @@ impl Session {
     fn forward(&mut self, request: Request, ctx: &mut Context<Self>) -> u64 {
         self.settings.metrics.forwarded.increment(1);
         let seq = self.first_seq + self.slots.len() as u64;
-        self.slots.push_back(None);
-        self.target.do_send(Forward {
+        let sent = self.target.try_send(Forward {
             reply_to: ctx.address(),
             session: self.id,
             seq,
             db: self.db,
             request,
         });
-        self.update_gate();
+        if sent.is_ok() {
+            self.slots.push_back(None);
+            self.update_gate();
+        } else {
+            // Only a target a reload retired refuses: its replacement is in the route already.
+            self.slots.push_back(Some(error(TARGET_GONE)));
+            self.drain(ctx);
+        }
         seq
     }
 
@@ -248,17 +254,24 @@ impl Session {
     fn forward_or_acknowledge(&mut self, cmd: Command, ctx: &mut Context<Self>) {
         if let Some(smart) = &self.settings.smart {
             if let Some(early) = smart.table.early(&cmd) {
-                if smart.budget.try_take(cmd.frame().len() as u64) {
-                    self.target.do_send(Forward {
+                let len = cmd.frame().len() as u64;
+                if smart.budget.try_take(len) {
+                    let request = Request::Background {
+                        frame: cmd.into_frame(),
+                        idempotent: early.idempotent,
+                    };
+                    let sent = self.target.try_send(Forward {
                         reply_to: ctx.address(),
                         session: self.id,
                         seq: 0,
                         db: self.db,
-                        request: Request::Background {
-                            frame: cmd.into_frame(),
-                            idempotent: early.idempotent,
-                        },
+                        request,
                     });
+                    if sent.is_err() {
+                        smart.budget.give_back(len);
+                        self.reply(error(TARGET_GONE), ctx);
+                        return;
+                    }
                     self.settings.metrics.acknowledged.increment(1);
                     self.push_reply(Bytes::from_static(early.reply), ctx);
                     return;
@@ -500,6 +513,8 @@ impl Session {
         self.reply(error(&text), ctx);
     }
 }
+
+const TARGET_GONE: &str = "ERR relayer: the backend target was replaced by a configuration reload, try again";
 
 const BAD_NAME: &str = "ERR Client names cannot contain spaces, newlines or special characters.";
 

@@ -593,6 +593,9 @@ impl Actor for Target {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        // Sessions bound themselves (maxPendingReplies, maxPendingBytes); the mailbox must not
+        // refuse their try_send. In actix a capacity of 0 means no bound.
+        ctx.set_mailbox_capacity(0);
         for idx in 0..self.conns.len() {
             self.connect(idx, ctx);
         }
