@@ -2,6 +2,7 @@
 
 use integration::*;
 use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
 
 fn mode_of(path: &std::path::Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
@@ -54,4 +55,40 @@ fn open_files_limit_is_raised_and_logged() {
     let fields: Vec<&str> = line.split_whitespace().collect();
     // "Max open files <soft> <hard> files": the soft limit now equals the hard one.
     assert_eq!(fields[3], fields[4], "{line}");
+}
+
+/// SIGTERM waits for the drain; a second SIGTERM during it exits at once, with code 1 and a
+/// log line saying so, and the unix socket file is removed either way.
+#[test]
+fn second_stop_signal_exits_at_once() {
+    let redis = Redis::start();
+    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let mut relayer = Relayer::start(&format!(
+        "{}\n{}",
+        redis_entry_mode("smart", &listen, &redis.url(), "drainTimeout = 30"),
+        redis_entry("unix:$DIR/second.sock", &redis.url(), ""),
+    ));
+    let sock = relayer.unix_path();
+    // Writes acknowledged but held back by the paused backend keep the drain waiting.
+    assert_eq!(redis.client().q("CLIENT PAUSE 20000 WRITE"), Reply::ok());
+    let mut c = relayer.client();
+    for i in 0..50 {
+        assert_eq!(c.cmd(&["SET", &format!("second:{i}"), "v"]), Reply::ok());
+    }
+    relayer.signal(libc::SIGTERM);
+    wait_until(Duration::from_secs(10), "the drain to start", || {
+        relayer.log().contains("stopping")
+    });
+    assert!(
+        relayer.try_wait().is_none(),
+        "exited before its writes were delivered"
+    );
+    let started = std::time::Instant::now();
+    relayer.signal(libc::SIGTERM);
+    let status = relayer.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(1), "{}", relayer.log());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(relayer.log().contains("second stop signal"), "{}", relayer.log());
+    assert!(!sock.exists(), "unix socket file left behind");
+    redis.client().q("CLIENT UNPAUSE");
 }
