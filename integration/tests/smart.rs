@@ -564,6 +564,42 @@ impl Expected {
 
 /// Sends writes `0..n` of client `id` (chunks of `chunk`, pipelined) and checks their early
 /// replies; calls `progress` after each chunk. Returns what they leave on the backend.
+/// `clients` clients each send `n` background writes (pipelines of 50, counted in `done`), then
+/// a sync GET of their last string write, which must see it; returns what each one expects.
+fn burst_with_final_get(
+    relayer: &Arc<Relayer>,
+    prefix: &'static str,
+    clients: usize,
+    n: usize,
+    done: &Arc<AtomicUsize>,
+) -> Vec<Expected> {
+    let all = Arc::new(Mutex::new(Vec::new()));
+    let (r, a, d) = (relayer.clone(), all.clone(), done.clone());
+    run_threads(clients, move |id| {
+        let mut c = r.client();
+        c.set_read_timeout(HANG);
+        let expected = write_burst(&mut c, prefix, id, n, 50, |k| {
+            d.fetch_add(k, Ordering::Relaxed);
+        })?;
+        let last = (0..n).rev().find(|i| i % 6 < 2).unwrap();
+        let (cmd, _) = burst_write(prefix, id, last);
+        let got = sync_get(&mut c, &cmd[1])?;
+        if got != bulk(&cmd[2]) {
+            return Err(format!(
+                "final GET {} replied {got:?}, expected {:?}",
+                cmd[1], cmd[2]
+            ));
+        }
+        a.lock().unwrap().push(expected);
+        Ok(())
+    });
+    Arc::try_unwrap(all)
+        .ok()
+        .expect("the client threads are done")
+        .into_inner()
+        .unwrap()
+}
+
 /// What every client was told is what the backend holds: each expected key (polled for up to
 /// `settle`, for writes still on their way) and no other key.
 fn assert_backend_holds(redis: &Redis, all: &[Expected], settle: Duration) {
@@ -684,27 +720,8 @@ fn client_kill_in_the_middle_of_a_burst() {
             killed
         })
     };
-    let all = Arc::new(Mutex::new(Vec::new()));
-    let (r, a, d) = (relayer.clone(), all.clone(), done_writes.clone());
     let start = Instant::now();
-    run_threads(CLIENTS, move |id| {
-        let mut c = r.client();
-        c.set_read_timeout(HANG);
-        let expected = write_burst(&mut c, "kill", id, N, 50, |n| {
-            d.fetch_add(n, Ordering::Relaxed);
-        })?;
-        let last = (0..N).rev().find(|i| i % 6 < 2).unwrap();
-        let (cmd, _) = burst_write("kill", id, last);
-        let got = sync_get(&mut c, &cmd[1])?;
-        if got != bulk(&cmd[2]) {
-            return Err(format!(
-                "final GET {} replied {got:?}, expected {:?}",
-                cmd[1], cmd[2]
-            ));
-        }
-        a.lock().unwrap().push(expected);
-        Ok(())
-    });
+    let all = burst_with_final_get(&relayer, "kill", CLIENTS, N, &done_writes);
     let took = start.elapsed();
     finished.store(true, Ordering::Relaxed);
     let killed = killer.join().unwrap();
@@ -717,7 +734,7 @@ fn client_kill_in_the_middle_of_a_burst() {
         effective >= 2,
         "the burst ended before the kills hit the relayer twice ({killed:?}): make it longer"
     );
-    assert_backend_holds(&redis, &all.lock().unwrap(), SETTLE);
+    assert_backend_holds(&redis, &all, SETTLE);
     assert!(
         relayer.log().contains("backend connection lost"),
         "the relayer did not log the dropped connections:\n{}",
@@ -757,26 +774,7 @@ fn link_cut_in_the_middle_of_a_burst() {
             cuts
         })
     };
-    let all = Arc::new(Mutex::new(Vec::new()));
-    let (r, a, d) = (relayer.clone(), all.clone(), done_writes.clone());
-    run_threads(CLIENTS, move |id| {
-        let mut c = r.client();
-        c.set_read_timeout(HANG);
-        let expected = write_burst(&mut c, "cut", id, N, 50, |n| {
-            d.fetch_add(n, Ordering::Relaxed);
-        })?;
-        let last = (0..N).rev().find(|i| i % 6 < 2).unwrap();
-        let (cmd, _) = burst_write("cut", id, last);
-        let got = sync_get(&mut c, &cmd[1])?;
-        if got != bulk(&cmd[2]) {
-            return Err(format!(
-                "final GET {} replied {got:?}, expected {:?}",
-                cmd[1], cmd[2]
-            ));
-        }
-        a.lock().unwrap().push(expected);
-        Ok(())
-    });
+    let all = burst_with_final_get(&relayer, "cut", CLIENTS, N, &done_writes);
     finished.store(true, Ordering::Relaxed);
     let cuts = cutter.join().unwrap();
     eprintln!("cuts (connections closed, writes done by then): {cuts:?}");
@@ -784,7 +782,7 @@ fn link_cut_in_the_middle_of_a_burst() {
         cuts.iter().filter(|(n, _)| *n > 0).count() >= 2,
         "the burst ended before two cuts hit the relayer ({cuts:?}): make it longer"
     );
-    assert_backend_holds(&redis, &all.lock().unwrap(), SETTLE);
+    assert_backend_holds(&redis, &all, SETTLE);
 }
 
 /// The backend stops executing writes for 3 s (`CLIENT PAUSE 3000 WRITE`) while 10 clients write
