@@ -564,6 +564,52 @@ impl Expected {
 
 /// Sends writes `0..n` of client `id` (chunks of `chunk`, pipelined) and checks their early
 /// replies; calls `progress` after each chunk. Returns what they leave on the backend.
+/// A thread that, once `start_after` writes of a burst are done, runs `fault` (which returns
+/// how many connections it hit) `times` times, `every` apart, unless the burst ends first.
+struct FaultsDuringBurst {
+    done_writes: Arc<AtomicUsize>,
+    finished: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<(i64, usize)>>,
+}
+
+impl FaultsDuringBurst {
+    fn start(
+        start_after: usize,
+        times: usize,
+        every: Duration,
+        mut fault: impl FnMut() -> i64 + Send + 'static,
+    ) -> Self {
+        let done_writes = Arc::new(AtomicUsize::new(0));
+        let finished = Arc::new(AtomicBool::new(false));
+        let (done, fin) = (done_writes.clone(), finished.clone());
+        let thread = std::thread::spawn(move || {
+            wait_until(HANG, "the burst to start", || {
+                done.load(Ordering::Relaxed) >= start_after || fin.load(Ordering::Relaxed)
+            });
+            let mut hits = Vec::new();
+            for _ in 0..times {
+                if fin.load(Ordering::Relaxed) {
+                    break;
+                }
+                hits.push((fault(), done.load(Ordering::Relaxed)));
+                std::thread::sleep(every);
+            }
+            hits
+        });
+        FaultsDuringBurst {
+            done_writes,
+            finished,
+            thread,
+        }
+    }
+
+    /// Ends the faults; returns (connections hit, writes done by then) for each.
+    fn stop(self) -> Vec<(i64, usize)> {
+        self.finished.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
 /// `clients` clients each send `n` background writes (pipelines of 50, counted in `done`), then
 /// a sync GET of their last string write, which must see it; returns what each one expects.
 fn burst_with_final_get(
@@ -694,37 +740,19 @@ fn client_kill_in_the_middle_of_a_burst() {
     ));
     const CLIENTS: usize = 20;
     const N: usize = 5000;
-    let done_writes = Arc::new(AtomicUsize::new(0));
-    let finished = Arc::new(AtomicBool::new(false));
-    // The killer: waits for the burst to be under way, then kills every normal client of the
-    // backend (the relayer's upstream connections; not itself) every 40 ms, 6 times.
-    let killer = {
-        let (done_writes, finished, port) = (done_writes.clone(), finished.clone(), redis.port());
-        std::thread::spawn(move || {
-            let mut c = Client::tcp(port);
-            wait_until(HANG, "the burst to start", || {
-                done_writes.load(Ordering::Relaxed) >= CLIENTS * N / 20 || finished.load(Ordering::Relaxed)
-            });
-            let mut killed = Vec::new();
-            for _ in 0..6 {
-                if finished.load(Ordering::Relaxed) {
-                    break;
-                }
-                let r = c.q("CLIENT KILL TYPE normal");
-                killed.push((
-                    r.as_int().expect("CLIENT KILL replies a count"),
-                    done_writes.load(Ordering::Relaxed),
-                ));
-                std::thread::sleep(Duration::from_millis(40));
-            }
-            killed
-        })
-    };
+    // Kills every normal client of the backend (the relayer's upstream connections; not the
+    // killer itself) every 40 ms, 6 times, once the burst is under way.
+    let mut killer = Client::tcp(redis.port());
+    let faults = FaultsDuringBurst::start(CLIENTS * N / 20, 6, Duration::from_millis(40), move || {
+        killer
+            .q("CLIENT KILL TYPE normal")
+            .as_int()
+            .expect("CLIENT KILL replies a count")
+    });
     let start = Instant::now();
-    let all = burst_with_final_get(&relayer, "kill", CLIENTS, N, &done_writes);
+    let all = burst_with_final_get(&relayer, "kill", CLIENTS, N, &faults.done_writes);
     let took = start.elapsed();
-    finished.store(true, Ordering::Relaxed);
-    let killed = killer.join().unwrap();
+    let killed = faults.stop();
     let effective = killed.iter().filter(|(n, _)| *n > 0).count();
     eprintln!(
         "burst of {} writes in {took:?}; kills (connections killed, writes done by then): {killed:?}",
@@ -755,28 +783,12 @@ fn link_cut_in_the_middle_of_a_burst() {
     ));
     const CLIENTS: usize = 10;
     const N: usize = 5000;
-    let done_writes = Arc::new(AtomicUsize::new(0));
-    let finished = Arc::new(AtomicBool::new(false));
-    let cutter = {
-        let (done_writes, finished, link) = (done_writes.clone(), finished.clone(), link.clone());
-        std::thread::spawn(move || {
-            wait_until(HANG, "the burst to start", || {
-                done_writes.load(Ordering::Relaxed) >= CLIENTS * N / 20 || finished.load(Ordering::Relaxed)
-            });
-            let mut cuts = Vec::new();
-            for _ in 0..5 {
-                if finished.load(Ordering::Relaxed) {
-                    break;
-                }
-                cuts.push((link.cut_all(), done_writes.load(Ordering::Relaxed)));
-                std::thread::sleep(Duration::from_millis(60));
-            }
-            cuts
-        })
-    };
-    let all = burst_with_final_get(&relayer, "cut", CLIENTS, N, &done_writes);
-    finished.store(true, Ordering::Relaxed);
-    let cuts = cutter.join().unwrap();
+    let cutter = link.clone();
+    let faults = FaultsDuringBurst::start(CLIENTS * N / 20, 5, Duration::from_millis(60), move || {
+        cutter.cut_all() as i64
+    });
+    let all = burst_with_final_get(&relayer, "cut", CLIENTS, N, &faults.done_writes);
+    let cuts = faults.stop();
     eprintln!("cuts (connections closed, writes done by then): {cuts:?}");
     assert!(
         cuts.iter().filter(|(n, _)| *n > 0).count() >= 2,
