@@ -16,7 +16,6 @@ use relayer_actors::redis::target::{Drain, GiveUp, KnownDbs, Retire, Target, Tar
 use relayer_actors::resp::request::Limits;
 use slog::{error, info, o, warn, Logger};
 use std::collections::{HashMap, HashSet};
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -221,7 +220,7 @@ impl Supervisor {
                     if let (ListenAddr::Unix(path), true) =
                         (&r.listen, r.unix_access != e.relayer.unix_access)
                     {
-                        if let Err(err) = apply_unix_access(path, &r) {
+                        if let Err(err) = r.unix_access.apply(path) {
                             warn!(log, "cannot change the unix socket's permissions"; "error" => %err);
                         }
                     }
@@ -307,14 +306,6 @@ async fn remove_entry(e: Entry) {
     // The closing clients get the replies still owed, or the target's error once it retires.
     let _ = drain(&e.target, Duration::from_secs(1), true).await;
     e.target.do_send(Retire);
-}
-
-fn apply_unix_access(path: &std::path::Path, r: &Relayer) -> std::io::Result<()> {
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(r.unix_access.mode))?;
-    if let Some(gid) = r.unix_access.gid {
-        std::os::unix::fs::chown(path, None, Some(gid))?;
-    }
-    Ok(())
 }
 
 enum Sig {

@@ -38,6 +38,17 @@ pub struct UnixAccess {
     pub gid: Option<u32>,
 }
 
+impl UnixAccess {
+    /// Sets the socket file's permission bits and group.
+    pub fn apply(&self, path: &std::path::Path) -> io::Result<()> {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(self.mode))?;
+        if let Some(gid) = self.gid {
+            std::os::unix::fs::chown(path, None, Some(gid))?;
+        }
+        Ok(())
+    }
+}
+
 impl Default for UnixAccess {
     /// Owner and group, not the world (the original made its sockets 0777).
     fn default() -> Self {
@@ -79,10 +90,7 @@ pub fn bind(addr: &ListenAddr, access: UnixAccess) -> io::Result<Bound> {
             std.set_nonblocking(true)?;
             // From here on the file is ours: Drop removes it if the rest fails.
             let bound = Bound::Unix(UnixListener::from_std(std)?, path.clone());
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(access.mode))?;
-            if let Some(gid) = access.gid {
-                std::os::unix::fs::chown(path, None, Some(gid))?;
-            }
+            access.apply(path)?;
             Ok(bound)
         }
     }
