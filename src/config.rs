@@ -511,14 +511,14 @@ fn relayer(raw: &RawRelayer, t: &Table, ctx: &str, warnings: &mut Vec<String>) -
         mode: raw.unix_socket_mode.map_or(UnixAccess::default().mode, |m| m.0),
         gid,
     };
+    let async_commands = raw
+        .async_commands
+        .clone()
+        .map(Names::into_vec)
+        .unwrap_or_default();
     let smart_table = match mode {
         Mode::Smart => {
-            let names = raw
-                .async_commands
-                .clone()
-                .map(Names::into_vec)
-                .unwrap_or_default();
-            Some(SmartTable::new(&names).map_err(|e| format!("{}: {e}", key("asynccommands")))?)
+            Some(SmartTable::new(&async_commands).map_err(|e| format!("{}: {e}", key("asynccommands")))?)
         }
         Mode::Sync => None,
     };
@@ -548,12 +548,7 @@ fn relayer(raw: &RawRelayer, t: &Table, ctx: &str, warnings: &mut Vec<String>) -
             "{ctx}: protocol '{p}' is not supported by this version yet: the entry is not started"
         ));
     } else {
-        let listed = raw
-            .async_commands
-            .clone()
-            .map(Names::into_vec)
-            .unwrap_or_default();
-        if mode == Mode::Sync && !listed.is_empty() {
+        if mode == Mode::Sync && !async_commands.is_empty() {
             warnings.push(format!("{}: only used in smart mode", key("asynccommands")));
         }
         let unused = raw.unused_keys();
