@@ -646,18 +646,26 @@ fn burst_with_final_get(
         .unwrap()
 }
 
+/// Runs `check` until it finds no mismatch or `settle` has passed (writes may still be on their
+/// way to the backend); returns the last mismatches found.
+fn settled_mismatches(settle: Duration, mut check: impl FnMut() -> Vec<String>) -> Vec<String> {
+    let deadline = Instant::now() + settle;
+    loop {
+        let m = check();
+        if m.is_empty() || Instant::now() >= deadline {
+            return m;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// What every client was told is what the backend holds: each expected key (polled for up to
 /// `settle`, for writes still on their way) and no other key.
 fn assert_backend_holds(redis: &Redis, all: &[Expected], settle: Duration) {
     let mut direct = redis.client();
-    let deadline = Instant::now() + settle;
-    let mismatches = loop {
-        let m: Vec<String> = all.iter().flat_map(|e| e.mismatches(&mut direct)).collect();
-        if m.is_empty() || Instant::now() >= deadline {
-            break m;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let mismatches = settled_mismatches(settle, || {
+        all.iter().flat_map(|e| e.mismatches(&mut direct)).collect()
+    });
     assert!(
         mismatches.is_empty(),
         "{} keys miss acknowledged writes {settle:?} after the burst, e.g.:\n{}",
@@ -879,15 +887,7 @@ fn paused_backend_slows_writers_and_memory_stays_bounded() {
     let expected: BTreeMap<String, String> = (0..CLIENTS)
         .flat_map(|id| (0..N).map(move |i| (format!("pause:{id}:{i}"), value(id, i))))
         .collect();
-    let mut mismatches = Vec::new();
-    let settled = Instant::now() + SETTLE;
-    while Instant::now() < settled {
-        mismatches = string_mismatches(&mut direct, &expected);
-        if mismatches.is_empty() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let mismatches = settled_mismatches(SETTLE, || string_mismatches(&mut direct, &expected));
     assert!(
         mismatches.is_empty(),
         "{} writes missing on the backend, e.g.:\n{}",
@@ -1143,15 +1143,7 @@ fn backend_restart_keeps_writes_acknowledged_while_it_was_down() {
         "no write was acknowledged while the backend was down"
     );
     let mut direct = redis.client();
-    let mut mismatches = Vec::new();
-    let settled = Instant::now() + SETTLE;
-    while Instant::now() < settled {
-        mismatches = string_mismatches(&mut direct, &expected);
-        if mismatches.is_empty() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let mismatches = settled_mismatches(SETTLE, || string_mismatches(&mut direct, &expected));
     assert!(
         mismatches.is_empty(),
         "{} of {} writes acknowledged after the kill are not on the restarted backend, e.g.:\n{}",
