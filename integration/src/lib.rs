@@ -8,7 +8,9 @@
 //!
 //! Waiting is always polling against a generous deadline, never a fixed sleep.
 
+pub mod fake_firehose;
 pub mod link;
+pub mod moto;
 mod redis;
 mod relayer;
 mod resp;

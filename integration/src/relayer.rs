@@ -63,6 +63,17 @@ impl Relayer {
         if std::env::var_os("RELAYER_TEST_DEBUG").is_some_and(|v| !v.is_empty()) {
             cmd.arg("-d");
         }
+        // Firehose relayers resolve AWS credentials at start: give them test ones, so nothing
+        // waits for an instance metadata service or reaches a real account.
+        for (k, v) in [
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("AWS_CONFIG_FILE", "/dev/null"),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
+        ] {
+            cmd.env(k, v);
+        }
         cmd.current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
