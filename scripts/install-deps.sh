@@ -85,6 +85,55 @@ if ! cargo nextest --version >/dev/null 2>&1; then
     cargo install cargo-nextest --locked
 fi
 
+# moto's server for the Firehose end-to-end tests (integration/src/moto.rs starts
+# <target>/tools/moto/bin/moto_server). `moto[server]` brings boto3 (the tests' S3 reader) and
+# flask. Pinned: 5.2.5's Firehose writes the records of each PutRecord(Batch) call of a DirectPut
+# stream with an ExtendedS3 destination to one S3 object. <target> is CARGO_TARGET_DIR (relative
+# to the repository root) or target/, as in integration::target_dir().
+MOTO_VERSION=5.2.5
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+target_dir="${CARGO_TARGET_DIR:-target}"
+case "$target_dir" in
+    /*) ;;
+    *) target_dir="$repo_root/$target_dir" ;;
+esac
+moto_venv="$target_dir/tools/moto"
+
+# True when the venv runs, holds the pinned moto and what its server imports (checked without
+# importing moto, which takes half a second).
+moto_ok() {
+    [ -x "$moto_venv/bin/moto_server" ] && [ -x "$moto_venv/bin/python" ] &&
+        "$moto_venv/bin/python" - "$MOTO_VERSION" >/dev/null 2>&1 <<'PY'
+import importlib.metadata as m, importlib.util as u, sys
+assert m.version("moto") == sys.argv[1]
+assert all(u.find_spec(x) for x in ("moto", "boto3", "botocore", "flask", "flask_cors", "werkzeug"))
+PY
+}
+
+make_venv() {
+    rm -rf "$moto_venv"
+    mkdir -p "$(dirname "$moto_venv")"
+    python3 -m venv "$moto_venv" >/dev/null 2>&1
+}
+
+if ! moto_ok; then
+    log "installing moto[server]==$MOTO_VERSION into $moto_venv"
+    if ! have python3 || ! make_venv; then
+        # Debian's python3 has no venv module (ensurepip) without python3-venv.
+        if ! have apt-get; then
+            log "python3 -m venv failed and there is no apt-get: install python3-venv by hand"
+            exit 1
+        fi
+        log "installing python3 python3-venv"
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            python3 python3-venv >/dev/null
+        make_venv || { log "python3 -m venv $moto_venv failed"; exit 1; }
+    fi
+    "$moto_venv/bin/python" -m pip install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+    moto_ok || { log "moto installed in $moto_venv but its check fails"; exit 1; }
+fi
+
 for cmd in redis-server redis-cli redis-benchmark php supervisord supervisorctl; do
     have "$cmd" || { log "$cmd still missing"; exit 1; }
 done
