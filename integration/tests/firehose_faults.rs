@@ -1,0 +1,1026 @@
+//! Firehose relayer against the fault-injecting endpoint of the integration crate
+//! (`fake_firehose`): the batching limits, the flush interval, entry failures, throttling and 5xx
+//! answers, slow answers, an endpoint down for 10 s, both buffer-full policies, the retry timeout
+//! and dead-letter file, the drain at stop, and the record size limit.
+//!
+//! Every line the tests send is `SET c<client>:<seq> <value>`, the value a deterministic function
+//! of client, sequence number and length, so each line that arrives is checked byte for byte
+//! (`{"_ts":<ns>,"data":{"c1:7":"..."}}`), identified, and counted: missing lines fail a test,
+//! duplicates are printed (and must be 0 where no call can have been stored and then given up).
+
+use integration::fake_firehose::{CallInfo, FakeFirehose, Faults, Outcome};
+use integration::fake_firehose::{MAX_BYTES_PER_CALL, MAX_RECORDS_PER_CALL, MAX_RECORD_BYTES};
+use integration::*;
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How long acknowledged lines may take to reach the endpoint once it answers again (the
+/// relayer's backoff goes up to 10 s).
+const DELIVERY: Duration = Duration::from_secs(60);
+/// Longest a single reply may take before the test calls it a hang.
+const HANG: Duration = Duration::from_secs(30);
+
+const BUFFER_FULL: &str = "ERR firehose buffer full: record not accepted, try again later";
+const DEAD_LETTER_MSG: &str = "firehose records written to the dead-letter file";
+const LOST_MSG: &str = "firehose records lost";
+const STOPPED_OK: &str = "stopped, every acknowledged write delivered";
+const STOPPED_LOST: &str = "stopped with background writes lost";
+
+/// A line's identity: the client that sent it and its sequence number.
+type Id = (usize, u64);
+
+/// One firehose entry on a free port writing to `fake` (stream `s`, flush every 0.2 s); `extra`
+/// (more `key = value` lines) goes into the entry and may override nothing set here.
+fn config(fake: &FakeFirehose, extra: &str) -> String {
+    format!(
+        "[[relayer]]\nprotocol = \"firehose\"\nlisten = \"tcp://127.0.0.1:{}\"\nstreamName = \"s\"\n\
+         region = \"us-east-1\"\nendpoint = \"{}\"\n{extra}\n",
+        free_port(),
+        fake.url()
+    )
+}
+
+/// `config` with `flushInterval = 0.2` unless `extra` sets it.
+fn start(fake: &FakeFirehose, extra: &str) -> Relayer {
+    let flush = if extra.to_ascii_lowercase().contains("flushinterval") {
+        ""
+    } else {
+        "flushInterval = 0.2\n"
+    };
+    Relayer::start(&config(fake, &format!("{flush}{extra}")))
+}
+
+fn key(id: Id) -> String {
+    format!("c{}:{}", id.0, id.1)
+}
+
+/// The value of line `id` with `len` bytes (at least its prefix `<client>.<seq>.`): a pattern that
+/// depends on the id and the position, so a cut, shifted or mixed-up value is seen.
+fn value(id: Id, len: usize) -> String {
+    let mut v = format!("{}.{}.", id.0, id.1);
+    let start = v.len();
+    v.extend((start..len).map(|i| (b'a' + ((i * 7 + id.1 as usize + id.0) % 26) as u8) as char));
+    v
+}
+
+/// The exact line (without `\n`) the relayer writes for `SET key value` at `ts` (ns).
+fn line_for(ts: u64, key: &str, value: &str) -> String {
+    format!(
+        "{{\"_ts\":{ts},\"data\":{{{}:{}}}}}",
+        Value::from(key),
+        Value::from(value)
+    )
+}
+
+/// Size of the line (JSON text + `\n`) of `SET key <value of len bytes>` with a 19-digit `_ts`.
+fn line_size(key: &str, value_len: usize) -> usize {
+    line_for(1_000_000_000_000_000_000, key, &"x".repeat(value_len)).len() + 1
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
+}
+
+/// Checks that `raw` is exactly the line of a `SET c<client>:<seq> <value(id, len)>` (ns
+/// timestamp, within the last hour) and returns its id.
+fn parse_line(raw: &[u8]) -> Result<Id, String> {
+    let show = || show_bytes(raw, 160);
+    let v: Value = serde_json::from_slice(raw).map_err(|e| format!("line is not JSON ({e}): {}", show()))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| format!("line is not an object: {}", show()))?;
+    let ts = obj.get("_ts").and_then(Value::as_u64);
+    let data = obj.get("data").and_then(Value::as_object);
+    let (Some(ts), Some(data), 2) = (ts, data, obj.len()) else {
+        return Err(format!(
+            "expected {{\"_ts\":<integer>,\"data\":{{..}}}}, got {}",
+            show()
+        ));
+    };
+    let now = now_ns();
+    if ts > now + 60_000_000_000 || ts < now - 3_600_000_000_000 {
+        return Err(format!(
+            "_ts {ts} is not the time of the command (now {now}): {}",
+            show()
+        ));
+    }
+    let (Some((k, Value::String(val))), 1) = (data.iter().next(), data.len()) else {
+        return Err(format!("data is not one string field: {}", show()));
+    };
+    let id = k
+        .strip_prefix('c')
+        .and_then(|r| r.split_once(':'))
+        .and_then(|(c, s)| Some((c.parse().ok()?, s.parse().ok()?)))
+        .ok_or_else(|| format!("key {k:?} is not one the test sent: {}", show()))?;
+    if *val != value(id, val.len()) {
+        return Err(format!("value of {k} is not the one sent: {}", show()));
+    }
+    let expected = line_for(ts, k, val);
+    if raw != expected.as_bytes() {
+        return Err(format!(
+            "line bytes differ from serde_json's {}: {}",
+            show_bytes(expected.as_bytes(), 160),
+            show()
+        ));
+    }
+    Ok(id)
+}
+
+/// Sends `SET`s for `seqs` of `client` in pipelines of `pipeline`, values of `len(seq)` bytes;
+/// every reply must be `+OK`. Returns the ids sent.
+fn set_lines(
+    c: &mut Client,
+    client: usize,
+    seqs: std::ops::Range<u64>,
+    len: impl Fn(u64) -> usize,
+    pipeline: usize,
+) -> Result<Vec<Id>, String> {
+    let ids: Vec<Id> = seqs.map(|s| (client, s)).collect();
+    for chunk in ids.chunks(pipeline.max(1)) {
+        let cmds: Vec<Vec<String>> = chunk
+            .iter()
+            .map(|&id| vec!["SET".to_string(), key(id), value(id, len(id.1))])
+            .collect();
+        c.send_many(&cmds);
+        for &id in chunk {
+            let r = c.try_read_reply().map_err(|e| format!("SET {}: {e}", key(id)))?;
+            if r != Reply::ok() {
+                return Err(format!("SET {} replied {r:?}", key(id)));
+            }
+        }
+    }
+    Ok(ids)
+}
+
+/// What arrived at the endpoint compared with what was acknowledged.
+#[derive(Debug, Default)]
+struct Delivery {
+    /// Lines stored by the endpoint.
+    lines: usize,
+    /// Extra copies of lines (a line stored three times counts 2).
+    duplicates: usize,
+    /// Acknowledged lines not there.
+    missing: Vec<Id>,
+    /// Lines there that were not acknowledged (refused, or never sent).
+    unexpected: Vec<Id>,
+}
+
+/// Parses every line stored by `fake` (panics on a malformed one) and compares with `acked`.
+fn delivery(fake: &FakeFirehose, acked: &HashSet<Id>) -> Delivery {
+    let lines = fake.lines();
+    let mut seen: HashMap<Id, usize> = HashMap::new();
+    for raw in &lines {
+        let id = parse_line(raw).unwrap_or_else(|e| panic!("the endpoint got a bad line: {e}"));
+        *seen.entry(id).or_default() += 1;
+    }
+    let mut missing: Vec<Id> = acked
+        .iter()
+        .filter(|id| !seen.contains_key(id))
+        .copied()
+        .collect();
+    missing.sort();
+    let mut unexpected: Vec<Id> = seen.keys().filter(|id| !acked.contains(id)).copied().collect();
+    unexpected.sort();
+    Delivery {
+        lines: lines.len(),
+        duplicates: seen.values().map(|n| n - 1).sum(),
+        missing,
+        unexpected,
+    }
+}
+
+/// A one-line summary of the calls the endpoint got.
+fn calls_summary(calls: &[CallInfo]) -> String {
+    let mut ok = 0;
+    let mut failed_entries = 0;
+    let mut refused = 0;
+    let mut invalid = Vec::new();
+    for c in calls {
+        match &c.outcome {
+            Outcome::Ok { failed } => {
+                ok += 1;
+                failed_entries += failed;
+            }
+            Outcome::Invalid(e) => invalid.push(e.clone()),
+            _ => refused += 1,
+        }
+    }
+    format!(
+        "{} calls: {ok} answered 200 ({failed_entries} entries failed), {refused} failed whole, {} invalid {:?}",
+        calls.len(),
+        invalid.len(),
+        invalid.iter().take(3).collect::<Vec<_>>()
+    )
+}
+
+/// Waits until every line of `acked` has reached `fake`, then returns the delivery (which has no
+/// missing line). Panics after `timeout` naming what is missing.
+fn wait_delivered(fake: &FakeFirehose, acked: &HashSet<Id>, timeout: Duration, what: &str) -> Delivery {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if fake.line_count() >= acked.len() {
+            let d = delivery(fake, acked);
+            if d.missing.is_empty() {
+                return d;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "{what}: {} of {} acknowledged lines never reached the endpoint within {timeout:?} \
+                     (first: {:?}); {} lines stored, {} duplicates; {}",
+                    d.missing.len(),
+                    acked.len(),
+                    &d.missing[..d.missing.len().min(10)],
+                    d.lines,
+                    d.duplicates,
+                    calls_summary(&fake.calls())
+                );
+            }
+        } else if Instant::now() >= deadline {
+            panic!(
+                "{what}: {} lines reached the endpoint within {timeout:?}, {} acknowledged; {}",
+                fake.line_count(),
+                acked.len(),
+                calls_summary(&fake.calls())
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Panics unless every call the endpoint got was a PutRecordBatch to stream `s` within the
+/// service limits (at most 500 records, 4 MiB of data, 1,024,000 bytes a record), every record
+/// holds at most `max_lines` newline-terminated lines.
+fn check_calls_within_limits(fake: &FakeFirehose, max_lines: usize) {
+    let calls = fake.calls();
+    let records = fake.records();
+    for (i, c) in calls.iter().enumerate() {
+        assert_eq!(
+            (c.operation.as_str(), c.stream.as_str()),
+            ("PutRecordBatch", "s"),
+            "call {i}: the relayer must use PutRecordBatch on the configured stream"
+        );
+        if let Outcome::Invalid(e) = &c.outcome {
+            panic!("call {i} was refused by the endpoint as AWS would refuse it: {e}");
+        }
+        assert!(
+            c.records <= MAX_RECORDS_PER_CALL,
+            "call {i} has {} records, over {MAX_RECORDS_PER_CALL}",
+            c.records
+        );
+        assert!(
+            c.bytes <= MAX_BYTES_PER_CALL,
+            "call {i} has {} bytes of data, over {MAX_BYTES_PER_CALL}",
+            c.bytes
+        );
+        assert!(
+            c.max_record <= MAX_RECORD_BYTES,
+            "call {i} has a record of {} bytes, over {MAX_RECORD_BYTES}",
+            c.max_record
+        );
+    }
+    for (i, r) in records.iter().enumerate() {
+        assert!(
+            r.ends_with(b"\n"),
+            "record {i} does not end with a newline: {}",
+            show_bytes(&r[r.len().saturating_sub(80)..], 80)
+        );
+        let lines = r.iter().filter(|&&b| b == b'\n').count();
+        assert!(
+            lines <= max_lines,
+            "record {i} packs {lines} lines, over maxRecords ({max_lines})"
+        );
+    }
+}
+
+/// The `name: N` fields (text log) of every log record containing `msg`, summed; and how many
+/// such records there are.
+fn sum_field(log: &str, msg: &str, name: &str) -> (u64, usize) {
+    let mut sum = 0;
+    let mut n = 0;
+    for line in log.lines().filter(|l| l.contains(msg)) {
+        n += 1;
+        let pat = format!("{name}: ");
+        if let Some(rest) = line.split(&pat).nth(1) {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            sum += digits.parse::<u64>().unwrap_or(0);
+        }
+    }
+    (sum, n)
+}
+
+/// The lines of the dead-letter file at `path`, checked and identified; panics if one is not a
+/// line the relayer would have sent or the file does not end with a newline.
+fn dead_letter_ids(path: &std::path::Path) -> Vec<Id> {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    if bytes.is_empty() {
+        return Vec::new();
+    }
+    assert!(
+        bytes.ends_with(b"\n"),
+        "the dead-letter file {} does not end with a newline",
+        path.display()
+    );
+    bytes[..bytes.len() - 1]
+        .split(|&b| b == b'\n')
+        .map(|l| parse_line(l).unwrap_or_else(|e| panic!("dead-letter file {}: {e}", path.display())))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Batching
+
+/// Four clients pipelining small SETs, with a few lines near the limits in between (1,000,000
+/// and 300,000 bytes), through a relayer with `maxRecords = max_records` and `maxConnections =
+/// max_connections`: every call and record is within the service limits and maxRecords, every line
+/// arrives exactly once, in order per client (within each call; across calls too with one
+/// connection), and lines are packed when maxRecords allows it.
+fn batching(max_records: usize, max_connections: usize) {
+    let fake = FakeFirehose::start();
+    let relayer = Arc::new(start(
+        &fake,
+        &format!("maxRecords = {max_records}\nmaxConnections = {max_connections}"),
+    ));
+    const CLIENTS: usize = 4;
+    const SMALL: u64 = 1500;
+    let acked = Arc::new(Mutex::new(HashSet::new()));
+    {
+        let (relayer, acked) = (relayer.clone(), acked.clone());
+        run_threads(CLIENTS, move |client| {
+            let mut c = relayer.client();
+            c.set_read_timeout(HANG);
+            let small = |s: u64| 20 + (s as usize * 37 + client * 11) % 180;
+            let mut ids = set_lines(&mut c, client, 0..SMALL / 2, small, 100)?;
+            // Near the limits: client 0 five lines of 1,000,000 bytes (four fit in a call),
+            // client 1 ten of 300,000 (three fit in a record).
+            let big = match client {
+                0 => 5,
+                1 => 10,
+                _ => 0,
+            };
+            let big_len = if client == 0 { 1_000_000 } else { 300_000 };
+            ids.extend(set_lines(
+                &mut c,
+                client,
+                SMALL / 2..SMALL / 2 + big,
+                |_| big_len,
+                1,
+            )?);
+            ids.extend(set_lines(
+                &mut c,
+                client,
+                SMALL / 2 + big..SMALL + big,
+                small,
+                100,
+            )?);
+            acked.lock().unwrap().extend(ids);
+            Ok(())
+        });
+    }
+    let acked = acked.lock().unwrap().clone();
+    let d = wait_delivered(&fake, &acked, DELIVERY, "batching");
+    let max_lines = max_records.max(1);
+    check_calls_within_limits(&fake, max_lines);
+    assert_eq!(d.duplicates, 0, "with no fault, no line may arrive twice");
+    assert!(
+        d.unexpected.is_empty(),
+        "lines never sent arrived: {:?}",
+        d.unexpected
+    );
+    assert_eq!(d.lines, acked.len(), "every line exactly once");
+
+    // Order per client: within each call always; across calls with a single call in flight.
+    let calls = fake.calls();
+    let records = fake.records();
+    let ids_of = |range: std::ops::Range<usize>| -> Vec<Id> {
+        records[range]
+            .iter()
+            .flat_map(|r| {
+                r[..r.len() - 1]
+                    .split(|&b| b == b'\n')
+                    .map(|l| parse_line(l).unwrap())
+            })
+            .collect()
+    };
+    let check_order = |ids: &[Id], what: &str| {
+        let mut last: HashMap<usize, u64> = HashMap::new();
+        for &(client, seq) in ids {
+            if let Some(prev) = last.insert(client, seq) {
+                assert!(
+                    seq > prev,
+                    "{what}: client {client}'s line {seq} came after its line {prev}"
+                );
+            }
+        }
+    };
+    for (i, c) in calls.iter().enumerate() {
+        check_order(&ids_of(c.accepted.clone()), &format!("call {i}"));
+    }
+    if max_connections == 1 {
+        check_order(&ids_of(0..records.len()), "with maxConnections = 1, all calls");
+    }
+
+    let most_lines = records
+        .iter()
+        .map(|r| r.iter().filter(|&&b| b == b'\n').count())
+        .max();
+    let most_records = calls.iter().map(|c| c.records).max();
+    let most_bytes = calls.iter().map(|c| c.bytes).max();
+    eprintln!(
+        "maxRecords {max_records}: {} lines in {} records, {} calls; most lines a record {most_lines:?}, \
+         most records a call {most_records:?}, most bytes a call {most_bytes:?}",
+        d.lines,
+        records.len(),
+        calls.len()
+    );
+    if max_records > 1 {
+        assert!(
+            most_lines > Some(1),
+            "maxRecords = {max_records}: {} lines pipelined by {CLIENTS} clients and not one record \
+             packs two of them",
+            d.lines
+        );
+    }
+}
+
+/// maxRecords = 0: one line per record, calls of at most 500 records and 4 MiB, one call in flight:
+/// every line once and in order per client.
+#[test]
+fn batching_max_records_0() {
+    batching(0, 1);
+}
+
+/// maxRecords = 1: one line per record, like 0; four calls in flight.
+#[test]
+fn batching_max_records_1() {
+    batching(1, 4);
+}
+
+/// maxRecords = 50: at most 50 lines and 1,024,000 bytes a record; four calls in flight.
+#[test]
+fn batching_max_records_50() {
+    batching(50, 4);
+}
+
+/// maxRecords = 500: records filled by size (300,000-byte lines: three to a record) as much as by
+/// count, one call in flight: in order per client.
+#[test]
+fn batching_max_records_500() {
+    batching(500, 1);
+}
+
+/// A single SET with a long maxRecords and nothing else sent still leaves within about
+/// flushInterval (0.2 s; waited for generously), alone in its call.
+#[test]
+fn flush_interval_sends_a_lone_line() {
+    let fake = FakeFirehose::start();
+    let relayer = start(&fake, "maxRecords = 500");
+    let mut c = relayer.client();
+    let start = Instant::now();
+    let ids = set_lines(&mut c, 0, 0..1, |_| 10, 1).unwrap();
+    let d = wait_delivered(
+        &fake,
+        &ids.into_iter().collect(),
+        Duration::from_secs(10),
+        "a lone SET",
+    );
+    eprintln!(
+        "a lone SET reached the endpoint {:?} after it was sent",
+        start.elapsed()
+    );
+    assert_eq!((d.lines, d.duplicates), (1, 0));
+    let calls = fake.calls();
+    assert_eq!(calls.len(), 1, "one call: {calls:?}");
+    assert_eq!(
+        (calls[0].records, calls[0].outcome.clone()),
+        (1, Outcome::Ok { failed: 0 })
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Faults
+
+/// `CLIENTS` clients send `PER_CLIENT` SETs each (pipelines of 20) while `fake` has `faults`; every
+/// line must arrive. Returns the acknowledged ids and the delivery.
+fn send_under_faults(fake: &FakeFirehose, relayer: Relayer, what: &str) -> (HashSet<Id>, Delivery) {
+    const CLIENTS: usize = 4;
+    const PER_CLIENT: u64 = 1000;
+    let relayer = Arc::new(relayer);
+    let acked = Arc::new(Mutex::new(HashSet::new()));
+    {
+        let (relayer, acked) = (relayer.clone(), acked.clone());
+        run_threads(CLIENTS, move |client| {
+            let mut c = relayer.client();
+            c.set_read_timeout(HANG);
+            let ids = set_lines(&mut c, client, 0..PER_CLIENT, |s| 30 + (s as usize % 50), 20)?;
+            acked.lock().unwrap().extend(ids);
+            Ok(())
+        });
+    }
+    let acked = acked.lock().unwrap().clone();
+    let d = wait_delivered(fake, &acked, DELIVERY, what);
+    check_calls_within_limits(fake, 1);
+    assert!(
+        d.unexpected.is_empty(),
+        "{what}: lines never sent arrived: {:?}",
+        d.unexpected
+    );
+    eprintln!(
+        "{what}: {} lines acknowledged, {} stored, {} duplicates; {}",
+        acked.len(),
+        d.lines,
+        d.duplicates,
+        calls_summary(&fake.calls())
+    );
+    (acked, d)
+}
+
+/// 30% of the entries of every call answered with an ErrorCode (FailedPutCount > 0): every line
+/// arrives, and no line twice (only the failed entries are resent).
+#[test]
+fn failed_entries_are_resent_alone() {
+    let fake = FakeFirehose::start();
+    fake.set_faults(Faults {
+        fail_entries: 0.3,
+        seed: 3,
+        ..Faults::default()
+    });
+    let relayer = start(&fake, "");
+    let (_, d) = send_under_faults(&fake, relayer, "30% of entries failing");
+    let failed: usize = fake
+        .calls()
+        .iter()
+        .map(|c| match c.outcome {
+            Outcome::Ok { failed } => failed,
+            _ => 0,
+        })
+        .sum();
+    assert!(
+        failed > 0,
+        "the endpoint failed no entry: the test proved nothing"
+    );
+    assert_eq!(
+        d.duplicates, 0,
+        "entries stored by the endpoint were sent again: only the failed ones may be"
+    );
+}
+
+/// Half the calls answered HTTP 400 ThrottlingException: every line arrives, none twice (a
+/// throttled call stored nothing).
+#[test]
+fn throttled_calls_are_retried() {
+    let fake = FakeFirehose::start();
+    fake.set_faults(Faults {
+        throttle: 0.5,
+        seed: 5,
+        ..Faults::default()
+    });
+    let relayer = start(&fake, "");
+    let (_, d) = send_under_faults(&fake, relayer, "50% of calls throttled");
+    let throttled = fake
+        .calls()
+        .iter()
+        .filter(|c| c.outcome == Outcome::Throttled)
+        .count();
+    assert!(throttled > 0, "no call was throttled: the test proved nothing");
+    assert_eq!(
+        d.duplicates, 0,
+        "a throttled call stores nothing, yet lines arrived twice"
+    );
+}
+
+/// Half the calls answered HTTP 500 InternalFailure, and a few more 503
+/// ServiceUnavailableException: every line arrives, none twice.
+#[test]
+fn server_errors_are_retried() {
+    let fake = FakeFirehose::start();
+    fake.set_faults(Faults {
+        server_error: 0.5,
+        unavailable: 0.2,
+        seed: 7,
+        ..Faults::default()
+    });
+    let relayer = start(&fake, "");
+    let (_, d) = send_under_faults(&fake, relayer, "50% of calls 500, 10% 503");
+    let calls = fake.calls();
+    let n500 = calls.iter().filter(|c| c.outcome == Outcome::ServerError).count();
+    let n503 = calls.iter().filter(|c| c.outcome == Outcome::Unavailable).count();
+    assert!(
+        n500 > 0 && n503 > 0,
+        "{n500} calls got 500 and {n503} got 503: the test proved nothing"
+    );
+    assert_eq!(
+        d.duplicates, 0,
+        "a call answered 5xx stores nothing, yet lines arrived twice"
+    );
+}
+
+/// Answers delayed 1.5 s with `timeout = 1` for 3 s, then prompt: the relayer gives the slow calls
+/// up and sends them again, so every line arrives; duplicates (calls the endpoint stored but the
+/// relayer gave up on) are allowed, and printed.
+#[test]
+fn slow_answers_past_the_timeout_are_retried() {
+    let fake = FakeFirehose::start();
+    fake.set_faults(Faults {
+        delay: Duration::from_millis(1500),
+        ..Faults::default()
+    });
+    let relayer = Arc::new(start(&fake, "timeout = 1"));
+    let slow_until = Instant::now() + Duration::from_secs(3);
+    let acked = Arc::new(Mutex::new(HashSet::new()));
+    let writers = {
+        let (relayer, acked) = (relayer.clone(), acked.clone());
+        std::thread::spawn(move || {
+            run_threads(2, move |client| {
+                let mut c = relayer.client();
+                c.set_read_timeout(HANG);
+                let mut seq = 0;
+                // Writes while it is slow and a little after.
+                while Instant::now() < slow_until + Duration::from_secs(1) {
+                    let ids = set_lines(&mut c, client, seq..seq + 10, |_| 40, 10)?;
+                    acked.lock().unwrap().extend(ids);
+                    seq += 10;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Ok(())
+            })
+        })
+    };
+    while Instant::now() < slow_until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    fake.set_faults(Faults::default());
+    writers.join().expect("writers");
+    let acked = acked.lock().unwrap().clone();
+    let d = wait_delivered(&fake, &acked, DELIVERY, "after slow answers");
+    check_calls_within_limits(&fake, 1);
+    assert!(
+        d.unexpected.is_empty(),
+        "lines never sent arrived: {:?}",
+        d.unexpected
+    );
+    eprintln!(
+        "slow answers: {} lines acknowledged, {} stored, {} duplicates (calls given up after the endpoint \
+         stored them); {}",
+        acked.len(),
+        d.lines,
+        d.duplicates,
+        calls_summary(&fake.calls())
+    );
+}
+
+/// The endpoint goes down (connections refused, open ones cut) for 10 s while four clients keep
+/// writing, then comes back: every acknowledged line arrives (duplicates, from calls cut after the
+/// endpoint stored them, are printed).
+#[test]
+fn endpoint_down_for_ten_seconds() {
+    let fake = FakeFirehose::start();
+    let relayer = Arc::new(start(&fake, "buffer = 100000"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(HashSet::new()));
+    let writers = {
+        let (relayer, acked, stop) = (relayer.clone(), acked.clone(), stop.clone());
+        std::thread::spawn(move || {
+            run_threads(4, move |client| {
+                let mut c = relayer.client();
+                c.set_read_timeout(HANG);
+                let mut seq = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    let ids = set_lines(&mut c, client, seq..seq + 5, |s| 20 + s as usize % 30, 5)?;
+                    acked.lock().unwrap().extend(ids);
+                    seq += 5;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Ok(())
+            })
+        })
+    };
+    let count = || acked.lock().unwrap().len();
+    wait_until(HANG, "the clients writing", || count() >= 200);
+    fake.go_down();
+    let down_at = Instant::now();
+    let before = count();
+    while down_at.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let during = count() - before;
+    fake.come_up();
+    let n = count();
+    wait_until(HANG, "more writes after the endpoint is back", || {
+        count() >= n + 200
+    });
+    stop.store(true, Ordering::SeqCst);
+    writers.join().expect("writers");
+    assert!(during > 0, "no client could write while the endpoint was down");
+    let acked = acked.lock().unwrap().clone();
+    let d = wait_delivered(&fake, &acked, DELIVERY, "after 10 s down");
+    check_calls_within_limits(&fake, 1);
+    assert!(
+        d.unexpected.is_empty(),
+        "lines never sent arrived: {:?}",
+        d.unexpected
+    );
+    eprintln!(
+        "10 s down: {} lines acknowledged ({during} while down), {} stored, {} duplicates; {}",
+        acked.len(),
+        d.lines,
+        d.duplicates,
+        calls_summary(&fake.calls())
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Buffer policies
+
+/// `buffer = 100`, `critical = false`, endpoint down from the start: the first 100 SETs get `+OK`,
+/// later ones the buffer-full error (on this and another connection, which both go on working);
+/// once the endpoint is back every `+OK`'d line arrives, no refused one does, and a new SET is
+/// accepted again.
+#[test]
+fn buffer_full_refuses_when_not_critical() {
+    let fake = FakeFirehose::start();
+    fake.go_down();
+    let relayer = start(&fake, "buffer = 100\ncritical = false");
+    let mut c = relayer.client();
+    c.set_read_timeout(HANG);
+    let mut acked = HashSet::new();
+    for seq in 0..100 {
+        let id = (0, seq);
+        let r = c.cmd(&["SET".to_string(), key(id), value(id, 40)]);
+        assert_eq!(r, Reply::ok(), "SET #{seq} of 100 with buffer = 100");
+        acked.insert(id);
+    }
+    let mut other = relayer.client();
+    other.set_read_timeout(HANG);
+    for seq in 100..110 {
+        let id = (0, seq);
+        let client = if seq % 2 == 0 { &mut c } else { &mut other };
+        let r = client.cmd(&["SET".to_string(), key(id), value(id, 40)]);
+        assert_eq!(r, Reply::error(BUFFER_FULL), "SET #{seq} with the buffer full");
+    }
+    assert_eq!(
+        c.cmd(&["PING"]),
+        Reply::status("PONG"),
+        "the refused client goes on"
+    );
+    assert_eq!(other.cmd(&["PING"]), Reply::status("PONG"));
+    fake.come_up();
+    let d = wait_delivered(&fake, &acked, DELIVERY, "after the endpoint is back");
+    assert!(
+        d.unexpected.is_empty(),
+        "refused lines arrived: {:?}",
+        &d.unexpected[..d.unexpected.len().min(10)]
+    );
+    assert_eq!(d.duplicates, 0, "nothing was stored while down, so nothing twice");
+    let id = (1, 0);
+    let r = other.cmd(&["SET".to_string(), key(id), value(id, 40)]);
+    assert_eq!(r, Reply::ok(), "once delivered, the buffer has room again");
+    acked.insert(id);
+    let d = wait_delivered(&fake, &acked, DELIVERY, "a SET after the buffer emptied");
+    assert!(
+        d.unexpected.is_empty(),
+        "refused lines arrived: {:?}",
+        d.unexpected
+    );
+    check_calls_within_limits(&fake, 1);
+}
+
+/// `buffer = 100`, `critical = true`, endpoint down: 100 SETs get `+OK`; the 101st (and a PING
+/// after it on the same connection) get no reply while the endpoint is down; once it is back the
+/// SET gets `+OK`, then the PING `+PONG`, and all 101 lines arrive.
+#[test]
+fn buffer_full_makes_the_client_wait_when_critical() {
+    let fake = FakeFirehose::start();
+    fake.go_down();
+    let relayer = start(&fake, "buffer = 100\ncritical = true");
+    let mut c = relayer.client();
+    c.set_read_timeout(HANG);
+    let mut acked: HashSet<Id> = set_lines(&mut c, 0, 0..100, |_| 40, 1)
+        .unwrap()
+        .into_iter()
+        .collect();
+    let id = (0, 100);
+    c.send(&["SET".to_string(), key(id), value(id, 40)]);
+    c.send(&["PING"]);
+    c.set_read_timeout(Duration::from_secs(2));
+    match c.try_read_reply() {
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+        other => panic!("with the buffer full and critical = true, the 101st SET must wait, got {other:?}"),
+    }
+    fake.come_up();
+    c.set_read_timeout(HANG);
+    assert_eq!(c.read_reply(), Reply::ok(), "the waiting SET once there is room");
+    assert_eq!(
+        c.read_reply(),
+        Reply::status("PONG"),
+        "the PING after it, in order"
+    );
+    acked.insert(id);
+    let d = wait_delivered(&fake, &acked, DELIVERY, "critical buffer");
+    assert!(
+        d.unexpected.is_empty(),
+        "lines never sent arrived: {:?}",
+        d.unexpected
+    );
+    assert_eq!(d.duplicates, 0);
+    check_calls_within_limits(&fake, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Retry timeout, dead letters, stop
+
+/// Endpoint down, `retryTimeout = 1`, `deadLetterFile`: the lines go to the file, newline-terminated
+/// and byte for byte what would have been sent, and the log says so with the count; they are not
+/// sent once the endpoint is back.
+#[test]
+fn retry_timeout_writes_the_dead_letter_file() {
+    let fake = FakeFirehose::start();
+    fake.go_down();
+    let relayer = start(&fake, "retryTimeout = 1\ndeadLetterFile = \"$DIR/dead.jsonl\"");
+    let path = relayer.dir().join("dead.jsonl");
+    let mut c = relayer.client();
+    c.set_read_timeout(HANG);
+    let sent: HashSet<Id> = set_lines(&mut c, 0, 0..50, |s| 10 + s as usize, 10)
+        .unwrap()
+        .into_iter()
+        .collect();
+    wait_until(HANG, "50 lines in the dead-letter file", || {
+        dead_letter_ids(&path).len() >= 50
+    });
+    let dead = dead_letter_ids(&path);
+    let unique: HashSet<Id> = dead.iter().copied().collect();
+    assert_eq!(unique, sent, "the dead-letter file holds exactly the lines sent");
+    assert_eq!(dead.len(), 50, "each line once in the dead-letter file");
+    wait_until(HANG, "the dead-letter log record", || {
+        sum_field(&relayer.log(), DEAD_LETTER_MSG, "records").0 >= 50
+    });
+    let log = relayer.log();
+    assert_eq!(
+        sum_field(&log, DEAD_LETTER_MSG, "records").0,
+        50,
+        "'{DEAD_LETTER_MSG}' records should add up to 50; log:\n{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains(DEAD_LETTER_MSG) && l.contains(path.to_str().unwrap())),
+        "the dead-letter log record names the file; log:\n{log}"
+    );
+    // Back up: a new line arrives, and none of the dead-lettered ones is sent after all.
+    fake.come_up();
+    let later: HashSet<Id> = set_lines(&mut c, 1, 0..1, |_| 10, 1)
+        .unwrap()
+        .into_iter()
+        .collect();
+    let d = wait_delivered(&fake, &later, DELIVERY, "a line after the endpoint is back");
+    assert!(
+        d.unexpected.is_empty(),
+        "dead-lettered lines were sent as well: {:?}",
+        d.unexpected
+    );
+}
+
+/// Endpoint down, `retryTimeout = 1`, no dead-letter file: the log says `firehose records lost`
+/// with the count and a reason.
+#[test]
+fn retry_timeout_without_dead_letter_file_logs_the_loss() {
+    let fake = FakeFirehose::start();
+    fake.go_down();
+    let relayer = start(&fake, "retryTimeout = 1");
+    let mut c = relayer.client();
+    c.set_read_timeout(HANG);
+    set_lines(&mut c, 0, 0..30, |_| 20, 10).unwrap();
+    wait_until(HANG, "'firehose records lost' for 30 records", || {
+        sum_field(&relayer.log(), LOST_MSG, "records").0 >= 30
+    });
+    let log = relayer.log();
+    assert_eq!(sum_field(&log, LOST_MSG, "records").0, 30, "log:\n{log}");
+    assert!(
+        log.lines()
+            .filter(|l| l.contains(LOST_MSG))
+            .all(|l| l.contains("reason")),
+        "every '{LOST_MSG}' record gives a reason; log:\n{log}"
+    );
+    assert_eq!(c.cmd(&["PING"]), Reply::status("PONG"), "the relayer goes on");
+}
+
+/// SIGTERM with lines buffered (flushInterval = 30, so nothing would leave for a while): they are
+/// all delivered before the exit, with status 0 and `stopped, every acknowledged write delivered`.
+#[test]
+fn stop_delivers_buffered_lines() {
+    let fake = FakeFirehose::start();
+    let mut relayer = start(&fake, "flushInterval = 30\nmaxRecords = 500");
+    let mut c = relayer.client();
+    c.set_read_timeout(HANG);
+    let sent: HashSet<Id> = set_lines(&mut c, 0, 0..300, |_| 50, 50)
+        .unwrap()
+        .into_iter()
+        .collect();
+    let before = fake.line_count();
+    relayer.signal(libc::SIGTERM);
+    let status = relayer.wait_exit(HANG);
+    assert!(status.success(), "exit status {status}; log:\n{}", relayer.log());
+    let d = delivery(&fake, &sent);
+    assert!(
+        d.missing.is_empty(),
+        "{} of 300 acknowledged lines not delivered at exit (first {:?}); log:\n{}",
+        d.missing.len(),
+        &d.missing[..d.missing.len().min(10)],
+        relayer.log()
+    );
+    assert_eq!((d.duplicates, d.unexpected.len()), (0, 0));
+    check_calls_within_limits(&fake, 500);
+    assert!(relayer.log().contains(STOPPED_OK), "log:\n{}", relayer.log());
+    eprintln!("stop: {before} of 300 lines had left before SIGTERM");
+}
+
+/// Endpoint down, `drainTimeout = 1`, a dead-letter file: at SIGTERM the relayer gives up after
+/// the drain timeout, writes every buffered line to the file and logs the count, and exits.
+#[test]
+fn stop_with_endpoint_down_writes_the_dead_letter_file() {
+    let fake = FakeFirehose::start();
+    fake.go_down();
+    let mut relayer = start(&fake, "drainTimeout = 1\ndeadLetterFile = \"$DIR/dead.jsonl\"");
+    let path = relayer.dir().join("dead.jsonl");
+    let mut c = relayer.client();
+    c.set_read_timeout(HANG);
+    let sent: HashSet<Id> = set_lines(&mut c, 0, 0..200, |_| 30, 50)
+        .unwrap()
+        .into_iter()
+        .collect();
+    let t = Instant::now();
+    relayer.signal(libc::SIGTERM);
+    let status = relayer.wait_exit(HANG);
+    eprintln!(
+        "stop with the endpoint down: exit {status} after {:?}",
+        t.elapsed()
+    );
+    let log = relayer.log();
+    let dead = dead_letter_ids(&path);
+    let unique: HashSet<Id> = dead.iter().copied().collect();
+    assert_eq!(unique.len(), dead.len(), "a line twice in the dead-letter file");
+    assert!(
+        unique == sent,
+        "the dead-letter file holds {} of the 200 lines ({} others); log:\n{log}",
+        unique.intersection(&sent).count(),
+        unique.difference(&sent).count()
+    );
+    assert_eq!(
+        sum_field(&log, DEAD_LETTER_MSG, "records").0,
+        200,
+        "'{DEAD_LETTER_MSG}' records should add up to 200; log:\n{log}"
+    );
+    assert!(
+        log.contains(STOPPED_OK) || log.contains(STOPPED_LOST),
+        "a final stop record; log:\n{log}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Record size
+
+/// A line of exactly 1,024,000 bytes (JSON + newline) is accepted and arrives as one record; one
+/// byte more, and a 2 MB one, are refused with the size and the limit; the connection goes on and
+/// nothing refused arrives.
+#[test]
+fn record_over_the_limit_is_refused() {
+    let fake = FakeFirehose::start();
+    let relayer = start(&fake, "maxRecords = 500");
+    let mut c = relayer.client();
+    c.set_read_timeout(HANG);
+    let fit = (0, 0);
+    let fit_len = MAX_RECORD_BYTES - line_size(&key(fit), 0);
+    assert_eq!(line_size(&key(fit), fit_len), MAX_RECORD_BYTES);
+    let r = c.cmd(&["SET".to_string(), key(fit), value(fit, fit_len)]);
+    assert_eq!(r, Reply::ok(), "a line of exactly {MAX_RECORD_BYTES} bytes");
+    for (id, len) in [((0, 1), fit_len + 1), ((0, 2), 2_000_000)] {
+        let size = line_size(&key(id), len);
+        let r = c.cmd(&["SET".to_string(), key(id), value(id, len)]);
+        assert_eq!(
+            r,
+            Reply::error(&format!(
+                "ERR record of {size} bytes is over the Firehose record limit of 1024000 bytes"
+            )),
+            "a line of {size} bytes"
+        );
+    }
+    let small = (0, 3);
+    assert_eq!(
+        c.cmd(&["SET".to_string(), key(small), value(small, 10)]),
+        Reply::ok()
+    );
+    let acked: HashSet<Id> = [fit, small].into_iter().collect();
+    let d = wait_delivered(&fake, &acked, DELIVERY, "the fitting lines");
+    assert!(
+        d.unexpected.is_empty(),
+        "refused lines arrived: {:?}",
+        d.unexpected
+    );
+    assert_eq!(d.duplicates, 0);
+    check_calls_within_limits(&fake, 500);
+    assert!(
+        fake.records().iter().any(|r| r.len() == MAX_RECORD_BYTES),
+        "the 1,024,000-byte line is a record of its own"
+    );
+}
