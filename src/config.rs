@@ -6,6 +6,8 @@
 
 use config::{File, FileFormat, Value, ValueKind};
 use relayer_actors::endpoint::{ListenAddr, TargetAddr};
+use relayer_actors::firehose::record::Timestamp;
+use relayer_actors::firehose::sender::SenderSettings;
 use relayer_actors::listener::UnixAccess;
 use relayer_actors::redis::smart::Table as SmartTable;
 use relayer_actors::resp::request::Limits;
@@ -25,6 +27,7 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     Redis,
+    Firehose,
     /// Known to the original daemon but not relayed by this version yet.
     Unsupported(&'static str),
 }
@@ -65,6 +68,24 @@ pub struct Relayer {
     pub max_pending_bytes: u64,
     pub drain_timeout: Duration,
     pub unix_access: UnixAccess,
+    pub firehose: Option<Firehose>,
+}
+
+/// The keys of a firehose entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Firehose {
+    pub sender: SenderSettings,
+    /// Lines packed into one Firehose record (0 and 1 both mean one).
+    pub max_records: usize,
+    /// PutRecordBatch calls in flight (`maxConnections`).
+    pub max_calls: usize,
+    pub flush_interval: Duration,
+    /// Lines held at once (`buffer`).
+    pub buffer: usize,
+    pub critical: bool,
+    pub retry_timeout: Duration,
+    pub dead_letter: Option<PathBuf>,
+    pub timestamp: Timestamp,
 }
 
 #[derive(Debug)]
@@ -85,7 +106,7 @@ struct Int(i64);
 #[derive(Debug, Clone, Copy)]
 struct Float(f64);
 #[derive(Debug, Clone, Copy)]
-struct Bool(#[allow(dead_code)] bool);
+struct Bool(bool);
 
 struct Strict<T>(std::marker::PhantomData<T>);
 
@@ -252,24 +273,53 @@ struct RawRelayer {
     region: Option<String>,
     profile: Option<String>,
     spin: Option<Float>,
+    // Firehose.
+    endpoint: Option<String>,
+    #[serde(rename = "flushinterval")]
+    flush_interval: Option<Float>,
+    buffer: Option<Int>,
+    critical: Option<Bool>,
+    #[serde(rename = "retrytimeout")]
+    retry_timeout: Option<Float>,
+    #[serde(rename = "deadletterfile")]
+    dead_letter_file: Option<String>,
+    timestamp: Option<String>,
 }
 
 impl RawRelayer {
     /// Keys that parse but change nothing in this version, for a warning.
-    fn unused_keys(&self) -> Vec<&'static str> {
+    fn unused_keys(&self, protocol: Protocol) -> Vec<&'static str> {
         let mut v = vec![];
+        let firehose = protocol == Protocol::Firehose;
         let set = [
             (self.max_idle_connections.is_some(), "maxidleconnections"),
             (self.compress.is_some(), "compress"),
             (self.uncompress.is_some(), "uncompress"),
             (self.parallel.is_some(), "parallel"),
             (self.pipeline.is_some(), "pipeline"),
-            (self.max_records.is_some(), "maxrecords"),
-            (self.stream_name.is_some(), "streamname"),
             (self.group_id.is_some(), "groupid"),
-            (self.region.is_some(), "region"),
-            (self.profile.is_some(), "profile"),
             (self.spin.is_some(), "spin"),
+            (self.max_records.is_some() && !firehose, "maxrecords"),
+            (self.stream_name.is_some() && !firehose, "streamname"),
+            (self.region.is_some() && !firehose, "region"),
+            (self.profile.is_some() && !firehose, "profile"),
+            (self.endpoint.is_some() && !firehose, "endpoint"),
+            (self.flush_interval.is_some() && !firehose, "flushinterval"),
+            (self.buffer.is_some() && !firehose, "buffer"),
+            (self.critical.is_some() && !firehose, "critical"),
+            (self.retry_timeout.is_some() && !firehose, "retrytimeout"),
+            (self.dead_letter_file.is_some() && !firehose, "deadletterfile"),
+            (self.timestamp.is_some() && !firehose, "timestamp"),
+            // Firehose relayers answer everything themselves: no mode, no url.
+            (self.mode.is_some() && firehose, "mode"),
+            (self.url.is_some() && firehose, "url"),
+            (self.max_pending_bytes.is_some() && firehose, "maxpendingbytes"),
+            (
+                self.max_pending_replies.is_some() && firehose,
+                "maxpendingreplies",
+            ),
+            (self.async_commands.is_some() && firehose, "asynccommands"),
+            (self.connect_timeout.is_some() && firehose, "connecttimeout"),
         ];
         for (present, k) in set {
             if present {
@@ -462,7 +512,7 @@ fn relayer(raw: &RawRelayer, t: &Table, ctx: &str, warnings: &mut Vec<String>) -
         Some("redis") | Some("redis2") => Protocol::Redis,
         Some("redis-cluster") => Protocol::Unsupported("redis-cluster"),
         Some("redis-plus") => Protocol::Unsupported("redis-plus"),
-        Some("firehose") => Protocol::Unsupported("firehose"),
+        Some("firehose") => Protocol::Firehose,
         Some("sqs") => Protocol::Unsupported("sqs"),
         Some(other) => {
             return Err(format!(
@@ -501,7 +551,12 @@ fn relayer(raw: &RawRelayer, t: &Table, ctx: &str, warnings: &mut Vec<String>) -
             Some(s) => Err(format!("{}: {s} is not a number of seconds", key(k))),
         }
     };
-    let timeout = seconds(raw.timeout, 30.0, "timeout")?;
+    let timeout_default = if protocol == Protocol::Firehose {
+        15.0
+    } else {
+        30.0
+    };
+    let timeout = seconds(raw.timeout, timeout_default, "timeout")?;
     let drain_timeout = seconds(raw.drain_timeout, 10.0, "draintimeout")?;
     let gid = match &raw.unix_socket_group {
         None => None,
@@ -517,10 +572,14 @@ fn relayer(raw: &RawRelayer, t: &Table, ctx: &str, warnings: &mut Vec<String>) -
         .map(Names::into_vec)
         .unwrap_or_default();
     let smart_table = match mode {
-        Mode::Smart => {
+        Mode::Smart if protocol == Protocol::Redis => {
             Some(SmartTable::new(&async_commands).map_err(|e| format!("{}: {e}", key("asynccommands")))?)
         }
-        Mode::Sync => None,
+        _ => None,
+    };
+    let firehose = match protocol {
+        Protocol::Firehose => Some(firehose(raw, t, ctx, timeout)?),
+        _ => None,
     };
     let connect_timeout = seconds(raw.connect_timeout, 5.0, "connecttimeout")?;
     if connect_timeout == 0.0 {
@@ -533,7 +592,10 @@ fn relayer(raw: &RawRelayer, t: &Table, ctx: &str, warnings: &mut Vec<String>) -
         listen_key,
         target,
         // 0 meant "unset" in the original, where redis relayers ignored the key.
-        max_connections: count(raw.max_connections, 1, "maxconnections", true)?,
+        max_connections: match &firehose {
+            Some(f) => f.max_calls,
+            None => count(raw.max_connections, 1, "maxconnections", true)?,
+        },
         timeout: (timeout > 0.0).then(|| Duration::from_secs_f64(timeout)),
         connect_timeout: Duration::from_secs_f64(connect_timeout),
         max_clients: count(raw.max_clients, 10_000, "maxclients", false)?,
@@ -542,6 +604,7 @@ fn relayer(raw: &RawRelayer, t: &Table, ctx: &str, warnings: &mut Vec<String>) -
         max_pending_bytes: count(raw.max_pending_bytes, 64 << 20, "maxpendingbytes", false)? as u64,
         drain_timeout: Duration::from_secs_f64(drain_timeout),
         unix_access,
+        firehose,
     };
     if let Protocol::Unsupported(p) = protocol {
         warnings.push(format!(
@@ -551,7 +614,7 @@ fn relayer(raw: &RawRelayer, t: &Table, ctx: &str, warnings: &mut Vec<String>) -
         if mode == Mode::Sync && !async_commands.is_empty() {
             warnings.push(format!("{}: only used in smart mode", key("asynccommands")));
         }
-        let unused = raw.unused_keys();
+        let unused = raw.unused_keys(protocol);
         if !unused.is_empty() {
             let names: Vec<&str> = unused.iter().map(|k| t.spelling(k)).collect();
             warnings.push(format!(
@@ -561,6 +624,97 @@ fn relayer(raw: &RawRelayer, t: &Table, ctx: &str, warnings: &mut Vec<String>) -
         }
     }
     Ok(r)
+}
+
+fn firehose(raw: &RawRelayer, t: &Table, ctx: &str, timeout: f64) -> Result<Firehose, String> {
+    let key = |k: &str| format!("{ctx}: key '{}'", t.spelling(k));
+    let stream = match raw.stream_name.as_deref().map(str::trim) {
+        Some(s) if !s.is_empty() => s.to_string(),
+        _ => {
+            return Err(format!(
+                "{ctx}: key 'streamName' is missing: the delivery stream to write to"
+            ))
+        }
+    };
+    let region = raw.region.clone().unwrap_or_else(|| "us-east-1".to_string());
+    if region.is_empty() || !region.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-') {
+        return Err(format!("{}: '{region}' is not an AWS region", key("region")));
+    }
+    let endpoint = match &raw.endpoint {
+        None => None,
+        Some(u) => {
+            let rest = u.strip_prefix("https://").or_else(|| u.strip_prefix("http://"));
+            let host = rest.map(|r| r.split(['/', '?']).next().unwrap_or(""));
+            match host {
+                Some(h) if !h.is_empty() && !h.contains(char::is_whitespace) => Some(u.clone()),
+                _ => {
+                    return Err(format!(
+                        "{}: '{u}' is not an endpoint URL like https://firehose.eu-west-1.amazonaws.com",
+                        key("endpoint")
+                    ))
+                }
+            }
+        }
+    };
+    let at_least_one = |v: Option<Int>, default: usize, k: &str| -> Result<usize, String> {
+        match v.map(|i| i.0) {
+            None => Ok(default),
+            Some(n) if n >= 1 => Ok(n as usize),
+            Some(n) => Err(format!("{}: {n} is not allowed: must be at least 1", key(k))),
+        }
+    };
+    let positive_seconds = |v: Option<Float>, default: f64, k: &str| -> Result<Duration, String> {
+        match v.map(|f| f.0) {
+            None => Ok(Duration::from_secs_f64(default)),
+            Some(s) if s.is_finite() && s > 0.0 && s <= 86400.0 * 365.0 => Ok(Duration::from_secs_f64(s)),
+            Some(s) => Err(format!(
+                "{}: {s} is not allowed: a number of seconds more than 0",
+                key(k)
+            )),
+        }
+    };
+    let max_records = match raw.max_records.map(|i| i.0) {
+        None => 1,
+        Some(n) if n >= 0 => (n as usize).max(1),
+        Some(n) => return Err(format!("{}: {n} is not allowed: 0 or more", key("maxrecords"))),
+    };
+    let timestamp = match raw.timestamp.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("ns") => Timestamp::Nanos,
+        Some("ms") => Timestamp::Millis,
+        Some(other) => {
+            return Err(format!(
+                "{}: '{other}' is not a timestamp form: use \"ns\" (\"_ts\" in nanoseconds) or \"ms\" (\"ts\" in milliseconds)",
+                key("timestamp")
+            ))
+        }
+    };
+    if timeout == 0.0 {
+        return Err(format!(
+            "{}: a firehose call needs a timeout more than 0",
+            key("timeout")
+        ));
+    }
+    Ok(Firehose {
+        sender: SenderSettings {
+            stream,
+            region,
+            profile: raw.profile.clone().filter(|p| !p.is_empty()),
+            endpoint,
+            timeout: Duration::from_secs_f64(timeout),
+        },
+        max_records,
+        max_calls: at_least_one(raw.max_connections, 2, "maxconnections")?,
+        flush_interval: positive_seconds(raw.flush_interval, 1.0, "flushinterval")?,
+        buffer: at_least_one(raw.buffer, 10240, "buffer")?,
+        critical: raw.critical.is_some_and(|b| b.0),
+        retry_timeout: positive_seconds(raw.retry_timeout, 300.0, "retrytimeout")?,
+        dead_letter: raw
+            .dead_letter_file
+            .as_deref()
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from),
+        timestamp,
+    })
 }
 
 /// A group name or number, as the unix socket's group.
@@ -650,10 +804,17 @@ mod tests {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let original = load(&root.join("config/relayer.conf")).unwrap();
         assert_eq!(original.relayers.len(), 4);
-        assert!(original
+        let fh = original
             .relayers
             .iter()
-            .any(|r| r.protocol == Protocol::Unsupported("firehose")));
+            .find(|r| r.protocol == Protocol::Firehose)
+            .unwrap();
+        let f = fh.firehose.as_ref().unwrap();
+        assert_eq!((f.max_calls, f.max_records), (2, 100));
+        assert_eq!(
+            (f.sender.stream.as_str(), f.sender.region.as_str()),
+            ("testing", "eu-west-1")
+        );
         let ours = load(&root.join("config/relayer.toml")).unwrap();
         assert!(ours.warnings.is_empty(), "{:?}", ours.warnings);
         assert_eq!(ours.relayers.len(), 2);

@@ -7,14 +7,17 @@
 use crate::config::{self, Config, Protocol, Relayer};
 use actix::{Actor, Addr};
 use relayer_actors::endpoint::ListenAddr;
+use relayer_actors::firehose::batcher::{self, Batcher, BatcherSettings, FirehoseMetrics};
+use relayer_actors::firehose::session as fh;
 use relayer_actors::listener::{bind, Bound, Listener, ListenerSettings, StopListening};
 use relayer_actors::metrics::RelayerMetrics;
-use relayer_actors::redis::route::{Current, Route};
-use relayer_actors::redis::session::{SessionSettings, Smart};
+use relayer_actors::redis::session::{Current, Route, SessionSettings, Smart};
 use relayer_actors::redis::smart::Budget;
 use relayer_actors::redis::target::{Drain, GiveUp, KnownDbs, Retire, Target, TargetSettings};
 use relayer_actors::resp::request::Limits;
+use relayer_actors::route::Frontend;
 use slog::{error, info, o, warn, Logger};
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -31,9 +34,62 @@ pub fn run(config: Config, log: Logger) -> i32 {
 struct Entry {
     relayer: Relayer,
     listener: Addr<Listener>,
-    route: Rc<Route>,
-    target: Addr<Target>,
+    /// Where the listener starts its sessions: replaced when a reload changes the protocol.
+    frontend: Rc<RefCell<Rc<dyn Frontend>>>,
+    backend: Backend,
     log: Logger,
+}
+
+/// The clients' route and what they talk to: a Redis target or a Firehose batcher.
+#[derive(Clone)]
+enum Backend {
+    Redis {
+        route: Rc<Route>,
+        target: Addr<Target>,
+    },
+    Firehose {
+        route: Rc<fh::Route>,
+        batcher: Addr<Batcher>,
+    },
+}
+
+impl Backend {
+    fn frontend(&self) -> Rc<dyn Frontend> {
+        match self {
+            Backend::Redis { route, .. } => route.clone(),
+            Backend::Firehose { route, .. } => route.clone(),
+        }
+    }
+
+    /// Waits within `limit` until what was acknowledged early is delivered (`everything`: and
+    /// the replies clients wait for); returns what was left undelivered.
+    async fn drain(&self, limit: Duration, everything: bool) -> usize {
+        match self {
+            Backend::Redis { target, .. } => {
+                let (done, rx) = tokio::sync::oneshot::channel();
+                target.do_send(Drain { done, everything });
+                match tokio::time::timeout(limit, rx).await {
+                    Ok(_) => 0,
+                    Err(_) => target.send(GiveUp).await.unwrap_or(0),
+                }
+            }
+            Backend::Firehose { batcher, .. } => {
+                let (done, rx) = tokio::sync::oneshot::channel();
+                batcher.do_send(batcher::Drain { done });
+                match tokio::time::timeout(limit, rx).await {
+                    Ok(_) => 0,
+                    Err(_) => batcher.send(batcher::GiveUp).await.unwrap_or(0),
+                }
+            }
+        }
+    }
+
+    fn retire(&self) {
+        match self {
+            Backend::Redis { target, .. } => target.do_send(Retire),
+            Backend::Firehose { batcher, .. } => batcher.do_send(batcher::Retire),
+        }
+    }
 }
 
 struct Supervisor {
@@ -64,7 +120,7 @@ async fn serve(config: Config, log: Logger) -> i32 {
             }
         }
     }
-    let relayers = redis_entries(&config);
+    let relayers = started_entries(&config);
     // Bind everything first: at start, a listener that cannot bind stops the process before
     // any client is accepted anywhere.
     let mut bound = Vec::with_capacity(relayers.len());
@@ -109,11 +165,11 @@ async fn serve(config: Config, log: Logger) -> i32 {
     code
 }
 
-fn redis_entries(config: &Config) -> Vec<Relayer> {
+fn started_entries(config: &Config) -> Vec<Relayer> {
     config
         .relayers
         .iter()
-        .filter(|r| r.protocol == Protocol::Redis)
+        .filter(|r| matches!(r.protocol, Protocol::Redis | Protocol::Firehose))
         .cloned()
         .collect()
 }
@@ -160,26 +216,120 @@ impl Supervisor {
         }
     }
 
+    /// A new Firehose batcher for `r`, and the settings its sessions use.
+    fn start_batcher(&self, r: &Relayer, log: &Logger) -> fh::Current {
+        let f = r
+            .firehose
+            .as_ref()
+            .expect("firehose relayers have firehose settings");
+        let metrics = FirehoseMetrics::new(&r.listen_key);
+        let buffer = Arc::new(tokio::sync::Semaphore::new(f.buffer));
+        info!(log, "firehose relayer started"; "stream" => &f.sender.stream, "region" => &f.sender.region,
+            "endpoint" => f.sender.endpoint.as_deref().unwrap_or("(the region's)"), "calls" => f.max_calls,
+            "max_records" => f.max_records, "buffer" => f.buffer, "critical" => f.critical);
+        let batcher = Batcher::start(
+            BatcherSettings {
+                sender: f.sender.clone(),
+                max_records: f.max_records,
+                max_calls: f.max_calls,
+                flush_interval: f.flush_interval,
+                retry_timeout: f.retry_timeout,
+                dead_letter: f.dead_letter.clone(),
+                metrics: metrics.clone(),
+                log: log.clone(),
+            },
+            buffer.clone(),
+        );
+        let settings = Arc::new(fh::SessionSettings {
+            limits: self.limits,
+            timestamp: f.timestamp,
+            critical: f.critical,
+            buffer,
+            metrics,
+            log: log.clone(),
+        });
+        fh::Current {
+            batcher,
+            settings,
+            max_clients: r.max_clients,
+        }
+    }
+
+    fn start_backend(&self, r: &Relayer, log: &Logger) -> Backend {
+        match r.protocol {
+            Protocol::Firehose => {
+                let current = self.start_batcher(r, log);
+                let batcher = current.batcher.clone();
+                Backend::Firehose {
+                    route: fh::Route::new(current),
+                    batcher,
+                }
+            }
+            _ => {
+                let current = self.start_target(r, log);
+                let target = current.target.clone();
+                Backend::Redis {
+                    route: Route::new(current),
+                    target,
+                }
+            }
+        }
+    }
+
     fn start_entry(&mut self, r: Relayer, bound: Bound) {
         let log = self.log.new(o!("listen" => r.listen_key.clone()));
-        let current = self.start_target(&r, &log);
-        let target = current.target.clone();
-        let route = Route::new(current);
+        let backend = self.start_backend(&r, &log);
+        let frontend = Rc::new(RefCell::new(backend.frontend()));
         let settings = Arc::new(ListenerSettings {
             listen: r.listen.clone(),
             log: log.clone(),
         });
-        let listener = Listener::start(bound, settings, route.clone());
+        let listener = Listener::start(bound, settings, frontend.clone());
         self.entries.insert(
             r.listen_key.clone(),
             Entry {
                 relayer: r,
                 listener,
-                route,
-                target,
+                frontend,
+                backend,
                 log,
             },
         );
+    }
+
+    /// Puts a changed entry's new backend in place: same protocol, behind the same route (its
+    /// clients switch at their next command); another protocol, a new route for new clients.
+    /// The old backend finishes what it owes, then stops.
+    fn replace_backend(&self, e: &mut Entry, r: &Relayer) {
+        let log = e.log.clone();
+        let limit = e.relayer.drain_timeout;
+        match (&mut e.backend, r.protocol) {
+            (Backend::Redis { route, target }, Protocol::Redis) => {
+                let next = self.start_target(r, &log);
+                let old = std::mem::replace(target, next.target.clone());
+                route.replace(next);
+                let old = Backend::Redis {
+                    route: route.clone(),
+                    target: old,
+                };
+                actix::spawn(retire_backend(old, limit, log));
+            }
+            (Backend::Firehose { route, batcher }, Protocol::Firehose) => {
+                let next = self.start_batcher(r, &log);
+                let old = std::mem::replace(batcher, next.batcher.clone());
+                route.replace(next);
+                let old = Backend::Firehose {
+                    route: route.clone(),
+                    batcher: old,
+                };
+                actix::spawn(retire_backend(old, limit, log));
+            }
+            _ => {
+                let old = std::mem::replace(&mut e.backend, self.start_backend(r, &log));
+                *e.frontend.borrow_mut() = e.backend.frontend();
+                actix::spawn(retire_clients(old, limit, log));
+            }
+        }
     }
 
     /// Reads and validates the whole file, then applies it entry by entry. A bad file changes
@@ -197,7 +347,7 @@ impl Supervisor {
         }
         let limits_changed = config.limits != self.limits;
         self.limits = config.limits;
-        let wanted = redis_entries(&config);
+        let wanted = started_entries(&config);
         let keys: HashSet<&str> = wanted.iter().map(|r| r.listen_key.as_str()).collect();
         let gone: Vec<String> = self
             .entries
@@ -213,22 +363,19 @@ impl Supervisor {
         for r in wanted {
             match self.entries.get(&r.listen_key) {
                 Some(e) if e.relayer == r && !limits_changed => unchanged += 1,
-                Some(e) => {
-                    let log = e.log.clone();
-                    let next = self.start_target(&r, &log);
-                    let e = self.entries.get_mut(&r.listen_key).expect("present");
+                Some(_) => {
+                    let mut e = self.entries.remove(&r.listen_key).expect("present");
                     if let (ListenAddr::Unix(path), true) =
                         (&r.listen, r.unix_access != e.relayer.unix_access)
                     {
                         if let Err(err) = r.unix_access.apply(path) {
-                            warn!(log, "cannot change the unix socket's permissions"; "error" => %err);
+                            warn!(e.log, "cannot change the unix socket's permissions"; "error" => %err);
                         }
                     }
-                    e.target = next.target.clone();
-                    let old = e.route.replace(next);
-                    actix::spawn(retire_target(old, e.relayer.drain_timeout, log.clone()));
-                    info!(log, "relayer changed: new target, listener and clients kept");
+                    self.replace_backend(&mut e, &r);
+                    info!(e.log, "relayer changed: new backend, listener kept");
                     e.relayer = r;
+                    self.entries.insert(e.relayer.listen_key.clone(), e);
                     changed += 1;
                 }
                 None => match bind(&r.listen, r.unix_access) {
@@ -254,7 +401,7 @@ impl Supervisor {
             let _ = e.listener.send(StopListening).await;
         }
         let drains = self.entries.values().map(|e| async move {
-            let lost = drain(&e.target, e.relayer.drain_timeout, false).await;
+            let lost = e.backend.drain(e.relayer.drain_timeout, false).await;
             if lost > 0 {
                 error!(e.log, "drain timeout reached"; "lost" => lost);
             }
@@ -269,23 +416,27 @@ impl Supervisor {
     }
 }
 
-/// Drains `target` within `limit`; returns the background writes left undelivered.
-async fn drain(target: &Addr<Target>, limit: Duration, everything: bool) -> usize {
-    let (done, rx) = tokio::sync::oneshot::channel();
-    target.do_send(Drain { done, everything });
-    match tokio::time::timeout(limit, rx).await {
-        Ok(_) => 0,
-        Err(_) => target.send(GiveUp).await.unwrap_or(0),
+/// A backend a reload replaced: it finishes what it owes (within the drain timeout), then stops.
+async fn retire_backend(old: Backend, limit: Duration, log: Logger) {
+    let lost = old.drain(limit, true).await;
+    if lost > 0 {
+        error!(log, "replaced backend: drain timeout reached"; "lost" => lost);
     }
+    old.retire();
 }
 
-/// A target a reload replaced: it finishes what it owes (within the drain timeout), then stops.
-async fn retire_target(target: Addr<Target>, limit: Duration, log: Logger) {
-    let lost = drain(&target, limit, true).await;
+/// A backend of another protocol replaced this one: its clients go on until the drain
+/// timeout while it delivers what it acknowledged; then they are closed and it stops.
+async fn retire_clients(old: Backend, limit: Duration, log: Logger) {
+    let started = Instant::now();
+    let lost = old.drain(limit, false).await;
+    tokio::time::sleep(limit.saturating_sub(started.elapsed())).await;
+    old.frontend().close_all();
     if lost > 0 {
-        error!(log, "replaced target: drain timeout reached"; "lost" => lost);
+        error!(log, "replaced backend: drain timeout reached"; "lost" => lost);
     }
-    target.do_send(Retire);
+    let _ = old.drain(Duration::from_secs(1), true).await;
+    old.retire();
 }
 
 /// An entry a reload removed: it stops accepting at once; its clients may go on until the
@@ -295,17 +446,17 @@ async fn remove_entry(e: Entry) {
     let started = Instant::now();
     let _ = e.listener.send(StopListening).await;
     info!(e.log, "relayer removed: not accepting; clients closed after the drain timeout";
-        "clients" => e.route.clients(), "drain_timeout_s" => e.relayer.drain_timeout.as_secs_f64());
+        "clients" => e.backend.frontend().clients(), "drain_timeout_s" => e.relayer.drain_timeout.as_secs_f64());
     let limit = e.relayer.drain_timeout;
-    let lost = drain(&e.target, limit, false).await;
+    let lost = e.backend.drain(limit, false).await;
     tokio::time::sleep(limit.saturating_sub(started.elapsed())).await;
-    e.route.close_all();
+    e.backend.frontend().close_all();
     if lost > 0 {
         error!(e.log, "removed relayer: drain timeout reached"; "lost" => lost);
     }
     // The closing clients get the replies still owed, or the target's error once it retires.
-    let _ = drain(&e.target, Duration::from_secs(1), true).await;
-    e.target.do_send(Retire);
+    let _ = e.backend.drain(Duration::from_secs(1), true).await;
+    e.backend.retire();
 }
 
 enum Sig {

@@ -2,10 +2,10 @@
 
 use crate::endpoint::ListenAddr;
 use crate::io::{split_tcp, split_unix, Gate, Gated, ReadHalf, WriteHalf};
-use crate::redis::route::Route;
-use crate::redis::session::Session;
+use crate::route::Frontend;
 use actix::prelude::*;
 use slog::{error, warn, Logger};
+use std::cell::RefCell;
 use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::PathBuf;
@@ -103,13 +103,18 @@ pub struct ListenerSettings {
 
 pub struct Listener {
     settings: Arc<ListenerSettings>,
-    route: Rc<Route>,
+    /// Where sessions start; a reload that changes the protocol replaces it.
+    frontend: Rc<RefCell<Rc<dyn Frontend>>>,
     next_id: u64,
     gate: Rc<Gate>,
 }
 
 impl Listener {
-    pub fn start(bound: Bound, settings: Arc<ListenerSettings>, route: Rc<Route>) -> Addr<Self> {
+    pub fn start(
+        bound: Bound,
+        settings: Arc<ListenerSettings>,
+        frontend: Rc<RefCell<Rc<dyn Frontend>>>,
+    ) -> Addr<Self> {
         Listener::create(move |ctx| {
             let gate = Gate::new();
             let bound = Rc::new(bound);
@@ -134,7 +139,7 @@ impl Listener {
             ctx.add_stream(Gated::new(accepts, gate.clone()));
             Listener {
                 settings,
-                route,
+                frontend,
                 next_id: 0,
                 gate,
             }
@@ -171,15 +176,16 @@ impl StreamHandler<io::Result<(ReadHalf, WriteHalf)>> for Listener {
                 return;
             }
         };
-        let max_clients = self.route.current().max_clients;
-        if self.route.clients() >= max_clients {
+        let frontend = self.frontend.borrow().clone();
+        let max_clients = frontend.max_clients();
+        if frontend.clients() >= max_clients {
             warn!(self.settings.log, "max number of clients reached, refusing a client"; "listen" => %self.settings.listen, "max_clients" => max_clients);
             refuse(write);
             drop(read);
             return;
         }
         self.next_id += 1;
-        Session::start(self.next_id, read, write, self.route.clone());
+        frontend.start_session(self.next_id, read, write);
     }
 
     fn finished(&mut self, _ctx: &mut Context<Self>) {}

@@ -5,13 +5,13 @@
 //! behind the forwarded ones before it.
 
 use super::commands::{classify, client_sub_refused, Kind};
-use super::route::Route;
 use super::smart::{Budget, Table};
 use super::target::{Forward, KnownDbs, Request, Target};
 use crate::io::{Gate, Gated, OutBuf, ReadHalf, WriteHalf};
 use crate::metrics::RelayerMetrics;
 use crate::resp::request::{Command, Limits, RequestError, RequestParser};
 use crate::resp::write::{self, error, wrong_arity};
+use crate::route::{CloseClient, Frontend};
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
 use slog::{debug, info, Logger};
@@ -35,6 +35,34 @@ pub struct SessionSettings {
     pub smart: Option<Smart>,
     pub metrics: RelayerMetrics,
     pub log: Logger,
+}
+
+/// What a Redis listener's clients talk to; a reload may replace it.
+#[derive(Clone)]
+pub struct Current {
+    pub target: Addr<Target>,
+    pub settings: Arc<SessionSettings>,
+    pub max_clients: usize,
+}
+
+pub type Route = crate::route::Route<Current, Session>;
+
+impl Frontend for Route {
+    fn clients(&self) -> usize {
+        crate::route::Route::clients(self)
+    }
+
+    fn max_clients(&self) -> usize {
+        self.current().max_clients
+    }
+
+    fn start_session(self: Rc<Self>, id: u64, read: ReadHalf, write: WriteHalf) {
+        Session::start(id, read, write, self);
+    }
+
+    fn close_all(&self) {
+        crate::route::Route::close_all(self)
+    }
 }
 
 pub struct Smart {
@@ -630,11 +658,6 @@ impl Handler<FlushClient> for Session {
         }
     }
 }
-
-/// The listener was removed: finish the replies owed, then close.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct CloseClient;
 
 impl Handler<CloseClient> for Session {
     type Result = ();

@@ -8,6 +8,7 @@ use super::session::{Reply, Session};
 use super::smart::Budget;
 use crate::endpoint::{TargetAddr, TargetKind};
 use crate::io::{split_tcp, split_unix, OutBuf, ReadHalf};
+use crate::log_limit::LogLimit;
 use crate::metrics::RelayerMetrics;
 use crate::resp::reply::{is_error, ReplyScanner};
 use crate::resp::request::{Command, RequestParser};
@@ -20,7 +21,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::oneshot;
 use tokio_util::codec::FramedRead;
@@ -559,33 +560,6 @@ fn name_and_key(frame: &Bytes) -> (String, String) {
             (name, key)
         }
         _ => ("?".into(), String::new()),
-    }
-}
-
-/// At most a few log lines a second for one kind of trouble; the counts in the lines that do
-/// get through tell how many there were.
-#[derive(Default)]
-struct LogLimit {
-    window: Option<Instant>,
-    in_window: u32,
-}
-
-impl LogLimit {
-    const PER_SECOND: u32 = 10;
-
-    fn allow(&mut self) -> bool {
-        let now = Instant::now();
-        match self.window {
-            Some(w) if now.duration_since(w) < Duration::from_secs(1) => {
-                self.in_window += 1;
-                self.in_window <= Self::PER_SECOND
-            }
-            _ => {
-                self.window = Some(now);
-                self.in_window = 1;
-                true
-            }
-        }
     }
 }
 
