@@ -397,6 +397,131 @@ fn expect_php(exp: &mut Expect, run: &str, count: usize, window: (u64, u64)) {
     }
 }
 
+/// The checker of the other tests is strict: a missing line or RAWSET, a duplicate, a time outside
+/// the window or not an integer, unsorted keys, Go-style `\u003c` escaping, an extra key, a missing
+/// final newline and a RAWSET payload not at a line start are each reported.
+#[test]
+fn s3_line_checker_reports_every_difference() {
+    let mut exp = Expect::new(Ts::Ns);
+    let w = (10_000_000, 20_000_000);
+    exp.line("kv", json!({"k": "v"}), w);
+    exp.line("sorted", json!({"b": "1", "a": {"y": "2", "x": ["<"]}}), w);
+    exp.raw("raw", b"x\ny");
+    let good_kv = r#"{"_ts":15000000,"data":{"k":"v"}}"#;
+    let good_sorted = r#"{"_ts":15000000,"data":{"a":{"x":["<"],"y":"2"},"b":"1"}}"#;
+    let obj = |parts: &[&str]| vec![("o".to_string(), parts.concat().into_bytes())];
+    let good = obj(&[good_kv, "\n", "x\ny\n", good_sorted, "\n"]);
+    assert_eq!(exp.check(&good), Vec::<String>::new(), "the good case passes");
+    let cases: Vec<(&str, Vec<(String, Vec<u8>)>, &str)> = vec![
+        ("nothing", vec![], "missing line"),
+        ("no raw", obj(&[good_kv, "\n", good_sorted, "\n"]), "RAWSET raw"),
+        (
+            "raw not at a line start",
+            obj(&[good_kv, "\n", "zx\ny\n", good_sorted, "\n"]),
+            "RAWSET raw",
+        ),
+        (
+            "duplicate",
+            obj(&[good_kv, "\n", good_kv, "\n", "x\ny\n", good_sorted, "\n"]),
+            "unexpected line",
+        ),
+        (
+            "late ts",
+            obj(&[
+                r#"{"_ts":25000000,"data":{"k":"v"}}"#,
+                "\n",
+                "x\ny\n",
+                good_sorted,
+                "\n",
+            ]),
+            "outside the send window",
+        ),
+        (
+            "float ts",
+            obj(&[
+                r#"{"_ts":1.5e7,"data":{"k":"v"}}"#,
+                "\n",
+                "x\ny\n",
+                good_sorted,
+                "\n",
+            ]),
+            "not an exact",
+        ),
+        (
+            "unsorted keys",
+            obj(&[
+                good_kv,
+                "\n",
+                "x\ny\n",
+                r#"{"_ts":15000000,"data":{"b":"1","a":{"x":["<"],"y":"2"}}}"#,
+                "\n",
+            ]),
+            "not the spec's form",
+        ),
+        (
+            "Go escaping",
+            obj(&[
+                good_kv,
+                "\n",
+                "x\ny\n",
+                r#"{"_ts":15000000,"data":{"a":{"x":["\u003c"],"y":"2"},"b":"1"}}"#,
+                "\n",
+            ]),
+            "not the spec's form",
+        ),
+        (
+            "data first",
+            obj(&[
+                r#"{"data":{"k":"v"},"_ts":15000000}"#,
+                "\n",
+                "x\ny\n",
+                good_sorted,
+                "\n",
+            ]),
+            "not the spec's form",
+        ),
+        (
+            "extra key",
+            obj(&[
+                r#"{"_ts":15000000,"data":{"k":"v"},"x":1}"#,
+                "\n",
+                "x\ny\n",
+                good_sorted,
+                "\n",
+            ]),
+            "other keys",
+        ),
+        (
+            "no final newline",
+            obj(&[good_kv, "\n", "x\ny\n", good_sorted]),
+            "does not end with a newline",
+        ),
+    ];
+    for (what, objects, want) in &cases {
+        let problems = exp.check(objects);
+        assert!(
+            problems.iter().any(|p| p.contains(want)),
+            "{what}: expected a problem containing {want:?}, got {problems:?}"
+        );
+    }
+    let mut ms = Expect::new(Ts::Ms);
+    ms.line("ms", json!({"k": "v"}), (15_000_000_000, 15_500_000_000));
+    assert_eq!(
+        ms.check(&obj(&[r#"{"ts":15200,"data":{"k":"v"}}"#, "\n"])),
+        Vec::<String>::new()
+    );
+    let problems = ms.check(&obj(&[r#"{"ts":15600,"data":{"k":"v"}}"#, "\n"]));
+    assert!(
+        problems.iter().any(|p| p.contains("outside")),
+        "ms out of window: {problems:?}"
+    );
+    let problems = ms.check(&obj(&[r#"{"_ts":15200000000,"data":{"k":"v"}}"#, "\n"]));
+    assert!(
+        problems.iter().any(|p| p.contains("other keys")),
+        "_ts in ms mode: {problems:?}"
+    );
+}
+
 /// The harness itself: moto starts, a DirectPut stream to S3 is created, and two PutRecordBatch
 /// calls made with boto3 come back as two S3 objects holding the calls' records concatenated,
 /// byte for byte (what `Expect::check` relies on).
@@ -1192,8 +1317,8 @@ fn snake(key: &str) -> String {
 }
 
 /// The PHP example (examples/php/firehose_stream.php, phpredis) over the relayer's unix socket,
-/// 150 iterations: it exits 0 with its summary line and counts, and after a draining SIGTERM S3
-/// holds exactly its records (SET, SADD, HMSET, HSET, RAWSET, one line per MULTI block, nothing
+/// 150 iterations: it exits 0 with its summary line and counts; its lines reach S3 while the
+/// relayer runs (flushInterval), and after a draining SIGTERM S3 holds exactly its records (SET, SADD, HMSET, HSET, RAWSET, one line per MULTI block, nothing
 /// for the discarded blocks), line by line.
 #[test]
 fn php_firehose_stream_example_over_unix_socket() {
@@ -1210,6 +1335,21 @@ fn php_firehose_stream_example_over_unix_socket() {
     let (run, window) = run_php_example(sock.to_str().unwrap(), 0, N);
     let mut exp = Expect::new(Ts::Ns);
     expect_php(&mut exp, &run, N, window);
+    // Delivered within the flush interval, without waiting for a stop: every line (a RAWSET
+    // payload here holds no newline) reaches S3 while the relayer runs.
+    let want = exp.lines.len() + exp.raws.len();
+    wait_until(
+        Duration::from_secs(30),
+        &format!("{want} lines in S3 before any stop"),
+        || {
+            let objects = moto.s3_objects("php-bucket");
+            objects
+                .iter()
+                .map(|(_, b)| b.iter().filter(|&&c| c == b'\n').count())
+                .sum::<usize>()
+                >= want
+        },
+    );
     stop_drained(&mut relayer);
     assert_bucket(&moto, "php-bucket", &exp);
 }
