@@ -412,7 +412,8 @@ fn s3_line_checker_reports_every_difference() {
     let obj = |parts: &[&str]| vec![("o".to_string(), parts.concat().into_bytes())];
     let good = obj(&[good_kv, "\n", "x\ny\n", good_sorted, "\n"]);
     assert_eq!(exp.check(&good), Vec::<String>::new(), "the good case passes");
-    let cases: Vec<(&str, Vec<(String, Vec<u8>)>, &str)> = vec![
+    type Objects = Vec<(String, Vec<u8>)>;
+    let cases: Vec<(&str, Objects, &str)> = vec![
         ("nothing", vec![], "missing line"),
         ("no raw", obj(&[good_kv, "\n", good_sorted, "\n"]), "RAWSET raw"),
         (
