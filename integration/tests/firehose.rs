@@ -737,7 +737,8 @@ fn every_command_kind_reaches_s3_line_by_line() {
 /// PING/ECHO/SELECT, the write commands and their counts, the arity error of each command, unknown
 /// commands, MULTI/QUEUED/EXEC arrays (counts relative to the block), nested MULTI, DISCARD,
 /// EXEC/DISCARD without MULTI, RAWSET/unknown/wrong arity inside MULTI making EXEC answer
-/// EXECABORT, WRONGTYPE elements inside an EXEC array, empty blocks, a pipelined block, QUIT. Then
+/// EXECABORT, WRONGTYPE elements inside an EXEC array, empty blocks, a pipelined block, inline
+/// commands, QUIT. Then
 /// S3 holds exactly the records of the accepted writes: nothing from discarded, aborted or empty
 /// blocks, nor from a block whose connection closed inside MULTI (while a SET sent afterwards by
 /// another client is there).
@@ -946,6 +947,14 @@ fn replies_are_exactly_the_specs() {
         failures.push(format!("pipelined block: expected {want:?}, got {got:?}"));
     }
     lines.push(("pipelined block", json!({"r:pipe:k": "v", "r:pipe:s": ["a"]})));
+
+    // Inline commands (telnet, redis-cli's fallback) are commands too.
+    c.send_raw(b"SET r:inline v\r\nPING\r\n");
+    let got = c.read_replies(2);
+    if got != vec![Reply::ok(), Reply::status("PONG")] {
+        failures.push(format!("inline SET and PING: expected [+OK, +PONG], got {got:?}"));
+    }
+    lines.push(("inline SET", json!({"r:inline": "v"})));
 
     // A connection closed inside MULTI sends nothing for its block.
     let mut gone = relayer.client();
