@@ -507,9 +507,13 @@ fn flush_interval_sends_a_lone_line() {
 // ---------------------------------------------------------------------------------------------
 // Faults
 
-/// Four clients send 1000 SETs each (pipelines of 20) through `relayer` (which must have
-/// `maxRecords = 10`: a failed entry is a record of several lines) while `fake` has its faults;
-/// every line must arrive. Returns the acknowledged ids and the delivery.
+/// Config of the fault tests: records of up to 10 lines (a failed entry is a record of several
+/// lines), a flush every 0.05 s so that the writes of `send_under_faults` make dozens of calls.
+const FAULTS_CONFIG: &str = "maxRecords = 10\nflushInterval = 0.05";
+
+/// Four clients send 1000 SETs each, in 50 pipelines of 20 about 10 ms apart, through `relayer`
+/// (configured with `FAULTS_CONFIG`) while `fake` has its faults; every line must arrive. Returns
+/// the acknowledged ids and the delivery.
 fn send_under_faults(fake: &FakeFirehose, relayer: Relayer, what: &str) -> (HashSet<Id>, Delivery) {
     const CLIENTS: usize = 4;
     const PER_CLIENT: u64 = 1000;
@@ -520,8 +524,11 @@ fn send_under_faults(fake: &FakeFirehose, relayer: Relayer, what: &str) -> (Hash
         run_threads(CLIENTS, move |client| {
             let mut c = relayer.client();
             c.set_read_timeout(HANG);
-            let ids = set_lines(&mut c, client, 0..PER_CLIENT, |s| 30 + (s as usize % 50), 20)?;
-            acked.lock().unwrap().extend(ids);
+            for wave in (0..PER_CLIENT).step_by(20) {
+                let ids = set_lines(&mut c, client, wave..wave + 20, |s| 30 + (s as usize % 50), 20)?;
+                acked.lock().unwrap().extend(ids);
+                std::thread::sleep(Duration::from_millis(10));
+            }
             Ok(())
         });
     }
@@ -553,7 +560,7 @@ fn failed_entries_are_resent_alone() {
         seed: 3,
         ..Faults::default()
     });
-    let relayer = start(&fake, "maxRecords = 10");
+    let relayer = start(&fake, FAULTS_CONFIG);
     let (_, d) = send_under_faults(&fake, relayer, "30% of entries failing");
     let failed: usize = fake
         .calls()
@@ -583,7 +590,7 @@ fn throttled_calls_are_retried() {
         seed: 5,
         ..Faults::default()
     });
-    let relayer = start(&fake, "maxRecords = 10");
+    let relayer = start(&fake, FAULTS_CONFIG);
     let (_, d) = send_under_faults(&fake, relayer, "50% of calls throttled");
     let throttled = fake
         .calls()
@@ -608,7 +615,7 @@ fn server_errors_are_retried() {
         seed: 7,
         ..Faults::default()
     });
-    let relayer = start(&fake, "maxRecords = 10");
+    let relayer = start(&fake, FAULTS_CONFIG);
     let (_, d) = send_under_faults(&fake, relayer, "50% of calls 500, 10% 503");
     let calls = fake.calls();
     let n500 = calls.iter().filter(|c| c.outcome == Outcome::ServerError).count();
