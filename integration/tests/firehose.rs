@@ -271,6 +271,24 @@ fn assert_bucket(moto: &Moto, bucket: &str, exp: &Expect) {
     );
 }
 
+/// `GET /metrics` on 127.0.0.1:`port`: the value of `name{listen="<listen>"}`, None if absent.
+fn metric(port: u16, name: &str, listen: &str) -> Option<f64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to metricsListen");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    assert!(
+        body.starts_with("HTTP/1.1 200"),
+        "metrics endpoint answered:\n{body}"
+    );
+    let key = format!("{name}{{listen=\"{listen}\"}}");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&key)?.trim().parse().ok())
+}
+
 /// Sends one command, asserts its reply, returns the send window.
 fn sent(c: &mut Client, args: Vec<Vec<u8>>, want: Reply) -> (u64, u64) {
     let from = now_ns();
@@ -556,17 +574,22 @@ fn moto_harness_round_trip() {
 /// invalid UTF-8, a JSON look-alike), JSON escaping, invalid UTF-8 in keys, members, fields and
 /// values (U+FFFD), a 100 KB value, 200 pipelined SETs, MULTI blocks (last SET wins, SADD appends,
 /// HMSET/HSET merge, SET overwrites a set); from phpredis (examples/php/firehose_stream.php) its
-/// records; and a second entry with `timestamp = "ms"` and `maxRecords = 10`. After a draining
-/// SIGTERM, each bucket holds exactly these lines, each with its time inside its command's window.
+/// records; and a second entry with `timestamp = "ms"` and `maxRecords = 10`. The metrics count
+/// every line accepted and delivered, none retried or lost, and the invalid UTF-8. After a
+/// draining SIGTERM, each bucket holds exactly these lines, each with its time inside its
+/// command's window.
 #[test]
 fn every_command_kind_reaches_s3_line_by_line() {
     let moto = Moto::start();
     moto.create_delivery_stream("events", "records");
     moto.create_delivery_stream("events-ms", "records-ms");
     let ns_listen = tcp_listen();
-    let config = firehose_entry(&ns_listen, "events", &moto.url(), "")
+    let ms_listen = tcp_listen();
+    let metrics_port = free_port();
+    let config = format!("metricsListen = \"127.0.0.1:{metrics_port}\"\n")
+        + &firehose_entry(&ns_listen, "events", &moto.url(), "")
         + &firehose_entry(
-            &tcp_listen(),
+            &ms_listen,
             "events-ms",
             &moto.url(),
             "timestamp = \"ms\"\nmaxRecords = 10",
@@ -727,6 +750,45 @@ fn every_command_kind_reaches_s3_line_by_line() {
 
     let (run, window) = php.join().expect("the php thread");
     expect_php(&mut ns, &run, 20, window);
+
+    // The metrics: every accepted line counted and delivered, nothing buffered, the arguments
+    // with invalid UTF-8 counted (4 commands had some: at least 4, whatever the unit).
+    for (listen, exp) in [(&ns_listen, &ns), (&ms_listen, &ms)] {
+        let lines = (exp.lines.len() + exp.raws.len()) as f64;
+        let get = |name: &str| metric(metrics_port, name, listen);
+        wait_until(
+            Duration::from_secs(30),
+            &format!("{lines} lines delivered on {listen}"),
+            || get("relayer_firehose_delivered_total") == Some(lines),
+        );
+        assert_eq!(
+            get("relayer_firehose_lines_total"),
+            Some(lines),
+            "lines accepted on {listen}"
+        );
+        assert_eq!(
+            get("relayer_firehose_buffered"),
+            Some(0.0),
+            "lines buffered on {listen}"
+        );
+        for name in [
+            "relayer_firehose_retries_total",
+            "relayer_firehose_dead_letter_total",
+            "relayer_firehose_lost_total",
+        ] {
+            assert_eq!(get(name), Some(0.0), "{name} on {listen} (moto fails nothing)");
+        }
+    }
+    let invalid = metric(metrics_port, "relayer_firehose_invalid_utf8_total", &ns_listen);
+    assert!(
+        invalid.is_some_and(|n| n >= 4.0),
+        "relayer_firehose_invalid_utf8_total on {ns_listen}: {invalid:?}, expected at least 4"
+    );
+    assert_eq!(
+        metric(metrics_port, "relayer_firehose_invalid_utf8_total", &ms_listen),
+        Some(0.0),
+        "no invalid UTF-8 was sent to {ms_listen}"
+    );
 
     stop_drained(&mut relayer);
     assert_bucket(&moto, "records", &ns);
