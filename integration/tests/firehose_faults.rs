@@ -968,10 +968,7 @@ fn stop_with_endpoint_down_writes_the_dead_letter_file() {
     let t = Instant::now();
     relayer.signal(libc::SIGTERM);
     let status = relayer.wait_exit(HANG);
-    eprintln!(
-        "stop with the endpoint down: exit {status} after {:?}",
-        t.elapsed()
-    );
+    eprintln!("stop with the endpoint down: {status} after {:?}", t.elapsed());
     let log = relayer.log();
     let dead = dead_letter_ids(&path);
     let unique: HashSet<Id> = dead.iter().copied().collect();
