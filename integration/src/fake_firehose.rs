@@ -23,7 +23,8 @@
 //! What was accepted is kept in arrival order ([`FakeFirehose::records`], [`FakeFirehose::lines`]),
 //! and every call is described ([`FakeFirehose::calls`]). The records of a call are stored when it
 //! is answered with success, before the delay: a client that gives up on a slow call and sends it
-//! again makes duplicates, as with the real service.
+//! again makes duplicates, as with the real service. For long benchmarks,
+//! [`FakeFirehose::discard_records`] keeps the counts only.
 
 use crate::Rng;
 use base64::Engine as _;
@@ -110,7 +111,8 @@ pub struct CallInfo {
     /// Size of its largest record (decoded).
     pub max_record: usize,
     pub outcome: Outcome,
-    /// Where the records of this call that were stored are in `records()` (empty if none).
+    /// Where the records of this call that were stored are in `records()` (empty if none, or if
+    /// records are discarded).
     pub accepted: Range<usize>,
     /// When the request was complete.
     pub at: Instant,
@@ -120,6 +122,11 @@ struct State {
     faults: Faults,
     rng: Rng,
     records: Vec<Vec<u8>>,
+    /// Records and lines stored since the start, kept or not.
+    record_count: usize,
+    line_count: usize,
+    /// False: records are counted, not kept (`discard_records`).
+    keep: bool,
     calls: Vec<CallInfo>,
     next_id: u64,
     /// Open connections, to be shut down by `go_down` and on drop.
@@ -157,6 +164,9 @@ impl FakeFirehose {
                 faults: Faults::default(),
                 rng: Rng::new(Faults::default().seed),
                 records: Vec::new(),
+                record_count: 0,
+                line_count: 0,
+                keep: true,
                 calls: Vec::new(),
                 next_id: 0,
                 conns: HashMap::new(),
@@ -198,10 +208,20 @@ impl FakeFirehose {
         split_lines(&self.shared.lock().records)
     }
 
-    /// Number of lines stored so far (cheaper than `lines().len()`).
+    /// Number of lines stored so far, kept or not (cheaper than `lines().len()`).
     pub fn line_count(&self) -> usize {
-        let st = self.shared.lock();
-        st.records.iter().map(|r| count_lines(r)).sum()
+        self.shared.lock().line_count
+    }
+
+    /// Number of records stored so far, kept or not.
+    pub fn record_count(&self) -> usize {
+        self.shared.lock().record_count
+    }
+
+    /// From now on, only count the records stored (`line_count`, `record_count`), do not keep
+    /// them (`records`, `lines` and `CallInfo::accepted` then miss them): for long benchmarks.
+    pub fn discard_records(&self) {
+        self.shared.lock().keep = false;
     }
 
     /// Every PutRecordBatch/PutRecord call so far, in arrival order.
@@ -700,7 +720,11 @@ fn put_records(operation: &str, body: &[u8], st: &mut State) -> Answer {
         } else {
             st.next_id += 1;
             responses.push(json!({"RecordId": format!("{:056x}", st.next_id)}));
-            st.records.push(r);
+            st.record_count += 1;
+            st.line_count += count_lines(&r);
+            if st.keep {
+                st.records.push(r);
+            }
         }
     }
     info.accepted = first..st.records.len();
@@ -935,6 +959,15 @@ mod tests {
         let (status, headers, _) = read_response(&mut r);
         assert_eq!(status, 200);
         assert!(headers.contains(&("connection".into(), "close".into())));
-        assert_eq!(fake.line_count(), 4);
+        assert_eq!((fake.line_count(), fake.record_count()), (4, 3));
+        fake.discard_records();
+        let s = TcpStream::connect(("127.0.0.1", fake.port())).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut w = s.try_clone().unwrap();
+        let mut r = BufReader::new(s);
+        w.write_all(&post(target, &batch_body(&[b"d\ne\n"]), "")).unwrap();
+        assert_eq!(read_response(&mut r).0, 200);
+        assert_eq!((fake.line_count(), fake.record_count()), (6, 4), "counted");
+        assert_eq!(fake.records().len(), 3, "not kept");
     }
 }
