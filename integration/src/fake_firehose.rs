@@ -580,6 +580,10 @@ fn serve_connection(stream: &TcpStream, shared: &Shared, generation: u64) -> io:
 
 /// Decides the answer (storing accepted records) and the delay before it.
 fn handle(req: &Request, shared: &Shared) -> (Answer, Duration, u64) {
+    let target = req.header("x-amz-target").unwrap_or("");
+    let operation = target.strip_prefix("Firehose_20150804.").unwrap_or("");
+    // Decoded outside the lock: connections are served in parallel.
+    let put = matches!(operation, "PutRecordBatch" | "PutRecord").then(|| parse_put(operation, &req.body));
     let mut st = shared.lock();
     st.next_id += 1;
     let request_id = st.next_id;
@@ -592,12 +596,10 @@ fn handle(req: &Request, shared: &Shared) -> (Answer, Duration, u64) {
             request_id,
         );
     }
-    let target = req.header("x-amz-target").unwrap_or("");
-    let operation = target.strip_prefix("Firehose_20150804.").unwrap_or("");
-    let answer = match operation {
-        "PutRecordBatch" | "PutRecord" => put_records(operation, &req.body, &mut st),
-        "DescribeDeliveryStream" => describe(&req.body),
-        _ => Answer::error(
+    let answer = match (operation, put) {
+        (_, Some(parsed)) => put_records(operation, parsed, &mut st),
+        ("DescribeDeliveryStream", _) => describe(&req.body),
+        (_, None) => Answer::error(
             400,
             "UnknownOperationException",
             &format!("unknown operation {target:?}"),
@@ -631,7 +633,9 @@ fn draw(rng: &mut Rng, fraction: f64) -> bool {
     fraction > 0.0 && (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= fraction
 }
 
-fn put_records(operation: &str, body: &[u8], st: &mut State) -> Answer {
+/// Answers a decoded PutRecordBatch or PutRecord (`parsed`: stream and records), storing what is
+/// accepted.
+fn put_records(operation: &str, parsed: Result<(String, Vec<Vec<u8>>), String>, st: &mut State) -> Answer {
     let at = Instant::now();
     let mut info = CallInfo {
         operation: operation.to_string(),
@@ -643,7 +647,6 @@ fn put_records(operation: &str, body: &[u8], st: &mut State) -> Answer {
         accepted: st.records.len()..st.records.len(),
         at,
     };
-    let parsed = parse_put(operation, body);
     let records = match parsed {
         Ok((stream, records)) => {
             info.stream = stream;
