@@ -33,6 +33,7 @@ use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::ops::Range;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -134,6 +135,9 @@ struct State {
     next_conn: u64,
     /// The acceptor thread while up.
     acceptor: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
+    /// While down: a socket bound to the port without listening, so that connections are refused
+    /// and no other process (another test) takes the port meanwhile.
+    placeholder: Option<OwnedFd>,
 }
 
 struct Shared {
@@ -172,6 +176,7 @@ impl FakeFirehose {
                 conns: HashMap::new(),
                 next_conn: 0,
                 acceptor: None,
+                placeholder: None,
             }),
             generation: AtomicU64::new(0),
         });
@@ -231,8 +236,16 @@ impl FakeFirehose {
 
     /// Stops listening (connections are refused from now on) and shuts every open connection; a
     /// request still being read is not served, one waiting for its delay is not answered (its
-    /// records, if it was a success, are already stored, as when an answer is lost).
+    /// records, if it was a success, are already stored, as when an answer is lost). The port
+    /// stays reserved (bound, not listening) until `come_up`: tests run in parallel processes
+    /// would otherwise take it for their own endpoint.
     pub fn go_down(&self) {
+        self.stop();
+        self.reserve_port();
+    }
+
+    /// Stops the acceptor and resets every open connection.
+    fn stop(&self) {
         // The acceptor first: a connection it accepts until it stops is in `conns` below.
         let acceptor = self.shared.lock().acceptor.take();
         if let Some((stop, handle)) = acceptor {
@@ -242,7 +255,29 @@ impl FakeFirehose {
         self.shared.generation.fetch_add(1, Ordering::SeqCst);
         let conns = std::mem::take(&mut self.shared.lock().conns);
         for (_, c) in conns {
+            // Reset rather than close: no TIME_WAIT left on the port, which `reserve_port` binds.
+            set_linger_zero(&c);
             let _ = c.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Binds the placeholder. The connections just reset may take a moment to go (their threads
+    /// close them); if the port still cannot be bound after 5 s, it is left unreserved.
+    fn reserve_port(&self) {
+        let port = self.shared.port;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match bind_without_listening(port) {
+                Ok(fd) => {
+                    self.shared.lock().placeholder = Some(fd);
+                    return;
+                }
+                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+                Err(e) => {
+                    eprintln!("fake firehose: port {port} not reserved while down: {e}");
+                    return;
+                }
+            }
         }
     }
 
@@ -253,6 +288,7 @@ impl FakeFirehose {
             return;
         }
         let port = self.shared.port;
+        drop(self.shared.lock().placeholder.take());
         let deadline = Instant::now() + Duration::from_secs(10);
         let listener = loop {
             match TcpListener::bind(("127.0.0.1", port)) {
@@ -284,7 +320,56 @@ impl FakeFirehose {
 
 impl Drop for FakeFirehose {
     fn drop(&mut self) {
-        self.go_down();
+        self.stop();
+        drop(self.shared.lock().placeholder.take());
+    }
+}
+
+/// SO_LINGER 0: closing the socket resets the connection (no TIME_WAIT).
+fn set_linger_zero(s: &TcpStream) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket and a correctly sized option value.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &linger as *const libc::linger as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+}
+
+/// A TCP socket bound to 127.0.0.1:`port` that does not listen: connecting to the port is refused.
+/// Without SO_REUSEADDR, so that no other socket can bind the port meanwhile.
+fn bind_without_listening(port: u16) -> io::Result<OwnedFd> {
+    // SAFETY: plain socket calls; the descriptor is owned by the OwnedFd from its creation.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let fd = OwnedFd::from_raw_fd(fd);
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let r = libc::bind(
+            fd.as_raw_fd(),
+            &addr as *const libc::sockaddr_in as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(fd)
     }
 }
 
@@ -951,6 +1036,10 @@ mod tests {
         assert!(
             TcpStream::connect(("127.0.0.1", fake.port())).is_err(),
             "refused while down"
+        );
+        assert!(
+            TcpListener::bind(("127.0.0.1", fake.port())).is_err(),
+            "the port stays reserved while down"
         );
         fake.come_up();
         let s = TcpStream::connect(("127.0.0.1", fake.port())).unwrap();
