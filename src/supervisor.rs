@@ -224,6 +224,7 @@ impl Supervisor {
             .expect("firehose relayers have firehose settings");
         let metrics = FirehoseMetrics::new(&r.listen_key);
         let buffer = Arc::new(tokio::sync::Semaphore::new(f.buffer));
+        let inbox = Arc::new(batcher::Inbox::default());
         info!(log, "firehose relayer started"; "stream" => &f.sender.stream, "region" => &f.sender.region,
             "endpoint" => f.sender.endpoint.as_deref().unwrap_or("(the region's)"), "calls" => f.max_calls,
             "max_records" => f.max_records, "buffer" => f.buffer, "critical" => f.critical);
@@ -239,12 +240,14 @@ impl Supervisor {
                 log: log.clone(),
             },
             buffer.clone(),
+            inbox.clone(),
         );
         let settings = Arc::new(fh::SessionSettings {
             limits: self.limits,
             timestamp: f.timestamp,
             critical: f.critical,
             buffer,
+            inbox,
             metrics,
             log: log.clone(),
         });

@@ -37,7 +37,8 @@ used_ports=" "
 free_port() {
     local port
     for _ in $(seq 1 200); do
-        port=$((20000 + RANDOM % 40000))
+        # Below the ephemeral range (32768+), where client sockets would make bind fail.
+        port=$((20000 + RANDOM % 12000))
         case "$used_ports" in *" $port "*) continue ;; esac
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             used_ports="$used_ports$port "

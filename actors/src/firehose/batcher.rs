@@ -17,7 +17,7 @@ use slog::{error, info, warn, Logger};
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, Semaphore};
 
@@ -92,6 +92,7 @@ impl Entry {
 pub struct Batcher {
     settings: BatcherSettings,
     buffer: Arc<Semaphore>,
+    inbox: Arc<Inbox>,
     sender: Option<Sender>,
     /// The record being filled.
     open: Option<Entry>,
@@ -113,10 +114,29 @@ pub struct Batcher {
     fail_log: LogLimit,
 }
 
-/// A line accepted by a session, its buffer permit already taken.
+/// Lines accepted by sessions, their buffer permits already taken, waiting for the batcher.
+/// Sessions run on another thread: a message per line would wake that thread per line, so
+/// they queue here and only the line that finds the queue empty sends a `Wake`.
+#[derive(Default)]
+pub struct Inbox(Mutex<Vec<Bytes>>);
+
+impl Inbox {
+    /// Queues a line; true when the batcher must be woken.
+    pub fn push(&self, line: Bytes) -> bool {
+        let mut q = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        q.push(line);
+        q.len() == 1
+    }
+
+    fn take(&self) -> Vec<Bytes> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// The inbox has lines.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Line(pub Bytes);
+pub struct Wake;
 
 /// Send everything now, and answer when nothing is left.
 #[derive(Message)]
@@ -138,11 +158,12 @@ pub struct Retire;
 
 impl Batcher {
     /// Starts the batcher on a thread of its own; `buffer` holds a permit per line held.
-    pub fn start(settings: BatcherSettings, buffer: Arc<Semaphore>) -> Addr<Batcher> {
+    pub fn start(settings: BatcherSettings, buffer: Arc<Semaphore>, inbox: Arc<Inbox>) -> Addr<Batcher> {
         let arbiter = Arbiter::new();
         Batcher::start_in_arbiter(&arbiter.handle(), move |_| Batcher {
             settings,
             buffer,
+            inbox,
             sender: None,
             open: None,
             ready: VecDeque::new(),
@@ -419,23 +440,30 @@ impl Actor for Batcher {
     }
 }
 
-impl Handler<Line> for Batcher {
+impl Handler<Wake> for Batcher {
     type Result = ();
 
-    fn handle(&mut self, Line(line): Line, ctx: &mut Context<Self>) {
+    fn handle(&mut self, _: Wake, ctx: &mut Context<Self>) {
+        let lines = self.inbox.take();
+        let now = Instant::now();
         if self.given_up {
-            // Only a session that took its permit before the give-up gets here.
-            let e = Entry {
-                data: line.to_vec(),
-                lines: 1,
-                ..Entry::new(Instant::now())
-            };
-            self.held += 1;
-            self.write_off(vec![e], "arrived after the drain timeout");
+            // Only sessions that took their permits before the give-up get here.
+            self.held += lines.len();
+            let entries = lines
+                .iter()
+                .map(|l| Entry {
+                    data: l.to_vec(),
+                    lines: 1,
+                    ..Entry::new(now)
+                })
+                .collect();
+            self.write_off(entries, "arrived after the drain timeout");
             return;
         }
-        self.settings.metrics.lines.increment(1);
-        self.push_line(&line, Instant::now());
+        self.settings.metrics.lines.increment(lines.len() as u64);
+        for line in &lines {
+            self.push_line(line, now);
+        }
         // A call that is full leaves at once; otherwise the flush timer is set.
         if self.wake_at.is_none()
             || self.ready.len() >= MAX_CALL_RECORDS
@@ -462,6 +490,10 @@ impl Handler<GiveUp> for Batcher {
         self.given_up = true;
         // Sessions waiting for room (critical) get an error instead of waiting forever.
         self.buffer.close();
+        let now = Instant::now();
+        for line in self.inbox.take() {
+            self.push_line(&line, now);
+        }
         self.close_open();
         let mut left: Vec<Entry> = self.ready.drain(..).collect();
         self.ready_bytes = 0;

@@ -6,7 +6,7 @@
 //! client gets an error (`critical = false`), or is not read until one frees (`critical = true`),
 //! so `+OK` always means the line is held.
 
-use super::batcher::{Batcher, FirehoseMetrics, Line};
+use super::batcher::{Batcher, FirehoseMetrics, Inbox, Wake};
 use super::record::{Record, Timestamp, WrongType, MAX_RECORD};
 use crate::io::{Gate, Gated, OutBuf, ReadHalf, WriteHalf};
 use crate::resp::request::{Command, Limits, RequestError, RequestParser};
@@ -36,6 +36,8 @@ pub struct SessionSettings {
     pub critical: bool,
     /// A permit per line held by the batcher.
     pub buffer: Arc<Semaphore>,
+    /// Where lines wait for the batcher.
+    pub inbox: Arc<Inbox>,
     pub metrics: FirehoseMetrics,
     pub log: Logger,
 }
@@ -366,7 +368,9 @@ impl Session {
 
     /// The permit is taken: the line goes to the batcher, the client gets its reply.
     fn hand_over(&mut self, line: Vec<u8>, reply: &[u8], ctx: &mut Context<Self>) {
-        if self.batcher.try_send(Line(Bytes::from(line))).is_err() {
+        let gone = !self.batcher.connected()
+            || (self.settings.inbox.push(Bytes::from(line)) && self.batcher.try_send(Wake).is_err());
+        if gone {
             // Only a batcher that a reload retired refuses; its replacement is in the route.
             self.settings.buffer.add_permits(1);
             return self.reply(
