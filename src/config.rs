@@ -45,6 +45,8 @@ pub struct Config {
     pub limits: Limits,
     /// Where the Prometheus endpoint listens, if anywhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Threads running the relayers (read at start only).
+    pub workers: usize,
     pub relayers: Vec<Relayer>,
     /// Things worth a warning that do not stop loading (unknown keys and the like).
     pub warnings: Vec<String>,
@@ -229,6 +231,7 @@ struct RawGlobal {
     max_inline_length: Option<Int>,
     #[serde(rename = "metricslisten")]
     metrics_listen: Option<String>,
+    workers: Option<Int>,
 }
 
 #[derive(Deserialize, Default)]
@@ -464,6 +467,16 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             })?)
         }
     };
+    let workers = match global.workers.map(|i| i.0) {
+        None => 1,
+        Some(n) if (1..=256).contains(&n) => n as usize,
+        Some(n) => {
+            return Err(err(format!(
+                "{file}: key '{}': {n} is not allowed: 1 to 256 threads",
+                root.spelling("workers")
+            )))
+        }
+    };
     let mut relayers = vec![];
     let mut seen = HashSet::new();
     for (i, entry) in entries.into_iter().enumerate() {
@@ -495,6 +508,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         log_format,
         limits,
         metrics_listen,
+        workers,
         relayers,
         warnings,
     })

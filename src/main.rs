@@ -4,6 +4,7 @@ mod config;
 mod logging;
 mod rlimit;
 mod supervisor;
+mod worker;
 
 use clap::{ArgAction, Parser};
 use slog::{info, warn};

@@ -1,28 +1,18 @@
-//! The supervisor: owns one running relayer per `[[relayer]]` entry, keyed by its `listen`.
-//! It starts them, applies a reloaded configuration on SIGHUP (new entries start, removed ones
-//! drain and stop, changed ones get a new target behind the same listener and clients,
-//! unchanged ones are left alone), and on SIGTERM or SIGINT drains what smart mode
-//! acknowledged and stops.
+//! The supervisor: reads the configuration, binds every listener once, and runs the relayer
+//! entries on `workers` worker threads (each with duplicates of the sockets). On SIGHUP it
+//! applies a reloaded configuration (new entries start, removed ones drain and stop, changed
+//! ones get a new backend behind the same listener and clients, unchanged ones are left alone),
+//! and on SIGTERM or SIGINT it drains what was acknowledged early and stops.
 
 use crate::config::{self, Config, Protocol, Relayer};
-use actix::{Actor, Addr};
+use crate::worker::{Apply, Stop, Worker};
+use actix::Addr;
 use relayer_actors::endpoint::ListenAddr;
-use relayer_actors::firehose::batcher::{self, Batcher, BatcherSettings, FirehoseMetrics};
-use relayer_actors::firehose::session as fh;
-use relayer_actors::listener::{bind, Bound, Listener, ListenerSettings, StopListening};
-use relayer_actors::metrics::RelayerMetrics;
-use relayer_actors::redis::session::{Current, Route, SessionSettings, Smart};
-use relayer_actors::redis::smart::Budget;
-use relayer_actors::redis::target::{Drain, GiveUp, KnownDbs, Retire, Target, TargetSettings};
+use relayer_actors::listener::{bind, SocketFile, StdBound};
 use relayer_actors::resp::request::Limits;
-use relayer_actors::route::Frontend;
-use slog::{error, info, o, warn, Logger};
-use std::cell::RefCell;
+use slog::{error, info, warn, Logger};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::rc::Rc;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 /// Runs until a stop signal; returns the process exit code.
@@ -30,72 +20,14 @@ pub fn run(config: Config, log: Logger) -> i32 {
     actix::System::new().block_on(serve(config, log))
 }
 
-/// What runs for one entry.
-struct Entry {
-    relayer: Relayer,
-    listener: Addr<Listener>,
-    /// Where the listener starts its sessions: replaced when a reload changes the protocol.
-    frontend: Rc<RefCell<Rc<dyn Frontend>>>,
-    backend: Backend,
-    log: Logger,
-}
-
-/// The clients' route and what they talk to: a Redis target or a Firehose batcher.
-#[derive(Clone)]
-enum Backend {
-    Redis {
-        route: Rc<Route>,
-        target: Addr<Target>,
-    },
-    Firehose {
-        route: Rc<fh::Route>,
-        batcher: Addr<Batcher>,
-    },
-}
-
-impl Backend {
-    fn frontend(&self) -> Rc<dyn Frontend> {
-        match self {
-            Backend::Redis { route, .. } => route.clone(),
-            Backend::Firehose { route, .. } => route.clone(),
-        }
-    }
-
-    /// Waits within `limit` until what was acknowledged early is delivered (`everything`: and
-    /// the replies clients wait for); returns what was left undelivered.
-    async fn drain(&self, limit: Duration, everything: bool) -> usize {
-        match self {
-            Backend::Redis { target, .. } => {
-                let (done, rx) = tokio::sync::oneshot::channel();
-                target.do_send(Drain { done, everything });
-                match tokio::time::timeout(limit, rx).await {
-                    Ok(_) => 0,
-                    Err(_) => target.send(GiveUp).await.unwrap_or(0),
-                }
-            }
-            Backend::Firehose { batcher, .. } => {
-                let (done, rx) = tokio::sync::oneshot::channel();
-                batcher.do_send(batcher::Drain { done });
-                match tokio::time::timeout(limit, rx).await {
-                    Ok(_) => 0,
-                    Err(_) => batcher.send(batcher::GiveUp).await.unwrap_or(0),
-                }
-            }
-        }
-    }
-
-    fn retire(&self) {
-        match self {
-            Backend::Redis { target, .. } => target.do_send(Retire),
-            Backend::Firehose { batcher, .. } => batcher.do_send(batcher::Retire),
-        }
-    }
-}
-
 struct Supervisor {
     path: PathBuf,
     limits: Limits,
-    entries: HashMap<String, Entry>,
+    workers: Vec<Addr<Worker>>,
+    /// The entries running, by listen.
+    relayers: HashMap<String, Relayer>,
+    /// The sockets bound, kept so each later worker message can carry duplicates.
+    sockets: HashMap<String, (StdBound, Option<SocketFile>)>,
     log: Logger,
 }
 
@@ -123,10 +55,12 @@ async fn serve(config: Config, log: Logger) -> i32 {
     let relayers = started_entries(&config);
     // Bind everything first: at start, a listener that cannot bind stops the process before
     // any client is accepted anywhere.
-    let mut bound = Vec::with_capacity(relayers.len());
+    let mut sockets = HashMap::new();
     for r in &relayers {
         match bind(&r.listen, r.unix_access) {
-            Ok(b) => bound.push(b),
+            Ok(b) => {
+                sockets.insert(r.listen_key.clone(), b);
+            }
             Err(e) => {
                 error!(log, "cannot listen, not starting"; "file" => %config.path.display(), "listen" => &r.listen_key, "error" => %e);
                 return 1;
@@ -136,15 +70,22 @@ async fn serve(config: Config, log: Logger) -> i32 {
     if relayers.is_empty() {
         warn!(log, "no relayer to start in the configuration"; "file" => %config.path.display());
     }
+    if config.workers > 1 {
+        info!(log, "starting workers"; "workers" => config.workers);
+    }
+    let workers = (0..config.workers)
+        .map(|i| Worker::start(i, config.limits, &log))
+        .collect();
     let mut sup = Supervisor {
         path: config.path.clone(),
         limits: config.limits,
-        entries: HashMap::new(),
+        workers,
+        relayers: HashMap::new(),
+        sockets,
         log,
     };
-    for (r, b) in relayers.into_iter().zip(bound) {
-        sup.start_entry(r, b);
-    }
+    let new: HashSet<String> = relayers.iter().map(|r| r.listen_key.clone()).collect();
+    sup.apply(relayers, &new);
     // Signals are handled one at a time: reloads never overlap, and a stop waits for a reload.
     let first = loop {
         match signals.next(&sup.log).await {
@@ -175,164 +116,30 @@ fn started_entries(config: &Config) -> Vec<Relayer> {
 }
 
 impl Supervisor {
-    /// A new target for `r`, and the settings its sessions use.
-    fn start_target(&self, r: &Relayer, log: &Logger) -> Current {
-        let addr = r.target.clone().expect("redis relayers have a url");
-        let known_dbs = KnownDbs::new();
-        let budget = r.smart_table.as_ref().map(|_| Budget::new(r.max_pending_bytes));
-        let smart = r
-            .smart_table
-            .clone()
-            .zip(budget.clone())
-            .map(|(table, budget)| Smart { table, budget });
-        let metrics = RelayerMetrics::new(&r.listen_key);
-        let settings = Arc::new(SessionSettings {
-            max_pending: r.max_pending_replies,
-            limits: self.limits,
-            initial_db: addr.db,
-            known_dbs: known_dbs.clone(),
-            smart,
-            metrics: metrics.clone(),
-            log: log.clone(),
-        });
-        info!(log, "relayer target started"; "backend" => %addr, "mode" => ?r.mode, "connections" => r.max_connections);
-        let target = Target::new(
-            TargetSettings {
-                addr,
-                connections: r.max_connections,
-                timeout: r.timeout,
-                connect_timeout: r.connect_timeout,
-                budget,
-                metrics,
-                log: log.clone(),
-            },
-            known_dbs,
-        )
-        .start();
-        Current {
-            target,
-            settings,
-            max_clients: r.max_clients,
-        }
-    }
-
-    /// A new Firehose batcher for `r`, and the settings its sessions use.
-    fn start_batcher(&self, r: &Relayer, log: &Logger) -> fh::Current {
-        let f = r
-            .firehose
-            .as_ref()
-            .expect("firehose relayers have firehose settings");
-        let metrics = FirehoseMetrics::new(&r.listen_key);
-        let buffer = Arc::new(tokio::sync::Semaphore::new(f.buffer));
-        let inbox = Arc::new(batcher::Inbox::default());
-        info!(log, "firehose relayer started"; "stream" => &f.sender.stream, "region" => &f.sender.region,
-            "endpoint" => f.sender.endpoint.as_deref().unwrap_or("(the region's)"), "calls" => f.max_calls,
-            "max_records" => f.max_records, "buffer" => f.buffer, "critical" => f.critical);
-        let batcher = Batcher::start(
-            BatcherSettings {
-                sender: f.sender.clone(),
-                max_records: f.max_records,
-                max_calls: f.max_calls,
-                flush_interval: f.flush_interval,
-                retry_timeout: f.retry_timeout,
-                dead_letter: f.dead_letter.clone(),
-                metrics: metrics.clone(),
-                log: log.clone(),
-            },
-            buffer.clone(),
-            inbox.clone(),
-        );
-        let settings = Arc::new(fh::SessionSettings {
-            limits: self.limits,
-            timestamp: f.timestamp,
-            critical: f.critical,
-            buffer,
-            inbox,
-            metrics,
-            log: log.clone(),
-        });
-        fh::Current {
-            batcher,
-            settings,
-            max_clients: r.max_clients,
-        }
-    }
-
-    fn start_backend(&self, r: &Relayer, log: &Logger) -> Backend {
-        match r.protocol {
-            Protocol::Firehose => {
-                let current = self.start_batcher(r, log);
-                let batcher = current.batcher.clone();
-                Backend::Firehose {
-                    route: fh::Route::new(current),
-                    batcher,
+    /// Sends every worker the entries to run, with duplicates of the sockets of `new` ones.
+    fn apply(&mut self, relayers: Vec<Relayer>, new: &HashSet<String>) {
+        for w in &self.workers {
+            let mut bound = HashMap::new();
+            for key in new {
+                let Some((socket, _)) = self.sockets.get(key) else {
+                    continue;
+                };
+                match socket.try_clone() {
+                    Ok(s) => {
+                        bound.insert(key.clone(), s);
+                    }
+                    Err(e) => {
+                        error!(self.log, "cannot duplicate a listening socket"; "listen" => key, "error" => %e)
+                    }
                 }
             }
-            _ => {
-                let current = self.start_target(r, log);
-                let target = current.target.clone();
-                Backend::Redis {
-                    route: Route::new(current),
-                    target,
-                }
-            }
+            w.do_send(Apply {
+                relayers: relayers.clone(),
+                limits: self.limits,
+                bound,
+            });
         }
-    }
-
-    fn start_entry(&mut self, r: Relayer, bound: Bound) {
-        let log = self.log.new(o!("listen" => r.listen_key.clone()));
-        let backend = self.start_backend(&r, &log);
-        let frontend = Rc::new(RefCell::new(backend.frontend()));
-        let settings = Arc::new(ListenerSettings {
-            listen: r.listen.clone(),
-            log: log.clone(),
-        });
-        let listener = Listener::start(bound, settings, frontend.clone());
-        self.entries.insert(
-            r.listen_key.clone(),
-            Entry {
-                relayer: r,
-                listener,
-                frontend,
-                backend,
-                log,
-            },
-        );
-    }
-
-    /// Puts a changed entry's new backend in place: same protocol, behind the same route (its
-    /// clients switch at their next command); another protocol, a new route for new clients.
-    /// The old backend finishes what it owes, then stops.
-    fn replace_backend(&self, e: &mut Entry, r: &Relayer) {
-        let log = e.log.clone();
-        let limit = e.relayer.drain_timeout;
-        match (&mut e.backend, r.protocol) {
-            (Backend::Redis { route, target }, Protocol::Redis) => {
-                let next = self.start_target(r, &log);
-                let old = std::mem::replace(target, next.target.clone());
-                route.replace(next);
-                let old = Backend::Redis {
-                    route: route.clone(),
-                    target: old,
-                };
-                actix::spawn(retire_backend(old, limit, log));
-            }
-            (Backend::Firehose { route, batcher }, Protocol::Firehose) => {
-                let next = self.start_batcher(r, &log);
-                let old = std::mem::replace(batcher, next.batcher.clone());
-                route.replace(next);
-                let old = Backend::Firehose {
-                    route: route.clone(),
-                    batcher: old,
-                };
-                actix::spawn(retire_backend(old, limit, log));
-            }
-            _ => {
-                let old = std::mem::replace(&mut e.backend, self.start_backend(r, &log));
-                *e.frontend.borrow_mut() = e.backend.frontend();
-                actix::spawn(retire_clients(old, limit, log));
-            }
-        }
+        self.relayers = relayers.into_iter().map(|r| (r.listen_key.clone(), r)).collect();
     }
 
     /// Reads and validates the whole file, then applies it entry by entry. A bad file changes
@@ -348,118 +155,74 @@ impl Supervisor {
         for w in &config.warnings {
             warn!(self.log, "{}", w);
         }
+        if config.workers != self.workers.len() {
+            warn!(self.log, "workers is read at start only: restart to change it";
+                "running" => self.workers.len(), "configured" => config.workers);
+        }
         let limits_changed = config.limits != self.limits;
         self.limits = config.limits;
-        let wanted = started_entries(&config);
+        let mut wanted = started_entries(&config);
         let keys: HashSet<&str> = wanted.iter().map(|r| r.listen_key.as_str()).collect();
         let gone: Vec<String> = self
-            .entries
+            .relayers
             .keys()
             .filter(|k| !keys.contains(k.as_str()))
             .cloned()
             .collect();
-        let (mut added, mut changed, mut unchanged, mut failed) = (0, 0, 0, 0);
         for key in &gone {
-            let entry = self.entries.remove(key).expect("listed above");
-            actix::spawn(remove_entry(entry));
+            // The workers stop listening on their duplicates; a unix socket's file goes now.
+            self.sockets.remove(key);
         }
-        for r in wanted {
-            match self.entries.get(&r.listen_key) {
-                Some(e) if e.relayer == r && !limits_changed => unchanged += 1,
-                Some(_) => {
-                    let mut e = self.entries.remove(&r.listen_key).expect("present");
-                    if let (ListenAddr::Unix(path), true) =
-                        (&r.listen, r.unix_access != e.relayer.unix_access)
-                    {
+        let (mut changed, mut unchanged) = (0, 0);
+        let mut new = HashSet::new();
+        let mut failed = HashSet::new();
+        for r in &wanted {
+            match self.relayers.get(&r.listen_key) {
+                Some(old) if *old == *r && !limits_changed => unchanged += 1,
+                Some(old) => {
+                    if let (ListenAddr::Unix(path), true) = (&r.listen, r.unix_access != old.unix_access) {
                         if let Err(err) = r.unix_access.apply(path) {
-                            warn!(e.log, "cannot change the unix socket's permissions"; "error" => %err);
+                            warn!(self.log, "cannot change the unix socket's permissions"; "listen" => &r.listen_key, "error" => %err);
                         }
                     }
-                    self.replace_backend(&mut e, &r);
-                    info!(e.log, "relayer changed: new backend, listener kept");
-                    e.relayer = r;
-                    self.entries.insert(e.relayer.listen_key.clone(), e);
                     changed += 1;
                 }
                 None => match bind(&r.listen, r.unix_access) {
                     Ok(b) => {
-                        self.start_entry(r, b);
-                        added += 1;
+                        self.sockets.insert(r.listen_key.clone(), b);
+                        new.insert(r.listen_key.clone());
                     }
                     Err(e) => {
                         error!(self.log, "cannot listen, entry skipped until the next reload"; "listen" => &r.listen_key, "error" => %e);
-                        failed += 1;
+                        failed.insert(r.listen_key.clone());
                     }
                 },
             }
         }
+        wanted.retain(|r| !failed.contains(&r.listen_key));
+        let added = new.len();
+        self.apply(wanted, &new);
         info!(self.log, "configuration reloaded"; "file" => %self.path.display(), "added" => added,
-            "changed" => changed, "removed" => gone.len(), "unchanged" => unchanged, "not_bound" => failed);
+            "changed" => changed, "removed" => gone.len(), "unchanged" => unchanged, "not_bound" => failed.len());
     }
 
-    /// Stops accepting everywhere, then gives each target its drain timeout to deliver what
-    /// was acknowledged early; what is left is counted and logged as lost.
-    async fn stop(self) {
-        for e in self.entries.values() {
-            let _ = e.listener.send(StopListening).await;
-        }
-        let drains = self.entries.values().map(|e| async move {
-            let lost = e.backend.drain(e.relayer.drain_timeout, false).await;
-            if lost > 0 {
-                error!(e.log, "drain timeout reached"; "lost" => lost);
-            }
-            lost
-        });
-        let lost: usize = futures_util::future::join_all(drains).await.into_iter().sum();
+    /// Stops every worker: each stops accepting and drains within the drain timeouts; what is
+    /// left is counted and logged as lost. Unix socket files are removed.
+    async fn stop(mut self) {
+        // Closed here too, so that new connections are refused while the workers drain.
+        self.sockets.clear();
+        let stops = self.workers.iter().map(|w| w.send(Stop));
+        let lost: usize = futures_util::future::join_all(stops)
+            .await
+            .into_iter()
+            .map(|r| r.unwrap_or(0))
+            .sum();
         if lost > 0 {
             error!(self.log, "stopped with background writes lost"; "lost" => lost);
         } else {
-            info!(self.log, "stopped, every acknowledged write delivered"; "relayers" => self.entries.len());
+            info!(self.log, "stopped, every acknowledged write delivered"; "relayers" => self.relayers.len());
         }
     }
-}
-
-/// A backend a reload replaced: it finishes what it owes (within the drain timeout), then stops.
-async fn retire_backend(old: Backend, limit: Duration, log: Logger) {
-    let lost = old.drain(limit, true).await;
-    if lost > 0 {
-        error!(log, "replaced backend: drain timeout reached"; "lost" => lost);
-    }
-    old.retire();
-}
-
-/// A backend of another protocol replaced this one: its clients go on until the drain
-/// timeout while it delivers what it acknowledged; then they are closed and it stops.
-async fn retire_clients(old: Backend, limit: Duration, log: Logger) {
-    let started = Instant::now();
-    let lost = old.drain(limit, false).await;
-    tokio::time::sleep(limit.saturating_sub(started.elapsed())).await;
-    old.frontend().close_all();
-    if lost > 0 {
-        error!(log, "replaced backend: drain timeout reached"; "lost" => lost);
-    }
-    let _ = old.drain(Duration::from_secs(1), true).await;
-    old.retire();
-}
-
-/// An entry a reload removed: it stops accepting at once; its clients may go on until the
-/// drain timeout, while early acknowledgement stops and what was acknowledged is delivered;
-/// then the clients are closed and the target stops.
-async fn remove_entry(e: Entry) {
-    let started = Instant::now();
-    let _ = e.listener.send(StopListening).await;
-    info!(e.log, "relayer removed: not accepting; clients closed after the drain timeout";
-        "clients" => e.backend.frontend().clients(), "drain_timeout_s" => e.relayer.drain_timeout.as_secs_f64());
-    let limit = e.relayer.drain_timeout;
-    let lost = e.backend.drain(limit, false).await;
-    tokio::time::sleep(limit.saturating_sub(started.elapsed())).await;
-    e.backend.frontend().close_all();
-    if lost > 0 {
-        error!(e.log, "removed relayer: drain timeout reached"; "lost" => lost);
-    }
-    // The closing clients get the replies still owed, or the target's error once it retires.
-    let _ = e.backend.drain(Duration::from_secs(1), true).await;
-    e.backend.retire();
 }
 
 enum Sig {

@@ -17,17 +17,42 @@ use tokio::net::{TcpListener, UnixListener};
 
 pub const MAX_CLIENTS_REACHED: &[u8] = b"-ERR max number of clients reached\r\n";
 
-/// A bound listening socket. A unix socket file is removed when this is dropped.
+/// A bound listening socket, registered with the runtime of the thread that reads it.
 pub enum Bound {
     Tcp(TcpListener),
-    Unix(UnixListener, PathBuf),
+    Unix(UnixListener),
 }
 
-impl Drop for Bound {
+/// A bound listening socket before any runtime has it: the supervisor binds once, and each
+/// worker thread takes a duplicate of the descriptor (`try_clone`).
+pub enum StdBound {
+    Tcp(std::net::TcpListener),
+    Unix(std::os::unix::net::UnixListener),
+}
+
+impl StdBound {
+    pub fn try_clone(&self) -> io::Result<StdBound> {
+        Ok(match self {
+            StdBound::Tcp(l) => StdBound::Tcp(l.try_clone()?),
+            StdBound::Unix(l) => StdBound::Unix(l.try_clone()?),
+        })
+    }
+
+    /// Registers the socket with the current thread's runtime.
+    pub fn into_bound(self) -> io::Result<Bound> {
+        Ok(match self {
+            StdBound::Tcp(l) => Bound::Tcp(TcpListener::from_std(l)?),
+            StdBound::Unix(l) => Bound::Unix(UnixListener::from_std(l)?),
+        })
+    }
+}
+
+/// Owns a unix socket's file: removes it when dropped.
+pub struct SocketFile(pub PathBuf);
+
+impl Drop for SocketFile {
     fn drop(&mut self) {
-        if let Bound::Unix(_, path) = self {
-            let _ = std::fs::remove_file(path);
-        }
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 
@@ -59,14 +84,15 @@ impl Default for UnixAccess {
     }
 }
 
-/// Binds `addr`. A unix socket file left by a dead process is replaced; one a live process
-/// answers on, or a file that is not a socket, is an error. Must run inside the runtime.
-pub fn bind(addr: &ListenAddr, access: UnixAccess) -> io::Result<Bound> {
+/// Binds `addr`; for a unix socket, also returns the guard that removes its file. A unix socket
+/// file left by a dead process is replaced; one a live process answers on, or a file that is
+/// not a socket, is an error.
+pub fn bind(addr: &ListenAddr, access: UnixAccess) -> io::Result<(StdBound, Option<SocketFile>)> {
     match addr {
         ListenAddr::Tcp { host, port } => {
             let std = std::net::TcpListener::bind((host.as_str(), *port))?;
             std.set_nonblocking(true)?;
-            Ok(Bound::Tcp(TcpListener::from_std(std)?))
+            Ok((StdBound::Tcp(std), None))
         }
         ListenAddr::Unix(path) => {
             if let Ok(meta) = std::fs::symlink_metadata(path) {
@@ -87,11 +113,11 @@ pub fn bind(addr: &ListenAddr, access: UnixAccess) -> io::Result<Bound> {
                 }
             }
             let std = std::os::unix::net::UnixListener::bind(path)?;
+            // From here on the file is ours: the guard removes it if the rest fails.
+            let file = SocketFile(path.clone());
             std.set_nonblocking(true)?;
-            // From here on the file is ours: Drop removes it if the rest fails.
-            let bound = Bound::Unix(UnixListener::from_std(std)?, path.clone());
             access.apply(path)?;
-            Ok(bound)
+            Ok((StdBound::Unix(std), Some(file)))
         }
     }
 }
@@ -128,7 +154,7 @@ impl Listener {
                         Poll::Ready(Err(e)) => Err(e),
                         Poll::Pending => return Poll::Pending,
                     },
-                    Bound::Unix(l, _) => match l.poll_accept(cx) {
+                    Bound::Unix(l) => match l.poll_accept(cx) {
                         Poll::Ready(Ok((s, _))) => Ok(split_unix(s)),
                         Poll::Ready(Err(e)) => Err(e),
                         Poll::Pending => return Poll::Pending,

@@ -1,0 +1,405 @@
+//! A worker: one thread (an actix arbiter) running a copy of every relayer entry, with its own
+//! listeners on duplicates of the supervisor's sockets, its own sessions and its own backend
+//! (upstream connections, Firehose batcher). With `workers = 1` there is one; more spread the
+//! clients of every listener over more cores, the kernel handing each accepted connection to
+//! one of them.
+
+use crate::config::{Protocol, Relayer};
+use actix::prelude::*;
+use relayer_actors::firehose::batcher::{self, Batcher, BatcherSettings, FirehoseMetrics};
+use relayer_actors::firehose::session as fh;
+use relayer_actors::listener::{Listener, ListenerSettings, StdBound, StopListening};
+use relayer_actors::metrics::RelayerMetrics;
+use relayer_actors::redis::session::{Current, Route, SessionSettings, Smart};
+use relayer_actors::redis::smart::Budget;
+use relayer_actors::redis::target::{Drain, GiveUp, KnownDbs, Retire, Target, TargetSettings};
+use relayer_actors::resp::request::Limits;
+use relayer_actors::route::Frontend;
+use slog::{error, info, o, Logger};
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub struct Worker {
+    limits: Limits,
+    entries: HashMap<String, Entry>,
+    log: Logger,
+}
+
+/// The whole set of entries to run: started, changed, removed or left alone by their `listen`.
+/// `bound` holds this worker's duplicates of the sockets of the entries new to it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Apply {
+    pub relayers: Vec<Relayer>,
+    pub limits: Limits,
+    pub bound: HashMap<String, StdBound>,
+}
+
+/// Stop accepting, drain every backend within its drain timeout; answers the writes lost.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct Stop;
+
+impl Worker {
+    /// Starts a worker on a thread of its own.
+    pub fn start(id: usize, limits: Limits, log: &Logger) -> Addr<Worker> {
+        let log = log.new(o!("worker" => id));
+        Worker::start_in_arbiter(&Arbiter::new().handle(), move |_| Worker {
+            limits,
+            entries: HashMap::new(),
+            log,
+        })
+    }
+
+    /// A new target for `r`, and the settings its sessions use.
+    fn start_target(&self, r: &Relayer, log: &Logger) -> Current {
+        let addr = r.target.clone().expect("redis relayers have a url");
+        let known_dbs = KnownDbs::new();
+        let budget = r.smart_table.as_ref().map(|_| Budget::new(r.max_pending_bytes));
+        let smart = r
+            .smart_table
+            .clone()
+            .zip(budget.clone())
+            .map(|(table, budget)| Smart { table, budget });
+        let metrics = RelayerMetrics::new(&r.listen_key);
+        let settings = Arc::new(SessionSettings {
+            max_pending: r.max_pending_replies,
+            limits: self.limits,
+            initial_db: addr.db,
+            known_dbs: known_dbs.clone(),
+            smart,
+            metrics: metrics.clone(),
+            log: log.clone(),
+        });
+        info!(log, "relayer target started"; "backend" => %addr, "mode" => ?r.mode, "connections" => r.max_connections);
+        let target = Target::new(
+            TargetSettings {
+                addr,
+                connections: r.max_connections,
+                timeout: r.timeout,
+                connect_timeout: r.connect_timeout,
+                budget,
+                metrics,
+                log: log.clone(),
+            },
+            known_dbs,
+        )
+        .start();
+        Current {
+            target,
+            settings,
+            max_clients: r.max_clients,
+        }
+    }
+
+    /// A new Firehose batcher for `r`, and the settings its sessions use.
+    fn start_batcher(&self, r: &Relayer, log: &Logger) -> fh::Current {
+        let f = r
+            .firehose
+            .as_ref()
+            .expect("firehose relayers have firehose settings");
+        let metrics = FirehoseMetrics::new(&r.listen_key);
+        let buffer = Arc::new(tokio::sync::Semaphore::new(f.buffer));
+        let inbox = Arc::new(batcher::Inbox::default());
+        info!(log, "firehose relayer started"; "stream" => &f.sender.stream, "region" => &f.sender.region,
+            "endpoint" => f.sender.endpoint.as_deref().unwrap_or("(the region's)"), "calls" => f.max_calls,
+            "max_records" => f.max_records, "buffer" => f.buffer, "critical" => f.critical);
+        let batcher = Batcher::start(
+            BatcherSettings {
+                sender: f.sender.clone(),
+                max_records: f.max_records,
+                max_calls: f.max_calls,
+                flush_interval: f.flush_interval,
+                retry_timeout: f.retry_timeout,
+                dead_letter: f.dead_letter.clone(),
+                metrics: metrics.clone(),
+                log: log.clone(),
+            },
+            buffer.clone(),
+            inbox.clone(),
+        );
+        let settings = Arc::new(fh::SessionSettings {
+            limits: self.limits,
+            timestamp: f.timestamp,
+            critical: f.critical,
+            buffer,
+            inbox,
+            metrics,
+            log: log.clone(),
+        });
+        fh::Current {
+            batcher,
+            settings,
+            max_clients: r.max_clients,
+        }
+    }
+
+    fn start_backend(&self, r: &Relayer, log: &Logger) -> Backend {
+        match r.protocol {
+            Protocol::Firehose => {
+                let current = self.start_batcher(r, log);
+                let batcher = current.batcher.clone();
+                Backend::Firehose {
+                    route: fh::Route::new(current),
+                    batcher,
+                }
+            }
+            _ => {
+                let current = self.start_target(r, log);
+                let target = current.target.clone();
+                Backend::Redis {
+                    route: Route::new(current),
+                    target,
+                }
+            }
+        }
+    }
+
+    fn start_entry(&mut self, r: Relayer, bound: StdBound) {
+        let log = self.log.new(o!("listen" => r.listen_key.clone()));
+        let bound = match bound.into_bound() {
+            Ok(b) => b,
+            Err(e) => {
+                error!(log, "cannot use the listening socket"; "error" => %e);
+                return;
+            }
+        };
+        let backend = self.start_backend(&r, &log);
+        let frontend = Rc::new(RefCell::new(backend.frontend()));
+        let settings = Arc::new(ListenerSettings {
+            listen: r.listen.clone(),
+            log: log.clone(),
+        });
+        let listener = Listener::start(bound, settings, frontend.clone());
+        self.entries.insert(
+            r.listen_key.clone(),
+            Entry {
+                relayer: r,
+                listener,
+                frontend,
+                backend,
+                log,
+            },
+        );
+    }
+
+    /// Puts a changed entry's new backend in place: same protocol, behind the same route (its
+    /// clients switch at their next command); another protocol, a new route for new clients.
+    /// The old backend finishes what it owes, then stops.
+    fn replace_backend(&self, e: &mut Entry, r: &Relayer) {
+        let log = e.log.clone();
+        let limit = e.relayer.drain_timeout;
+        match (&mut e.backend, r.protocol) {
+            (Backend::Redis { route, target }, Protocol::Redis) => {
+                let next = self.start_target(r, &log);
+                let old = std::mem::replace(target, next.target.clone());
+                route.replace(next);
+                let old = Backend::Redis {
+                    route: route.clone(),
+                    target: old,
+                };
+                actix::spawn(retire_backend(old, limit, log));
+            }
+            (Backend::Firehose { route, batcher }, Protocol::Firehose) => {
+                let next = self.start_batcher(r, &log);
+                let old = std::mem::replace(batcher, next.batcher.clone());
+                route.replace(next);
+                let old = Backend::Firehose {
+                    route: route.clone(),
+                    batcher: old,
+                };
+                actix::spawn(retire_backend(old, limit, log));
+            }
+            _ => {
+                let old = std::mem::replace(&mut e.backend, self.start_backend(r, &log));
+                *e.frontend.borrow_mut() = e.backend.frontend();
+                actix::spawn(retire_clients(old, limit, log));
+            }
+        }
+    }
+}
+
+impl Actor for Worker {
+    type Context = Context<Self>;
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        Arbiter::current().stop();
+    }
+}
+
+impl Handler<Apply> for Worker {
+    type Result = ();
+
+    fn handle(&mut self, msg: Apply, _: &mut Context<Self>) {
+        let Apply {
+            relayers,
+            limits,
+            mut bound,
+        } = msg;
+        let limits_changed = limits != self.limits;
+        self.limits = limits;
+        let keys: HashSet<&str> = relayers.iter().map(|r| r.listen_key.as_str()).collect();
+        let gone: Vec<String> = self
+            .entries
+            .keys()
+            .filter(|k| !keys.contains(k.as_str()))
+            .cloned()
+            .collect();
+        for key in &gone {
+            let entry = self.entries.remove(key).expect("listed above");
+            actix::spawn(remove_entry(entry));
+        }
+        for r in relayers {
+            match self.entries.get(&r.listen_key) {
+                Some(e) if e.relayer == r && !limits_changed => {}
+                Some(_) => {
+                    let mut e = self.entries.remove(&r.listen_key).expect("present");
+                    self.replace_backend(&mut e, &r);
+                    info!(e.log, "relayer changed: new backend, listener kept");
+                    e.relayer = r;
+                    self.entries.insert(e.relayer.listen_key.clone(), e);
+                }
+                // Not bound by the supervisor: skipped until a later reload.
+                None => {
+                    if let Some(b) = bound.remove(&r.listen_key) {
+                        self.start_entry(r, b);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Handler<Stop> for Worker {
+    type Result = ResponseFuture<usize>;
+
+    /// Stops accepting everywhere, then gives each backend its drain timeout to deliver what
+    /// was acknowledged early; what is left is counted and logged as lost.
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) -> Self::Result {
+        let entries = std::mem::take(&mut self.entries);
+        let me = ctx.address();
+        Box::pin(async move {
+            for e in entries.values() {
+                let _ = e.listener.send(StopListening).await;
+            }
+            let drains = entries.values().map(|e| async move {
+                let lost = e.backend.drain(e.relayer.drain_timeout, false).await;
+                if lost > 0 {
+                    error!(e.log, "drain timeout reached"; "lost" => lost);
+                }
+                lost
+            });
+            let lost = futures_util::future::join_all(drains).await.into_iter().sum();
+            drop(me);
+            lost
+        })
+    }
+}
+
+/// What runs for one entry.
+struct Entry {
+    relayer: Relayer,
+    listener: Addr<Listener>,
+    /// Where the listener starts its sessions: replaced when a reload changes the protocol.
+    frontend: Rc<RefCell<Rc<dyn Frontend>>>,
+    backend: Backend,
+    log: Logger,
+}
+
+/// The clients' route and what they talk to: a Redis target or a Firehose batcher.
+#[derive(Clone)]
+enum Backend {
+    Redis {
+        route: Rc<Route>,
+        target: Addr<Target>,
+    },
+    Firehose {
+        route: Rc<fh::Route>,
+        batcher: Addr<Batcher>,
+    },
+}
+
+impl Backend {
+    fn frontend(&self) -> Rc<dyn Frontend> {
+        match self {
+            Backend::Redis { route, .. } => route.clone(),
+            Backend::Firehose { route, .. } => route.clone(),
+        }
+    }
+
+    /// Waits within `limit` until what was acknowledged early is delivered (`everything`: and
+    /// the replies clients wait for); returns what was left undelivered.
+    async fn drain(&self, limit: Duration, everything: bool) -> usize {
+        match self {
+            Backend::Redis { target, .. } => {
+                let (done, rx) = tokio::sync::oneshot::channel();
+                target.do_send(Drain { done, everything });
+                match tokio::time::timeout(limit, rx).await {
+                    Ok(_) => 0,
+                    Err(_) => target.send(GiveUp).await.unwrap_or(0),
+                }
+            }
+            Backend::Firehose { batcher, .. } => {
+                let (done, rx) = tokio::sync::oneshot::channel();
+                batcher.do_send(batcher::Drain { done });
+                match tokio::time::timeout(limit, rx).await {
+                    Ok(_) => 0,
+                    Err(_) => batcher.send(batcher::GiveUp).await.unwrap_or(0),
+                }
+            }
+        }
+    }
+
+    fn retire(&self) {
+        match self {
+            Backend::Redis { target, .. } => target.do_send(Retire),
+            Backend::Firehose { batcher, .. } => batcher.do_send(batcher::Retire),
+        }
+    }
+}
+
+/// A backend a reload replaced: it finishes what it owes (within the drain timeout), then stops.
+async fn retire_backend(old: Backend, limit: Duration, log: Logger) {
+    let lost = old.drain(limit, true).await;
+    if lost > 0 {
+        error!(log, "replaced backend: drain timeout reached"; "lost" => lost);
+    }
+    old.retire();
+}
+
+/// A backend of another protocol replaced this one: its clients go on until the drain
+/// timeout while it delivers what it acknowledged; then they are closed and it stops.
+async fn retire_clients(old: Backend, limit: Duration, log: Logger) {
+    let started = Instant::now();
+    let lost = old.drain(limit, false).await;
+    tokio::time::sleep(limit.saturating_sub(started.elapsed())).await;
+    old.frontend().close_all();
+    if lost > 0 {
+        error!(log, "replaced backend: drain timeout reached"; "lost" => lost);
+    }
+    let _ = old.drain(Duration::from_secs(1), true).await;
+    old.retire();
+}
+
+/// An entry a reload removed: it stops accepting at once; its clients may go on until the
+/// drain timeout, while early acknowledgement stops and what was acknowledged is delivered;
+/// then the clients are closed and the target stops.
+async fn remove_entry(e: Entry) {
+    let started = Instant::now();
+    let _ = e.listener.send(StopListening).await;
+    info!(e.log, "relayer removed: not accepting; clients closed after the drain timeout";
+        "clients" => e.backend.frontend().clients(), "drain_timeout_s" => e.relayer.drain_timeout.as_secs_f64());
+    let limit = e.relayer.drain_timeout;
+    let lost = e.backend.drain(limit, false).await;
+    tokio::time::sleep(limit.saturating_sub(started.elapsed())).await;
+    e.backend.frontend().close_all();
+    if lost > 0 {
+        error!(e.log, "removed relayer: drain timeout reached"; "lost" => lost);
+    }
+    // The closing clients get the replies still owed, or the target's error once it retires.
+    let _ = e.backend.drain(Duration::from_secs(1), true).await;
+    e.backend.retire();
+}
