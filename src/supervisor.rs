@@ -85,11 +85,11 @@ async fn serve(config: Config, log: Logger) -> i32 {
         log,
     };
     let new: HashSet<String> = relayers.iter().map(|r| r.listen_key.clone()).collect();
-    sup.apply(relayers, &new);
+    sup.apply(relayers, &new).await;
     // Signals are handled one at a time: reloads never overlap, and a stop waits for a reload.
     let first = loop {
         match signals.next(&sup.log).await {
-            Sig::Reload => sup.reload(),
+            Sig::Reload => sup.reload().await,
             Sig::Stop(name) => break name,
         }
     };
@@ -116,8 +116,10 @@ fn started_entries(config: &Config) -> Vec<Relayer> {
 }
 
 impl Supervisor {
-    /// Sends every worker the entries to run, with duplicates of the sockets of `new` ones.
-    fn apply(&mut self, relayers: Vec<Relayer>, new: &HashSet<String>) {
+    /// Sends every worker the entries to run, with duplicates of the sockets of `new` ones, and
+    /// waits until each has applied them.
+    async fn apply(&mut self, relayers: Vec<Relayer>, new: &HashSet<String>) {
+        let mut applied = vec![];
         for w in &self.workers {
             let mut bound = HashMap::new();
             for key in new {
@@ -133,18 +135,19 @@ impl Supervisor {
                     }
                 }
             }
-            w.do_send(Apply {
+            applied.push(w.send(Apply {
                 relayers: relayers.clone(),
                 limits: self.limits,
                 bound,
-            });
+            }));
         }
+        futures_util::future::join_all(applied).await;
         self.relayers = relayers.into_iter().map(|r| (r.listen_key.clone(), r)).collect();
     }
 
     /// Reads and validates the whole file, then applies it entry by entry. A bad file changes
     /// nothing; a listener that cannot bind is skipped (and tried again at the next reload).
-    fn reload(&mut self) {
+    async fn reload(&mut self) {
         let config = match config::load(&self.path) {
             Ok(c) => c,
             Err(e) => {
@@ -201,7 +204,7 @@ impl Supervisor {
         }
         wanted.retain(|r| !failed.contains(&r.listen_key));
         let added = new.len();
-        self.apply(wanted, &new);
+        self.apply(wanted, &new).await;
         info!(self.log, "configuration reloaded"; "file" => %self.path.display(), "added" => added,
             "changed" => changed, "removed" => gone.len(), "unchanged" => unchanged, "not_bound" => failed.len());
     }
