@@ -10,6 +10,9 @@ use clap::{ArgAction, Parser};
 use slog::{info, warn};
 use std::path::PathBuf;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(version, about, disable_version_flag = true)]
 struct Cli {
