@@ -87,7 +87,7 @@ impl Worker {
             },
             known_dbs,
         )
-        .start();
+        .launch();
         Current {
             target,
             settings,

@@ -422,8 +422,6 @@ impl Actor for Batcher {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        // Sessions bound what they send by the buffer semaphore; the mailbox must not refuse.
-        ctx.set_mailbox_capacity(0);
         let settings = self.settings.sender.clone();
         ctx.spawn(
             async move { Sender::new(&settings).await }

@@ -368,10 +368,14 @@ impl Session {
 
     /// The permit is taken: the line goes to the batcher, the client gets its reply.
     fn hand_over(&mut self, line: Vec<u8>, reply: &[u8], ctx: &mut Context<Self>) {
-        let gone = !self.batcher.connected()
-            || (self.settings.inbox.push(Bytes::from(line)) && self.batcher.try_send(Wake).is_err());
-        if gone {
-            // Only a batcher that a reload retired refuses; its replacement is in the route.
+        // do_send: the batcher's mailbox must never refuse (a bounded one would turn a wake into
+        // a refusal while the line already sits in the inbox); the inbox is bounded by permits.
+        if self.batcher.connected() {
+            if self.settings.inbox.push(Bytes::from(line)) {
+                self.batcher.do_send(Wake);
+            }
+        } else {
+            // Only a batcher that a reload retired is gone; its replacement is in the route.
             self.settings.buffer.add_permits(1);
             return self.reply(
                 &error("ERR relayer: the firehose relayer was replaced by a reload, try again"),

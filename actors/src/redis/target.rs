@@ -191,6 +191,17 @@ pub struct Target {
 }
 
 impl Target {
+    /// Starts the target on the current thread. Sessions bound themselves (maxPendingReplies,
+    /// maxPendingBytes), so its mailbox has no bound (capacity 0 in actix), set before the
+    /// address exists: with actix's default of 16, sessions forwarding before the target's
+    /// first run would be refused.
+    pub fn launch(self) -> Addr<Target> {
+        Target::create(|ctx| {
+            ctx.set_mailbox_capacity(0);
+            self
+        })
+    }
+
     pub fn new(settings: TargetSettings, known: Arc<KnownDbs>) -> Self {
         let n = settings.connections.max(1);
         let timeout_ticks = settings
@@ -567,9 +578,6 @@ impl Actor for Target {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        // Sessions bound themselves (maxPendingReplies, maxPendingBytes); the mailbox must not
-        // refuse their try_send. In actix a capacity of 0 means no bound.
-        ctx.set_mailbox_capacity(0);
         for idx in 0..self.conns.len() {
             self.connect(idx, ctx);
         }
