@@ -144,3 +144,85 @@ impl<S: Stream + Unpin> Stream for Gated<S> {
         Pin::new(&mut self.inner).poll_next(cx)
     }
 }
+
+/// A client's output: the buffer, and whether a flush is scheduled or waits for the socket.
+/// Shared by the session actors of every protocol through [`WritesToClient`].
+pub struct ClientOut {
+    pub out: OutBuf,
+    flush_scheduled: bool,
+    write_blocked: bool,
+}
+
+/// Write what the client's buffer holds.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub struct FlushClient;
+
+/// A session actor that writes replies to its client through a [`ClientOut`].
+pub trait WritesToClient: actix::Actor<Context = actix::Context<Self>> + actix::Handler<FlushClient> {
+    fn client_out(&mut self) -> &mut ClientOut;
+    /// Everything buffered was written: the session may read again, or finish closing.
+    fn written(&mut self, ctx: &mut actix::Context<Self>);
+    /// The client's socket failed: the session ends.
+    fn write_failed(&mut self, e: io::Error, ctx: &mut actix::Context<Self>);
+}
+
+impl ClientOut {
+    pub fn new(writer: WriteHalf) -> Self {
+        ClientOut {
+            out: OutBuf::new(writer),
+            flush_scheduled: false,
+            write_blocked: false,
+        }
+    }
+
+    /// Bytes not yet written.
+    pub fn len(&self) -> usize {
+        self.out.buf.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.out.buf.is_empty()
+    }
+
+    /// Appends `data` and schedules a flush, unless one is scheduled or the socket is full (its
+    /// wait flushes). One flush per mailbox turn: the replies of a pipeline leave in one write.
+    pub fn push<A: WritesToClient>(&mut self, data: &[u8], ctx: &mut actix::Context<A>) {
+        self.out.buf.extend_from_slice(data);
+        if !self.flush_scheduled && !self.write_blocked {
+            self.flush_scheduled = true;
+            actix::AsyncContext::notify(ctx, FlushClient);
+        }
+    }
+}
+
+/// What a session does on [`FlushClient`]: writes what the socket takes, and when it takes
+/// less, waits until it is writable and flushes again.
+pub fn flush_client<A: WritesToClient>(act: &mut A, ctx: &mut actix::Context<A>) {
+    use actix::{ActorFutureExt, AsyncContext, WrapFuture};
+    let out = act.client_out();
+    out.flush_scheduled = false;
+    match out.out.flush() {
+        Ok(true) => act.written(ctx),
+        Ok(false) => {
+            out.write_blocked = true;
+            let w = out.out.writer();
+            ctx.spawn(
+                async move { w.writable().await }
+                    .into_actor(act)
+                    .map(|res, act, ctx| {
+                        let out = act.client_out();
+                        out.write_blocked = false;
+                        match res {
+                            Ok(()) => {
+                                out.flush_scheduled = true;
+                                ctx.notify(FlushClient);
+                            }
+                            Err(e) => act.write_failed(e, ctx),
+                        }
+                    }),
+            );
+        }
+        Err(e) => act.write_failed(e, ctx),
+    }
+}

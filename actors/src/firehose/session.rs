@@ -8,7 +8,7 @@
 
 use super::batcher::{Batcher, FirehoseMetrics, Inbox, Wake};
 use super::record::{Record, Timestamp, WrongType, MAX_RECORD};
-use crate::io::{Gate, Gated, OutBuf, ReadHalf, WriteHalf};
+use crate::io::{flush_client, ClientOut, FlushClient, Gate, Gated, ReadHalf, WriteHalf, WritesToClient};
 use crate::resp::request::{Command, Limits, RequestError, RequestParser};
 use crate::resp::write::{self, error, wrong_arity};
 use crate::route::{CloseClient, Frontend};
@@ -137,9 +137,7 @@ pub struct Session {
     route_generation: u64,
     settings: Arc<SessionSettings>,
     batcher: Addr<Batcher>,
-    out: OutBuf,
-    flush_scheduled: bool,
-    write_blocked: bool,
+    out: ClientOut,
     gate: Rc<Gate>,
     multi: Option<Block>,
     /// Waiting for room in the buffer (critical): nothing more is read meanwhile.
@@ -161,9 +159,7 @@ impl Session {
                 route,
                 settings: current.settings,
                 batcher: current.batcher,
-                out: OutBuf::new(write),
-                flush_scheduled: false,
-                write_blocked: false,
+                out: ClientOut::new(write),
                 gate,
                 multi: None,
                 waiting: false,
@@ -173,16 +169,12 @@ impl Session {
     }
 
     fn reply(&mut self, data: &[u8], ctx: &mut Context<Self>) {
-        self.out.buf.extend_from_slice(data);
-        if !self.flush_scheduled && !self.write_blocked {
-            self.flush_scheduled = true;
-            ctx.notify(FlushClient);
-        }
+        self.out.push(data, ctx);
         self.update_gate();
     }
 
     fn update_gate(&self) {
-        if self.closing || self.waiting || self.out.buf.len() >= OUT_HIGH {
+        if self.closing || self.waiting || self.out.len() >= OUT_HIGH {
             self.gate.pause();
         } else {
             self.gate.resume();
@@ -190,7 +182,7 @@ impl Session {
     }
 
     fn maybe_close(&mut self, ctx: &mut Context<Self>) {
-        if self.closing && !self.waiting && self.out.buf.is_empty() {
+        if self.closing && !self.waiting && self.out.is_empty() {
             ctx.stop();
         }
     }
@@ -460,43 +452,27 @@ impl StreamHandler<Result<Command, RequestError>> for Session {
     }
 }
 
-#[derive(Message)]
-#[rtype(result = "()")]
-struct FlushClient;
-
 impl Handler<FlushClient> for Session {
     type Result = ();
 
     fn handle(&mut self, _: FlushClient, ctx: &mut Context<Self>) {
-        self.flush_scheduled = false;
-        match self.out.flush() {
-            Ok(true) => {
-                self.update_gate();
-                self.maybe_close(ctx);
-            }
-            Ok(false) => {
-                self.write_blocked = true;
-                let w = self.out.writer();
-                ctx.spawn(
-                    async move { w.writable().await }
-                        .into_actor(self)
-                        .map(|res, act, ctx| {
-                            act.write_blocked = false;
-                            match res {
-                                Ok(()) => {
-                                    act.flush_scheduled = true;
-                                    ctx.notify(FlushClient);
-                                }
-                                Err(_) => ctx.stop(),
-                            }
-                        }),
-                );
-            }
-            Err(e) => {
-                debug!(self.settings.log, "client write failed"; "session" => self.id, "error" => %e);
-                ctx.stop();
-            }
-        }
+        flush_client(self, ctx);
+    }
+}
+
+impl WritesToClient for Session {
+    fn client_out(&mut self) -> &mut ClientOut {
+        &mut self.out
+    }
+
+    fn written(&mut self, ctx: &mut Context<Self>) {
+        self.update_gate();
+        self.maybe_close(ctx);
+    }
+
+    fn write_failed(&mut self, e: std::io::Error, ctx: &mut Context<Self>) {
+        debug!(self.settings.log, "client write failed"; "session" => self.id, "error" => %e);
+        ctx.stop();
     }
 }
 

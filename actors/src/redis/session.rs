@@ -7,7 +7,7 @@
 use super::commands::{classify, client_sub_refused, Kind};
 use super::smart::{Budget, Table};
 use super::target::{Forward, KnownDbs, Request, Target};
-use crate::io::{Gate, Gated, OutBuf, ReadHalf, WriteHalf};
+use crate::io::{flush_client, ClientOut, FlushClient, Gate, Gated, ReadHalf, WriteHalf, WritesToClient};
 use crate::metrics::RelayerMetrics;
 use crate::resp::request::{Command, Limits, RequestError, RequestParser};
 use crate::resp::write::{self, error, wrong_arity};
@@ -98,9 +98,7 @@ pub struct Session {
     route_generation: u64,
     settings: Arc<SessionSettings>,
     target: Addr<Target>,
-    out: OutBuf,
-    flush_scheduled: bool,
-    write_blocked: bool,
+    out: ClientOut,
     slots: VecDeque<Option<Bytes>>,
     /// The request number of `slots[0]`.
     first_seq: u64,
@@ -130,9 +128,7 @@ impl Session {
                 db: settings.initial_db,
                 settings,
                 target,
-                out: OutBuf::new(write),
-                flush_scheduled: false,
-                write_blocked: false,
+                out: ClientOut::new(write),
                 slots: VecDeque::new(),
                 first_seq: 0,
                 multi: None,
@@ -182,23 +178,17 @@ impl Session {
 
     /// Moves the replies that are ready, in order, to the output buffer.
     fn drain(&mut self, ctx: &mut Context<Self>) {
-        let mut moved = false;
         while let Some(Some(_)) = self.slots.front() {
             let data = self.slots.pop_front().flatten().expect("checked above");
             self.first_seq += 1;
-            self.out.buf.extend_from_slice(&data);
-            moved = true;
-        }
-        if moved && !self.flush_scheduled && !self.write_blocked {
-            self.flush_scheduled = true;
-            ctx.notify(FlushClient);
+            self.out.push(&data, ctx);
         }
         self.update_gate();
         self.maybe_close(ctx);
     }
 
     fn update_gate(&self) {
-        let full = self.slots.len() >= self.settings.max_pending || self.out.buf.len() >= OUT_HIGH;
+        let full = self.slots.len() >= self.settings.max_pending || self.out.len() >= OUT_HIGH;
         if self.closing || self.awaiting.is_some() || full {
             self.gate.pause();
         } else {
@@ -207,7 +197,7 @@ impl Session {
     }
 
     fn maybe_close(&mut self, ctx: &mut Context<Self>) {
-        if self.closing && self.slots.is_empty() && self.out.buf.is_empty() {
+        if self.closing && self.slots.is_empty() && self.out.is_empty() {
             ctx.stop();
         }
     }
@@ -619,43 +609,27 @@ impl Handler<Reply> for Session {
     }
 }
 
-#[derive(Message)]
-#[rtype(result = "()")]
-struct FlushClient;
-
 impl Handler<FlushClient> for Session {
     type Result = ();
 
     fn handle(&mut self, _: FlushClient, ctx: &mut Context<Self>) {
-        self.flush_scheduled = false;
-        match self.out.flush() {
-            Ok(true) => {
-                self.update_gate();
-                self.maybe_close(ctx);
-            }
-            Ok(false) => {
-                self.write_blocked = true;
-                let w = self.out.writer();
-                ctx.spawn(
-                    async move { w.writable().await }
-                        .into_actor(self)
-                        .map(|res, act, ctx| {
-                            act.write_blocked = false;
-                            match res {
-                                Ok(()) => {
-                                    act.flush_scheduled = true;
-                                    ctx.notify(FlushClient);
-                                }
-                                Err(_) => ctx.stop(),
-                            }
-                        }),
-                );
-            }
-            Err(e) => {
-                debug!(self.settings.log, "client write failed"; "session" => self.id, "error" => %e);
-                ctx.stop();
-            }
-        }
+        flush_client(self, ctx);
+    }
+}
+
+impl WritesToClient for Session {
+    fn client_out(&mut self) -> &mut ClientOut {
+        &mut self.out
+    }
+
+    fn written(&mut self, ctx: &mut Context<Self>) {
+        self.update_gate();
+        self.maybe_close(ctx);
+    }
+
+    fn write_failed(&mut self, e: std::io::Error, ctx: &mut Context<Self>) {
+        debug!(self.settings.log, "client write failed"; "session" => self.id, "error" => %e);
+        ctx.stop();
     }
 }
 
