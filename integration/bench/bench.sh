@@ -287,12 +287,17 @@ if [ "$CRITERION" = 1 ]; then
     log "criterion micro-benchmarks"
     cargo bench -p smart-relayer-actors --bench resp -- --warm-up-time 1 --measurement-time 2 \
         >"$tmp/criterion.out" 2>"$tmp/criterion.err" || die "cargo bench failed: $(tail "$tmp/criterion.err")"
-    # "name  time: [low mid high]", the name on a line of its own when it is long.
+    # "name  time: [low mid high]" (the name on a line of its own when it is long), then
+    # "thrpt: [low mid high]"; a "change:" block, against an earlier run, repeats both.
     criterion_out="$(awk '
-        /time:/ {
-            if ($1 != "time:") name = $1
-            sub(/.*time: *\[/, ""); sub(/\].*/, "")
-            printf "| `%s` | %s %s |\n", name, $3, $4
+        $1 == "change:" { change = 1; next }
+        /time:/ || /thrpt:/ {
+            if ($1 != "time:" && $1 != "thrpt:") name = $1
+            what = /time:/ ? "time" : "thrpt"
+            sub(/.*: *\[/, ""); sub(/\].*/, "")
+            if (change) { if (what == "thrpt") change = 0; next }
+            if (what == "time") time = $3 " " $4
+            else printf "| `%s` | %s | %s %s |\n", name, time, $3, $4
             next
         }
         NF == 1 { name = $1 }
@@ -486,8 +491,8 @@ report="$tmp/report.md"
         echo "\`cargo bench -p smart-relayer-actors --bench resp -- --warm-up-time 1 --measurement-time 2\`," \
             "median time per iteration."
         echo
-        echo "| benchmark | time |"
-        echo "|---|---:|"
+        echo "| benchmark | time | throughput |"
+        echo "|---|---:|---:|"
         echo "$criterion_out"
     fi
 } >"$report"
