@@ -172,6 +172,7 @@ declare -A rss_before=() rss_after=()
 for target in "${targets[@]}"; do
     pid="${pid_of[$target]}"
     rss_before[$target]="$(rss_kib "$pid")"
+    : >"$tmp/idle.out" # exists before the background job's redirection creates it
     python3 "$here/idle_clients.py" 127.0.0.1 "${port_of[$target]}" "$IDLE_CLIENTS" \
         >"$tmp/idle.out" 2>"$tmp/idle.err" &
     idle_pid=$!

@@ -143,10 +143,12 @@ if [ "$annotate" = 1 ]; then
         echo "top $CG_TOP functions by own instructions, -P ${v#P} run (startup included):"
         # The function table follows the "file:function" header and its rule line. awk reads
         # to the end: exiting early would kill callgrind_annotate with SIGPIPE (pipefail).
+        # Shortened: no object file, no cargo registry or rustc source prefix.
         callgrind_annotate "$tmp/callgrind.out.$v" 2>/dev/null \
             | awk -v top="$CG_TOP" '
                 seen == 2 && NF > 0 && n < top { print; n++ }
                 seen == 1 && /^-+$/ { seen = 2 }
-                /file:function/ { seen = 1 }'
+                /file:function/ { seen = 1 }' \
+            | sed -E 's# \[[^]]*\]$##; s#[^ ]*/registry/src/[^/]+/##; s#/rustc/[0-9a-f]+/##'
     done
 fi
