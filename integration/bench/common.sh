@@ -32,13 +32,20 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# A loopback TCP port nobody listens on (and not handed out twice by this script).
+# A loopback TCP port nobody listens on (and not handed out twice by this script). Taken below
+# the kernel's ephemeral range when there is room: a port that some outgoing connection holds as
+# its local port answers no probe, yet a listener cannot bind it.
+read -r ephemeral_lo _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || ephemeral_lo=32768
+if [ "$ephemeral_lo" -gt 15000 ]; then
+    port_base=10000 port_span=$((ephemeral_lo - 10000))
+else
+    port_base=20000 port_span=40000
+fi
 used_ports=" "
 free_port() {
     local port
     for _ in $(seq 1 200); do
-        # Below the ephemeral range (32768+), where client sockets would make bind fail.
-        port=$((20000 + RANDOM % 12000))
+        port=$((port_base + RANDOM % port_span))
         case "$used_ports" in *" $port "*) continue ;; esac
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             used_ports="$used_ports$port "

@@ -62,7 +62,9 @@ redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no \
     --daemonize yes --dir "$tmp" --logfile "$tmp/redis.log" --pidfile "$tmp/redis.pid"
 wait_ready redis-server "$redis_port" ping
 
-# The link picks its own port (no race for it) and prints it.
+# The link picks its own port (no race for it) and prints it. The file exists before the
+# background job's own redirection creates it, so the first read below cannot fail.
+: >"$tmp/link.out"
 "$link_bin" 0 "$redis_port" "$DELAY_US" >"$tmp/link.out" 2>"$tmp/link.log" &
 pids+=($!)
 link_port=""
