@@ -104,8 +104,10 @@ wait_ready redis-server "$redis_port" ping
 redis_pid="$(cat "$tmp/redis.pid")"
 
 start_relayer() {
-    local mode=$1 port=$2
-    cat >"$tmp/relayer-$mode.toml" <<TOML
+    local mode=$1 port=$2 workers=${3:-1} label=${4:-$1}
+    cat >"$tmp/relayer-$label.toml" <<TOML
+workers = $workers
+
 [[relayer]]
 protocol = "redis"
 mode = "$mode"
@@ -115,9 +117,9 @@ maxConnections = 1
 maxClients = $max_clients
 timeout = 30
 TOML
-    "$relayer_bin" -c "$tmp/relayer-$mode.toml" >"$tmp/relayer-$mode.log" 2>&1 &
+    "$relayer_bin" -c "$tmp/relayer-$label.toml" >"$tmp/relayer-$label.log" 2>&1 &
     pids+=($!)
-    wait_ready "smart-relayer ($mode)" "$port" get bench:ready
+    wait_ready "smart-relayer ($label)" "$port" get bench:ready
 }
 sync_port="$(free_port)"
 start_relayer sync "$sync_port"
@@ -125,6 +127,10 @@ sync_pid="${pids[-1]}"
 smart_port="$(free_port)"
 start_relayer smart "$smart_port"
 smart_pid="${pids[-1]}"
+# The sync relayer again with workers = 2, for the workers table (100 B, -c 50 only).
+sync2_port="$(free_port)"
+start_relayer sync "$sync2_port" 2 sync2
+sync2_pid="${pids[-1]}"
 
 twem_port="$(free_port)"
 cat >"$tmp/nutcracker.yml" <<YAML
@@ -149,10 +155,12 @@ twem_pid="${pids[-1]}"
 wait_ready nutcracker "$twem_port" get bench:ready
 
 targets=(direct sync smart twemproxy)
-declare -A port_of=([direct]="$redis_port" [sync]="$sync_port" [smart]="$smart_port" [twemproxy]="$twem_port")
-declare -A pid_of=([direct]="$redis_pid" [sync]="$sync_pid" [smart]="$smart_pid" [twemproxy]="$twem_pid")
+declare -A port_of=([direct]="$redis_port" [sync]="$sync_port" [smart]="$smart_port" [twemproxy]="$twem_port"
+    [sync2]="$sync2_port")
+declare -A pid_of=([direct]="$redis_pid" [sync]="$sync_pid" [smart]="$smart_pid" [twemproxy]="$twem_pid"
+    [sync2]="$sync2_pid")
 declare -A name_of=([direct]="redis-server" [sync]="relayer (sync)" [smart]="relayer (smart)"
-    [twemproxy]="twemproxy")
+    [twemproxy]="twemproxy" [sync2]="relayer (sync, 2 workers)")
 
 clk_tck="$(getconf CLK_TCK)"
 
@@ -260,6 +268,9 @@ for size in "${sizes[@]}"; do
                 for target in "${targets[@]}"; do
                     measure "$target" "$cmd" "$size" "$shape"
                 done
+                if [ "$size" = 100 ] && [ "$shape" != c1 ]; then
+                    measure sync2 "$cmd" "$size" "$shape"
+                fi
             done
         done
     done
@@ -465,6 +476,23 @@ report="$tmp/report.md"
         p="$(per_client "${rss_before[$target]}" "${rss_after[$target]}")"
         echo "| ${name_of[$target]} | ${rss_before[$target]} | ${rss_after[$target]} | $p | $(ratio "$p" "$twem_per") |"
     done
+    echo
+    echo "## Workers"
+    echo
+    echo "The sync relayer with \`workers = 1\` and \`workers = 2\` (maxConnections 1 per worker), 100 B values," \
+        "best of $REPS, same run; CPU per million commands over these runs."
+    echo
+    echo "| test | direct | 1 worker | | 2 workers | | 2 / 1 |"
+    echo "|---|---:|---:|---:|---:|---:|---:|"
+    for shape in c50 p16; do
+        for cmd in SET GET; do
+            k="$cmd|100|$shape"
+            d="${best_rps["direct|$k"]}" one="${best_rps["sync|$k"]}" two="${best_rps["sync2|$k"]}"
+            echo "| $cmd \`${shape_label[$shape]}\` | $d | $one | $(ratio "$one" "$d") | $two | $(ratio "$two" "$d") | $(ratio "$two" "$one") |"
+        done
+    done
+    echo
+    echo "CPU seconds per million commands, 2 workers: $(per_m "$(( ${cpu["sync2|c50"]:-0} + ${cpu["sync2|p16"]:-0} ))" "$(( ${cmds["sync2|c50"]:-0} + ${cmds["sync2|p16"]:-0} ))")."
     echo
     echo "## Smart mode: the PHP loop over a delaying link"
     echo
