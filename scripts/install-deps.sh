@@ -31,7 +31,9 @@ as_root() {
 
 have() { command -v "$1" >/dev/null 2>&1; }
 
-php_has_redis() { have php && php -m 2>/dev/null | grep -qi '^redis$'; }
+# Not `php -m | grep -q`: grep exits at the first match, and php's SIGPIPE would fail the pipe
+# under pipefail.
+php_has_redis() { have php && grep -qi '^redis$' <<<"$(php -m 2>/dev/null)"; }
 
 # Debian packages, each added only when what it provides is missing.
 packages=()
