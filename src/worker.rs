@@ -278,9 +278,8 @@ impl Handler<Stop> for Worker {
 
     /// Stops accepting everywhere, then gives each backend its drain timeout to deliver what
     /// was acknowledged early; what is left is counted and logged as lost.
-    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, _: Stop, _: &mut Context<Self>) -> Self::Result {
         let entries = std::mem::take(&mut self.entries);
-        let me = ctx.address();
         Box::pin(async move {
             for e in entries.values() {
                 let _ = e.listener.send(StopListening).await;
@@ -292,9 +291,7 @@ impl Handler<Stop> for Worker {
                 }
                 lost
             });
-            let lost = futures_util::future::join_all(drains).await.into_iter().sum();
-            drop(me);
-            lost
+            futures_util::future::join_all(drains).await.into_iter().sum()
         })
     }
 }

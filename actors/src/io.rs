@@ -63,6 +63,10 @@ pub struct OutBuf {
     writer: Rc<WriteHalf>,
 }
 
+/// The first read buffer of a client: most requests are small, and a client mostly idles; the
+/// buffer doubles when a request needs more (tokio-util's default is 8 KiB per client).
+pub const CLIENT_READ_CAPACITY: usize = 1024;
+
 /// Above this, an emptied buffer gives its memory back, so one big reply does not pin it.
 const KEEP_CAPACITY: usize = 64 * 1024;
 

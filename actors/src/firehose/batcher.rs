@@ -462,13 +462,9 @@ impl Handler<Wake> for Batcher {
         for line in &lines {
             self.push_line(line, now);
         }
-        // A call that is full leaves at once; otherwise the flush timer is set.
-        if self.wake_at.is_none()
-            || self.ready.len() >= MAX_CALL_RECORDS
-            || self.ready_bytes >= MAX_CALL_BYTES
-        {
-            self.pump(ctx);
-        }
+        // A call that is full leaves at once; otherwise the flush timer is set (earlier than a
+        // retry's timer, if one is pending).
+        self.pump(ctx);
     }
 }
 

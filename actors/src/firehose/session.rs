@@ -8,7 +8,10 @@
 
 use super::batcher::{Batcher, FirehoseMetrics, Inbox, Wake};
 use super::record::{Record, Timestamp, WrongType, MAX_RECORD};
-use crate::io::{flush_client, ClientOut, FlushClient, Gate, Gated, ReadHalf, WriteHalf, WritesToClient};
+use crate::io::{
+    flush_client, ClientOut, FlushClient, Gate, Gated, ReadHalf, WriteHalf, WritesToClient,
+    CLIENT_READ_CAPACITY,
+};
 use crate::resp::request::{Command, Limits, RequestError, RequestParser};
 use crate::resp::write::{self, error, wrong_arity};
 use crate::route::{CloseClient, Frontend};
@@ -151,7 +154,11 @@ impl Session {
             route.register(id, ctx.address().downgrade());
             let current = route.current();
             let gate = Gate::new();
-            let requests = FramedRead::new(read, RequestParser::new(current.settings.limits));
+            let requests = FramedRead::with_capacity(
+                read,
+                RequestParser::new(current.settings.limits),
+                CLIENT_READ_CAPACITY,
+            );
             ctx.add_stream(Gated::new(requests, gate.clone()));
             Session {
                 id,

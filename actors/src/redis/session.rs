@@ -7,7 +7,10 @@
 use super::commands::{classify, client_sub_refused, Kind};
 use super::smart::{Budget, Table};
 use super::target::{Forward, KnownDbs, Request, Target};
-use crate::io::{flush_client, ClientOut, FlushClient, Gate, Gated, ReadHalf, WriteHalf, WritesToClient};
+use crate::io::{
+    flush_client, ClientOut, FlushClient, Gate, Gated, ReadHalf, WriteHalf, WritesToClient,
+    CLIENT_READ_CAPACITY,
+};
 use crate::metrics::RelayerMetrics;
 use crate::resp::request::{Command, Limits, RequestError, RequestParser};
 use crate::resp::write::{self, error, wrong_arity};
@@ -119,7 +122,8 @@ impl Session {
             let current = route.current();
             let (target, settings) = (current.target, current.settings);
             let gate = Gate::new();
-            let requests = FramedRead::new(read, RequestParser::new(settings.limits));
+            let requests =
+                FramedRead::with_capacity(read, RequestParser::new(settings.limits), CLIENT_READ_CAPACITY);
             ctx.add_stream(Gated::new(requests, gate.clone()));
             Session {
                 id,

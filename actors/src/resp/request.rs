@@ -435,12 +435,22 @@ impl RequestParser {
     }
 }
 
+/// Room made in a client's read buffer while a request is incomplete.
+const READ_CHUNK: usize = 16 * 1024;
+
 impl Decoder for RequestParser {
     type Item = Command;
     type Error = RequestError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Command>, RequestError> {
-        Ok(self.parse(src)?)
+        let parsed = self.parse(src)?;
+        // A request is on its way: read it in large chunks. Client buffers start small (most
+        // clients idle between small requests), and the reader would only add a byte of room.
+        // Never sized from a declared length.
+        if parsed.is_none() && !src.is_empty() && src.capacity() - src.len() < READ_CHUNK {
+            src.reserve(READ_CHUNK);
+        }
+        Ok(parsed)
     }
 
     /// At end of input, a trailing incomplete request (the client went away mid-command) is
