@@ -295,7 +295,7 @@ impl Target {
             args.push(pw.as_bytes());
             let auth = Command::from_args(&args);
             let n = auth.frame().len() as u64;
-            out.buf.extend_from_slice(auth.frame());
+            out.extend_from_slice(auth.frame());
             c.queued += n;
             for p in c.pending.iter_mut() {
                 p.end += n;
@@ -310,7 +310,7 @@ impl Target {
         for p in c.pending.iter_mut() {
             p.tick = self.tick;
         }
-        out.buf.extend_from_slice(&c.early);
+        out.extend_from_slice(&c.early);
         c.early = BytesMut::new();
         c.out = Some(out);
         self.schedule_flush(idx, ctx);
@@ -391,14 +391,14 @@ impl Target {
         });
     }
 
-    fn push(&mut self, idx: usize, frame: &[u8], dest: Dest) {
+    fn push(&mut self, idx: usize, frame: Bytes, dest: Dest) {
         let tick = self.tick;
         let c = &mut self.conns[idx];
-        match &mut c.out {
-            Some(out) => out.buf.extend_from_slice(frame),
-            None => c.early.extend_from_slice(frame),
-        }
         c.queued += frame.len() as u64;
+        match &mut c.out {
+            Some(out) => out.push_bytes(frame),
+            None => c.early.extend_from_slice(&frame),
+        }
         c.pending.push_back(Pending {
             dest,
             tick,
@@ -410,7 +410,7 @@ impl Target {
         self.switch_db(idx, db);
         self.push(
             idx,
-            &frame.clone(),
+            frame.clone(),
             Dest::Background {
                 frame,
                 db,
@@ -423,7 +423,7 @@ impl Target {
     fn switch_db(&mut self, idx: usize, db: u32) {
         if self.conns[idx].db != Some(db) {
             let cmd = Command::from_args(&[b"SELECT".to_vec(), db.to_string().into_bytes()]);
-            self.push(idx, cmd.frame(), Dest::Swallow(Swallowed::Select(db)));
+            self.push(idx, cmd.into_frame(), Dest::Swallow(Swallowed::Select(db)));
             self.conns[idx].db = Some(db);
         }
     }
@@ -614,17 +614,17 @@ impl Handler<Forward> for Target {
             }
             Request::One(frame) => {
                 self.switch_db(idx, msg.db);
-                self.push(idx, &frame, Dest::Session { to, seq });
+                self.push(idx, frame, Dest::Session { to, seq });
             }
             Request::Select(db, frame) => {
-                self.push(idx, &frame, Dest::SelectCheck { to, seq, db });
+                self.push(idx, frame, Dest::SelectCheck { to, seq, db });
                 // Until the answer, the connection's DB is whatever Redis decided.
                 self.conns[idx].db = None;
             }
             Request::Block { frames, changes_db } => {
                 self.switch_db(idx, msg.db);
                 let last = frames.len() - 1;
-                for (i, f) in frames.iter().enumerate() {
+                for (i, f) in frames.into_iter().enumerate() {
                     let dest = if i == last {
                         Dest::Session { to: to.clone(), seq }
                     } else {
@@ -652,9 +652,9 @@ impl Handler<Flush> for Target {
         let c = &mut self.conns[idx];
         c.flush_scheduled = false;
         let Some(out) = c.out.as_mut() else { return };
-        let before = out.buf.len();
+        let before = out.len();
         let res = out.flush();
-        c.written += (before - out.buf.len()) as u64;
+        c.written += (before - out.len()) as u64;
         match res {
             Ok(true) => {}
             Ok(false) => {
