@@ -71,6 +71,7 @@ impl Worker {
             initial_db: addr.db,
             known_dbs: known_dbs.clone(),
             smart,
+            password: r.password.clone(),
             metrics: metrics.clone(),
             log: log.clone(),
         });

@@ -4,6 +4,7 @@
 //! Replies leave in request order through `slots`, one per request: a local reply waits
 //! behind the forwarded ones before it.
 
+use super::auth::{self, Password};
 use super::commands::{classify, client_sub_refused, Kind};
 use super::smart::{Budget, Table};
 use super::target::{Forward, KnownDbs, Request, Target};
@@ -20,6 +21,7 @@ use bytes::{Bytes, BytesMut};
 use slog::{debug, info, Logger};
 use std::collections::VecDeque;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio_util::codec::FramedRead;
 
@@ -36,6 +38,8 @@ pub struct SessionSettings {
     pub known_dbs: Arc<KnownDbs>,
     /// Smart mode: writes acknowledged at once.
     pub smart: Option<Smart>,
+    /// Clients must AUTH with it first (the listener's `password`).
+    pub password: Option<Password>,
     pub metrics: RelayerMetrics,
     pub log: Logger,
 }
@@ -112,6 +116,9 @@ pub struct Session {
     awaiting: Option<Awaiting>,
     /// No more requests are read; the session ends once every reply is written.
     closing: bool,
+    /// True until the client authenticates, when the listener has a password; shared with the
+    /// parser, which applies Redis' tighter limits meanwhile.
+    unauthenticated: Arc<AtomicBool>,
 }
 
 impl Session {
@@ -122,8 +129,9 @@ impl Session {
             let current = route.current();
             let (target, settings) = (current.target, current.settings);
             let gate = Gate::new();
-            let requests =
-                FramedRead::with_capacity(read, RequestParser::new(settings.limits), CLIENT_READ_CAPACITY);
+            let unauthenticated = Arc::new(AtomicBool::new(settings.password.is_some()));
+            let parser = RequestParser::new(settings.limits).with_auth_flag(unauthenticated.clone());
+            let requests = FramedRead::with_capacity(read, parser, CLIENT_READ_CAPACITY);
             ctx.add_stream(Gated::new(requests, gate.clone()));
             Session {
                 id,
@@ -140,6 +148,7 @@ impl Session {
                 gate,
                 awaiting: None,
                 closing: false,
+                unauthenticated,
             }
         })
     }
@@ -219,6 +228,12 @@ impl Session {
             self.route_generation = self.route.generation();
         }
         let kind = classify(cmd.arg(0));
+        if self.unauthenticated.load(Ordering::Relaxed)
+            && !matches!(kind, Kind::Auth | Kind::Hello | Kind::Quit | Kind::Reset)
+        {
+            self.reply(error(auth::NOAUTH), ctx);
+            return;
+        }
         if self.multi.is_some() && self.queue_in_multi(kind, &cmd, ctx) {
             return;
         }
@@ -253,10 +268,14 @@ impl Session {
             Kind::Hello => self.hello(&cmd, ctx),
             Kind::Client if argc >= 2 => self.client(cmd, ctx),
             Kind::Auth if argc == 2 || argc == 3 => self.auth(&cmd, ctx),
+            Kind::Auth if argc > 3 => self.reply(error("ERR syntax error"), ctx),
             Kind::Reset if argc == 1 => {
                 self.multi = None;
                 self.db = self.settings.initial_db;
                 self.name = None;
+                // As in Redis: back to the default user, who must authenticate again.
+                self.unauthenticated
+                    .store(self.settings.password.is_some(), Ordering::Relaxed);
                 self.reply_static(b"+RESET\r\n", ctx);
             }
             Kind::Unwatch if argc == 1 => self.reply_static(write::OK, ctx),
@@ -416,16 +435,18 @@ impl Session {
             }
         }
         let mut name = None;
+        let mut authenticated = false;
         while i < cmd.argc() {
             let opt = cmd.arg(i);
             if opt.eq_ignore_ascii_case(b"AUTH") && i + 2 < cmd.argc() {
-                if !cmd.arg(i + 1).eq_ignore_ascii_case(b"default") {
-                    self.reply(
-                        error("WRONGPASS invalid username-password pair or user is disabled."),
-                        ctx,
-                    );
-                    return;
+                let password = self.settings.password.as_ref();
+                if password.is_some() || !cmd.arg(i + 1).eq_ignore_ascii_case(b"default") {
+                    if let Err(e) = auth::check(password, Some(cmd.arg(i + 1)), cmd.arg(i + 2)) {
+                        self.reply(error(e), ctx);
+                        return;
+                    }
                 }
+                authenticated = true;
                 i += 3;
             } else if opt.eq_ignore_ascii_case(b"SETNAME") && i + 1 < cmd.argc() {
                 name = Some(cmd.arg(i + 1));
@@ -438,6 +459,13 @@ impl Session {
                 self.reply(error(&text), ctx);
                 return;
             }
+        }
+        if !authenticated && self.unauthenticated.load(Ordering::Relaxed) {
+            self.reply(error(auth::HELLO_NOAUTH), ctx);
+            return;
+        }
+        if authenticated {
+            self.unauthenticated.store(false, Ordering::Relaxed);
         }
         if let Some(n) = name {
             if !valid_name(n) {
@@ -512,18 +540,21 @@ impl Session {
     }
 
     fn auth(&mut self, cmd: &Command, ctx: &mut Context<Self>) {
-        if cmd.argc() == 3 && cmd.arg(1).eq_ignore_ascii_case(b"default") {
-            self.reply_static(write::OK, ctx);
-        } else if cmd.argc() == 3 {
-            self.reply(
-                error("WRONGPASS invalid username-password pair or user is disabled."),
-                ctx,
-            );
-        } else {
-            self.reply(
-                error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?"),
-                ctx,
-            );
+        let (user, attempt) = match cmd.argc() {
+            3 => (Some(cmd.arg(1)), cmd.arg(2)),
+            _ => (None, cmd.arg(1)),
+        };
+        match auth::check(self.settings.password.as_ref(), user, attempt) {
+            Ok(()) => {
+                self.unauthenticated.store(false, Ordering::Relaxed);
+                self.reply_static(write::OK, ctx);
+            }
+            Err(e) => {
+                if self.settings.password.is_some() {
+                    self.settings.metrics.auth_failures.increment(1);
+                }
+                self.reply(error(e), ctx);
+            }
         }
     }
 
