@@ -139,8 +139,10 @@ fi
 
 # redis-py for examples/python/redis_py_check.py (integration/tests/clients.rs runs it with
 # <target>/tools/redis-py/bin/python). Pinned: the transcripts the tests compare and the
-# connection handshake (CLIENT SETINFO LIB-NAME and LIB-VER) are this version's.
-REDIS_PY_VERSION=8.1.0
+# connection handshake (CLIENT SETINFO LIB-NAME and LIB-VER) are this version's. 7.4 is the last
+# line that speaks RESP2 by default: redis-py 8 opens every connection with HELLO 3, which the
+# relayer refuses (NOPROTO), so it needs protocol=2 through the relayer.
+REDIS_PY_VERSION=7.4.1
 redis_py_venv="$target_dir/tools/redis-py"
 redis_py_ok() {
     [ -x "$redis_py_venv/bin/python" ] &&

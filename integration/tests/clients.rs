@@ -56,7 +56,10 @@ fn run(mut cmd: Command, stdin: &[u8], what: &str) -> (ExitStatus, String, Strin
 /// Runs a client and panics unless it exits 0; returns its stdout.
 fn run_ok(cmd: Command, stdin: &[u8], what: &str) -> String {
     let (st, out, err) = run(cmd, stdin, what);
-    assert!(st.success(), "{what} exited with {st}\nstdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        st.success(),
+        "{what} exited with {st}\nstdout:\n{out}\nstderr:\n{err}"
+    );
     out
 }
 
@@ -66,7 +69,11 @@ fn assert_same_transcript(direct: &str, via: &str, what: &str) {
         return;
     }
     let (d, v): (Vec<&str>, Vec<&str>) = (direct.lines().collect(), via.lines().collect());
-    let i = d.iter().zip(&v).position(|(a, b)| a != b).unwrap_or(d.len().min(v.len()));
+    let i = d
+        .iter()
+        .zip(&v)
+        .position(|(a, b)| a != b)
+        .unwrap_or(d.len().min(v.len()));
     panic!(
         "{what}: the output through the relayer differs from redis' at line {}:\n  redis:   {:?}\n  relayer: {:?}\nwhole output through the relayer:\n{via}",
         i + 1,
@@ -79,7 +86,11 @@ fn assert_same_transcript(direct: &str, via: &str, what: &str) {
 // redis-py
 
 fn redis_py() -> PathBuf {
-    let python = target_dir().join("tools").join("redis-py").join("bin").join("python");
+    let python = target_dir()
+        .join("tools")
+        .join("redis-py")
+        .join("bin")
+        .join("python");
     assert!(
         python.is_file(),
         "{} not found: run scripts/install-deps.sh (it installs redis-py there)",
@@ -95,7 +106,11 @@ fn redis_py_check(host: &str, port: u16, smart: bool) -> String {
     if smart {
         cmd.arg("--smart");
     }
-    let out = run_ok(cmd, b"", &format!("redis_py_check.py {host} {port} smart={smart}"));
+    let out = run_ok(
+        cmd,
+        b"",
+        &format!("redis_py_check.py {host} {port} smart={smart}"),
+    );
     assert!(out.contains("redis_py_check: OK "), "no OK line in {out}");
     out
 }
@@ -144,7 +159,11 @@ fn php_multi_pipeline(host: &str, port: u16, smart: bool) -> String {
     if smart {
         cmd.arg("smart");
     }
-    let out = run_ok(cmd, b"", &format!("php multi_pipeline.php {host} {port} smart={smart}"));
+    let out = run_ok(
+        cmd,
+        b"",
+        &format!("php multi_pipeline.php {host} {port} smart={smart}"),
+    );
     assert!(out.contains("multi_pipeline: OK "), "no OK line in {out}");
     out
 }
@@ -236,7 +255,10 @@ fn cli_transcript(port: u16) -> String {
             keys.sort_unstable();
             out = keys.join("\n") + "\n";
         }
-        all.push_str(&format!("$ redis-cli {args:?} <<< {:?}\n[{st}] {out}{err}", String::from_utf8_lossy(stdin)));
+        all.push_str(&format!(
+            "$ redis-cli {args:?} <<< {:?}\n[{st}] {out}{err}",
+            String::from_utf8_lossy(stdin)
+        ));
     }
     all
 }
@@ -256,7 +278,7 @@ fn redis_cli_matches_direct(mode: Mode) {
         "from\r\nstdin\n",
         "1) \"a\"\n2) \"b\"\n3) \"c\"",
         "1) (integer) 1\n2) (error) WRONGTYPE",
-        "errors: 0, replies: 5",
+        "errors: 1, replies: 5",
         "cli:p1\ncli:p2\ncli:pn\n",
     ] {
         assert!(via.contains(want), "no {want:?} in the transcript:\n{via}");
@@ -298,7 +320,11 @@ fn inline_nc_style(mode: Mode) {
         show_bytes(&v, 1000),
         show_bytes(&d, 1000)
     );
-    assert!(v.ends_with(b":3\r\n"), "{}", show_bytes(&v, 1000));
+    assert!(
+        v.ends_with(b"*2\r\n:3\r\n$1\r\nb\r\n$1\r\n3\r\n"),
+        "{}",
+        show_bytes(&v, 1000)
+    );
 }
 
 #[test]
@@ -321,8 +347,18 @@ const BENCH_TESTS: &str = "set,get,incr,lpush,rpush,lpop,rpop,sadd,hset,spop,zad
 fn benchmark(port: u16, extra: &[&str]) -> String {
     let port = port.to_string();
     let mut cmd = Command::new("redis-benchmark");
-    cmd.args(["-h", "127.0.0.1", "-p", &port, "-q", "-n", "2000", "-t", BENCH_TESTS])
-        .args(extra);
+    cmd.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-q",
+        "-n",
+        "2000",
+        "-t",
+        BENCH_TESTS,
+    ])
+    .args(extra);
     let (st, out, err) = run(cmd, b"", "redis-benchmark");
     let bad: Vec<&str> = out
         .split(['\n', '\r'])
@@ -369,7 +405,10 @@ fn redis_benchmark_matches_direct(mode: Mode, extra: &[&str]) {
     let redis = Redis::start();
     let relayer = relayer_for(&redis, mode);
     let out = benchmark(relayer.port(), extra);
-    eprintln!("redis-benchmark {mode:?} {extra:?} through the relayer:\n{}", out.trim());
+    eprintln!(
+        "redis-benchmark {mode:?} {extra:?} through the relayer:\n{}",
+        out.trim()
+    );
     // Smart writes may still be on their way when redis-benchmark ends.
     let want = bench_state(&direct);
     let mut got = Vec::new();
@@ -414,6 +453,8 @@ fn introspection_commands() {
     let mut via = relayer.client();
     for cmd in [
         vec!["COMMAND", "COUNT"],
+        // redis-cli's first command in interactive mode (for its hints), about 500 KB.
+        vec!["COMMAND", "DOCS"],
         vec!["COMMAND", "DOCS", "GET", "SET"],
         vec!["COMMAND", "INFO", "GET", "EVAL"],
         vec!["COMMAND", "GETKEYS", "MSET", "a", "1", "b", "2"],
@@ -436,6 +477,36 @@ fn introspection_commands() {
     let list = via.cmd(&["CLIENT", "LIST"]).as_str().unwrap();
     let info = via.cmd(&["CLIENT", "INFO"]).as_str().unwrap();
     eprintln!("CLIENT LIST through the relayer:\n{list}CLIENT INFO through the relayer: {info}");
-    assert!(!list.contains("secret-name") && !info.contains("secret-name"), "{list}{info}");
+    assert!(
+        !list.contains("secret-name") && !info.contains("secret-name"),
+        "{list}{info}"
+    );
     assert!(info.starts_with("id="), "{info}");
+    // KILL and UNBLOCK are refused: a filter could close the shared connection, and an id from
+    // the relayer's CLIENT ID names another backend client.
+    let upstream_id = info
+        .split(' ')
+        .next()
+        .unwrap()
+        .trim_start_matches("id=")
+        .to_string();
+    for (cmd, sub) in [
+        (vec!["CLIENT", "KILL", "ID", upstream_id.as_str()], "KILL"),
+        (vec!["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "no"], "KILL"),
+        (vec!["client", "kill", "127.0.0.1:1"], "KILL"),
+        (vec!["CLIENT", "UNBLOCK", "1"], "UNBLOCK"),
+    ] {
+        assert_eq!(
+            via.cmd(&cmd),
+            Reply::error(&format!(
+                "ERR relayer: 'CLIENT {sub}' would change a connection shared with other clients"
+            )),
+            "{cmd:?}"
+        );
+    }
+    let info_after = via.cmd(&["CLIENT", "INFO"]).as_str().unwrap();
+    assert!(
+        info_after.starts_with(&format!("id={upstream_id} ")),
+        "the shared connection is still there: {info_after}"
+    );
 }
