@@ -518,10 +518,7 @@ impl Session {
                 }
                 Some(2) => i = 2,
                 Some(_) => {
-                    self.reply(
-                        error("NOPROTO sorry, this protocol version is not supported."),
-                        ctx,
-                    );
+                    self.reply(error("NOPROTO unsupported protocol version"), ctx);
                     return;
                 }
             }
