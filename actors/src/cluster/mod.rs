@@ -1,0 +1,4 @@
+//! Redis Cluster: hash slots, where a command's keys are, and the slot map.
+pub mod keys;
+pub mod slot;
+pub mod topology;
