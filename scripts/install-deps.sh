@@ -42,6 +42,8 @@ have redis-server || packages+=(redis-server)
 have php || packages+=(php-cli)
 php_has_redis || packages+=(php-redis)
 { have supervisord && have supervisorctl; } || packages+=(supervisor)
+# The TLS tests make their certificates with it.
+have openssl || packages+=(openssl)
 
 if [ "${#packages[@]}" -gt 0 ]; then
     if ! have apt-get; then

@@ -78,6 +78,7 @@ impl Worker {
         let target = Target::new(
             TargetSettings {
                 addr,
+                tls: r.tls.clone(),
                 connections: r.max_connections,
                 timeout: r.timeout,
                 connect_timeout: r.connect_timeout,

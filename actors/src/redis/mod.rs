@@ -1,6 +1,7 @@
 //! The Redis relay: sessions (one per client), the target (shared upstream connections to one
 //! Redis) and the command table that says how each command is treated.
 pub mod commands;
+pub mod connect;
 pub mod session;
 pub mod smart;
 pub mod target;
