@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what smart-relayer's scripts and tests need, on Debian (bookworm) with the Rust
 # toolchain already present: redis-server, redis-cli and redis-benchmark, php-cli with the
-# phpredis extension, supervisor (supervisord and supervisorctl, for the reload test under a
-# real supervisord), and cargo-nextest. Idempotent: everything is checked first, so a second
-# run installs nothing, runs no `apt-get update`, and takes well under a second.
+# phpredis extension, openssl (certificates for the TLS tests), supervisor (supervisord and
+# supervisorctl, for the reload test under a real supervisord), and cargo-nextest. Idempotent:
+# everything is checked first, so a second run installs nothing, runs no `apt-get update`, and
+# takes well under a second.
 #
 # Debian's redis-server package would start a system service on 6379. While installing, a
 # temporary policy-rc.d forbids starting services (unless the machine already has one), so
