@@ -746,7 +746,12 @@ fn firehose(raw: &RawRelayer, t: &Table, ctx: &str, timeout: f64) -> Result<Fire
 
 /// The `tls*` keys: only with a `rediss://` url, files read and checked now so that a bad one
 /// fails the check (or the reload) instead of every connection.
-fn tls(raw: &RawRelayer, t: &Table, ctx: &str, target: Option<&TargetAddr>) -> Result<Option<TlsClient>, String> {
+fn tls(
+    raw: &RawRelayer,
+    t: &Table,
+    ctx: &str,
+    target: Option<&TargetAddr>,
+) -> Result<Option<TlsClient>, String> {
     let key = |k: &str| format!("{ctx}: key '{}'", t.spelling(k));
     let path = |v: &Option<String>, k: &str| -> Result<Option<PathBuf>, String> {
         match v.as_deref() {
@@ -775,7 +780,11 @@ fn tls(raw: &RawRelayer, t: &Table, ctx: &str, target: Option<&TargetAddr>) -> R
         }) => TlsClient::load(&options, host).map(Some).map_err(|e| {
             // As written in the file, or as documented when it is not there.
             let k = normalize(e.key);
-            let name = if t.spelled.contains_key(&k) { t.spelling(&k) } else { e.key };
+            let name = if t.spelled.contains_key(&k) {
+                t.spelling(&k)
+            } else {
+                e.key
+            };
             format!("{ctx}: key '{name}': {}", e.message)
         }),
         _ => match given.iter().find(|(set, _)| *set) {

@@ -80,7 +80,11 @@ fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, TlsConfigError> {
     })
 }
 
-fn certificates(key: &'static str, path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsConfigError> {
+fn certificates(
+    key: &'static str,
+    path: &Path,
+    pem: &[u8],
+) -> Result<Vec<CertificateDer<'static>>, TlsConfigError> {
     let bad = |m: String| TlsConfigError {
         key,
         message: format!("{}: {m}", path.display()),
@@ -89,7 +93,9 @@ fn certificates(key: &'static str, path: &Path, pem: &[u8]) -> Result<Vec<Certif
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| bad(format!("not a PEM file: {e}")))?;
     if certs.is_empty() {
-        return Err(bad("no certificate in it (a PEM file with BEGIN CERTIFICATE blocks)".into()));
+        return Err(bad(
+            "no certificate in it (a PEM file with BEGIN CERTIFICATE blocks)".into(),
+        ));
     }
     Ok(certs)
 }
@@ -121,7 +127,11 @@ impl TlsClient {
                 let found = rustls_native_certs::load_native_certs();
                 let (added, _) = roots.add_parsable_certificates(found.certs);
                 if added == 0 {
-                    let why = found.errors.first().map(|e| format!(" ({e})")).unwrap_or_default();
+                    let why = found
+                        .errors
+                        .first()
+                        .map(|e| format!(" ({e})"))
+                        .unwrap_or_default();
                     return Err(TlsConfigError {
                         key: "tlsCaFile",
                         message: format!(
@@ -165,14 +175,16 @@ impl TlsClient {
                         key_path.display()
                     ),
                 })?;
-                let config = builder.with_client_auth_cert(chain, key).map_err(|e| TlsConfigError {
-                    key: "tlsKeyFile",
-                    message: format!(
-                        "{} does not go with the certificate of {}: {e}",
-                        key_path.display(),
-                        cert_path.display()
-                    ),
-                })?;
+                let config = builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| TlsConfigError {
+                        key: "tlsKeyFile",
+                        message: format!(
+                            "{} does not go with the certificate of {}: {e}",
+                            key_path.display(),
+                            cert_path.display()
+                        ),
+                    })?;
                 (config, Some((cert_path.clone(), cert_pem)), Some(key_pem))
             }
         };
@@ -205,8 +217,14 @@ impl TlsClient {
         };
         let hint = match tls {
             rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => match &self.source.ca {
-                Some((p, _)) => format!(": the server's certificate is not signed by a CA of {} (tlsCaFile)", p.display()),
-                None => ": the server's certificate is not signed by a CA of the system's store (set tlsCaFile)".into(),
+                Some((p, _)) => format!(
+                    ": the server's certificate is not signed by a CA of {} (tlsCaFile)",
+                    p.display()
+                ),
+                None => {
+                    ": the server's certificate is not signed by a CA of the system's store (set tlsCaFile)"
+                        .into()
+                }
             },
             rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
@@ -221,7 +239,9 @@ impl TlsClient {
                 ": the server wants a client certificate (set tlsCertFile and tlsKeyFile)".into()
             }
             rustls::Error::AlertReceived(
-                AlertDescription::UnknownCA | AlertDescription::BadCertificate | AlertDescription::CertificateUnknown,
+                AlertDescription::UnknownCA
+                | AlertDescription::BadCertificate
+                | AlertDescription::CertificateUnknown,
             ) => ": the server refused the client certificate (tlsCertFile)".into(),
             _ => String::new(),
         };
@@ -231,15 +251,22 @@ impl TlsClient {
 
 /// Hands `tls` over as a unix socket: what the target writes to the returned end goes out
 /// encrypted, and what the server sends comes back on it. When either side closes or fails,
-/// the other is closed, so the target sees the loss as it would on a plain socket.
+/// both are closed at once, so the target sees the loss as it would on a plain socket.
+///
+/// Not `copy_bidirectional`: after the target closes its end, that would wait for the server
+/// to close too, and a hung server would keep the task and its socket.
 pub fn bridge(tls: TlsStream<TcpStream>, client: TlsClient, log: Logger) -> io::Result<UnixStream> {
     let (ours, mut theirs) = UnixStream::pair()?;
-    let mut tls = tls;
     actix_rt::spawn(async move {
-        match tokio::io::copy_bidirectional(&mut theirs, &mut tls).await {
-            Ok((sent, received)) => {
-                debug!(log, "TLS connection to the backend closed"; "sent" => sent, "received" => received)
-            }
+        let (mut from_server, mut to_server) = tokio::io::split(tls);
+        let (mut from_target, mut to_target) = theirs.split();
+        // tokio's copy flushes the TLS writer whenever the target has nothing more to send.
+        let ended = tokio::select! {
+            r = tokio::io::copy(&mut from_target, &mut to_server) => r.map(|_| "the relayer"),
+            r = tokio::io::copy(&mut from_server, &mut to_target) => r.map(|_| "the backend"),
+        };
+        match ended {
+            Ok(by) => debug!(log, "TLS connection to the backend closed"; "by" => by),
             // The target logs the loss; what TLS said about it is worth its own line.
             Err(e) if e.get_ref().is_some_and(|i| i.is::<rustls::Error>()) => {
                 warn!(log, "TLS connection to the backend failed"; "reason" => %client.explain(e))

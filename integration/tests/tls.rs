@@ -66,7 +66,10 @@ fn relays_over_tls_in_sync_and_smart_mode() {
 
     let mut smart = relayer.client_at(1);
     for i in 0..200 {
-        assert_eq!(smart.cmd(&["SET", &format!("tls:s{i}"), &format!("s{i}")]), Reply::ok());
+        assert_eq!(
+            smart.cmd(&["SET", &format!("tls:s{i}"), &format!("s{i}")]),
+            Reply::ok()
+        );
     }
     assert_eq!(smart.q("GET tls:s199"), Reply::bulk("s199"));
 
@@ -215,7 +218,12 @@ fn tls_connection_closed_by_the_server_reconnects() {
     let mut c = relayer.client();
     assert_eq!(c.q("SET kill:k 1"), Reply::ok());
     let mut direct = server.redis.client();
-    let killed = direct.cmd(&["CLIENT", "KILL", "LADDR", &format!("127.0.0.1:{}", server.tls_port)]);
+    let killed = direct.cmd(&[
+        "CLIENT",
+        "KILL",
+        "LADDR",
+        &format!("127.0.0.1:{}", server.tls_port),
+    ]);
     assert_eq!(killed, Reply::Int(1));
     wait_until(WAIT, "the relayer to see the connection closed", || {
         log_lines(&relayer, &["backend connection lost"]) == 1
@@ -240,7 +248,11 @@ fn acl_user_and_password_from_the_url() {
     let r = c.q("SET other:k v");
     assert!(r.is_error_starting("NOPERM"), "{r:?}");
     let clients = direct.q("CLIENT LIST").as_str().unwrap();
-    assert_eq!(clients.lines().filter(|l| l.contains(" user=app ")).count(), 1, "{clients}");
+    assert_eq!(
+        clients.lines().filter(|l| l.contains(" user=app ")).count(),
+        1,
+        "{clients}"
+    );
 }
 
 /// A refused AUTH: clients get an error naming it (not NOAUTH from later commands), the log
@@ -271,7 +283,10 @@ fn refused_auth_is_clear_and_recovers() {
         refused.and_then(|n| n.parse::<u64>().ok()).unwrap_or(0) >= 6
     });
     assert_eq!(
-        log_lines(&relayer, &["cannot connect to backend", "AUTH refused: WRONGPASS"]),
+        log_lines(
+            &relayer,
+            &["cannot connect to backend", "AUTH refused: WRONGPASS"]
+        ),
         2,
         "{}",
         relayer.log()
@@ -279,14 +294,20 @@ fn refused_auth_is_clear_and_recovers() {
     assert!(!relayer.log().contains("NOAUTH"), "{}", relayer.log());
 
     assert_eq!(direct.q("ACL SETUSER app >wrong"), Reply::ok());
-    poll_until(WAIT, "the relayer to authenticate with the fixed password", || {
-        (c.q("SET k fixed") == Reply::ok()).then_some(())
-    });
+    poll_until(
+        WAIT,
+        "the relayer to authenticate with the fixed password",
+        || (c.q("SET k fixed") == Reply::ok()).then_some(()),
+    );
     let mut smart = relayer.client_at(1);
     assert_eq!(smart.q("SET k2 smart"), Reply::ok());
     assert_eq!(smart.q("GET k2"), Reply::bulk("smart"));
     assert_eq!(direct.q("GET k"), Reply::bulk("fixed"));
-    assert!(log_lines(&relayer, &["backend connection restored"]) >= 1, "{}", relayer.log());
+    assert!(
+        log_lines(&relayer, &["backend connection restored"]) >= 1,
+        "{}",
+        relayer.log()
+    );
 }
 
 /// Bad tls keys fail the check, naming the file, the entry and the key, with the reason.
@@ -372,7 +393,11 @@ fn tls_config_errors_name_the_key() {
         let out = check_config(&config);
         let want = format!("key '{key}': {reason}");
         if out.status.success() || !out.stderr.contains(&want) || !out.stderr.contains(l) {
-            failures.push(format!("{what}: expected '{want}', got {}: {}", out.status, out.stderr.trim()));
+            failures.push(format!(
+                "{what}: expected '{want}', got {}: {}",
+                out.status,
+                out.stderr.trim()
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

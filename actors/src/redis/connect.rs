@@ -17,7 +17,11 @@ const MAX_GREETING_REPLY: usize = 4096;
 
 /// Connects to `addr`, over TLS when `tls` is given, and authenticates when the url has a
 /// password. The caller bounds the time it takes.
-pub async fn open(addr: TargetAddr, tls: Option<TlsClient>, log: Logger) -> io::Result<(ReadHalf, WriteHalf)> {
+pub async fn open(
+    addr: TargetAddr,
+    tls: Option<TlsClient>,
+    log: Logger,
+) -> io::Result<(ReadHalf, WriteHalf)> {
     let auth = addr.password.as_ref().map(|pw| {
         let mut args = vec![&b"AUTH"[..]];
         if let Some(user) = &addr.user {
