@@ -245,7 +245,24 @@ impl TlsClient {
             ) => ": the server refused the client certificate (tlsCertFile)".into(),
             _ => String::new(),
         };
-        io::Error::new(e.kind(), format!("TLS: {tls}{hint}"))
+        // rustls counts the seconds since expiry: a reason that changes at every attempt would
+        // be logged at every attempt.
+        let what = match tls {
+            rustls::Error::InvalidCertificate(CertificateError::ExpiredContext { not_after, .. }) => format!(
+                "invalid peer certificate: expired (not valid after {} UNIX time)",
+                not_after.as_secs()
+            ),
+            rustls::Error::InvalidCertificate(CertificateError::NotValidYetContext {
+                not_before, ..
+            }) => {
+                format!(
+                    "invalid peer certificate: not valid yet (not before {} UNIX time)",
+                    not_before.as_secs()
+                )
+            }
+            other => other.to_string(),
+        };
+        io::Error::new(e.kind(), format!("TLS: {what}{hint}"))
     }
 }
 
