@@ -55,6 +55,15 @@ fn log_lines(relayer: &Relayer, parts: &[&str]) -> usize {
         .count()
 }
 
+/// Waits for `n` log lines containing every one of `parts` (the log is written after the
+/// replies), and checks there are no more.
+fn expect_log_lines(relayer: &Relayer, parts: &[&str], n: usize) {
+    wait_until(WAIT, &format!("{n} log lines with {parts:?}"), || {
+        log_lines(relayer, parts) >= n
+    });
+    assert_eq!(log_lines(relayer, parts), n, "{}", relayer.log());
+}
+
 /// Sync and smart entries relay over TLS, with and without credentials in the url; values of
 /// every size cross the TLS bridge intact, and the server sees them.
 #[test]
@@ -140,12 +149,7 @@ fn client_certificate_required_by_the_server() {
     for _ in 0..5 {
         assert_eq!(refused.q("GET cert:k"), Reply::error(&want));
     }
-    assert_eq!(
-        log_lines(&relayer, &["cannot connect to backend", "CertificateRequired"]),
-        1,
-        "{}",
-        relayer.log()
-    );
+    expect_log_lines(&relayer, &["cannot connect to backend", "CertificateRequired"], 1);
     assert_eq!(refused.q("PING"), Reply::status("PONG"));
     assert_eq!(ok.q("GET cert:k"), Reply::bulk("yes"));
 }
@@ -179,12 +183,7 @@ fn wrong_ca_is_refused() {
     );
     assert_eq!(c.q("GET k"), Reply::error(&want));
     assert_eq!(c.q("GET k"), Reply::error(&want));
-    assert_eq!(
-        log_lines(&relayer, &["cannot connect to backend", "UnknownIssuer"]),
-        1,
-        "{}",
-        relayer.log()
-    );
+    expect_log_lines(&relayer, &["cannot connect to backend", "UnknownIssuer"], 1);
     assert_eq!(relayer.client_at(0).q("SET ca:k v"), Reply::ok());
 
     relayer.rewrite_config(&format!("{good}{}", bad("ca.pem")));
@@ -216,12 +215,7 @@ fn server_name_is_verified() {
         server.tls_port
     );
     assert_eq!(relayer.client_at(1).q("GET sni:k"), Reply::error(&want));
-    assert_eq!(
-        log_lines(&relayer, &["cannot connect to backend", "cache.example.com"]),
-        1,
-        "{}",
-        relayer.log()
-    );
+    expect_log_lines(&relayer, &["cannot connect to backend", "cache.example.com"], 1);
 }
 
 /// The server closing a TLS connection is seen by the relayer, which connects again.
@@ -300,14 +294,10 @@ fn refused_auth_is_clear_and_recovers() {
     wait_until(WAIT, "the relayer to retry AUTH", || {
         refused_auths(&mut direct, "app") >= 6
     });
-    assert_eq!(
-        log_lines(
-            &relayer,
-            &["cannot connect to backend", "AUTH refused: WRONGPASS"]
-        ),
+    expect_log_lines(
+        &relayer,
+        &["cannot connect to backend", "AUTH refused: WRONGPASS"],
         2,
-        "{}",
-        relayer.log()
     );
     assert!(!relayer.log().contains("NOAUTH"), "{}", relayer.log());
 
@@ -321,11 +311,8 @@ fn refused_auth_is_clear_and_recovers() {
     assert_eq!(smart.q("SET k2 smart"), Reply::ok());
     assert_eq!(smart.q("GET k2"), Reply::bulk("smart"));
     assert_eq!(direct.q("GET k"), Reply::bulk("fixed"));
-    assert!(
-        log_lines(&relayer, &["backend connection restored"]) >= 1,
-        "{}",
-        relayer.log()
-    );
+    // Both entries, sync and smart.
+    expect_log_lines(&relayer, &["backend connection restored"], 2);
 }
 
 /// Bad tls keys fail the check, naming the file, the entry and the key, with the reason.
