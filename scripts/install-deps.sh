@@ -2,9 +2,9 @@
 # Installs what smart-relayer's scripts and tests need, on Debian (bookworm) with the Rust
 # toolchain already present: redis-server, redis-cli and redis-benchmark, php-cli with the
 # phpredis extension, openssl (certificates for the TLS tests), supervisor (supervisord and
-# supervisorctl, for the reload test under a real supervisord), and cargo-nextest. Idempotent:
-# everything is checked first, so a second run installs nothing, runs no `apt-get update`, and
-# takes well under a second.
+# supervisorctl, for the reload test under a real supervisord), cargo-nextest, and moto and
+# redis-py in venvs under <target>/tools. Idempotent: everything is checked first, so a second
+# run installs nothing, runs no `apt-get update`, and takes well under a second.
 #
 # Debian's redis-server package would start a system service on 6379. While installing, a
 # temporary policy-rc.d forbids starting services (unless the machine already has one), so
@@ -137,6 +137,28 @@ if ! moto_ok; then
     fi
     "$moto_venv/bin/python" -m pip install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION"
     moto_ok || { log "moto installed in $moto_venv but its check fails"; exit 1; }
+fi
+
+# redis-py for examples/python/redis_py_check.py (integration/tests/clients.rs runs it with
+# <target>/tools/redis-py/bin/python). Pinned: the transcripts the tests compare and the
+# connection handshake (CLIENT SETINFO LIB-NAME and LIB-VER) are this version's. 7.4 is the last
+# line that speaks RESP2 by default: redis-py 8 opens every connection with HELLO 3, which the
+# relayer refuses (NOPROTO), so it needs protocol=2 through the relayer.
+REDIS_PY_VERSION=7.4.1
+redis_py_venv="$target_dir/tools/redis-py"
+redis_py_ok() {
+    [ -x "$redis_py_venv/bin/python" ] &&
+        "$redis_py_venv/bin/python" - "$REDIS_PY_VERSION" >/dev/null 2>&1 <<'PY'
+import importlib.metadata as m, sys
+assert m.version("redis") == sys.argv[1]
+PY
+}
+if ! redis_py_ok; then
+    log "installing redis==$REDIS_PY_VERSION into $redis_py_venv"
+    rm -rf "$redis_py_venv"
+    python3 -m venv "$redis_py_venv" >/dev/null 2>&1 || { log "python3 -m venv $redis_py_venv failed"; exit 1; }
+    "$redis_py_venv/bin/python" -m pip install -q --disable-pip-version-check "redis==$REDIS_PY_VERSION"
+    redis_py_ok || { log "redis-py installed in $redis_py_venv but its check fails"; exit 1; }
 fi
 
 for cmd in redis-server redis-cli redis-benchmark php supervisord supervisorctl; do

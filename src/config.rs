@@ -9,6 +9,7 @@ use relayer_actors::endpoint::{ListenAddr, TargetAddr, TargetKind};
 use relayer_actors::firehose::record::Timestamp;
 use relayer_actors::firehose::sender::SenderSettings;
 use relayer_actors::listener::UnixAccess;
+use relayer_actors::redis::auth::Password;
 use relayer_actors::redis::smart::Table as SmartTable;
 use relayer_actors::resp::request::Limits;
 use relayer_actors::tls::{TlsClient, TlsOptions};
@@ -74,6 +75,11 @@ pub struct Relayer {
     pub drain_timeout: Duration,
     pub unix_access: UnixAccess,
     pub firehose: Option<Firehose>,
+    /// Clients must AUTH with this first (`password`), as with Redis' requirepass.
+    pub password: Option<Password>,
+    /// Upstream connections held for one client each (blocking commands, pub/sub, WATCH,
+    /// MONITOR), per worker.
+    pub max_dedicated: usize,
 }
 
 /// The keys of a firehose entry.
@@ -271,6 +277,9 @@ struct RawRelayer {
     tls_key_file: Option<String>,
     #[serde(rename = "tlsservername")]
     tls_server_name: Option<String>,
+    password: Option<String>,
+    #[serde(rename = "maxdedicatedconnections")]
+    max_dedicated_connections: Option<Int>,
     // Keys of the original format that this version reads but does not use yet.
     #[serde(rename = "maxidleconnections")]
     max_idle_connections: Option<Int>,
@@ -334,6 +343,11 @@ impl RawRelayer {
             ),
             (self.async_commands.is_some() && firehose, "asynccommands"),
             (self.connect_timeout.is_some() && firehose, "connecttimeout"),
+            (self.password.is_some() && firehose, "password"),
+            (
+                self.max_dedicated_connections.is_some() && firehose,
+                "maxdedicatedconnections",
+            ),
         ];
         for (present, k) in set {
             if present {
@@ -611,6 +625,16 @@ fn relayer(raw: &RawRelayer, t: &Table, ctx: &str, warnings: &mut Vec<String>) -
     if connect_timeout == 0.0 {
         return Err(format!("{}: must be more than 0", key("connecttimeout")));
     }
+    let password = match raw.password.as_deref() {
+        None => None,
+        Some("") => {
+            return Err(format!(
+                "{}: must not be empty (leave it out for no password)",
+                key("password")
+            ))
+        }
+        Some(p) => Some(Password::new(p)),
+    };
     let r = Relayer {
         protocol,
         mode,
@@ -632,6 +656,13 @@ fn relayer(raw: &RawRelayer, t: &Table, ctx: &str, warnings: &mut Vec<String>) -
         drain_timeout: Duration::from_secs_f64(drain_timeout),
         unix_access,
         firehose,
+        password,
+        max_dedicated: count(
+            raw.max_dedicated_connections,
+            64,
+            "maxdedicatedconnections",
+            false,
+        )?,
     };
     if let Protocol::Unsupported(p) = protocol {
         warnings.push(format!(

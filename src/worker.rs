@@ -10,6 +10,7 @@ use relayer_actors::firehose::batcher::{self, Batcher, BatcherSettings, Firehose
 use relayer_actors::firehose::session as fh;
 use relayer_actors::listener::{Listener, ListenerSettings, StdBound, StopListening};
 use relayer_actors::metrics::RelayerMetrics;
+use relayer_actors::redis::dedicated::Pool;
 use relayer_actors::redis::session::{Current, Route, SessionSettings, Smart};
 use relayer_actors::redis::smart::Budget;
 use relayer_actors::redis::target::{Drain, GiveUp, KnownDbs, Retire, Target, TargetSettings};
@@ -57,6 +58,7 @@ impl Worker {
     /// A new target for `r`, and the settings its sessions use.
     fn start_target(&self, r: &Relayer, log: &Logger) -> Current {
         let addr = r.target.clone().expect("redis relayers have a url");
+        let addr_for_pool = addr.clone();
         let known_dbs = KnownDbs::new();
         let budget = r.smart_table.as_ref().map(|_| Budget::new(r.max_pending_bytes));
         let smart = r
@@ -71,6 +73,7 @@ impl Worker {
             initial_db: addr.db,
             known_dbs: known_dbs.clone(),
             smart,
+            password: r.password.clone(),
             metrics: metrics.clone(),
             log: log.clone(),
         });
@@ -92,6 +95,13 @@ impl Worker {
         Current {
             target,
             settings,
+            dedicated: Pool::new(
+                addr_for_pool,
+                r.tls.clone(),
+                r.connect_timeout,
+                r.max_dedicated,
+                log.clone(),
+            ),
             max_clients: r.max_clients,
         }
     }

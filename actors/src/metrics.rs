@@ -15,6 +15,8 @@ pub struct RelayerMetrics {
     pub background_errors: Counter,
     /// Upstream connections opened again after a loss.
     pub reconnects: Counter,
+    /// AUTH attempts from clients with a wrong password.
+    pub auth_failures: Counter,
     pub clients: Gauge,
     /// Bytes acknowledged early and not yet confirmed.
     pub pending_bytes: Gauge,
@@ -29,6 +31,7 @@ impl RelayerMetrics {
             acknowledged: commands("acknowledged"),
             background_errors: counter!("smart_relayer_background_errors_total", "listen" => listen.to_string()),
             reconnects: counter!("smart_relayer_reconnects_total", "listen" => listen.to_string()),
+            auth_failures: counter!("smart_relayer_auth_failures_total", "listen" => listen.to_string()),
             clients: gauge!("smart_relayer_clients_connected", "listen" => listen.to_string()),
             pending_bytes: gauge!("smart_relayer_pending_bytes", "listen" => listen.to_string()),
         }

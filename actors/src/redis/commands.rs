@@ -56,11 +56,16 @@ pub fn classify(name: &[u8]) -> Kind {
     }
 }
 
-/// CLIENT subcommands that would change how the shared connection replies.
+/// CLIENT subcommands that would change how the shared connection replies, or act on a
+/// connection by an id or filter the client cannot know: KILL could close the connection the
+/// other clients share, and the relayer's CLIENT ID is not the backend's, so KILL ID and UNBLOCK
+/// would hit another backend client.
 pub fn client_sub_refused(sub: &[u8]) -> bool {
-    ["REPLY", "TRACKING", "CACHING", "NO-EVICT", "NO-TOUCH"]
-        .iter()
-        .any(|s| s.as_bytes().eq_ignore_ascii_case(sub))
+    [
+        "REPLY", "TRACKING", "CACHING", "NO-EVICT", "NO-TOUCH", "KILL", "UNBLOCK",
+    ]
+    .iter()
+    .any(|s| s.as_bytes().eq_ignore_ascii_case(sub))
 }
 
 #[cfg(test)]
@@ -76,6 +81,8 @@ mod tests {
         assert_eq!(classify(b"a-very-long-command-name"), Kind::Forward);
         assert!(client_sub_refused(b"reply"));
         assert!(!client_sub_refused(b"pause"));
+        assert!(client_sub_refused(b"kill"));
+        assert!(client_sub_refused(b"UNBLOCK"));
         assert!(!client_sub_refused(b"list"));
     }
 }

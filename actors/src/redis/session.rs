@@ -4,7 +4,9 @@
 //! Replies leave in request order through `slots`, one per request: a local reply waits
 //! behind the forwarded ones before it.
 
+use super::auth::{self, Password};
 use super::commands::{classify, client_sub_refused, Kind};
+use super::dedicated::{self, Dedicated, Pool};
 use super::smart::{Budget, Table};
 use super::target::{Forward, KnownDbs, Request, Target};
 use crate::io::{
@@ -20,6 +22,7 @@ use bytes::{Bytes, BytesMut};
 use slog::{debug, info, Logger};
 use std::collections::VecDeque;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio_util::codec::FramedRead;
 
@@ -36,6 +39,8 @@ pub struct SessionSettings {
     pub known_dbs: Arc<KnownDbs>,
     /// Smart mode: writes acknowledged at once.
     pub smart: Option<Smart>,
+    /// Clients must AUTH with it first (the listener's `password`).
+    pub password: Option<Password>,
     pub metrics: RelayerMetrics,
     pub log: Logger,
 }
@@ -45,6 +50,8 @@ pub struct SessionSettings {
 pub struct Current {
     pub target: Addr<Target>,
     pub settings: Arc<SessionSettings>,
+    /// Connections of the target's backend held for one client each.
+    pub dedicated: Rc<Pool>,
     pub max_clients: usize,
 }
 
@@ -81,6 +88,35 @@ pub struct Reply {
     pub data: Bytes,
 }
 
+/// What a session's dedicated connection sends it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub enum FromDedicated {
+    Reply {
+        seq: u64,
+        data: Bytes,
+    },
+    /// Pub/sub or MONITOR: a reply or message, in the order the connection gave it.
+    Pushed(Bytes),
+    /// The connection is gone; what the client waits for on it gets this error.
+    Lost(Bytes),
+}
+
+/// The request number of the barrier: a PING through the shared connection whose reply says
+/// that every command the client sent before has run.
+const BARRIER: u64 = u64::MAX;
+
+/// The client's own upstream connection, while it needs one.
+struct Ded {
+    addr: Addr<Dedicated>,
+    /// The requests whose replies it owes, in order.
+    owed: VecDeque<u64>,
+    /// Pub/sub or MONITOR: everything goes through it, replies as they come, until RESET.
+    push: bool,
+    /// WATCH is in effect: kept until EXEC, DISCARD or UNWATCH.
+    watching: bool,
+}
+
 struct Multi {
     frames: Vec<Bytes>,
     /// A command was refused while queueing: EXEC aborts, as in Redis.
@@ -112,6 +148,13 @@ pub struct Session {
     awaiting: Option<Awaiting>,
     /// No more requests are read; the session ends once every reply is written.
     closing: bool,
+    /// True until the client authenticates, when the listener has a password; shared with the
+    /// parser, which applies Redis' tighter limits meanwhile.
+    unauthenticated: Arc<AtomicBool>,
+    pool: Rc<Pool>,
+    ded: Option<Ded>,
+    /// A command waiting for the barrier before it goes on a new dedicated connection.
+    held: Option<(Command, bool)>,
 }
 
 impl Session {
@@ -120,10 +163,11 @@ impl Session {
             route.register(id, ctx.address().downgrade());
             route.current().settings.metrics.clients.increment(1);
             let current = route.current();
-            let (target, settings) = (current.target, current.settings);
+            let (target, settings, pool) = (current.target, current.settings, current.dedicated);
             let gate = Gate::new();
-            let requests =
-                FramedRead::with_capacity(read, RequestParser::new(settings.limits), CLIENT_READ_CAPACITY);
+            let unauthenticated = Arc::new(AtomicBool::new(settings.password.is_some()));
+            let parser = RequestParser::new(settings.limits).with_auth_flag(unauthenticated.clone());
+            let requests = FramedRead::with_capacity(read, parser, CLIENT_READ_CAPACITY);
             ctx.add_stream(Gated::new(requests, gate.clone()));
             Session {
                 id,
@@ -140,6 +184,10 @@ impl Session {
                 gate,
                 awaiting: None,
                 closing: false,
+                unauthenticated,
+                pool,
+                ded: None,
+                held: None,
             }
         })
     }
@@ -162,6 +210,26 @@ impl Session {
     fn forward(&mut self, request: Request, ctx: &mut Context<Self>) -> u64 {
         self.settings.metrics.forwarded.increment(1);
         let seq = self.first_seq + self.slots.len() as u64;
+        if let Some(d) = &mut self.ded {
+            let frames = match request {
+                Request::One(f) | Request::Select(_, f) | Request::Background { frame: f, .. } => {
+                    vec![(f, Some(seq))]
+                }
+                Request::Block { frames, .. } => {
+                    let last = frames.len() - 1;
+                    frames
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, f)| (f, (i == last).then_some(seq)))
+                        .collect()
+                }
+            };
+            d.owed.push_back(seq);
+            d.addr.do_send(dedicated::Send { frames, push: false });
+            self.slots.push_back(None);
+            self.update_gate();
+            return seq;
+        }
         let sent = self.target.try_send(Forward {
             reply_to: ctx.address(),
             session: self.id,
@@ -193,7 +261,7 @@ impl Session {
 
     fn update_gate(&self) {
         let full = self.slots.len() >= self.settings.max_pending || self.out.len() >= OUT_HIGH;
-        if self.closing || self.awaiting.is_some() || full {
+        if self.closing || self.awaiting.is_some() || self.held.is_some() || full {
             self.gate.pause();
         } else {
             self.gate.resume();
@@ -219,6 +287,15 @@ impl Session {
             self.route_generation = self.route.generation();
         }
         let kind = classify(cmd.arg(0));
+        if self.unauthenticated.load(Ordering::Relaxed)
+            && !matches!(kind, Kind::Auth | Kind::Hello | Kind::Quit | Kind::Reset)
+        {
+            self.reply(error(auth::NOAUTH), ctx);
+            return;
+        }
+        if self.ded.as_ref().is_some_and(|d| d.push) {
+            return self.pass_through(kind, cmd, ctx);
+        }
         if self.multi.is_some() && self.queue_in_multi(kind, &cmd, ctx) {
             return;
         }
@@ -247,22 +324,35 @@ impl Session {
             Kind::Exec if argc == 1 && self.multi.is_some() => self.exec(ctx),
             Kind::Exec if argc == 1 => self.reply(error("ERR EXEC without MULTI"), ctx),
             Kind::Discard if argc == 1 => match self.multi.take() {
-                Some(_) => self.reply_static(write::OK, ctx),
+                Some(_) => {
+                    // DISCARD also unwatches, in Redis.
+                    if self.ded.as_ref().is_some_and(|d| d.watching) {
+                        self.unwatch(ctx);
+                    } else {
+                        self.reply_static(write::OK, ctx);
+                    }
+                }
                 None => self.reply(error("ERR DISCARD without MULTI"), ctx),
             },
             Kind::Hello => self.hello(&cmd, ctx),
             Kind::Client if argc >= 2 => self.client(cmd, ctx),
             Kind::Auth if argc == 2 || argc == 3 => self.auth(&cmd, ctx),
+            Kind::Auth if argc > 3 => self.reply(error("ERR syntax error"), ctx),
             Kind::Reset if argc == 1 => {
+                self.release_dedicated();
                 self.multi = None;
                 self.db = self.settings.initial_db;
                 self.name = None;
+                // As in Redis: back to the default user, who must authenticate again.
+                self.unauthenticated
+                    .store(self.settings.password.is_some(), Ordering::Relaxed);
                 self.reply_static(b"+RESET\r\n", ctx);
             }
+            Kind::Unwatch if argc == 1 && self.ded.as_ref().is_some_and(|d| d.watching) => self.unwatch(ctx),
             Kind::Unwatch if argc == 1 => self.reply_static(write::OK, ctx),
-            Kind::Dedicated => self.refuse_dedicated(&cmd, ctx),
+            Kind::Dedicated => self.dedicated(cmd, ctx),
             Kind::StreamRead if cmd.args().skip(1).any(|a| a.eq_ignore_ascii_case(b"BLOCK")) => {
-                self.refuse_dedicated(&cmd, ctx)
+                self.dedicated(cmd, ctx)
             }
             Kind::StreamRead => {
                 self.forward(Request::One(cmd.frame().clone()), ctx);
@@ -274,7 +364,8 @@ impl Session {
     /// In smart mode a write from the table is acknowledged now and sent in the background,
     /// while the budget allows; otherwise it waits for its real reply like any command.
     fn forward_or_acknowledge(&mut self, cmd: Command, ctx: &mut Context<Self>) {
-        if let Some(smart) = &self.settings.smart {
+        // On a dedicated connection everything is waited on: it keeps the client's order.
+        if let Some(smart) = self.settings.smart.as_ref().filter(|_| self.ded.is_none()) {
             if let Some(early) = smart.table.early(&cmd) {
                 let len = cmd.frame().len() as u64;
                 if smart.budget.try_take(len) {
@@ -307,6 +398,11 @@ impl Session {
     /// that end or act on the block itself.
     fn queue_in_multi(&mut self, kind: Kind, cmd: &Command, ctx: &mut Context<Self>) -> bool {
         let multi = self.multi.as_mut().expect("in MULTI");
+        // Blocking commands inside MULTI do not block: Redis runs them at EXEC, like any.
+        let kind = match kind {
+            Kind::Dedicated if !cmd.name_is(b"WATCH") && !is_push(cmd) => Kind::Forward,
+            k => k,
+        };
         match kind {
             Kind::Exec | Kind::Discard | Kind::Quit | Kind::Reset => return false,
             Kind::Multi => {
@@ -333,6 +429,16 @@ impl Session {
                 self.reply(error("ERR WATCH inside MULTI is not allowed"), ctx);
                 return true;
             }
+            // At EXEC they would leave the shared connection subscribed or monitoring.
+            Kind::Dedicated if is_push(cmd) => {
+                multi.dirty = true;
+                let text = format!(
+                    "ERR relayer: '{}' inside MULTI is not supported",
+                    String::from_utf8_lossy(cmd.arg(0)).to_uppercase()
+                );
+                self.reply(error(&text), ctx);
+                return true;
+            }
             Kind::Hello | Kind::Auth | Kind::Client | Kind::Unwatch => {
                 multi.dirty = true;
                 self.reply(error("ERR Command not allowed inside a transaction"), ctx);
@@ -357,6 +463,10 @@ impl Session {
             return;
         }
         multi.frames.push(Bytes::from_static(b"*1\r\n$4\r\nEXEC\r\n"));
+        // EXEC ends WATCH.
+        if let Some(d) = &mut self.ded {
+            d.watching = false;
+        }
         let changes_db = multi.select.is_some();
         let seq = self.forward(
             Request::Block {
@@ -381,7 +491,8 @@ impl Session {
             self.reply(error("ERR DB index is out of range"), ctx);
             return;
         };
-        if self.settings.known_dbs.contains(db) {
+        // A dedicated connection must switch too: it is the one the client's commands use.
+        if self.settings.known_dbs.contains(db) && self.ded.is_none() {
             self.db = db;
             self.reply_static(write::OK, ctx);
             return;
@@ -407,25 +518,24 @@ impl Session {
                 }
                 Some(2) => i = 2,
                 Some(_) => {
-                    self.reply(
-                        error("NOPROTO sorry, this protocol version is not supported."),
-                        ctx,
-                    );
+                    self.reply(error("NOPROTO unsupported protocol version"), ctx);
                     return;
                 }
             }
         }
         let mut name = None;
+        let mut authenticated = false;
         while i < cmd.argc() {
             let opt = cmd.arg(i);
             if opt.eq_ignore_ascii_case(b"AUTH") && i + 2 < cmd.argc() {
-                if !cmd.arg(i + 1).eq_ignore_ascii_case(b"default") {
-                    self.reply(
-                        error("WRONGPASS invalid username-password pair or user is disabled."),
-                        ctx,
-                    );
-                    return;
+                let password = self.settings.password.as_ref();
+                if password.is_some() || !cmd.arg(i + 1).eq_ignore_ascii_case(b"default") {
+                    if let Err(e) = auth::check(password, Some(cmd.arg(i + 1)), cmd.arg(i + 2)) {
+                        self.reply(error(e), ctx);
+                        return;
+                    }
                 }
+                authenticated = true;
                 i += 3;
             } else if opt.eq_ignore_ascii_case(b"SETNAME") && i + 1 < cmd.argc() {
                 name = Some(cmd.arg(i + 1));
@@ -438,6 +548,13 @@ impl Session {
                 self.reply(error(&text), ctx);
                 return;
             }
+        }
+        if !authenticated && self.unauthenticated.load(Ordering::Relaxed) {
+            self.reply(error(auth::HELLO_NOAUTH), ctx);
+            return;
+        }
+        if authenticated {
+            self.unauthenticated.store(false, Ordering::Relaxed);
         }
         if let Some(n) = name {
             if !valid_name(n) {
@@ -512,28 +629,175 @@ impl Session {
     }
 
     fn auth(&mut self, cmd: &Command, ctx: &mut Context<Self>) {
-        if cmd.argc() == 3 && cmd.arg(1).eq_ignore_ascii_case(b"default") {
-            self.reply_static(write::OK, ctx);
-        } else if cmd.argc() == 3 {
-            self.reply(
-                error("WRONGPASS invalid username-password pair or user is disabled."),
-                ctx,
-            );
-        } else {
-            self.reply(
-                error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?"),
-                ctx,
-            );
+        let (user, attempt) = match cmd.argc() {
+            3 => (Some(cmd.arg(1)), cmd.arg(2)),
+            _ => (None, cmd.arg(1)),
+        };
+        match auth::check(self.settings.password.as_ref(), user, attempt) {
+            Ok(()) => {
+                self.unauthenticated.store(false, Ordering::Relaxed);
+                self.reply_static(write::OK, ctx);
+            }
+            Err(e) => {
+                if self.settings.password.is_some() {
+                    self.settings.metrics.auth_failures.increment(1);
+                }
+                self.reply(error(e), ctx);
+            }
         }
     }
 
-    fn refuse_dedicated(&mut self, cmd: &Command, ctx: &mut Context<Self>) {
-        let text = format!(
-            "ERR relayer: '{}' needs a dedicated connection, not supported yet",
-            String::from_utf8_lossy(cmd.arg(0)).to_uppercase()
-        );
-        self.reply(error(&text), ctx);
+    /// A command that needs the client's own connection: it goes there, once every command
+    /// the client sent before has run on the shared one (the barrier).
+    fn dedicated(&mut self, cmd: Command, ctx: &mut Context<Self>) {
+        if ["SYNC", "PSYNC", "REPLCONF"]
+            .iter()
+            .any(|n| cmd.name_is(n.as_bytes()))
+        {
+            let text = format!(
+                "ERR relayer: '{}' is not relayed",
+                String::from_utf8_lossy(cmd.arg(0)).to_uppercase()
+            );
+            return self.reply(error(&text), ctx);
+        }
+        let push = is_push(&cmd);
+        if cmd.name_is(b"WATCH") && cmd.argc() < 2 {
+            return self.reply(wrong_arity(cmd.arg(0)), ctx);
+        }
+        if self.ded.is_some() {
+            return self.send_dedicated(cmd, push, ctx);
+        }
+        let Some(addr) = self.pool.acquire(ctx.address().recipient(), self.db) else {
+            let text = format!(
+                "ERR relayer: too many dedicated connections (maxDedicatedConnections is {}): '{}' needs a connection of its own",
+                self.pool.max(),
+                String::from_utf8_lossy(cmd.arg(0)).to_uppercase()
+            );
+            return self.reply(error(&text), ctx);
+        };
+        self.ded = Some(Ded {
+            addr,
+            owed: VecDeque::new(),
+            push: false,
+            watching: false,
+        });
+        let sent = self.target.try_send(Forward {
+            reply_to: ctx.address(),
+            session: self.id,
+            seq: BARRIER,
+            db: self.db,
+            request: Request::One(Bytes::from_static(b"*1\r\n$4\r\nPING\r\n")),
+        });
+        if sent.is_err() {
+            return self.send_dedicated(cmd, push, ctx);
+        }
+        self.held = Some((cmd, push));
+        self.update_gate();
     }
+
+    fn send_dedicated(&mut self, cmd: Command, push: bool, ctx: &mut Context<Self>) {
+        let Some(d) = &mut self.ded else { return };
+        if cmd.name_is(b"WATCH") {
+            d.watching = true;
+        }
+        if push {
+            d.push = true;
+            d.addr.do_send(dedicated::Send {
+                frames: vec![(cmd.into_frame(), None)],
+                push: true,
+            });
+            self.settings.metrics.forwarded.increment(1);
+            return;
+        }
+        self.forward(Request::One(cmd.into_frame()), ctx);
+    }
+
+    /// Pub/sub or MONITOR: the connection is the client's until RESET, QUIT or disconnect;
+    /// commands go through as they are and replies come back as the connection gives them.
+    fn pass_through(&mut self, kind: Kind, cmd: Command, ctx: &mut Context<Self>) {
+        match kind {
+            Kind::Quit => {
+                self.release_dedicated();
+                self.reply_static(write::OK, ctx);
+                self.close_after_replies(ctx);
+            }
+            Kind::Reset if cmd.argc() == 1 => {
+                self.release_dedicated();
+                self.multi = None;
+                self.db = self.settings.initial_db;
+                self.name = None;
+                self.unauthenticated
+                    .store(self.settings.password.is_some(), Ordering::Relaxed);
+                self.reply_static(b"+RESET\r\n", ctx);
+            }
+            _ => {
+                let Some(d) = &self.ded else { return };
+                self.settings.metrics.forwarded.increment(1);
+                d.addr.do_send(dedicated::Send {
+                    frames: vec![(cmd.into_frame(), None)],
+                    push: false,
+                });
+            }
+        }
+    }
+
+    fn unwatch(&mut self, ctx: &mut Context<Self>) {
+        if let Some(d) = &mut self.ded {
+            d.watching = false;
+        }
+        self.forward(Request::One(Bytes::from_static(b"*1\r\n$7\r\nUNWATCH\r\n")), ctx);
+    }
+
+    /// Gives the dedicated connection back once nothing needs it any more.
+    fn maybe_release(&mut self) {
+        let idle = self
+            .ded
+            .as_ref()
+            .is_some_and(|d| d.owed.is_empty() && !d.push && !d.watching && self.held.is_none());
+        if idle {
+            self.release_dedicated();
+        }
+    }
+
+    fn release_dedicated(&mut self) {
+        if let Some(d) = self.ded.take() {
+            d.addr.do_send(dedicated::Release);
+        }
+    }
+
+    /// A reply for the request numbered `seq`, from the target or the dedicated connection.
+    fn on_reply(&mut self, seq: u64, data: Bytes, ctx: &mut Context<Self>) {
+        let Some(i) = seq.checked_sub(self.first_seq) else {
+            return;
+        };
+        let ok = !data.starts_with(b"-");
+        match self.awaiting {
+            Some(Awaiting::Select { seq: s, db }) if s == seq => {
+                if ok {
+                    self.db = db;
+                }
+                self.awaiting = None;
+            }
+            Some(Awaiting::Exec { seq: s, db }) if s == seq => {
+                if data.starts_with(b"*") && !data.starts_with(b"*-1") {
+                    self.db = db;
+                }
+                self.awaiting = None;
+            }
+            _ => {}
+        }
+        if let Some(slot) = self.slots.get_mut(i as usize) {
+            *slot = Some(data);
+        }
+        self.drain(ctx);
+    }
+}
+
+/// Commands after which the connection streams replies of its own (pub/sub, MONITOR).
+fn is_push(cmd: &Command) -> bool {
+    ["SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "MONITOR"]
+        .iter()
+        .any(|n| cmd.name_is(n.as_bytes()))
 }
 
 const TARGET_GONE: &str = "ERR relayer: the backend target was replaced by a configuration reload, try again";
@@ -552,6 +816,7 @@ impl Actor for Session {
     type Context = Context<Self>;
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        self.release_dedicated();
         self.route.unregister(self.id);
         self.settings.metrics.clients.decrement(1);
         debug!(self.settings.log, "client gone"; "session" => self.id);
@@ -579,6 +844,13 @@ impl StreamHandler<Result<Command, RequestError>> for Session {
 
     /// The client closed its side: its outstanding replies are still written, then it ends.
     fn finished(&mut self, ctx: &mut Context<Self>) {
+        // Like Redis with a client gone while blocked or subscribed: nothing is left running
+        // for it (its dedicated connection is closed or reset), and no reply is owed.
+        if self.ded.is_some() {
+            self.release_dedicated();
+            self.held = None;
+            return ctx.stop();
+        }
         self.close_after_replies(ctx);
     }
 }
@@ -587,29 +859,47 @@ impl Handler<Reply> for Session {
     type Result = ();
 
     fn handle(&mut self, msg: Reply, ctx: &mut Context<Self>) {
-        let Some(i) = msg.seq.checked_sub(self.first_seq) else {
+        if msg.seq == BARRIER {
+            if let Some((cmd, push)) = self.held.take() {
+                self.send_dedicated(cmd, push, ctx);
+                self.update_gate();
+            }
             return;
-        };
-        let ok = !msg.data.starts_with(b"-");
-        match self.awaiting {
-            Some(Awaiting::Select { seq, db }) if seq == msg.seq => {
-                if ok {
-                    self.db = db;
-                }
-                self.awaiting = None;
-            }
-            Some(Awaiting::Exec { seq, db }) if seq == msg.seq => {
-                if msg.data.starts_with(b"*") && !msg.data.starts_with(b"*-1") {
-                    self.db = db;
-                }
-                self.awaiting = None;
-            }
-            _ => {}
         }
-        if let Some(slot) = self.slots.get_mut(i as usize) {
-            *slot = Some(msg.data);
+        self.on_reply(msg.seq, msg.data, ctx);
+    }
+}
+
+impl Handler<FromDedicated> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: FromDedicated, ctx: &mut Context<Self>) {
+        match msg {
+            FromDedicated::Reply { seq, data } => {
+                if let Some(d) = &mut self.ded {
+                    d.owed.pop_front();
+                }
+                self.on_reply(seq, data, ctx);
+                self.maybe_release();
+            }
+            FromDedicated::Pushed(data) => self.push_reply(data, ctx),
+            FromDedicated::Lost(error) => {
+                let Some(d) = self.ded.take() else { return };
+                for seq in d.owed {
+                    self.on_reply(seq, error.clone(), ctx);
+                }
+                // A command waiting for the barrier fails the same way.
+                if self.held.take().is_some() {
+                    self.reply(error.clone(), ctx);
+                }
+                let push = d.push;
+                if push {
+                    // A subscriber cannot be told in band: it reconnects and subscribes again.
+                    self.push_reply(error, ctx);
+                    self.close_after_replies(ctx);
+                }
+            }
         }
-        self.drain(ctx);
     }
 }
 

@@ -8,6 +8,8 @@
 //! Every decision depends only on the bytes seen so far, in order, never on how they were cut
 //! into reads: the same stream gives the same commands and the same error whatever the chunking.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::{fmt, io, mem};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -163,6 +165,10 @@ pub enum ProtocolError {
     UnbalancedQuotes,
     /// A request starting with another RESP type marker or a control byte.
     UnexpectedByte(u8),
+    /// More than 10 arguments before the client authenticated.
+    UnauthenticatedMultibulkLength,
+    /// An argument over 16 KiB before the client authenticated.
+    UnauthenticatedBulkLength,
 }
 
 /// Shows a byte as itself when printable ASCII, else as `\xNN`.
@@ -192,6 +198,8 @@ impl fmt::Display for ProtocolError {
             ProtocolError::UnexpectedByte(b) => {
                 write!(f, "unexpected byte '{}' at start of request", ShowByte(b))
             }
+            ProtocolError::UnauthenticatedMultibulkLength => f.write_str("unauthenticated multibulk length"),
+            ProtocolError::UnauthenticatedBulkLength => f.write_str("unauthenticated bulk length"),
         }
     }
 }
@@ -269,7 +277,13 @@ pub struct RequestParser {
     scan: usize,
     /// Arguments of the multibulk request being read; grows as they arrive.
     args: Vec<(usize, usize)>,
+    /// Set while the client must still authenticate: Redis' tighter limits apply.
+    unauthenticated: Option<Arc<AtomicBool>>,
 }
+
+/// Before AUTH, as in Redis: at most this many arguments, and arguments of at most this size.
+const UNAUTH_MAX_ARGS: usize = 10;
+const UNAUTH_MAX_BULK: usize = 16 * 1024;
 
 impl RequestParser {
     pub fn new(limits: Limits) -> Self {
@@ -278,7 +292,21 @@ impl RequestParser {
             state: State::Idle,
             scan: 0,
             args: Vec::new(),
+            unauthenticated: None,
         }
+    }
+
+    /// Applies Redis' pre-authentication limits while `flag` is true (the session clears it
+    /// once the client authenticates, and sets it again on RESET).
+    pub fn with_auth_flag(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.unauthenticated = Some(flag);
+        self
+    }
+
+    fn unauthenticated(&self) -> bool {
+        self.unauthenticated
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Relaxed))
     }
 
     pub fn limits(&self) -> Limits {
@@ -327,6 +355,9 @@ impl RequestParser {
                         continue;
                     }
                     let n = match usize::try_from(n) {
+                        Ok(n) if n > UNAUTH_MAX_ARGS && self.unauthenticated() => {
+                            return self.fail(ProtocolError::UnauthenticatedMultibulkLength)
+                        }
                         Ok(n) if n <= self.limits.max_args => n,
                         _ => return self.fail(ProtocolError::InvalidMultibulkLength),
                     };
@@ -350,6 +381,9 @@ impl RequestParser {
                         return Ok(None);
                     };
                     let len = match parse_i64(&buf[pos + 1..cr]).map(usize::try_from) {
+                        Some(Ok(len)) if lf == b'\n' && len > UNAUTH_MAX_BULK && self.unauthenticated() => {
+                            return self.fail(ProtocolError::UnauthenticatedBulkLength)
+                        }
                         Some(Ok(len)) if lf == b'\n' && len <= self.limits.max_bulk_len => len,
                         _ => return self.fail(ProtocolError::InvalidBulkLength),
                     };
@@ -900,6 +934,35 @@ mod tests {
             assert_eq!(err, None, "{input:?}");
             assert!(cmds.len() <= 1);
         }
+    }
+
+    #[test]
+    fn unauthenticated_limits_apply_until_the_flag_clears() {
+        let flag = Arc::new(AtomicBool::new(true));
+        let parse = |input: &[u8]| {
+            let mut p = RequestParser::new(Limits::default()).with_auth_flag(flag.clone());
+            p.parse(&mut BytesMut::from(input)).map(|c| c.map(|c| c.argc()))
+        };
+        let eleven = b"*11\r\n".to_vec();
+        assert_eq!(parse(&eleven), Err(ProtocolError::UnauthenticatedMultibulkLength));
+        assert_eq!(
+            ProtocolError::UnauthenticatedMultibulkLength.to_string(),
+            "unauthenticated multibulk length"
+        );
+        assert_eq!(
+            parse(b"*2\r\n$4\r\nAUTH\r\n$16385\r\n"),
+            Err(ProtocolError::UnauthenticatedBulkLength)
+        );
+        assert_eq!(
+            ProtocolError::UnauthenticatedBulkLength.to_string(),
+            "unauthenticated bulk length"
+        );
+        // At the limits themselves: accepted (still incomplete).
+        assert_eq!(parse(b"*10\r\n"), Ok(None));
+        assert_eq!(parse(b"*2\r\n$4\r\nAUTH\r\n$16384\r\n"), Ok(None));
+        flag.store(false, Ordering::Relaxed);
+        assert_eq!(parse(&eleven), Ok(None));
+        assert_eq!(parse(b"*2\r\n$4\r\nAUTH\r\n$16385\r\n"), Ok(None));
     }
 
     #[test]
