@@ -246,6 +246,62 @@ fn tls_connection_closed_by_the_server_reconnects() {
     });
 }
 
+/// Dedicated connections (a blocking pop, a subscription) go over TLS too, as the url's user,
+/// and so does their reuse after RESET (which logs the connection out: AUTH is sent again).
+#[test]
+fn dedicated_connections_use_tls_and_the_url_user() {
+    let certs = TestCerts::new();
+    let server = TlsRedis::start(&certs, false, &["--requirepass", "admin"]);
+    let mut direct = admin(&server.redis);
+    assert_eq!(direct.q("ACL SETUSER app on >secret ~* &* +@all"), Reply::ok());
+    let relayer = Relayer::start(&redis_entry(
+        &listen(),
+        &server.url("app:secret"),
+        &keys(&[("tlsCaFile", &certs.file("ca.pem"))]),
+    ));
+    let mut other = relayer.client();
+    for round in 0..2 {
+        let mut waiter = relayer.client();
+        waiter.send(&["BLPOP", "jobs", "0"]);
+        wait_until(WAIT, "BLPOP blocked on the backend", || {
+            let clients = direct.q("CLIENT LIST").as_str().unwrap();
+            clients
+                .lines()
+                .any(|l| l.contains(" user=app ") && l.contains("cmd=blpop") && l.contains("flags=b"))
+        });
+        let job = format!("job-{round}");
+        assert_eq!(other.cmd(&["LPUSH", "jobs", &job]), Reply::int(1));
+        assert_eq!(
+            waiter.read_reply(),
+            Reply::array(vec![Reply::bulk("jobs"), Reply::bulk(&job)])
+        );
+        // A subscription on the same (released, RESET, re-authenticated) connection.
+        let sub = waiter.cmd(&["SUBSCRIBE", "news"]);
+        assert_eq!(
+            sub,
+            Reply::array(vec![Reply::bulk("subscribe"), Reply::bulk("news"), Reply::int(1)])
+        );
+        assert_eq!(other.cmd(&["PUBLISH", "news", &job]), Reply::int(1));
+        assert_eq!(
+            waiter.read_reply(),
+            Reply::array(vec![
+                Reply::bulk("message"),
+                Reply::bulk("news"),
+                Reply::bulk(&job)
+            ])
+        );
+    }
+    let clients = direct.q("CLIENT LIST").as_str().unwrap();
+    let tls_laddr = format!("laddr=127.0.0.1:{}", server.tls_port);
+    assert!(
+        clients
+            .lines()
+            .filter(|l| l.contains(&tls_laddr))
+            .all(|l| l.contains(" user=app ")),
+        "{clients}"
+    );
+}
+
 /// An ACL user and its password from a redis:// url: the relayer's connection is that user.
 #[test]
 fn acl_user_and_password_from_the_url() {
