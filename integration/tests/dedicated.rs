@@ -365,3 +365,56 @@ fn replication_commands_are_refused() {
     );
     assert_eq!(c.cmd(&["PING"]), Reply::status("PONG"));
 }
+
+/// A client that says HELLO 3 gets a connection of its own speaking RESP3: redis-cli -3 prints
+/// the same (RESP3 maps and doubles) through the relayer as directly.
+#[test]
+fn resp3_clients_get_their_own_connection() {
+    let redis = Redis::start();
+    let relayer = Relayer::for_redis(&redis, "");
+    let mut c = redis.client();
+    assert_eq!(c.cmd(&["HSET", "h", "f", "v", "g", "w"]), Reply::int(2));
+    assert_eq!(c.cmd(&["ZADD", "z", "1.5", "m"]), Reply::int(1));
+    let run = |port: u16, args: &[&str]| {
+        let port = port.to_string();
+        let mut all = vec!["-3", "--no-raw", "-h", "127.0.0.1", "-p", &port];
+        all.extend_from_slice(args);
+        let (st, out, err) = redis_cli(&all);
+        assert!(st.success(), "{args:?}: {err}");
+        assert!(!err.contains("HELLO 3 failed"), "{args:?}: {err}");
+        out
+    };
+    for args in [
+        vec!["HGETALL", "h"],
+        vec!["ZSCORE", "z", "m"],
+        vec!["GET", "missing"],
+        vec!["HELLO", "3"],
+    ] {
+        let direct = run(redis.port(), &args);
+        let relayed = run(relayer.port(), &args);
+        if args[0] == "HELLO" {
+            // Redis' own HELLO answer (ids differ): a RESP3 map with proto 3.
+            assert!(relayed.contains("proto") && relayed.contains("3"), "{relayed}");
+            continue;
+        }
+        assert_eq!(relayed, direct, "{args:?}");
+    }
+    assert!(
+        run(relayer.port(), &["HGETALL", "h"]).contains("=>"),
+        "not printed as a RESP3 map"
+    );
+    // HELLO 3 on the raw protocol: the reply is a map; RESET goes back to RESP2 and sharing.
+    let mut raw = relayer.client();
+    raw.send_raw(b"HELLO 3\r\n");
+    let mut first = [0u8; 1];
+    use std::io::Read;
+    let mut s = raw.try_clone_stream().unwrap();
+    s.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"%");
+    // Bad versions are Redis' errors.
+    let mut c = relayer.client();
+    assert_eq!(
+        c.cmd(&["HELLO", "4"]),
+        Reply::error("NOPROTO unsupported protocol version")
+    );
+}

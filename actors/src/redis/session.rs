@@ -504,6 +504,7 @@ impl Session {
 
     fn hello(&mut self, cmd: &Command, ctx: &mut Context<Self>) {
         let mut i = 1;
+        let mut resp3 = false;
         if cmd.argc() >= 2 {
             match std::str::from_utf8(cmd.arg(1))
                 .ok()
@@ -517,6 +518,10 @@ impl Session {
                     return;
                 }
                 Some(2) => i = 2,
+                Some(3) => {
+                    i = 2;
+                    resp3 = true;
+                }
                 Some(_) => {
                     self.reply(error("NOPROTO unsupported protocol version"), ctx);
                     return;
@@ -562,6 +567,16 @@ impl Session {
                 return;
             }
             self.name = (!n.is_empty()).then(|| Bytes::copy_from_slice(n));
+        }
+        if resp3 {
+            // Replies pass through as Redis writes them, so a RESP3 client gets a connection
+            // of its own that speaks RESP3, from this HELLO (answered by Redis) on.
+            let mut args: Vec<&[u8]> = vec![b"HELLO", b"3"];
+            if let Some(n) = &self.name {
+                args.extend([&b"SETNAME"[..], n]);
+            }
+            let hello = Command::from_args(&args);
+            return self.on_own_connection(hello, true, ctx);
         }
         let mut b = BytesMut::with_capacity(160);
         write::put_array_header(&mut b, 14);
@@ -664,6 +679,11 @@ impl Session {
         if cmd.name_is(b"WATCH") && cmd.argc() < 2 {
             return self.reply(wrong_arity(cmd.arg(0)), ctx);
         }
+        self.on_own_connection(cmd, push, ctx);
+    }
+
+    /// Sends `cmd` on the client's dedicated connection, taking one first if needed.
+    fn on_own_connection(&mut self, cmd: Command, push: bool, ctx: &mut Context<Self>) {
         if self.ded.is_some() {
             return self.send_dedicated(cmd, push, ctx);
         }
