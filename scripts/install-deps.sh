@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs what smart-relayer's scripts and tests need, on Debian (bookworm) with the Rust
 # toolchain already present: redis-server, redis-cli and redis-benchmark, php-cli with the
-# phpredis extension, supervisor (supervisord and supervisorctl, for the reload test under a
-# real supervisord), cargo-nextest, and moto and redis-py in venvs under <target>/tools.
-# Idempotent: everything is checked first, so a second run installs nothing, runs no
-# `apt-get update`, and takes well under a second.
+# phpredis extension, openssl (certificates for the TLS tests), supervisor (supervisord and
+# supervisorctl, for the reload test under a real supervisord), cargo-nextest, and moto and
+# redis-py in venvs under <target>/tools. Idempotent: everything is checked first, so a second
+# run installs nothing, runs no `apt-get update`, and takes well under a second.
 #
 # Debian's redis-server package would start a system service on 6379. While installing, a
 # temporary policy-rc.d forbids starting services (unless the machine already has one), so
@@ -43,6 +43,8 @@ have redis-server || packages+=(redis-server)
 have php || packages+=(php-cli)
 php_has_redis || packages+=(php-redis)
 { have supervisord && have supervisorctl; } || packages+=(supervisor)
+# The TLS tests make their certificates with it.
+have openssl || packages+=(openssl)
 
 if [ "${#packages[@]}" -gt 0 ]; then
     if ! have apt-get; then

@@ -5,13 +5,14 @@
 //! names the file, the entry (by its `listen`) and the key.
 
 use config::{File, FileFormat, Value, ValueKind};
-use relayer_actors::endpoint::{ListenAddr, TargetAddr};
+use relayer_actors::endpoint::{ListenAddr, TargetAddr, TargetKind};
 use relayer_actors::firehose::record::Timestamp;
 use relayer_actors::firehose::sender::SenderSettings;
 use relayer_actors::listener::UnixAccess;
 use relayer_actors::redis::auth::Password;
 use relayer_actors::redis::smart::Table as SmartTable;
 use relayer_actors::resp::request::Limits;
+use relayer_actors::tls::{TlsClient, TlsOptions};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use std::collections::{HashMap, HashSet};
@@ -61,6 +62,8 @@ pub struct Relayer {
     /// The `listen` string as written: the relayer's identity.
     pub listen_key: String,
     pub target: Option<TargetAddr>,
+    /// A `rediss://` target's TLS settings, files read and checked.
+    pub tls: Option<TlsClient>,
     pub max_connections: usize,
     pub timeout: Option<Duration>,
     pub connect_timeout: Duration,
@@ -266,6 +269,14 @@ struct RawRelayer {
     unix_socket_mode: Option<Mode8>,
     #[serde(rename = "unixsocketgroup")]
     unix_socket_group: Option<String>,
+    #[serde(rename = "tlscafile")]
+    tls_ca_file: Option<String>,
+    #[serde(rename = "tlscertfile")]
+    tls_cert_file: Option<String>,
+    #[serde(rename = "tlskeyfile")]
+    tls_key_file: Option<String>,
+    #[serde(rename = "tlsservername")]
+    tls_server_name: Option<String>,
     password: Option<String>,
     #[serde(rename = "maxdedicatedconnections")]
     max_dedicated_connections: Option<Int>,
@@ -564,6 +575,7 @@ fn relayer(raw: &RawRelayer, t: &Table, ctx: &str, warnings: &mut Vec<String>) -
         (Protocol::Redis, Some(u)) => Some(TargetAddr::parse(u).map_err(|e| format!("{}: {e}", key("url")))?),
         _ => None,
     };
+    let tls = tls(raw, t, ctx, target.as_ref())?;
     let count = |v: Option<Int>, default: usize, k: &str, zero_is_default: bool| -> Result<usize, String> {
         match v.map(|i| i.0) {
             None => Ok(default),
@@ -629,6 +641,7 @@ fn relayer(raw: &RawRelayer, t: &Table, ctx: &str, warnings: &mut Vec<String>) -
         listen,
         listen_key,
         target,
+        tls,
         // 0 meant "unset" in the original, where redis relayers ignored the key.
         max_connections: match &firehose {
             Some(f) => f.max_calls,
@@ -760,6 +773,59 @@ fn firehose(raw: &RawRelayer, t: &Table, ctx: &str, timeout: f64) -> Result<Fire
             .map(PathBuf::from),
         timestamp,
     })
+}
+
+/// The `tls*` keys: only with a `rediss://` url, files read and checked now so that a bad one
+/// fails the check (or the reload) instead of every connection.
+fn tls(
+    raw: &RawRelayer,
+    t: &Table,
+    ctx: &str,
+    target: Option<&TargetAddr>,
+) -> Result<Option<TlsClient>, String> {
+    let key = |k: &str| format!("{ctx}: key '{}'", t.spelling(k));
+    let path = |v: &Option<String>, k: &str| -> Result<Option<PathBuf>, String> {
+        match v.as_deref() {
+            None => Ok(None),
+            Some("") => Err(format!("{}: is empty: the path of a PEM file", key(k))),
+            Some(p) => Ok(Some(PathBuf::from(p))),
+        }
+    };
+    let options = TlsOptions {
+        ca_file: path(&raw.tls_ca_file, "tlscafile")?,
+        cert_file: path(&raw.tls_cert_file, "tlscertfile")?,
+        key_file: path(&raw.tls_key_file, "tlskeyfile")?,
+        server_name: raw.tls_server_name.clone(),
+    };
+    let given = [
+        (options.ca_file.is_some(), "tlscafile"),
+        (options.cert_file.is_some(), "tlscertfile"),
+        (options.key_file.is_some(), "tlskeyfile"),
+        (options.server_name.is_some(), "tlsservername"),
+    ];
+    match target {
+        Some(TargetAddr {
+            tls: true,
+            kind: TargetKind::Tcp { host, .. },
+            ..
+        }) => TlsClient::load(&options, host).map(Some).map_err(|e| {
+            // As written in the file, or as documented when it is not there.
+            let k = normalize(e.key);
+            let name = if t.spelled.contains_key(&k) {
+                t.spelling(&k)
+            } else {
+                e.key
+            };
+            format!("{ctx}: key '{name}': {}", e.message)
+        }),
+        _ => match given.iter().find(|(set, _)| *set) {
+            Some((_, k)) => Err(format!(
+                "{}: only used with TLS: the url must start with rediss://",
+                key(k)
+            )),
+            None => Ok(None),
+        },
+    }
 }
 
 /// A group name or number, as the unix socket's group.

@@ -81,6 +81,7 @@ impl Worker {
         let target = Target::new(
             TargetSettings {
                 addr,
+                tls: r.tls.clone(),
                 connections: r.max_connections,
                 timeout: r.timeout,
                 connect_timeout: r.connect_timeout,
@@ -94,7 +95,13 @@ impl Worker {
         Current {
             target,
             settings,
-            dedicated: Pool::new(addr_for_pool, r.connect_timeout, r.max_dedicated, log.clone()),
+            dedicated: Pool::new(
+                addr_for_pool,
+                r.tls.clone(),
+                r.connect_timeout,
+                r.max_dedicated,
+                log.clone(),
+            ),
             max_clients: r.max_clients,
         }
     }

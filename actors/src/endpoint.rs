@@ -11,14 +11,16 @@ pub enum ListenAddr {
     Unix(PathBuf),
 }
 
-/// What a redis relayer connects to: `tcp://host:port`, `redis://[user:password@]host:port[/db]`
-/// or `unix:/path`.
+/// What a redis relayer connects to: `tcp://host:port`, `redis://[user:password@]host:port[/db]`,
+/// the same with `rediss://` (TLS), or `unix:/path`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct TargetAddr {
     pub kind: TargetKind,
     pub user: Option<String>,
     pub password: Option<String>,
     pub db: u32,
+    /// `rediss://`: the connection is TLS (settings in the relayer's `tls*` keys).
+    pub tls: bool,
     /// The URL with the password hidden, for logs and error replies.
     pub display: String,
 }
@@ -87,9 +89,14 @@ impl TargetAddr {
                 user: None,
                 password: None,
                 db: 0,
+                tls: false,
                 display: s.to_string(),
             })
-        } else if let Some(rest) = s.strip_prefix("redis://") {
+        } else if let Some((tls, rest)) = s
+            .strip_prefix("redis://")
+            .map(|r| (false, r))
+            .or_else(|| s.strip_prefix("rediss://").map(|r| (true, r)))
+        {
             let (userinfo, rest) = match rest.rsplit_once('@') {
                 Some((u, r)) => (Some(u), r),
                 None => (None, rest),
@@ -120,21 +127,21 @@ impl TargetAddr {
                 user,
                 password,
                 db,
+                tls,
                 display: redact(s),
             })
-        } else if s.starts_with("rediss://") {
-            Err("rediss:// (TLS) is not supported yet".to_string())
         } else if s.starts_with("unix:") {
             Ok(TargetAddr {
                 kind: TargetKind::Unix(unix_path(s)?),
                 user: None,
                 password: None,
                 db: 0,
+                tls: false,
                 display: s.to_string(),
             })
         } else {
             Err(format!(
-                "'{}' is not a target address: use tcp://host:port, redis://[user:password@]host:port[/db] or unix:/path",
+                "'{}' is not a target address: use tcp://host:port, redis://[user:password@]host:port[/db], rediss://... (TLS) or unix:/path",
                 redact(s)
             ))
         }
@@ -277,6 +284,20 @@ mod tests {
                 port: 6379
             }
         );
+        assert!(!t.tls);
+        let t = TargetAddr::parse("rediss://app:pw@cache.local").unwrap();
+        assert_eq!(
+            (t.user.as_deref(), t.password.as_deref(), t.tls),
+            (Some("app"), Some("pw"), true)
+        );
+        assert_eq!(
+            t.kind,
+            TargetKind::Tcp {
+                host: "cache.local".into(),
+                port: 6379
+            }
+        );
+        assert_eq!(t.display, "rediss://app:***@cache.local");
         assert_eq!(
             TargetAddr::parse("tcp://127.0.0.1:6379").unwrap().kind,
             TargetKind::Tcp {
@@ -292,7 +313,7 @@ mod tests {
             "tcp://:6379",
             "redis://h/x",
             "http://h:1",
-            "rediss://h:1",
+            "rediss://:1",
             "tcp://h",
         ] {
             assert!(TargetAddr::parse(bad).is_err(), "{bad}");

@@ -10,3 +10,4 @@ pub mod metrics;
 pub mod redis;
 pub mod resp;
 pub mod route;
+pub mod tls;

@@ -14,11 +14,13 @@ pub mod moto;
 mod redis;
 mod relayer;
 mod resp;
+pub mod tls;
 
 pub use link::DelayLink;
 pub use redis::{redis_cli, Redis};
 pub use relayer::{check_config, check_config_file, output_with_timeout, CheckOutput, Relayer};
 pub use resp::{encode_command, parse_reply, show_bytes, Client, Reply, Stream, DEFAULT_READ_TIMEOUT};
+pub use tls::{TestCerts, TlsRedis};
 
 use std::collections::HashSet;
 use std::net::TcpListener;

@@ -13,10 +13,11 @@
 //! and RESET would only run once the command returned.
 
 use super::session::FromDedicated;
-use crate::endpoint::{TargetAddr, TargetKind};
-use crate::io::{split_tcp, split_unix, OutBuf, ReadHalf};
+use crate::endpoint::TargetAddr;
+use crate::io::{OutBuf, ReadHalf};
 use crate::resp::reply::{is_error, ReplyScanner};
 use crate::resp::request::Command;
+use crate::tls::TlsClient;
 use actix::prelude::*;
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -26,7 +27,6 @@ use std::collections::VecDeque;
 use std::io;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
-use tokio::net::{TcpStream, UnixStream};
 use tokio_util::codec::FramedRead;
 
 /// A released connection nobody takes within this time is closed.
@@ -35,6 +35,7 @@ const IDLE_CLOSE: Duration = Duration::from_secs(60);
 /// The dedicated connections of one target (per worker).
 pub struct Pool {
     addr: TargetAddr,
+    tls: Option<TlsClient>,
     connect_timeout: Duration,
     max: usize,
     live: Cell<usize>,
@@ -43,9 +44,16 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(addr: TargetAddr, connect_timeout: Duration, max: usize, log: Logger) -> Rc<Self> {
+    pub fn new(
+        addr: TargetAddr,
+        tls: Option<TlsClient>,
+        connect_timeout: Duration,
+        max: usize,
+        log: Logger,
+    ) -> Rc<Self> {
         Rc::new(Pool {
             addr,
+            tls,
             connect_timeout,
             max,
             live: Cell::new(0),
@@ -267,20 +275,11 @@ impl Actor for Dedicated {
         let Some(pool) = self.pool.upgrade() else {
             return ctx.stop();
         };
-        let kind = pool.addr.kind.clone();
+        // Authenticated (and over TLS for rediss://) before it is used.
+        let conn = super::connect::open(pool.addr.clone(), pool.tls.clone(), pool.log.clone());
         let limit = pool.connect_timeout;
         let display = pool.addr.display.clone();
         let fut = async move {
-            let conn = async {
-                match kind {
-                    TargetKind::Tcp { host, port } => {
-                        let s = TcpStream::connect((host.as_str(), port)).await?;
-                        s.set_nodelay(true)?;
-                        Ok::<_, io::Error>(split_tcp(s))
-                    }
-                    TargetKind::Unix(path) => Ok(split_unix(UnixStream::connect(path).await?)),
-                }
-            };
             match tokio::time::timeout(limit, conn).await {
                 Ok(r) => r,
                 Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
@@ -309,20 +308,13 @@ impl Dedicated {
             Some(Err(e)) => Upstream(Err(e)),
             None => Upstream(Ok(None)),
         }));
-        // AUTH goes before anything queued while connecting.
+        // The connection is authenticated already (connect::open).
         let queued = std::mem::take(&mut self.early);
-        let auth_first = self.pending.len();
         self.out = Some(out);
-        self.auth(ctx);
         if let Some(o) = self.out.as_mut() {
             for f in queued {
                 o.push_bytes(f);
             }
-        }
-        // The AUTH reply comes first: move its entry ahead of the queued ones.
-        if self.pending.len() > auth_first {
-            let auth = self.pending.pop_back().expect("pushed above");
-            self.pending.push_front(auth);
         }
         self.schedule_flush(ctx);
     }

@@ -2,6 +2,7 @@
 //! Redis) and the command table that says how each command is treated.
 pub mod auth;
 pub mod commands;
+pub mod connect;
 pub mod dedicated;
 pub mod session;
 pub mod smart;

@@ -6,13 +6,14 @@
 
 use super::session::{Reply, Session};
 use super::smart::Budget;
-use crate::endpoint::{TargetAddr, TargetKind};
-use crate::io::{split_tcp, split_unix, OutBuf, ReadHalf};
+use crate::endpoint::TargetAddr;
+use crate::io::{OutBuf, ReadHalf};
 use crate::log_limit::LogLimit;
 use crate::metrics::RelayerMetrics;
 use crate::resp::reply::{is_error, ReplyScanner};
 use crate::resp::request::{Command, RequestParser};
 use crate::resp::write;
+use crate::tls::TlsClient;
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
@@ -22,7 +23,6 @@ use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::oneshot;
 use tokio_util::codec::FramedRead;
 
@@ -34,6 +34,8 @@ const TICK: Duration = Duration::from_millis(100);
 #[derive(Clone)]
 pub struct TargetSettings {
     pub addr: TargetAddr,
+    /// For a `rediss://` addr.
+    pub tls: Option<TlsClient>,
     pub connections: usize,
     /// How long a written command may wait for its reply; None waits forever.
     pub timeout: Option<Duration>,
@@ -116,7 +118,6 @@ enum Dest {
 #[derive(Debug, Clone, Copy)]
 enum Swallowed {
     Select(u32),
-    Auth,
     /// MULTI and the commands queued in it: their errors reach the client through EXEC.
     BlockPart,
 }
@@ -148,6 +149,8 @@ struct Upstream {
     flush_scheduled: bool,
     write_blocked: bool,
     backoff: Duration,
+    /// The connection failure last logged as an error: a new reason is logged again.
+    logged_failure: Option<String>,
     reader: Option<SpawnHandle>,
     /// Bytes queued on this connection since it was opened, and bytes the socket took.
     queued: u64,
@@ -166,6 +169,7 @@ impl Upstream {
             flush_scheduled: false,
             write_blocked: false,
             backoff: BACKOFF_FIRST,
+            logged_failure: None,
             reader: None,
             queued: 0,
             written: 0,
@@ -229,19 +233,13 @@ impl Target {
         c.out = None;
         c.write_blocked = false;
         let generation = c.generation;
-        let kind = self.settings.addr.kind.clone();
+        let conn = super::connect::open(
+            self.settings.addr.clone(),
+            self.settings.tls.clone(),
+            self.settings.log.clone(),
+        );
         let limit = self.settings.connect_timeout;
         let fut = async move {
-            let conn = async {
-                match kind {
-                    TargetKind::Tcp { host, port } => {
-                        let s = TcpStream::connect((host.as_str(), port)).await?;
-                        s.set_nodelay(true)?;
-                        Ok::<_, io::Error>(split_tcp(s))
-                    }
-                    TargetKind::Unix(path) => Ok(split_unix(UnixStream::connect(path).await?)),
-                }
-            };
             match tokio::time::timeout(limit, conn).await {
                 Ok(r) => r,
                 Err(_) => Err(io::Error::new(
@@ -285,27 +283,8 @@ impl Target {
         }
         c.state = State::Up;
         c.backoff = BACKOFF_FIRST;
+        c.logged_failure = None;
         c.reader = Some(handle);
-        // AUTH goes before whatever waited for the connection.
-        if let Some(pw) = &self.settings.addr.password {
-            let mut args = vec![&b"AUTH"[..]];
-            if let Some(user) = &self.settings.addr.user {
-                args.push(user.as_bytes());
-            }
-            args.push(pw.as_bytes());
-            let auth = Command::from_args(&args);
-            let n = auth.frame().len() as u64;
-            out.extend_from_slice(auth.frame());
-            c.queued += n;
-            for p in c.pending.iter_mut() {
-                p.end += n;
-            }
-            c.pending.push_front(Pending {
-                dest: Dest::Swallow(Swallowed::Auth),
-                tick: 0,
-                end: n,
-            });
-        }
         // Replies owed from before the connection existed start their wait now.
         for p in c.pending.iter_mut() {
             p.tick = self.tick;
@@ -375,7 +354,10 @@ impl Target {
         let c = &mut self.conns[idx];
         let delay = c.backoff;
         c.backoff = (c.backoff * 2).min(BACKOFF_MAX);
-        if delay == BACKOFF_FIRST {
+        // Once per outage, and again when the reason changes (say from a refused connection to
+        // a refused AUTH): not at every retry.
+        if delay == BACKOFF_FIRST || c.logged_failure.as_deref() != Some(reason) {
+            c.logged_failure = Some(reason.to_string());
             error!(self.settings.log, "cannot connect to backend"; "backend" => %addr, "conn" => idx, "reason" => reason);
         } else {
             debug!(self.settings.log, "backend still unavailable"; "backend" => %addr, "conn" => idx, "reason" => reason, "retry_in_ms" => delay.as_millis() as u64);
@@ -476,9 +458,6 @@ impl Target {
                         Swallowed::Select(db) => {
                             self.conns[idx].db = None;
                             error!(self.settings.log, "backend refused a SELECT issued by the relayer"; "backend" => %self.settings.addr, "db" => db, "error" => text);
-                        }
-                        Swallowed::Auth => {
-                            error!(self.settings.log, "backend refused AUTH"; "backend" => %self.settings.addr, "error" => text)
                         }
                     }
                 }
