@@ -112,6 +112,24 @@ pub enum Value {
 }
 
 impl Value {
+    /// Encodes the value back to RESP2.
+    pub fn encode(&self, b: &mut bytes::BytesMut) {
+        use bytes::BufMut;
+        match self {
+            Value::Simple(t) => b.put_slice(format!("+{t}\r\n").as_bytes()),
+            Value::Error(t) => b.put_slice(format!("-{t}\r\n").as_bytes()),
+            Value::Int(n) => crate::resp::write::put_int(b, *n),
+            Value::Bulk(d) => crate::resp::write::put_bulk(b, d),
+            Value::Nil => b.put_slice(b"$-1\r\n"),
+            Value::Array(items) => {
+                crate::resp::write::put_array_header(b, items.len());
+                for v in items {
+                    v.encode(b);
+                }
+            }
+        }
+    }
+
     /// Decodes one value from the front of `b`; returns it and the bytes it took.
     pub fn parse(b: &[u8]) -> Option<(Value, usize)> {
         let end = b.windows(2).position(|w| w == b"\r\n")?;

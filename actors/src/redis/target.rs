@@ -26,6 +26,9 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio_util::codec::FramedRead;
 
+mod cluster;
+use cluster::Resend;
+
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// The clock that ages pending replies; timeouts are checked at this granularity.
@@ -34,6 +37,8 @@ const TICK: Duration = Duration::from_millis(100);
 #[derive(Clone)]
 pub struct TargetSettings {
     pub addr: TargetAddr,
+    /// A Redis Cluster, reached first through these seed nodes (`addr` is the first).
+    pub cluster_seeds: Option<Vec<TargetAddr>>,
     /// For a `rediss://` addr.
     pub tls: Option<TlsClient>,
     pub connections: usize,
@@ -74,6 +79,8 @@ pub struct Forward {
     pub seq: u64,
     pub db: u32,
     pub request: Request,
+    /// On a cluster: the slot of the command's keys (None: any master).
+    pub slot: Option<u16>,
 }
 
 pub enum Request {
@@ -90,6 +97,12 @@ pub enum Request {
     Background {
         frame: Bytes,
         idempotent: bool,
+    },
+    /// On a cluster: parts sent on their own (to their slots, or to every master) whose
+    /// replies are merged into one.
+    Gather {
+        parts: Vec<(Option<u16>, Bytes)>,
+        merge: crate::cluster::gather::Merge,
     },
 }
 
@@ -113,17 +126,25 @@ enum Dest {
         db: u32,
         idempotent: bool,
     },
+    /// One part of a gathered request.
+    Part { gather: u64, index: usize },
 }
 
 #[derive(Debug, Clone, Copy)]
 enum Swallowed {
     Select(u32),
+    /// CLUSTER SLOTS, asked by the relayer.
+    Slots,
+    /// ASKING before a command redirected by ASK.
+    Asking,
     /// MULTI and the commands queued in it: their errors reach the client through EXEC.
     BlockPart,
 }
 
 struct Pending {
     dest: Dest,
+    /// On a cluster: what is needed to send the command again after a redirection.
+    resend: Option<Resend>,
     tick: u64,
     /// Where the command ends in the bytes queued on this connection: it has been written
     /// once `Upstream::written` reaches this.
@@ -131,12 +152,16 @@ struct Pending {
 }
 
 enum State {
+    /// Not opened yet (cluster nodes are connected when first used).
+    Idle,
     Connecting,
     Up,
     Down { reason: String },
 }
 
 struct Upstream {
+    /// Where it connects (cluster nodes have one each).
+    addr: TargetAddr,
     state: State,
     /// Bumped at each connection attempt; events of an older connection are ignored.
     generation: u64,
@@ -158,8 +183,9 @@ struct Upstream {
 }
 
 impl Upstream {
-    fn new() -> Self {
+    fn new(addr: TargetAddr) -> Self {
         Upstream {
+            addr,
             state: State::Connecting,
             generation: 0,
             out: None,
@@ -192,6 +218,7 @@ pub struct Target {
     drain_waiter: Option<oneshot::Sender<()>>,
     /// The drain also waits for the replies clients wait on, not only background writes.
     drain_everything: bool,
+    cluster: Option<cluster::Cluster>,
 }
 
 impl Target {
@@ -214,7 +241,11 @@ impl Target {
         Target {
             settings,
             known,
-            conns: (0..n).map(|_| Upstream::new()).collect(),
+            conns: match &settings.cluster_seeds {
+                None => (0..n).map(|_| Upstream::new(settings.addr.clone())).collect(),
+                Some(_) => Vec::new(),
+            },
+            cluster: settings.cluster_seeds.as_ref().map(|s| cluster::Cluster::new(s.clone())),
             tick: 0,
             timeout_ticks,
             refused: HashMap::new(),
@@ -226,6 +257,10 @@ impl Target {
         }
     }
 
+    fn display_addr(&self, idx: usize) -> &TargetAddr {
+        &self.conns[idx].addr
+    }
+
     fn connect(&mut self, idx: usize, ctx: &mut Context<Self>) {
         let c = &mut self.conns[idx];
         c.state = State::Connecting;
@@ -234,7 +269,7 @@ impl Target {
         c.write_blocked = false;
         let generation = c.generation;
         let conn = super::connect::open(
-            self.settings.addr.clone(),
+            c.addr.clone(),
             self.settings.tls.clone(),
             self.settings.log.clone(),
         );
@@ -277,9 +312,9 @@ impl Target {
         let handle = ctx.add_stream(events);
         let c = &mut self.conns[idx];
         if c.backoff > BACKOFF_FIRST {
-            info!(self.settings.log, "backend connection restored"; "backend" => %self.settings.addr, "conn" => idx);
+            info!(self.settings.log, "backend connection restored"; "backend" => %c.addr, "conn" => idx);
         } else {
-            debug!(self.settings.log, "backend connected"; "backend" => %self.settings.addr, "conn" => idx);
+            debug!(self.settings.log, "backend connected"; "backend" => %c.addr, "conn" => idx);
         }
         c.state = State::Up;
         c.backoff = BACKOFF_FIRST;
@@ -299,7 +334,7 @@ impl Target {
     /// naming the failure); background writes are queued again for the next connection; it
     /// reconnects at once after a loss, with backoff after a failed attempt.
     fn failed(&mut self, idx: usize, reason: &str, text: Option<String>, ctx: &mut Context<Self>) {
-        let addr = self.settings.addr.clone();
+        let addr = self.display_addr(idx).clone();
         let was_up = matches!(self.conns[idx].state, State::Up);
         let text = text.unwrap_or_else(|| {
             if was_up {
@@ -328,6 +363,8 @@ impl Target {
                     seq,
                     data: err.clone(),
                 }),
+                Dest::Part { gather, index } => self.part_reply(gather, index, err.clone()),
+                Dest::Swallow(Swallowed::Slots) => self.slots_failed(reason, ctx),
                 Dest::Swallow(_) => {}
                 // A command cut off before all its bytes left never ran: sending it again is safe.
                 Dest::Background {
@@ -336,13 +373,20 @@ impl Target {
                     idempotent,
                 } if idempotent || p.end > written => {
                     again += 1;
-                    self.queue_background(idx, frame, db, idempotent);
+                    match (&mut self.cluster, p.resend) {
+                        // Sent again where the slot lives once the map is refreshed.
+                        (Some(c), Some(r)) => c.park(r.slot, frame, idempotent),
+                        _ => self.queue_background(idx, frame, db, idempotent),
+                    }
                 }
                 Dest::Background { frame, .. } => self.unknown_outcome(&frame),
             }
         }
         if again > 0 {
             debug!(self.settings.log, "background writes queued again"; "conn" => idx, "count" => again);
+        }
+        if self.cluster.is_some() {
+            self.cluster_conn_failed(idx, ctx);
         }
         self.check_drained();
         if was_up {
@@ -374,6 +418,10 @@ impl Target {
     }
 
     fn push(&mut self, idx: usize, frame: Bytes, dest: Dest) {
+        self.push_resend(idx, frame, dest, None);
+    }
+
+    fn push_resend(&mut self, idx: usize, frame: Bytes, dest: Dest, resend: Option<Resend>) {
         let tick = self.tick;
         let c = &mut self.conns[idx];
         c.queued += frame.len() as u64;
@@ -383,14 +431,19 @@ impl Target {
         }
         c.pending.push_back(Pending {
             dest,
+            resend,
             tick,
             end: c.queued,
         });
     }
 
     fn queue_background(&mut self, idx: usize, frame: Bytes, db: u32, idempotent: bool) {
+        self.queue_background_resend(idx, frame, db, idempotent, None);
+    }
+
+    fn queue_background_resend(&mut self, idx: usize, frame: Bytes, db: u32, idempotent: bool, resend: Option<Resend>) {
         self.switch_db(idx, db);
-        self.push(
+        self.push_resend(
             idx,
             frame.clone(),
             Dest::Background {
@@ -398,6 +451,7 @@ impl Target {
                 db,
                 idempotent,
             },
+            resend,
         );
     }
 
@@ -424,7 +478,17 @@ impl Target {
             self.failed(idx, "unexpected reply from backend", None, ctx);
             return;
         };
+        // On a cluster, MOVED and ASK are followed here; the reply goes on otherwise.
+        let p = if self.cluster.is_some() {
+            match self.cluster_reply(idx, p, &data, ctx) {
+                Some(p) => p,
+                None => return,
+            }
+        } else {
+            p
+        };
         match p.dest {
+            Dest::Part { gather, index } => self.part_reply(gather, index, data),
             Dest::Session { to, seq } => {
                 to.do_send(Reply { seq, data });
                 self.check_drained();
@@ -452,6 +516,10 @@ impl Target {
                 if is_error(&data) {
                     let text = error_text(&data);
                     match what {
+                        Swallowed::Slots => self.slots_failed(&text, ctx),
+                        Swallowed::Asking => {
+                            warn!(self.settings.log, "backend refused ASKING"; "backend" => %self.conns[idx].addr, "error" => text)
+                        }
                         Swallowed::BlockPart => {
                             debug!(self.settings.log, "command refused inside MULTI"; "error" => text)
                         }
@@ -460,6 +528,8 @@ impl Target {
                             error!(self.settings.log, "backend refused a SELECT issued by the relayer"; "backend" => %self.settings.addr, "db" => db, "error" => text);
                         }
                     }
+                } else if let Swallowed::Slots = what {
+                    self.slots_reply(idx, &data, ctx);
                 }
             }
         }
@@ -510,6 +580,9 @@ impl Target {
         if let Some(b) = &self.settings.budget {
             self.settings.metrics.pending_bytes.set(b.pending() as f64);
         }
+        if self.cluster.is_some() {
+            self.cluster_tick(ctx);
+        }
         let Some(limit) = self.timeout_ticks else { return };
         for idx in 0..self.conns.len() {
             let c = &self.conns[idx];
@@ -557,6 +630,11 @@ impl Actor for Target {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        if self.cluster.is_some() {
+            self.cluster_started(ctx);
+            ctx.run_interval(TICK, |act, ctx| act.check_timeouts(ctx));
+            return;
+        }
         for idx in 0..self.conns.len() {
             self.connect(idx, ctx);
         }
@@ -568,8 +646,29 @@ impl Handler<Forward> for Target {
     type Result = ();
 
     fn handle(&mut self, msg: Forward, ctx: &mut Context<Self>) {
+        if self.cluster.is_some() {
+            return self.cluster_forward(msg, ctx);
+        }
         let idx = (msg.session % self.conns.len() as u64) as usize;
+        self.forward_on(idx, msg, ctx);
+    }
+}
+
+impl Target {
+    /// Writes `msg` on connection `idx`.
+    fn forward_on(&mut self, idx: usize, msg: Forward, ctx: &mut Context<Self>) {
+        if matches!(self.conns[idx].state, State::Idle) {
+            self.connect(idx, ctx);
+        }
         let (to, seq) = (msg.reply_to, msg.seq);
+        let (is_cluster, slot) = (self.cluster.is_some(), msg.slot);
+        let resend = move |frame: &Bytes| {
+            is_cluster.then(|| Resend {
+                frame: frame.clone(),
+                slot,
+                hops: 0,
+            })
+        };
         // While the backend is down, commands waited on fail fast.
         if let (State::Down { reason }, false) = (
             &self.conns[idx].state,
@@ -577,7 +676,7 @@ impl Handler<Forward> for Target {
         ) {
             let text = format!(
                 "ERR relayer: backend {} unavailable ({reason})",
-                self.settings.addr
+                self.conns[idx].addr
             );
             to.do_send(Reply {
                 seq,
@@ -589,12 +688,16 @@ impl Handler<Forward> for Target {
             // Queued even while the backend is down. Copied apart from the client's read
             // buffer, which it would otherwise pin while it waits.
             Request::Background { frame, idempotent } => {
-                self.queue_background(idx, Bytes::copy_from_slice(&frame), msg.db, idempotent);
+                let frame = Bytes::copy_from_slice(&frame);
+                let resend = resend(&frame);
+                self.queue_background_resend(idx, frame, msg.db, idempotent, resend);
             }
             Request::One(frame) => {
                 self.switch_db(idx, msg.db);
-                self.push(idx, frame, Dest::Session { to, seq });
+                let resend = resend(&frame);
+                self.push_resend(idx, frame, Dest::Session { to, seq }, resend);
             }
+            Request::Gather { .. } => unreachable!("gathered requests are split by the cluster code"),
             Request::Select(db, frame) => {
                 self.push(idx, frame, Dest::SelectCheck { to, seq, db });
                 // Until the answer, the connection's DB is whatever Redis decided.
