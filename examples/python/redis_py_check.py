@@ -393,6 +393,29 @@ def dedicated_checks(c, p, r, s, conn):
     pipe.blpop(q, timeout=0).rpush(q, "t1").brpop(q, timeout=0)
     c.eq("blocking pops inside MULTI", pipe.execute(), [None, 1, (q.encode(), b"t1")])
 
+    # On another DB the dedicated connection is on the client's DB: a list of the same name in
+    # DB 0 does not release the pop, and WATCH watches the DB 5 key.
+    r5, s5 = conn(db=5), conn(db=5)
+    q5 = p + "db5queue"
+    c.eq("db 0 list of the same name", s.rpush(q5, "db0"), 1)
+    pushed, got = released(lambda: r5.blpop(q5, timeout=0), lambda: s5.rpush(q5, "db5"))
+    c.eq("db 5 blpop released by a db 5 push", (pushed, got), (1, (q5.encode(), b"db5")))
+    c.eq("db 0 list untouched", r.lrange(q5, 0, -1), [b"db0"])
+    calls5 = []
+
+    def db5_tx(pipe):
+        calls5.append(pipe.get(q5 + ":n"))
+        if len(calls5) == 1:
+            s5.incr(q5 + ":n")
+        pipe.multi()
+        pipe.incr(q5 + ":n")
+
+    c.eq("db 5 transaction retried after a conflict", r5.transaction(db5_tx, q5 + ":n"), [2])
+    c.eq("db 5 transaction saw", calls5, [None, b"1"])
+    c.eq("db 5 transaction cleanup", r5.delete(q5 + ":n"), 1)
+    r5.close()
+    s5.close()
+
     # XREAD BLOCK released by an XADD; the IDs are the server's clock, shown as <id>.
     st = p + "stream"
 
