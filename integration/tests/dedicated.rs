@@ -417,4 +417,37 @@ fn resp3_clients_get_their_own_connection() {
         c.cmd(&["HELLO", "4"]),
         Reply::error("NOPROTO unsupported protocol version")
     );
+/// In pub/sub and MONITOR mode commands pass through to the backend as they are: CLIENT
+/// GETNAME (which Redis answers once the client unsubscribed from everything, and while it
+/// monitors) gives the name the client set before, as from redis.
+#[test]
+fn client_name_follows_into_pubsub_and_monitor() {
+    let redis = Redis::start();
+    let relayer = Relayer::for_redis(&redis, "");
+    let mut sub = relayer.client();
+    assert_eq!(sub.cmd(&["CLIENT", "SETNAME", "sub-1"]), Reply::ok());
+    assert_eq!(
+        sub.cmd(&["SUBSCRIBE", "ch"]),
+        Reply::array(vec![Reply::bulk("subscribe"), Reply::bulk("ch"), Reply::int(1)])
+    );
+    assert_eq!(
+        sub.cmd(&["UNSUBSCRIBE"]),
+        Reply::array(vec![Reply::bulk("unsubscribe"), Reply::bulk("ch"), Reply::int(0)])
+    );
+    assert_eq!(sub.cmd(&["CLIENT", "GETNAME"]), Reply::bulk("sub-1"));
+    assert_eq!(sub.cmd(&["CLIENT", "SETNAME", "sub-2"]), Reply::ok());
+    assert_eq!(sub.cmd(&["CLIENT", "GETNAME"]), Reply::bulk("sub-2"));
+    // RESET clears it, as in Redis.
+    assert_eq!(sub.cmd(&["RESET"]), Reply::status("RESET"));
+    assert_eq!(sub.cmd(&["CLIENT", "GETNAME"]), Reply::Nil);
+    // Without a name, nothing is set.
+    assert!(!sub.cmd(&["SUBSCRIBE", "ch"]).is_error());
+    assert!(!sub.cmd(&["UNSUBSCRIBE"]).is_error());
+    assert_eq!(sub.cmd(&["CLIENT", "GETNAME"]), Reply::Nil);
+
+    let mut mon = relayer.client();
+    assert_eq!(mon.cmd(&["CLIENT", "SETNAME", "mon-1"]), Reply::ok());
+    assert_eq!(mon.cmd(&["MONITOR"]), Reply::ok());
+    mon.send(&["CLIENT", "GETNAME"]);
+    assert_eq!(mon.read_reply(), Reply::bulk("mon-1"));
 }

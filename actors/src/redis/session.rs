@@ -721,11 +721,17 @@ impl Session {
             d.watching = true;
         }
         if push {
+            // From now on everything passes through, CLIENT GETNAME too (Redis answers it in
+            // MONITOR mode and once the client unsubscribed from everything): the backend
+            // connection takes the client's name first (reset with the connection on release).
+            let mut frames = Vec::with_capacity(2);
+            if let Some(name) = self.name.as_ref().filter(|_| !d.push) {
+                let setname = Command::from_args(&[&b"CLIENT"[..], b"SETNAME", name]);
+                frames.push((setname.into_frame(), None));
+            }
+            frames.push((cmd.into_frame(), None));
             d.push = true;
-            d.addr.do_send(dedicated::Send {
-                frames: vec![(cmd.into_frame(), None)],
-                push: true,
-            });
+            d.addr.do_send(dedicated::Send { frames, push: true });
             self.settings.metrics.forwarded.increment(1);
             return;
         }
