@@ -8,6 +8,7 @@
 //!
 //! Waiting is always polling against a generous deadline, never a fixed sleep.
 
+pub mod cluster;
 pub mod fake_firehose;
 pub mod link;
 pub mod moto;
@@ -15,6 +16,7 @@ mod redis;
 mod relayer;
 mod resp;
 
+pub use cluster::{cluster_entry, keys_in_slot, slot_of, Cluster, ClusterOptions};
 pub use link::DelayLink;
 pub use redis::{redis_cli, Redis};
 pub use relayer::{check_config, check_config_file, output_with_timeout, CheckOutput, Relayer};
