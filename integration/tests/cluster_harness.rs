@@ -4,6 +4,7 @@
 use integration::cluster::{ClusterOptions, FAST_NODE_TIMEOUT_MS, SLOTS};
 use integration::{keys_in_slot, slot_of, Cluster, Redis, Reply, Rng};
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 fn values(keys: &[String]) -> Vec<Reply> {
@@ -350,7 +351,25 @@ fn reshard_with_redis_cli_moves_slots_and_their_keys() {
     keys.extend(c.keys_on_every_master(60));
     set_all(&c, &keys);
 
-    c.reshard_with_redis_cli(from, to, 40);
+    // Writes from another thread while redis-cli moves the slots: the harness's client is
+    // shared, and follows ASK and MOVED as the slots move.
+    let stop = AtomicBool::new(false);
+    let written = std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let key = &keys[n % keys.len()];
+                let r = c.cmd_on_owner(&["SET", key, &format!("v-{key}")]);
+                assert!(r.is_ok(), "SET {key} during the reshard: {r:?}");
+                n += 1;
+            }
+            n
+        });
+        c.reshard_with_redis_cli(from, to, 40);
+        stop.store(true, Ordering::Relaxed);
+        writer.join().unwrap()
+    });
+    assert!(written > 0);
 
     for s in first..first + 40 {
         assert_eq!(c.node_for_slot(s), to, "slot {s}");
