@@ -1,5 +1,5 @@
-//! Harness for the end-to-end tests of smart-relayer: real `redis-server` processes, the real
-//! relayer binary, and a small synchronous RESP client.
+//! Harness for the end-to-end tests of smart-relayer: real `redis-server` processes, a real Redis
+//! Cluster (`cluster`), the real relayer binary, and a small synchronous RESP client.
 //!
 //! Everything listens on 127.0.0.1 only, on ports found free at run time; configs, logs, redis
 //! working directories and unix sockets live in temporary directories. Every process a test starts

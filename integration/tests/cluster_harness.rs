@@ -182,7 +182,9 @@ fn failover_swaps_roles_and_keeps_the_data() {
     let replica = c.replicas_of(master)[0];
     c.wait_replicated();
 
+    let t = Instant::now();
     c.failover(replica);
+    eprintln!("CLUSTER FAILOVER done and agreed in {:?}", t.elapsed());
 
     assert!(c.masters().contains(&replica), "masters {:?}", c.masters());
     assert!(c.replicas().contains(&master), "replicas {:?}", c.replicas());
@@ -377,4 +379,33 @@ fn reshard_with_redis_cli_moves_slots_and_their_keys() {
     assert_eq!(c.node_for_slot(first + 40), from);
     assert_eq!(c.get_all(&keys), values(&keys));
     assert_eq!(c.dbsize_total(), keys.len() as i64);
+}
+
+#[test]
+fn master_without_replica_restarts_empty_with_its_slots() {
+    let mut c = Cluster::start_with(3, 0, &[]);
+    assert_eq!(c.nodes().len(), 3);
+    assert_eq!(c.masters(), vec![0, 1, 2]);
+    assert!(c.replicas().is_empty());
+    let keys = c.keys_on_every_master(30);
+    set_all(&c, &keys);
+    let victim = c.node_for_slot(slot_of(&keys[0]));
+    let slots = c.slots_of(victim);
+    let id = c.id(victim).to_string();
+
+    c.kill(victim);
+    c.restart(victim);
+
+    // Same id and slots (nodes.conf), no keys (no persistence).
+    assert_eq!(c.cmd_on_node(victim, &["CLUSTER", "MYID"]), Reply::bulk(&id));
+    assert_eq!(c.slots_of(victim), slots);
+    for (k, v) in keys.iter().zip(c.get_all(&keys)) {
+        let expected = if c.node_for_slot(slot_of(k)) == victim {
+            Reply::Nil
+        } else {
+            Reply::bulk(format!("v-{k}"))
+        };
+        assert_eq!(v, expected, "{k}");
+    }
+    assert_eq!(c.dbsize_total(), 20);
 }
