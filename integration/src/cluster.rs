@@ -583,10 +583,21 @@ impl Cluster {
                 (c, r)
             }
         };
-        // A connection left in READONLY state is not pooled (ASKING lasts one command only).
+        // A connection a command left in some state is not reused (ASKING lasts one command).
+        const STATEFUL: [&[u8]; 9] = [
+            b"READONLY",
+            b"MULTI",
+            b"WATCH",
+            b"SUBSCRIBE",
+            b"PSUBSCRIBE",
+            b"SSUBSCRIBE",
+            b"MONITOR",
+            b"CLIENT",
+            b"HELLO",
+        ];
         let clean = !cmds.iter().any(|c| {
             c.first()
-                .is_some_and(|a| a.as_ref().eq_ignore_ascii_case(b"READONLY"))
+                .is_some_and(|a| STATEFUL.iter().any(|s| a.as_ref().eq_ignore_ascii_case(s)))
         });
         if clean {
             self.conns.lock().unwrap().entry(port).or_default().push(conn);
@@ -595,7 +606,8 @@ impl Cluster {
     }
 
     /// Sends one command to `node` and returns its reply (no redirection followed); panics if the
-    /// node cannot be reached.
+    /// node cannot be reached. For stateless commands: a test that needs a connection of its own
+    /// (MULTI, SUBSCRIBE...) takes `client(node)`.
     pub fn cmd_on_node<A: AsRef<[u8]>>(&self, node: usize, args: &[A]) -> Reply {
         self.try_cmd_on_port(self.port(node), args)
             .unwrap_or_else(|e| panic!("node {node} (port {}): {e}", self.port(node)))
