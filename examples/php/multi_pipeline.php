@@ -14,8 +14,22 @@
 // EXPIRE...) with +OK or :1, in pipelines too, so the integer replies of those commands may be
 // the early ones (checked as such); what is read back is exact. Inside MULTI the replies are real.
 //
-// Left out because they need a connection of their own, which the relayer does not give yet:
-// $r->watch() (WATCH), $r->subscribe()/psubscribe(), $r->blPop()/brPop()/bzPopMin(), $r->monitor().
+// It also checks the commands that need a connection of their own (the relayer gives them one),
+// with a second connection acting on the first: watch() then multi()/exec(), where exec() returns
+// false after another connection changed a watched key, and succeeds on the retry, after
+// unwatch() and after discard(); blPop()/brPop()/bzPopMin()/xRead() with a block, on data already
+// there, with a timeout (false, or [] for xRead), and released by a push (or XADD) from a child
+// process (pcntl_fork: PHP has no threads) once the server counts a blocked client; wait(0, 0);
+// subscribe() and psubscribe() receiving what a child publishes. Stream IDs are shown as <id>.
+//
+// phpredis 5.3's subscribe() and psubscribe() loop until a reply other than a message arrives
+// (returning from the callback, false or an exception, does not end it, nor does unsubscribe(),
+// which reads its own replies). So the callback leaves with rawCommand('UNSUBSCRIBE', ch1, ch2):
+// Redis answers once per channel, rawCommand() reads the first answer and the loop ends on the
+// second. After that the connection serves ordinary commands again.
+//
+// In smart mode a SET is acknowledged before it runs, so a conflicting write is followed by a
+// read on the same connection: the read sees the SET, so the SET ran before the EXEC.
 
 declare(strict_types=1);
 
@@ -73,14 +87,184 @@ if (!extension_loaded('redis')) {
 
 const WRONGTYPE = 'WRONGTYPE Operation against a key holding the wrong kind of value';
 
-$p = $prefix;
-$r = new Redis();
-try {
+function connect_client(): Redis
+{
+    global $host, $port;
+    $r = new Redis();
     $ok = $port === 0 ? $r->connect($host) : $r->connect($host, $port, 5.0);
     if (!$ok) {
         fail("cannot connect to $host:$port");
     }
     $r->setOption(Redis::OPT_READ_TIMEOUT, 30);
+    return $r;
+}
+
+/**
+ * Runs $blocking() here while a child process, on a connection of its own, waits until $ready
+ * holds for the server and then calls $release (which returns true when its reply was the one
+ * expected). Returns what $blocking() returned; the child's success is a check of its own.
+ */
+function released(string $label, callable $blocking, callable $ready, callable $release)
+{
+    $pid = pcntl_fork();
+    if ($pid === -1) {
+        fail("$label: pcntl_fork failed");
+    }
+    if ($pid === 0) {
+        // The child: it leaves the parent's connection alone (closing a copy of a socket does
+        // not close the parent's) and prints nothing.
+        $c = connect_client();
+        $deadline = microtime(true) + 20;
+        while (!$ready($c)) {
+            if (microtime(true) > $deadline) {
+                fwrite(STDERR, "multi_pipeline: FAIL: $label: the server never showed the client waiting\n");
+                exit(2);
+            }
+            usleep(2000);
+        }
+        exit($release($c) ? 0 : 3);
+    }
+    $got = $blocking();
+    pcntl_waitpid($pid, $status);
+    eq("$label: the other connection's part", pcntl_wifexited($status) ? pcntl_wexitstatus($status) : -1, 0);
+    return $got;
+}
+
+/** The server counts $n blocked clients (INFO is forwarded through the relayer). */
+function blocked(int $n): callable
+{
+    return fn (Redis $c) => (int)$c->info('clients')['blocked_clients'] === $n;
+}
+
+/** getLastError(): phpredis 5.3 leaves a NUL at the end of some (those of blPop, of WATCH in MULTI). */
+function last_error(Redis $r): ?string
+{
+    $e = $r->getLastError();
+    return $e === null ? null : rtrim($e, "\0");
+}
+
+function dedicated_checks(Redis $r, string $p): void
+{
+    $o = connect_client();
+
+    // WATCH: another connection's change makes exec() return false; the retry succeeds.
+    $k = "{$p}balance";
+    write('watched key set', $r->set($k, '10'), true, true);
+    eq('watch', $r->watch($k), true);
+    eq('watch: read', $r->get($k), '10');
+    write('conflicting set', $o->set($k, '99'), true, true);
+    eq('conflicting set read back', $o->get($k), '99');
+    eq('exec after a conflict', $r->multi()->set($k, '20')->exec(), false);
+    eq('the conflicting value stays', $r->get($k), '99');
+    eq('watch again', $r->watch([$k, "{$p}other"]), true);
+    eq('exec without a conflict', $r->multi()->incr($k)->get($k)->exec(), [100, '100']);
+    eq('watch then unwatch', $r->watch($k) && $r->unwatch(), true);
+    write('set after unwatch', $o->set($k, '1'), true, true);
+    eq('read after unwatch', $o->get($k), '1');
+    eq('exec after unwatch', $r->multi()->incr($k)->exec(), [2]);
+    $r->watch($k);
+    $r->multi();
+    $r->incr($k);
+    eq('discard', $r->discard(), true);
+    write('set after discard', $o->set($k, '5'), true, true);
+    eq('read after discard', $o->get($k), '5');
+    eq('exec after discard (which unwatches)', $r->multi()->incr($k)->exec(), [6]);
+    // A watch in a pipeline, then the transaction.
+    eq('watch in a pipeline', $r->pipeline()->watch($k)->get($k)->exec(), [true, '6']);
+    write('conflict after a pipelined watch', $o->set($k, '7'), true, true);
+    eq('read it', $o->get($k), '7');
+    eq('exec after a pipelined watch', $r->multi()->set($k, 'lost')->exec(), false);
+    $r->multi();
+    eq('watch inside multi', $r->watch($k), false);
+    eq('watch inside multi error', last_error($r), 'ERR WATCH inside MULTI is not allowed');
+    $r->clearLastError();
+    eq('exec after it', $r->exec(), []);
+
+    // Blocking pops: on data already there, with a timeout, released by a child's push.
+    $q = "{$p}queue";
+    eq('rpush', $r->rPush($q, 'a', 'b'), 2);
+    eq('blPop on data', $r->blPop([$q], 1), [$q, 'a']);
+    eq('brPop on data, variadic keys', $r->brPop("{$p}none", $q, 1), [$q, 'b']);
+    // phpredis 5.3 takes whole seconds only ("Timeout value must be a LONG"): 1 s each.
+    eq('blPop timeout', $r->blPop([$q], 1), []);
+    eq('brPop timeout', $r->brPop([$q, "{$p}none"], 1), []);
+    eq('blPop released by a push', released('blPop', fn () => $r->blPop([$q], 10), blocked(1),
+        fn (Redis $c) => $c->rPush($q, 'job-1') === 1), [$q, 'job-1']);
+    eq('brPop on two lists released by a push', released('brPop', fn () => $r->brPop(["{$p}q1", "{$p}q2"], 10),
+        blocked(1), fn (Redis $c) => $c->lPush("{$p}q2", 'x', 'y') === 2), ["{$p}q2", 'x']);
+    eq('brPop left the rest', $r->lRange("{$p}q2", 0, -1), ['y']);
+    eq('brpoplpush released by a push', released('brpoplpush', fn () => $r->brpoplpush("{$p}src", "{$p}dst", 10),
+        blocked(1), fn (Redis $c) => $c->rPush("{$p}src", 'm') === 1), 'm');
+    eq('bzPopMin released by zAdd', released('bzPopMin', fn () => $r->bzPopMin("{$p}bz", 10), blocked(1),
+        fn (Redis $c) => in_array($c->zAdd("{$p}bz", 1.5, 'm'), [1, true], true)), ["{$p}bz", 'm', '1.5']);
+    $r->set("{$p}str", 'v');
+    eq('blPop on a string', $r->blPop(["{$p}str"], 1), false);
+    eq('blPop on a string error', last_error($r), WRONGTYPE);
+    $r->clearLastError();
+    eq('blocking pops in a pipeline', $r->pipeline()
+        ->rPush($q, 'p1', 'p2')->blPop([$q], 1)->incr("{$p}after")->brPop([$q], 1)
+        ->exec(), [2, [$q, 'p1'], 1, [$q, 'p2']]);
+    // Inside MULTI they do not block: the timeout forms at once.
+    eq('blocking pops inside MULTI', $r->multi()
+        ->blPop([$q], 1)->rPush($q, 't1')->brPop([$q], 1)->bzPopMin("{$p}bz", 1)->brpoplpush($q, "{$p}dst", 1)
+        ->exec(), [[], 1, [$q, 't1'], [], false]);
+
+    // XREAD BLOCK released by a child's XADD; the IDs are the server's clock.
+    $st = "{$p}stream";
+    $got = released('xRead', fn () => $r->xRead([$st => '$'], 1, 10000), blocked(1),
+        fn (Redis $c) => is_string($c->xAdd($st, '*', ['f' => 'v'])));
+    eq('xRead block released by xAdd', array_map('array_values', $got), [$st => [['f' => 'v']]]);
+    eq('xRead block timeout', $r->xRead([$st => '$'], 1, 50), []);
+    eq('xRead block on data already there', array_map('array_values', $r->xRead([$st => '0'], 1, 50)),
+        [$st => [['f' => 'v']]]);
+
+    // WAIT: no replicas, so at once.
+    eq('wait', $r->wait(0, 0), 0);
+
+    // Pub/sub on a connection of its own: a child publishes once the server counts the
+    // subscriptions.
+    $s = connect_client();
+    eq('subscriber setname', $s->client('setname', 'php-sub'), true);
+    $got = [];
+    $ch1 = "{$p}news";
+    $ch2 = "{$p}sport";
+    $ret = released('subscribe', function () use ($s, $ch1, $ch2, &$got) {
+        return $s->subscribe([$ch1, $ch2], function (Redis $s, string $chan, string $msg) use ($ch1, $ch2, &$got) {
+            $got[] = [$chan, $msg];
+            if ($msg === 'quit') {
+                $got[] = $s->rawCommand('UNSUBSCRIBE', $ch1, $ch2);
+            }
+        });
+    }, fn (Redis $c) => $c->pubsub('numsub', [$ch2]) === [$ch2 => 1],
+        fn (Redis $c) => $c->publish($ch1, 'n1') === 1 && $c->publish($ch2, 's1') === 1
+            && $c->publish("{$p}nobody", 'x') === 0 && $c->publish($ch1, 'quit') === 1);
+    eq('subscribe: messages', $got, [[$ch1, 'n1'], [$ch2, 's1'], [$ch1, 'quit'], ['unsubscribe', $ch1, 1]]);
+    eq('subscribe: returned', $ret, null);
+    eq('subscriber serves commands again', $s->get("{$p}str"), 'v');
+    eq('subscriber keeps its name', $s->client('getname'), 'php-sub');
+    eq('nobody subscribed any more', $o->pubsub('numsub', [$ch1, $ch2]), [$ch1 => 0, $ch2 => 0]);
+    $got = [];
+    $pat = "{$p}w*";
+    $ret = released('psubscribe', function () use ($s, $pat, &$got) {
+        return $s->psubscribe([$pat], function (Redis $s, string $pattern, string $chan, string $msg) use ($pat, &$got) {
+            $got[] = [$pattern, $chan, $msg];
+            if ($msg === 'quit') {
+                $got[] = $s->rawCommand('PUNSUBSCRIBE', $pat, $pat);
+            }
+        });
+    }, fn (Redis $c) => $c->pubsub('numpat') === 1,
+        fn (Redis $c) => $c->publish("{$p}weather", 'rain') === 1 && $c->publish("{$p}wind", 'quit') === 1);
+    eq('psubscribe: messages', $got, [[$pat, "{$p}weather", 'rain'], [$pat, "{$p}wind", 'quit'], ['punsubscribe', $pat, 0]]);
+    eq('psubscribe: returned', $ret, null);
+    eq('psubscriber serves commands again', $s->get("{$p}str"), 'v');
+    eq('no pattern left', $o->pubsub('numpat'), 0);
+    $s->close();
+    $o->close();
+}
+
+$p = $prefix;
+try {
+    $r = connect_client();
 
     eq('ping', $r->ping(), true);
     eq('echo', $r->echo("a\r\nb"), "a\r\nb");
@@ -162,6 +346,8 @@ try {
     eq('smembers', (function ($m) { sort($m); return $m; })($r->sMembers("{$p}s2")), ['a', 'b']);
     write('hset', $r->hSet("{$p}h2", 'f', 'v'), 1, 1);
     eq('hget', $r->hGet("{$p}h2", 'f'), 'v');
+
+    dedicated_checks($r, $p);
 
     // Cleanup.
     $keys = [];

@@ -15,15 +15,26 @@ SADD, ZADD, EXPIRE, EXPIREAT, PEXPIRE, PEXPIREAT) with +OK or :1, so the integer
 commands are not checked against Redis'; everything read back still is. Inside MULTI the
 replies are real.
 
-Left out on purpose, because they need a connection of their own, which the relayer does not
-give yet: r.pubsub() (SUBSCRIBE), blocking pops (r.blpop, r.brpop, r.bzpopmin, ...), r.transaction()
-and pipe.watch() (WATCH), r.monitor() (MONITOR).
+The commands that need a connection of their own (the relayer gives them one) are checked with
+a second connection acting on the first: blocking pops (blpop, brpop, blmove, bzpopmin) and
+xread(block=...) run in a thread and are released by a push or an XADD once the server counts a
+blocked client (INFO's blocked_clients, so the push is known to come after the block), and their
+timeout forms give None; r.pubsub() subscribe, psubscribe and ssubscribe read with get_message()
+what another connection publishes, then unsubscribe; r.transaction(func, key) and pipe.watch()
+see a WATCH conflict made by another connection (WatchError, then a retry that succeeds);
+wait(0, 0); r.monitor() sees another connection's command. Stream IDs are shown as <id>.
+
+In smart mode a SET is acknowledged before it runs, so the conflicting write is followed by a
+read on the same connection: the read sees the SET, so the SET ran before the EXEC it conflicts
+with.
 """
 
 import argparse
 import hashlib
 import os
 import sys
+import threading
+import time
 
 try:
     import redis
@@ -303,6 +314,8 @@ def main():
     c.eq("db 5 multi", pipe.execute(), [1, b"five"])
     c.eq("db 5 cleanup", r5.delete(p + "m1", p + "n5"), 2)
 
+    dedicated_checks(c, p, r, s, conn)
+
     # Cleanup; nothing of the run is left.
     keys = list(r.scan_iter(match=p + "*", count=500))
     c.eq("delete", r.delete(*keys), len(keys))
@@ -311,6 +324,237 @@ def main():
     s.close()
     r5.close()
     print("redis_py_check: OK %d checks" % c.checks)
+
+
+def dedicated_checks(c, p, r, s, conn):
+    """The commands that hold a connection: blocking pops, XREAD BLOCK, WAIT, pub/sub, WATCH,
+    MONITOR. `r` and `s` are separate connections (pools); what releases or conflicts comes from
+    the one not waiting."""
+
+    def wait_blocked(n):
+        # INFO is the server's (forwarded through the relayer): its own count of blocked clients.
+        deadline = time.monotonic() + 20
+        while r.info("clients")["blocked_clients"] != n:
+            if time.monotonic() > deadline:
+                c.fail("the server never counted %d blocked client(s)" % n)
+            time.sleep(0.002)
+
+    def released(blocking, release):
+        """Runs blocking() in a thread; once the server holds it blocked, release() here: both
+        results."""
+        box = {}
+
+        def run():
+            try:
+                box["r"] = blocking()
+            except Exception as e:  # shown in the transcript
+                box["r"] = e
+
+        t = threading.Thread(target=run)
+        t.start()
+        wait_blocked(1)
+        got_release = release()
+        t.join(30)
+        if t.is_alive():
+            c.fail("the blocked call was not released")
+        wait_blocked(0)
+        return got_release, box["r"]
+
+    # Blocking pops released by a push from another connection.
+    q = p + "queue"
+    pushed, got = released(lambda: r.blpop(q, timeout=0), lambda: s.rpush(q, "job-1"))
+    c.eq("blpop released by rpush", (pushed, got), (1, (q.encode(), b"job-1")))
+    pushed, got = released(lambda: r.brpop([p + "q1", p + "q2"], timeout=0),
+                           lambda: s.lpush(p + "q2", "a", "b"))
+    c.eq("brpop on two lists released by lpush", (pushed, got), (2, (p.encode() + b"q2", b"a")))
+    c.eq("brpop left the rest", r.lrange(p + "q2", 0, -1), [b"b"])
+    pushed, got = released(lambda: r.blmove(p + "src", p + "dst", 0, "LEFT", "RIGHT"),
+                           lambda: s.rpush(p + "src", "m"))
+    c.eq("blmove released by rpush", (pushed, got), (1, b"m"))
+    c.eq("blmove moved it", r.lrange(p + "dst", 0, -1), [b"m"])
+    added, got = released(lambda: r.bzpopmin(p + "z", timeout=0), lambda: s.zadd(p + "z", {"m": 1.5}))
+    c.write("zadd releasing bzpopmin", "ZADD", added, 1)
+    c.eq("bzpopmin released by zadd", got, (p.encode() + b"z", b"m", 1.5))
+    # Timeouts: nil, which redis-py gives as None.
+    c.eq("blpop timeout", r.blpop(p + "nolist", timeout=0.05), None)
+    c.eq("brpop timeout", r.brpop([p + "nolist", p + "nolist2"], timeout=0.05), None)
+    c.eq("blmove timeout", r.blmove(p + "nolist", p + "dst", 0.05, "LEFT", "RIGHT"), None)
+    c.eq("bzpopmin timeout", r.bzpopmin(p + "nozset", timeout=0.05), None)
+    c.eq("blpop on a non-empty list", (r.rpush(q, "x"), r.blpop(q, timeout=0)), (1, (q.encode(), b"x")))
+    c.raises("blpop on a string", lambda: (r.set(p + "bstr", "v"), r.blpop(p + "bstr", timeout=0.05)),
+             redis.ResponseError, WRONGTYPE)
+    c.raises("blpop with a negative timeout", lambda: r.blpop(q, timeout=-1), redis.ResponseError,
+             "timeout is negative")
+    # In a pipeline: in order with what surrounds them; inside MULTI they do not block.
+    pipe = r.pipeline(transaction=False)
+    pipe.rpush(q, "p1").blpop(q, timeout=0).blpop(q, timeout=0.05).incr(p + "after")
+    c.eq("pipeline with blocking pops", pipe.execute(), [1, (q.encode(), b"p1"), None, 1])
+    pipe = r.pipeline(transaction=True)
+    pipe.blpop(q, timeout=0).rpush(q, "t1").brpop(q, timeout=0)
+    c.eq("blocking pops inside MULTI", pipe.execute(), [None, 1, (q.encode(), b"t1")])
+
+    # On another DB the dedicated connection is on the client's DB: a list of the same name in
+    # DB 0 does not release the pop, and WATCH watches the DB 5 key.
+    r5, s5 = conn(db=5), conn(db=5)
+    q5 = p + "db5queue"
+    c.eq("db 0 list of the same name", s.rpush(q5, "db0"), 1)
+    pushed, got = released(lambda: r5.blpop(q5, timeout=0), lambda: s5.rpush(q5, "db5"))
+    c.eq("db 5 blpop released by a db 5 push", (pushed, got), (1, (q5.encode(), b"db5")))
+    c.eq("db 0 list untouched", r.lrange(q5, 0, -1), [b"db0"])
+    calls5 = []
+
+    def db5_tx(pipe):
+        calls5.append(pipe.get(q5 + ":n"))
+        if len(calls5) == 1:
+            s5.incr(q5 + ":n")
+        pipe.multi()
+        pipe.incr(q5 + ":n")
+
+    c.eq("db 5 transaction retried after a conflict", r5.transaction(db5_tx, q5 + ":n"), [2])
+    c.eq("db 5 transaction saw", calls5, [None, b"1"])
+    c.eq("db 5 transaction cleanup", r5.delete(q5 + ":n"), 1)
+    r5.close()
+    s5.close()
+
+    # XREAD BLOCK released by an XADD; the IDs are the server's clock, shown as <id>.
+    st = p + "stream"
+
+    def no_ids(v, ids):
+        if isinstance(v, (list, tuple)):
+            return type(v)(no_ids(x, ids) for x in v)
+        return "<id>" if isinstance(v, bytes) and v in ids else v
+
+    added, got = released(lambda: r.xread({st: "$"}, block=0), lambda: s.xadd(st, {"f": "v"}))
+    added = added.encode()  # `s` decodes replies
+    c.eq("xread block released by xadd", no_ids(got, {added}), [[st.encode(), [("<id>", {b"f": b"v"})]]])
+    c.eq("xread block timeout", r.xread({st: "$"}, block=50), [])
+    c.eq("xread block on data already there", no_ids(r.xread({st: "0"}, block=50), {added}),
+         [[st.encode(), [("<id>", {b"f": b"v"})]]])
+
+    # WAIT: no replicas, so at once.
+    c.eq("wait", r.wait(0, 0), 0)
+
+    # Pub/sub: another connection publishes; confirmations and messages through get_message().
+    ps = r.pubsub()
+    ps.subscribe(p + "news", p + "sport")
+
+    def message(timeout=5):
+        m = ps.get_message(timeout=timeout)
+        if m is None and timeout >= 1:
+            c.fail("no pub/sub message within %ss" % timeout)
+        return m
+
+    c.eq("subscribe news", message(), {"type": "subscribe", "pattern": None,
+                                       "channel": p.encode() + b"news", "data": 1})
+    c.eq("subscribe sport", message(), {"type": "subscribe", "pattern": None,
+                                        "channel": p.encode() + b"sport", "data": 2})
+    ps.psubscribe(p + "w*")
+    c.eq("psubscribe", message(), {"type": "psubscribe", "pattern": None,
+                                   "channel": p.encode() + b"w*", "data": 3})
+    for i in range(3):
+        c.eq("publish news %d" % i, s.publish(p + "news", "n%d" % i), 1)
+    for i in range(3):
+        c.eq("message %d" % i, message(), {"type": "message", "pattern": None,
+                                           "channel": p.encode() + b"news", "data": b"n%d" % i})
+    c.eq("publish to the pattern", s.publish(p + "weather", "rain"), 1)
+    c.eq("pmessage", message(), {"type": "pmessage", "pattern": p.encode() + b"w*",
+                                 "channel": p.encode() + b"weather", "data": b"rain"})
+    c.eq("numsub", s.pubsub_numsub(p + "news", p + "none"), [(p + "news", 1), (p + "none", 0)])
+    ps.ping()
+    c.eq("ping while subscribed", message(), {"type": "pong", "pattern": None, "channel": None, "data": b""})
+    ps.unsubscribe(p + "news")
+    c.eq("unsubscribe news", message(), {"type": "unsubscribe", "pattern": None,
+                                         "channel": p.encode() + b"news", "data": 2})
+    c.eq("publish after unsubscribe", s.publish(p + "news", "gone"), 0)
+    ps.punsubscribe()
+    c.eq("punsubscribe", message(), {"type": "punsubscribe", "pattern": None,
+                                     "channel": p.encode() + b"w*", "data": 1})
+    ps.unsubscribe()
+    c.eq("unsubscribe all", message(), {"type": "unsubscribe", "pattern": None,
+                                        "channel": p.encode() + b"sport", "data": 0})
+    c.eq("nothing more", message(timeout=0.05), None)
+    ps.close()
+    c.eq("publish with nobody subscribed", s.publish(p + "sport", "x"), 0)
+    # Sharded pub/sub (Redis 7): SSUBSCRIBE, SPUBLISH.
+    ps = r.pubsub()
+    ps.ssubscribe(p + "shard")
+    c.eq("ssubscribe", ps.get_sharded_message(timeout=5), {"type": "ssubscribe", "pattern": None,
+                                                           "channel": p.encode() + b"shard", "data": 1})
+    c.eq("spublish", s.spublish(p + "shard", "s1"), 1)
+    c.eq("smessage", ps.get_sharded_message(timeout=5), {"type": "smessage", "pattern": None,
+                                                         "channel": p.encode() + b"shard", "data": b"s1"})
+    ps.sunsubscribe()
+    c.eq("sunsubscribe", ps.get_sharded_message(timeout=5), {"type": "sunsubscribe", "pattern": None,
+                                                             "channel": p.encode() + b"shard", "data": 0})
+    ps.close()
+    # The connection of a subscriber that went away serves ordinary commands again.
+    c.eq("after pub/sub", (r.set(p + "ps", "ok"), r.get(p + "ps"))[1], b"ok")
+
+    # WATCH: a change by another connection aborts EXEC (WatchError); the retry succeeds.
+    wk = p + "balance"
+    c.write("watched key set", "SET", r.set(wk, 10), True)
+    calls = []
+
+    def add_one(pipe):
+        v = int(pipe.get(wk))
+        calls.append(v)
+        if len(calls) == 1:
+            # A smart SET is acknowledged before it runs: the GET after it makes sure it ran.
+            s.set(wk, 100)
+            s.get(wk)
+        pipe.multi()
+        pipe.set(wk, v + 1)
+
+    c.eq("transaction retried after a conflict", r.transaction(add_one, wk), [True])
+    c.eq("transaction saw", calls, [10, 100])
+    c.eq("transaction result", r.get(wk), b"101")
+    c.eq("transaction value_from_callable",
+         r.transaction(lambda pipe: int(pipe.get(wk)), wk, value_from_callable=True), 101)
+    with r.pipeline() as pipe:
+        pipe.watch(wk, p + "other")
+        c.eq("watch: immediate get", pipe.get(wk), b"101")
+        s.set(wk, "changed")
+        s.get(wk)
+        pipe.multi()
+        pipe.set(wk, "mine").get(wk)
+        c.raises("watch conflict", pipe.execute, redis.WatchError, "Watched variable changed.")
+        c.eq("the conflicting value stays", r.get(wk), b"changed")
+        pipe.watch(wk)
+        c.eq("watch again", pipe.get(wk), b"changed")
+        pipe.multi()
+        pipe.set(wk, "mine").get(wk)
+        c.eq("exec without a conflict", pipe.execute(), [True, b"mine"])
+        pipe.watch(wk)
+        pipe.unwatch()
+        s.set(wk, "again")
+        s.get(wk)
+        pipe.multi()
+        pipe.incr(p + "unwatched")
+        c.eq("exec after unwatch", pipe.execute(), [1])
+        # A pipeline reset while watching sends UNWATCH; the next transaction is unaffected.
+        pipe.watch(wk)
+        pipe.reset()
+        s.set(wk, "later")
+        s.get(wk)
+        pipe.multi()
+        pipe.get(wk)
+        c.eq("exec after reset", pipe.execute(), [b"later"])
+    one = conn(single_connection_client=True)
+    c.eq("multi by hand", one.execute_command("MULTI"), b"OK")
+    c.raises("watch inside multi", lambda: one.execute_command("WATCH", wk), redis.ResponseError,
+             "WATCH inside MULTI is not allowed")
+    c.eq("discard that multi", one.execute_command("DISCARD"), b"OK")
+    one.close()
+
+    # MONITOR sees another connection's command.
+    with r.monitor() as m:
+        s.get(p + "monitored")
+        for _ in range(1000):
+            cmd = m.next_command()
+            if p + "monitored" in cmd["command"]:
+                break
+        c.eq("monitor", (cmd["command"], cmd["db"]), ("GET %smonitored" % p, 0))
+    c.eq("after monitor", r.get(p + "ps"), b"ok")
 
 
 if __name__ == "__main__":

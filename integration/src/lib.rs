@@ -1,5 +1,5 @@
-//! Harness for the end-to-end tests of smart-relayer: real `redis-server` processes, the real
-//! relayer binary, and a small synchronous RESP client.
+//! Harness for the end-to-end tests of smart-relayer: real `redis-server` processes, a real Redis
+//! Cluster (`cluster`), the real relayer binary, and a small synchronous RESP client.
 //!
 //! Everything listens on 127.0.0.1 only, on ports found free at run time; configs, logs, redis
 //! working directories and unix sockets live in temporary directories. Every process a test starts
@@ -8,6 +8,7 @@
 //!
 //! Waiting is always polling against a generous deadline, never a fixed sleep.
 
+pub mod cluster;
 pub mod fake_firehose;
 pub mod link;
 pub mod moto;
@@ -16,6 +17,7 @@ mod relayer;
 mod resp;
 pub mod tls;
 
+pub use cluster::{cluster_entry, keys_in_slot, slot_of, Cluster, ClusterOptions};
 pub use link::DelayLink;
 pub use redis::{redis_cli, Redis};
 pub use relayer::{check_config, check_config_file, output_with_timeout, CheckOutput, Relayer};

@@ -46,6 +46,20 @@ impl Redis {
         panic!("could not start redis-server: {last_err}");
     }
 
+    /// Starts redis-server on `port` (chosen by the caller, e.g. a cluster node whose bus port must
+    /// be free too) and waits until it answers PING. `Err`, with its log, if it exits first (the
+    /// port was taken?) or does not answer in time.
+    pub fn try_start_on(port: u16, args: &[&str]) -> Result<Redis, String> {
+        let mut r = Redis {
+            child: None,
+            port,
+            args: args.iter().map(|s| s.to_string()).collect(),
+            dir: crate::temp_dir(),
+        };
+        r.spawn_and_wait()?;
+        Ok(r)
+    }
+
     fn log_path(&self) -> std::path::PathBuf {
         self.dir.path().join(format!("redis-{}.log", self.port))
     }

@@ -131,8 +131,10 @@ fn redis_py_matches_direct(mode: Mode, unix: bool) {
 
 /// redis-py (its handshake with CLIENT SETINFO and SETNAME, strings, binary and 1 MiB values,
 /// lists, hashes, sets, sorted sets, scans, Lua, locks, errors, pipelines with and without a
-/// transaction, errors inside them, another DB) gives through the relayer the same results as
-/// from redis.
+/// transaction, errors inside them, another DB; and on a dedicated connection: blpop, brpop,
+/// blmove, bzpopmin and xread(block=) released from another thread's connection and timing out,
+/// pubsub() with get_message(), transaction() and pipe.watch() retried after a conflict, wait(),
+/// monitor()) gives through the relayer the same results as from redis.
 #[test]
 fn redis_py_sync_tcp_matches_redis() {
     redis_py_matches_direct(Mode::Sync, false);
@@ -183,7 +185,9 @@ fn phpredis_matches_direct(mode: Mode, unix: bool) {
 }
 
 /// phpredis' multi() (chained and not), DISCARD, pipeline() and multi(Redis::PIPELINE), SELECT
-/// inside a pipeline and a MULTI, a MULTI inside a pipeline: the same results as from redis.
+/// inside a pipeline and a MULTI, a MULTI inside a pipeline; watch() with exec() false after a
+/// conflict, blPop/brPop/bzPopMin/xRead released by a forked child's push and timing out, wait(),
+/// subscribe()/psubscribe() fed by a child: the same results as from redis.
 #[test]
 fn phpredis_multi_pipeline_sync_tcp_matches_redis() {
     phpredis_matches_direct(Mode::Sync, false);

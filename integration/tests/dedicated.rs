@@ -418,3 +418,72 @@ fn resp3_clients_get_their_own_connection() {
         Reply::error("NOPROTO unsupported protocol version")
     );
 }
+
+/// In pub/sub and MONITOR mode commands pass through to the backend as they are: CLIENT
+/// GETNAME (which Redis answers once the client unsubscribed from everything, and while it
+/// monitors) gives the name the client set before, as from redis.
+#[test]
+fn client_name_follows_into_pubsub_and_monitor() {
+    let redis = Redis::start();
+    let relayer = Relayer::for_redis(&redis, "");
+    let mut sub = relayer.client();
+    assert_eq!(sub.cmd(&["CLIENT", "SETNAME", "sub-1"]), Reply::ok());
+    assert_eq!(
+        sub.cmd(&["SUBSCRIBE", "ch"]),
+        Reply::array(vec![Reply::bulk("subscribe"), Reply::bulk("ch"), Reply::int(1)])
+    );
+    assert_eq!(
+        sub.cmd(&["UNSUBSCRIBE"]),
+        Reply::array(vec![Reply::bulk("unsubscribe"), Reply::bulk("ch"), Reply::int(0)])
+    );
+    assert_eq!(sub.cmd(&["CLIENT", "GETNAME"]), Reply::bulk("sub-1"));
+    assert_eq!(sub.cmd(&["CLIENT", "SETNAME", "sub-2"]), Reply::ok());
+    assert_eq!(sub.cmd(&["CLIENT", "GETNAME"]), Reply::bulk("sub-2"));
+    // RESET clears it, as in Redis.
+    assert_eq!(sub.cmd(&["RESET"]), Reply::status("RESET"));
+    assert_eq!(sub.cmd(&["CLIENT", "GETNAME"]), Reply::Nil);
+    // Without a name, nothing is set.
+    assert!(!sub.cmd(&["SUBSCRIBE", "ch"]).is_error());
+    assert!(!sub.cmd(&["UNSUBSCRIBE"]).is_error());
+    assert_eq!(sub.cmd(&["CLIENT", "GETNAME"]), Reply::Nil);
+
+    let mut mon = relayer.client();
+    assert_eq!(mon.cmd(&["CLIENT", "SETNAME", "mon-1"]), Reply::ok());
+    assert_eq!(mon.cmd(&["MONITOR"]), Reply::ok());
+    mon.send(&["CLIENT", "GETNAME"]);
+    assert_eq!(mon.read_reply(), Reply::bulk("mon-1"));
+}
+
+/// RESET and QUIT sent right behind a command on the dedicated connection (in the same write)
+/// come after its reply, as from Redis; nothing is lost and the client goes on.
+#[test]
+fn reset_and_quit_behind_dedicated_commands_keep_every_reply() {
+    let redis = Redis::start();
+    let relayer = Relayer::for_redis(&redis, "");
+    let cases: [(&str, usize, bool); 6] = [
+        ("WATCH k\r\nRESET\r\n", 2, false),
+        ("BLPOP q 0.01\r\nRESET\r\n", 2, false),
+        ("WATCH k\r\nPING\r\nRESET\r\n", 3, false),
+        ("SUBSCRIBE c\r\nRESET\r\n", 2, false),
+        ("SUBSCRIBE c d\r\nPING\r\nRESET\r\n", 4, false),
+        ("SUBSCRIBE c\r\nQUIT\r\n", 2, true),
+    ];
+    for (input, n, closes) in cases {
+        let mut r = relayer.client();
+        let mut d = redis.client();
+        r.send_raw(input.as_bytes());
+        d.send_raw(input.as_bytes());
+        let (got, want) = (r.read_replies(n), d.read_replies(n));
+        assert_eq!(got, want, "{input:?}");
+        if closes {
+            r.expect_closed();
+        } else {
+            assert_eq!(r.cmd(&["SET", "after", "1"]), Reply::ok(), "{input:?}");
+            assert_eq!(
+                r.cmd(&["PUBLISH", "c", "x"]),
+                Reply::int(0),
+                "{input:?}: still subscribed"
+            );
+        }
+    }
+}

@@ -102,6 +102,9 @@ pub enum FromDedicated {
     Lost(Bytes),
 }
 
+const RESET: &[u8] = b"*1\r\n$5\r\nRESET\r\n";
+const RESET_REPLY: &[u8] = b"+RESET\r\n";
+
 /// The request number of the barrier: a PING through the shared connection whose reply says
 /// that every command the client sent before has run.
 const BARRIER: u64 = u64::MAX;
@@ -115,6 +118,9 @@ struct Ded {
     push: bool,
     /// WATCH is in effect: kept until EXEC, DISCARD or UNWATCH.
     watching: bool,
+    /// In push mode, the client's RESET or QUIT was sent through: the client is not read
+    /// until its `+RESET` comes back.
+    resetting: Option<Kind>,
 }
 
 struct Multi {
@@ -261,7 +267,8 @@ impl Session {
 
     fn update_gate(&self) {
         let full = self.slots.len() >= self.settings.max_pending || self.out.len() >= OUT_HIGH;
-        if self.closing || self.awaiting.is_some() || self.held.is_some() || full {
+        let resetting = self.ded.as_ref().is_some_and(|d| d.resetting.is_some());
+        if self.closing || self.awaiting.is_some() || self.held.is_some() || resetting || full {
             self.gate.pause();
         } else {
             self.gate.resume();
@@ -294,7 +301,7 @@ impl Session {
             return;
         }
         if self.ded.as_ref().is_some_and(|d| d.push) {
-            return self.pass_through(kind, cmd, ctx);
+            return self.pass_through(kind, cmd);
         }
         if self.multi.is_some() && self.queue_in_multi(kind, &cmd, ctx) {
             return;
@@ -339,7 +346,7 @@ impl Session {
             Kind::Auth if argc == 2 || argc == 3 => self.auth(&cmd, ctx),
             Kind::Auth if argc > 3 => self.reply(error("ERR syntax error"), ctx),
             Kind::Reset if argc == 1 => {
-                self.release_dedicated();
+                self.reset_dedicated();
                 self.multi = None;
                 self.db = self.settings.initial_db;
                 self.name = None;
@@ -700,6 +707,7 @@ impl Session {
             owed: VecDeque::new(),
             push: false,
             watching: false,
+            resetting: None,
         });
         let sent = self.target.try_send(Forward {
             reply_to: ctx.address(),
@@ -721,11 +729,17 @@ impl Session {
             d.watching = true;
         }
         if push {
+            // From now on everything passes through, CLIENT GETNAME too (Redis answers it in
+            // MONITOR mode and once the client unsubscribed from everything): the backend
+            // connection takes the client's name first (reset with the connection on release).
+            let mut frames = Vec::with_capacity(2);
+            if let Some(name) = self.name.as_ref().filter(|_| !d.push) {
+                let setname = Command::from_args(&[&b"CLIENT"[..], b"SETNAME", name]);
+                frames.push((setname.into_frame(), None));
+            }
+            frames.push((cmd.into_frame(), None));
             d.push = true;
-            d.addr.do_send(dedicated::Send {
-                frames: vec![(cmd.into_frame(), None)],
-                push: true,
-            });
+            d.addr.do_send(dedicated::Send { frames, push: true });
             self.settings.metrics.forwarded.increment(1);
             return;
         }
@@ -734,21 +748,25 @@ impl Session {
 
     /// Pub/sub or MONITOR: the connection is the client's until RESET, QUIT or disconnect;
     /// commands go through as they are and replies come back as the connection gives them.
-    fn pass_through(&mut self, kind: Kind, cmd: Command, ctx: &mut Context<Self>) {
+    fn pass_through(&mut self, kind: Kind, cmd: Command) {
         match kind {
-            Kind::Quit => {
-                self.release_dedicated();
-                self.reply_static(write::OK, ctx);
-                self.close_after_replies(ctx);
-            }
-            Kind::Reset if cmd.argc() == 1 => {
-                self.release_dedicated();
-                self.multi = None;
-                self.db = self.settings.initial_db;
-                self.name = None;
-                self.unauthenticated
-                    .store(self.settings.password.is_some(), Ordering::Relaxed);
-                self.reply_static(b"+RESET\r\n", ctx);
+            // Both go through as RESET, whose reply marks the end of what the connection owed
+            // the client; nothing is read meanwhile (see `Pushed`).
+            Kind::Quit | Kind::Reset if kind == Kind::Quit || cmd.argc() == 1 => {
+                let Some(d) = &mut self.ded else { return };
+                d.resetting = Some(kind);
+                d.addr.do_send(dedicated::Send {
+                    frames: vec![(Bytes::from_static(RESET), None)],
+                    push: false,
+                });
+                if kind == Kind::Reset {
+                    self.multi = None;
+                    self.db = self.settings.initial_db;
+                    self.name = None;
+                    self.unauthenticated
+                        .store(self.settings.password.is_some(), Ordering::Relaxed);
+                }
+                self.update_gate();
             }
             _ => {
                 let Some(d) = &self.ded else { return };
@@ -766,6 +784,26 @@ impl Session {
             d.watching = false;
         }
         self.forward(Request::One(Bytes::from_static(b"*1\r\n$7\r\nUNWATCH\r\n")), ctx);
+    }
+
+    /// RESET outside pub/sub: what the dedicated connection owes still comes (its slots are
+    /// ahead of RESET's); the WATCH and DB it holds are undone, and it is given back once idle.
+    fn reset_dedicated(&mut self) {
+        let initial = self.settings.initial_db;
+        let db = self.db;
+        let Some(d) = &mut self.ded else { return };
+        let mut frames = Vec::new();
+        if std::mem::take(&mut d.watching) {
+            frames.push((Bytes::from_static(b"*1\r\n$7\r\nUNWATCH\r\n"), None));
+        }
+        if db != initial {
+            let select = Command::from_args(&[b"SELECT".to_vec(), initial.to_string().into_bytes()]);
+            frames.push((select.into_frame(), None));
+        }
+        if !frames.is_empty() {
+            d.addr.do_send(dedicated::Send { frames, push: false });
+        }
+        self.maybe_release();
     }
 
     /// Gives the dedicated connection back once nothing needs it any more.
@@ -902,7 +940,21 @@ impl Handler<FromDedicated> for Session {
                 self.on_reply(seq, data, ctx);
                 self.maybe_release();
             }
-            FromDedicated::Pushed(data) => self.push_reply(data, ctx),
+            FromDedicated::Pushed(data) => {
+                let resetting = self.ded.as_ref().and_then(|d| d.resetting);
+                match resetting {
+                    Some(kind) if &data[..] == RESET_REPLY => {
+                        self.release_dedicated();
+                        if kind == Kind::Quit {
+                            self.push_reply(Bytes::from_static(write::OK), ctx);
+                            self.close_after_replies(ctx);
+                        } else {
+                            self.push_reply(data, ctx);
+                        }
+                    }
+                    _ => self.push_reply(data, ctx),
+                }
+            }
             FromDedicated::Lost(error) => {
                 let Some(d) = self.ded.take() else { return };
                 for seq in d.owed {
