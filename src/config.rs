@@ -29,6 +29,8 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     Redis,
+    /// A Redis Cluster, reached through the seed nodes of `url`.
+    RedisCluster,
     Firehose,
     /// Known to the original daemon but not relayed by this version yet.
     Unsupported(&'static str),
@@ -77,6 +79,8 @@ pub struct Relayer {
     pub firehose: Option<Firehose>,
     /// Clients must AUTH with this first (`password`), as with Redis' requirepass.
     pub password: Option<Password>,
+    /// `protocol = "redis-cluster"`: the seed nodes of `url` (`target` is the first).
+    pub cluster_seeds: Option<Vec<TargetAddr>>,
     /// Upstream connections held for one client each (blocking commands, pub/sub, WATCH,
     /// MONITOR), per worker.
     pub max_dedicated: usize,
@@ -539,6 +543,30 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     })
 }
 
+/// The seed nodes of a cluster url: addresses separated by spaces, as in the original; TCP
+/// only, DB 0 only, one set of credentials for every node.
+fn cluster_seeds(url: &str) -> Result<Vec<TargetAddr>, String> {
+    let seeds = url
+        .split_whitespace()
+        .map(TargetAddr::parse)
+        .collect::<Result<Vec<_>, _>>()?;
+    if seeds.is_empty() {
+        return Err("no seed node: list one or more tcp://host:port or redis://host:port separated by spaces".into());
+    }
+    for s in &seeds {
+        if !matches!(s.kind, relayer_actors::endpoint::TargetKind::Tcp { .. }) {
+            return Err(format!("'{s}': cluster nodes are reached over TCP"));
+        }
+        if s.db != 0 {
+            return Err(format!("'{s}': a cluster has only DB 0"));
+        }
+        if (&s.user, &s.password, s.tls) != (&seeds[0].user, &seeds[0].password, seeds[0].tls) {
+            return Err("every seed node must have the same credentials and scheme".into());
+        }
+    }
+    Ok(seeds)
+}
+
 fn relayer(raw: &RawRelayer, t: &Table, ctx: &str, warnings: &mut Vec<String>) -> Result<Relayer, String> {
     let key = |k: &str| format!("{ctx}: key '{}'", t.spelling(k));
     let listen_key = raw
@@ -549,7 +577,7 @@ fn relayer(raw: &RawRelayer, t: &Table, ctx: &str, warnings: &mut Vec<String>) -
     let protocol = match raw.protocol.as_deref().map(str::to_ascii_lowercase).as_deref() {
         None => return Err(format!("{ctx}: key 'protocol' is missing")),
         Some("redis") | Some("redis2") => Protocol::Redis,
-        Some("redis-cluster") => Protocol::Unsupported("redis-cluster"),
+        Some("redis-cluster") => Protocol::RedisCluster,
         Some("redis-plus") => Protocol::Unsupported("redis-plus"),
         Some("firehose") => Protocol::Firehose,
         Some("sqs") => Protocol::Unsupported("sqs"),
@@ -570,9 +598,17 @@ fn relayer(raw: &RawRelayer, t: &Table, ctx: &str, warnings: &mut Vec<String>) -
             ))
         }
     };
+    let mut cluster_seeds_found = None;
     let target = match (protocol, &raw.url) {
         (Protocol::Redis, None) => return Err(format!("{ctx}: key 'url' is missing")),
         (Protocol::Redis, Some(u)) => Some(TargetAddr::parse(u).map_err(|e| format!("{}: {e}", key("url")))?),
+        (Protocol::RedisCluster, None) => return Err(format!("{ctx}: key 'url' is missing")),
+        (Protocol::RedisCluster, Some(u)) => {
+            let seeds = cluster_seeds(u).map_err(|e| format!("{}: {e}", key("url")))?;
+            let first = seeds[0].clone();
+            cluster_seeds_found = Some(seeds);
+            Some(first)
+        }
         _ => None,
     };
     let tls = tls(raw, t, ctx, target.as_ref())?;
@@ -612,7 +648,7 @@ fn relayer(raw: &RawRelayer, t: &Table, ctx: &str, warnings: &mut Vec<String>) -
         .map(Names::into_vec)
         .unwrap_or_default();
     let smart_table = match mode {
-        Mode::Smart if protocol == Protocol::Redis => {
+        Mode::Smart if matches!(protocol, Protocol::Redis | Protocol::RedisCluster) => {
             Some(SmartTable::new(&async_commands).map_err(|e| format!("{}: {e}", key("asynccommands")))?)
         }
         _ => None,
@@ -657,6 +693,7 @@ fn relayer(raw: &RawRelayer, t: &Table, ctx: &str, warnings: &mut Vec<String>) -
         unix_access,
         firehose,
         password,
+        cluster_seeds: cluster_seeds_found,
         max_dedicated: count(
             raw.max_dedicated_connections,
             64,

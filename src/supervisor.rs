@@ -110,7 +110,7 @@ fn started_entries(config: &Config) -> Vec<Relayer> {
     config
         .relayers
         .iter()
-        .filter(|r| matches!(r.protocol, Protocol::Redis | Protocol::Firehose))
+        .filter(|r| !matches!(r.protocol, Protocol::Unsupported(_)))
         .cloned()
         .collect()
 }

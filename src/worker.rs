@@ -74,6 +74,7 @@ impl Worker {
             known_dbs: known_dbs.clone(),
             smart,
             password: r.password.clone(),
+            cluster: r.cluster_seeds.is_some(),
             metrics: metrics.clone(),
             log: log.clone(),
         });
@@ -81,6 +82,7 @@ impl Worker {
         let target = Target::new(
             TargetSettings {
                 addr,
+                cluster_seeds: r.cluster_seeds.clone(),
                 tls: r.tls.clone(),
                 connections: r.max_connections,
                 timeout: r.timeout,
@@ -204,7 +206,7 @@ impl Worker {
         let log = e.log.clone();
         let limit = e.relayer.drain_timeout;
         match (&mut e.backend, r.protocol) {
-            (Backend::Redis { route, target }, Protocol::Redis) => {
+            (Backend::Redis { route, target }, Protocol::Redis | Protocol::RedisCluster) => {
                 let next = self.start_target(r, &log);
                 let old = std::mem::replace(target, next.target.clone());
                 route.replace(next);

@@ -41,6 +41,8 @@ pub struct SessionSettings {
     pub smart: Option<Smart>,
     /// Clients must AUTH with it first (the listener's `password`).
     pub password: Option<Password>,
+    /// The backend is a Redis Cluster: commands are routed by the slot of their keys.
+    pub cluster: bool,
     pub metrics: RelayerMetrics,
     pub log: Logger,
 }
@@ -221,6 +223,8 @@ impl Session {
                 Request::One(f) | Request::Select(_, f) | Request::Background { frame: f, .. } => {
                     vec![(f, Some(seq))]
                 }
+                // Cluster relayers have no dedicated connections.
+                Request::Gather { .. } => unreachable!("no dedicated connection on a cluster"),
                 Request::Block { frames, .. } => {
                     let last = frames.len() - 1;
                     frames
@@ -242,6 +246,7 @@ impl Session {
             seq,
             db: self.db,
             request,
+            slot: None,
         });
         if sent.is_ok() {
             self.slots.push_back(None);
@@ -386,6 +391,7 @@ impl Session {
                         seq: 0,
                         db: self.db,
                         request,
+                        slot: None,
                     });
                     if sent.is_err() {
                         smart.budget.give_back(len);
@@ -715,6 +721,7 @@ impl Session {
             seq: BARRIER,
             db: self.db,
             request: Request::One(Bytes::from_static(b"*1\r\n$4\r\nPING\r\n")),
+            slot: None,
         });
         if sent.is_err() {
             return self.send_dedicated(cmd, push, ctx);

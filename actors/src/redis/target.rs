@@ -238,14 +238,15 @@ impl Target {
         let timeout_ticks = settings
             .timeout
             .map(|t| (t.as_millis() as u64).div_ceil(TICK.as_millis() as u64) + 1);
+        let cluster = settings.cluster_seeds.as_ref().map(|s| cluster::Cluster::new(s.clone()));
         Target {
-            settings,
-            known,
             conns: match &settings.cluster_seeds {
                 None => (0..n).map(|_| Upstream::new(settings.addr.clone())).collect(),
                 Some(_) => Vec::new(),
             },
-            cluster: settings.cluster_seeds.as_ref().map(|s| cluster::Cluster::new(s.clone())),
+            cluster,
+            settings,
+            known,
             tick: 0,
             timeout_ticks,
             refused: HashMap::new(),
@@ -828,6 +829,7 @@ impl Handler<GiveUp> for Target {
                     .count()
             })
             .sum();
+        let left = left + self.cluster.as_ref().map_or(0, |c| c.parked());
         if left > 0 {
             error!(self.settings.log, "background writes lost: not confirmed by the backend within the drain timeout";
                 "backend" => %self.settings.addr, "lost" => left,
@@ -860,9 +862,12 @@ impl Handler<Retire> for Target {
                             b.give_back(frame.len() as u64);
                         }
                     }
-                    Dest::Swallow(_) => {}
+                    Dest::Swallow(_) | Dest::Part { .. } => {}
                 }
             }
+        }
+        if let Some(c) = self.cluster.as_mut() {
+            c.retire(&err, self.settings.budget.as_deref());
         }
         debug!(self.settings.log, "target retired"; "backend" => %self.settings.addr);
         ctx.stop();

@@ -83,6 +83,33 @@ impl Cluster {
     pub(super) fn park(&mut self, slot: Option<u16>, frame: Bytes, idempotent: bool) {
         self.parked.push((slot, frame, idempotent));
     }
+
+    /// Gathered requests get `err`; parked writes are let go (counted by the drain before).
+    pub(super) fn retire(&mut self, err: &Bytes, budget: Option<&Budget>) {
+        for (_, g) in self.gathers.drain() {
+            g.to.do_send(Reply {
+                seq: g.seq,
+                data: err.clone(),
+            });
+        }
+        for (_, frame, _) in self.parked.drain(..) {
+            if let Some(b) = budget {
+                b.give_back(frame.len() as u64);
+            }
+        }
+        for (_, h) in self.holds.drain() {
+            for msg in h.queued {
+                msg.reply_to.do_send(Reply {
+                    seq: msg.seq,
+                    data: err.clone(),
+                });
+            }
+        }
+    }
+
+    pub(super) fn parked(&self) -> usize {
+        self.parked.len()
+    }
 }
 
 fn node_of(addr: &TargetAddr) -> Option<Node> {
@@ -196,8 +223,9 @@ impl Target {
     }
 
     pub(super) fn cluster_tick(&mut self, ctx: &mut Context<Self>) {
+        let tick = self.tick;
         let cl = self.cl();
-        let due = cl.map.is_none() || self.tick % REFRESH_TICKS == 0;
+        let due = cl.map.is_none() || tick % REFRESH_TICKS == 0;
         let again = cl.refresh_again && cl.last_refresh.is_some_and(|t| t.elapsed() >= REFRESH_GAP);
         // Before any map, retry at each tick only when no attempt is under way.
         if (due || again) && self.cl().refreshing.is_none() {
