@@ -71,6 +71,7 @@ impl Worker {
             initial_db: addr.db,
             known_dbs: known_dbs.clone(),
             smart,
+            compression: r.compression,
             metrics: metrics.clone(),
             log: log.clone(),
         });

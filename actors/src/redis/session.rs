@@ -7,6 +7,7 @@
 use super::commands::{classify, client_sub_refused, Kind};
 use super::smart::{Budget, Table};
 use super::target::{Forward, KnownDbs, Request, Target};
+use crate::compress::{decode_reply_logged, Compression};
 use crate::io::{
     flush_client, ClientOut, FlushClient, Gate, Gated, ReadHalf, WriteHalf, WritesToClient,
     CLIENT_READ_CAPACITY,
@@ -36,6 +37,8 @@ pub struct SessionSettings {
     pub known_dbs: Arc<KnownDbs>,
     /// Smart mode: writes acknowledged at once.
     pub smart: Option<Smart>,
+    /// compress/uncompress/gzip/gunzip: requests compressed as the original did, replies decoded.
+    pub compression: Option<Compression>,
     pub metrics: RelayerMetrics,
     pub log: Logger,
 }
@@ -219,6 +222,13 @@ impl Session {
             self.route_generation = self.route.generation();
         }
         let kind = classify(cmd.arg(0));
+        // What goes to the backend is compressed; what the relayer answers itself is not.
+        let cmd = match &self.settings.compression {
+            Some(c) if self.multi.is_some() || matches!(kind, Kind::Forward | Kind::StreamRead) => {
+                c.compress_command(cmd)
+            }
+            _ => cmd,
+        };
         if self.multi.is_some() && self.queue_in_multi(kind, &cmd, ctx) {
             return;
         }
@@ -586,10 +596,13 @@ impl StreamHandler<Result<Command, RequestError>> for Session {
 impl Handler<Reply> for Session {
     type Result = ();
 
-    fn handle(&mut self, msg: Reply, ctx: &mut Context<Self>) {
+    fn handle(&mut self, mut msg: Reply, ctx: &mut Context<Self>) {
         let Some(i) = msg.seq.checked_sub(self.first_seq) else {
             return;
         };
+        if self.settings.compression.is_some() {
+            msg.data = decode_reply_logged(msg.data, self.settings.limits.max_bulk_len, &self.settings.log);
+        }
         let ok = !msg.data.starts_with(b"-");
         match self.awaiting {
             Some(Awaiting::Select { seq, db }) if seq == msg.seq => {
