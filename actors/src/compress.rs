@@ -27,6 +27,7 @@ use slog::{warn, Logger};
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::io::Read;
+use std::sync::LazyLock;
 
 pub const SNAPPY_MARKER: &[u8] = b"$sy$";
 pub const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
@@ -157,9 +158,12 @@ fn decode_value(v: &[u8], cap: usize) -> Result<Vec<u8>, Undecoded> {
     Err(Undecoded::Plain)
 }
 
-/// Whether the reply may hold a compressed value: the cheap test before any decoding.
+/// Whether the reply may hold a compressed value: the cheap test before any decoding. The
+/// searchers are built once (building one per reply cost more than searching 100 bytes).
 pub fn has_marker(reply: &[u8]) -> bool {
-    memmem::find(reply, SNAPPY_MARKER).is_some() || memmem::find(reply, GZIP_MAGIC).is_some()
+    static SNAPPY: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(SNAPPY_MARKER));
+    static GZIP: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(GZIP_MAGIC));
+    SNAPPY.find(reply).is_some() || GZIP.find(reply).is_some()
 }
 
 /// What `decode_reply` did.
