@@ -74,6 +74,7 @@ impl Worker {
             known_dbs: known_dbs.clone(),
             smart,
             password: r.password.clone(),
+            compression: r.compression,
             metrics: metrics.clone(),
             log: log.clone(),
         });
