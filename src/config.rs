@@ -5,6 +5,7 @@
 //! names the file, the entry (by its `listen`) and the key.
 
 use config::{File, FileFormat, Value, ValueKind};
+use relayer_actors::compress::{Codec, Compression};
 use relayer_actors::endpoint::{ListenAddr, TargetAddr, TargetKind};
 use relayer_actors::firehose::record::Timestamp;
 use relayer_actors::firehose::sender::SenderSettings;
@@ -84,6 +85,8 @@ pub struct Relayer {
     /// Upstream connections held for one client each (blocking commands, pub/sub, WATCH,
     /// MONITOR), per worker.
     pub max_dedicated: usize,
+    /// compress, uncompress, gzip, gunzip (redis relayers).
+    pub compression: Option<Compression>,
 }
 
 /// The keys of a firehose entry.
@@ -289,6 +292,8 @@ struct RawRelayer {
     max_idle_connections: Option<Int>,
     compress: Option<Bool>,
     uncompress: Option<Bool>,
+    gzip: Option<Int>,
+    gunzip: Option<Bool>,
     parallel: Option<Bool>,
     pipeline: Option<Int>,
     #[serde(rename = "maxrecords")]
@@ -320,8 +325,10 @@ impl RawRelayer {
         let firehose = protocol == Protocol::Firehose;
         let set = [
             (self.max_idle_connections.is_some(), "maxidleconnections"),
-            (self.compress.is_some(), "compress"),
-            (self.uncompress.is_some(), "uncompress"),
+            (self.compress.is_some() && firehose, "compress"),
+            (self.uncompress.is_some() && firehose, "uncompress"),
+            (self.gzip.is_some() && firehose, "gzip"),
+            (self.gunzip.is_some() && firehose, "gunzip"),
             (self.parallel.is_some(), "parallel"),
             (self.pipeline.is_some(), "pipeline"),
             (self.group_id.is_some(), "groupid"),
@@ -657,6 +664,10 @@ fn relayer(raw: &RawRelayer, t: &Table, ctx: &str, warnings: &mut Vec<String>) -
         Protocol::Firehose => Some(firehose(raw, t, ctx, timeout)?),
         _ => None,
     };
+    let compression = match protocol {
+        Protocol::Redis => compression(raw, t, ctx, warnings)?,
+        _ => None,
+    };
     let connect_timeout = seconds(raw.connect_timeout, 5.0, "connecttimeout")?;
     if connect_timeout == 0.0 {
         return Err(format!("{}: must be more than 0", key("connecttimeout")));
@@ -700,6 +711,7 @@ fn relayer(raw: &RawRelayer, t: &Table, ctx: &str, warnings: &mut Vec<String>) -
             "maxdedicatedconnections",
             false,
         )?,
+        compression,
     };
     if let Protocol::Unsupported(p) = protocol {
         warnings.push(format!(
@@ -719,6 +731,40 @@ fn relayer(raw: &RawRelayer, t: &Table, ctx: &str, warnings: &mut Vec<String>) -
         }
     }
     Ok(r)
+}
+
+/// The original's keys: `compress` (snappy), `gzip = <level>`, and `uncompress` / `gunzip`
+/// (decode replies only). Any of them decodes replies of both kinds.
+fn compression(
+    raw: &RawRelayer,
+    t: &Table,
+    ctx: &str,
+    warnings: &mut Vec<String>,
+) -> Result<Option<Compression>, String> {
+    let key = |k: &str| format!("{ctx}: key '{}'", t.spelling(k));
+    let on = |b: Option<Bool>| b.is_some_and(|b| b.0);
+    let gzip = match raw.gzip.map(|i| i.0) {
+        None | Some(0) => None,
+        Some(n @ 1..=9) => Some(Codec::Gzip(n as u32)),
+        Some(n) => {
+            return Err(format!(
+                "{}: {n} is not a gzip level: 1 (fastest) to 9 (smallest), or 0 for none",
+                key("gzip")
+            ))
+        }
+    };
+    let snappy = on(raw.compress).then_some(Codec::Snappy);
+    if gzip.is_some() && snappy.is_some() {
+        // The original checked gzip first: keep its choice, but say so.
+        warnings.push(format!(
+            "{ctx}: keys '{}' and '{}' are both set: writes are compressed with gzip, as the original did (snappy values are still decoded)",
+            t.spelling("compress"),
+            t.spelling("gzip")
+        ));
+    }
+    let writes = gzip.or(snappy);
+    let decode = writes.is_some() || on(raw.uncompress) || on(raw.gunzip);
+    Ok(decode.then_some(Compression { writes }))
 }
 
 fn firehose(raw: &RawRelayer, t: &Table, ctx: &str, timeout: f64) -> Result<Firehose, String> {
@@ -945,6 +991,76 @@ mod tests {
             "{:?}",
             c.warnings
         );
+    }
+
+    fn redis_with(extra: &str) -> Result<Config, ConfigError> {
+        load_str(&format!(
+            "[[relayer]]\nprotocol = \"redis\"\nlisten = \"tcp://:1\"\nurl = \"tcp://h:2\"\n{extra}\n"
+        ))
+    }
+
+    #[test]
+    fn compression_keys() {
+        let c = |extra: &str| redis_with(extra).unwrap().relayers[0].compression;
+        assert_eq!(c(""), None);
+        assert_eq!(c("compress = false\ngzip = 0"), None);
+        let snappy = Some(Compression {
+            writes: Some(Codec::Snappy),
+        });
+        assert_eq!(c("compress = true"), snappy);
+        assert_eq!(
+            c("gzip = 9"),
+            Some(Compression {
+                writes: Some(Codec::Gzip(9))
+            })
+        );
+        let decode_only = Some(Compression { writes: None });
+        assert_eq!(c("uncompress = true"), decode_only);
+        assert_eq!(c("GUNZIP = true"), decode_only);
+        let cfg = redis_with("compress = true\ngzip = 1").unwrap();
+        assert_eq!(
+            cfg.relayers[0].compression,
+            Some(Compression {
+                writes: Some(Codec::Gzip(1))
+            })
+        );
+        assert!(
+            cfg.warnings
+                .iter()
+                .any(|w| w.contains("'compress' and 'gzip' are both set: writes are compressed with gzip")),
+            "{:?}",
+            cfg.warnings
+        );
+        assert!(redis_with("compress = true").unwrap().warnings.is_empty());
+    }
+
+    #[test]
+    fn compression_errors() {
+        for (extra, want) in [
+            (
+                "gzip = 10",
+                "key 'gzip': 10 is not a gzip level: 1 (fastest) to 9 (smallest), or 0 for none",
+            ),
+            (
+                "gzip = -1",
+                "key 'gzip': -1 is not a gzip level: 1 (fastest) to 9 (smallest), or 0 for none",
+            ),
+            (
+                "gzip = true",
+                "key 'gzip': invalid type: boolean `true`, expected an integer",
+            ),
+            (
+                "compress = \"yes\"",
+                "key 'compress': invalid type: string \"yes\", expected true or false",
+            ),
+            (
+                "gunzip = 1",
+                "key 'gunzip': invalid type: integer `1`, expected true or false",
+            ),
+        ] {
+            let e = redis_with(extra).unwrap_err().0;
+            assert!(e.contains(want), "{extra}: {e}");
+        }
     }
 
     #[test]

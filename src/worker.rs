@@ -75,6 +75,7 @@ impl Worker {
             smart,
             password: r.password.clone(),
             cluster: r.cluster_seeds.is_some(),
+            compression: r.compression,
             metrics: metrics.clone(),
             log: log.clone(),
         });

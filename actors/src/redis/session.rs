@@ -9,6 +9,7 @@ use super::commands::{classify, client_sub_refused, Kind};
 use super::dedicated::{self, Dedicated, Pool};
 use super::smart::{Budget, Table};
 use super::target::{Forward, KnownDbs, Request, Target};
+use crate::compress::{decode_reply_logged, Compression};
 use crate::io::{
     flush_client, ClientOut, FlushClient, Gate, Gated, ReadHalf, WriteHalf, WritesToClient,
     CLIENT_READ_CAPACITY,
@@ -43,6 +44,8 @@ pub struct SessionSettings {
     pub password: Option<Password>,
     /// The backend is a Redis Cluster: commands are routed by the slot of their keys.
     pub cluster: bool,
+    /// compress/uncompress/gzip/gunzip: requests compressed as the original did, replies decoded.
+    pub compression: Option<Compression>,
     pub metrics: RelayerMetrics,
     pub log: Logger,
 }
@@ -308,6 +311,16 @@ impl Session {
         if self.ded.as_ref().is_some_and(|d| d.push) {
             return self.pass_through(kind, cmd);
         }
+        // What goes to the backend is compressed; what the relayer answers itself is not.
+        let cmd = match &self.settings.compression {
+            Some(c)
+                if self.multi.is_some()
+                    || matches!(kind, Kind::Forward | Kind::StreamRead | Kind::Dedicated) =>
+            {
+                c.compress_command(cmd)
+            }
+            _ => cmd,
+        };
         if self.multi.is_some() && self.queue_in_multi(kind, &cmd, ctx) {
             return;
         }
@@ -831,10 +844,13 @@ impl Session {
     }
 
     /// A reply for the request numbered `seq`, from the target or the dedicated connection.
-    fn on_reply(&mut self, seq: u64, data: Bytes, ctx: &mut Context<Self>) {
+    fn on_reply(&mut self, seq: u64, mut data: Bytes, ctx: &mut Context<Self>) {
         let Some(i) = seq.checked_sub(self.first_seq) else {
             return;
         };
+        if self.settings.compression.is_some() {
+            data = decode_reply_logged(data, self.settings.limits.max_bulk_len, &self.settings.log);
+        }
         let ok = !data.starts_with(b"-");
         match self.awaiting {
             Some(Awaiting::Select { seq: s, db }) if s == seq => {
