@@ -558,7 +558,9 @@ fn cluster_seeds(url: &str) -> Result<Vec<TargetAddr>, String> {
         .map(TargetAddr::parse)
         .collect::<Result<Vec<_>, _>>()?;
     if seeds.is_empty() {
-        return Err("no seed node: list one or more tcp://host:port or redis://host:port separated by spaces".into());
+        return Err(
+            "no seed node: list one or more tcp://host:port or redis://host:port separated by spaces".into(),
+        );
     }
     for s in &seeds {
         if !matches!(s.kind, relayer_actors::endpoint::TargetKind::Tcp { .. }) {

@@ -12,9 +12,30 @@ pub enum Merge {
     /// MSET split by slot: +OK when every part says so.
     AllOk,
     /// MGET split by slot: part `i`'s values go to `positions[i]` of an array of `total`.
-    Values { positions: Vec<Vec<usize>>, total: usize },
+    Values {
+        positions: Vec<Vec<usize>>,
+        total: usize,
+    },
     /// KEYS over masters: the arrays one after the other.
     Concat,
+    /// SCAN: the cursor (a master's index and its own cursor) as asked by the client, in the
+    /// request; in the merge, the master it went to, out of `masters`.
+    Scan,
+    ScanOn {
+        master: usize,
+        masters: usize,
+    },
+}
+
+/// Bits of a relayer SCAN cursor that say which master it is on.
+pub const SCAN_MASTER_BITS: u32 = 10;
+
+/// A client's SCAN cursor: (master index, that master's cursor).
+pub fn scan_cursor(cursor: u64) -> (usize, u64) {
+    (
+        (cursor & ((1 << SCAN_MASTER_BITS) - 1)) as usize,
+        cursor >> SCAN_MASTER_BITS,
+    )
 }
 
 /// The client's reply from the parts' replies (in part order). The first error a part got is
@@ -50,6 +71,34 @@ pub fn merge(how: &Merge, parts: &[Bytes]) -> Bytes {
             }
             encode_array(out.into_iter().map(|v| v.unwrap_or(Value::Nil)))
         }
+        Merge::Scan => unexpected(&parts[0]),
+        Merge::ScanOn { master, masters } => {
+            let Some((Value::Array(mut reply), _)) = Value::parse(&parts[0]) else {
+                return unexpected(&parts[0]);
+            };
+            let cursor = match reply.first() {
+                Some(Value::Bulk(c)) => std::str::from_utf8(c).ok().and_then(|c| c.parse::<u64>().ok()),
+                _ => None,
+            };
+            let Some(cursor) = cursor else {
+                return unexpected(&parts[0]);
+            };
+            // Done on this master: the next one from its start, or the end of the scan.
+            let next = if cursor == 0 {
+                if master + 1 < *masters {
+                    (master + 1) as u64
+                } else {
+                    0
+                }
+            } else {
+                match cursor.checked_mul(1 << SCAN_MASTER_BITS) {
+                    Some(c) => c | *master as u64,
+                    None => return write::error("ERR relayer: a node's SCAN cursor is too large to relay"),
+                }
+            };
+            reply[0] = Value::Bulk(next.to_string().into_bytes());
+            encode_array(reply.into_iter())
+        }
         Merge::Concat => {
             let mut all = Vec::new();
             for p in parts {
@@ -65,7 +114,9 @@ pub fn merge(how: &Merge, parts: &[Bytes]) -> Bytes {
 
 fn unexpected(part: &Bytes) -> Bytes {
     let shown = String::from_utf8_lossy(&part[..part.len().min(40)]).into_owned();
-    write::error(&format!("ERR relayer: unexpected reply from a cluster node: {shown:?}"))
+    write::error(&format!(
+        "ERR relayer: unexpected reply from a cluster node: {shown:?}"
+    ))
 }
 
 fn encode_array(items: impl ExactSizeIterator<Item = Value>) -> Bytes {

@@ -9,6 +9,9 @@ use super::commands::{classify, client_sub_refused, Kind};
 use super::dedicated::{self, Dedicated, Pool};
 use super::smart::{Budget, Table};
 use super::target::{Forward, KnownDbs, Request, Target};
+use crate::cluster::gather::Merge;
+use crate::cluster::keys::{self, Route as KeyRoute, Split};
+use crate::cluster::slot::slot_of;
 use crate::compress::{decode_reply_logged, Compression};
 use crate::io::{
     flush_client, ClientOut, FlushClient, Gate, Gated, ReadHalf, WriteHalf, WritesToClient,
@@ -133,6 +136,8 @@ struct Multi {
     /// A command was refused while queueing: EXEC aborts, as in Redis.
     dirty: bool,
     select: Option<u32>,
+    /// On a cluster: the slot of the keys queued so far (all must share it).
+    slot: Option<u16>,
 }
 
 /// A reply the session must see before it reads further: it decides the session's DB.
@@ -219,6 +224,11 @@ impl Session {
     }
 
     fn forward(&mut self, request: Request, ctx: &mut Context<Self>) -> u64 {
+        self.forward_to(request, None, ctx)
+    }
+
+    /// `forward`, for the keys of `slot` on a cluster.
+    fn forward_to(&mut self, request: Request, slot: Option<u16>, ctx: &mut Context<Self>) -> u64 {
         self.settings.metrics.forwarded.increment(1);
         let seq = self.first_seq + self.slots.len() as u64;
         if let Some(d) = &mut self.ded {
@@ -227,7 +237,9 @@ impl Session {
                     vec![(f, Some(seq))]
                 }
                 // Cluster relayers have no dedicated connections.
-                Request::Gather { .. } => unreachable!("no dedicated connection on a cluster"),
+                Request::Gather { .. } | Request::FanOut { .. } => {
+                    unreachable!("no dedicated connection on a cluster")
+                }
                 Request::Block { frames, .. } => {
                     let last = frames.len() - 1;
                     frames
@@ -249,7 +261,7 @@ impl Session {
             seq,
             db: self.db,
             request,
-            slot: None,
+            slot,
         });
         if sent.is_ok() {
             self.slots.push_back(None);
@@ -343,6 +355,7 @@ impl Session {
                     frames: vec![cmd.frame().clone()],
                     dirty: false,
                     select: None,
+                    slot: None,
                 });
                 self.reply_static(write::OK, ctx);
             }
@@ -380,7 +393,9 @@ impl Session {
                 self.dedicated(cmd, ctx)
             }
             Kind::StreamRead => {
-                self.forward(Request::One(cmd.frame().clone()), ctx);
+                if let Some(slot) = self.cluster_route(&cmd, ctx) {
+                    self.forward_to(Request::One(cmd.frame().clone()), slot, ctx);
+                }
             }
             _ => self.reply(wrong_arity(cmd.arg(0)), ctx),
         }
@@ -389,6 +404,9 @@ impl Session {
     /// In smart mode a write from the table is acknowledged now and sent in the background,
     /// while the budget allows; otherwise it waits for its real reply like any command.
     fn forward_or_acknowledge(&mut self, cmd: Command, ctx: &mut Context<Self>) {
+        let Some(slot) = self.cluster_route(&cmd, ctx) else {
+            return;
+        };
         // On a dedicated connection everything is waited on: it keeps the client's order.
         if let Some(smart) = self.settings.smart.as_ref().filter(|_| self.ded.is_none()) {
             if let Some(early) = smart.table.early(&cmd) {
@@ -404,7 +422,7 @@ impl Session {
                         seq: 0,
                         db: self.db,
                         request,
-                        slot: None,
+                        slot,
                     });
                     if sent.is_err() {
                         smart.budget.give_back(len);
@@ -417,7 +435,38 @@ impl Session {
                 }
             }
         }
-        self.forward(Request::One(cmd.into_frame()), ctx);
+        self.forward_to(Request::One(cmd.into_frame()), slot, ctx);
+    }
+
+    /// On a cluster: the slot `cmd` goes to (Some(None): any master). None when the command
+    /// was answered here: refused (CROSSSLOT), split over nodes, or fanned out to masters.
+    fn cluster_route(&mut self, cmd: &Command, ctx: &mut Context<Self>) -> Option<Option<u16>> {
+        if !self.settings.cluster {
+            return Some(None);
+        }
+        if let Some(merge) = fan_out(cmd) {
+            self.forward(
+                Request::FanOut {
+                    frame: cmd.frame().clone(),
+                    merge,
+                },
+                ctx,
+            );
+            return None;
+        }
+        match keys::route(cmd) {
+            KeyRoute::Any => Some(None),
+            KeyRoute::Slot(s) => Some(Some(s)),
+            KeyRoute::CrossSlot => {
+                self.reply(error(CROSSSLOT), ctx);
+                None
+            }
+            KeyRoute::Split { split, first, stride } => {
+                let request = split_by_slot(cmd, split, first, stride);
+                self.forward(request, ctx);
+                None
+            }
+        }
     }
 
     /// Inside MULTI: queues the command and returns true, or returns false for the commands
@@ -472,6 +521,18 @@ impl Session {
             }
             _ => {}
         }
+        if self.settings.cluster {
+            let slot = match keys::route(cmd) {
+                KeyRoute::Any => multi.slot,
+                KeyRoute::Slot(s) if multi.slot.is_none_or(|m| m == s) => Some(s),
+                _ => {
+                    multi.dirty = true;
+                    self.reply(error(CROSSSLOT), ctx);
+                    return true;
+                }
+            };
+            multi.slot = slot;
+        }
         multi.frames.push(cmd.frame().clone());
         self.reply_static(write::QUEUED, ctx);
         true
@@ -494,11 +555,13 @@ impl Session {
             d.watching = false;
         }
         let changes_db = multi.select.is_some();
-        let seq = self.forward(
+        let slot = multi.slot;
+        let seq = self.forward_to(
             Request::Block {
                 frames: multi.frames,
                 changes_db,
             },
+            slot,
             ctx,
         );
         if let Some(db) = multi.select {
@@ -509,6 +572,13 @@ impl Session {
 
     fn select(&mut self, cmd: Command, ctx: &mut Context<Self>) {
         let arg = cmd.arg(1);
+        if self.settings.cluster {
+            return match std::str::from_utf8(arg).ok().and_then(|a| a.parse::<i64>().ok()) {
+                Some(0) => self.reply_static(write::OK, ctx),
+                Some(_) => self.reply(error("ERR SELECT is not allowed in cluster mode"), ctx),
+                None => self.reply(error("ERR value is not an integer or out of range"), ctx),
+            };
+        }
         let Ok(n) = std::str::from_utf8(arg).unwrap_or("x").parse::<i64>() else {
             self.reply(error("ERR value is not an integer or out of range"), ctx);
             return;
@@ -710,6 +780,13 @@ impl Session {
 
     /// Sends `cmd` on the client's dedicated connection, taking one first if needed.
     fn on_own_connection(&mut self, cmd: Command, push: bool, ctx: &mut Context<Self>) {
+        if self.settings.cluster {
+            let text = format!(
+                "ERR relayer: '{}' needs a connection of its own, not available on a cluster relayer yet",
+                String::from_utf8_lossy(cmd.arg(0)).to_uppercase()
+            );
+            return self.reply(error(&text), ctx);
+        }
         if self.ded.is_some() {
             return self.send_dedicated(cmd, push, ctx);
         }
@@ -879,6 +956,55 @@ fn is_push(cmd: &Command) -> bool {
     ["SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "MONITOR"]
         .iter()
         .any(|n| cmd.name_is(n.as_bytes()))
+}
+
+const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
+
+/// Keyless commands a cluster relayer sends to every master, and how it merges the replies.
+fn fan_out(cmd: &Command) -> Option<Merge> {
+    if cmd.name_is(b"DBSIZE") && cmd.argc() == 1 {
+        Some(Merge::Sum)
+    } else if cmd.name_is(b"KEYS") && cmd.argc() == 2 {
+        Some(Merge::Concat)
+    } else if cmd.name_is(b"SCAN") && cmd.argc() >= 2 {
+        Some(Merge::Scan)
+    } else {
+        None
+    }
+}
+
+/// A multi-key command whose keys are on several slots, as one part per slot, keys in the
+/// order they came (each with its `stride - 1` values).
+fn split_by_slot(cmd: &Command, split: Split, first: usize, stride: usize) -> Request {
+    let nkeys = (cmd.argc() - first) / stride;
+    let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
+    for k in 0..nkeys {
+        let slot = slot_of(cmd.arg(first + k * stride));
+        match groups.iter_mut().find(|(s, _)| *s == slot) {
+            Some((_, ks)) => ks.push(k),
+            None => groups.push((slot, vec![k])),
+        }
+    }
+    let parts = groups
+        .iter()
+        .map(|(slot, ks)| {
+            let mut args: Vec<&[u8]> = vec![cmd.arg(0)];
+            for &k in ks {
+                let pos = first + k * stride;
+                args.extend((pos..pos + stride).map(|i| cmd.arg(i)));
+            }
+            (Some(*slot), Command::from_args(&args).into_frame())
+        })
+        .collect();
+    let merge = match split {
+        Split::Values => Merge::Values {
+            positions: groups.into_iter().map(|(_, ks)| ks).collect(),
+            total: nkeys,
+        },
+        Split::Ok => Merge::AllOk,
+        Split::Count => Merge::Sum,
+    };
+    Request::Gather { parts, merge }
 }
 
 const TARGET_GONE: &str = "ERR relayer: the backend target was replaced by a configuration reload, try again";

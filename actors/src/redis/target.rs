@@ -104,6 +104,12 @@ pub enum Request {
         parts: Vec<(Option<u16>, Bytes)>,
         merge: crate::cluster::gather::Merge,
     },
+    /// On a cluster: a keyless command for every master (DBSIZE, KEYS), or for the master a
+    /// SCAN cursor names.
+    FanOut {
+        frame: Bytes,
+        merge: crate::cluster::gather::Merge,
+    },
 }
 
 /// Where a reply goes.
@@ -127,7 +133,10 @@ enum Dest {
         idempotent: bool,
     },
     /// One part of a gathered request.
-    Part { gather: u64, index: usize },
+    Part {
+        gather: u64,
+        index: usize,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -156,7 +165,9 @@ enum State {
     Idle,
     Connecting,
     Up,
-    Down { reason: String },
+    Down {
+        reason: String,
+    },
 }
 
 struct Upstream {
@@ -238,7 +249,10 @@ impl Target {
         let timeout_ticks = settings
             .timeout
             .map(|t| (t.as_millis() as u64).div_ceil(TICK.as_millis() as u64) + 1);
-        let cluster = settings.cluster_seeds.as_ref().map(|s| cluster::Cluster::new(s.clone()));
+        let cluster = settings
+            .cluster_seeds
+            .as_ref()
+            .map(|s| cluster::Cluster::new(s.clone()));
         Target {
             conns: match &settings.cluster_seeds {
                 None => (0..n).map(|_| Upstream::new(settings.addr.clone())).collect(),
@@ -442,7 +456,14 @@ impl Target {
         self.queue_background_resend(idx, frame, db, idempotent, None);
     }
 
-    fn queue_background_resend(&mut self, idx: usize, frame: Bytes, db: u32, idempotent: bool, resend: Option<Resend>) {
+    fn queue_background_resend(
+        &mut self,
+        idx: usize,
+        frame: Bytes,
+        db: u32,
+        idempotent: bool,
+        resend: Option<Resend>,
+    ) {
         self.switch_db(idx, db);
         self.push_resend(
             idx,
@@ -698,7 +719,9 @@ impl Target {
                 let resend = resend(&frame);
                 self.push_resend(idx, frame, Dest::Session { to, seq }, resend);
             }
-            Request::Gather { .. } => unreachable!("gathered requests are split by the cluster code"),
+            Request::Gather { .. } | Request::FanOut { .. } => {
+                unreachable!("gathered requests are split by the cluster code")
+            }
             Request::Select(db, frame) => {
                 self.push(idx, frame, Dest::SelectCheck { to, seq, db });
                 // Until the answer, the connection's DB is whatever Redis decided.

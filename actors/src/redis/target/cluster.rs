@@ -45,6 +45,8 @@ pub(super) struct Cluster {
     holds: HashMap<u16, Hold>,
     gathers: HashMap<u64, Gather>,
     next_gather: u64,
+    /// Requests that came before the first map, while it was being asked for.
+    waiting: VecDeque<Forward>,
 }
 
 struct Hold {
@@ -77,6 +79,7 @@ impl Cluster {
             holds: HashMap::new(),
             gathers: HashMap::new(),
             next_gather: 0,
+            waiting: VecDeque::new(),
         }
     }
 
@@ -96,6 +99,12 @@ impl Cluster {
             if let Some(b) = budget {
                 b.give_back(frame.len() as u64);
             }
+        }
+        for msg in self.waiting.drain(..) {
+            msg.reply_to.do_send(Reply {
+                seq: msg.seq,
+                data: err.clone(),
+            });
         }
         for (_, h) in self.holds.drain() {
             for msg in h.queued {
@@ -246,7 +255,7 @@ impl Target {
         }
     }
 
-    pub(super) fn slots_failed(&mut self, reason: &str, _ctx: &mut Context<Self>) {
+    pub(super) fn slots_failed(&mut self, reason: &str, ctx: &mut Context<Self>) {
         let cl = self.cl();
         cl.refreshing = None;
         if cl.map.is_none() && cl.last_error != reason {
@@ -255,6 +264,15 @@ impl Target {
         let cl = self.cl();
         cl.last_error = reason.to_string();
         cl.refresh_again = true;
+        self.release_waiting(ctx);
+    }
+
+    /// Requests that waited for the first map go on: routed, or answered with the error.
+    fn release_waiting(&mut self, ctx: &mut Context<Self>) {
+        let waiting = std::mem::take(&mut self.cl().waiting);
+        for msg in waiting {
+            self.cluster_forward(msg, ctx);
+        }
     }
 
     fn apply_map(&mut self, map: SlotMap, ctx: &mut Context<Self>) {
@@ -295,6 +313,7 @@ impl Target {
         for (slot, frame, idempotent) in parked {
             self.send_background(slot, frame, idempotent, ctx);
         }
+        self.release_waiting(ctx);
         if again {
             self.refresh_soon(ctx);
         }
@@ -317,7 +336,13 @@ impl Target {
         Ok(conns[(session % conns.len() as u64) as usize])
     }
 
-    fn send_background(&mut self, slot: Option<u16>, frame: Bytes, idempotent: bool, ctx: &mut Context<Self>) {
+    fn send_background(
+        &mut self,
+        slot: Option<u16>,
+        frame: Bytes,
+        idempotent: bool,
+        ctx: &mut Context<Self>,
+    ) {
         match self.pick(slot, 0) {
             Ok(idx) if !matches!(self.conns[idx].state, State::Down { .. }) => {
                 self.open_if_idle(idx, ctx);
@@ -334,7 +359,13 @@ impl Target {
     }
 
     pub(super) fn cluster_forward(&mut self, msg: Forward, ctx: &mut Context<Self>) {
-        if let Request::Gather { .. } = msg.request {
+        // Before the first map, requests wait for the attempt under way to end.
+        let cl = self.cl();
+        if cl.map.is_none() && cl.refreshing.is_some() {
+            cl.waiting.push_back(msg);
+            return;
+        }
+        if let Request::Gather { .. } | Request::FanOut { .. } = msg.request {
             return self.gather(msg, ctx);
         }
         if let Some(h) = msg.slot.and_then(|s| self.cl().holds.get_mut(&s)) {
@@ -349,7 +380,8 @@ impl Target {
             }
             _ if background => {
                 if let Request::Background { frame, idempotent } = msg.request {
-                    self.cl().park(msg.slot, Bytes::copy_from_slice(&frame), idempotent);
+                    self.cl()
+                        .park(msg.slot, Bytes::copy_from_slice(&frame), idempotent);
                 }
             }
             Ok(_) => unreachable!("checked above"),
@@ -361,8 +393,45 @@ impl Target {
     }
 
     fn gather(&mut self, msg: Forward, ctx: &mut Context<Self>) {
-        let Request::Gather { parts, merge } = msg.request else {
-            return;
+        let (to, seq, session) = (msg.reply_to, msg.seq, msg.session);
+        let (parts, merge) = match msg.request {
+            Request::Gather { parts, merge } => {
+                let parts = parts
+                    .into_iter()
+                    .map(|(slot, frame)| (self.pick(slot, session), frame, slot))
+                    .collect();
+                (parts, merge)
+            }
+            Request::FanOut {
+                frame,
+                merge: Merge::Scan,
+            } => match self.scan_part(frame, session) {
+                Ok((part, merge)) => (vec![part], merge),
+                Err(reply) => return to.do_send(Reply { seq, data: reply }),
+            },
+            Request::FanOut { frame, merge } => {
+                let masters = self.cl().map.as_ref().map(|m| m.masters.clone());
+                let Some(masters) = masters else {
+                    let text = format!("ERR relayer: cluster not available ({})", self.cl().last_error);
+                    return to.do_send(Reply {
+                        seq,
+                        data: write::error(&text),
+                    });
+                };
+                let parts = masters
+                    .iter()
+                    .map(|m| {
+                        let conns = self.conns_of(m);
+                        (
+                            Ok(conns[(session % conns.len() as u64) as usize]),
+                            frame.clone(),
+                            None,
+                        )
+                    })
+                    .collect();
+                (parts, merge)
+            }
+            _ => return,
         };
         let id = self.cl().next_gather;
         self.cl().next_gather += 1;
@@ -370,28 +439,66 @@ impl Target {
         self.cl().gathers.insert(
             id,
             Gather {
-                to: msg.reply_to,
-                seq: msg.seq,
+                to,
+                seq,
                 merge,
                 parts: vec![None; n],
                 left: n,
             },
         );
-        for (index, (slot, frame)) in parts.into_iter().enumerate() {
-            match self.pick(slot, msg.session) {
+        for (index, (picked, frame, slot)) in parts.into_iter().enumerate() {
+            match picked {
                 Ok(idx) => {
                     self.open_if_idle(idx, ctx);
-                    let resend = Resend {
+                    // Keyed parts follow redirections; fanned-out ones belong where they went.
+                    let resend = slot.map(|s| Resend {
                         frame: frame.clone(),
-                        slot,
+                        slot: Some(s),
                         hops: 0,
-                    };
-                    self.push_resend(idx, frame, Dest::Part { gather: id, index }, Some(resend));
+                    });
+                    self.push_resend(idx, frame, Dest::Part { gather: id, index }, resend);
                     self.schedule_flush(idx, ctx);
                 }
                 Err(text) => self.part_reply(id, index, write::error(&text)),
             }
         }
+    }
+
+    /// A client's SCAN: to the master its cursor names, with that master's own cursor.
+    #[allow(clippy::type_complexity)]
+    fn scan_part(
+        &mut self,
+        frame: Bytes,
+        session: u64,
+    ) -> Result<((Result<usize, String>, Bytes, Option<u16>), Merge), Bytes> {
+        let mut buf = BytesMut::from(&frame[..]);
+        let cmd = match RequestParser::new(Default::default()).parse(&mut buf) {
+            Ok(Some(c)) => c,
+            _ => return Err(write::error("ERR relayer: bad SCAN request")),
+        };
+        let Some(cursor) = std::str::from_utf8(cmd.arg(1))
+            .ok()
+            .and_then(|c| c.parse::<u64>().ok())
+        else {
+            return Err(write::error("ERR invalid cursor"));
+        };
+        let Some(map) = self.cl().map.as_ref() else {
+            let text = format!("ERR relayer: cluster not available ({})", self.cl().last_error);
+            return Err(write::error(&text));
+        };
+        let masters = map.masters.len();
+        let (master, own) = crate::cluster::gather::scan_cursor(cursor);
+        if master >= masters {
+            return Err(Bytes::from_static(b"*2\r\n$1\r\n0\r\n*0\r\n"));
+        }
+        let node = map.masters[master].clone();
+        let own = own.to_string();
+        let mut args: Vec<&[u8]> = vec![cmd.arg(0), own.as_bytes()];
+        args.extend(cmd.args().skip(2));
+        let frame = Command::from_args(&args).into_frame();
+        let conns = self.conns_of(&node);
+        let idx = conns[(session % conns.len() as u64) as usize];
+        Ok(((Ok(idx), frame, None), Merge::ScanOn { master, masters }))
     }
 
     pub(super) fn part_reply(&mut self, id: u64, index: usize, data: Bytes) {
@@ -412,7 +519,13 @@ impl Target {
 
     /// A reply on a cluster connection: MOVED and ASK are followed (None: sent again), holds
     /// are counted down. Anything else goes on to its destination.
-    pub(super) fn cluster_reply(&mut self, idx: usize, mut p: Pending, data: &Bytes, ctx: &mut Context<Self>) -> Option<Pending> {
+    pub(super) fn cluster_reply(
+        &mut self,
+        idx: usize,
+        mut p: Pending,
+        data: &Bytes,
+        ctx: &mut Context<Self>,
+    ) -> Option<Pending> {
         let slot = p.resend.as_ref().and_then(|r| r.slot);
         let redirect = (data.starts_with(b"-MOVED ") || data.starts_with(b"-ASK "))
             .then(|| parse_redirect(data))
@@ -542,8 +655,14 @@ mod tests {
             host: "127.0.0.1".into(),
             port: p,
         };
-        assert_eq!(parse_redirect(b"-MOVED 3999 127.0.0.1:6381\r\n"), Some((false, 3999, n(6381))));
-        assert_eq!(parse_redirect(b"-ASK 1 127.0.0.1:7000\r\n"), Some((true, 1, n(7000))));
+        assert_eq!(
+            parse_redirect(b"-MOVED 3999 127.0.0.1:6381\r\n"),
+            Some((false, 3999, n(6381)))
+        );
+        assert_eq!(
+            parse_redirect(b"-ASK 1 127.0.0.1:7000\r\n"),
+            Some((true, 1, n(7000)))
+        );
         assert_eq!(parse_redirect(b"-MOVED x 127.0.0.1:1\r\n"), None);
         assert_eq!(parse_redirect(b"-ERR x\r\n"), None);
     }
