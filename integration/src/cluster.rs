@@ -783,6 +783,13 @@ impl Cluster {
         self.wait_settled();
     }
 
+    /// Starts a killed node again without waiting for the cluster to settle (when several
+    /// nodes come back at once, call `wait_settled` after the last).
+    pub fn nodes_mut_restart(&mut self, node: usize) {
+        self.nodes[node].restart();
+        self.conns.lock().unwrap().remove(&self.port(node));
+    }
+
     /// CLUSTER FAILOVER on `replica`: waits until it is a master and the cluster has settled.
     pub fn failover(&self, replica: usize) {
         self.failover_mode(replica, None);
