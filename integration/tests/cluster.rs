@@ -337,3 +337,31 @@ fn seeds_unreachable_at_start_then_the_cluster_appears() {
     assert_eq!(r, Reply::ok());
     assert_eq!(cluster.get("k"), Reply::bulk("v"));
 }
+
+#[test]
+fn cluster_url_errors_name_the_key() {
+    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let cases = [
+        ("", "no seed node"),
+        ("unix:/tmp/x.sock", "cluster nodes are reached over TCP"),
+        ("redis://127.0.0.1:7000/2", "a cluster has only DB 0"),
+        (
+            "redis://a:b@127.0.0.1:7000 redis://127.0.0.1:7001",
+            "same credentials",
+        ),
+        ("tcp://127.0.0.1:7000 ftp://x", "ftp://x"),
+    ];
+    for (url, want) in cases {
+        let out = check_config(&cluster_entry("sync", &listen, url, ""));
+        assert!(!out.status.success(), "{url:?} accepted");
+        assert!(out.stderr.contains("'url'"), "{url:?}: {}", out.stderr);
+        assert!(out.stderr.contains(want), "{url:?}: {}", out.stderr);
+    }
+    let ok = check_config(&cluster_entry(
+        "smart",
+        &listen,
+        "tcp://127.0.0.1:7000 tcp://127.0.0.1:7001",
+        "",
+    ));
+    assert!(ok.status.success(), "{}", ok.stderr);
+}
