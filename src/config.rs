@@ -7,7 +7,8 @@
 use config::{File, FileFormat, Value, ValueKind};
 use relayer_actors::compress::{Codec, Compression};
 use relayer_actors::endpoint::{ListenAddr, TargetAddr, TargetKind};
-use relayer_actors::firehose::record::Timestamp;
+use relayer_actors::firehose::buffer::MAX_BOUND as BUFFER_MAX;
+use relayer_actors::firehose::record::{Timestamp, MAX_RECORD};
 use relayer_actors::firehose::sender::SenderSettings;
 use relayer_actors::listener::UnixAccess;
 use relayer_actors::redis::auth::Password;
@@ -100,6 +101,8 @@ pub struct Firehose {
     pub flush_interval: Duration,
     /// Lines held at once (`buffer`).
     pub buffer: usize,
+    /// Bytes of lines held at once (`bufferBytes`).
+    pub buffer_bytes: usize,
     pub critical: bool,
     pub retry_timeout: Duration,
     pub dead_letter: Option<PathBuf>,
@@ -310,6 +313,8 @@ struct RawRelayer {
     #[serde(rename = "flushinterval")]
     flush_interval: Option<Float>,
     buffer: Option<Int>,
+    #[serde(rename = "bufferbytes")]
+    buffer_bytes: Option<Int>,
     critical: Option<Bool>,
     #[serde(rename = "retrytimeout")]
     retry_timeout: Option<Float>,
@@ -340,6 +345,7 @@ impl RawRelayer {
             (self.endpoint.is_some() && !firehose, "endpoint"),
             (self.flush_interval.is_some() && !firehose, "flushinterval"),
             (self.buffer.is_some() && !firehose, "buffer"),
+            (self.buffer_bytes.is_some() && !firehose, "bufferbytes"),
             (self.critical.is_some() && !firehose, "critical"),
             (self.retry_timeout.is_some() && !firehose, "retrytimeout"),
             (self.dead_letter_file.is_some() && !firehose, "deadletterfile"),
@@ -779,10 +785,15 @@ fn firehose(raw: &RawRelayer, t: &Table, ctx: &str, timeout: f64) -> Result<Fire
             ))
         }
     };
-    let region = raw.region.clone().unwrap_or_else(|| "us-east-1".to_string());
-    if region.is_empty() || !region.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-') {
-        return Err(format!("{}: '{region}' is not an AWS region", key("region")));
-    }
+    // Without the key, aws-config's chain decides when the relayer starts (AWS_REGION, the
+    // profile's region, instance metadata), then us-east-1.
+    let region = match raw.region.as_deref() {
+        None => None,
+        Some(r) if !r.is_empty() && r.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-') => {
+            Some(r.to_string())
+        }
+        Some(r) => return Err(format!("{}: '{r}' is not an AWS region", key("region"))),
+    };
     let endpoint = match &raw.endpoint {
         None => None,
         Some(u) => {
@@ -799,13 +810,15 @@ fn firehose(raw: &RawRelayer, t: &Table, ctx: &str, timeout: f64) -> Result<Fire
             }
         }
     };
-    let at_least_one = |v: Option<Int>, default: usize, k: &str| -> Result<usize, String> {
+    let at_least = |v: Option<Int>, default: usize, min: usize, k: &str| -> Result<usize, String> {
         match v.map(|i| i.0) {
             None => Ok(default),
-            Some(n) if n >= 1 => Ok(n as usize),
-            Some(n) => Err(format!("{}: {n} is not allowed: must be at least 1", key(k))),
+            Some(n) if n >= min as i64 && n as u64 <= BUFFER_MAX as u64 => Ok(n as usize),
+            Some(n) if n >= min as i64 => Err(format!("{}: {n} is too large: at most {BUFFER_MAX}", key(k))),
+            Some(n) => Err(format!("{}: {n} is not allowed: must be at least {min}", key(k))),
         }
     };
+    let at_least_one = |v: Option<Int>, default: usize, k: &str| at_least(v, default, 1, k);
     let positive_seconds = |v: Option<Float>, default: f64, k: &str| -> Result<Duration, String> {
         match v.map(|f| f.0) {
             None => Ok(Duration::from_secs_f64(default)),
@@ -849,6 +862,8 @@ fn firehose(raw: &RawRelayer, t: &Table, ctx: &str, timeout: f64) -> Result<Fire
         max_calls: at_least_one(raw.max_connections, 2, "maxconnections")?,
         flush_interval: positive_seconds(raw.flush_interval, 1.0, "flushinterval")?,
         buffer: at_least_one(raw.buffer, 10240, "buffer")?,
+        // At least one line of the largest size, or a critical client would wait forever.
+        buffer_bytes: at_least(raw.buffer_bytes, 64 << 20, MAX_RECORD, "bufferbytes")?,
         critical: raw.critical.is_some_and(|b| b.0),
         retry_timeout: positive_seconds(raw.retry_timeout, 300.0, "retrytimeout")?,
         dead_letter: raw
@@ -1065,6 +1080,56 @@ mod tests {
         }
     }
 
+    fn firehose_with(extra: &str) -> Result<Config, ConfigError> {
+        load_str(&format!(
+            "[[relayer]]\nprotocol = \"firehose\"\nlisten = \"tcp://:1\"\nstreamName = \"s\"\n{extra}\n"
+        ))
+    }
+
+    #[test]
+    fn firehose_region_is_left_to_the_aws_chain_when_missing() {
+        let c = firehose_with("").unwrap();
+        assert_eq!(c.relayers[0].firehose.as_ref().unwrap().sender.region, None);
+        let c = firehose_with("region = \"eu-west-3\"").unwrap();
+        assert_eq!(
+            c.relayers[0].firehose.as_ref().unwrap().sender.region.as_deref(),
+            Some("eu-west-3")
+        );
+        let e = firehose_with("region = \"\"").unwrap_err().0;
+        assert!(e.contains("'region'"), "{e}");
+    }
+
+    #[test]
+    fn firehose_buffer_bounds() {
+        let f = |c: Config| c.relayers[0].firehose.clone().unwrap();
+        let d = f(firehose_with("").unwrap());
+        assert_eq!((d.buffer, d.buffer_bytes), (10240, 64 << 20));
+        let e = firehose_with(&format!("buffer = {}", BUFFER_MAX as u64 + 1))
+            .unwrap_err()
+            .0;
+        assert!(e.contains("'buffer'") && e.contains("too large"), "{e}");
+        let e = firehose_with("buffer = 9223372036854775807").unwrap_err().0;
+        assert!(e.contains("'buffer'") && e.contains("too large"), "{e}");
+        assert_eq!(
+            f(firehose_with(&format!("buffer = {BUFFER_MAX}")).unwrap()).buffer,
+            BUFFER_MAX
+        );
+        let e = firehose_with("bufferBytes = 1000").unwrap_err().0;
+        assert!(e.contains("'bufferBytes'") && e.contains("1024000"), "{e}");
+        let e = firehose_with("bufferBytes = 9223372036854775807").unwrap_err().0;
+        assert!(e.contains("'bufferBytes'") && e.contains("too large"), "{e}");
+        assert_eq!(
+            f(firehose_with("buffer_bytes = 1024000").unwrap()).buffer_bytes,
+            1_024_000
+        );
+        let c = load_str("[[relayer]]\nprotocol = \"redis\"\nlisten = \"tcp://:1\"\nurl = \"tcp://h:2\"\nbufferBytes = 5\n").unwrap();
+        assert!(
+            c.warnings.iter().any(|w| w.contains("bufferBytes")),
+            "{:?}",
+            c.warnings
+        );
+    }
+
     #[test]
     fn shipped_files_load() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -1078,8 +1143,8 @@ mod tests {
         let f = fh.firehose.as_ref().unwrap();
         assert_eq!((f.max_calls, f.max_records), (2, 100));
         assert_eq!(
-            (f.sender.stream.as_str(), f.sender.region.as_str()),
-            ("testing", "eu-west-1")
+            (f.sender.stream.as_str(), f.sender.region.as_deref()),
+            ("testing", Some("eu-west-1"))
         );
         let ours = load(&root.join("config/relayer.toml")).unwrap();
         assert!(ours.warnings.is_empty(), "{:?}", ours.warnings);

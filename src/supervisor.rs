@@ -8,6 +8,7 @@ use crate::config::{self, Config, Protocol, Relayer};
 use crate::worker::{Apply, Stop, Worker};
 use actix::Addr;
 use relayer_actors::endpoint::ListenAddr;
+use relayer_actors::firehose::batcher::Undelivered;
 use relayer_actors::listener::{bind, SocketFile, StdBound};
 use relayer_actors::resp::request::Limits;
 use slog::{error, info, warn, Logger};
@@ -215,13 +216,16 @@ impl Supervisor {
         // Closed here too, so that new connections are refused while the workers drain.
         self.sockets.clear();
         let stops = self.workers.iter().map(|w| w.send(Stop));
-        let lost: usize = futures_util::future::join_all(stops)
-            .await
-            .into_iter()
-            .map(|r| r.unwrap_or(0))
-            .sum();
-        if lost > 0 {
-            error!(self.log, "stopped with background writes lost"; "lost" => lost);
+        let mut left = Undelivered::default();
+        for u in futures_util::future::join_all(stops).await {
+            left += u.unwrap_or_default();
+        }
+        if left.lost > 0 {
+            error!(self.log, "stopped with background writes lost"; "lost" => left.lost,
+                "dead_letter" => left.dead_letter);
+        } else if left.dead_letter > 0 {
+            warn!(self.log, "stopped, writes not delivered in time written to the dead-letter file";
+                "dead_letter" => left.dead_letter);
         } else {
             info!(self.log, "stopped, every acknowledged write delivered"; "relayers" => self.relayers.len());
         }

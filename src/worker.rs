@@ -6,7 +6,8 @@
 
 use crate::config::{Protocol, Relayer};
 use actix::prelude::*;
-use relayer_actors::firehose::batcher::{self, Batcher, BatcherSettings, FirehoseMetrics};
+use relayer_actors::firehose::batcher::{self, Batcher, BatcherSettings, FirehoseMetrics, Undelivered};
+use relayer_actors::firehose::buffer::Buffer;
 use relayer_actors::firehose::session as fh;
 use relayer_actors::listener::{Listener, ListenerSettings, StdBound, StopListening};
 use relayer_actors::metrics::RelayerMetrics;
@@ -16,7 +17,7 @@ use relayer_actors::redis::smart::Budget;
 use relayer_actors::redis::target::{Drain, GiveUp, KnownDbs, Retire, Target, TargetSettings};
 use relayer_actors::resp::request::Limits;
 use relayer_actors::route::Frontend;
-use slog::{error, info, o, Logger};
+use slog::{error, info, o, warn, Logger};
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
@@ -39,9 +40,10 @@ pub struct Apply {
     pub bound: HashMap<String, StdBound>,
 }
 
-/// Stop accepting, drain every backend within its drain timeout; answers the writes lost.
+/// Stop accepting, drain every backend within its drain timeout; answers the writes not
+/// delivered (written to a dead-letter file, or lost).
 #[derive(Message)]
-#[rtype(result = "usize")]
+#[rtype(result = "Undelivered")]
 pub struct Stop;
 
 impl Worker {
@@ -116,11 +118,12 @@ impl Worker {
             .as_ref()
             .expect("firehose relayers have firehose settings");
         let metrics = FirehoseMetrics::new(&r.listen_key);
-        let buffer = Arc::new(tokio::sync::Semaphore::new(f.buffer));
-        let inbox = Arc::new(batcher::Inbox::default());
-        info!(log, "firehose relayer started"; "stream" => &f.sender.stream, "region" => &f.sender.region,
+        let buffer = Arc::new(Buffer::new(f.buffer, f.buffer_bytes));
+        info!(log, "firehose relayer started"; "stream" => &f.sender.stream,
+            "region" => f.sender.region.as_deref().unwrap_or("(from the AWS configuration)"),
             "endpoint" => f.sender.endpoint.as_deref().unwrap_or("(the region's)"), "calls" => f.max_calls,
-            "max_records" => f.max_records, "buffer" => f.buffer, "critical" => f.critical);
+            "max_records" => f.max_records, "buffer" => f.buffer, "buffer_bytes" => f.buffer_bytes,
+            "critical" => f.critical);
         let batcher = Batcher::start(
             BatcherSettings {
                 sender: f.sender.clone(),
@@ -133,14 +136,12 @@ impl Worker {
                 log: log.clone(),
             },
             buffer.clone(),
-            inbox.clone(),
         );
         let settings = Arc::new(fh::SessionSettings {
             limits: self.limits,
             timestamp: f.timestamp,
             critical: f.critical,
             buffer,
-            inbox,
             metrics,
             log: log.clone(),
         });
@@ -288,7 +289,7 @@ impl Handler<Apply> for Worker {
 }
 
 impl Handler<Stop> for Worker {
-    type Result = ResponseFuture<usize>;
+    type Result = ResponseFuture<Undelivered>;
 
     /// Stops accepting everywhere, then gives each backend its drain timeout to deliver what
     /// was acknowledged early; what is left is counted and logged as lost.
@@ -299,13 +300,15 @@ impl Handler<Stop> for Worker {
                 let _ = e.listener.send(StopListening).await;
             }
             let drains = entries.values().map(|e| async move {
-                let lost = e.backend.drain(e.relayer.drain_timeout, false).await;
-                if lost > 0 {
-                    error!(e.log, "drain timeout reached"; "lost" => lost);
-                }
-                lost
+                let left = e.backend.drain(e.relayer.drain_timeout, false).await;
+                log_undelivered(&e.log, "stop", left);
+                left
             });
-            futures_util::future::join_all(drains).await.into_iter().sum()
+            let mut total = Undelivered::default();
+            for left in futures_util::future::join_all(drains).await {
+                total += left;
+            }
+            total
         })
     }
 }
@@ -342,23 +345,27 @@ impl Backend {
     }
 
     /// Waits within `limit` until what was acknowledged early is delivered (`everything`: and
-    /// the replies clients wait for); returns what was left undelivered.
-    async fn drain(&self, limit: Duration, everything: bool) -> usize {
+    /// the replies clients wait for); returns what was left undelivered. A Firehose batcher
+    /// accepts no more lines from the start of its drain.
+    async fn drain(&self, limit: Duration, everything: bool) -> Undelivered {
         match self {
             Backend::Redis { target, .. } => {
                 let (done, rx) = tokio::sync::oneshot::channel();
                 target.do_send(Drain { done, everything });
-                match tokio::time::timeout(limit, rx).await {
+                let lost = match tokio::time::timeout(limit, rx).await {
                     Ok(_) => 0,
                     Err(_) => target.send(GiveUp).await.unwrap_or(0),
-                }
+                };
+                Undelivered { dead_letter: 0, lost }
             }
             Backend::Firehose { batcher, .. } => {
                 let (done, rx) = tokio::sync::oneshot::channel();
                 batcher.do_send(batcher::Drain { done });
                 match tokio::time::timeout(limit, rx).await {
-                    Ok(_) => 0,
-                    Err(_) => batcher.send(batcher::GiveUp).await.unwrap_or(0),
+                    Ok(Ok(left)) => left,
+                    // The batcher's thread is gone: it counted what it held as lost.
+                    Ok(Err(_)) => Undelivered::default(),
+                    Err(_) => batcher.send(batcher::GiveUp).await.unwrap_or_default(),
                 }
             }
         }
@@ -374,23 +381,31 @@ impl Backend {
 
 /// A backend a reload replaced: it finishes what it owes (within the drain timeout), then stops.
 async fn retire_backend(old: Backend, limit: Duration, log: Logger) {
-    let lost = old.drain(limit, true).await;
-    if lost > 0 {
-        error!(log, "replaced backend: drain timeout reached"; "lost" => lost);
-    }
+    let left = old.drain(limit, true).await;
+    log_undelivered(&log, "replaced backend", left);
     old.retire();
+}
+
+/// Logs what a drain did not deliver: an error if anything was lost, a warning if it all went
+/// to the dead-letter file.
+fn log_undelivered(log: &Logger, what: &str, left: Undelivered) {
+    if left.lost > 0 {
+        error!(log, "{what}: writes not delivered within the drain timeout, lost"; "lost" => left.lost,
+            "dead_letter" => left.dead_letter);
+    } else if left.dead_letter > 0 {
+        warn!(log, "{what}: writes not delivered in time, written to the dead-letter file";
+            "dead_letter" => left.dead_letter);
+    }
 }
 
 /// A backend of another protocol replaced this one: its clients go on until the drain
 /// timeout while it delivers what it acknowledged; then they are closed and it stops.
 async fn retire_clients(old: Backend, limit: Duration, log: Logger) {
     let started = Instant::now();
-    let lost = old.drain(limit, false).await;
+    let left = old.drain(limit, false).await;
     tokio::time::sleep(limit.saturating_sub(started.elapsed())).await;
     old.frontend().close_all();
-    if lost > 0 {
-        error!(log, "replaced backend: drain timeout reached"; "lost" => lost);
-    }
+    log_undelivered(&log, "replaced backend", left);
     let _ = old.drain(Duration::from_secs(1), true).await;
     old.retire();
 }
@@ -404,12 +419,10 @@ async fn remove_entry(e: Entry) {
     info!(e.log, "relayer removed: not accepting; clients closed after the drain timeout";
         "clients" => e.backend.frontend().clients(), "drain_timeout_s" => e.relayer.drain_timeout.as_secs_f64());
     let limit = e.relayer.drain_timeout;
-    let lost = e.backend.drain(limit, false).await;
+    let left = e.backend.drain(limit, false).await;
     tokio::time::sleep(limit.saturating_sub(started.elapsed())).await;
     e.backend.frontend().close_all();
-    if lost > 0 {
-        error!(e.log, "removed relayer: drain timeout reached"; "lost" => lost);
-    }
+    log_undelivered(&e.log, "removed relayer", left);
     // The closing clients get the replies still owed, or the target's error once it retires.
     let _ = e.backend.drain(Duration::from_secs(1), true).await;
     e.backend.retire();

@@ -1,32 +1,32 @@
-//! The batcher: one per Firehose relayer, on its own thread (signing and encoding a 4 MiB call
-//! must not stall the sessions). It packs lines into Firehose records (up to `maxRecords` lines
-//! and 1,000 KiB) and records into PutRecordBatch calls (500 records, 4 MiB), keeps at most
-//! `maxConnections` calls in flight, resends what failed with backoff, and after
-//! `retryTimeout` writes what it could not deliver to the dead-letter file, or counts it lost.
+//! The batcher: one per Firehose relayer (and worker), on its own thread (signing and encoding a
+//! 4 MiB call must not stall the sessions). It packs lines into records and calls (`pack`), keeps
+//! at most `maxConnections` calls in flight, resends what failed with backoff (`retry`), and
+//! after `retryTimeout` writes what it could not deliver to the dead-letter file
+//! (`dead_letter`), or counts it lost.
 //!
-//! Every line holds one permit of the relayer's buffer semaphore from the moment a session
-//! accepted it; the permit comes back when the line is delivered, dead-lettered or lost.
+//! Every line holds its room in the relayer's `Buffer` from the moment a session accepted it;
+//! the room comes back when the line is delivered, dead-lettered (once written) or counted lost.
+//! A drain (stop, reload) closes the buffer first, so nothing is acknowledged after it that the
+//! batcher would not see, and it is over only when no line is held at all.
 
-use super::record::MAX_RECORD;
-use super::sender::{Outcome, Sender, SenderSettings};
+use super::buffer::Buffer;
+use super::dead_letter;
+use super::pack::{Entry, Packer};
+use super::retry::{backoff, needs_operator};
+use super::sender::{Failure, Outcome, RegionFrom, Sender, SenderSettings};
 use crate::log_limit::LogLimit;
 use actix::prelude::*;
 use bytes::Bytes;
 use metrics::{counter, gauge, Counter, Gauge};
 use slog::{error, info, warn, Logger};
-use std::collections::{HashMap, VecDeque};
-use std::io::Write;
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::oneshot;
 
-/// Records in one PutRecordBatch call.
-pub const MAX_CALL_RECORDS: usize = 500;
-/// Bytes of record data in one PutRecordBatch call.
-pub const MAX_CALL_BYTES: usize = 4 * 1024 * 1024;
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// How often a refusal that needs an operator is logged again, per error code.
+const OPERATOR_LOG_EVERY: Duration = Duration::from_secs(60);
 
 pub struct BatcherSettings {
     pub sender: SenderSettings,
@@ -66,157 +66,132 @@ impl FirehoseMetrics {
     }
 }
 
-/// One Firehose record: newline-terminated lines.
-struct Entry {
-    data: Vec<u8>,
-    lines: usize,
-    /// When its first line was accepted: `retryTimeout` counts from here.
-    born: Instant,
-    /// When it became ready to leave (or due again, for a retry): the flush clock.
-    queued: Instant,
-    attempts: u32,
+/// Lines a drain did not deliver: written to the dead-letter file, or lost.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Undelivered {
+    pub dead_letter: usize,
+    pub lost: usize,
 }
 
-impl Entry {
-    fn new(now: Instant) -> Entry {
-        Entry {
-            data: Vec::new(),
-            lines: 0,
-            born: now,
-            queued: now,
-            attempts: 0,
-        }
+impl std::ops::AddAssign for Undelivered {
+    fn add_assign(&mut self, o: Undelivered) {
+        self.dead_letter += o.dead_letter;
+        self.lost += o.lost;
     }
 }
 
 pub struct Batcher {
     settings: BatcherSettings,
-    buffer: Arc<Semaphore>,
-    inbox: Arc<Inbox>,
+    buffer: Arc<Buffer>,
     sender: Option<Sender>,
-    /// The record being filled.
-    open: Option<Entry>,
-    /// Records ready to leave, in order.
-    ready: VecDeque<Entry>,
-    ready_bytes: usize,
+    pack: Packer,
     /// Records that failed, waiting for their backoff.
     retry: Vec<(Instant, Entry)>,
     in_flight: HashMap<u64, Vec<Entry>>,
-    /// Lines held, wherever they are.
-    held: usize,
+    /// Lines (and their bytes) held, wherever they are: packed, in flight, waiting to be
+    /// resent, being written to the dead-letter file.
+    held_lines: usize,
+    held_bytes: usize,
     next_call: u64,
     /// Whole calls failed in a row: no call leaves before `pause_until`.
     call_failures: u32,
     pause_until: Option<Instant>,
     wake_at: Option<Instant>,
-    drain: Option<oneshot::Sender<()>>,
-    given_up: bool,
+    /// A drain started (stop, reload): the buffer is closed, calls leave without waiting.
+    draining: bool,
+    drained: Option<oneshot::Sender<Undelivered>>,
+    /// What was written off since the drain started.
+    drain_undelivered: Undelivered,
+    /// Dead-letter writes under way, and who waits for them to end.
+    writing: usize,
+    idle: Vec<oneshot::Sender<()>>,
     fail_log: LogLimit,
+    /// When each refusal that needs an operator was last logged.
+    operator_log: HashMap<String, Instant>,
 }
 
-/// Lines accepted by sessions, their buffer permits already taken, waiting for the batcher.
-/// Sessions run on another thread: a message per line would wake that thread per line, so
-/// they queue here and only the line that finds the queue empty sends a `Wake`.
-#[derive(Default)]
-pub struct Inbox(Mutex<Vec<Bytes>>);
-
-impl Inbox {
-    /// Queues a line; true when the batcher must be woken.
-    pub fn push(&self, line: Bytes) -> bool {
-        let mut q = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        q.push(line);
-        q.len() == 1
-    }
-
-    fn take(&self) -> Vec<Bytes> {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
-    }
-}
-
-/// The inbox has lines.
+/// The buffer's inbox has lines.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Wake;
 
-/// Send everything now, and answer when nothing is left.
+/// Accept nothing more, send everything now, and answer when nothing is held (with what
+/// `retryTimeout` made undeliverable meanwhile).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Drain {
-    pub done: oneshot::Sender<()>,
+    pub done: oneshot::Sender<Undelivered>,
 }
 
 /// The drain timeout passed: what is left goes to the dead-letter file or is counted lost;
-/// answers how many lines were not delivered. New lines are refused from then on.
+/// answers once that is done, with what the drain did not deliver.
 #[derive(Message)]
-#[rtype(result = "usize")]
+#[rtype(result = "Undelivered")]
 pub struct GiveUp;
 
-/// Stop (after a drain): a reload replaced or removed this relayer.
+/// Stop (after a drain): a reload replaced or removed this relayer. Anything still held then
+/// is written off first.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Retire;
 
 impl Batcher {
-    /// Starts the batcher on a thread of its own; `buffer` holds a permit per line held.
-    pub fn start(settings: BatcherSettings, buffer: Arc<Semaphore>, inbox: Arc<Inbox>) -> Addr<Batcher> {
+    /// Starts the batcher on a thread of its own; its sessions share `buffer`.
+    pub fn start(settings: BatcherSettings, buffer: Arc<Buffer>) -> Addr<Batcher> {
         let arbiter = Arbiter::new();
         Batcher::start_in_arbiter(&arbiter.handle(), move |_| Batcher {
+            pack: Packer::new(settings.max_records, settings.flush_interval),
             settings,
             buffer,
-            inbox,
             sender: None,
-            open: None,
-            ready: VecDeque::new(),
-            ready_bytes: 0,
             retry: vec![],
             in_flight: HashMap::new(),
-            held: 0,
+            held_lines: 0,
+            held_bytes: 0,
             next_call: 0,
             call_failures: 0,
             pause_until: None,
             wake_at: None,
-            drain: None,
-            given_up: false,
+            draining: false,
+            drained: None,
+            drain_undelivered: Undelivered::default(),
+            writing: 0,
+            idle: vec![],
             fail_log: LogLimit::default(),
+            operator_log: HashMap::new(),
         })
     }
 
-    fn close_open(&mut self) {
-        if let Some(e) = self.open.take() {
-            self.ready_bytes += e.data.len();
-            self.ready.push_back(e);
+    /// Lines from the buffer's inbox, their room already taken.
+    fn accept(&mut self, lines: Vec<Bytes>) {
+        if lines.is_empty() {
+            return;
         }
-    }
-
-    fn push_line(&mut self, line: &[u8], now: Instant) {
-        let fits = |e: &Entry| e.lines < self.settings.max_records && e.data.len() + line.len() <= MAX_RECORD;
-        if self.open.as_ref().is_some_and(|e| !fits(e)) {
-            self.close_open();
-        }
-        self.held += 1;
-        let open = self.open.get_or_insert_with(|| Entry::new(now));
-        open.data.extend_from_slice(line);
-        open.lines += 1;
-        if open.lines >= self.settings.max_records {
-            self.close_open();
+        self.settings.metrics.lines.increment(lines.len() as u64);
+        let now = Instant::now();
+        for line in &lines {
+            self.held_lines += 1;
+            self.held_bytes += line.len();
+            self.pack.push_line(line, now);
         }
     }
 
     /// Sends what may leave now, and sets a timer for what must leave later.
     fn pump(&mut self, ctx: &mut Context<Self>) {
         let now = Instant::now();
+        let mut back = vec![];
         let mut i = 0;
         while i < self.retry.len() {
             if self.retry[i].0 <= now {
-                let (_, mut e) = self.retry.swap_remove(i);
-                e.queued = now;
-                self.ready_bytes += e.data.len();
-                self.ready.push_back(e);
+                back.push(self.retry.swap_remove(i).1);
             } else {
                 i += 1;
             }
         }
+        back.sort_by_key(|e| e.born);
+        self.pack.requeue(back, now);
         let mut wake: Option<Instant> = self.retry.iter().map(|(due, _)| *due).min();
+        let earliest = |w: Option<Instant>, at: Instant| Some(w.map_or(at, |w| w.min(at)));
         loop {
             let Some(sender) = self.sender.clone() else {
                 break;
@@ -225,29 +200,19 @@ impl Batcher {
                 break;
             }
             if let Some(p) = self.pause_until.filter(|p| *p > now) {
-                wake = Some(wake.map_or(p, |w| w.min(p)));
+                wake = earliest(wake, p);
                 break;
             }
-            let oldest = [self.ready.front(), self.open.as_ref()]
-                .into_iter()
-                .flatten()
-                .map(|e| e.queued)
-                .min();
-            let Some(oldest) = oldest else {
+            let Some(due) = self.pack.due() else {
                 break;
             };
-            let full = self.ready.len() >= MAX_CALL_RECORDS || self.ready_bytes >= MAX_CALL_BYTES;
-            let due = oldest + self.settings.flush_interval;
-            if !full && due > now && self.drain.is_none() {
-                wake = Some(wake.map_or(due, |w| w.min(due)));
+            if !self.pack.full() && due > now && !self.draining {
+                wake = earliest(wake, due);
                 break;
-            }
-            if !full {
-                self.close_open();
             }
             self.send_call(sender, ctx);
         }
-        self.settings.metrics.buffered.set(self.held as f64);
+        self.settings.metrics.buffered.set(self.held_lines as f64);
         if let Some(at) = wake {
             if self.wake_at.is_none_or(|w| at < w || w <= now) {
                 self.wake_at = Some(at);
@@ -261,23 +226,11 @@ impl Batcher {
     }
 
     fn send_call(&mut self, sender: Sender, ctx: &mut Context<Self>) {
-        let mut entries = vec![];
-        let mut bytes = 0;
-        while let Some(e) = self.ready.front() {
-            if entries.len() == MAX_CALL_RECORDS
-                || (!entries.is_empty() && bytes + e.data.len() > MAX_CALL_BYTES)
-            {
-                break;
-            }
-            let e = self.ready.pop_front().expect("checked above");
-            bytes += e.data.len();
-            self.ready_bytes -= e.data.len();
-            entries.push(e);
-        }
+        let entries = self.pack.take_call();
         if entries.is_empty() {
             return;
         }
-        let records: Vec<Bytes> = entries.iter().map(|e| Bytes::copy_from_slice(&e.data)).collect();
+        let records: Vec<Vec<u8>> = entries.iter().map(|e| e.data.clone()).collect();
         let id = self.next_call;
         self.next_call += 1;
         self.in_flight.insert(id, entries);
@@ -288,7 +241,7 @@ impl Batcher {
         );
     }
 
-    fn answered(&mut self, id: u64, res: Result<Outcome, String>, ctx: &mut Context<Self>) {
+    fn answered(&mut self, id: u64, res: Result<Outcome, Failure>, ctx: &mut Context<Self>) {
         let Some(entries) = self.in_flight.remove(&id) else {
             // Given up on at the drain timeout, and already written off.
             return;
@@ -299,38 +252,54 @@ impl Batcher {
                 self.call_failures = 0;
                 self.pause_until = None;
                 let mut failed = 0;
-                let mut first_error = None;
-                for (e, err) in entries.into_iter().zip(outcome) {
-                    match err {
-                        None => self.release(e.lines, |m| &m.delivered),
-                        Some(err) => {
+                let mut first = None;
+                for (e, failure) in entries.into_iter().zip(outcome) {
+                    match failure {
+                        None => self.release(e.lines, e.data.len(), |m| &m.delivered),
+                        Some(f) => {
                             failed += 1;
-                            first_error.get_or_insert(err);
-                            self.retry_later(e, now);
+                            first.get_or_insert(f);
+                            self.retry_later(e, now, ctx);
                         }
                     }
                 }
-                if failed > 0 && self.fail_log.allow() {
-                    warn!(self.settings.log, "firehose records refused, resending them";
-                        "records" => failed, "error" => first_error.unwrap_or_default());
+                if let Some(f) = first {
+                    self.report(&f, failed, "firehose records refused, resending them");
                 }
             }
-            Err(err) => {
+            Err(f) => {
                 self.call_failures += 1;
                 self.pause_until = Some(now + backoff(self.call_failures));
-                if self.fail_log.allow() {
-                    warn!(self.settings.log, "firehose call failed, resending";
-                        "records" => entries.len(), "failures_in_a_row" => self.call_failures, "error" => err);
-                }
+                self.report(&f, entries.len(), "firehose call failed, resending");
                 for e in entries {
-                    self.retry_later(e, now);
+                    self.retry_later(e, now, ctx);
                 }
             }
         }
         self.pump(ctx);
     }
 
-    fn retry_later(&mut self, mut e: Entry, now: Instant) {
+    /// Logs a failure: at error level, once a minute per code, when it needs an operator (it
+    /// will not pass by itself); otherwise as a warning, rate-limited.
+    fn report(&mut self, f: &Failure, records: usize, what: &str) {
+        let log = &self.settings.log;
+        if let Some(code) = f.code.as_deref().filter(|c| needs_operator(c)) {
+            let now = Instant::now();
+            let last = self.operator_log.get(code);
+            if last.is_none_or(|t| now.duration_since(*t) >= OPERATOR_LOG_EVERY) {
+                self.operator_log.insert(code.to_string(), now);
+                error!(log, "firehose refuses the records: check the stream, the credentials and permissions, \
+                    and the relayer's settings; resending until retryTimeout";
+                    "code" => code, "stream" => &self.settings.sender.stream, "records" => records,
+                    "error" => &f.message);
+            }
+        } else if self.fail_log.allow() {
+            warn!(log, "{}", what; "records" => records, "failures_in_a_row" => self.call_failures,
+                "error" => &f.message);
+        }
+    }
+
+    fn retry_later(&mut self, mut e: Entry, now: Instant, ctx: &mut Context<Self>) {
         self.settings.metrics.retries.increment(e.lines as u64);
         e.attempts += 1;
         if now.duration_since(e.born) >= self.settings.retry_timeout {
@@ -338,84 +307,118 @@ impl Batcher {
                 "not delivered within retryTimeout ({:?})",
                 self.settings.retry_timeout
             );
-            self.write_off(vec![e], &reason);
+            self.write_off(vec![e], &reason, ctx);
             return;
         }
         self.retry.push((now + backoff(e.attempts), e));
     }
 
-    fn release(&mut self, lines: usize, counter: impl Fn(&FirehoseMetrics) -> &Counter) {
+    fn release(&mut self, lines: usize, bytes: usize, counter: impl Fn(&FirehoseMetrics) -> &Counter) {
         counter(&self.settings.metrics).increment(lines as u64);
-        self.held -= lines;
-        self.buffer.add_permits(lines);
+        self.held_lines -= lines;
+        self.held_bytes -= bytes;
+        self.buffer.give_back(lines, bytes);
+    }
+
+    fn written_off(&mut self, u: Undelivered) {
+        if self.draining {
+            self.drain_undelivered += u;
+        }
     }
 
     /// Lines that will not be delivered: to the dead-letter file if there is one, else lost.
-    /// Returns the write, to be awaited where the process is about to end.
-    fn write_off(&mut self, entries: Vec<Entry>, reason: &str) -> Option<tokio::task::JoinHandle<()>> {
+    /// They stay held (in the buffer's bounds, and for the drain) until written.
+    fn write_off(&mut self, entries: Vec<Entry>, reason: &str, ctx: &mut Context<Self>) {
         let lines: usize = entries.iter().map(|e| e.lines).sum();
+        let bytes: usize = entries.iter().map(|e| e.data.len()).sum();
         if lines == 0 {
-            return None;
+            return;
         }
-        let log = self.settings.log.clone();
-        let reason = reason.to_string();
         let Some(path) = self.settings.dead_letter.clone() else {
-            self.release(lines, |m| &m.lost);
-            error!(log, "firehose records lost"; "records" => lines, "reason" => reason);
-            return None;
+            self.release(lines, bytes, |m| &m.lost);
+            error!(self.settings.log, "firehose records lost"; "records" => lines, "reason" => reason);
+            self.written_off(Undelivered {
+                dead_letter: 0,
+                lost: lines,
+            });
+            return;
         };
-        self.held -= lines;
-        self.buffer.add_permits(lines);
-        let (dead, lost) = (
-            self.settings.metrics.dead_letter.clone(),
-            self.settings.metrics.lost.clone(),
-        );
+        self.writing += 1;
+        let records: Vec<Vec<u8>> = entries.into_iter().map(|e| e.data).collect();
+        let reason = reason.to_string();
+        let file = path.clone();
         // A file write may block: off the actor's thread.
-        Some(tokio::task::spawn_blocking(move || {
-            let written = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .and_then(|mut f| {
-                    for e in &entries {
-                        f.write_all(&e.data)?;
-                    }
-                    f.flush()
-                });
-            match written {
-                Ok(()) => {
-                    dead.increment(lines as u64);
-                    info!(log, "firehose records written to the dead-letter file";
-                        "records" => lines, "file" => %path.display(), "reason" => reason);
-                }
-                Err(e) => {
-                    lost.increment(lines as u64);
-                    error!(log, "firehose records lost"; "records" => lines,
+        let write = tokio::task::spawn_blocking(move || dead_letter::append(&file, &records));
+        ctx.spawn(
+            async move { write.await }
+                .into_actor(self)
+                .map(move |res, act, _| {
+                    let log = act.settings.log.clone();
+                    match res.map_err(std::io::Error::other).and_then(|r| r) {
+                        Ok(()) => {
+                            act.release(lines, bytes, |m| &m.dead_letter);
+                            warn!(log, "firehose records written to the dead-letter file";
+                        "records" => lines, "file" => %path.display(), "reason" => &reason);
+                            act.written_off(Undelivered {
+                                dead_letter: lines,
+                                lost: 0,
+                            });
+                        }
+                        Err(e) => {
+                            act.release(lines, bytes, |m| &m.lost);
+                            error!(log, "firehose records lost"; "records" => lines,
                         "reason" => format!("{reason}; the dead-letter file {} failed: {e}", path.display()));
-                }
-            }
-        }))
+                            act.written_off(Undelivered {
+                                dead_letter: 0,
+                                lost: lines,
+                            });
+                        }
+                    }
+                    act.writing -= 1;
+                    if act.writing == 0 {
+                        for w in act.idle.drain(..) {
+                            let _ = w.send(());
+                        }
+                    }
+                    act.check_drained();
+                }),
+        );
+    }
+
+    /// Resolves once no dead-letter write is under way.
+    fn when_idle(&mut self) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        if self.writing == 0 {
+            let _ = tx.send(());
+        } else {
+            self.idle.push(tx);
+        }
+        rx
+    }
+
+    /// Closes the buffer (nothing more is accepted) and takes in what its inbox still holds.
+    fn close(&mut self) {
+        self.draining = true;
+        let left = self.buffer.close();
+        self.accept(left);
+    }
+
+    /// Every record held, wherever it is. Calls still in flight may yet succeed: written off
+    /// too, a duplicate rather than a loss (their answers are then ignored).
+    fn take_everything(&mut self) -> Vec<Entry> {
+        let mut left = self.pack.take_all();
+        left.extend(self.retry.drain(..).map(|(_, e)| e));
+        left.extend(self.in_flight.drain().flat_map(|(_, v)| v));
+        left
     }
 
     fn check_drained(&mut self) {
-        if self.drain.is_some()
-            && self.open.is_none()
-            && self.ready.is_empty()
-            && self.retry.is_empty()
-            && self.in_flight.is_empty()
-        {
-            let _ = self.drain.take().expect("checked").send(());
+        if self.draining && self.held_lines == 0 {
+            if let Some(done) = self.drained.take() {
+                let _ = done.send(self.drain_undelivered);
+            }
         }
     }
-}
-
-/// 100 ms doubling up to 10 s, each delay drawn between half and all of it (jitter, so that
-/// the relayers of many hosts do not retry in step).
-fn backoff(attempt: u32) -> Duration {
-    let full = BACKOFF_MIN
-        .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
-        .min(BACKOFF_MAX);
-    full.mul_f64(0.5 + fastrand::f64() / 2.0)
 }
 
 impl Actor for Batcher {
@@ -423,17 +426,34 @@ impl Actor for Batcher {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         let settings = self.settings.sender.clone();
-        ctx.spawn(
-            async move { Sender::new(&settings).await }
-                .into_actor(self)
-                .map(|sender, act, ctx| {
-                    act.sender = Some(sender);
-                    act.pump(ctx);
-                }),
-        );
+        ctx.spawn(async move { Sender::new(&settings).await }.into_actor(self).map(
+            |(sender, region, from), act, ctx| {
+                let log = &act.settings.log;
+                match from {
+                    RegionFrom::Config => {}
+                    RegionFrom::Chain => info!(log, "firehose region from the AWS configuration \
+                            (AWS_REGION, the profile, instance metadata)"; "region" => &region),
+                    RegionFrom::Default => {
+                        warn!(log, "no firehose region in the entry, AWS_REGION, the profile \
+                            or instance metadata: using the default"; "region" => &region)
+                    }
+                }
+                act.sender = Some(sender);
+                act.pump(ctx);
+            },
+        ));
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
+        // Retire writes everything off first; anything still here (a line that came in after,
+        // a dead-letter write cut short) is at least counted and logged.
+        let left = self.buffer.close();
+        let lines = self.held_lines + left.len();
+        if lines > 0 {
+            self.settings.metrics.lost.increment(lines as u64);
+            error!(self.settings.log, "firehose records lost"; "records" => lines,
+                "reason" => "the relayer stopped with them still held");
+        }
         Arbiter::current().stop();
     }
 }
@@ -442,26 +462,8 @@ impl Handler<Wake> for Batcher {
     type Result = ();
 
     fn handle(&mut self, _: Wake, ctx: &mut Context<Self>) {
-        let lines = self.inbox.take();
-        let now = Instant::now();
-        if self.given_up {
-            // Only sessions that took their permits before the give-up get here.
-            self.held += lines.len();
-            let entries = lines
-                .iter()
-                .map(|l| Entry {
-                    data: l.to_vec(),
-                    lines: 1,
-                    ..Entry::new(now)
-                })
-                .collect();
-            self.write_off(entries, "arrived after the drain timeout");
-            return;
-        }
-        self.settings.metrics.lines.increment(lines.len() as u64);
-        for line in &lines {
-            self.push_line(line, now);
-        }
+        let lines = self.buffer.take_lines();
+        self.accept(lines);
         // A call that is full leaves at once; otherwise the flush timer is set (earlier than a
         // retry's timer, if one is pending).
         self.pump(ctx);
@@ -472,43 +474,44 @@ impl Handler<Drain> for Batcher {
     type Result = ();
 
     fn handle(&mut self, msg: Drain, ctx: &mut Context<Self>) {
-        self.drain = Some(msg.done);
+        self.close();
+        self.drained = Some(msg.done);
         self.pump(ctx);
     }
 }
 
 impl Handler<GiveUp> for Batcher {
-    type Result = ResponseFuture<usize>;
+    type Result = ResponseActFuture<Self, Undelivered>;
 
-    fn handle(&mut self, _: GiveUp, _: &mut Context<Self>) -> Self::Result {
-        self.given_up = true;
-        // Sessions waiting for room (critical) get an error instead of waiting forever.
-        self.buffer.close();
-        let now = Instant::now();
-        for line in self.inbox.take() {
-            self.push_line(&line, now);
-        }
-        self.close_open();
-        let mut left: Vec<Entry> = self.ready.drain(..).collect();
-        self.ready_bytes = 0;
-        left.extend(self.retry.drain(..).map(|(_, e)| e));
-        // Calls still in flight may yet succeed: written off too, a duplicate rather than a loss.
-        left.extend(self.in_flight.drain().flat_map(|(_, v)| v));
-        let lines = left.iter().map(|e| e.lines).sum();
-        let write = self.write_off(left, "drain timeout reached");
-        Box::pin(async move {
-            if let Some(w) = write {
-                let _ = w.await;
+    fn handle(&mut self, _: GiveUp, ctx: &mut Context<Self>) -> Self::Result {
+        self.close();
+        let left = self.take_everything();
+        self.write_off(left, "drain timeout reached", ctx);
+        let idle = self.when_idle();
+        Box::pin(
+            async move {
+                let _ = idle.await;
             }
-            lines
-        })
+            .into_actor(self)
+            .map(|_, act, _| act.drain_undelivered),
+        )
     }
 }
 
 impl Handler<Retire> for Batcher {
-    type Result = ();
+    type Result = ResponseActFuture<Self, ()>;
 
-    fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) {
-        ctx.stop();
+    fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) -> Self::Result {
+        self.close();
+        let left = self.take_everything();
+        self.write_off(left, "the relayer was retired by a reload", ctx);
+        let idle = self.when_idle();
+        Box::pin(
+            async move {
+                let _ = idle.await;
+            }
+            .into_actor(self)
+            .map(|_, _, ctx| ctx.stop()),
+        )
     }
 }

@@ -2,11 +2,14 @@
 //! SET/SADD/HMSET/HSET/RAWSET and MULTI/EXEC blocks become lines handed to the batcher, the
 //! rest is answered as Redis would, or refused with a clear error.
 //!
-//! A line is accepted only with a permit of the relayer's buffer: when there is none, the
-//! client gets an error (`critical = false`), or is not read until one frees (`critical = true`),
-//! so `+OK` always means the line is held.
+//! A line is accepted only with room in the relayer's buffer (a line, its bytes): when there is
+//! none, the client gets an error (`critical = false`), or is not read until room frees
+//! (`critical = true`), so `+OK` always means the line is held. Once the batcher drains (stop,
+//! reload) the buffer refuses lines: the client gets an error, or, when a reload replaced the
+//! batcher, the line goes to the new one.
 
-use super::batcher::{Batcher, FirehoseMetrics, Inbox, Wake};
+use super::batcher::{Batcher, FirehoseMetrics, Wake};
+use super::buffer::{Buffer, NoRoom, Pushed};
 use super::record::{Record, Timestamp, WrongType, MAX_RECORD};
 use crate::io::{
     flush_client, ClientOut, FlushClient, Gate, Gated, ReadHalf, WriteHalf, WritesToClient,
@@ -20,16 +23,19 @@ use bytes::{Bytes, BytesMut};
 use slog::{debug, info, Logger};
 use std::rc::Rc;
 use std::sync::Arc;
-use tokio::sync::{Semaphore, TryAcquireError};
 use tokio_util::codec::FramedRead;
 
 /// Replies buffered for a client that does not read them; above this it is not read.
 const OUT_HIGH: usize = 1024 * 1024;
 /// Commands queued in one MULTI block.
 const MAX_BLOCK_COMMANDS: usize = 1 << 20;
+/// The replies a MULTI block keeps for EXEC (ECHO and PING with a message among them).
+const MAX_BLOCK_REPLIES: usize = MAX_RECORD;
+/// Redis quotes at most this much of an unknown command's name.
+const MAX_NAME_IN_ERROR: usize = 128;
 
 pub const BUFFER_FULL: &str = "ERR firehose buffer full: record not accepted, try again later";
-const STOPPING: &str = "ERR firehose relayer stopping: record not accepted";
+pub const STOPPING: &str = "ERR firehose relayer stopping: record not accepted";
 const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
 
 pub struct SessionSettings {
@@ -37,10 +43,8 @@ pub struct SessionSettings {
     pub timestamp: Timestamp,
     /// Buffer full: wait for room (true) or answer an error (false).
     pub critical: bool,
-    /// A permit per line held by the batcher.
-    pub buffer: Arc<Semaphore>,
-    /// Where lines wait for the batcher.
-    pub inbox: Arc<Inbox>,
+    /// Bounds the lines the batcher holds; where lines wait for it.
+    pub buffer: Arc<Buffer>,
     pub metrics: FirehoseMetrics,
     pub log: Logger,
 }
@@ -127,10 +131,13 @@ impl Op {
 
 struct Block {
     record: Record,
-    replies: Vec<Bytes>,
+    /// The replies for EXEC's array, one after the other (at most `MAX_BLOCK_REPLIES` bytes).
+    replies: BytesMut,
+    commands: usize,
     /// A command was refused while queueing: EXEC aborts, as in Redis.
     dirty: bool,
-    /// The record passed the Firehose limit (its size then): EXEC answers the size error.
+    /// The record passed the Firehose limit (its size then): EXEC answers the size error, and
+    /// nothing more is kept meanwhile.
     too_large: Option<usize>,
 }
 
@@ -203,12 +210,19 @@ impl Session {
         self.maybe_close(ctx);
     }
 
-    fn on_command(&mut self, cmd: Command, ctx: &mut Context<Self>) {
-        if self.route.generation() != self.route_generation {
-            let current = self.route.current();
-            (self.batcher, self.settings) = (current.batcher, current.settings);
-            self.route_generation = self.route.generation();
+    /// Takes the batcher and settings a reload installed, if any; true if there were.
+    fn follow_route(&mut self) -> bool {
+        if self.route.generation() == self.route_generation {
+            return false;
         }
+        let current = self.route.current();
+        (self.batcher, self.settings) = (current.batcher, current.settings);
+        self.route_generation = self.route.generation();
+        true
+    }
+
+    fn on_command(&mut self, cmd: Command, ctx: &mut Context<Self>) {
+        self.follow_route();
         let op = Op::of(cmd.arg(0));
         if !op.arity_ok(cmd.argc()) {
             return self.refuse(&wrong_arity(cmd.arg(0)), ctx);
@@ -219,17 +233,19 @@ impl Session {
                 self.close_after_replies(ctx);
             }
             Op::Unknown => {
+                let name = cmd.arg(0);
                 let text = format!(
                     "ERR unknown command '{}' for a firehose relayer",
-                    String::from_utf8_lossy(cmd.arg(0))
+                    String::from_utf8_lossy(&name[..name.len().min(MAX_NAME_IN_ERROR)])
                 );
                 self.refuse(&error(&text), ctx);
             }
             Op::Multi if self.multi.is_some() => self.reply(&error("ERR MULTI calls can not be nested"), ctx),
             Op::Multi => {
                 self.multi = Some(Block {
-                    record: Record::now(),
-                    replies: vec![],
+                    record: Record::now(self.settings.timestamp),
+                    replies: BytesMut::new(),
+                    commands: 0,
                     dirty: false,
                     too_large: None,
                 });
@@ -252,22 +268,29 @@ impl Session {
                 if payload.is_empty() {
                     return self.reply(&error("ERR empty RAWSET payload"), ctx);
                 }
+                // Measured before it is copied.
+                if payload.len() + 1 > MAX_RECORD {
+                    return self.reply(&too_large(payload.len() + 1), ctx);
+                }
                 let mut line = Vec::with_capacity(payload.len() + 1);
                 line.extend_from_slice(payload);
                 line.push(b'\n');
-                self.submit(line, Bytes::from_static(write::OK), ctx);
+                self.submit(Bytes::from(line), Bytes::from_static(write::OK), ctx);
             }
             _ if self.multi.is_some() => self.queue(op, &cmd, ctx),
             Op::Ping | Op::Echo | Op::Select => {
-                let reply = apply(op, &cmd, &mut Record::now());
+                let reply = apply(op, &cmd, &mut Record::now(self.settings.timestamp));
                 self.reply(&reply, ctx);
             }
             _ => {
-                let mut record = Record::now();
-                let reply = apply(op, &cmd, &mut record);
-                self.count_invalid(&record);
-                let line = record.to_line(self.settings.timestamp);
-                self.submit(line, reply, ctx);
+                let mut record = Record::now(self.settings.timestamp);
+                match write_to(op, &cmd, &mut record) {
+                    Err(len) => self.reply(&too_large(len), ctx),
+                    Ok(reply) => {
+                        self.count_invalid(&record);
+                        self.submit(Bytes::from(record.to_line()), reply, ctx);
+                    }
+                }
             }
         }
     }
@@ -282,25 +305,43 @@ impl Session {
 
     fn queue(&mut self, op: Op, cmd: &Command, ctx: &mut Context<Self>) {
         let block = self.multi.as_mut().expect("in MULTI");
-        if block.replies.len() >= MAX_BLOCK_COMMANDS {
+        if block.commands >= MAX_BLOCK_COMMANDS {
             return self.refuse(&error("ERR relayer: too many commands in one MULTI block"), ctx);
         }
-        if block.too_large.is_none() {
-            let reply = apply(op, cmd, &mut block.record);
-            block.replies.push(reply);
-            if block.record.approx_len > MAX_RECORD {
-                // The estimate passed the limit: measure, and drop the data if it really did.
-                let len = block.record.to_line(self.settings.timestamp).len();
-                if len > MAX_RECORD {
-                    block.too_large = Some(len);
-                    block.record = Record::now();
-                } else {
-                    block.record.approx_len = len;
-                }
-            }
-        } else {
-            block.replies.push(Bytes::new());
+        block.commands += 1;
+        if block.too_large.is_some() {
+            // EXEC answers the size error: nothing more to keep.
+            return self.reply(write::QUEUED, ctx);
         }
+        // The reply is bounded before it is built (an ECHO may be 512 MB).
+        let reply_bound = 32
+            + if matches!(op, Op::Ping | Op::Echo) && cmd.argc() == 2 {
+                cmd.arg(1).len()
+            } else {
+                0
+            };
+        if block.replies.len() + reply_bound > MAX_BLOCK_REPLIES {
+            block.commands -= 1;
+            return self.refuse(
+                &error(&format!(
+                    "ERR relayer: the replies of this MULTI block would pass {MAX_BLOCK_REPLIES} bytes: command not queued"
+                )),
+                ctx,
+            );
+        }
+        let reply = match op {
+            Op::Ping | Op::Echo | Op::Select => apply(op, cmd, &mut block.record),
+            _ => match write_to(op, cmd, &mut block.record) {
+                Ok(reply) => reply,
+                Err(len) => {
+                    block.too_large = Some(len);
+                    block.record = Record::now(self.settings.timestamp);
+                    block.replies = BytesMut::new();
+                    return self.reply(write::QUEUED, ctx);
+                }
+            },
+        };
+        block.replies.extend_from_slice(&reply);
         self.reply(write::QUEUED, ctx);
     }
 
@@ -314,17 +355,14 @@ impl Session {
         if let Some(len) = block.too_large {
             return self.reply(&too_large(len), ctx);
         }
-        let mut replies = BytesMut::new();
-        write::put_array_header(&mut replies, block.replies.len());
-        for r in &block.replies {
-            replies.extend_from_slice(r);
-        }
+        let mut replies = BytesMut::with_capacity(block.replies.len() + 16);
+        write::put_array_header(&mut replies, block.commands);
+        replies.extend_from_slice(&block.replies);
         if block.record.is_empty() {
             return self.reply(&replies, ctx);
         }
         self.count_invalid(&block.record);
-        let line = block.record.to_line(self.settings.timestamp);
-        self.submit(line, replies.freeze(), ctx);
+        self.submit(Bytes::from(block.record.to_line()), replies.freeze(), ctx);
     }
 
     fn count_invalid(&self, record: &Record) {
@@ -334,54 +372,69 @@ impl Session {
     }
 
     /// Hands `line` to the batcher and answers `reply`, if the buffer has room for it.
-    fn submit(&mut self, line: Vec<u8>, reply: Bytes, ctx: &mut Context<Self>) {
+    fn submit(&mut self, line: Bytes, reply: Bytes, ctx: &mut Context<Self>) {
         if line.len() > MAX_RECORD {
             return self.reply(&too_large(line.len()), ctx);
         }
-        let taken = self.settings.buffer.try_acquire().map(|p| p.forget());
-        match taken {
-            Ok(()) => self.hand_over(line, &reply, ctx),
-            Err(TryAcquireError::NoPermits) if self.settings.critical => {
+        let (settings, batcher) = (self.settings.clone(), self.batcher.clone());
+        match settings.buffer.try_take(line.len()) {
+            Ok(()) => self.hand_over(&settings, &batcher, line, reply, ctx),
+            Err(NoRoom::Full) if settings.critical => {
+                // The client is not read until there is room. Its line waits here meanwhile,
+                // outside the buffer's bounds: one line (at most a record) per waiting client,
+                // so at most maxClients of them.
                 self.waiting = true;
                 self.update_gate();
-                let buffer = self.settings.buffer.clone();
-                ctx.spawn(async move { buffer.acquire_owned().await }.into_actor(self).map(
-                    move |permit, act, ctx| {
+                let buffer = settings.buffer.clone();
+                let len = line.len();
+                ctx.spawn(async move { buffer.take(len).await }.into_actor(self).map(
+                    move |room, act, ctx| {
                         act.waiting = false;
-                        match permit {
-                            Ok(p) => {
-                                p.forget();
-                                act.hand_over(line, &reply, ctx);
-                            }
-                            Err(_) => act.reply(&error(STOPPING), ctx),
+                        match room {
+                            Ok(()) => act.hand_over(&settings, &batcher, line, reply, ctx),
+                            Err(_) => act.closed(line, reply, ctx),
                         }
                         act.update_gate();
                         act.maybe_close(ctx);
                     },
                 ));
             }
-            Err(TryAcquireError::NoPermits) => self.reply(&error(BUFFER_FULL), ctx),
-            Err(TryAcquireError::Closed) => self.reply(&error(STOPPING), ctx),
+            Err(NoRoom::Full) => self.reply(&error(BUFFER_FULL), ctx),
+            Err(NoRoom::Closed) => self.closed(line, reply, ctx),
         }
     }
 
-    /// The permit is taken: the line goes to the batcher, the client gets its reply.
-    fn hand_over(&mut self, line: Vec<u8>, reply: &[u8], ctx: &mut Context<Self>) {
-        // do_send: the batcher's mailbox must never refuse (a bounded one would turn a wake into
-        // a refusal while the line already sits in the inbox); the inbox is bounded by permits.
-        if self.batcher.connected() {
-            if self.settings.inbox.push(Bytes::from(line)) {
-                self.batcher.do_send(Wake);
-            }
-        } else {
-            // Only a batcher that a reload retired is gone; its replacement is in the route.
-            self.settings.buffer.add_permits(1);
-            return self.reply(
-                &error("ERR relayer: the firehose relayer was replaced by a reload, try again"),
-                ctx,
-            );
+    /// The buffer the line was meant for is closed: its batcher drains. After a reload that
+    /// replaced it, the line goes to the new one; otherwise the relayer is stopping.
+    fn closed(&mut self, line: Bytes, reply: Bytes, ctx: &mut Context<Self>) {
+        if self.follow_route() {
+            return self.submit(line, reply, ctx);
         }
-        self.reply(reply, ctx);
+        self.reply(&error(STOPPING), ctx);
+    }
+
+    /// The room is taken: the line goes to the batcher, the client gets its reply.
+    fn hand_over(
+        &mut self,
+        settings: &SessionSettings,
+        batcher: &Addr<Batcher>,
+        line: Bytes,
+        reply: Bytes,
+        ctx: &mut Context<Self>,
+    ) {
+        let len = line.len();
+        match settings.buffer.push(line) {
+            // do_send: the batcher's mailbox must never refuse (a bounded one would turn a
+            // wake into a refusal while the line already sits in the inbox); the inbox is
+            // bounded by the buffer.
+            Ok(Pushed::Wake) => batcher.do_send(Wake),
+            Ok(Pushed::Queued) => {}
+            Err(line) => {
+                settings.buffer.give_back(1, len);
+                return self.closed(line, reply, ctx);
+            }
+        }
+        self.reply(&reply, ctx);
     }
 }
 
@@ -389,6 +442,30 @@ fn too_large(len: usize) -> Bytes {
     error(&format!(
         "ERR record of {len} bytes is over the Firehose record limit of {MAX_RECORD} bytes"
     ))
+}
+
+/// Applies a write to `record` and returns Redis' reply, unless that would take the line over
+/// the record limit: then `Err` with the length it would have had, and `record` is unchanged.
+/// Nothing is copied before that is known (a value may be 512 MB).
+fn write_to(op: Op, cmd: &Command, record: &mut Record) -> Result<Bytes, usize> {
+    // A bound first, without reading the bytes: JSON makes a byte at most 6 (\u00XX), a string
+    // takes 2 quotes, a key or member 1 separator, a set or hash 2 brackets.
+    let bound = record.line_len() + 4 + cmd.args().skip(1).map(|a| 6 * a.len() + 3).sum::<usize>();
+    if bound > MAX_RECORD {
+        let exact = match op {
+            Op::Set => Ok(record.len_after_set(cmd.arg(1), cmd.arg(2))),
+            Op::Sadd => record.len_after_sadd(cmd.arg(1), cmd.args().skip(2)),
+            Op::Hset | Op::Hmset => record.len_after_hset(cmd.arg(1), cmd.args().skip(2)),
+            _ => unreachable!("only writes"),
+        };
+        // WRONGTYPE changes nothing: applied below for its reply.
+        if let Ok(len) = exact {
+            if len > MAX_RECORD {
+                return Err(len);
+            }
+        }
+    }
+    Ok(apply(op, cmd, record))
 }
 
 /// What a command does to `record`, and the reply Redis would give it.

@@ -1,0 +1,190 @@
+//! The buffer of one Firehose batcher, shared with its sessions: it bounds the lines held (queued,
+//! in flight, waiting to be resent or being written to the dead-letter file) in number (`buffer`)
+//! and in bytes (`bufferBytes`), and holds the inbox where sessions leave accepted lines for the
+//! batcher.
+//!
+//! A session takes a line's room first (both bounds), then pushes the line; the batcher gives the
+//! room back when the line is delivered, dead-lettered or counted lost. Once the batcher drains
+//! (stop, reload) the buffer is closed: taking room fails, a session waiting for room is woken
+//! with an error, and a push is refused, so that nothing is acknowledged that the batcher will
+//! not see. The push and the close take the same lock: a line is either in the inbox when the
+//! batcher empties it for the last time, or refused.
+
+use bytes::Bytes;
+use std::sync::Mutex;
+use tokio::sync::{Semaphore, TryAcquireError};
+
+/// The most a bound may be (tokio's semaphore limit).
+pub const MAX_BOUND: usize = Semaphore::MAX_PERMITS;
+
+pub struct Buffer {
+    lines: Semaphore,
+    bytes: Semaphore,
+    inbox: Mutex<Inbox>,
+}
+
+#[derive(Default)]
+struct Inbox {
+    lines: Vec<Bytes>,
+    closed: bool,
+}
+
+/// Why no room was taken.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NoRoom {
+    /// Full: try again later.
+    Full,
+    /// The batcher is draining or gone.
+    Closed,
+}
+
+/// Where a pushed line went.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Pushed {
+    /// Queued, and the inbox was empty: the batcher must be woken.
+    Wake,
+    /// Queued behind others: the batcher is already woken.
+    Queued,
+}
+
+impl Buffer {
+    /// `lines` and `bytes` at most `MAX_BOUND` (checked by the configuration).
+    pub fn new(lines: usize, bytes: usize) -> Buffer {
+        Buffer {
+            lines: Semaphore::new(lines),
+            bytes: Semaphore::new(bytes),
+            inbox: Mutex::default(),
+        }
+    }
+
+    fn inbox(&self) -> std::sync::MutexGuard<'_, Inbox> {
+        self.inbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes room for one line of `len` bytes (at most a record, so it fits a u32), if there is.
+    pub fn try_take(&self, len: usize) -> Result<(), NoRoom> {
+        let no_room = |e| match e {
+            TryAcquireError::NoPermits => NoRoom::Full,
+            TryAcquireError::Closed => NoRoom::Closed,
+        };
+        let line = self.lines.try_acquire().map_err(no_room)?;
+        let bytes = self.bytes.try_acquire_many(len as u32).map_err(no_room)?;
+        line.forget();
+        bytes.forget();
+        Ok(())
+    }
+
+    /// Waits for room for one line of `len` bytes; fails once the buffer is closed. Dropped
+    /// while waiting, it takes nothing.
+    pub async fn take(&self, len: usize) -> Result<(), NoRoom> {
+        let line = self.lines.acquire().await.map_err(|_| NoRoom::Closed)?;
+        let bytes = self
+            .bytes
+            .acquire_many(len as u32)
+            .await
+            .map_err(|_| NoRoom::Closed)?;
+        line.forget();
+        bytes.forget();
+        Ok(())
+    }
+
+    /// Gives back the room of `lines` lines of `bytes` bytes in all.
+    pub fn give_back(&self, lines: usize, bytes: usize) {
+        self.lines.add_permits(lines);
+        self.bytes.add_permits(bytes);
+    }
+
+    /// Leaves a line (its room taken) for the batcher; gives it back if the buffer is closed
+    /// (and the room taken for it must be given back too).
+    pub fn push(&self, line: Bytes) -> Result<Pushed, Bytes> {
+        let mut inbox = self.inbox();
+        if inbox.closed {
+            return Err(line);
+        }
+        inbox.lines.push(line);
+        Ok(if inbox.lines.len() == 1 {
+            Pushed::Wake
+        } else {
+            Pushed::Queued
+        })
+    }
+
+    /// The lines left since the last call.
+    pub fn take_lines(&self) -> Vec<Bytes> {
+        std::mem::take(&mut self.inbox().lines)
+    }
+
+    /// Accepts nothing more; returns the lines still in the inbox.
+    pub fn close(&self) -> Vec<Bytes> {
+        self.lines.close();
+        self.bytes.close();
+        let mut inbox = self.inbox();
+        inbox.closed = true;
+        std::mem::take(&mut inbox.lines)
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.inbox().closed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_bounds_hold_and_room_comes_back() {
+        let b = Buffer::new(2, 100);
+        assert_eq!(b.try_take(60), Ok(()));
+        assert_eq!(b.try_take(60), Err(NoRoom::Full), "bytes bound");
+        assert_eq!(b.try_take(40), Ok(()));
+        assert_eq!(b.try_take(0), Err(NoRoom::Full), "lines bound");
+        b.give_back(1, 60);
+        assert_eq!(b.try_take(50), Ok(()));
+        assert_eq!(b.try_take(1), Err(NoRoom::Full));
+    }
+
+    #[test]
+    fn a_refused_take_keeps_nothing() {
+        let b = Buffer::new(1, 10);
+        assert_eq!(b.try_take(11), Err(NoRoom::Full));
+        assert_eq!(b.try_take(10), Ok(()), "the line's room was not kept");
+    }
+
+    #[test]
+    fn close_refuses_pushes_and_returns_the_inbox() {
+        let b = Buffer::new(10, 100);
+        assert_eq!(b.push(Bytes::from_static(b"a\n")), Ok(Pushed::Wake));
+        assert_eq!(b.push(Bytes::from_static(b"b\n")), Ok(Pushed::Queued));
+        assert_eq!(
+            b.close(),
+            vec![Bytes::from_static(b"a\n"), Bytes::from_static(b"b\n")]
+        );
+        assert_eq!(
+            b.push(Bytes::from_static(b"c\n")),
+            Err(Bytes::from_static(b"c\n"))
+        );
+        assert_eq!(b.try_take(1), Err(NoRoom::Closed));
+        assert!(b.take_lines().is_empty());
+    }
+
+    #[actix_rt::test]
+    async fn a_waiter_is_woken_by_room_or_by_the_close() {
+        let b = std::sync::Arc::new(Buffer::new(1, 100));
+        b.try_take(10).unwrap();
+        let waiter = {
+            let b = b.clone();
+            actix_rt::spawn(async move { b.take(10).await })
+        };
+        tokio::task::yield_now().await;
+        b.give_back(1, 10);
+        assert_eq!(waiter.await.unwrap(), Ok(()));
+        let waiter = {
+            let b = b.clone();
+            actix_rt::spawn(async move { b.take(10).await })
+        };
+        tokio::task::yield_now().await;
+        b.close();
+        assert_eq!(waiter.await.unwrap(), Err(NoRoom::Closed));
+    }
+}

@@ -1,0 +1,218 @@
+//! Packing lines into Firehose records (up to `maxRecords` lines and 1,000 KiB) and records into
+//! PutRecordBatch calls (500 records, 4 MiB), and when a call must leave.
+
+use super::record::MAX_RECORD;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// Records in one PutRecordBatch call.
+pub const MAX_CALL_RECORDS: usize = 500;
+/// Bytes of record data in one PutRecordBatch call.
+pub const MAX_CALL_BYTES: usize = 4 * 1024 * 1024;
+
+/// One Firehose record: newline-terminated lines.
+#[derive(Debug)]
+pub struct Entry {
+    pub data: Vec<u8>,
+    pub lines: usize,
+    /// When its first line was accepted: `retryTimeout` counts from here.
+    pub born: Instant,
+    /// When it must leave even if its call is not full.
+    pub due: Instant,
+    pub attempts: u32,
+}
+
+/// The record being filled and the records ready to leave, in order.
+pub struct Packer {
+    max_lines: usize,
+    flush_interval: Duration,
+    open: Option<Entry>,
+    ready: VecDeque<Entry>,
+    ready_bytes: usize,
+}
+
+impl Packer {
+    /// `max_lines` per record (at least 1); a line waits at most `flush_interval` for its call
+    /// to fill.
+    pub fn new(max_lines: usize, flush_interval: Duration) -> Packer {
+        Packer {
+            max_lines: max_lines.max(1),
+            flush_interval,
+            open: None,
+            ready: VecDeque::new(),
+            ready_bytes: 0,
+        }
+    }
+
+    fn close_open(&mut self) {
+        if let Some(e) = self.open.take() {
+            self.ready_bytes += e.data.len();
+            self.ready.push_back(e);
+        }
+    }
+
+    /// Adds a line (newline included, at most a record).
+    pub fn push_line(&mut self, line: &[u8], now: Instant) {
+        let fits = |e: &Entry| e.lines < self.max_lines && e.data.len() + line.len() <= MAX_RECORD;
+        if self.open.as_ref().is_some_and(|e| !fits(e)) {
+            self.close_open();
+        }
+        let due = now + self.flush_interval;
+        let open = self.open.get_or_insert_with(|| Entry {
+            data: Vec::new(),
+            lines: 0,
+            born: now,
+            due,
+            attempts: 0,
+        });
+        open.data.extend_from_slice(line);
+        open.lines += 1;
+        if open.lines >= self.max_lines {
+            self.close_open();
+        }
+    }
+
+    /// Puts records whose backoff is over back in front, in their order: they leave with the
+    /// next call, which leaves now (their `due` is `now`).
+    pub fn requeue(&mut self, entries: Vec<Entry>, now: Instant) {
+        for mut e in entries.into_iter().rev() {
+            e.due = now;
+            self.ready_bytes += e.data.len();
+            self.ready.push_front(e);
+        }
+    }
+
+    /// A whole call is waiting (500 records or 4 MiB).
+    pub fn full(&self) -> bool {
+        self.ready.len() >= MAX_CALL_RECORDS || self.ready_bytes >= MAX_CALL_BYTES
+    }
+
+    /// When the next call must leave even if not full; None when nothing waits. Records in
+    /// `ready` are in order of `due`, except requeued ones, which are in front with the
+    /// earliest.
+    pub fn due(&self) -> Option<Instant> {
+        [self.ready.front(), self.open.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|e| e.due)
+            .min()
+    }
+
+    /// The records of the next call, from the front: up to 500 and 4 MiB (the open record too,
+    /// unless the call is full without it).
+    pub fn take_call(&mut self) -> Vec<Entry> {
+        if !self.full() {
+            self.close_open();
+        }
+        let mut entries = vec![];
+        let mut bytes = 0;
+        while let Some(e) = self.ready.front() {
+            if entries.len() == MAX_CALL_RECORDS
+                || (!entries.is_empty() && bytes + e.data.len() > MAX_CALL_BYTES)
+            {
+                break;
+            }
+            let e = self.ready.pop_front().expect("checked above");
+            bytes += e.data.len();
+            self.ready_bytes -= e.data.len();
+            entries.push(e);
+        }
+        entries
+    }
+
+    /// Everything, for a write-off.
+    pub fn take_all(&mut self) -> Vec<Entry> {
+        self.close_open();
+        self.ready_bytes = 0;
+        self.ready.drain(..).collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.open.is_none() && self.ready.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(n: usize) -> Vec<u8> {
+        let mut l = vec![b'x'; n - 1];
+        l.push(b'\n');
+        l
+    }
+
+    #[test]
+    fn records_hold_max_lines_and_calls_hold_500() {
+        let now = Instant::now();
+        let mut p = Packer::new(1, Duration::from_secs(1));
+        for _ in 0..1200 {
+            p.push_line(&line(10), now);
+        }
+        assert!(p.full());
+        let sizes: Vec<usize> = std::iter::from_fn(|| Some(p.take_call()).filter(|c| !c.is_empty()))
+            .map(|c| c.len())
+            .collect();
+        assert_eq!(sizes, vec![500, 500, 200]);
+        assert!(p.is_empty());
+
+        let mut p = Packer::new(3, Duration::from_secs(1));
+        for _ in 0..7 {
+            p.push_line(&line(10), now);
+        }
+        let call = p.take_call();
+        let lines: Vec<usize> = call.iter().map(|e| e.lines).collect();
+        assert_eq!(lines, vec![3, 3, 1], "the open record leaves with the call");
+        assert!(call.iter().all(|e| e.data.len() == 10 * e.lines));
+    }
+
+    #[test]
+    fn records_stay_within_the_record_limit_and_calls_within_4_mib() {
+        let now = Instant::now();
+        let mut p = Packer::new(500, Duration::from_secs(1));
+        // Three 300,000-byte lines fit in a record, a fourth does not.
+        for _ in 0..8 {
+            p.push_line(&line(300_000), now);
+        }
+        let call = p.take_call();
+        assert_eq!(call.iter().map(|e| e.lines).collect::<Vec<_>>(), vec![3, 3, 2]);
+        assert!(call.iter().all(|e| e.data.len() <= MAX_RECORD));
+        // 1,000,000-byte lines: a record each, four in a 4 MiB call.
+        for _ in 0..6 {
+            p.push_line(&line(1_000_000), now);
+        }
+        assert!(p.full(), "4 MiB waiting is a full call");
+        let first = p.take_call();
+        assert_eq!(first.len(), 4);
+        assert!(first.iter().map(|e| e.data.len()).sum::<usize>() <= MAX_CALL_BYTES);
+        assert_eq!(p.take_call().len(), 2);
+    }
+
+    #[test]
+    fn due_is_the_oldest_line_plus_the_flush_interval_and_requeued_records_are_due_now() {
+        let t0 = Instant::now();
+        let flush = Duration::from_secs(2);
+        let mut p = Packer::new(2, flush);
+        assert_eq!(p.due(), None);
+        p.push_line(&line(5), t0);
+        p.push_line(&line(5), t0 + Duration::from_millis(500));
+        p.push_line(&line(5), t0 + Duration::from_secs(1));
+        assert_eq!(p.due(), Some(t0 + flush), "the oldest line's");
+        let call = p.take_call();
+        assert_eq!(call.iter().map(|e| e.lines).sum::<usize>(), 3);
+        p.push_line(&line(5), t0 + Duration::from_secs(3));
+        let later = t0 + Duration::from_secs(4);
+        p.requeue(call, later);
+        assert_eq!(
+            p.due(),
+            Some(later),
+            "a resent record does not wait for the flush again"
+        );
+        let again = p.take_call();
+        assert_eq!(
+            again.iter().map(|e| e.born).collect::<Vec<_>>(),
+            vec![t0, t0 + Duration::from_secs(1), t0 + Duration::from_secs(3)],
+            "resent records first, in their order, then the newer one"
+        );
+    }
+}

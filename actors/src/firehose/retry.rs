@@ -1,0 +1,87 @@
+//! When to resend, and which refusals need an operator rather than patience.
+
+use std::time::Duration;
+
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// The wait before resending after the `attempt`th failure (1, 2...): a ceiling of 200 ms doubling
+/// up to 10 s, the wait drawn between half of it and all of it (jitter, so that the relayers of
+/// many hosts do not retry in step). Always within 100 ms..=10 s.
+pub fn backoff(attempt: u32) -> Duration {
+    let ceiling = (BACKOFF_MIN * 2)
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+        .min(BACKOFF_MAX);
+    ceiling
+        .mul_f64(0.5 + fastrand::f64() / 2.0)
+        .clamp(BACKOFF_MIN, BACKOFF_MAX)
+}
+
+/// Error codes that resending will not cure: a stream that does not exist, bad credentials or
+/// permissions, a key (KMS) that is disabled, a request the service finds invalid. They are still
+/// resent until `retryTimeout` (the stream or the permissions may be fixed meanwhile), but an
+/// operator must hear of them.
+pub fn needs_operator(code: &str) -> bool {
+    const CODES: [&str; 15] = [
+        "ResourceNotFoundException",
+        "InvalidArgumentException",
+        "InvalidKMSResourceException",
+        "InvalidSourceException",
+        "AccessDeniedException",
+        "AccessDenied",
+        "UnrecognizedClientException",
+        "InvalidSignatureException",
+        "IncompleteSignature",
+        "MissingAuthenticationToken",
+        "InvalidClientTokenId",
+        "ExpiredTokenException",
+        "ValidationException",
+        "SerializationException",
+        "UnknownOperationException",
+    ];
+    CODES.contains(&code) || (code.starts_with("KMS.") && code != "KMS.ThrottlingException")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_stays_within_100_ms_and_10_s_and_grows() {
+        let ms = |d: Duration| d.as_millis();
+        for _ in 0..1000 {
+            let first = backoff(1);
+            assert!((100..=200).contains(&ms(first)), "{first:?}");
+            let third = backoff(3);
+            assert!((400..=800).contains(&ms(third)), "{third:?}");
+            let sixth = backoff(6);
+            assert!((3200..=6400).contains(&ms(sixth)), "{sixth:?}");
+            for attempt in [7, 8, 20, 1000, u32::MAX] {
+                let d = backoff(attempt);
+                assert!((5000..=10_000).contains(&ms(d)), "attempt {attempt}: {d:?}");
+            }
+            assert!(backoff(0) >= BACKOFF_MIN);
+        }
+    }
+
+    #[test]
+    fn refusals_that_need_an_operator() {
+        for code in [
+            "ResourceNotFoundException",
+            "AccessDeniedException",
+            "KMS.DisabledException",
+            "InvalidArgumentException",
+        ] {
+            assert!(needs_operator(code), "{code}");
+        }
+        for code in [
+            "ServiceUnavailableException",
+            "ThrottlingException",
+            "InternalFailure",
+            "KMS.ThrottlingException",
+            "LimitExceededException",
+        ] {
+            assert!(!needs_operator(code), "{code}");
+        }
+    }
+}
