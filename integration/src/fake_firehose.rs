@@ -14,14 +14,16 @@
 //!   `InvalidArgumentException`, nothing stored.
 //! - `PutRecord` (one `Record`) and a minimal `DescribeDeliveryStream`.
 //! - Injected faults ([`Faults`]): HTTP 400 `ThrottlingException`, HTTP 500 `InternalFailure`,
-//!   HTTP 503 `ServiceUnavailableException`, a delay before every answer.
+//!   HTTP 503 `ServiceUnavailableException`, HTTP 400 `ResourceNotFoundException` (a stream that
+//!   does not exist), a delay before every answer; for every call or only the next few.
 //! - Anything else: HTTP 400 `UnknownOperationException`.
 //!
 //! Errors carry `{"__type":"...","message":"..."}` and the `x-amzn-ErrorType` header, which is what
 //! botocore and the AWS SDK for Rust read for awsJson1_1 (checked against boto3).
 //!
 //! What was accepted is kept in arrival order ([`FakeFirehose::records`], [`FakeFirehose::lines`]),
-//! and every call is described ([`FakeFirehose::calls`]). The records of a call are stored when it
+//! and every call is described ([`FakeFirehose::calls`]: records, bytes, outcome, arrival time,
+//! the region it was signed for). The records of a call are stored when it
 //! is answered with success, before the delay: a client that gives up on a slow call and sends it
 //! again makes duplicates, as with the real service. For long benchmarks,
 //! [`FakeFirehose::discard_records`] keeps the counts only.
@@ -65,6 +67,12 @@ pub struct Faults {
     pub server_error: f64,
     /// Fraction of calls answered HTTP 503 `ServiceUnavailableException` (nothing stored).
     pub unavailable: f64,
+    /// Fraction of calls answered HTTP 400 `ResourceNotFoundException` (nothing stored), as
+    /// for a stream that does not exist.
+    pub not_found: f64,
+    /// The faults apply to this many PutRecordBatch/PutRecord calls from `set_faults` on,
+    /// then none (the delay included); None: to every call.
+    pub calls: Option<usize>,
     /// Wait before answering any request (the outcome, and the storing, is decided before).
     pub delay: Duration,
     pub seed: u64,
@@ -78,6 +86,8 @@ impl Default for Faults {
             throttle: 0.0,
             server_error: 0.0,
             unavailable: 0.0,
+            not_found: 0.0,
+            calls: None,
             delay: Duration::ZERO,
             seed: 1,
         }
@@ -95,6 +105,8 @@ pub enum Outcome {
     ServerError,
     /// HTTP 503 ServiceUnavailableException.
     Unavailable,
+    /// HTTP 400 ResourceNotFoundException.
+    NotFound,
     /// HTTP 400 for a malformed call or one over the limits (the text says why).
     Invalid(String),
 }
@@ -117,6 +129,9 @@ pub struct CallInfo {
     pub accepted: Range<usize>,
     /// When the request was complete.
     pub at: Instant,
+    /// The region of the request's SigV4 signature (`Credential=<key>/<date>/<region>/...` in
+    /// its Authorization header); empty if unsigned.
+    pub region: String,
 }
 
 struct State {
@@ -669,10 +684,20 @@ fn handle(req: &Request, shared: &Shared) -> (Answer, Duration, u64) {
     let operation = target.strip_prefix("Firehose_20150804.").unwrap_or("");
     // Decoded outside the lock: connections are served in parallel.
     let put = matches!(operation, "PutRecordBatch" | "PutRecord").then(|| parse_put(operation, &req.body));
+    let region = req
+        .header("authorization")
+        .and_then(|a| a.split("Credential=").nth(1))
+        .and_then(|c| c.split('/').nth(2))
+        .unwrap_or("")
+        .to_string();
     let mut st = shared.lock();
     st.next_id += 1;
     let request_id = st.next_id;
-    let delay = st.faults.delay;
+    let delay = if st.faults.calls == Some(0) {
+        Duration::ZERO
+    } else {
+        st.faults.delay
+    };
     if req.method != "POST" || req.path != "/" {
         let msg = format!("no such resource: {} {}", req.method, req.path);
         return (
@@ -682,7 +707,7 @@ fn handle(req: &Request, shared: &Shared) -> (Answer, Duration, u64) {
         );
     }
     let answer = match (operation, put) {
-        (_, Some(parsed)) => put_records(operation, parsed, &mut st),
+        (_, Some(parsed)) => put_records(operation, parsed, region, &mut st),
         ("DescribeDeliveryStream", _) => describe(&req.body),
         (_, None) => Answer::error(
             400,
@@ -720,7 +745,12 @@ fn draw(rng: &mut Rng, fraction: f64) -> bool {
 
 /// Answers a decoded PutRecordBatch or PutRecord (`parsed`: stream and records), storing what is
 /// accepted.
-fn put_records(operation: &str, parsed: Result<(String, Vec<Vec<u8>>), String>, st: &mut State) -> Answer {
+fn put_records(
+    operation: &str,
+    parsed: Result<(String, Vec<Vec<u8>>), String>,
+    region: String,
+    st: &mut State,
+) -> Answer {
     let at = Instant::now();
     let mut info = CallInfo {
         operation: operation.to_string(),
@@ -731,6 +761,7 @@ fn put_records(operation: &str, parsed: Result<(String, Vec<Vec<u8>>), String>, 
         outcome: Outcome::Invalid(String::new()),
         accepted: st.records.len()..st.records.len(),
         at,
+        region,
     };
     let records = match parsed {
         Ok((stream, records)) => {
@@ -773,8 +804,22 @@ fn put_records(operation: &str, parsed: Result<(String, Vec<Vec<u8>>), String>, 
         st.calls.push(info);
         return a;
     }
-    let faults = st.faults.clone();
-    let call_fault = if draw(&mut st.rng, faults.throttle) {
+    let faults = match st.faults.calls {
+        Some(0) => Faults::default(),
+        Some(n) => {
+            st.faults.calls = Some(n - 1);
+            st.faults.clone()
+        }
+        None => st.faults.clone(),
+    };
+    let call_fault = if draw(&mut st.rng, faults.not_found) {
+        Some((
+            400,
+            "ResourceNotFoundException",
+            "Firehose s under account 123456789012 not found.",
+            Outcome::NotFound,
+        ))
+    } else if draw(&mut st.rng, faults.throttle) {
         Some((400, "ThrottlingException", "Rate exceeded", Outcome::Throttled))
     } else if draw(&mut st.rng, faults.server_error) {
         Some((

@@ -50,8 +50,21 @@ impl Relayer {
         Relayer::start(&crate::redis_entry_mode("smart", &tcp, url, extra))
     }
 
+    /// Like `start`, with more environment variables (or test ones replaced; an empty value
+    /// removes the variable), `$DIR` in their values replaced as in the config.
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Relayer {
+        let mut r = Relayer::spawn_with_env(config, env);
+        r.wait_ready();
+        r
+    }
+
     /// Like `start` without waiting: for configs the relayer must refuse.
     pub fn spawn(config: &str) -> Relayer {
+        Relayer::spawn_with_env(config, &[])
+    }
+
+    /// `spawn` with more environment variables, as `start_with_env`.
+    pub fn spawn_with_env(config: &str, env: &[(&str, &str)]) -> Relayer {
         let dir = crate::temp_dir();
         let config = config.replace("$DIR", dir.path().to_str().unwrap());
         let config_path = dir.path().join("relayer.toml");
@@ -73,6 +86,13 @@ impl Relayer {
             ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
         ] {
             cmd.env(k, v);
+        }
+        for (k, v) in env {
+            if v.is_empty() {
+                cmd.env_remove(k);
+            } else {
+                cmd.env(k, v.replace("$DIR", dir.path().to_str().unwrap()));
+            }
         }
         cmd.current_dir(dir.path())
             .stdin(Stdio::null())

@@ -28,6 +28,8 @@ const DEAD_LETTER_MSG: &str = "firehose records written to the dead-letter file"
 const LOST_MSG: &str = "firehose records lost";
 const STOPPED_OK: &str = "stopped, every acknowledged write delivered";
 const STOPPED_LOST: &str = "stopped with background writes lost";
+const STOPPED_DEAD: &str = "stopped, writes not delivered in time written to the dead-letter file";
+const STOPPING: &str = "ERR firehose relayer stopping: record not accepted";
 
 /// A line's identity: the client that sent it and its sequence number.
 type Id = (usize, u64);
@@ -482,32 +484,65 @@ fn batching_max_records_500() {
     batching(500, 1);
 }
 
-/// A single SET with a long maxRecords and nothing else sent still leaves within about
-/// flushInterval (0.2 s; waited for generously), alone in its call.
+/// A single SET with a long maxRecords and nothing else sent leaves after flushInterval, alone
+/// in its call: within 2 s with flushInterval = 0.2; not within 1 s with flushInterval = 5 (but
+/// within 10 s).
 #[test]
 fn flush_interval_sends_a_lone_line() {
+    for (flush, not_before, by) in [(0.2, Duration::ZERO, 2), (5.0, Duration::from_secs(1), 10)] {
+        let fake = FakeFirehose::start();
+        let relayer = start(&fake, &format!("maxRecords = 500\nflushInterval = {flush}"));
+        let mut c = relayer.client();
+        let start = Instant::now();
+        let ids: HashSet<Id> = set_lines(&mut c, 0, 0..1, |_| 10, 1)
+            .unwrap()
+            .into_iter()
+            .collect();
+        if !not_before.is_zero() {
+            std::thread::sleep(not_before);
+            assert_eq!(
+                fake.line_count(),
+                0,
+                "flushInterval = {flush}: the line left before {not_before:?}"
+            );
+        }
+        let d = wait_delivered(
+            &fake,
+            &ids,
+            Duration::from_secs(by) - start.elapsed(),
+            &format!("a lone SET with flushInterval = {flush}"),
+        );
+        eprintln!(
+            "flushInterval = {flush}: a lone SET reached the endpoint {:?} after it was sent",
+            start.elapsed()
+        );
+        assert_eq!((d.lines, d.duplicates), (1, 0));
+        let calls = fake.calls();
+        assert_eq!(calls.len(), 1, "one call: {calls:?}");
+        assert_eq!(
+            (calls[0].records, calls[0].outcome.clone()),
+            (1, Outcome::Ok { failed: 0 })
+        );
+    }
+}
+
+/// 1200 lines pipelined at once with maxRecords = 1, one call in flight and a flush interval far
+/// longer than the sending: calls leave as soon as they are full, with 500, 500, then the last
+/// 200 records at the flush.
+#[test]
+fn calls_are_filled_when_lines_wait() {
     let fake = FakeFirehose::start();
-    let relayer = start(&fake, "maxRecords = 500");
+    let relayer = start(&fake, "maxRecords = 1\nmaxConnections = 1\nflushInterval = 3");
     let mut c = relayer.client();
-    let start = Instant::now();
-    let ids = set_lines(&mut c, 0, 0..1, |_| 10, 1).unwrap();
-    let d = wait_delivered(
-        &fake,
-        &ids.into_iter().collect(),
-        Duration::from_secs(10),
-        "a lone SET",
-    );
-    eprintln!(
-        "a lone SET reached the endpoint {:?} after it was sent",
-        start.elapsed()
-    );
-    assert_eq!((d.lines, d.duplicates), (1, 0));
-    let calls = fake.calls();
-    assert_eq!(calls.len(), 1, "one call: {calls:?}");
-    assert_eq!(
-        (calls[0].records, calls[0].outcome.clone()),
-        (1, Outcome::Ok { failed: 0 })
-    );
+    c.set_read_timeout(HANG);
+    let ids: HashSet<Id> = set_lines(&mut c, 0, 0..1200, |_| 30, 100)
+        .unwrap()
+        .into_iter()
+        .collect();
+    let d = wait_delivered(&fake, &ids, DELIVERY, "1200 lines");
+    assert_eq!((d.lines, d.duplicates), (1200, 0));
+    let sizes: Vec<usize> = fake.calls().iter().map(|c| c.records).collect();
+    assert_eq!(sizes, vec![500, 500, 200], "records per call");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -678,6 +713,17 @@ fn slow_answers_past_the_timeout_are_retried() {
     let acked = acked.lock().unwrap().clone();
     let d = wait_delivered(&fake, &acked, DELIVERY, "after slow answers");
     check_calls_within_limits(&fake, 10);
+    let log = relayer.log();
+    assert!(
+        log.contains("no answer in 1s"),
+        "no call timed out (the relayer's log has no 'no answer in 1s'); log:\n{log}"
+    );
+    // The endpoint stores a call before its delay: a call given up and sent again arrives twice.
+    assert!(
+        d.duplicates > 0,
+        "calls answered after the timeout were not sent again: no duplicate; {}",
+        calls_summary(&fake.calls())
+    );
     assert!(
         d.unexpected.is_empty(),
         "lines never sent arrived: {}",
@@ -996,6 +1042,7 @@ fn stop_with_endpoint_down_writes_the_dead_letter_file() {
     let status = relayer.wait_exit(HANG);
     eprintln!("stop with the endpoint down: {status} after {:?}", t.elapsed());
     let log = relayer.log();
+    assert!(status.success(), "exit status {status}; log:\n{log}");
     let dead = dead_letter_ids(&path);
     let unique: HashSet<Id> = dead.iter().copied().collect();
     assert_eq!(unique.len(), dead.len(), "a line twice in the dead-letter file");
@@ -1010,9 +1057,135 @@ fn stop_with_endpoint_down_writes_the_dead_letter_file() {
         200,
         "'{DEAD_LETTER_MSG}' records should add up to 200; log:\n{log}"
     );
+    assert_eq!(
+        sum_field(&log, STOPPED_DEAD, "dead_letter"),
+        (200, 1),
+        "the final record says the 200 lines went to the dead-letter file; log:\n{log}"
+    );
     assert!(
-        log.contains(STOPPED_OK) || log.contains(STOPPED_LOST),
-        "a final stop record; log:\n{log}"
+        !log.contains(STOPPED_OK) && !log.contains(STOPPED_LOST) && !log.contains(LOST_MSG),
+        "nothing said delivered or lost; log:\n{log}"
+    );
+}
+
+/// Without a dead-letter file, the same stop counts the lines lost: `stopped with background
+/// writes lost` with `lost: 200`.
+#[test]
+fn stop_with_endpoint_down_and_no_dead_letter_file_counts_the_loss() {
+    let fake = FakeFirehose::start();
+    fake.go_down();
+    let mut relayer = start(&fake, "drainTimeout = 1");
+    let mut c = relayer.client();
+    c.set_read_timeout(HANG);
+    set_lines(&mut c, 0, 0..200, |_| 30, 50).unwrap();
+    relayer.signal(libc::SIGTERM);
+    let status = relayer.wait_exit(HANG);
+    let log = relayer.log();
+    assert!(status.success(), "exit status {status}; log:\n{log}");
+    assert_eq!(sum_field(&log, STOPPED_LOST, "lost"), (200, 1), "log:\n{log}");
+    assert_eq!(sum_field(&log, LOST_MSG, "records"), (200, 1), "log:\n{log}");
+    assert!(
+        !log.contains(STOPPED_OK) && !log.contains(STOPPED_DEAD),
+        "log:\n{log}"
+    );
+}
+
+/// Four clients keep writing through the SIGTERM, against an endpoint that answers in 0.3 s,
+/// with a dead-letter file: from the drain on they get the stopping error (or a closed
+/// connection), and every line answered `+OK` is at the endpoint or in the dead-letter file; the
+/// final log record says which, with the count.
+#[test]
+fn stop_while_clients_write_loses_no_acknowledged_line() {
+    let fake = FakeFirehose::start();
+    fake.set_faults(Faults {
+        delay: Duration::from_millis(300),
+        ..Faults::default()
+    });
+    let mut relayer = start(
+        &fake,
+        "drainTimeout = 5\nmaxRecords = 10\ndeadLetterFile = \"$DIR/dead.jsonl\"",
+    );
+    let path = relayer.dir().join("dead.jsonl");
+    let acked = Arc::new(Mutex::new(HashSet::new()));
+    let refused = Arc::new(Mutex::new(0usize));
+    let writers: Vec<_> = (0..4)
+        .map(|client| {
+            let mut c = relayer.client();
+            c.set_read_timeout(HANG);
+            let (acked, refused) = (acked.clone(), refused.clone());
+            std::thread::spawn(move || {
+                let mut seq = 0u64;
+                loop {
+                    let cmds: Vec<Vec<String>> = (seq..seq + 5)
+                        .map(|s| vec!["SET".to_string(), key((client, s)), value((client, s), 40)])
+                        .collect();
+                    let wire: Vec<u8> = cmds.iter().flat_map(|c| encode_command(c)).collect();
+                    if c.try_send_raw(&wire).is_err() {
+                        return;
+                    }
+                    for s in seq..seq + 5 {
+                        match c.try_read_reply() {
+                            Ok(r) if r == Reply::ok() => {
+                                acked.lock().unwrap().insert((client, s));
+                            }
+                            Ok(r) if r == Reply::error(STOPPING) => *refused.lock().unwrap() += 1,
+                            Ok(r) => panic!("SET {} got {r:?}", key((client, s))),
+                            // The process exited.
+                            Err(_) => return,
+                        }
+                    }
+                    seq += 5;
+                    std::thread::sleep(Duration::from_millis(3));
+                }
+            })
+        })
+        .collect();
+    wait_until(HANG, "500 lines acknowledged", || {
+        acked.lock().unwrap().len() >= 500
+    });
+    relayer.signal(libc::SIGTERM);
+    let status = relayer.wait_exit(HANG);
+    for w in writers {
+        w.join().expect("writer");
+    }
+    let log = relayer.log();
+    assert!(status.success(), "exit status {status}; log:\n{log}");
+    let acked = acked.lock().unwrap().clone();
+    let dead: HashSet<Id> = dead_letter_ids(&path).into_iter().collect();
+    let d = delivery(&fake, &acked);
+    let missing: Vec<Id> = d
+        .missing
+        .iter()
+        .filter(|id| !dead.contains(id))
+        .copied()
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged lines neither delivered nor dead-lettered ({}); log:\n{log}",
+        missing.len(),
+        show_ids(&missing)
+    );
+    assert!(
+        d.unexpected.is_empty(),
+        "lines never acknowledged arrived: {}",
+        show_ids(&d.unexpected)
+    );
+    if dead.is_empty() {
+        assert!(log.contains(STOPPED_OK), "log:\n{log}");
+    } else {
+        assert_eq!(
+            sum_field(&log, STOPPED_DEAD, "dead_letter"),
+            (dead.len() as u64, 1),
+            "log:\n{log}"
+        );
+    }
+    assert!(!log.contains(STOPPED_LOST), "log:\n{log}");
+    eprintln!(
+        "stop while writing: {} acknowledged, {} delivered, {} dead-lettered, {} refused while stopping",
+        acked.len(),
+        d.lines,
+        dead.len(),
+        refused.lock().unwrap()
     );
 }
 
@@ -1062,4 +1235,335 @@ fn record_over_the_limit_is_refused() {
         fake.records().iter().any(|r| r.len() == MAX_RECORD_BYTES),
         "the 1,024,000-byte line is a record of its own"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Retry timing
+
+/// The gaps between successive calls, in ms.
+fn gaps_ms(calls: &[CallInfo]) -> Vec<u128> {
+    calls
+        .windows(2)
+        .map(|w| w[1].at.duration_since(w[0].at).as_millis())
+        .collect()
+}
+
+/// One line, and the first `failures` calls fail (`faults` with `calls` set): the same record is
+/// resent after a backoff of 100-200 ms that doubles at each failure (never a tight loop, never a
+/// flush interval on top), and arrives once the faults are over.
+fn resent_with_backoff(faults: Faults, failures: usize, what: &str) {
+    let fake = FakeFirehose::start();
+    let relayer = start(&fake, "flushInterval = 0.1");
+    fake.set_faults(Faults {
+        calls: Some(failures),
+        ..faults
+    });
+    let mut c = relayer.client();
+    c.set_read_timeout(HANG);
+    let ids: HashSet<Id> = set_lines(&mut c, 0, 0..1, |_| 10, 1)
+        .unwrap()
+        .into_iter()
+        .collect();
+    let d = wait_delivered(&fake, &ids, DELIVERY, what);
+    assert_eq!((d.lines, d.duplicates), (1, 0), "{what}");
+    let calls = fake.calls();
+    assert_eq!(calls.len(), failures + 1, "{what}: {}", calls_summary(&calls));
+    assert!(
+        calls.iter().all(|c| c.records == 1),
+        "{what}: the same record each time"
+    );
+    let gaps = gaps_ms(&calls);
+    eprintln!("{what}: calls {gaps:?} ms apart");
+    for (i, g) in gaps.iter().enumerate() {
+        assert!(
+            (90..=11_000).contains(g),
+            "{what}: resend {} came {g} ms after the call before it (backoff is 100 ms..10 s): {gaps:?}",
+            i + 1
+        );
+    }
+    assert!(
+        gaps[0] <= 1000,
+        "{what}: the first resend waited {} ms (backoff 100-200 ms)",
+        gaps[0]
+    );
+    // Each wait is within [ceiling/2, ceiling] and the ceiling doubles: two steps later it is
+    // always longer.
+    for i in 0..gaps.len() - 2 {
+        assert!(
+            gaps[i + 2] > gaps[i],
+            "{what}: the backoff does not grow: {gaps:?}"
+        );
+    }
+}
+
+/// Whole calls throttled five times in a row: resent 100-200 ms, then 200-400 ms... later.
+#[test]
+fn throttled_calls_back_off() {
+    resent_with_backoff(
+        Faults {
+            throttle: 1.0,
+            ..Faults::default()
+        },
+        5,
+        "five throttled calls",
+    );
+}
+
+/// An entry failed (FailedPutCount) five times in a row: resent with the same backoff.
+#[test]
+fn failed_entries_back_off() {
+    resent_with_backoff(
+        Faults {
+            fail_entries: 1.0,
+            ..Faults::default()
+        },
+        5,
+        "an entry failed five times",
+    );
+}
+
+/// flushInterval = 3 and 100 lines: their call leaves after 3 s; its entries fail (then a
+/// throttled call, on a second round): they are resent after their backoff, not after another
+/// flushInterval.
+#[test]
+fn resent_records_do_not_wait_for_the_flush_interval() {
+    let fake = FakeFirehose::start();
+    let relayer = start(&fake, "flushInterval = 3\nmaxRecords = 1");
+    let mut c = relayer.client();
+    c.set_read_timeout(HANG);
+    for (round, faults) in [
+        Faults {
+            fail_entries: 1.0,
+            ..Faults::default()
+        },
+        Faults {
+            throttle: 1.0,
+            ..Faults::default()
+        },
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let before = fake.calls().len();
+        fake.set_faults(Faults {
+            calls: Some(1),
+            ..faults
+        });
+        let ids: HashSet<Id> = set_lines(&mut c, round, 0..100, |_| 20, 100)
+            .unwrap()
+            .into_iter()
+            .collect();
+        wait_delivered(&fake, &ids, DELIVERY, "100 lines");
+        let calls = &fake.calls()[before..];
+        assert_eq!(calls.len(), 2, "round {round}: {}", calls_summary(calls));
+        let gap = calls[1].at.duration_since(calls[0].at);
+        assert!(
+            gap >= Duration::from_millis(90) && gap < Duration::from_millis(1500),
+            "round {round}: the records were resent {gap:?} after the failed call (backoff 100-200 ms, \
+             flushInterval 3 s)"
+        );
+    }
+}
+
+/// The stream does not exist (ResourceNotFoundException) for the first calls: the relayer says
+/// so once at error level, naming the code, and delivers when the stream is there.
+#[test]
+fn refusals_that_need_an_operator_are_errors() {
+    let fake = FakeFirehose::start();
+    fake.set_faults(Faults {
+        not_found: 1.0,
+        calls: Some(4),
+        ..Faults::default()
+    });
+    let relayer = start(&fake, "");
+    let mut c = relayer.client();
+    c.set_read_timeout(HANG);
+    let ids: HashSet<Id> = set_lines(&mut c, 0, 0..10, |_| 10, 10)
+        .unwrap()
+        .into_iter()
+        .collect();
+    wait_delivered(&fake, &ids, DELIVERY, "after the stream appeared");
+    let log = relayer.log();
+    let errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("firehose refuses the records"))
+        .collect();
+    assert_eq!(
+        errors.len(),
+        1,
+        "one error record for the four refusals; log:\n{log}"
+    );
+    assert!(
+        errors[0].contains("ERRO") && errors[0].contains("code: ResourceNotFoundException"),
+        "at error level, with the code: {}",
+        errors[0]
+    );
+    let refused = fake
+        .calls()
+        .iter()
+        .filter(|c| c.outcome == Outcome::NotFound)
+        .count();
+    assert_eq!(refused, 4);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Buffer bytes, region
+
+/// `bufferBytes = 1024000`, `critical = false`, endpoint down: three lines of ~300,000 bytes are
+/// held, a fourth is refused (buffer full) while small lines still fit; once the endpoint is
+/// back, the accepted lines arrive and a big line is accepted again.
+#[test]
+fn buffer_bytes_bounds_what_is_held() {
+    let fake = FakeFirehose::start();
+    fake.go_down();
+    let relayer = start(&fake, "bufferBytes = 1024000\nmaxRecords = 10");
+    let mut c = relayer.client();
+    c.set_read_timeout(HANG);
+    let mut acked: HashSet<Id> = set_lines(&mut c, 0, 0..3, |_| 300_000, 1)
+        .unwrap()
+        .into_iter()
+        .collect();
+    let id = (0, 3);
+    assert_eq!(
+        c.cmd(&["SET".to_string(), key(id), value(id, 300_000)]),
+        Reply::error(BUFFER_FULL),
+        "a fourth 300,000-byte line"
+    );
+    acked.extend(set_lines(&mut c, 0, 4..6, |_| 1000, 1).unwrap());
+    fake.come_up();
+    wait_delivered(&fake, &acked, DELIVERY, "the held lines");
+    let id = (0, 6);
+    wait_until(HANG, "room for a big line again", || {
+        let r = c.cmd(&["SET".to_string(), key(id), value(id, 300_000)]);
+        r == Reply::ok()
+    });
+    acked.insert(id);
+    let d = wait_delivered(&fake, &acked, DELIVERY, "the last big line");
+    assert!(
+        d.unexpected.is_empty(),
+        "refused lines arrived: {}",
+        show_ids(&d.unexpected)
+    );
+}
+
+/// Without a `region` key, the region comes from AWS_REGION, else from the profile's region,
+/// else it is us-east-1 with a warning: the calls are signed for it.
+#[test]
+fn region_from_the_aws_configuration() {
+    let entry = |fake: &FakeFirehose, extra: &str| {
+        format!(
+            "[[relayer]]\nprotocol = \"firehose\"\nlisten = \"tcp://127.0.0.1:{}\"\nstreamName = \"s\"\n\
+             endpoint = \"{}\"\nflushInterval = 0.1\n{extra}\n",
+            free_port(),
+            fake.url()
+        )
+    };
+    let profile_file = temp_dir();
+    let aws_config = profile_file.path().join("config");
+    std::fs::write(&aws_config, "[profile relayer]\nregion = ap-south-1\n").unwrap();
+    let cases: Vec<(&str, String, Vec<(&str, String)>, &str)> = vec![
+        (
+            "the region key",
+            "region = \"eu-west-3\"".into(),
+            vec![("AWS_REGION", "eu-north-1".into())],
+            "eu-west-3",
+        ),
+        (
+            "AWS_REGION",
+            String::new(),
+            vec![("AWS_REGION", "eu-north-1".into())],
+            "eu-north-1",
+        ),
+        (
+            "the profile",
+            "profile = \"relayer\"".into(),
+            vec![("AWS_CONFIG_FILE", aws_config.to_str().unwrap().into())],
+            "ap-south-1",
+        ),
+        ("nothing", String::new(), vec![], "us-east-1"),
+    ];
+    for (what, extra, env, want) in cases {
+        let fake = FakeFirehose::start();
+        // What the test's own environment may hold goes, unless the case sets it.
+        let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        for k in ["AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"] {
+            if !env.iter().any(|(e, _)| *e == k) {
+                env.push((k, ""));
+            }
+        }
+        let relayer = Relayer::start_with_env(&entry(&fake, &extra), &env);
+        let mut c = relayer.client();
+        c.set_read_timeout(HANG);
+        let ids: HashSet<Id> = set_lines(&mut c, 0, 0..1, |_| 10, 1)
+            .unwrap()
+            .into_iter()
+            .collect();
+        wait_delivered(&fake, &ids, DELIVERY, what);
+        let regions: Vec<String> = fake.calls().iter().map(|c| c.region.clone()).collect();
+        assert_eq!(regions, vec![want.to_string()], "{what}; log:\n{}", relayer.log());
+        let warned = relayer.log().contains("no firehose region in the entry");
+        assert_eq!(
+            warned,
+            what == "nothing",
+            "{what}: the default's warning; log:\n{}",
+            relayer.log()
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client input bounds
+
+/// Inside MULTI, ECHO replies are kept for EXEC up to 1,024,000 bytes: an ECHO of 2 MB, or the
+/// ECHO that takes them over, is refused at once (not queued) and EXEC answers EXECABORT; the
+/// connection goes on. An unknown command's name is quoted up to 128 bytes, as Redis does.
+#[test]
+fn multi_replies_and_error_texts_are_bounded() {
+    let fake = FakeFirehose::start();
+    let relayer = start(&fake, "");
+    let mut c = relayer.client();
+    c.set_read_timeout(HANG);
+    let too_many = Reply::error(
+        "ERR relayer: the replies of this MULTI block would pass 1024000 bytes: command not queued",
+    );
+    let abort = Reply::error("EXECABORT Transaction discarded because of previous errors.");
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(c.cmd(&["ECHO".to_string(), "e".repeat(2_000_000)]), too_many);
+    assert_eq!(c.cmd(&["EXEC"]), abort);
+
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    let msg = "m".repeat(10_000);
+    let mut queued = 0;
+    loop {
+        let r = c.cmd(&["ECHO", &msg]);
+        if r != Reply::status("QUEUED") {
+            assert_eq!(r, too_many, "after {queued} ECHOs of 10,000 bytes");
+            break;
+        }
+        queued += 1;
+        assert!(queued <= 102, "{queued} ECHOs of 10,000 bytes queued");
+    }
+    assert!(queued >= 100, "only {queued} ECHOs of 10,000 bytes queued");
+    assert_eq!(c.cmd(&["EXEC"]), abort);
+
+    // Under the bound, EXEC answers every reply.
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    for _ in 0..50 {
+        assert_eq!(c.cmd(&["ECHO", &msg]), Reply::status("QUEUED"));
+    }
+    assert_eq!(c.cmd(&["SET", "k", "v"]), Reply::status("QUEUED"));
+    let mut want = vec![Reply::bulk(&msg); 50];
+    want.push(Reply::ok());
+    assert_eq!(c.cmd(&["EXEC"]), Reply::array(want));
+
+    let name = "X".repeat(1000);
+    assert_eq!(
+        c.cmd(&[name.as_str(), "a"]),
+        Reply::error(&format!(
+            "ERR unknown command '{}' for a firehose relayer",
+            &name[..128]
+        ))
+    );
+    assert_eq!(c.cmd(&["PING"]), Reply::status("PONG"));
+    wait_until(HANG, "the block's line", || fake.line_count() == 1);
 }

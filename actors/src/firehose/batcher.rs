@@ -12,7 +12,7 @@
 use super::buffer::Buffer;
 use super::dead_letter;
 use super::pack::{Entry, Packer};
-use super::retry::{backoff, needs_operator};
+use super::retry::{backoff, jitter, needs_operator};
 use super::sender::{Failure, Outcome, RegionFrom, Sender, SenderSettings};
 use crate::log_limit::LogLimit;
 use actix::prelude::*;
@@ -247,6 +247,8 @@ impl Batcher {
             return;
         };
         let now = Instant::now();
+        // One draw for the call: its records go back together.
+        let jitter = jitter();
         match res {
             Ok(outcome) => {
                 self.call_failures = 0;
@@ -259,7 +261,7 @@ impl Batcher {
                         Some(f) => {
                             failed += 1;
                             first.get_or_insert(f);
-                            self.retry_later(e, now, ctx);
+                            self.retry_later(e, now, jitter, ctx);
                         }
                     }
                 }
@@ -269,10 +271,10 @@ impl Batcher {
             }
             Err(f) => {
                 self.call_failures += 1;
-                self.pause_until = Some(now + backoff(self.call_failures));
+                self.pause_until = Some(now + backoff(self.call_failures, jitter));
                 self.report(&f, entries.len(), "firehose call failed, resending");
                 for e in entries {
-                    self.retry_later(e, now, ctx);
+                    self.retry_later(e, now, jitter, ctx);
                 }
             }
         }
@@ -299,7 +301,7 @@ impl Batcher {
         }
     }
 
-    fn retry_later(&mut self, mut e: Entry, now: Instant, ctx: &mut Context<Self>) {
+    fn retry_later(&mut self, mut e: Entry, now: Instant, jitter: f64, ctx: &mut Context<Self>) {
         self.settings.metrics.retries.increment(e.lines as u64);
         e.attempts += 1;
         if now.duration_since(e.born) >= self.settings.retry_timeout {
@@ -310,7 +312,7 @@ impl Batcher {
             self.write_off(vec![e], &reason, ctx);
             return;
         }
-        self.retry.push((now + backoff(e.attempts), e));
+        self.retry.push((now + backoff(e.attempts, jitter), e));
     }
 
     fn release(&mut self, lines: usize, bytes: usize, counter: impl Fn(&FirehoseMetrics) -> &Counter) {
