@@ -715,8 +715,10 @@ fn slow_answers_past_the_timeout_are_retried() {
     check_calls_within_limits(&fake, 10);
     let log = relayer.log();
     assert!(
-        log.contains("no answer in 1s"),
-        "no call timed out (the relayer's log has no 'no answer in 1s'); log:\n{log}"
+        log.lines()
+            .any(|l| l.contains("firehose call failed")
+                && (l.contains("timed out") || l.contains("no answer in"))),
+        "no call timed out, as far as the relayer's log says; log:\n{log}"
     );
     // The endpoint stores a call before its delay: a call given up and sent again arrives twice.
     assert!(
@@ -1253,7 +1255,8 @@ fn gaps_ms(calls: &[CallInfo]) -> Vec<u128> {
 /// flush interval on top), and arrives once the faults are over.
 fn resent_with_backoff(faults: Faults, failures: usize, what: &str) {
     let fake = FakeFirehose::start();
-    let relayer = start(&fake, "flushInterval = 0.1");
+    // A short flush interval: a resend waits for its backoff, not for a flush.
+    let relayer = start(&fake, "flushInterval = 0.02");
     fake.set_faults(Faults {
         calls: Some(failures),
         ..faults

@@ -169,3 +169,206 @@ fn protocol_switch_behind_the_same_listener() {
         "the firehose line delivered once"
     );
 }
+
+/// `firehose_entry` with more keys.
+fn firehose_entry_with(listen: &str, fake: &FakeFirehose, stream: &str, extra: &str) -> String {
+    format!("{}{extra}\n", firehose_entry(listen, fake, stream, 0.1))
+}
+
+/// The `name: N` field of the one log record containing `msg`; panics unless there is exactly one.
+fn field_of(log: &str, msg: &str, name: &str) -> u64 {
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains(msg)).collect();
+    assert_eq!(lines.len(), 1, "one '{msg}' record; log:\n{log}");
+    let rest = lines[0]
+        .split(&format!("{name}: "))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no {name} in {}", lines[0]));
+    rest.chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap()
+}
+
+fn set_many(c: &mut Client, prefix: &str, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let key = format!("{prefix}:{i}");
+            assert_eq!(c.cmd(&["SET", &key, "v"]), Reply::ok(), "SET {key}");
+            key
+        })
+        .collect()
+}
+
+/// The endpoint is down. A reload changes an entry that has a dead-letter file: its old batcher
+/// gives up after drainTimeout and writes the 50 lines it held to the file, and the log says so
+/// with the count. The client goes on with the new batcher (no dead-letter file); a reload then
+/// removes the entry: its 20 lines are counted lost, and the log says that, with the count.
+#[test]
+fn drain_timeout_at_a_reload_dead_letters_or_counts_the_lines() {
+    let fake = FakeFirehose::start();
+    fake.go_down();
+    let other = firehose_entry(&format!("tcp://127.0.0.1:{}", free_port()), &fake, "other", 0.1);
+    let fh = format!("tcp://127.0.0.1:{}", free_port());
+    let mut relayer = Relayer::start(&format!(
+        "{other}\n{}",
+        firehose_entry_with(&fh, &fake, "one", "deadLetterFile = \"$DIR/dead.jsonl\"")
+    ));
+    let path = relayer.dir().join("dead.jsonl");
+    let mut c = Client::connect(&fh).unwrap();
+    let first = set_many(&mut c, "first", 50);
+    reload(
+        &mut relayer,
+        &format!("{other}\n{}", firehose_entry(&fh, &fake, "two", 0.1)),
+    );
+    let second = set_many(&mut c, "second", 20);
+    let replaced = "replaced backend: writes not delivered in time, written to the dead-letter file";
+    wait_until(WAIT, "the replaced batcher's give-up", || {
+        relayer.log().contains(replaced)
+    });
+    let log = relayer.log();
+    assert_eq!(field_of(&log, replaced, "dead_letter"), 50, "log:\n{log}");
+    let dead = std::fs::read_to_string(&path).unwrap();
+    let dead_keys: Vec<&str> = dead.lines().collect();
+    assert_eq!(dead_keys.len(), 50, "the dead-letter file: {dead}");
+    for (line, key) in dead_keys.iter().zip(&first) {
+        assert!(line.contains(&format!("\"{key}\"")), "{key} in {line}");
+    }
+
+    reload(&mut relayer, &other);
+    let removed = "removed relayer: writes not delivered within the drain timeout, lost";
+    wait_until(WAIT, "the removed batcher's give-up", || {
+        relayer.log().contains(removed)
+    });
+    let log = relayer.log();
+    assert_eq!(
+        field_of(&log, removed, "lost"),
+        second.len() as u64,
+        "log:\n{log}"
+    );
+    assert_eq!(field_of(&log, removed, "dead_letter"), 0, "log:\n{log}");
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap().lines().count(),
+        50,
+        "nothing more in the dead-letter file"
+    );
+    relayer.signal(libc::SIGTERM);
+    assert!(relayer.wait_exit(WAIT).success());
+    assert!(relayer
+        .log()
+        .contains("stopped, every acknowledged write delivered"));
+}
+
+/// Three clients keep writing while two reloads change the entry's stream: none of them gets an
+/// error (their lines go to the new batcher), and every line answered `+OK` arrives exactly once.
+#[test]
+fn reloads_while_clients_write_lose_no_acknowledged_line() {
+    use std::collections::HashSet;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let fake = FakeFirehose::start();
+    let fh = format!("tcp://127.0.0.1:{}", free_port());
+    let mut relayer = Relayer::start(&firehose_entry(&fh, &fake, "one", 0.1));
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(HashSet::new()));
+    let writers: Vec<_> = (0..3)
+        .map(|w| {
+            let mut c = Client::connect(&fh).unwrap();
+            let (stop, acked) = (stop.clone(), acked.clone());
+            std::thread::spawn(move || {
+                let mut i = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    let keys: Vec<String> = (i..i + 5).map(|j| format!("w{w}:{j}")).collect();
+                    let cmds: Vec<Vec<&str>> = keys.iter().map(|k| vec!["SET", k.as_str(), "v"]).collect();
+                    c.send_many(&cmds);
+                    for k in keys {
+                        let r = c.read_reply();
+                        assert_eq!(r, Reply::ok(), "SET {k} during the reloads");
+                        acked.lock().unwrap().insert(k);
+                    }
+                    i += 5;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            })
+        })
+        .collect();
+    let count = || acked.lock().unwrap().len();
+    for stream in ["two", "one"] {
+        let n = count();
+        wait_until(WAIT, "writes before the reload", || count() >= n + 300);
+        reload(&mut relayer, &firehose_entry(&fh, &fake, stream, 0.1));
+    }
+    let n = count();
+    wait_until(WAIT, "writes after the reloads", || count() >= n + 300);
+    stop.store(true, Ordering::SeqCst);
+    for w in writers {
+        w.join().expect("a writer got something else than +OK");
+    }
+    let acked = acked.lock().unwrap().clone();
+    wait_until(WAIT, "every acknowledged line at the endpoint", || {
+        fake.line_count() >= acked.len()
+    });
+    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for l in fake.lines() {
+        let v: serde_json::Value = serde_json::from_slice(&l).unwrap();
+        for k in v["data"].as_object().unwrap().keys() {
+            *seen.entry(k.clone()).or_default() += 1;
+        }
+    }
+    let missing: Vec<&String> = acked.iter().filter(|k| !seen.contains_key(*k)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged lines missing: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    assert!(seen.values().all(|n| *n == 1), "a line arrived twice");
+    assert_eq!(seen.len(), acked.len(), "lines never acknowledged arrived");
+    let streams: HashSet<String> = fake.calls().iter().map(|c| c.stream.clone()).collect();
+    assert_eq!(streams.len(), 2, "both streams were written: {streams:?}");
+    relayer.signal(libc::SIGTERM);
+    assert!(relayer.wait_exit(WAIT).success());
+    assert!(
+        relayer
+            .log()
+            .contains("stopped, every acknowledged write delivered"),
+        "{}",
+        relayer.log()
+    );
+}
+
+/// `critical = true`, `buffer = 1`, endpoint down: a client's second SET waits for room. A reload
+/// replaces the batcher: the old one gives up on the first line (dead-letter file), and the
+/// waiting SET goes to the new batcher (+OK, not an error), which delivers it to the new stream
+/// once the endpoint is back.
+#[test]
+fn a_client_waiting_for_room_moves_to_the_new_batcher() {
+    let fake = FakeFirehose::start();
+    fake.go_down();
+    let fh = format!("tcp://127.0.0.1:{}", free_port());
+    let keys = "critical = true\nbuffer = 1\ndeadLetterFile = \"$DIR/dead.jsonl\"";
+    let mut relayer = Relayer::start(&firehose_entry_with(&fh, &fake, "one", keys));
+    let path = relayer.dir().join("dead.jsonl");
+    let mut c = Client::connect(&fh).unwrap();
+    assert_eq!(c.cmd(&["SET", "held", "1"]), Reply::ok());
+    c.send(&["SET", "waiting", "1"]);
+    c.set_read_timeout(Duration::from_secs(1));
+    assert!(c.try_read_reply().is_err(), "the second SET waits for room");
+    reload(&mut relayer, &firehose_entry_with(&fh, &fake, "two", keys));
+    c.set_read_timeout(WAIT);
+    assert_eq!(
+        c.read_reply(),
+        Reply::ok(),
+        "the waiting SET, taken by the new batcher"
+    );
+    wait_until(WAIT, "the first line in the dead-letter file", || {
+        std::fs::read_to_string(&path).is_ok_and(|d| d.contains("\"held\""))
+    });
+    fake.come_up();
+    wait_for_line(&fake, "waiting");
+    assert_eq!(streams_of(&fake, "waiting"), vec!["two".to_string()]);
+    assert!(
+        streams_of(&fake, "held").is_empty(),
+        "the dead-lettered line was not sent"
+    );
+}
