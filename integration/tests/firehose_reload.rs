@@ -259,8 +259,10 @@ fn drain_timeout_at_a_reload_dead_letters_or_counts_the_lines() {
         .contains("stopped, every acknowledged write delivered"));
 }
 
-/// Three clients keep writing while two reloads change the entry's stream: none of them gets an
-/// error (their lines go to the new batcher), and every line answered `+OK` arrives exactly once.
+/// Three clients keep writing while two reloads change the entry's stream, with a small buffer
+/// and `critical = true` so that they often wait for room: none of them gets an error (their
+/// lines go to the new batcher, waiting ones included), and every line answered `+OK` arrives
+/// exactly once.
 #[test]
 fn reloads_while_clients_write_lose_no_acknowledged_line() {
     use std::collections::HashSet;
@@ -268,7 +270,8 @@ fn reloads_while_clients_write_lose_no_acknowledged_line() {
     use std::sync::{Arc, Mutex};
     let fake = FakeFirehose::start();
     let fh = format!("tcp://127.0.0.1:{}", free_port());
-    let mut relayer = Relayer::start(&firehose_entry(&fh, &fake, "one", 0.1));
+    let keys = "critical = true\nbuffer = 20";
+    let mut relayer = Relayer::start(&firehose_entry_with(&fh, &fake, "one", keys));
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(Mutex::new(HashSet::new()));
     let writers: Vec<_> = (0..3)
@@ -296,7 +299,7 @@ fn reloads_while_clients_write_lose_no_acknowledged_line() {
     for stream in ["two", "one"] {
         let n = count();
         wait_until(WAIT, "writes before the reload", || count() >= n + 300);
-        reload(&mut relayer, &firehose_entry(&fh, &fake, stream, 0.1));
+        reload(&mut relayer, &firehose_entry_with(&fh, &fake, stream, keys));
     }
     let n = count();
     wait_until(WAIT, "writes after the reloads", || count() >= n + 300);

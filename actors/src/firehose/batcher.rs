@@ -206,7 +206,8 @@ impl Batcher {
             let Some(due) = self.pack.due() else {
                 break;
             };
-            if !self.pack.full() && due > now && !self.draining {
+            let full = self.pack.full() || self.buffer.no_room();
+            if !full && due > now && !self.draining {
                 wake = earliest(wake, due);
                 break;
             }

@@ -10,6 +10,7 @@
 //! not see. The push and the close take the same lock: a line is either in the inbox when the
 //! batcher empties it for the last time, or refused.
 
+use super::record::MAX_RECORD;
 use bytes::Bytes;
 use std::sync::Mutex;
 use tokio::sync::{Semaphore, TryAcquireError};
@@ -123,8 +124,10 @@ impl Buffer {
         std::mem::take(&mut inbox.lines)
     }
 
-    pub fn is_closed(&self) -> bool {
-        self.inbox().closed
+    /// No room for another line of any size: waiting for a call to fill would only keep clients
+    /// waiting.
+    pub fn no_room(&self) -> bool {
+        self.lines.available_permits() == 0 || self.bytes.available_permits() < MAX_RECORD
     }
 }
 
@@ -142,6 +145,21 @@ mod tests {
         b.give_back(1, 60);
         assert_eq!(b.try_take(50), Ok(()));
         assert_eq!(b.try_take(1), Err(NoRoom::Full));
+    }
+
+    #[test]
+    fn no_room_when_a_line_of_any_size_would_not_fit() {
+        let b = Buffer::new(3, 2 * MAX_RECORD);
+        assert!(!b.no_room());
+        b.try_take(MAX_RECORD).unwrap();
+        assert!(!b.no_room());
+        b.try_take(1).unwrap();
+        assert!(b.no_room(), "less than a record's bytes left");
+        b.give_back(1, 1);
+        assert!(!b.no_room());
+        b.try_take(0).unwrap();
+        b.try_take(0).unwrap();
+        assert!(b.no_room(), "no line left");
     }
 
     #[test]
