@@ -7,6 +7,8 @@
 // below is a run id made of the pid and random hex. Each iteration i sends, checking each reply
 // exactly:
 //   PING                                                   -> PONG
+//   ECHO  "echo i é"                                       -> "echo i é"  (no record)
+//   SELECT i % 16                                          -> OK          (accepted, ignored)
 //   SET   fs:RUN:set:i "value i é <&>"                     -> OK      {"fs:RUN:set:i":"value i é <&>"}
 //   SADD  fs:RUN:sadd:i a b a mi                           -> 3       {"fs:RUN:sadd:i":["a","b","mi"]}
 //   HMSET fs:RUN:hmset:i f1 xi f2 y                        -> OK      {"fs:RUN:hmset:i":{"f1":"xi","f2":"y"}}
@@ -20,8 +22,11 @@
 //     HMSET fs:RUN:multi:i:h a 1                           -> QUEUED
 //     HSET  fs:RUN:multi:i:h b 2                           -> QUEUED
 //   EXEC                                                   -> [OK, OK, 2, 1, OK, 1]
-// and every 10th iteration (i % 10 == 0) also a block that is discarded, so it makes no record:
-//   MULTI, SET fs:RUN:discarded:i x, DISCARD                -> OK, QUEUED, OK
+// (each command inside MULTI must answer QUEUED: phpredis gives back the Redis object for it, and
+// false for anything else), and every 10th iteration (i % 10 == 0) also a block that is
+// discarded, so it makes no record:
+//   MULTI, SET fs:RUN:discarded:i x, SADD fs:RUN:discarded:i:s y, DISCARD
+//                                                          -> OK, QUEUED, QUEUED, OK
 // At the end, GET (which a firehose relayer does not have) must fail with
 // "ERR unknown command 'GET' for a firehose relayer", and a last PING must answer.
 // integration/tests/firehose.rs rebuilds these records from RUN and COUNT and compares them with
@@ -90,6 +95,14 @@ try {
         if (!is_pong($v)) {
             fail("iteration $i: PING returned " . show($v));
         }
+        $v = $r->echo("echo $i é");
+        if ($v !== "echo $i é") {
+            fail("iteration $i: ECHO returned " . show($v));
+        }
+        $v = $r->select($i % 16);
+        if ($v !== true) {
+            fail("iteration $i: SELECT " . ($i % 16) . " returned " . show($v) . ", expected OK");
+        }
         $v = $r->set("$p:set:$i", "value $i é <&>");
         if ($v !== true) {
             fail("iteration $i: SET returned " . show($v) . ", expected OK");
@@ -117,13 +130,21 @@ try {
         if ($m === false) {
             fail("iteration $i: MULTI failed: " . show($r->getLastError()));
         }
-        $v = $m->set("$p:multi:$i:s", "first")
-            ->set("$p:multi:$i:s", "last")
-            ->sAdd("$p:multi:$i:set", "p", "q")
-            ->sAdd("$p:multi:$i:set", "q", "r")
-            ->hMSet("$p:multi:$i:h", ["a" => "1"])
-            ->hSet("$p:multi:$i:h", "b", "2")
-            ->exec();
+        $queued = [
+            $m->set("$p:multi:$i:s", "first"),
+            $m->set("$p:multi:$i:s", "last"),
+            $m->sAdd("$p:multi:$i:set", "p", "q"),
+            $m->sAdd("$p:multi:$i:set", "q", "r"),
+            $m->hMSet("$p:multi:$i:h", ["a" => "1"]),
+            $m->hSet("$p:multi:$i:h", "b", "2"),
+        ];
+        foreach ($queued as $n => $q) {
+            if (!($q instanceof Redis)) {
+                fail("iteration $i: command $n of the block was not QUEUED: " . show($q)
+                    . " (last error " . show($r->getLastError()) . ")");
+            }
+        }
+        $v = $m->exec();
         $want = [true, true, 2, 1, true, 1];
         if ($v !== $want) {
             fail("iteration $i: EXEC returned " . show($v) . ", expected " . show($want)
@@ -137,7 +158,12 @@ try {
             if ($m === false) {
                 fail("iteration $i: MULTI (to discard) failed: " . show($r->getLastError()));
             }
-            $m->set("$p:discarded:$i", "x");
+            $queued = [$m->set("$p:discarded:$i", "x"), $m->sAdd("$p:discarded:$i:s", "y")];
+            foreach ($queued as $n => $q) {
+                if (!($q instanceof Redis)) {
+                    fail("iteration $i: command $n of the discarded block was not QUEUED: " . show($q));
+                }
+            }
             $v = $r->discard();
             if ($v !== true) {
                 fail("iteration $i: DISCARD returned " . show($v) . ", expected OK");
