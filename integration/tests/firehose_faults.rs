@@ -1464,7 +1464,9 @@ fn region_from_the_aws_configuration() {
     let profile_file = temp_dir();
     let aws_config = profile_file.path().join("config");
     std::fs::write(&aws_config, "[profile relayer]\nregion = ap-south-1\n").unwrap();
-    let cases: Vec<(&str, String, Vec<(&str, String)>, &str)> = vec![
+    /// What, the entry's extra keys, the environment, the region the calls must be signed for.
+    type Case<'a> = (&'a str, String, Vec<(&'a str, String)>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "the region key",
             "region = \"eu-west-3\"".into(),

@@ -352,40 +352,36 @@ impl Batcher {
         let file = path.clone();
         // A file write may block: off the actor's thread.
         let write = tokio::task::spawn_blocking(move || dead_letter::append(&file, &records));
-        ctx.spawn(
-            async move { write.await }
-                .into_actor(self)
-                .map(move |res, act, _| {
-                    let log = act.settings.log.clone();
-                    match res.map_err(std::io::Error::other).and_then(|r| r) {
-                        Ok(()) => {
-                            act.release(lines, bytes, |m| &m.dead_letter);
-                            warn!(log, "firehose records written to the dead-letter file";
+        ctx.spawn(write.into_actor(self).map(move |res, act, _| {
+            let log = act.settings.log.clone();
+            match res.map_err(std::io::Error::other).and_then(|r| r) {
+                Ok(()) => {
+                    act.release(lines, bytes, |m| &m.dead_letter);
+                    warn!(log, "firehose records written to the dead-letter file";
                         "records" => lines, "file" => %path.display(), "reason" => &reason);
-                            act.written_off(Undelivered {
-                                dead_letter: lines,
-                                lost: 0,
-                            });
-                        }
-                        Err(e) => {
-                            act.release(lines, bytes, |m| &m.lost);
-                            error!(log, "firehose records lost"; "records" => lines,
+                    act.written_off(Undelivered {
+                        dead_letter: lines,
+                        lost: 0,
+                    });
+                }
+                Err(e) => {
+                    act.release(lines, bytes, |m| &m.lost);
+                    error!(log, "firehose records lost"; "records" => lines,
                         "reason" => format!("{reason}; the dead-letter file {} failed: {e}", path.display()));
-                            act.written_off(Undelivered {
-                                dead_letter: 0,
-                                lost: lines,
-                            });
-                        }
-                    }
-                    act.writing -= 1;
-                    if act.writing == 0 {
-                        for w in act.idle.drain(..) {
-                            let _ = w.send(());
-                        }
-                    }
-                    act.check_drained();
-                }),
-        );
+                    act.written_off(Undelivered {
+                        dead_letter: 0,
+                        lost: lines,
+                    });
+                }
+            }
+            act.writing -= 1;
+            if act.writing == 0 {
+                for w in act.idle.drain(..) {
+                    let _ = w.send(());
+                }
+            }
+            act.check_drained();
+        }));
     }
 
     /// Resolves once no dead-letter write is under way.
