@@ -250,6 +250,7 @@ impl Batcher {
         let now = Instant::now();
         // One draw for the call: its records go back together.
         let jitter = jitter();
+        let mut expired = vec![];
         match res {
             Ok(outcome) => {
                 self.call_failures = 0;
@@ -262,7 +263,7 @@ impl Batcher {
                         Some(f) => {
                             failed += 1;
                             first.get_or_insert(f);
-                            self.retry_later(e, now, jitter, ctx);
+                            self.retry_later(e, now, jitter, &mut expired);
                         }
                     }
                 }
@@ -275,9 +276,16 @@ impl Batcher {
                 self.pause_until = Some(now + backoff(self.call_failures, jitter));
                 self.report(&f, entries.len(), "firehose call failed, resending");
                 for e in entries {
-                    self.retry_later(e, now, jitter, ctx);
+                    self.retry_later(e, now, jitter, &mut expired);
                 }
             }
+        }
+        if !expired.is_empty() {
+            let reason = format!(
+                "not delivered within retryTimeout ({:?})",
+                self.settings.retry_timeout
+            );
+            self.write_off(expired, &reason, ctx);
         }
         self.pump(ctx);
     }
@@ -302,15 +310,13 @@ impl Batcher {
         }
     }
 
-    fn retry_later(&mut self, mut e: Entry, now: Instant, jitter: f64, ctx: &mut Context<Self>) {
+    /// Schedules a failed record's resend, or puts it in `expired` once `retryTimeout` is over
+    /// (written off together, one write for the call).
+    fn retry_later(&mut self, mut e: Entry, now: Instant, jitter: f64, expired: &mut Vec<Entry>) {
         self.settings.metrics.retries.increment(e.lines as u64);
         e.attempts += 1;
         if now.duration_since(e.born) >= self.settings.retry_timeout {
-            let reason = format!(
-                "not delivered within retryTimeout ({:?})",
-                self.settings.retry_timeout
-            );
-            self.write_off(vec![e], &reason, ctx);
+            expired.push(e);
             return;
         }
         self.retry.push((now + backoff(e.attempts, jitter), e));
