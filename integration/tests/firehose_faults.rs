@@ -1098,15 +1098,30 @@ fn stop_with_endpoint_down_and_no_dead_letter_file_counts_the_loss() {
 /// final log record says which, with the count.
 #[test]
 fn stop_while_clients_write_loses_no_acknowledged_line() {
+    stop_while_clients_write(false);
+}
+
+/// The same with the endpoint down: the drain times out (drainTimeout = 1), and every line
+/// answered `+OK` is in the dead-letter file.
+#[test]
+fn stop_while_clients_write_with_the_endpoint_down_dead_letters_every_acknowledged_line() {
+    stop_while_clients_write(true);
+}
+
+fn stop_while_clients_write(down: bool) {
     let fake = FakeFirehose::start();
     fake.set_faults(Faults {
         delay: Duration::from_millis(300),
         ..Faults::default()
     });
+    let drain = if down { 1 } else { 5 };
     let mut relayer = start(
         &fake,
-        "drainTimeout = 5\nmaxRecords = 10\ndeadLetterFile = \"$DIR/dead.jsonl\"",
+        &format!("drainTimeout = {drain}\nmaxRecords = 10\ndeadLetterFile = \"$DIR/dead.jsonl\""),
     );
+    if down {
+        fake.go_down();
+    }
     let path = relayer.dir().join("dead.jsonl");
     let acked = Arc::new(Mutex::new(HashSet::new()));
     let refused = Arc::new(Mutex::new(0usize));
@@ -1172,6 +1187,14 @@ fn stop_while_clients_write_loses_no_acknowledged_line() {
         "lines never acknowledged arrived: {}",
         show_ids(&d.unexpected)
     );
+    if down {
+        assert!(
+            d.lines == 0 && dead.len() == acked.len(),
+            "endpoint down: {} of {} acknowledged lines in the dead-letter file",
+            dead.len(),
+            acked.len()
+        );
+    }
     if dead.is_empty() {
         assert!(log.contains(STOPPED_OK), "log:\n{log}");
     } else {
@@ -1182,8 +1205,13 @@ fn stop_while_clients_write_loses_no_acknowledged_line() {
         );
     }
     assert!(!log.contains(STOPPED_LOST), "log:\n{log}");
+    // The drain lasts at least one 0.3 s answer: clients writing meanwhile are refused.
+    assert!(
+        *refused.lock().unwrap() > 0,
+        "no write was refused during the drain"
+    );
     eprintln!(
-        "stop while writing: {} acknowledged, {} delivered, {} dead-lettered, {} refused while stopping",
+        "stop while writing (endpoint down: {down}): {} acknowledged, {} delivered, {} dead-lettered, {} refused while stopping",
         acked.len(),
         d.lines,
         dead.len(),
