@@ -368,7 +368,7 @@ impl Session {
             return;
         }
         if self.ded.as_ref().is_some_and(|d| d.push) {
-            return self.pass_through(kind, cmd, ctx);
+            return self.pass_through(kind, cmd);
         }
         // What goes to the backend is compressed; what the relayer answers itself is not.
         let cmd = match &self.settings.compression {
@@ -914,7 +914,7 @@ impl Session {
     /// are checked against the listener's password (never sent: they would switch the backend
     /// user), CLIENT KILL and the like and replication commands are refused; those answers
     /// take their place among the replies.
-    fn pass_through(&mut self, kind: Kind, cmd: Command, ctx: &mut Context<Self>) {
+    fn pass_through(&mut self, kind: Kind, cmd: Command) {
         let argc = cmd.argc();
         match kind {
             // Both go through as RESET, whose reply marks the end of what the connection owed
@@ -950,7 +950,7 @@ impl Session {
                     if let Some(n) = hello.name.filter(|n| valid_name(n)) {
                         self.name = (!n.is_empty()).then(|| Bytes::copy_from_slice(n));
                     }
-                    self.pass(Command::from_args(&args), true, ctx);
+                    self.pass(Command::from_args(&args), true);
                 }
             },
             Kind::Client if argc >= 2 && client_sub_refused(cmd.arg(1)) => {
@@ -967,20 +967,19 @@ impl Session {
                     Some(c) => c.compress_command(cmd),
                     None => cmd,
                 };
-                self.pass(cmd, open, ctx);
+                self.pass(cmd, open);
             }
         }
     }
 
     /// Sends `cmd` through in push mode. `open`: not a pub/sub command, so after it the client
     /// may have anything running on the connection.
-    fn pass(&mut self, cmd: Command, open: bool, ctx: &mut Context<Self>) {
+    fn pass(&mut self, cmd: Command, open: bool) {
         let Some(d) = &mut self.ded else { return };
         self.settings.metrics.forwarded.increment(1);
         d.open |= open;
         send_frames(d, vec![(cmd.into_frame(), Dest::Pass)]);
         self.update_gate();
-        let _ = ctx;
     }
 
     /// Push mode: `answer` goes to the client after the replies to everything it sent before.
