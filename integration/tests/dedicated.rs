@@ -947,3 +947,30 @@ fn the_dedicated_limit_holds_across_workers() {
     assert_eq!(blocked_on(&redis, "blpop"), 2);
     assert_eq!(refused, 4);
 }
+
+/// When the url's ACL user may not PUBLISH to the relayer's channel, WAIT says so rather than
+/// counting replicas that may not have the client's writes.
+#[test]
+fn wait_without_the_publish_it_needs_is_an_error() {
+    let redis = Redis::start_with(&["--requirepass", "admin"]);
+    let mut admin = redis.client();
+    assert_eq!(admin.cmd(&["AUTH", "admin"]), Reply::ok());
+    assert_eq!(
+        admin.q("ACL SETUSER app on >secret ~* resetchannels +@all"),
+        Reply::ok()
+    );
+    let url = format!("redis://app:secret@127.0.0.1:{}", redis.port());
+    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let relayer = Relayer::start(&redis_entry(&listen, &url, ""));
+    let mut c = relayer.client();
+    assert_eq!(c.cmd(&["SET", "k", "v"]), Reply::ok());
+    let r = c.cmd(&["WAIT", "0", "0"]);
+    assert!(
+        r.is_error_starting("ERR relayer: WAIT needs 'PUBLISH __smart-relayer:wait'")
+            && r.error_text().unwrap().contains("NOPERM"),
+        "{r:?}"
+    );
+    // The client goes on; with the channel allowed, WAIT works.
+    assert_eq!(admin.q("ACL SETUSER app &__smart-relayer:wait"), Reply::ok());
+    assert_eq!(c.cmd(&["WAIT", "0", "0"]), Reply::int(0));
+}

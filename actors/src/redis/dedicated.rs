@@ -114,6 +114,8 @@ pub struct Pool {
     /// Whether the backend does RESET; refused (Redis before 6.2, a renamed command, an ACL),
     /// released connections are closed instead of reused.
     reset: Cell<ResetSupport>,
+    /// The PUBLISH written when a client enters push mode was refused (logged once).
+    publish_refused: Cell<bool>,
     log: Logger,
 }
 
@@ -155,6 +157,7 @@ impl Pool {
             live,
             idle: RefCell::new(Vec::new()),
             reset: Cell::new(ResetSupport::Unknown),
+            publish_refused: Cell::new(false),
             log,
         })
     }
@@ -402,6 +405,16 @@ impl Dedicated {
                         "AUTH" => self.fail(&format!("ERR relayer: backend refused AUTH: {text}"), ctx),
                         // Reported to the client by EXEC.
                         "MULTI" => debug!(self.log, "command refused inside MULTI"; "error" => &text),
+                        // Once per pool: every RESP3 client would log it (an ACL without the
+                        // channel, most likely).
+                        "PUBLISH" => {
+                            if let Some(pool) =
+                                self.pool.upgrade().filter(|p| !p.publish_refused.replace(true))
+                            {
+                                warn!(pool.log, "the backend refused the PUBLISH written before pub/sub, MONITOR or RESP3: a WAIT sent there may count replicas without the client's earlier writes";
+                                    "channel" => String::from_utf8_lossy(WAIT_CHANNEL).into_owned(), "error" => &text);
+                            }
+                        }
                         _ => {
                             warn!(self.log, "backend refused a command on a dedicated connection"; "command" => what, "error" => &text)
                         }
