@@ -371,6 +371,14 @@ impl Dedicated {
         } else {
             debug!(self.log, "idle dedicated connection lost"; "error" => text);
         }
+        // Lost after RESET was written and before its answer: closed for it, as some proxies
+        // do with commands they do not know.
+        if self.probing && self.out.is_some() {
+            self.probing = false;
+            if let Some(pool) = self.pool.upgrade() {
+                pool.note_reset_refused(b"-the connection was lost before RESET was answered\r\n");
+            }
+        }
         self.to_owner(FromDedicated::Lost(write::error(text)));
         self.owner = None;
         self.close(ctx);
@@ -534,7 +542,7 @@ impl Actor for Dedicated {
     fn stopped(&mut self, ctx: &mut Context<Self>) {
         if let Some(pool) = self.pool.upgrade() {
             pool.forget(&ctx.address());
-            // Gone before its probe was answered: the next new connection tries again.
+            // Gone before its probe was answered (see `fail`): the next new connection tries.
             if self.probing && pool.reset.get() == ResetSupport::Probing {
                 pool.reset.set(ResetSupport::Unknown);
             }
