@@ -12,6 +12,7 @@ use relayer_actors::firehose::record::{Timestamp, MAX_RECORD};
 use relayer_actors::firehose::sender::SenderSettings;
 use relayer_actors::listener::UnixAccess;
 use relayer_actors::redis::auth::Password;
+use relayer_actors::redis::dedicated::LiveCount;
 use relayer_actors::redis::smart::Table as SmartTable;
 use relayer_actors::resp::request::Limits;
 use relayer_actors::tls::{TlsClient, TlsOptions};
@@ -84,8 +85,9 @@ pub struct Relayer {
     /// `protocol = "redis-cluster"`: the seed nodes of `url` (`target` is the first).
     pub cluster_seeds: Option<Vec<TargetAddr>>,
     /// Upstream connections held for one client each (blocking commands, pub/sub, WATCH,
-    /// MONITOR), per worker.
+    /// MONITOR, RESP3), for the entry across its workers: they share `dedicated_live`.
     pub max_dedicated: usize,
+    pub dedicated_live: LiveCount,
     /// compress, uncompress, gzip, gunzip (redis relayers).
     pub compression: Option<Compression>,
 }
@@ -719,6 +721,7 @@ fn relayer(raw: &RawRelayer, t: &Table, ctx: &str, warnings: &mut Vec<String>) -
             "maxdedicatedconnections",
             false,
         )?,
+        dedicated_live: LiveCount::default(),
         compression,
     };
     if let Protocol::Unsupported(p) = protocol {

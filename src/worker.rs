@@ -105,6 +105,7 @@ impl Worker {
                 r.tls.clone(),
                 r.connect_timeout,
                 r.max_dedicated,
+                r.dedicated_live.clone(),
                 log.clone(),
             ),
             max_clients: r.max_clients,

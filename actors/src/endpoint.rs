@@ -114,12 +114,16 @@ impl TargetAddr {
             if host.is_empty() {
                 return Err(format!("'{}' has no host", redact(s)));
             }
+            // Percent-encoded, as Go's url.Parse read them for the original (`p%40ss`).
+            let decode = |part: &str, what: &str| {
+                percent_decode(part).map_err(|e| format!("the {what} in '{}': {e}", redact(s)))
+            };
             let (user, password) = match userinfo {
                 None => (None, None),
                 Some(u) => match u.split_once(':') {
-                    Some(("", p)) => (None, Some(p.to_string())),
-                    Some((u, p)) => (Some(u.to_string()), Some(p.to_string())),
-                    None => (Some(u.to_string()), None),
+                    Some(("", p)) => (None, Some(decode(p, "password")?)),
+                    Some((u, p)) => (Some(decode(u, "user")?), Some(decode(p, "password")?)),
+                    None => (Some(decode(u, "user")?), None),
                 },
             };
             Ok(TargetAddr {
@@ -146,6 +150,31 @@ impl TargetAddr {
             ))
         }
     }
+}
+
+/// `%XX` escapes decoded, strictly as Go's url.Parse does for user info: a `%` not followed
+/// by two hex digits is an error, and so are bytes that do not make UTF-8.
+fn percent_decode(s: &str) -> Result<String, String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = b
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok().filter(|_| !h.starts_with('+')));
+            match hex {
+                Some(byte) => out.push(byte),
+                None => return Err("invalid percent escape (use %25 for a literal %)".into()),
+            }
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| "percent escapes that do not decode to UTF-8".into())
 }
 
 /// Hides the password of a `redis://user:password@host` URL.
@@ -309,6 +338,23 @@ mod tests {
             TargetAddr::parse("unix:/run/redis.sock").unwrap().kind,
             TargetKind::Unix("/run/redis.sock".into())
         );
+        let t = TargetAddr::parse("redis://app%40x:p%40ss%3Aw%2Frd%20%25@h").unwrap();
+        assert_eq!(
+            (t.user.as_deref(), t.password.as_deref()),
+            (Some("app@x"), Some("p@ss:w/rd %"))
+        );
+        assert_eq!(t.display, "redis://app%40x:***@h");
+        let t = TargetAddr::parse("redis://:caf%C3%A9+x@h").unwrap();
+        assert_eq!(t.password.as_deref(), Some("café+x"));
+        for (bad, secret) in [
+            ("redis://:p%4@h", "p%4"),
+            ("redis://:p%zz@h", "p%zz"),
+            ("redis://:%+1@h", "%+1"),
+            ("redis://:%ff@h", "%ff"),
+        ] {
+            let e = TargetAddr::parse(bad).unwrap_err();
+            assert!(e.contains("password") && !e.contains(secret), "{bad}: {e}");
+        }
         for bad in [
             "tcp://:6379",
             "redis://h/x",

@@ -1,4 +1,5 @@
-//! A tiny synchronous RESP2 client for the tests: raw bytes in, parsed (or raw) replies out.
+//! A tiny synchronous Redis client for the tests (RESP2 requests; RESP2 and RESP3 replies): raw
+//! bytes in, parsed (or raw) replies out.
 //!
 //! It never interprets what it sends (tests send malformed input on purpose), and it reads replies
 //! with a read timeout so that a relayer that hangs fails the test instead of blocking it.
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 /// How long a read waits by default before the test is failed as hung.
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// One RESP2 reply.
+/// One reply: RESP2, and the RESP3 types a client gets after HELLO 3.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Reply {
     /// `+text`
@@ -30,6 +31,22 @@ pub enum Reply {
     Array(Vec<Reply>),
     /// `*-1`
     NilArray,
+    /// RESP3 `%n`: n key/value pairs
+    Map(Vec<(Reply, Reply)>),
+    /// RESP3 `~n`
+    Set(Vec<Reply>),
+    /// RESP3 `>n`: out-of-band data (pub/sub messages, invalidations)
+    Push(Vec<Reply>),
+    /// RESP3 `_`
+    Null,
+    /// RESP3 `#t` / `#f`
+    Bool(bool),
+    /// RESP3 `,`: a double, as written
+    Double(String),
+    /// RESP3 `(`: a big number, as written
+    BigNumber(String),
+    /// RESP3 `=n`: the format (`txt`, `mkd`) and the text
+    Verbatim(String, Vec<u8>),
 }
 
 impl Reply {
@@ -93,7 +110,7 @@ impl Reply {
         }
     }
 
-    /// The reply in RESP2 wire form.
+    /// The reply in wire form.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         self.encode_into(&mut out);
@@ -118,6 +135,29 @@ impl Reply {
                 }
             }
             Reply::NilArray => out.extend_from_slice(b"*-1\r\n"),
+            Reply::Map(pairs) => {
+                out.extend_from_slice(format!("%{}\r\n", pairs.len()).as_bytes());
+                for (k, v) in pairs {
+                    k.encode_into(out);
+                    v.encode_into(out);
+                }
+            }
+            Reply::Set(items) | Reply::Push(items) => {
+                let kind = if matches!(self, Reply::Set(_)) { '~' } else { '>' };
+                out.extend_from_slice(format!("{kind}{}\r\n", items.len()).as_bytes());
+                for i in items {
+                    i.encode_into(out);
+                }
+            }
+            Reply::Null => out.extend_from_slice(b"_\r\n"),
+            Reply::Bool(b) => out.extend_from_slice(if *b { b"#t\r\n" } else { b"#f\r\n" }),
+            Reply::Double(d) => out.extend_from_slice(format!(",{d}\r\n").as_bytes()),
+            Reply::BigNumber(n) => out.extend_from_slice(format!("({n}\r\n").as_bytes()),
+            Reply::Verbatim(fmt, text) => {
+                out.extend_from_slice(format!("={}\r\n{fmt}:", text.len() + 4).as_bytes());
+                out.extend_from_slice(text);
+                out.extend_from_slice(b"\r\n");
+            }
         }
     }
 }
@@ -132,6 +172,14 @@ impl fmt::Debug for Reply {
             Reply::Nil => f.write_str("$nil"),
             Reply::Array(items) => f.debug_list().entries(items).finish(),
             Reply::NilArray => f.write_str("*nil"),
+            Reply::Map(pairs) => f.debug_map().entries(pairs.iter().map(|(k, v)| (k, v))).finish(),
+            Reply::Set(items) => write!(f, "~{items:?}"),
+            Reply::Push(items) => write!(f, ">{items:?}"),
+            Reply::Null => f.write_str("_null"),
+            Reply::Bool(b) => write!(f, "#{b}"),
+            Reply::Double(d) => write!(f, ",{d}"),
+            Reply::BigNumber(n) => write!(f, "({n}"),
+            Reply::Verbatim(fmt, t) => write!(f, "={fmt}:{}", show_bytes(t, 200)),
         }
     }
 }
@@ -233,6 +281,62 @@ fn parse_at(buf: &[u8], pos: usize) -> Result<Option<(Reply, usize)>, String> {
                 }
                 (Reply::Array(items), at)
             }
+        }
+        b'%' | b'~' | b'>' => {
+            let n = parse_int(line)?;
+            if n < 0 {
+                return Err(format!("bad aggregate length {n} in reply"));
+            }
+            let per = if buf[pos] == b'%' { 2 } else { 1 };
+            let mut items = Vec::with_capacity((n as usize * per).min(1024));
+            let mut at = next;
+            for _ in 0..n as usize * per {
+                match parse_at(buf, at)? {
+                    Some((r, end)) => {
+                        items.push(r);
+                        at = end;
+                    }
+                    None => return Ok(None),
+                }
+            }
+            let reply = match buf[pos] {
+                b'%' => {
+                    let mut pairs = Vec::with_capacity(items.len() / 2);
+                    let mut it = items.into_iter();
+                    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                        pairs.push((k, v));
+                    }
+                    Reply::Map(pairs)
+                }
+                b'~' => Reply::Set(items),
+                _ => Reply::Push(items),
+            };
+            (reply, at)
+        }
+        b'_' => (Reply::Null, next),
+        b'#' => (Reply::Bool(line == b"t"), next),
+        b',' => (Reply::Double(text()), next),
+        b'(' => (Reply::BigNumber(text()), next),
+        b'=' | b'!' => {
+            let n = parse_int(line)?;
+            if n < 0 {
+                return Err(format!("bad blob length {n} in reply"));
+            }
+            let n = n as usize;
+            if buf.len() < next + n + 2 {
+                return Ok(None);
+            }
+            let body = &buf[next..next + n];
+            let reply = if buf[pos] == b'!' {
+                Reply::Error(String::from_utf8_lossy(body).into_owned())
+            } else {
+                let (fmt, t) = body.split_at(body.len().min(4));
+                Reply::Verbatim(
+                    String::from_utf8_lossy(fmt.strip_suffix(b":").unwrap_or(fmt)).into_owned(),
+                    t.to_vec(),
+                )
+            };
+            (reply, next + n + 2)
         }
         other => {
             return Err(format!(

@@ -123,6 +123,10 @@ fn auth_without_password_answers_like_redis() {
         vec!["AUTH", "default", "anything"],
         vec!["AUTH", "bob", "anything"],
         vec!["AUTH"],
+        // User names are case-sensitive: DEFAULT is not the default user.
+        vec!["AUTH", "DEFAULT", "anything"],
+        vec!["HELLO", "2", "AUTH", "DEFAULT", "anything"],
+        vec!["HELLO", "2", "AUTH", "Default", "anything", "SETNAME", "x"],
         vec!["PING"],
     ];
     let diffs = same_replies(&mut r, &mut d, &steps);
@@ -171,4 +175,44 @@ fn empty_password_is_a_config_error() {
         "{}",
         out.stderr
     );
+}
+
+/// The url's user and password are percent-decoded, as Go's url.Parse did for the original's
+/// configs: `p%40ss` is the password `p@ss`.
+#[test]
+fn url_credentials_are_percent_decoded() {
+    let redis = Redis::start_with(&["--requirepass", "admin"]);
+    let mut admin = redis.client();
+    assert_eq!(admin.cmd(&["AUTH", "admin"]), Reply::ok());
+    assert_eq!(
+        admin.cmd(&[
+            "ACL",
+            "SETUSER",
+            "app@x",
+            "on",
+            ">p@ss:w/rd %",
+            "~*",
+            "&*",
+            "+@all"
+        ]),
+        Reply::ok()
+    );
+    let url = format!("redis://app%40x:p%40ss%3Aw%2Frd%20%25@127.0.0.1:{}", redis.port());
+    let relayer = Relayer::start(&redis_entry(
+        &format!("tcp://127.0.0.1:{}", free_port()),
+        &url,
+        "",
+    ));
+    let mut c = relayer.client();
+    assert_eq!(c.cmd(&["SET", "k", "v"]), Reply::ok());
+    assert_eq!(c.cmd(&["ACL", "WHOAMI"]), Reply::bulk("app@x"));
+    // A bad escape is a configuration error naming the url (without the password).
+    let out = check_config(&redis_entry(
+        &format!("tcp://127.0.0.1:{}", free_port()),
+        "redis://app:p%4@127.0.0.1:6379",
+        "",
+    ));
+    assert!(!out.status.success());
+    assert!(out.stderr.contains("percent"), "{}", out.stderr);
+    assert!(!out.stderr.contains("p%4"), "{}", out.stderr);
 }

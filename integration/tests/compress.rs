@@ -346,3 +346,60 @@ fn bad_compression_keys_are_refused() {
         out.stderr
     );
 }
+
+/// Pub/sub and blocking pops on a dedicated connection are compressed and decoded like other
+/// commands: a long message is published compressed and reaches the relayer's subscribers plain
+/// (RESP2 and RESP3, commands sent in pub/sub mode too), a long list value pops plain.
+#[test]
+fn pubsub_and_blocking_pops_are_compressed_and_decoded() {
+    let redis = Redis::start();
+    let relayer = Relayer::for_redis(&redis, "compress = true");
+    let long = input(1000);
+    let mut sub = relayer.client();
+    assert!(!sub.cmd(&["SUBSCRIBE", "ch"]).is_error());
+    let mut sub3 = relayer.client();
+    assert!(matches!(sub3.q("HELLO 3"), Reply::Map(_)));
+    assert!(!sub3.cmd(&["SUBSCRIBE", "ch"]).is_error());
+    let mut direct = redis.client();
+    assert!(!direct.cmd(&["SUBSCRIBE", "ch"]).is_error());
+
+    let mut publisher = relayer.client();
+    assert_eq!(publisher.cmd(&[&b"PUBLISH"[..], b"ch", &long]), Reply::int(3));
+    let plain = Reply::array(vec![Reply::bulk("message"), Reply::bulk("ch"), bulk(&long)]);
+    assert_eq!(sub.read_reply(), plain);
+    assert_eq!(
+        sub3.read_reply(),
+        Reply::Push(vec![Reply::bulk("message"), Reply::bulk("ch"), bulk(&long)])
+    );
+    let stored = direct.read_reply();
+    assert!(
+        matches!(stored.as_array(), Some([_, _, Reply::Bulk(b)]) if b.starts_with(b"$sy$")),
+        "{stored:?}"
+    );
+    // A RESP3 client publishes through its own connection: compressed all the same.
+    let mut pub3 = relayer.client();
+    assert!(matches!(pub3.q("HELLO 3"), Reply::Map(_)));
+    assert_eq!(pub3.cmd(&[&b"PUBLISH"[..], b"ch", &long]), Reply::int(3));
+    assert_eq!(sub.read_reply(), plain);
+    let stored = direct.read_reply();
+    assert!(
+        matches!(stored.as_array(), Some([_, _, Reply::Bulk(b)]) if b.starts_with(b"$sy$")),
+        "{stored:?}"
+    );
+
+    let mut waiter = relayer.client();
+    waiter.send(&["BLPOP", "jobs", "0"]);
+    wait_until(std::time::Duration::from_secs(20), "BLPOP blocked", || {
+        redis
+            .client()
+            .q("CLIENT LIST")
+            .as_str()
+            .unwrap()
+            .contains("cmd=blpop")
+    });
+    assert_eq!(publisher.cmd(&[&b"LPUSH"[..], b"jobs", &long]), Reply::int(1));
+    assert_eq!(
+        waiter.read_reply(),
+        Reply::array(vec![Reply::bulk("jobs"), bulk(&long)])
+    );
+}

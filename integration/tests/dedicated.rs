@@ -99,7 +99,6 @@ fn other_blocking_commands_work() {
         ])]),
     ])]);
     assert_eq!(got, want);
-    assert_eq!(a.cmd(&["WAIT", "0", "0"]), Reply::int(0));
     // Wrong arity is Redis' own answer.
     assert!(a
         .cmd(&["BLPOP", "x"])
@@ -238,12 +237,25 @@ fn smart_writes_are_seen_by_the_dedicated_connection() {
     assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
     assert_eq!(c.cmd(&["INCR", "w"]), Reply::status("QUEUED"));
     assert_eq!(c.cmd(&["EXEC"]), Reply::array(vec![Reply::int(200)]));
-    // SELECT follows the client onto and off the dedicated connection.
+    // SELECT follows the client onto and off the dedicated connection: the blocking pop finds
+    // what a smart write just put in DB 3 (and only there).
     assert_eq!(c.cmd(&["SELECT", "3"]), Reply::ok());
     assert_eq!(c.cmd(&["SET", "in3", "yes"]), Reply::ok());
-    assert_eq!(c.cmd(&["BRPOP", "none", "0.05"]), Reply::NilArray);
+    assert_eq!(c.cmd(&["RPUSH", "list3", "only-in-3"]), Reply::int(1));
+    assert_eq!(
+        c.cmd(&["BRPOP", "list3", "1"]),
+        Reply::array(vec![Reply::bulk("list3"), Reply::bulk("only-in-3")])
+    );
     assert_eq!(c.cmd(&["GET", "in3"]), Reply::bulk("yes"));
     assert_eq!(redis.client().cmd(&["EXISTS", "in3"]), Reply::int(0));
+    // And the next one, on a fresh DB 3 list, from a reused dedicated connection.
+    assert_eq!(c.cmd(&["RPUSH", "list3", "again"]), Reply::int(1));
+    assert_eq!(
+        c.cmd(&["BLPOP", "list3", "1"]),
+        Reply::array(vec![Reply::bulk("list3"), Reply::bulk("again")])
+    );
+    assert_eq!(c.cmd(&["SELECT", "0"]), Reply::ok());
+    assert_eq!(c.cmd(&["EXISTS", "in3"]), Reply::int(0));
 }
 
 #[test]
@@ -259,7 +271,20 @@ fn monitor_sees_other_clients_commands() {
         r.as_str().filter(|s| s.contains("\"monitored-key\""))
     });
     assert!(line.contains("\"SET\""), "{line}");
-    assert_eq!(mon.cmd(&["QUIT"]), Reply::ok());
+    let before = backend_clients(&redis).len();
+    // QUIT goes through as RESET: whatever MONITOR still streams comes before its +OK.
+    mon.send(&["QUIT"]);
+    poll_until(T, "QUIT's +OK after the monitor lines", || {
+        let r = mon.read_reply();
+        (r == Reply::ok()).then_some(())
+    });
+    mon.expect_closed();
+    // The connection was reset (no longer monitoring) and is the one the next client gets.
+    wait_until(T, "no backend connection monitoring", || {
+        backend_clients(&redis).iter().all(|l| !l.contains("flags=O"))
+    });
+    assert_eq!(other.cmd(&["BRPOP", "none", "0.01"]), Reply::NilArray);
+    assert_eq!(backend_clients(&redis).len(), before);
 }
 
 #[test]
@@ -403,14 +428,35 @@ fn resp3_clients_get_their_own_connection() {
         run(relayer.port(), &["HGETALL", "h"]).contains("=>"),
         "not printed as a RESP3 map"
     );
-    // HELLO 3 on the raw protocol: the reply is a map; RESET goes back to RESP2 and sharing.
+    // HELLO 3 on the raw protocol: the reply is Redis' map, replies are RESP3 (a null, not
+    // $-1); RESET goes back to RESP2 and to the shared connection.
     let mut raw = relayer.client();
-    raw.send_raw(b"HELLO 3\r\n");
-    let mut first = [0u8; 1];
-    use std::io::Read;
-    let mut s = raw.try_clone_stream().unwrap();
-    s.read_exact(&mut first).unwrap();
-    assert_eq!(&first, b"%");
+    let hello = raw.q("HELLO 3");
+    let Reply::Map(fields) = &hello else {
+        panic!("HELLO 3: {hello:?}")
+    };
+    assert!(
+        fields.contains(&(Reply::bulk("proto"), Reply::int(3))),
+        "{hello:?}"
+    );
+    assert_eq!(raw.q("GET missing"), Reply::Null);
+    let resp3 = || {
+        backend_clients(&redis)
+            .iter()
+            .filter(|l| l.contains(" resp=3 ") || l.ends_with(" resp=3"))
+            .count()
+    };
+    assert!(resp3() >= 1);
+    assert_eq!(raw.q("RESET"), Reply::status("RESET"));
+    assert_eq!(raw.q("GET missing"), Reply::Nil);
+    // HELLO is the relayer's own answer again (its version, not the server's), and no backend
+    // connection is left speaking RESP3.
+    let hello = raw.q("HELLO");
+    let fields = hello.as_array().unwrap_or_default();
+    assert_eq!(fields.get(5), Some(&Reply::int(2)), "{hello:?}");
+    let server_version = redis.info_field("server", "redis_version").unwrap();
+    assert_ne!(fields.get(3), Some(&Reply::bulk(&server_version)), "{hello:?}");
+    wait_until(T, "no RESP3 backend connection", || resp3() == 0);
     // Bad versions are Redis' errors.
     let mut c = relayer.client();
     assert_eq!(
@@ -486,4 +532,445 @@ fn reset_and_quit_behind_dedicated_commands_keep_every_reply() {
             );
         }
     }
+}
+
+/// A replica of `master`, in sync.
+fn replica_of(master: &Redis) -> Redis {
+    let port = master.port().to_string();
+    let replica = Redis::start_with(&["--replicaof", "127.0.0.1", &port]);
+    wait_until(T, "the replica online", || {
+        master
+            .info_field("replication", "slave0")
+            .is_some_and(|v| v.contains("state=online"))
+    });
+    replica
+}
+
+/// WAIT counts the replicas that have the client's writes, though they went over the shared
+/// connection: with the replica stopped, a write made just before is not counted.
+#[test]
+fn wait_counts_replicas_that_have_the_clients_writes() {
+    let master = Redis::start();
+    let replica = replica_of(&master);
+    let relayer = Relayer::for_redis(&master, "");
+    let mut c = relayer.client();
+    assert_eq!(c.cmd(&["SET", "k", "1"]), Reply::ok());
+    wait_until(T, "the write on the replica", || {
+        replica.client().cmd(&["GET", "k"]) == Reply::bulk("1")
+    });
+    // A stopped replica acknowledges nothing: the client's next write is not on it, whatever the
+    // connection WAIT runs on.
+    let pid = replica.pid().unwrap();
+    send_signal(pid, libc::SIGSTOP);
+    assert_eq!(c.cmd(&["SET", "k", "2"]), Reply::ok());
+    let stopped = c.cmd(&["WAIT", "1", "300"]);
+    send_signal(pid, libc::SIGCONT);
+    assert_eq!(stopped, Reply::int(0), "WAIT counted a replica without the write");
+    assert_eq!(c.cmd(&["WAIT", "1", "10000"]), Reply::int(1));
+    assert_eq!(replica.client().cmd(&["GET", "k"]), Reply::bulk("2"));
+    // In a pipeline, behind the write.
+    send_signal(pid, libc::SIGSTOP);
+    let replies = c.pipeline(&[vec!["SET", "k", "3"], vec!["WAIT", "1", "300"]]);
+    send_signal(pid, libc::SIGCONT);
+    assert_eq!(replies, vec![Reply::ok(), Reply::int(0)]);
+    // A WATCHing client's WAIT (on the connection WATCH holds) too.
+    assert_eq!(c.cmd(&["WATCH", "k"]), Reply::ok());
+    send_signal(pid, libc::SIGSTOP);
+    assert_eq!(c.cmd(&["SET", "k", "4"]), Reply::ok());
+    let stopped = c.cmd(&["WAIT", "1", "300"]);
+    send_signal(pid, libc::SIGCONT);
+    assert_eq!(stopped, Reply::int(0));
+}
+
+/// The id of the backend connection whose last command was `cmd`.
+fn backend_id_running(redis: &Redis, cmd: &str) -> String {
+    let lines = backend_clients(redis);
+    let line = lines
+        .iter()
+        .find(|l| l.contains(&format!(" cmd={cmd} ")))
+        .unwrap_or_else(|| panic!("no connection ran {cmd}: {lines:?}"));
+    line.split(' ')
+        .find_map(|f| f.strip_prefix("id="))
+        .unwrap()
+        .to_string()
+}
+
+/// The backend closing the connection a WATCH holds (restart, timeout, CLIENT KILL) loses the
+/// WATCH: EXEC fails instead of running without it.
+#[test]
+fn exec_fails_once_the_watch_connection_is_lost() {
+    let redis = Redis::start();
+    let relayer = Relayer::for_redis(&redis, "");
+    let mut c = relayer.client();
+    let mut other = relayer.client();
+    assert_eq!(c.cmd(&["SET", "balance", "10"]), Reply::ok());
+    for end in ["EXEC", "UNWATCH"] {
+        assert_eq!(c.cmd(&["WATCH", "balance"]), Reply::ok());
+        let id = backend_id_running(&redis, "watch");
+        assert_eq!(redis.client().cmd(&["CLIENT", "KILL", "ID", &id]), Reply::int(1));
+        assert_eq!(other.cmd(&["SET", "balance", "99"]), Reply::ok());
+        // Only so that the relayer sees the close before EXEC (EXEC fails either way).
+        std::thread::sleep(Duration::from_millis(200));
+        if end == "UNWATCH" {
+            // Giving the WATCH up makes the next transaction an ordinary one.
+            assert_eq!(c.cmd(&["UNWATCH"]), Reply::ok());
+        }
+        assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+        assert_eq!(c.cmd(&["SET", "balance", "20"]), Reply::status("QUEUED"));
+        let exec = c.cmd(&["EXEC"]);
+        if end == "EXEC" {
+            assert!(
+                exec.is_error_starting("EXECABORT") && exec.error_text().unwrap().contains("WATCH"),
+                "{exec:?}"
+            );
+            assert_eq!(other.cmd(&["GET", "balance"]), Reply::bulk("99"));
+        } else {
+            assert_eq!(exec, Reply::array(vec![Reply::ok()]));
+            assert_eq!(other.cmd(&["GET", "balance"]), Reply::bulk("20"));
+        }
+    }
+    // Once EXEC reported it, the client goes on as usual.
+    assert_eq!(c.cmd(&["WATCH", "balance"]), Reply::ok());
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(c.cmd(&["INCR", "balance"]), Reply::status("QUEUED"));
+    assert_eq!(c.cmd(&["EXEC"]), Reply::array(vec![Reply::int(21)]));
+}
+
+/// A backend without RESET (Redis before 6.2; here renamed away): released dedicated connections
+/// are closed instead of reused (a warning says why, once), and never leak a slot of
+/// `maxDedicatedConnections`; a subscriber's own RESET and QUIT still end pub/sub.
+#[test]
+fn released_connections_are_closed_when_the_backend_refuses_reset() {
+    let redis = Redis::start_with(&["--rename-command", "RESET", ""]);
+    let relayer = Relayer::for_redis(&redis, "maxDedicatedConnections = 2");
+    let mut c = relayer.client();
+    for round in 0..5 {
+        assert_eq!(
+            c.cmd(&["BRPOP", "none", "0.01"]),
+            Reply::NilArray,
+            "round {round}"
+        );
+        assert_eq!(c.cmd(&["WATCH", "k"]), Reply::ok(), "round {round}");
+        assert_eq!(c.cmd(&["UNWATCH"]), Reply::ok(), "round {round}");
+        let sub = c.cmd(&["SUBSCRIBE", "ch"]);
+        assert_eq!(
+            sub,
+            Reply::array(vec![Reply::bulk("subscribe"), Reply::bulk("ch"), Reply::int(1)]),
+            "round {round}"
+        );
+        assert_eq!(c.cmd(&["RESET"]), Reply::status("RESET"), "round {round}");
+        assert_eq!(c.cmd(&["PUBLISH", "ch", "x"]), Reply::int(0), "round {round}");
+    }
+    let mut q = relayer.client();
+    assert!(!q.cmd(&["SUBSCRIBE", "ch"]).is_error());
+    assert_eq!(q.cmd(&["QUIT"]), Reply::ok());
+    q.expect_closed();
+    // Only the two listeners' shared connections are left.
+    wait_until(T, "released connections closed", || {
+        backend_clients(&redis).len() == 2
+    });
+    let log = relayer.log();
+    assert_eq!(log.matches("refused RESET").count(), 1, "{log}");
+}
+
+/// A RESP3 client (or a RESP2 one that unsubscribed from everything) can run any command on its
+/// connection: one that leaves while blocked leaves no blocked command in Redis to eat the next
+/// push.
+#[test]
+fn pass_through_clients_gone_while_blocked_leave_no_blocked_command() {
+    let redis = Redis::start();
+    let relayer = Relayer::for_redis(&redis, "");
+    let mut other = relayer.client();
+    for (i, setup) in [
+        vec![vec!["HELLO", "3"]],
+        vec![vec!["SUBSCRIBE", "a"], vec!["UNSUBSCRIBE", "a"]],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut c = relayer.client();
+        for step in &setup {
+            assert!(!c.cmd(step).is_error(), "{step:?}");
+        }
+        c.send(&["BLPOP", "q", "0"]);
+        wait_until(T, "BLPOP blocked", || blocked_on(&redis, "blpop") == 1);
+        drop(c);
+        wait_until(T, "no BLPOP left blocked", || blocked_on(&redis, "blpop") == 0);
+        let item = format!("item-{i}");
+        assert_eq!(other.cmd(&["LPUSH", "q", &item]), Reply::int(1));
+        assert_eq!(other.cmd(&["RPOP", "q"]), Reply::bulk(&item));
+    }
+}
+
+/// After a SIGHUP that changes the url, a client's next blocking command runs on the new
+/// backend, like its other commands.
+#[test]
+fn reload_moves_dedicated_commands_to_the_new_backend() {
+    let (a, b) = (Redis::start(), Redis::start());
+    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let mut relayer = Relayer::start(&redis_entry(&listen, &a.url(), ""));
+    let mut c = relayer.client();
+    assert_eq!(c.cmd(&["BRPOP", "q", "0.01"]), Reply::NilArray);
+    relayer.rewrite_config(&redis_entry(&listen, &b.url(), ""));
+    relayer.signal(libc::SIGHUP);
+    wait_until(T, "the reload", || {
+        relayer.log().contains("configuration reloaded")
+    });
+    assert_eq!(a.client().cmd(&["RPUSH", "q", "from-a"]), Reply::int(1));
+    assert_eq!(b.client().cmd(&["RPUSH", "q", "from-b"]), Reply::int(1));
+    assert_eq!(
+        c.cmd(&["BLPOP", "q", "5"]),
+        Reply::array(vec![Reply::bulk("q"), Reply::bulk("from-b")])
+    );
+    assert_eq!(c.cmd(&["SUBSCRIBE", "ch"]).as_array().map(|a| a.len()), Some(3));
+    assert_eq!(b.client().cmd(&["PUBLISH", "ch", "m"]), Reply::int(1));
+}
+
+/// A command meant to enter pub/sub or MONITOR that the backend refuses (wrong arity, an ACL
+/// without the command) leaves the client an ordinary one: its connection is given back.
+#[test]
+fn a_refused_subscribe_or_monitor_leaves_the_client_an_ordinary_one() {
+    let redis = Redis::start_with(&["--requirepass", "admin"]);
+    let mut admin = redis.client();
+    assert_eq!(admin.cmd(&["AUTH", "admin"]), Reply::ok());
+    assert_eq!(
+        admin.q("ACL SETUSER app on >secret ~* &* +@all -monitor"),
+        Reply::ok()
+    );
+    let url = format!("redis://app:secret@127.0.0.1:{}", redis.port());
+    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let relayer = Relayer::start(&redis_entry(&listen, &url, "maxDedicatedConnections = 1"));
+    let mut c = relayer.client();
+    let mut other = relayer.client();
+    for refused in [vec!["SUBSCRIBE"], vec!["MONITOR"]] {
+        let r = c.cmd(&refused);
+        assert!(r.is_error(), "{refused:?}: {r:?}");
+        // The client's commands are the relayer's again (CLIENT KILL is refused, not sent)...
+        assert!(c
+            .cmd(&["CLIENT", "KILL", "ID", "1"])
+            .is_error_starting("ERR relayer:"));
+        assert_eq!(c.cmd(&["SET", "k", "v"]), Reply::ok());
+        // ...and the one dedicated connection is free for another client.
+        assert_eq!(
+            other.cmd(&["BRPOP", "none", "0.01"]),
+            Reply::NilArray,
+            "{refused:?}"
+        );
+    }
+}
+
+/// Published messages are never dropped, however fast they come.
+#[test]
+fn a_burst_of_messages_arrives_whole_and_in_order() {
+    let redis = Redis::start();
+    let relayer = Relayer::for_redis(&redis, "");
+    let mut sub = relayer.client();
+    assert!(!sub.cmd(&["SUBSCRIBE", "burst"]).is_error());
+    let n = 5000;
+    let publishes: Vec<Vec<String>> = (0..n)
+        .map(|i| vec!["PUBLISH".into(), "burst".into(), format!("m{i}")])
+        .collect();
+    let replies = redis.client().pipeline(&publishes);
+    assert!(replies.iter().all(|r| *r == Reply::int(1)));
+    for i in 0..n {
+        assert_eq!(
+            sub.read_reply(),
+            Reply::array(vec![
+                Reply::bulk("message"),
+                Reply::bulk("burst"),
+                Reply::bulk(format!("m{i}"))
+            ])
+        );
+    }
+}
+
+/// A subscriber that does not read is pushed back: the relayer stops reading its connection, so
+/// the backlog builds up in Redis (which applies its client-output-buffer-limit for pubsub) and
+/// not in the relayer. Once it reads, everything arrives.
+#[test]
+fn a_slow_subscriber_is_pushed_back_to_redis() {
+    let redis = Redis::start();
+    let relayer = Relayer::for_redis(&redis, "");
+    let mut sub = relayer.client();
+    assert!(!sub.cmd(&["SUBSCRIBE", "big"]).is_error());
+    let payload = "x".repeat(1024);
+    let n = 16 * 1024;
+    let mut publisher = redis.client();
+    for chunk in 0..16 {
+        let publishes: Vec<Vec<String>> = (0..n / 16)
+            .map(|i| {
+                vec![
+                    "PUBLISH".into(),
+                    "big".into(),
+                    format!("{:06}{payload}", chunk * (n / 16) + i),
+                ]
+            })
+            .collect();
+        assert!(publisher.pipeline(&publishes).iter().all(|r| *r == Reply::int(1)));
+    }
+    let omem = || -> u64 {
+        backend_clients(&redis)
+            .iter()
+            .filter(|l| l.contains(" sub=1 "))
+            .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("omem=")))
+            .filter_map(|v| v.parse::<u64>().ok())
+            .sum()
+    };
+    wait_until(T, "the backlog held by Redis", || omem() > 1 << 20);
+    for i in 0..n {
+        let r = sub.read_reply();
+        let ok = matches!(r.as_array(), Some([_, _, Reply::Bulk(b)]) if b.starts_with(format!("{i:06}").as_bytes()));
+        assert!(ok, "message {i}: {:?}", r);
+    }
+}
+
+/// On its own connection (RESP3, MONITOR) a client's AUTH and HELLO AUTH are still checked by
+/// the relayer (they never switch the backend user) and CLIENT KILL is still refused; the
+/// answers come in order with the others.
+#[test]
+fn pass_through_keeps_the_relayers_guards() {
+    let redis = Redis::start_with(&["--requirepass", "admin"]);
+    let mut admin = redis.client();
+    assert_eq!(admin.cmd(&["AUTH", "admin"]), Reply::ok());
+    assert_eq!(admin.q("ACL SETUSER app on >secret ~* &* +@all"), Reply::ok());
+    let url = format!("redis://app:secret@127.0.0.1:{}", redis.port());
+    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let relayer = Relayer::start(&redis_entry(&listen, &url, ""));
+
+    let mut c = relayer.client();
+    assert!(matches!(c.q("HELLO 3"), Reply::Map(_)));
+    let replies = c.pipeline(&[
+        vec!["PING"],
+        vec!["AUTH", "default", "admin"],
+        vec!["ACL", "WHOAMI"],
+        vec!["HELLO", "3", "AUTH", "default", "admin"],
+        vec!["ACL", "WHOAMI"],
+        vec!["CLIENT", "KILL", "ID", "1"],
+        vec!["AUTH", "admin"],
+        vec!["ECHO", "last"],
+    ]);
+    assert_eq!(replies[0], Reply::status("PONG"));
+    // Without a listener password, AUTH default <anything> is Redis' nopass answer.
+    assert_eq!(replies[1], Reply::ok());
+    assert_eq!(replies[2], Reply::bulk("app"));
+    assert!(matches!(replies[3], Reply::Map(_)), "{:?}", replies[3]);
+    assert_eq!(replies[4], Reply::bulk("app"));
+    assert!(replies[5].is_error_starting("ERR relayer:"), "{:?}", replies[5]);
+    assert!(
+        replies[6].is_error_starting("ERR AUTH <password> called without"),
+        "{:?}",
+        replies[6]
+    );
+    assert_eq!(replies[7], Reply::bulk("last"));
+
+    let mut mon = relayer.client();
+    assert_eq!(mon.cmd(&["MONITOR"]), Reply::ok());
+    mon.send_many(&[
+        vec!["AUTH", "default", "admin"],
+        vec!["ACL", "WHOAMI"],
+        vec!["CLIENT", "KILL", "ID", "1"],
+    ]);
+    // What the monitor streams (status lines with a timestamp) is left out.
+    let mut answers = Vec::new();
+    while answers.len() < 3 {
+        let r = mon.read_reply();
+        if !matches!(&r, Reply::Status(s) if s.contains(" [")) {
+            answers.push(r);
+        }
+    }
+    assert_eq!(answers[0], Reply::ok());
+    assert_eq!(answers[1], Reply::bulk("app"));
+    assert!(answers[2].is_error_starting("ERR relayer:"), "{:?}", answers[2]);
+}
+
+/// `maxDedicatedConnections` holds for the listener, however many workers share it: with two
+/// workers each serving three clients, two BLPOPs block and four are refused.
+#[test]
+fn the_dedicated_limit_holds_across_workers() {
+    let redis = Redis::start();
+    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let relayer = Relayer::start(&format!(
+        "workers = 2\n{}",
+        redis_entry(&listen, &redis.url(), "maxDedicatedConnections = 2")
+    ));
+    // Clients by worker, told apart by the id of the shared backend connection that serves them
+    // (CLIENT INFO is forwarded); connected from several threads at once so both workers accept.
+    let mut by_worker: std::collections::HashMap<String, Vec<Client>> = Default::default();
+    for _ in 0..20 {
+        let batch: Vec<(String, Client)> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut c = relayer.client();
+                        let info = c.cmd(&["CLIENT", "INFO"]).as_str().unwrap();
+                        let id = info.split(' ').next().unwrap().to_string();
+                        (id, c)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (id, c) in batch {
+            by_worker.entry(id).or_default().push(c);
+        }
+        if by_worker.len() == 2 && by_worker.values().all(|v| v.len() >= 3) {
+            break;
+        }
+    }
+    assert_eq!(by_worker.len(), 2, "clients did not spread over the two workers");
+    let mut clients: Vec<Client> = by_worker
+        .into_values()
+        .flat_map(|v| v.into_iter().take(3))
+        .collect();
+    for c in &mut clients {
+        c.send(&["BLPOP", "l", "0"]);
+    }
+    let mut refused = 0;
+    let mut waiting: Vec<usize> = (0..clients.len()).collect();
+    wait_until(T, "every BLPOP blocked or refused", || {
+        waiting.retain(|&i| {
+            clients[i].set_read_timeout(Duration::from_millis(50));
+            match clients[i].try_read_reply() {
+                Ok(r) => {
+                    assert!(
+                        r.is_error_starting("ERR relayer: too many dedicated connections"),
+                        "{r:?}"
+                    );
+                    refused += 1;
+                    false
+                }
+                Err(_) => true,
+            }
+        });
+        refused + blocked_on(&redis, "blpop") == clients.len()
+    });
+    assert_eq!(blocked_on(&redis, "blpop"), 2);
+    assert_eq!(refused, 4);
+}
+
+/// When the url's ACL user may not PUBLISH to the relayer's channel, WAIT says so rather than
+/// counting replicas that may not have the client's writes.
+#[test]
+fn wait_without_the_publish_it_needs_is_an_error() {
+    let redis = Redis::start_with(&["--requirepass", "admin"]);
+    let mut admin = redis.client();
+    assert_eq!(admin.cmd(&["AUTH", "admin"]), Reply::ok());
+    assert_eq!(
+        admin.q("ACL SETUSER app on >secret ~* resetchannels +@all"),
+        Reply::ok()
+    );
+    let url = format!("redis://app:secret@127.0.0.1:{}", redis.port());
+    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let relayer = Relayer::start(&redis_entry(&listen, &url, ""));
+    let mut c = relayer.client();
+    assert_eq!(c.cmd(&["SET", "k", "v"]), Reply::ok());
+    let r = c.cmd(&["WAIT", "0", "0"]);
+    assert!(
+        r.is_error_starting("ERR relayer: WAIT needs 'PUBLISH __smart-relayer:wait'")
+            && r.error_text().unwrap().contains("NOPERM"),
+        "{r:?}"
+    );
+    // The client goes on; with the channel allowed, WAIT works.
+    assert_eq!(admin.q("ACL SETUSER app &__smart-relayer:wait"), Reply::ok());
+    assert_eq!(c.cmd(&["WAIT", "0", "0"]), Reply::int(0));
 }

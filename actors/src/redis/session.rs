@@ -6,7 +6,7 @@
 
 use super::auth::{self, Password};
 use super::commands::{classify, client_sub_refused, Kind};
-use super::dedicated::{self, Dedicated, Pool};
+use super::dedicated::{self, Dest, Handle, Pool};
 use super::smart::{Budget, Table};
 use super::target::{Forward, KnownDbs, Request, Target};
 use crate::cluster::gather::Merge;
@@ -104,10 +104,17 @@ pub enum FromDedicated {
         seq: u64,
         data: Bytes,
     },
-    /// Pub/sub or MONITOR: a reply or message, in the order the connection gave it.
+    /// Push mode: a reply or message, in the order the connection gave it.
     Pushed(Bytes),
+    /// The reply to the command that was to enter push mode; `ok`: it did.
+    Entered {
+        data: Bytes,
+        ok: bool,
+    },
     /// The connection is gone; what the client waits for on it gets this error.
     Lost(Bytes),
+    /// The commands waiting to be written fell below `dedicated::BACKLOG_HIGH`.
+    Writable,
 }
 
 const RESET: &[u8] = b"*1\r\n$5\r\nRESET\r\n";
@@ -119,11 +126,18 @@ const BARRIER: u64 = u64::MAX;
 
 /// The client's own upstream connection, while it needs one.
 struct Ded {
-    addr: Addr<Dedicated>,
+    handle: Handle,
     /// The requests whose replies it owes, in order.
     owed: VecDeque<u64>,
-    /// Pub/sub or MONITOR: everything goes through it, replies as they come, until RESET.
+    /// Pub/sub, MONITOR or RESP3: everything goes through it, replies as they come, until
+    /// RESET.
     push: bool,
+    /// The command entering push mode was sent and has no reply yet: the client is not read
+    /// meanwhile, so nothing passes through before it is known whether push mode began.
+    entering: bool,
+    /// The client could have run any command on it (RESP3, MONITOR, commands sent after
+    /// pub/sub ones): released, it is closed rather than reset, as one may still be blocked.
+    open: bool,
     /// WATCH is in effect: kept until EXEC, DISCARD or UNWATCH.
     watching: bool,
     /// In push mode, the client's RESET or QUIT was sent through: the client is not read
@@ -171,6 +185,9 @@ pub struct Session {
     ded: Option<Ded>,
     /// A command waiting for the barrier before it goes on a new dedicated connection.
     held: Option<(Command, bool)>,
+    /// The connection holding the client's WATCH was lost (why): its next EXEC fails, as the
+    /// keys are no longer watched.
+    watch_lost: Option<String>,
 }
 
 impl Session {
@@ -204,6 +221,7 @@ impl Session {
                 pool,
                 ded: None,
                 held: None,
+                watch_lost: None,
             }
         })
     }
@@ -229,28 +247,44 @@ impl Session {
 
     /// `forward`, for the keys of `slot` on a cluster.
     fn forward_to(&mut self, request: Request, slot: Option<u16>, ctx: &mut Context<Self>) -> u64 {
+        self.forward_after(Vec::new(), request, slot, ctx)
+    }
+
+    /// `forward_to`, with frames of the relayer's own written first on the dedicated
+    /// connection (there is one when `before` is not empty).
+    fn forward_after(
+        &mut self,
+        before: Vec<(Bytes, Dest)>,
+        request: Request,
+        slot: Option<u16>,
+        ctx: &mut Context<Self>,
+    ) -> u64 {
         self.settings.metrics.forwarded.increment(1);
         let seq = self.first_seq + self.slots.len() as u64;
         if let Some(d) = &mut self.ded {
-            let frames = match request {
+            let mut frames = before;
+            match request {
                 Request::One(f) | Request::Select(_, f) | Request::Background { frame: f, .. } => {
-                    vec![(f, Some(seq))]
+                    frames.push((f, Dest::Client(seq)))
                 }
                 // Cluster relayers have no dedicated connections.
                 Request::Gather { .. } | Request::FanOut { .. } => {
                     unreachable!("no dedicated connection on a cluster")
                 }
-                Request::Block { frames, .. } => {
-                    let last = frames.len() - 1;
-                    frames
-                        .into_iter()
-                        .enumerate()
-                        .map(|(i, f)| (f, (i == last).then_some(seq)))
-                        .collect()
+                Request::Block { frames: block, .. } => {
+                    let last = block.len() - 1;
+                    frames.extend(block.into_iter().enumerate().map(|(i, f)| {
+                        let dest = if i == last {
+                            Dest::Client(seq)
+                        } else {
+                            Dest::Swallow("MULTI")
+                        };
+                        (f, dest)
+                    }));
                 }
             };
             d.owed.push_back(seq);
-            d.addr.do_send(dedicated::Send { frames, push: false });
+            send_frames(d, frames);
             self.slots.push_back(None);
             self.update_gate();
             return seq;
@@ -286,12 +320,24 @@ impl Session {
     }
 
     fn update_gate(&self) {
-        let full = self.slots.len() >= self.settings.max_pending || self.out.len() >= OUT_HIGH;
-        let resetting = self.ded.as_ref().is_some_and(|d| d.resetting.is_some());
-        if self.closing || self.awaiting.is_some() || self.held.is_some() || resetting || full {
+        let out_full = self.out.len() >= OUT_HIGH;
+        let full = self.slots.len() >= self.settings.max_pending || out_full;
+        let ded_waits = self.ded.as_ref().is_some_and(|d| {
+            d.resetting.is_some() || d.entering || d.handle.unsent.get() >= dedicated::BACKLOG_HIGH
+        });
+        if self.closing || self.awaiting.is_some() || self.held.is_some() || ded_waits || full {
             self.gate.pause();
         } else {
             self.gate.resume();
+        }
+        // A client that does not read its replies stops the reading of its dedicated
+        // connection: the backlog stays in Redis (under its client-output-buffer-limit).
+        if let Some(d) = &self.ded {
+            if out_full {
+                d.handle.gate.pause();
+            } else {
+                d.handle.gate.resume();
+            }
         }
     }
 
@@ -309,8 +355,9 @@ impl Session {
 
     fn on_command(&mut self, cmd: Command, ctx: &mut Context<Self>) {
         if self.route.generation() != self.route_generation {
+            // A connection held now stays until released; the next one comes from the new pool.
             let current = self.route.current();
-            (self.target, self.settings) = (current.target, current.settings);
+            (self.target, self.settings, self.pool) = (current.target, current.settings, current.dedicated);
             self.route_generation = self.route.generation();
         }
         let kind = classify(cmd.arg(0));
@@ -363,6 +410,7 @@ impl Session {
             Kind::Exec if argc == 1 => self.reply(error("ERR EXEC without MULTI"), ctx),
             Kind::Discard if argc == 1 => match self.multi.take() {
                 Some(_) => {
+                    self.watch_lost = None;
                     // DISCARD also unwatches, in Redis.
                     if self.ded.as_ref().is_some_and(|d| d.watching) {
                         self.unwatch(ctx);
@@ -374,11 +422,14 @@ impl Session {
             },
             Kind::Hello => self.hello(&cmd, ctx),
             Kind::Client if argc >= 2 => self.client(cmd, ctx),
-            Kind::Auth if argc == 2 || argc == 3 => self.auth(&cmd, ctx),
-            Kind::Auth if argc > 3 => self.reply(error("ERR syntax error"), ctx),
+            Kind::Auth => {
+                let answer = self.auth(&cmd);
+                self.reply(answer, ctx);
+            }
             Kind::Reset if argc == 1 => {
                 self.reset_dedicated();
                 self.multi = None;
+                self.watch_lost = None;
                 self.db = self.settings.initial_db;
                 self.name = None;
                 // As in Redis: back to the default user, who must authenticate again.
@@ -387,7 +438,10 @@ impl Session {
                 self.reply_static(b"+RESET\r\n", ctx);
             }
             Kind::Unwatch if argc == 1 && self.ded.as_ref().is_some_and(|d| d.watching) => self.unwatch(ctx),
-            Kind::Unwatch if argc == 1 => self.reply_static(write::OK, ctx),
+            Kind::Unwatch if argc == 1 => {
+                self.watch_lost = None;
+                self.reply_static(write::OK, ctx)
+            }
             Kind::Dedicated => self.dedicated(cmd, ctx),
             Kind::StreamRead if cmd.args().skip(1).any(|a| a.eq_ignore_ascii_case(b"BLOCK")) => {
                 self.dedicated(cmd, ctx)
@@ -542,6 +596,13 @@ impl Session {
         let Some(mut multi) = self.multi.take() else {
             return;
         };
+        // EXEC ends WATCH, aborted or not.
+        if let Some(why) = self.watch_lost.take() {
+            let text = format!(
+                "EXECABORT Transaction discarded because the relayer lost the connection holding WATCH ({why})"
+            );
+            return self.reply(error(&text), ctx);
+        }
         if multi.dirty {
             self.reply(
                 error("EXECABORT Transaction discarded because of previous errors."),
@@ -599,72 +660,18 @@ impl Session {
     }
 
     fn hello(&mut self, cmd: &Command, ctx: &mut Context<Self>) {
-        let mut i = 1;
-        let mut resp3 = false;
-        if cmd.argc() >= 2 {
-            match std::str::from_utf8(cmd.arg(1))
-                .ok()
-                .and_then(|s| s.parse::<i64>().ok())
-            {
-                None => {
-                    self.reply(
-                        error("ERR Protocol version is not an integer or out of range"),
-                        ctx,
-                    );
-                    return;
-                }
-                Some(2) => i = 2,
-                Some(3) => {
-                    i = 2;
-                    resp3 = true;
-                }
-                Some(_) => {
-                    self.reply(error("NOPROTO unsupported protocol version"), ctx);
-                    return;
-                }
-            }
-        }
-        let mut name = None;
-        let mut authenticated = false;
-        while i < cmd.argc() {
-            let opt = cmd.arg(i);
-            if opt.eq_ignore_ascii_case(b"AUTH") && i + 2 < cmd.argc() {
-                let password = self.settings.password.as_ref();
-                if password.is_some() || !cmd.arg(i + 1).eq_ignore_ascii_case(b"default") {
-                    if let Err(e) = auth::check(password, Some(cmd.arg(i + 1)), cmd.arg(i + 2)) {
-                        self.reply(error(e), ctx);
-                        return;
-                    }
-                }
-                authenticated = true;
-                i += 3;
-            } else if opt.eq_ignore_ascii_case(b"SETNAME") && i + 1 < cmd.argc() {
-                name = Some(cmd.arg(i + 1));
-                i += 2;
-            } else {
-                let text = format!(
-                    "ERR Syntax error in HELLO option '{}'",
-                    String::from_utf8_lossy(opt)
-                );
-                self.reply(error(&text), ctx);
-                return;
-            }
-        }
-        if !authenticated && self.unauthenticated.load(Ordering::Relaxed) {
-            self.reply(error(auth::HELLO_NOAUTH), ctx);
-            return;
-        }
-        if authenticated {
-            self.unauthenticated.store(false, Ordering::Relaxed);
-        }
-        if let Some(n) = name {
+        let hello = match self.hello_options(cmd) {
+            Ok(h) => h,
+            Err(e) => return self.reply(e, ctx),
+        };
+        if let Some(n) = hello.name {
             if !valid_name(n) {
                 self.reply(error(BAD_NAME), ctx);
                 return;
             }
             self.name = (!n.is_empty()).then(|| Bytes::copy_from_slice(n));
         }
-        if resp3 {
+        if hello.version == Some(3) {
             // Replies pass through as Redis writes them, so a RESP3 client gets a connection
             // of its own that speaks RESP3, from this HELLO (answered by Redis) on.
             let mut args: Vec<&[u8]> = vec![b"HELLO", b"3"];
@@ -691,6 +698,60 @@ impl Session {
         write::put_bulk(&mut b, b"modules");
         write::put_array_header(&mut b, 0);
         self.reply(b.freeze(), ctx);
+    }
+
+    /// HELLO's version and options, its AUTH checked against the listener's password (the
+    /// client is authenticated when it passes); Err: the error reply.
+    fn hello_options<'c>(&mut self, cmd: &'c Command) -> Result<Hello<'c>, Bytes> {
+        let mut hello = Hello {
+            version: None,
+            auth_at: None,
+            name: None,
+        };
+        let mut i = 1;
+        if cmd.argc() >= 2 {
+            match std::str::from_utf8(cmd.arg(1))
+                .ok()
+                .and_then(|s| s.parse::<i64>().ok())
+            {
+                None => return Err(error("ERR Protocol version is not an integer or out of range")),
+                Some(v @ (2 | 3)) => hello.version = Some(v as u8),
+                Some(_) => return Err(error("NOPROTO unsupported protocol version")),
+            }
+            i = 2;
+        }
+        while i < cmd.argc() {
+            let opt = cmd.arg(i);
+            if opt.eq_ignore_ascii_case(b"AUTH") && i + 2 < cmd.argc() {
+                hello.auth_at = Some(i);
+                i += 3;
+            } else if opt.eq_ignore_ascii_case(b"SETNAME") && i + 1 < cmd.argc() {
+                hello.name = Some(cmd.arg(i + 1));
+                i += 2;
+            } else {
+                let text = format!(
+                    "ERR Syntax error in HELLO option '{}'",
+                    String::from_utf8_lossy(opt)
+                );
+                return Err(error(&text));
+            }
+        }
+        match hello.auth_at {
+            Some(at) => {
+                // User names are case-sensitive, as in Redis: only `default` is the default user.
+                let password = self.settings.password.as_ref();
+                if let Err(e) = auth::check(password, Some(cmd.arg(at + 1)), cmd.arg(at + 2)) {
+                    if password.is_some() {
+                        self.settings.metrics.auth_failures.increment(1);
+                    }
+                    return Err(error(e));
+                }
+                self.unauthenticated.store(false, Ordering::Relaxed);
+            }
+            None if self.unauthenticated.load(Ordering::Relaxed) => return Err(error(auth::HELLO_NOAUTH)),
+            None => {}
+        }
+        Ok(hello)
     }
 
     fn client(&mut self, cmd: Command, ctx: &mut Context<Self>) {
@@ -729,31 +790,30 @@ impl Session {
         } else if sub.eq_ignore_ascii_case(b"ID") && argc == 2 {
             self.reply(Bytes::from(format!(":{}\r\n", self.id)), ctx);
         } else if client_sub_refused(sub) {
-            let text = format!(
-                "ERR relayer: 'CLIENT {}' would change a connection shared with other clients",
-                String::from_utf8_lossy(sub).to_uppercase()
-            );
-            self.reply(error(&text), ctx);
+            self.reply(client_refused(sub), ctx);
         } else {
             self.forward(Request::One(cmd.frame().clone()), ctx);
         }
     }
 
-    fn auth(&mut self, cmd: &Command, ctx: &mut Context<Self>) {
+    /// The answer to AUTH, checked against the listener's password (as Redis' requirepass).
+    fn auth(&mut self, cmd: &Command) -> Bytes {
         let (user, attempt) = match cmd.argc() {
+            2 => (None, cmd.arg(1)),
             3 => (Some(cmd.arg(1)), cmd.arg(2)),
-            _ => (None, cmd.arg(1)),
+            n if n > 3 => return error("ERR syntax error"),
+            _ => return wrong_arity(cmd.arg(0)),
         };
         match auth::check(self.settings.password.as_ref(), user, attempt) {
             Ok(()) => {
                 self.unauthenticated.store(false, Ordering::Relaxed);
-                self.reply_static(write::OK, ctx);
+                Bytes::from_static(write::OK)
             }
             Err(e) => {
                 if self.settings.password.is_some() {
                     self.settings.metrics.auth_failures.increment(1);
                 }
-                self.reply(error(e), ctx);
+                error(e)
             }
         }
     }
@@ -761,15 +821,8 @@ impl Session {
     /// A command that needs the client's own connection: it goes there, once every command
     /// the client sent before has run on the shared one (the barrier).
     fn dedicated(&mut self, cmd: Command, ctx: &mut Context<Self>) {
-        if ["SYNC", "PSYNC", "REPLCONF"]
-            .iter()
-            .any(|n| cmd.name_is(n.as_bytes()))
-        {
-            let text = format!(
-                "ERR relayer: '{}' is not relayed",
-                String::from_utf8_lossy(cmd.arg(0)).to_uppercase()
-            );
-            return self.reply(error(&text), ctx);
+        if is_replication(&cmd) {
+            return self.reply(not_relayed(&cmd), ctx);
         }
         let push = is_push(&cmd);
         if cmd.name_is(b"WATCH") && cmd.argc() < 2 {
@@ -790,7 +843,7 @@ impl Session {
         if self.ded.is_some() {
             return self.send_dedicated(cmd, push, ctx);
         }
-        let Some(addr) = self.pool.acquire(ctx.address().recipient(), self.db) else {
+        let Some(handle) = self.pool.acquire(ctx.address().recipient(), self.db) else {
             let text = format!(
                 "ERR relayer: too many dedicated connections (maxDedicatedConnections is {}): '{}' needs a connection of its own",
                 self.pool.max(),
@@ -799,9 +852,11 @@ impl Session {
             return self.reply(error(&text), ctx);
         };
         self.ded = Some(Ded {
-            addr,
+            handle,
             owed: VecDeque::new(),
             push: false,
+            entering: false,
+            open: false,
             watching: false,
             resetting: None,
         });
@@ -826,38 +881,51 @@ impl Session {
             d.watching = true;
         }
         if push {
+            // The PUBLISH first: a WAIT the client sends through later counts its writes made
+            // on the shared connection before (see `dedicated::wait_offset_frame`).
+            let mut frames = vec![(dedicated::wait_offset_frame(), Dest::Swallow("PUBLISH"))];
             // From now on everything passes through, CLIENT GETNAME too (Redis answers it in
             // MONITOR mode and once the client unsubscribed from everything): the backend
             // connection takes the client's name first (reset with the connection on release).
-            let mut frames = Vec::with_capacity(2);
-            if let Some(name) = self.name.as_ref().filter(|_| !d.push) {
+            if let Some(name) = self.name.as_ref() {
                 let setname = Command::from_args(&[&b"CLIENT"[..], b"SETNAME", name]);
-                frames.push((setname.into_frame(), None));
+                frames.push((setname.into_frame(), Dest::Swallow("CLIENT SETNAME")));
             }
-            frames.push((cmd.into_frame(), None));
-            d.push = true;
-            d.addr.do_send(dedicated::Send { frames, push: true });
+            // MONITOR and RESP3 clients can run anything (a blocking command included).
+            d.open = !cmd.name_is(b"SUBSCRIBE") && !cmd.name_is(b"PSUBSCRIBE") && !cmd.name_is(b"SSUBSCRIBE");
+            frames.push((cmd.into_frame(), Dest::EnterPush));
+            d.entering = true;
+            send_frames(d, frames);
             self.settings.metrics.forwarded.increment(1);
+            self.update_gate();
+            return;
+        }
+        if cmd.name_is(b"WAIT") || cmd.name_is(b"WAITAOF") {
+            let publish = vec![(dedicated::wait_offset_frame(), Dest::WaitOffset)];
+            self.forward_after(publish, Request::One(cmd.into_frame()), None, ctx);
             return;
         }
         self.forward(Request::One(cmd.into_frame()), ctx);
     }
 
-    /// Pub/sub or MONITOR: the connection is the client's until RESET, QUIT or disconnect;
-    /// commands go through as they are and replies come back as the connection gives them.
+    /// Push mode (pub/sub, MONITOR, RESP3): the connection is the client's until RESET, QUIT or
+    /// disconnect; commands go through as they are (compressed like any) and replies come back
+    /// as the connection gives them. The relayer's guards still apply: AUTH and HELLO's AUTH
+    /// are checked against the listener's password (never sent: they would switch the backend
+    /// user), CLIENT KILL and the like and replication commands are refused; those answers
+    /// take their place among the replies.
     fn pass_through(&mut self, kind: Kind, cmd: Command) {
+        let argc = cmd.argc();
         match kind {
             // Both go through as RESET, whose reply marks the end of what the connection owed
             // the client; nothing is read meanwhile (see `Pushed`).
-            Kind::Quit | Kind::Reset if kind == Kind::Quit || cmd.argc() == 1 => {
+            Kind::Quit | Kind::Reset if kind == Kind::Quit || argc == 1 => {
                 let Some(d) = &mut self.ded else { return };
                 d.resetting = Some(kind);
-                d.addr.do_send(dedicated::Send {
-                    frames: vec![(Bytes::from_static(RESET), None)],
-                    push: false,
-                });
+                send_frames(d, vec![(Bytes::from_static(RESET), Dest::Pass)]);
                 if kind == Kind::Reset {
                     self.multi = None;
+                    self.watch_lost = None;
                     self.db = self.settings.initial_db;
                     self.name = None;
                     self.unauthenticated
@@ -865,18 +933,65 @@ impl Session {
                 }
                 self.update_gate();
             }
+            Kind::Auth => {
+                let answer = self.auth(&cmd);
+                self.answer_in_order(answer);
+            }
+            Kind::Hello => match self.hello_options(&cmd) {
+                Err(e) => self.answer_in_order(e),
+                Ok(hello) => {
+                    // Redis answers the rest (and switches the protocol); the AUTH was ours.
+                    let args: Vec<&[u8]> = cmd
+                        .args()
+                        .enumerate()
+                        .filter(|(i, _)| hello.auth_at.is_none_or(|at| !(at..at + 3).contains(i)))
+                        .map(|(_, a)| a)
+                        .collect();
+                    if let Some(n) = hello.name.filter(|n| valid_name(n)) {
+                        self.name = (!n.is_empty()).then(|| Bytes::copy_from_slice(n));
+                    }
+                    self.pass(Command::from_args(&args), true);
+                }
+            },
+            Kind::Client if argc >= 2 && client_sub_refused(cmd.arg(1)) => {
+                let answer = client_refused(cmd.arg(1));
+                self.answer_in_order(answer);
+            }
+            Kind::Dedicated if is_replication(&cmd) => {
+                let answer = not_relayed(&cmd);
+                self.answer_in_order(answer);
+            }
             _ => {
-                let Some(d) = &self.ded else { return };
-                self.settings.metrics.forwarded.increment(1);
-                d.addr.do_send(dedicated::Send {
-                    frames: vec![(cmd.into_frame(), None)],
-                    push: false,
-                });
+                let open = !is_pubsub(&cmd);
+                let cmd = match &self.settings.compression {
+                    Some(c) => c.compress_command(cmd),
+                    None => cmd,
+                };
+                self.pass(cmd, open);
             }
         }
     }
 
+    /// Sends `cmd` through in push mode. `open`: not a pub/sub command, so after it the client
+    /// may have anything running on the connection.
+    fn pass(&mut self, cmd: Command, open: bool) {
+        let Some(d) = &mut self.ded else { return };
+        self.settings.metrics.forwarded.increment(1);
+        d.open |= open;
+        send_frames(d, vec![(cmd.into_frame(), Dest::Pass)]);
+        self.update_gate();
+    }
+
+    /// Push mode: `answer` goes to the client after the replies to everything it sent before.
+    fn answer_in_order(&mut self, answer: Bytes) {
+        self.settings.metrics.local.increment(1);
+        if let Some(d) = &self.ded {
+            d.handle.addr.do_send(dedicated::Answer(answer));
+        }
+    }
+
     fn unwatch(&mut self, ctx: &mut Context<Self>) {
+        self.watch_lost = None;
         if let Some(d) = &mut self.ded {
             d.watching = false;
         }
@@ -891,43 +1006,55 @@ impl Session {
         let Some(d) = &mut self.ded else { return };
         let mut frames = Vec::new();
         if std::mem::take(&mut d.watching) {
-            frames.push((Bytes::from_static(b"*1\r\n$7\r\nUNWATCH\r\n"), None));
+            frames.push((
+                Bytes::from_static(b"*1\r\n$7\r\nUNWATCH\r\n"),
+                Dest::Swallow("UNWATCH"),
+            ));
         }
         if db != initial {
             let select = Command::from_args(&[b"SELECT".to_vec(), initial.to_string().into_bytes()]);
-            frames.push((select.into_frame(), None));
+            frames.push((select.into_frame(), Dest::Swallow("SELECT")));
         }
         if !frames.is_empty() {
-            d.addr.do_send(dedicated::Send { frames, push: false });
+            send_frames(d, frames);
         }
         self.maybe_release();
     }
 
     /// Gives the dedicated connection back once nothing needs it any more.
     fn maybe_release(&mut self) {
-        let idle = self
-            .ded
-            .as_ref()
-            .is_some_and(|d| d.owed.is_empty() && !d.push && !d.watching && self.held.is_none());
+        let idle = self.ded.as_ref().is_some_and(|d| {
+            d.owed.is_empty() && !d.push && !d.entering && !d.watching && self.held.is_none()
+        });
         if idle {
-            self.release_dedicated();
+            self.release_dedicated(false);
         }
     }
 
-    fn release_dedicated(&mut self) {
+    /// `reset`: the client's own RESET came back, so nothing of its is left running.
+    fn release_dedicated(&mut self, reset: bool) {
         if let Some(d) = self.ded.take() {
-            d.addr.do_send(dedicated::Release);
+            let reuse = reset || (!d.open && d.resetting.is_none());
+            d.handle.gate.resume();
+            d.handle.addr.do_send(dedicated::Release { reuse });
+            self.update_gate();
+        }
+    }
+
+    /// `data` with its compressed values decoded, when the relayer compresses.
+    fn decoded(&self, data: Bytes) -> Bytes {
+        match self.settings.compression {
+            Some(_) => decode_reply_logged(data, self.settings.limits.max_bulk_len, &self.settings.log),
+            None => data,
         }
     }
 
     /// A reply for the request numbered `seq`, from the target or the dedicated connection.
-    fn on_reply(&mut self, seq: u64, mut data: Bytes, ctx: &mut Context<Self>) {
+    fn on_reply(&mut self, seq: u64, data: Bytes, ctx: &mut Context<Self>) {
         let Some(i) = seq.checked_sub(self.first_seq) else {
             return;
         };
-        if self.settings.compression.is_some() {
-            data = decode_reply_logged(data, self.settings.limits.max_bulk_len, &self.settings.log);
-        }
+        let data = self.decoded(data);
         let ok = !data.starts_with(b"-");
         match self.awaiting {
             Some(Awaiting::Select { seq: s, db }) if s == seq => {
@@ -956,6 +1083,58 @@ fn is_push(cmd: &Command) -> bool {
     ["SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "MONITOR"]
         .iter()
         .any(|n| cmd.name_is(n.as_bytes()))
+}
+
+/// What a RESP2 subscriber may send: nothing of it can block or outlive a RESET.
+fn is_pubsub(cmd: &Command) -> bool {
+    [
+        "SUBSCRIBE",
+        "PSUBSCRIBE",
+        "SSUBSCRIBE",
+        "UNSUBSCRIBE",
+        "PUNSUBSCRIBE",
+        "SUNSUBSCRIBE",
+        "PING",
+    ]
+    .iter()
+    .any(|n| cmd.name_is(n.as_bytes()))
+}
+
+/// Commands that would make the connection a replica's.
+fn is_replication(cmd: &Command) -> bool {
+    ["SYNC", "PSYNC", "REPLCONF"]
+        .iter()
+        .any(|n| cmd.name_is(n.as_bytes()))
+}
+
+fn not_relayed(cmd: &Command) -> Bytes {
+    let text = format!(
+        "ERR relayer: '{}' is not relayed",
+        String::from_utf8_lossy(cmd.arg(0)).to_uppercase()
+    );
+    error(&text)
+}
+
+fn client_refused(sub: &[u8]) -> Bytes {
+    let text = format!(
+        "ERR relayer: 'CLIENT {}' would change a connection shared with other clients",
+        String::from_utf8_lossy(sub).to_uppercase()
+    );
+    error(&text)
+}
+
+/// Writes `frames` on the dedicated connection, counting them as not yet written.
+fn send_frames(d: &mut Ded, frames: Vec<(Bytes, Dest)>) {
+    let len: usize = frames.iter().map(|(f, _)| f.len()).sum();
+    d.handle.unsent.set(d.handle.unsent.get() + len);
+    d.handle.addr.do_send(dedicated::Send { frames });
+}
+
+/// HELLO's options: the version asked for, where its AUTH option is, the name it sets.
+struct Hello<'c> {
+    version: Option<u8>,
+    auth_at: Option<usize>,
+    name: Option<&'c [u8]>,
 }
 
 const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
@@ -1023,7 +1202,7 @@ impl Actor for Session {
     type Context = Context<Self>;
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
-        self.release_dedicated();
+        self.release_dedicated(false);
         self.route.unregister(self.id);
         self.settings.metrics.clients.decrement(1);
         debug!(self.settings.log, "client gone"; "session" => self.id);
@@ -1054,7 +1233,7 @@ impl StreamHandler<Result<Command, RequestError>> for Session {
         // Like Redis with a client gone while blocked or subscribed: nothing is left running
         // for it (its dedicated connection is closed or reset), and no reply is owed.
         if self.ded.is_some() {
-            self.release_dedicated();
+            self.release_dedicated(false);
             self.held = None;
             return ctx.stop();
         }
@@ -1090,22 +1269,40 @@ impl Handler<FromDedicated> for Session {
                 self.maybe_release();
             }
             FromDedicated::Pushed(data) => {
+                let data = self.decoded(data);
                 let resetting = self.ded.as_ref().and_then(|d| d.resetting);
                 match resetting {
-                    Some(kind) if &data[..] == RESET_REPLY => {
-                        self.release_dedicated();
+                    // A backend without RESET (before 6.2): the connection is closed instead,
+                    // which ends pub/sub all the same.
+                    Some(kind) if &data[..] == RESET_REPLY || dedicated::is_reset_refusal(&data) => {
+                        self.release_dedicated(&data[..] == RESET_REPLY);
                         if kind == Kind::Quit {
                             self.push_reply(Bytes::from_static(write::OK), ctx);
                             self.close_after_replies(ctx);
                         } else {
-                            self.push_reply(data, ctx);
+                            self.push_reply(Bytes::from_static(RESET_REPLY), ctx);
                         }
                     }
                     _ => self.push_reply(data, ctx),
                 }
             }
+            FromDedicated::Entered { data, ok } => {
+                let data = self.decoded(data);
+                if let Some(d) = &mut self.ded {
+                    d.entering = false;
+                    d.push = ok;
+                }
+                self.push_reply(data, ctx);
+                // Refused (arity, ACL): the client is an ordinary one again.
+                self.maybe_release();
+                self.update_gate();
+            }
             FromDedicated::Lost(error) => {
                 let Some(d) = self.ded.take() else { return };
+                if d.watching {
+                    let text = String::from_utf8_lossy(&error[1..error.len().saturating_sub(2)]);
+                    self.watch_lost = Some(text.trim_start_matches("ERR relayer: ").to_string());
+                }
                 for seq in d.owed {
                     self.on_reply(seq, error.clone(), ctx);
                 }
@@ -1113,13 +1310,17 @@ impl Handler<FromDedicated> for Session {
                 if self.held.take().is_some() {
                     self.reply(error.clone(), ctx);
                 }
-                let push = d.push;
-                if push {
+                if d.entering {
+                    self.push_reply(error.clone(), ctx);
+                }
+                if d.push {
                     // A subscriber cannot be told in band: it reconnects and subscribes again.
                     self.push_reply(error, ctx);
                     self.close_after_replies(ctx);
                 }
+                self.update_gate();
             }
+            FromDedicated::Writable => self.update_gate(),
         }
     }
 }
