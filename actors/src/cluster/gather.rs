@@ -18,23 +18,27 @@ pub enum Merge {
     },
     /// KEYS over masters: the arrays one after the other.
     Concat,
-    /// SCAN: the cursor (a master's index and its own cursor) as asked by the client, in the
-    /// request; in the merge, the master it went to, out of `masters`.
+    /// SCRIPT LOAD, FUNCTION LOAD over masters: every master gives the same reply (a SHA, a
+    /// library name), which is the reply; a difference is an error.
+    Same,
+    /// SCRIPT EXISTS over masters: 1 where every master has the script.
+    And,
+    /// SCAN: the cursor as asked by the client, in the request; in the merge, `ScanOn`.
     Scan,
-    ScanOn {
-        master: usize,
-        masters: usize,
-    },
+    /// The SCAN part sent to the master serving `slot` (the first slot of the master the
+    /// cursor is on); `next` is the first slot of the master after it, if any.
+    ScanOn { slot: u16, next: Option<u16> },
 }
 
-/// Bits of a relayer SCAN cursor that say which master it is on.
-pub const SCAN_MASTER_BITS: u32 = 10;
+/// Bits of a relayer SCAN cursor that hold a slot: the master it is on is the one serving that
+/// slot, so the cursor stays valid when masters come, go or change address (failover).
+pub const SCAN_SLOT_BITS: u32 = 14;
 
-/// A client's SCAN cursor: (master index, that master's cursor).
-pub fn scan_cursor(cursor: u64) -> (usize, u64) {
+/// A client's SCAN cursor: (slot of the master it is on, that master's own cursor).
+pub fn scan_cursor(cursor: u64) -> (u16, u64) {
     (
-        (cursor & ((1 << SCAN_MASTER_BITS) - 1)) as usize,
-        cursor >> SCAN_MASTER_BITS,
+        (cursor & ((1 << SCAN_SLOT_BITS) - 1)) as u16,
+        cursor >> SCAN_SLOT_BITS,
     )
 }
 
@@ -72,7 +76,34 @@ pub fn merge(how: &Merge, parts: &[Bytes]) -> Bytes {
             encode_array(out.into_iter().map(|v| v.unwrap_or(Value::Nil)))
         }
         Merge::Scan => unexpected(&parts[0]),
-        Merge::ScanOn { master, masters } => {
+        Merge::Same => match parts.iter().find(|p| *p != &parts[0]) {
+            None => parts[0].clone(),
+            Some(_) => write::error("ERR relayer: the masters answered differently"),
+        },
+        Merge::And => {
+            let mut all: Option<Vec<i64>> = None;
+            for p in parts {
+                let Some((Value::Array(items), _)) = Value::parse(p) else {
+                    return unexpected(p);
+                };
+                let mut flags = Vec::with_capacity(items.len());
+                for v in items {
+                    match v {
+                        Value::Int(n) => flags.push(n),
+                        _ => return unexpected(p),
+                    }
+                }
+                all = Some(match all {
+                    None => flags,
+                    Some(a) if a.len() == flags.len() => {
+                        a.iter().zip(flags).map(|(x, y)| (*x).min(y)).collect()
+                    }
+                    Some(_) => return unexpected(p),
+                });
+            }
+            encode_array(all.unwrap_or_default().into_iter().map(Value::Int))
+        }
+        Merge::ScanOn { slot, next } => {
             let Some((Value::Array(mut reply), _)) = Value::parse(&parts[0]) else {
                 return unexpected(&parts[0]);
             };
@@ -85,14 +116,10 @@ pub fn merge(how: &Merge, parts: &[Bytes]) -> Bytes {
             };
             // Done on this master: the next one from its start, or the end of the scan.
             let next = if cursor == 0 {
-                if master + 1 < *masters {
-                    (master + 1) as u64
-                } else {
-                    0
-                }
+                next.map_or(0, u64::from)
             } else {
-                match cursor.checked_mul(1 << SCAN_MASTER_BITS) {
-                    Some(c) => c | *master as u64,
+                match cursor.checked_mul(1 << SCAN_SLOT_BITS) {
+                    Some(c) => c | u64::from(*slot),
                     None => return write::error("ERR relayer: a node's SCAN cursor is too large to relay"),
                 }
             };
@@ -157,5 +184,46 @@ mod tests {
             b("*1\r\n$1\r\nk\r\n")
         );
         assert!(merge(&Merge::Sum, &[b("+OK\r\n")]).starts_with(b"-ERR relayer: unexpected"));
+        let sha = b("$3\r\nabc\r\n");
+        assert_eq!(merge(&Merge::Same, &[sha.clone(), sha.clone()]), sha);
+        assert!(merge(&Merge::Same, &[sha, b("$3\r\nabd\r\n")]).starts_with(b"-ERR relayer:"));
+        assert_eq!(
+            merge(&Merge::And, &[b("*2\r\n:1\r\n:1\r\n"), b("*2\r\n:0\r\n:1\r\n")]),
+            b("*2\r\n:0\r\n:1\r\n")
+        );
+    }
+
+    #[test]
+    fn scan_cursors_name_a_slot() {
+        let page = |c: &str| b(&format!("*2\r\n${}\r\n{c}\r\n*1\r\n$1\r\nk\r\n", c.len()));
+        // Not done on the master of slot 5461: its cursor, with the slot.
+        let r = merge(
+            &Merge::ScanOn {
+                slot: 5461,
+                next: Some(10923),
+            },
+            &[page("7")],
+        );
+        let c = (7u64 << SCAN_SLOT_BITS) | 5461;
+        assert_eq!(r, page(&c.to_string()));
+        assert_eq!(scan_cursor(c), (5461, 7));
+        // Done: the next master from its start, or the end.
+        let r = merge(
+            &Merge::ScanOn {
+                slot: 5461,
+                next: Some(10923),
+            },
+            &[page("0")],
+        );
+        assert_eq!(r, page("10923"));
+        assert_eq!(scan_cursor(10923), (10923, 0));
+        let r = merge(
+            &Merge::ScanOn {
+                slot: 10923,
+                next: None,
+            },
+            &[page("0")],
+        );
+        assert_eq!(r, page("0"));
     }
 }
