@@ -651,14 +651,18 @@ fn writers_keep_their_last_acknowledged_value_through_failover_reshard_and_kill(
         .collect();
     sync_load.wait_rounds(1);
 
-    // Connections cut: sent again on new ones, after what was cut off.
-    let last = write_through(&smart, &keys, 0, || {
-        for m in cluster.masters() {
-            let r = cluster.client(m).cmd(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]);
-            assert!(r.as_int().is_some(), "CLIENT KILL: {r:?}");
-        }
-    });
-    assert_last_values(&cluster, &smart, &last, "connections killed");
+    // Connections cut: what was cut off is sent again, before what came after.
+    for round in 0..3 {
+        let last = write_through(&smart, &keys, round << 16, || {
+            for m in cluster.masters() {
+                let r = cluster
+                    .client(m)
+                    .cmd(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]);
+                assert!(r.as_int().is_some(), "CLIENT KILL: {r:?}");
+            }
+        });
+        assert_last_values(&cluster, &smart, &last, "connections killed");
+    }
 
     let last = write_through(&smart, &keys, 1 << 20, || {
         let t = Instant::now();
@@ -679,8 +683,29 @@ fn writers_keep_their_last_acknowledged_value_through_failover_reshard_and_kill(
 
     // Every key is written again after the kill, so a write the dead master confirmed but had
     // not passed to its replica yet (Redis' loss, not the relayer's) is overwritten.
+    // The writers go on until the cluster is down (CLUSTERDOWN everywhere until the replica
+    // takes over): those writes are sent again until it is back.
     let victim = cluster.node_for_slot(16383);
-    let last = write_through(&smart, &keys, 3 << 20, || cluster.kill(victim));
+    let replica = cluster.replicas_of(victim)[0];
+    let last = write_through(&smart, &keys, 3 << 20, || {
+        cluster.kill(victim);
+        let other = cluster.node_for_slot(0);
+        let down_or_done = poll_until(T, "the cluster to notice the dead master", || {
+            let info = cluster
+                .client(other)
+                .cmd(&["CLUSTER", "INFO"])
+                .as_str()
+                .unwrap_or_default();
+            if info.contains("cluster_state:fail") {
+                Some("down")
+            } else {
+                let role = cluster.client(replica).cmd(&["ROLE"]);
+                let promoted = role.as_array().and_then(|r| r.first()?.as_str()) == Some("master".into());
+                promoted.then_some("replaced")
+            }
+        });
+        eprintln!("killed master: cluster {down_or_done}");
+    });
     let t = Instant::now();
     cluster.wait_failover_after_kill(victim);
     eprintln!("killed master replaced in {:?}", t.elapsed());
@@ -698,7 +723,10 @@ fn writers_keep_their_last_acknowledged_value_through_failover_reshard_and_kill(
             "sync client {s}: {} errors, the longest stretch {longest:?}",
             errors.len()
         );
-        assert!(longest < Duration::from_secs(15), "sync client {s} failed for {longest:?}");
+        assert!(
+            longest < Duration::from_secs(15),
+            "sync client {s} failed for {longest:?}"
+        );
         for (k, state) in &known {
             let v = cluster.get(k);
             let fits = state
@@ -706,7 +734,10 @@ fn writers_keep_their_last_acknowledged_value_through_failover_reshard_and_kill(
                 .iter()
                 .chain(&state.uncertain)
                 .any(|n| v == Reply::bulk(n.to_string()));
-            assert!(fits, "sync {k}: the cluster has {v:?}, the client knows {state:?}");
+            assert!(
+                fits,
+                "sync {k}: the cluster has {v:?}, the client knows {state:?}"
+            );
         }
     }
     let log = smart.log();
