@@ -16,8 +16,9 @@ fn relayer_for(cluster: &Cluster, mode: &str, extra: &str) -> Relayer {
 #[test]
 fn commands_are_routed_by_slot_in_sync_and_smart_mode() {
     let cluster = Cluster::start();
-    for mode in ["sync", "smart"] {
-        let relayer = relayer_for(&cluster, mode, "");
+    for (mode, extra) in [("sync", ""), ("smart", ""), ("smart", "maxConnections = 2")] {
+        cluster.flushall();
+        let relayer = relayer_for(&cluster, mode, extra);
         let mut c = relayer.client();
         let keys = cluster.keys_on_every_master_prefixed(mode, 300);
         for (i, k) in keys.iter().enumerate() {
@@ -88,11 +89,55 @@ fn multi_key_commands_are_split_and_merged_in_key_order() {
     }
     assert_eq!(cursor, "0", "SCAN did not finish");
     assert_eq!(seen, keys.iter().cloned().collect());
+    let mut touch = vec!["TOUCH".to_string()];
+    touch.extend(keys.iter().cloned());
+    touch.push("missing-key".into());
+    assert_eq!(c.cmd(&touch), Reply::int(keys.len() as i64));
+    let half = keys.len() / 2;
+    let mut unlink = vec!["UNLINK".to_string(), "missing-key".into()];
+    unlink.extend(keys[..half].iter().cloned());
+    assert_eq!(c.cmd(&unlink), Reply::int(half as i64));
+    assert_eq!(cluster.dbsize_total(), (keys.len() - half) as i64);
     let mut del = vec!["DEL".to_string()];
     del.extend(keys.iter().cloned());
     del.push("missing-key".into());
-    assert_eq!(c.cmd(&del), Reply::int(keys.len() as i64));
+    assert_eq!(c.cmd(&del), Reply::int((keys.len() - half) as i64));
     assert_eq!(cluster.dbsize_total(), 0);
+}
+
+/// PING, ECHO, HELLO and QUIT are answered by the relayer itself, as on a single Redis.
+#[test]
+fn ping_echo_hello_and_quit_are_answered_locally() {
+    let cluster = Cluster::start();
+    let relayer = relayer_for(&cluster, "sync", "");
+    let mut c = relayer.client();
+    assert_eq!(c.cmd(&["PING", "hi"]), Reply::bulk("hi"));
+    assert_eq!(c.cmd(&["ECHO", "hello"]), Reply::bulk("hello"));
+    let hello = c.cmd(&["HELLO", "2", "SETNAME", "me"]);
+    let fields = hello.as_array().expect("HELLO gives an array").to_vec();
+    let at = fields
+        .iter()
+        .position(|f| *f == Reply::bulk("proto"))
+        .expect("proto");
+    assert_eq!(fields[at + 1], Reply::int(2));
+    assert_eq!(c.cmd(&["CLIENT", "GETNAME"]), Reply::bulk("me"));
+    assert!(c.cmd(&["HELLO", "3"]).is_error_starting("ERR relayer:"));
+    assert_eq!(c.cmd(&["SET", "k", "v"]), Reply::ok());
+    assert_eq!(c.cmd(&["QUIT"]), Reply::ok());
+    assert!(
+        c.try_read_reply().is_err(),
+        "the connection stays open after QUIT"
+    );
+    // None of it reached a node.
+    for n in 0..cluster.nodes().len() {
+        let stats = cluster
+            .cmd_on_node(n, &["INFO", "commandstats"])
+            .as_str()
+            .unwrap();
+        for cmd in ["cmdstat_echo:", "cmdstat_hello:", "cmdstat_quit:"] {
+            assert!(!stats.contains(cmd), "node {n} ran {cmd}\n{stats}");
+        }
+    }
 }
 
 #[test]
@@ -247,18 +292,24 @@ fn killed_master_loses_no_acknowledged_write() {
     );
 }
 
-/// `redis-cli --cluster reshard` moving slots while four clients write: no client error, and
-/// each key holds the last value its client was told was written.
+/// `redis-cli --cluster reshard` moving slots while four clients write, half of their keys in
+/// the slots it moves: no client error, and each key holds the last value its client was told
+/// was written.
 #[test]
 fn reshard_under_load_keeps_every_client_in_order() {
     let cluster = Cluster::start();
     for mode in ["sync", "smart"] {
         let relayer = relayer_for(&cluster, mode, "");
+        let masters = cluster.masters();
+        // redis-cli moves the source's first slots.
+        let first = cluster.slots_of(masters[0])[0].0;
+        let moved = first..first + 200;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let workers: Vec<_> = (0..4)
             .map(|w| {
                 let mut c = relayer.client();
-                let keys = cluster.keys_on_every_master_prefixed(&format!("{mode}-w{w}-"), 30);
+                let mut keys = keys_in_slots(moved.clone(), 15, w);
+                keys.extend(cluster.keys_on_every_master_prefixed(&format!("{mode}-w{w}-"), 15));
                 let stop = stop.clone();
                 std::thread::spawn(move || {
                     let mut round = 0u64;
@@ -277,9 +328,10 @@ fn reshard_under_load_keeps_every_client_in_order() {
                 })
             })
             .collect();
-        let masters = cluster.masters();
         let out = cluster.reshard_with_redis_cli(masters[0], masters[1], 200);
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(cluster.node_for_slot(moved.start), masters[1], "{out}");
+        assert_eq!(cluster.node_for_slot(moved.end - 1), masters[1], "{out}");
         for w in workers {
             let last = w.join().expect("a client thread failed");
             for (k, v) in last {
@@ -315,27 +367,32 @@ fn seeds_down_at_start_then_back() {
     assert_eq!(cluster.get("k"), Reply::bulk("v"));
 }
 
+/// Nothing listens at the seeds when the relayer starts: it answers a clear error, keeps what
+/// it acknowledged in smart mode, and connects once the cluster is formed at those addresses.
 #[test]
 fn seeds_unreachable_at_start_then_the_cluster_appears() {
-    let dead: Vec<String> = (0..2)
-        .map(|_| format!("tcp://127.0.0.1:{}", free_port()))
-        .collect();
+    let ports = free_node_ports(6);
+    let seeds: Vec<String> = ports.iter().map(|p| format!("tcp://127.0.0.1:{p}")).collect();
     let listen = format!("tcp://127.0.0.1:{}", free_port());
-    let mut relayer = Relayer::start(&cluster_entry("sync", &listen, &dead.join(" "), ""));
+    let relayer = Relayer::start(&cluster_entry("smart", &listen, &seeds.join(" "), ""));
     let mut c = relayer.client();
     let r = c.cmd(&["GET", "k"]);
     assert!(r.is_error_starting("ERR relayer: cluster not available"), "{r:?}");
     assert_eq!(c.cmd(&["PING"]), Reply::status("PONG"));
-    // The cluster comes up elsewhere: a reload points the relayer at it.
-    let cluster = Cluster::start();
-    relayer.rewrite_config(&cluster_entry("sync", &listen, &cluster.seeds(), ""));
-    relayer.signal(libc::SIGHUP);
+    assert_eq!(c.cmd(&["SET", "early", "1"]), Reply::ok());
+    let cluster = Cluster::start_opts(ClusterOptions {
+        ports,
+        ..Default::default()
+    });
     let r = poll_until(T, "the relayer reaching the cluster", || {
-        let r = c.cmd(&["SET", "k", "v"]);
+        let r = c.cmd(&["GET", "k"]);
         (!r.is_error()).then_some(r)
     });
-    assert_eq!(r, Reply::ok());
-    assert_eq!(cluster.get("k"), Reply::bulk("v"));
+    assert_eq!(r, Reply::Nil);
+    assert_eq!(c.cmd(&["SET", "k", "v"]), Reply::ok());
+    wait_until(T, "both writes in the cluster", || {
+        cluster.get("k") == Reply::bulk("v") && cluster.get("early") == Reply::bulk("1")
+    });
 }
 
 #[test]
@@ -744,4 +801,376 @@ fn writers_keep_their_last_acknowledged_value_through_failover_reshard_and_kill(
     for bad in ["writes lost", "unknown outcome", "refused by the backend"] {
         assert!(!log.contains(bad), "the smart relayer logs '{bad}':\n{log}");
     }
+}
+
+// ---- redirections ---------------------------------------------------------------------------
+
+/// A slot MIGRATING on its master to a node that does not import it: the master answers ASK,
+/// the other node MOVED back, and so on. After 5 redirections the client gets a clear error.
+#[test]
+fn five_redirections_then_a_clear_error() {
+    let cluster = Cluster::start();
+    let relayer = relayer_for(&cluster, "sync", "");
+    let mut c = relayer.client();
+    let key = "hops";
+    let slot = slot_of(key);
+    let owner = cluster.node_for_slot(slot);
+    let other = cluster.masters().into_iter().find(|&m| m != owner).unwrap();
+    assert_eq!(c.cmd(&["GET", key]), Reply::Nil);
+    let s = slot.to_string();
+    let r = cluster.cmd_on_node(owner, &["CLUSTER", "SETSLOT", &s, "MIGRATING", cluster.id(other)]);
+    assert!(r.is_ok(), "{r:?}");
+    let want = format!(
+        "ERR relayer: too many cluster redirections (5) for slot {slot}, last: MOVED {slot} 127.0.0.1:{}",
+        cluster.port(owner)
+    );
+    assert_eq!(c.cmd(&["GET", key]), Reply::error(&want));
+    let r = cluster.cmd_on_node(owner, &["CLUSTER", "SETSLOT", &s, "STABLE"]);
+    assert!(r.is_ok(), "{r:?}");
+    assert_eq!(c.cmd(&["GET", key]), Reply::Nil);
+}
+
+/// MULTI blocks follow ASK (sent again whole, after ASKING) and MOVED; a multi-key command
+/// that gets TRYAGAIN half way through a migration is sent again until the slot has moved.
+#[test]
+fn multi_blocks_and_tryagain_during_a_migration() {
+    let cluster = Cluster::start();
+    for mode in ["sync", "smart"] {
+        cluster.flushall();
+        let relayer = relayer_for(&cluster, mode, "");
+        let mut c = relayer.client();
+        let slot = slot_of("{mx}");
+        let from = cluster.node_for_slot(slot);
+        let to = cluster.masters().into_iter().find(|&m| m != from).unwrap();
+        for k in ["{mx}a", "{mx}b", "{mx}c"] {
+            cluster.set(k, "1");
+        }
+        assert_eq!(c.cmd(&["GET", "{mx}a"]), Reply::bulk("1"));
+        let migration = cluster.begin_migration(slot, from, to);
+        let port = cluster.port(to).to_string();
+        let args = [
+            "MIGRATE",
+            "127.0.0.1",
+            &port,
+            "",
+            "0",
+            "5000",
+            "KEYS",
+            "{mx}a",
+            "{mx}b",
+        ];
+        assert!(cluster.cmd_on_node(from, &args).is_ok());
+        // a and b are on the target now: the block comes back ASK, then EXECABORT.
+        assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+        assert_eq!(c.cmd(&["SET", "{mx}a", "2"]), Reply::status("QUEUED"));
+        assert_eq!(c.cmd(&["INCR", "{mx}b"]), Reply::status("QUEUED"));
+        assert_eq!(
+            c.cmd(&["EXEC"]),
+            Reply::array(vec![Reply::ok(), Reply::int(2)]),
+            "{mode}"
+        );
+        let mut target = cluster.client(to);
+        assert_eq!(target.cmd(&["ASKING"]), Reply::ok());
+        assert_eq!(target.cmd(&["GET", "{mx}a"]), Reply::bulk("2"));
+        // a moved, c did not: TRYAGAIN until the migration is over.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(500));
+                migration.finish();
+            });
+            assert_eq!(
+                c.cmd(&["MGET", "{mx}a", "{mx}c"]),
+                Reply::array(vec![Reply::bulk("2"), Reply::bulk("1")]),
+                "{mode}"
+            );
+        });
+        // Moved back behind the relayer's back: the block comes back MOVED.
+        let other = cluster
+            .masters()
+            .into_iter()
+            .find(|&m| m != to && m != from)
+            .unwrap();
+        cluster.migrate_slot(slot, to, other);
+        assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+        assert_eq!(c.cmd(&["INCR", "{mx}c"]), Reply::status("QUEUED"));
+        assert_eq!(c.cmd(&["GET", "{mx}b"]), Reply::status("QUEUED"));
+        assert_eq!(
+            c.cmd(&["EXEC"]),
+            Reply::array(vec![Reply::int(2), Reply::bulk("2")]),
+            "{mode}"
+        );
+        cluster.migrate_slot(slot, other, from);
+    }
+}
+
+/// One client pipelining SET then GET of keys in a slot being migrated (ASK) and then moved
+/// (MOVED), back and forth, with two connections per master: every GET sees the SET just
+/// before it.
+#[test]
+fn pipelined_read_your_writes_across_ask_and_moved() {
+    let cluster = Cluster::start();
+    for mode in ["smart", "sync"] {
+        let relayer = relayer_for(&cluster, mode, "maxConnections = 2");
+        let slot = slot_of("{ryw}");
+        let keys = keys_in_slot(slot, 30);
+        let load = Load::new(1);
+        let mut c = relayer.client();
+        let writer = {
+            let (load, keys) = (load.clone(), keys.clone());
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !load.stopped() {
+                    let mut cmds = Vec::new();
+                    for k in &keys {
+                        n += 1;
+                        cmds.push(vec!["SET".to_string(), k.clone(), n.to_string()]);
+                        cmds.push(vec!["GET".to_string(), k.clone()]);
+                    }
+                    let replies = c.pipeline(&cmds);
+                    for (pair, r) in cmds.chunks(2).zip(replies.chunks(2)) {
+                        let want = [Reply::ok(), Reply::bulk(&pair[0][2])];
+                        if r != want {
+                            return load.ended(0, Err(format!("{pair:?}: {r:?}")));
+                        }
+                    }
+                    load.round_done(0);
+                }
+                Ok(())
+            })
+        };
+        load.wait_rounds(2);
+        let from = cluster.node_for_slot(slot);
+        let to = cluster.masters().into_iter().find(|&m| m != from).unwrap();
+        for (a, b) in [(from, to), (to, from)] {
+            let m = cluster.begin_migration(slot, a, b);
+            m.move_keys(15);
+            load.wait_rounds(3);
+            m.finish();
+            load.wait_rounds(3);
+        }
+        load.stop.store(true, Ordering::Relaxed);
+        writer
+            .join()
+            .expect("writer panicked")
+            .unwrap_or_else(|e| panic!("{mode}: {e}\n{}", relayer.log()));
+    }
+}
+
+// ---- keyless commands, SCAN ------------------------------------------------------------------
+
+/// FLUSHALL, FLUSHDB, SCRIPT and FUNCTION reach every master; what would reach one node only
+/// is refused; CLUSTER COUNTKEYSINSLOT goes to the slot's master.
+#[test]
+fn admin_commands_reach_every_master_or_are_refused() {
+    let cluster = Cluster::start();
+    let relayer = relayer_for(&cluster, "sync", "");
+    let mut c = relayer.client();
+    let keys = cluster.keys_on_every_master(30);
+    for k in &keys {
+        assert_eq!(c.cmd(&["SET", k, "v"]), Reply::ok());
+    }
+    assert_eq!(c.cmd(&["FLUSHALL"]), Reply::ok());
+    assert_eq!(cluster.dbsize_total(), 0);
+    for k in &keys {
+        assert_eq!(c.cmd(&["SET", k, "v"]), Reply::ok());
+    }
+    assert_eq!(c.cmd(&["FLUSHDB", "ASYNC"]), Reply::ok());
+    wait_until(T, "FLUSHDB ASYNC everywhere", || cluster.dbsize_total() == 0);
+
+    let sha = c.cmd(&["SCRIPT", "LOAD", "return 7"]);
+    let sha = sha.as_str().unwrap_or_else(|| panic!("SCRIPT LOAD: {sha:?}"));
+    let every = |cmd: &[&str], want: Reply| {
+        for m in cluster.masters() {
+            assert_eq!(cluster.cmd_on_node(m, cmd), want, "{cmd:?} on node {m}");
+        }
+    };
+    every(&["SCRIPT", "EXISTS", &sha], Reply::array(vec![Reply::int(1)]));
+    assert_eq!(
+        c.cmd(&["SCRIPT", "EXISTS", &sha, "0000"]),
+        Reply::array(vec![Reply::int(1), Reply::int(0)])
+    );
+    for k in &keys {
+        assert_eq!(c.cmd(&["EVALSHA", &sha, "1", k]), Reply::int(7), "{k}");
+    }
+    assert_eq!(c.cmd(&["SCRIPT", "FLUSH"]), Reply::ok());
+    every(&["SCRIPT", "EXISTS", &sha], Reply::array(vec![Reply::int(0)]));
+
+    let lib = "#!lua name=rlib\nredis.register_function('rf', function(keys) return 3 end)";
+    assert_eq!(c.cmd(&["FUNCTION", "LOAD", lib]), Reply::bulk("rlib"));
+    for k in &keys {
+        assert_eq!(c.cmd(&["FCALL", "rf", "1", k]), Reply::int(3), "{k}");
+    }
+    assert_eq!(c.cmd(&["FUNCTION", "FLUSH"]), Reply::ok());
+    every(&["FUNCTION", "LIST"], Reply::array(vec![]));
+
+    for refused in [
+        &["CONFIG", "SET", "maxmemory-policy", "noeviction"][..],
+        &["CLUSTER", "FAILOVER"],
+        &["BGSAVE"],
+        &["SCRIPT", "KILL"],
+    ] {
+        let r = c.cmd(refused);
+        assert!(
+            r.is_error_starting(&format!("ERR relayer: '{}", refused[0])),
+            "{refused:?}: {r:?}"
+        );
+    }
+    assert!(c.cmd(&["CONFIG", "GET", "maxmemory"]).as_array().is_some());
+    let slot = slot_of("{cnt}");
+    for k in ["{cnt}a", "{cnt}b"] {
+        assert_eq!(c.cmd(&["SET", k, "v"]), Reply::ok());
+    }
+    let s = slot.to_string();
+    assert_eq!(c.cmd(&["CLUSTER", "COUNTKEYSINSLOT", &s]), Reply::int(2));
+    // Inside MULTI they would reach one master only.
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    assert!(c.cmd(&["FLUSHALL"]).is_error_starting("ERR relayer:"));
+    assert!(c.cmd(&["EXEC"]).is_error_starting("EXECABORT"));
+    assert_eq!(c.cmd(&["GET", "{cnt}a"]), Reply::bulk("v"));
+}
+
+/// A full SCAN visits every master's keys even when the master it is on fails over half way
+/// (its address changes): the cursor names a slot, not a master.
+#[test]
+fn scan_visits_every_key_across_a_failover() {
+    let cluster = Cluster::start();
+    let relayer = relayer_for(&cluster, "sync", "");
+    let mut c = relayer.client();
+    let keys = cluster.keys_on_every_master(240);
+    for k in &keys {
+        cluster.set(k, "v");
+    }
+    for failover_after in [3, 12, 20] {
+        let mut seen = BTreeSet::new();
+        let mut cursor = "0".to_string();
+        let mut pages = 0;
+        loop {
+            if pages == failover_after {
+                let scanned = cluster.node_for_slot(0);
+                cluster.failover(cluster.replicas_of(scanned)[0]);
+            }
+            let page = c.cmd(&["SCAN", &cursor, "COUNT", "10"]);
+            let page = page
+                .as_array()
+                .unwrap_or_else(|| panic!("SCAN: {page:?}"))
+                .to_vec();
+            cursor = page[0].as_str().unwrap();
+            seen.extend(page[1].as_array().unwrap().iter().map(|r| r.as_str().unwrap()));
+            pages += 1;
+            if cursor == "0" || pages > 1000 {
+                break;
+            }
+        }
+        assert_eq!(cursor, "0", "SCAN did not finish");
+        let missing: Vec<&String> = keys.iter().filter(|k| !seen.contains(*k)).collect();
+        assert!(
+            missing.is_empty(),
+            "failover after {failover_after} pages: {} keys not seen: {missing:?}",
+            missing.len()
+        );
+    }
+}
+
+// ---- smart mode, compression, logs ------------------------------------------------------------
+
+/// In smart mode an MSET over several slots is acknowledged at once and its parts are sent in
+/// the background; a background write a node refuses is logged naming that node.
+#[test]
+fn split_mset_is_acknowledged_at_once_in_smart_mode() {
+    let cluster = Cluster::start();
+    let relayer = relayer_for(&cluster, "smart", "");
+    let mut c = relayer.client();
+    let keys = cluster.keys_on_every_master(3);
+    let paused = cluster.node_for_slot(slot_of(&keys[1]));
+    assert_eq!(c.cmd(&["GET", &keys[1]]), Reply::Nil);
+    let mut admin = cluster.client(paused);
+    assert_eq!(admin.cmd(&["CLIENT", "PAUSE", "3000", "WRITE"]), Reply::ok());
+    let mut mset = vec!["MSET".to_string()];
+    for k in &keys {
+        mset.extend([k.clone(), "m".to_string()]);
+    }
+    assert_eq!(c.cmd(&mset), Reply::ok());
+    // Acknowledged while the paused master had not run its part yet (it still answers reads).
+    assert_eq!(admin.cmd(&["GET", &keys[1]]), Reply::Nil);
+    wait_until(T, "every part of the MSET in the cluster", || {
+        keys.iter().all(|k| cluster.get(k) == Reply::bulk("m"))
+    });
+    // A refused background write names the node that refused it, not the first seed.
+    let key = keys
+        .iter()
+        .find(|k| cluster.node_for_slot(slot_of(k)) != 0)
+        .expect("a key on another node than the first seed");
+    let owner = cluster.node_for_slot(slot_of(key));
+    assert_eq!(c.cmd(&["HSET", key, "f", "v"]), Reply::int(1));
+    wait_until(T, "the refused write in the log", || {
+        relayer.log().contains("background write refused")
+    });
+    let log = relayer.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("background write refused"))
+        .unwrap();
+    assert!(
+        line.contains(&format!("127.0.0.1:{}", cluster.port(owner))),
+        "{line}"
+    );
+}
+
+/// compress = true on a cluster relayer: long values are stored compressed, as on a single
+/// Redis, and come back decoded, split and merged commands included.
+#[test]
+fn compression_on_a_cluster_relayer() {
+    let cluster = Cluster::start();
+    let relayer = relayer_for(&cluster, "sync", "compress = true");
+    let mut c = relayer.client();
+    let keys = cluster.keys_on_every_master(3);
+    let long = "x".repeat(1000);
+    let mut mset = vec!["MSET".to_string()];
+    for k in &keys {
+        mset.extend([k.clone(), long.clone()]);
+    }
+    assert_eq!(c.cmd(&mset), Reply::ok());
+    for k in &keys {
+        let stored = cluster.get(k);
+        let stored = stored.as_bytes().expect("a value");
+        assert!(
+            stored.starts_with(b"$sy$") && stored.len() < 200,
+            "{k}: stored as is"
+        );
+        assert_eq!(c.cmd(&["GET", k]), Reply::bulk(&long));
+    }
+    let mut mget = vec!["MGET".to_string()];
+    mget.extend(keys.iter().cloned());
+    assert_eq!(
+        c.cmd(&mget),
+        Reply::array(keys.iter().map(|_| Reply::bulk(&long)).collect())
+    );
+}
+
+// ---- finding the cluster -------------------------------------------------------------------
+
+/// Every master the relayer knew fails over to its replica and is then killed: the relayer
+/// asks the replicas it knew from the map (its seeds were the old masters only).
+#[test]
+fn the_map_is_found_again_when_every_known_master_is_gone() {
+    let mut cluster = Cluster::start();
+    let masters = cluster.masters();
+    let seeds: Vec<String> = masters.iter().map(|&m| cluster.node(m).url()).collect();
+    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let relayer = Relayer::start(&cluster_entry("sync", &listen, &seeds.join(" "), ""));
+    let mut c = relayer.client();
+    assert_eq!(c.cmd(&["SET", "k", "1"]), Reply::ok());
+    for &m in &masters {
+        cluster.failover(cluster.replicas_of(m)[0]);
+    }
+    for &m in &masters {
+        cluster.kill(m);
+    }
+    cluster.wait_settled();
+    let r = poll_until(T, "the relayer finding the new masters", || {
+        let r = c.cmd(&["SET", "k", "2"]);
+        (!r.is_error()).then_some(r)
+    });
+    assert_eq!(r, Reply::ok());
+    assert_eq!(cluster.get("k"), Reply::bulk("2"));
 }

@@ -319,11 +319,6 @@ impl Target {
 
     fn apply_map(&mut self, map: SlotMap, ctx: &mut Context<Self>) {
         let changed = self.cl().map.as_ref() != Some(&map);
-        let from = self
-            .cl()
-            .refreshing
-            .map(|i| self.cluster.as_ref().unwrap().conn_node[i].to_string());
-        debug!(self.settings.log, "DEBUGMAP"; "changed" => changed, "owner0" => map.owner(0).map(|n| n.to_string()), "masters" => format!("{:?}", map.masters), "from" => from);
         if changed {
             info!(self.settings.log, "cluster map"; "masters" => map.masters.len(), "complete" => map.covers_all());
             for m in &map.masters {

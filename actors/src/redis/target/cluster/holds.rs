@@ -226,11 +226,6 @@ impl Target {
         if let Some(limit) = self.timeout_ticks {
             self.expire_held(limit, ctx);
         }
-        if tick % 20 == 0 {
-            for (k, h) in &self.cluster.as_ref().expect("cluster").holds {
-                debug!(self.settings.log, "DEBUGHOLD"; "slot" => k, "displaced" => h.displaced, "front" => h.front.len(), "back" => h.back.len(), "retry_at" => h.retry_at, "tick" => tick, "moved" => h.moved);
-            }
-        }
         let stale = self
             .cl()
             .holds
