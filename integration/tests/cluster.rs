@@ -1029,8 +1029,8 @@ fn admin_commands_reach_every_master_or_are_refused() {
     assert_eq!(c.cmd(&["GET", "{cnt}a"]), Reply::bulk("v"));
 }
 
-/// A full SCAN visits every master's keys even when the master it is on fails over half way
-/// (its address changes): the cursor names a slot, not a master.
+/// A full SCAN visits every master's keys even when the masters fail over half way (their
+/// addresses change): the cursor names a slot, not a master.
 #[test]
 fn scan_visits_every_key_across_a_failover() {
     let cluster = Cluster::start();
@@ -1040,14 +1040,17 @@ fn scan_visits_every_key_across_a_failover() {
     for k in &keys {
         cluster.set(k, "v");
     }
-    for failover_after in [3, 12, 20] {
+    for failover_after in [3, 15] {
         let mut seen = BTreeSet::new();
         let mut cursor = "0".to_string();
         let mut pages = 0;
         loop {
             if pages == failover_after {
-                let scanned = cluster.node_for_slot(0);
-                cluster.failover(cluster.replicas_of(scanned)[0]);
+                fail_over_every_master(&cluster);
+                // The relayer learns the new masters (MOVED from the old ones, then a refresh).
+                for k in cluster.keys_on_every_master_prefixed("probe", 6) {
+                    assert_eq!(c.cmd(&["GET", &k]), Reply::Nil);
+                }
             }
             let page = c.cmd(&["SCAN", &cursor, "COUNT", "10"]);
             let page = page
@@ -1160,9 +1163,8 @@ fn the_map_is_found_again_when_every_known_master_is_gone() {
     let relayer = Relayer::start(&cluster_entry("sync", &listen, &seeds.join(" "), ""));
     let mut c = relayer.client();
     assert_eq!(c.cmd(&["SET", "k", "1"]), Reply::ok());
-    for &m in &masters {
-        cluster.failover(cluster.replicas_of(m)[0]);
-    }
+    // Quickly, so that no periodic refresh (every 5 s) sees the new masters meanwhile.
+    fail_over_every_master(&cluster);
     for &m in &masters {
         cluster.kill(m);
     }
@@ -1173,4 +1175,23 @@ fn the_map_is_found_again_when_every_known_master_is_gone() {
     });
     assert_eq!(r, Reply::ok());
     assert_eq!(cluster.get("k"), Reply::bulk("2"));
+}
+
+/// CLUSTER FAILOVER on a replica of every master, one after the other without waiting for the
+/// cluster to settle in between (concurrent manual failovers can abort each other).
+fn fail_over_every_master(cluster: &Cluster) {
+    let replicas: Vec<usize> = cluster
+        .masters()
+        .into_iter()
+        .map(|m| cluster.replicas_of(m)[0])
+        .collect();
+    for &r in &replicas {
+        let ok = cluster.cmd_on_node(r, &["CLUSTER", "FAILOVER"]);
+        assert!(ok.is_ok(), "CLUSTER FAILOVER on node {r}: {ok:?}");
+        wait_until(T, &format!("node {r} to take over"), || {
+            let role = cluster.cmd_on_node(r, &["ROLE"]);
+            role.as_array().and_then(|a| a.first()?.as_str()).as_deref() == Some("master")
+        });
+    }
+    cluster.wait_settled();
 }

@@ -26,20 +26,32 @@ pub enum Merge {
     /// SCAN: the cursor as asked by the client, in the request; in the merge, `ScanOn`.
     Scan,
     /// The SCAN part sent to the master serving `slot` (the first slot of the master the
-    /// cursor is on); `next` is the first slot of the master after it, if any.
-    ScanOn { slot: u16, next: Option<u16> },
+    /// cursor is on), whose address has the tag `tag`; `next` is the first slot of the master
+    /// after it, if any.
+    ScanOn { slot: u16, tag: u16, next: Option<u16> },
 }
 
-/// Bits of a relayer SCAN cursor that hold a slot: the master it is on is the one serving that
-/// slot, so the cursor stays valid when masters come, go or change address (failover).
+/// A relayer SCAN cursor, from the low bits: the slot (14 bits) whose master it is on, so the
+/// order of masters survives them coming, going or changing address; a tag of that master's
+/// address (16 bits): a node's own cursor means nothing on another node (keys sit in other
+/// buckets), so after a failover that master is scanned again from its start; then that
+/// node's own cursor.
 pub const SCAN_SLOT_BITS: u32 = 14;
+const SCAN_TAG_BITS: u32 = 16;
+const SCAN_OWN_SHIFT: u32 = SCAN_SLOT_BITS + SCAN_TAG_BITS;
 
-/// A client's SCAN cursor: (slot of the master it is on, that master's own cursor).
-pub fn scan_cursor(cursor: u64) -> (u16, u64) {
+/// A client's SCAN cursor: (slot of the master it is on, tag of its address, its own cursor).
+pub fn scan_cursor(cursor: u64) -> (u16, u16, u64) {
     (
         (cursor & ((1 << SCAN_SLOT_BITS) - 1)) as u16,
-        cursor >> SCAN_SLOT_BITS,
+        (cursor >> SCAN_SLOT_BITS) as u16,
+        cursor >> SCAN_OWN_SHIFT,
     )
+}
+
+/// The tag of a node's address in a SCAN cursor.
+pub fn scan_tag(addr: &str) -> u16 {
+    super::slot::crc16(addr.as_bytes())
 }
 
 /// The client's reply from the parts' replies (in part order). The first error a part got is
@@ -103,7 +115,7 @@ pub fn merge(how: &Merge, parts: &[Bytes]) -> Bytes {
             }
             encode_array(all.unwrap_or_default().into_iter().map(Value::Int))
         }
-        Merge::ScanOn { slot, next } => {
+        Merge::ScanOn { slot, tag, next } => {
             let Some((Value::Array(mut reply), _)) = Value::parse(&parts[0]) else {
                 return unexpected(&parts[0]);
             };
@@ -117,11 +129,10 @@ pub fn merge(how: &Merge, parts: &[Bytes]) -> Bytes {
             // Done on this master: the next one from its start, or the end of the scan.
             let next = if cursor == 0 {
                 next.map_or(0, u64::from)
+            } else if cursor >> (64 - SCAN_OWN_SHIFT) != 0 {
+                return write::error("ERR relayer: a node's SCAN cursor is too large to relay");
             } else {
-                match cursor.checked_mul(1 << SCAN_SLOT_BITS) {
-                    Some(c) => c | u64::from(*slot),
-                    None => return write::error("ERR relayer: a node's SCAN cursor is too large to relay"),
-                }
+                (cursor << SCAN_OWN_SHIFT) | (u64::from(*tag) << SCAN_SLOT_BITS) | u64::from(*slot)
             };
             reply[0] = Value::Bulk(next.to_string().into_bytes());
             encode_array(reply.into_iter())
@@ -197,33 +208,18 @@ mod tests {
     fn scan_cursors_name_a_slot() {
         let page = |c: &str| b(&format!("*2\r\n${}\r\n{c}\r\n*1\r\n$1\r\nk\r\n", c.len()));
         // Not done on the master of slot 5461: its cursor, with the slot.
-        let r = merge(
-            &Merge::ScanOn {
-                slot: 5461,
-                next: Some(10923),
-            },
-            &[page("7")],
-        );
-        let c = (7u64 << SCAN_SLOT_BITS) | 5461;
+        let on = |slot, next| Merge::ScanOn { slot, tag: 77, next };
+        let r = merge(&on(5461, Some(10923)), &[page("7")]);
+        let c = (7u64 << SCAN_OWN_SHIFT) | (77 << SCAN_SLOT_BITS) | 5461;
         assert_eq!(r, page(&c.to_string()));
-        assert_eq!(scan_cursor(c), (5461, 7));
+        assert_eq!(scan_cursor(c), (5461, 77, 7));
         // Done: the next master from its start, or the end.
-        let r = merge(
-            &Merge::ScanOn {
-                slot: 5461,
-                next: Some(10923),
-            },
-            &[page("0")],
-        );
+        let r = merge(&on(5461, Some(10923)), &[page("0")]);
         assert_eq!(r, page("10923"));
-        assert_eq!(scan_cursor(10923), (10923, 0));
-        let r = merge(
-            &Merge::ScanOn {
-                slot: 10923,
-                next: None,
-            },
-            &[page("0")],
-        );
+        assert_eq!(scan_cursor(10923), (10923, 0, 0));
+        let r = merge(&on(10923, None), &[page("0")]);
         assert_eq!(r, page("0"));
+        let huge = (1u64 << 40).to_string();
+        assert!(merge(&on(0, None), &[page(&huge)]).starts_with(b"-ERR relayer:"));
     }
 }

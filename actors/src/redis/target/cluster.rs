@@ -9,7 +9,7 @@
 //! LOADING, a lost connection).
 
 use super::*;
-use crate::cluster::gather::{merge, scan_cursor, Merge};
+use crate::cluster::gather::{merge, scan_cursor, scan_tag, Merge};
 use crate::cluster::topology::{Node, SlotMap};
 use crate::endpoint::TargetKind;
 use std::time::Instant;
@@ -575,16 +575,27 @@ impl Target {
             let text = format!("ERR relayer: cluster not available ({})", self.cl().last_error);
             return Err(write::error(&text));
         };
-        let (slot, own) = scan_cursor(cursor);
+        let (slot, tag, own) = scan_cursor(cursor);
         let Some(node) = map.owner(slot).cloned() else {
             return Err(write::error("CLUSTERDOWN Hash slot not served"));
         };
+        // Another node serves it now (a failover): from its start, keys seen twice at worst.
+        let here = scan_tag(&node.to_string());
+        let own = if here == tag { own } else { 0 };
         let next = map.scan_order().into_iter().map(|(s, _)| s).find(|&s| s > slot);
         let own = own.to_string();
         let mut args: Vec<&[u8]> = vec![cmd.arg(0), own.as_bytes()];
         args.extend(cmd.args().skip(2));
         let frame = Command::from_args(&args).into_frame();
-        Ok((node, frame, Merge::ScanOn { slot, next }))
+        Ok((
+            node,
+            frame,
+            Merge::ScanOn {
+                slot,
+                tag: here,
+                next,
+            },
+        ))
     }
 
     pub(super) fn part_reply(&mut self, id: u64, index: usize, data: Bytes) {
