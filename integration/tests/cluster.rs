@@ -1195,3 +1195,38 @@ fn fail_over_every_master(cluster: &Cluster) {
     }
     cluster.wait_settled();
 }
+
+/// A reload replaces a smart relayer whose writes wait for a master that is gone (with its
+/// replica): after drainTimeout they are counted and logged as lost, and the new target serves.
+#[test]
+fn reload_counts_writes_waiting_for_a_dead_master_as_lost() {
+    let mut cluster = Cluster::start();
+    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let seeds = cluster.seeds();
+    let entry = |extra: &str| cluster_entry("smart", &listen, &seeds, extra);
+    let mut relayer = Relayer::start(&entry("drainTimeout = 1"));
+    let mut c = relayer.client();
+    let victim = cluster.masters()[0];
+    let keys: Vec<String> = cluster
+        .keys_on_every_master_prefixed("lost:", 15)
+        .into_iter()
+        .filter(|k| cluster.node_for_slot(slot_of(k)) == victim)
+        .collect();
+    assert_eq!(c.cmd(&["GET", &keys[0]]), Reply::Nil);
+    for n in cluster.replicas_of(victim) {
+        cluster.kill(n);
+    }
+    cluster.kill(victim);
+    for k in &keys {
+        assert_eq!(c.cmd(&["SET", k, "v"]), Reply::ok());
+    }
+    let config = entry("drainTimeout = 1\nmaxPendingReplies = 2000");
+    relayer.rewrite_config(&config);
+    relayer.signal(libc::SIGHUP);
+    wait_until(T, "the writes counted as lost", || relayer.log().contains("background writes lost"));
+    let log = relayer.log();
+    let line = log.lines().find(|l| l.contains("background writes lost")).unwrap();
+    assert!(line.contains(&format!("lost: {}", keys.len())), "{line}");
+    let mut c = relayer.client();
+    assert_eq!(c.cmd(&["PING"]), Reply::status("PONG"));
+}
