@@ -1223,9 +1223,14 @@ fn reload_counts_writes_waiting_for_a_dead_master_as_lost() {
     let config = entry("drainTimeout = 1\nmaxPendingReplies = 2000");
     relayer.rewrite_config(&config);
     relayer.signal(libc::SIGHUP);
-    wait_until(T, "the writes counted as lost", || relayer.log().contains("background writes lost"));
+    wait_until(T, "the writes counted as lost", || {
+        relayer.log().contains("background writes lost")
+    });
     let log = relayer.log();
-    let line = log.lines().find(|l| l.contains("background writes lost")).unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains("background writes lost"))
+        .unwrap();
     assert!(line.contains(&format!("lost: {}", keys.len())), "{line}");
     let mut c = relayer.client();
     assert_eq!(c.cmd(&["PING"]), Reply::status("PONG"));

@@ -33,6 +33,12 @@ impl SlotMap {
         self.masters.get(self.owner[slot as usize] as usize)
     }
 
+    /// The index in `masters` of the master serving `slot`.
+    pub fn owner_index(&self, slot: u16) -> Option<usize> {
+        let i = self.owner[slot as usize] as usize;
+        (i < self.masters.len()).then_some(i)
+    }
+
     pub fn covers_all(&self) -> bool {
         self.owner.iter().all(|&o| o != NONE)
     }

@@ -56,6 +56,9 @@ pub(super) struct Job {
 pub(super) struct Cluster {
     seeds: Vec<TargetAddr>,
     map: Option<SlotMap>,
+    /// The first connection of each master of `map`, by its index there (a node's connections
+    /// are contiguous): finding a command's connection allocates nothing.
+    master_conns: Vec<usize>,
     /// The connections of each node, and the node of each connection.
     node_conns: HashMap<Node, Vec<usize>>,
     conn_node: Vec<Node>,
@@ -87,6 +90,7 @@ impl Cluster {
         Cluster {
             seeds,
             map: None,
+            master_conns: Vec::new(),
             node_conns: HashMap::new(),
             conn_node: Vec::new(),
             refreshing: None,
@@ -328,8 +332,8 @@ impl Target {
             // newer ones of the slot wait for them.
             self.mark_off_owner(&map, None);
         }
+        self.set_map(map);
         let cl = self.cl();
-        cl.map = Some(map);
         cl.refreshing = None;
         let again = std::mem::take(&mut cl.refresh_again);
         self.release_waiting(ctx);
@@ -340,19 +344,29 @@ impl Target {
         }
     }
 
-    /// The master of `slot` (None: any master, spread by session).
-    fn owner_of(&mut self, slot: Option<u16>, session: u64) -> Result<Node, String> {
+    /// Makes `map` the map, with the connections of its masters.
+    pub(super) fn set_map(&mut self, map: SlotMap) {
+        let firsts = map.masters.iter().map(|m| self.conns_of(m)[0]).collect();
+        let cl = self.cl();
+        cl.master_conns = firsts;
+        cl.map = Some(map);
+    }
+
+    /// The connection of `session` to the master of `slot` (None: any master, spread by
+    /// session).
+    fn owner_conn(&mut self, slot: Option<u16>, session: u64) -> Result<usize, String> {
+        let k = self.settings.connections.max(1) as u64;
         let cl = self.cl();
         let Some(map) = &cl.map else {
             return Err(format!("ERR relayer: cluster not available ({})", cl.last_error));
         };
-        match slot {
+        let master = match slot {
             Some(s) => map
-                .owner(s)
-                .cloned()
-                .ok_or_else(|| "CLUSTERDOWN Hash slot not served".into()),
-            None => Ok(map.masters[(session % map.masters.len() as u64) as usize].clone()),
-        }
+                .owner_index(s)
+                .ok_or_else(|| "CLUSTERDOWN Hash slot not served".to_string())?,
+            None => (session % map.masters.len() as u64) as usize,
+        };
+        Ok(cl.master_conns[master] + (session % k) as usize)
     }
 
     pub(super) fn cluster_forward(&mut self, msg: Forward, ctx: &mut Context<Self>) {
@@ -413,12 +427,12 @@ impl Target {
     /// commands of the slot go. A job that cannot go: a waited one gets the error at once, a
     /// write acknowledged early waits in its slot's hold.
     fn send_now(&mut self, job: Job, counted: bool, ctx: &mut Context<Self>) {
-        let node = match &job.ask {
-            Some(n) => Ok(n.clone()),
-            None => self.owner_of(job.r.slot, job.r.session),
+        let idx = match &job.ask {
+            Some(n) => Ok(self.conn_for(&n.clone(), job.r.session)),
+            None => self.owner_conn(job.r.slot, job.r.session),
         };
-        let idx = match node {
-            Ok(n) => self.conn_for(&n, job.r.session),
+        let idx = match idx {
+            Ok(idx) => idx,
             Err(text) => return self.cannot_send(job, &text),
         };
         if let State::Down { reason } = &self.conns[idx].state {

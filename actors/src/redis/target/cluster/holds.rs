@@ -68,8 +68,9 @@ impl Target {
     /// commands (INFO...) have no order to keep with keyed ones and go at once.
     pub(super) fn dispatch(&mut self, job: Job, ctx: &mut Context<Self>) {
         let keyless_waited = job.r.slot.is_none() && !matches!(job.dest, Dest::Background { .. });
-        if !keyless_waited {
-            if let Some(h) = self.cl().holds.get_mut(&hold_key(job.r.slot)) {
+        let holds = &mut self.cl().holds;
+        if !keyless_waited && !holds.is_empty() {
+            if let Some(h) = holds.get_mut(&hold_key(job.r.slot)) {
                 h.back.push_back(job);
                 return;
             }
@@ -110,10 +111,11 @@ impl Target {
 
     /// The session of `session` has a job waiting in `front` of the hold of `key`.
     pub(super) fn older_waits(&mut self, key: u16, session: u64) -> bool {
-        self.cl()
-            .holds
-            .get(&key)
-            .is_some_and(|h| h.front.iter().any(|j| j.r.session == session))
+        let holds = &self.cl().holds;
+        !holds.is_empty()
+            && holds
+                .get(&key)
+                .is_some_and(|h| h.front.iter().any(|j| j.r.session == session))
     }
 
     /// Marks the commands of `slot` in flight on every connection: newer ones wait for them
@@ -161,9 +163,11 @@ impl Target {
     /// hold ends.
     pub(super) fn maybe_release(&mut self, key: u16, ctx: &mut Context<Self>) {
         let tick = self.tick;
-        let Some(h) = self.cl().holds.get_mut(&key) else {
+        let holds = &mut self.cl().holds;
+        if holds.is_empty() {
             return;
-        };
+        }
+        let Some(h) = holds.get_mut(&key) else { return };
         if h.displaced > 0 {
             return;
         }

@@ -117,7 +117,7 @@ impl Target {
                 map.assign(slot, node.clone());
                 self.conns_of(&node);
                 self.mark_off_owner(&map, Some(slot));
-                self.cl().map = Some(map);
+                self.set_map(map);
             }
             self.refresh_soon(ctx);
         }
