@@ -67,6 +67,9 @@ pub(super) struct Cluster {
     last_refresh: Option<Instant>,
     /// Turn of the next node asked for the map (masters, replicas, seeds).
     next_candidate: usize,
+    /// A node that just named itself the new master of a slot (MOVED): it knows the change,
+    /// so the next refresh asks it rather than a node that may not have heard yet.
+    refresh_hint: Option<Node>,
     /// Why the last refresh failed, for the error clients get before any map.
     last_error: String,
     /// By slot (`holds::hold_key`): commands kept back so that none overtakes an older one.
@@ -97,6 +100,7 @@ impl Cluster {
             refresh_again: false,
             last_refresh: None,
             next_candidate: 0,
+            refresh_hint: None,
             last_error: "no node asked yet".into(),
             holds: HashMap::new(),
             gathers: HashMap::new(),
@@ -232,8 +236,8 @@ impl Target {
         nodes
     }
 
-    /// Asks a node for the slot map, unless a refresh is under way: the next one in turn
-    /// whose connection is not known to be down.
+    /// Asks a node for the slot map, unless a refresh is under way: the one a MOVED named if
+    /// any, else the next one in turn; one whose connection is not known to be down.
     fn refresh(&mut self, ctx: &mut Context<Self>) {
         let cl = self.cl();
         if cl.refreshing.is_some() {
@@ -247,16 +251,22 @@ impl Target {
         }
         let n = candidates.len();
         let start = self.cl().next_candidate;
+        let hinted = self
+            .cl()
+            .refresh_hint
+            .take()
+            .and_then(|h| candidates.iter().position(|c| *c == h));
         let mut pick = start % n;
-        for i in 0..n {
-            let at = (start + i) % n;
+        for at in hinted.into_iter().chain((0..n).map(|i| (start + i) % n)) {
             let idx = self.conns_of(&candidates[at])[0];
             if !matches!(self.conns[idx].state, State::Down { .. }) {
                 pick = at;
                 break;
             }
         }
-        self.cl().next_candidate = pick + 1;
+        if hinted != Some(pick) {
+            self.cl().next_candidate = pick + 1;
+        }
         let idx = self.conns_of(&candidates[pick])[0];
         self.cl().refreshing = Some(idx);
         self.open_if_idle(idx, ctx);

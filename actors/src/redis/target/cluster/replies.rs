@@ -119,6 +119,7 @@ impl Target {
                 self.mark_off_owner(&map, Some(slot));
                 self.set_map(map);
             }
+            self.cl().refresh_hint = Some(node.clone());
             self.refresh_soon(ctx);
         }
         job.r.hops += 1;
