@@ -288,13 +288,10 @@ impl Target {
         for k in keys {
             let owed = counts.get(&k).copied().unwrap_or(0);
             if let Some(h) = self.cl().holds.get_mut(&k) {
-                if h.displaced != owed {
-                    let counted = h.displaced;
-                    h.displaced = owed;
+                let counted = std::mem::replace(&mut h.displaced, owed);
+                h.moved = tick;
+                if counted != owed {
                     warn!(self.settings.log, "cluster hold count corrected"; "slot" => k, "counted" => counted, "owed" => owed);
-                }
-                if let Some(h) = self.cl().holds.get_mut(&k) {
-                    h.moved = tick;
                 }
             }
             self.maybe_release(k, ctx);
