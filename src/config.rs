@@ -675,7 +675,7 @@ fn relayer(raw: &RawRelayer, t: &Table, ctx: &str, warnings: &mut Vec<String>) -
         _ => None,
     };
     let compression = match protocol {
-        Protocol::Redis => compression(raw, t, ctx, warnings)?,
+        Protocol::Redis | Protocol::RedisCluster => compression(raw, t, ctx, warnings)?,
         _ => None,
     };
     let connect_timeout = seconds(raw.connect_timeout, 5.0, "connecttimeout")?;

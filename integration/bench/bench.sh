@@ -527,6 +527,10 @@ report="$tmp/report.md"
 } >"$report"
 
 case "$OUT" in /*) out_path="$OUT" ;; *) out_path="$root/$OUT" ;; esac
+# The Redis Cluster section, written by cluster-bench.sh, is kept.
+if [ -f "$out_path" ] && grep -q '^## Redis Cluster$' "$out_path"; then
+    { echo; awk '/^## / { on = ($0 == "## Redis Cluster") } on' "$out_path"; } >>"$report"
+fi
 cp "$report" "$out_path"
 echo
 cat "$report"

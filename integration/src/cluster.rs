@@ -44,6 +44,9 @@ pub struct ClusterOptions {
     pub node_timeout_ms: u64,
     /// More redis-server arguments for every node.
     pub extra_args: Vec<String>,
+    /// The nodes' ports (`masters * (1 + replicas_per_master)` of them, from `free_node_ports`),
+    /// e.g. where a relayer already looks for seeds; empty: free ports found at start.
+    pub ports: Vec<u16>,
 }
 
 impl Default for ClusterOptions {
@@ -53,6 +56,7 @@ impl Default for ClusterOptions {
             replicas_per_master: 1,
             node_timeout_ms: DEFAULT_NODE_TIMEOUT_MS,
             extra_args: Vec::new(),
+            ports: Vec::new(),
         }
     }
 }
@@ -110,6 +114,11 @@ fn free_node_port() -> u16 {
         "no free port pair (port, port+10000) found in {base}..{}",
         base + span
     );
+}
+
+/// `n` ports for cluster nodes (each with its bus port free too), nothing listening on them yet.
+pub fn free_node_ports(n: usize) -> Vec<u16> {
+    (0..n).map(|_| free_node_port()).collect()
 }
 
 /// A Redis Cluster of redis-server processes, all killed on drop.
@@ -170,8 +179,17 @@ impl Cluster {
         ];
         args.extend(opts.extra_args.iter().map(String::as_str));
         let mut nodes = Vec::with_capacity(count);
-        for _ in 0..count {
-            nodes.push(Cluster::start_node(&args));
+        if opts.ports.is_empty() {
+            for _ in 0..count {
+                nodes.push(Cluster::start_node(&args));
+            }
+        } else {
+            assert_eq!(opts.ports.len(), count, "one port per node");
+            for &port in &opts.ports {
+                let node = Redis::try_start_on(port, &args)
+                    .unwrap_or_else(|e| panic!("cluster node on port {port}: {e}"));
+                nodes.push(node);
+            }
         }
         let ids = nodes
             .iter()
@@ -551,7 +569,8 @@ impl Cluster {
     // ---- the cluster-aware client --------------------------------------------------------------
 
     /// Sends one command to the node at `port` on a pooled connection (a fresh one if the pooled
-    /// one fails: the node may have been restarted).
+    /// one turns out dead and the command is safe to send twice: the node may have been
+    /// restarted).
     fn try_cmd_on_port<A: AsRef<[u8]>>(&self, port: u16, args: &[A]) -> io::Result<Reply> {
         self.try_pipeline_on_port(port, &[args]).map(|mut v| v.remove(0))
     }
@@ -569,12 +588,17 @@ impl Cluster {
         let (conn, replies) = match pooled {
             Some(mut c) => match run(&mut c) {
                 Ok(r) => (c, r),
-                Err(_) => {
+                // The pooled connection may be to a node that was restarted since: the commands
+                // may also have run, so only those that may run twice are sent again (never
+                // MIGRATE, INCR...), and only when the node closed the connection (not when a
+                // live node is slow to answer).
+                Err(e) if closed(&e) && cmds.iter().all(|c| repeatable(c)) => {
                     let mut c = Client::connect_tcp(port)?;
                     c.set_read_timeout(NODE_READ_TIMEOUT);
                     let r = run(&mut c)?;
                     (c, r)
                 }
+                Err(e) => return Err(e),
             },
             None => {
                 let mut c = Client::connect_tcp(port)?;
@@ -887,6 +911,33 @@ impl Cluster {
         }
         self.wait_settled();
         out
+    }
+}
+
+/// The connection was closed or reset by the other side (not a timeout).
+fn closed(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+    )
+}
+
+/// Commands the harness may send twice without changing the outcome.
+fn repeatable<A: AsRef<[u8]>>(cmd: &[A]) -> bool {
+    let name = |i: usize| {
+        cmd.get(i)
+            .map(|a| String::from_utf8_lossy(a.as_ref()).to_ascii_uppercase())
+    };
+    let Some(n) = name(0) else { return false };
+    match n.as_str() {
+        "GET" | "SET" | "MGET" | "EXISTS" | "DBSIZE" | "SCAN" | "KEYS" | "INFO" | "PING" | "ECHO"
+        | "FLUSHALL" | "FLUSHDB" | "CONFIG" | "ASKING" | "TYPE" | "TTL" | "ROLE" | "DEL" => true,
+        // CLUSTER FAILOVER or RESET twice is not the same as once.
+        "CLUSTER" => !matches!(name(1).as_deref(), Some("FAILOVER" | "RESET")),
+        _ => false,
     }
 }
 

@@ -17,7 +17,9 @@ mod relayer;
 mod resp;
 pub mod tls;
 
-pub use cluster::{cluster_entry, keys_in_slot, slot_of, Cluster, ClusterOptions, FAST_NODE_TIMEOUT_MS};
+pub use cluster::{
+    cluster_entry, free_node_ports, keys_in_slot, slot_of, Cluster, ClusterOptions, FAST_NODE_TIMEOUT_MS,
+};
 pub use link::DelayLink;
 pub use redis::{redis_cli, Redis};
 pub use relayer::{check_config, check_config_file, output_with_timeout, CheckOutput, Relayer};

@@ -16,8 +16,9 @@ fn relayer_for(cluster: &Cluster, mode: &str, extra: &str) -> Relayer {
 #[test]
 fn commands_are_routed_by_slot_in_sync_and_smart_mode() {
     let cluster = Cluster::start();
-    for mode in ["sync", "smart"] {
-        let relayer = relayer_for(&cluster, mode, "");
+    for (mode, extra) in [("sync", ""), ("smart", ""), ("smart", "maxConnections = 2")] {
+        cluster.flushall();
+        let relayer = relayer_for(&cluster, mode, extra);
         let mut c = relayer.client();
         let keys = cluster.keys_on_every_master_prefixed(mode, 300);
         for (i, k) in keys.iter().enumerate() {
@@ -88,11 +89,55 @@ fn multi_key_commands_are_split_and_merged_in_key_order() {
     }
     assert_eq!(cursor, "0", "SCAN did not finish");
     assert_eq!(seen, keys.iter().cloned().collect());
+    let mut touch = vec!["TOUCH".to_string()];
+    touch.extend(keys.iter().cloned());
+    touch.push("missing-key".into());
+    assert_eq!(c.cmd(&touch), Reply::int(keys.len() as i64));
+    let half = keys.len() / 2;
+    let mut unlink = vec!["UNLINK".to_string(), "missing-key".into()];
+    unlink.extend(keys[..half].iter().cloned());
+    assert_eq!(c.cmd(&unlink), Reply::int(half as i64));
+    assert_eq!(cluster.dbsize_total(), (keys.len() - half) as i64);
     let mut del = vec!["DEL".to_string()];
     del.extend(keys.iter().cloned());
     del.push("missing-key".into());
-    assert_eq!(c.cmd(&del), Reply::int(keys.len() as i64));
+    assert_eq!(c.cmd(&del), Reply::int((keys.len() - half) as i64));
     assert_eq!(cluster.dbsize_total(), 0);
+}
+
+/// PING, ECHO, HELLO and QUIT are answered by the relayer itself, as on a single Redis.
+#[test]
+fn ping_echo_hello_and_quit_are_answered_locally() {
+    let cluster = Cluster::start();
+    let relayer = relayer_for(&cluster, "sync", "");
+    let mut c = relayer.client();
+    assert_eq!(c.cmd(&["PING", "hi"]), Reply::bulk("hi"));
+    assert_eq!(c.cmd(&["ECHO", "hello"]), Reply::bulk("hello"));
+    let hello = c.cmd(&["HELLO", "2", "SETNAME", "me"]);
+    let fields = hello.as_array().expect("HELLO gives an array").to_vec();
+    let at = fields
+        .iter()
+        .position(|f| *f == Reply::bulk("proto"))
+        .expect("proto");
+    assert_eq!(fields[at + 1], Reply::int(2));
+    assert_eq!(c.cmd(&["CLIENT", "GETNAME"]), Reply::bulk("me"));
+    assert!(c.cmd(&["HELLO", "3"]).is_error_starting("ERR relayer:"));
+    assert_eq!(c.cmd(&["SET", "k", "v"]), Reply::ok());
+    assert_eq!(c.cmd(&["QUIT"]), Reply::ok());
+    assert!(
+        c.try_read_reply().is_err(),
+        "the connection stays open after QUIT"
+    );
+    // None of it reached a node.
+    for n in 0..cluster.nodes().len() {
+        let stats = cluster
+            .cmd_on_node(n, &["INFO", "commandstats"])
+            .as_str()
+            .unwrap();
+        for cmd in ["cmdstat_echo:", "cmdstat_hello:", "cmdstat_quit:"] {
+            assert!(!stats.contains(cmd), "node {n} ran {cmd}\n{stats}");
+        }
+    }
 }
 
 #[test]
@@ -247,18 +292,24 @@ fn killed_master_loses_no_acknowledged_write() {
     );
 }
 
-/// `redis-cli --cluster reshard` moving slots while four clients write: no client error, and
-/// each key holds the last value its client was told was written.
+/// `redis-cli --cluster reshard` moving slots while four clients write, half of their keys in
+/// the slots it moves: no client error, and each key holds the last value its client was told
+/// was written.
 #[test]
 fn reshard_under_load_keeps_every_client_in_order() {
     let cluster = Cluster::start();
     for mode in ["sync", "smart"] {
         let relayer = relayer_for(&cluster, mode, "");
+        let masters = cluster.masters();
+        // redis-cli moves the source's first slots.
+        let first = cluster.slots_of(masters[0])[0].0;
+        let moved = first..first + 200;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let workers: Vec<_> = (0..4)
             .map(|w| {
                 let mut c = relayer.client();
-                let keys = cluster.keys_on_every_master_prefixed(&format!("{mode}-w{w}-"), 30);
+                let mut keys = keys_in_slots(moved.clone(), 15, w);
+                keys.extend(cluster.keys_on_every_master_prefixed(&format!("{mode}-w{w}-"), 15));
                 let stop = stop.clone();
                 std::thread::spawn(move || {
                     let mut round = 0u64;
@@ -277,9 +328,10 @@ fn reshard_under_load_keeps_every_client_in_order() {
                 })
             })
             .collect();
-        let masters = cluster.masters();
         let out = cluster.reshard_with_redis_cli(masters[0], masters[1], 200);
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(cluster.node_for_slot(moved.start), masters[1], "{out}");
+        assert_eq!(cluster.node_for_slot(moved.end - 1), masters[1], "{out}");
         for w in workers {
             let last = w.join().expect("a client thread failed");
             for (k, v) in last {
@@ -315,27 +367,32 @@ fn seeds_down_at_start_then_back() {
     assert_eq!(cluster.get("k"), Reply::bulk("v"));
 }
 
+/// Nothing listens at the seeds when the relayer starts: it answers a clear error, keeps what
+/// it acknowledged in smart mode, and connects once the cluster is formed at those addresses.
 #[test]
 fn seeds_unreachable_at_start_then_the_cluster_appears() {
-    let dead: Vec<String> = (0..2)
-        .map(|_| format!("tcp://127.0.0.1:{}", free_port()))
-        .collect();
+    let ports = free_node_ports(6);
+    let seeds: Vec<String> = ports.iter().map(|p| format!("tcp://127.0.0.1:{p}")).collect();
     let listen = format!("tcp://127.0.0.1:{}", free_port());
-    let mut relayer = Relayer::start(&cluster_entry("sync", &listen, &dead.join(" "), ""));
+    let relayer = Relayer::start(&cluster_entry("smart", &listen, &seeds.join(" "), ""));
     let mut c = relayer.client();
     let r = c.cmd(&["GET", "k"]);
     assert!(r.is_error_starting("ERR relayer: cluster not available"), "{r:?}");
     assert_eq!(c.cmd(&["PING"]), Reply::status("PONG"));
-    // The cluster comes up elsewhere: a reload points the relayer at it.
-    let cluster = Cluster::start();
-    relayer.rewrite_config(&cluster_entry("sync", &listen, &cluster.seeds(), ""));
-    relayer.signal(libc::SIGHUP);
+    assert_eq!(c.cmd(&["SET", "early", "1"]), Reply::ok());
+    let cluster = Cluster::start_opts(ClusterOptions {
+        ports,
+        ..Default::default()
+    });
     let r = poll_until(T, "the relayer reaching the cluster", || {
-        let r = c.cmd(&["SET", "k", "v"]);
+        let r = c.cmd(&["GET", "k"]);
         (!r.is_error()).then_some(r)
     });
-    assert_eq!(r, Reply::ok());
-    assert_eq!(cluster.get("k"), Reply::bulk("v"));
+    assert_eq!(r, Reply::Nil);
+    assert_eq!(c.cmd(&["SET", "k", "v"]), Reply::ok());
+    wait_until(T, "both writes in the cluster", || {
+        cluster.get("k") == Reply::bulk("v") && cluster.get("early") == Reply::bulk("1")
+    });
 }
 
 #[test]
@@ -364,4 +421,817 @@ fn cluster_url_errors_name_the_key() {
         "",
     ));
     assert!(ok.status.success(), "{}", ok.stderr);
+}
+
+// ---- concurrent clients through faults ---------------------------------------------------------
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Stops the client threads, and counts the full rounds over its keys each has made.
+#[derive(Clone)]
+struct Load {
+    stop: Arc<AtomicBool>,
+    rounds: Arc<Vec<AtomicU64>>,
+    /// The first client failure, so that the test stops waiting for it.
+    failed: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl Load {
+    fn new(clients: usize) -> Load {
+        Load {
+            stop: Arc::new(AtomicBool::new(false)),
+            rounds: Arc::new((0..clients).map(|_| AtomicU64::new(0)).collect()),
+            failed: Default::default(),
+        }
+    }
+
+    /// `r` is what client `id` ended with: a failure is recorded.
+    fn ended<T>(&self, id: usize, r: Result<T, String>) -> Result<T, String> {
+        if let Err(e) = &r {
+            self.failed
+                .lock()
+                .unwrap()
+                .get_or_insert_with(|| format!("client {id}: {e}"));
+        }
+        r
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    fn round_done(&self, client: usize) {
+        self.rounds[client].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Waits until every client has gone `n` more times over all its keys.
+    fn wait_rounds(&self, n: u64) {
+        let marks: Vec<u64> = self.rounds.iter().map(|r| r.load(Ordering::Relaxed)).collect();
+        wait_until(
+            Duration::from_secs(120),
+            "every client to write all its keys again",
+            || {
+                if let Some(e) = self.failed.lock().unwrap().as_ref() {
+                    panic!("{e}");
+                }
+                self.rounds
+                    .iter()
+                    .zip(&marks)
+                    .all(|(r, m)| r.load(Ordering::Relaxed) >= m + n)
+            },
+        );
+    }
+}
+
+/// A smart-mode client that pipelines writes of increasing values to its keys (SET, or MSET of
+/// two keys on different slots: split and acknowledged at once) until stopped. Every write must
+/// be acknowledged with +OK; returns the last value each key was acknowledged with.
+fn smart_writer(
+    mut c: Client,
+    id: usize,
+    keys: Vec<String>,
+    mset: bool,
+    first: u64,
+    load: Load,
+) -> Result<HashMap<String, u64>, String> {
+    const BATCH: usize = 40;
+    let mut last = HashMap::new();
+    let (mut counter, mut at) = (first, 0usize);
+    while !load.stopped() {
+        let mut cmds = Vec::with_capacity(BATCH);
+        let mut wrote = Vec::with_capacity(BATCH);
+        for _ in 0..BATCH {
+            counter += 1;
+            let v = counter.to_string();
+            let step = if mset { 2 } else { 1 };
+            let ks: Vec<String> = (0..step).map(|i| keys[(at + i) % keys.len()].clone()).collect();
+            at += step;
+            if at >= keys.len() {
+                at -= keys.len();
+                load.round_done(id);
+            }
+            let mut cmd = vec![if mset { "MSET" } else { "SET" }.to_string()];
+            for k in &ks {
+                cmd.push(k.clone());
+                cmd.push(v.clone());
+            }
+            cmds.push(cmd);
+            wrote.push((ks, counter));
+        }
+        c.send_many(&cmds);
+        for (ks, v) in wrote {
+            let r = c.try_read_reply().map_err(|e| format!("reading a reply: {e}"))?;
+            if r != Reply::ok() {
+                return Err(format!("{ks:?} = {v}: {r:?}"));
+            }
+            for k in ks {
+                last.insert(k, v);
+            }
+        }
+    }
+    Ok(last)
+}
+
+/// What a sync client knows of a key: the last value a SET of it was answered +OK, and the
+/// values of later SETs that got an error (which may have run).
+#[derive(Default, Debug)]
+struct SyncKey {
+    acked: Option<u64>,
+    uncertain: Vec<u64>,
+}
+
+/// A sync client: SET then GET of each of its keys in turn, until stopped. A GET after an
+/// acknowledged SET must see it (or fail). Returns what it knows of each key and when it got
+/// errors.
+fn sync_client(
+    mut c: Client,
+    id: usize,
+    keys: Vec<String>,
+    load: Load,
+) -> Result<(HashMap<String, SyncKey>, Vec<Instant>), String> {
+    let mut known: HashMap<String, SyncKey> = HashMap::new();
+    let mut counter = 0u64;
+    let mut errors = Vec::new();
+    let mut outcome = |ok: bool| {
+        if !ok {
+            errors.push(Instant::now());
+        }
+    };
+    while !load.stopped() {
+        for k in &keys {
+            counter += 1;
+            let v = counter.to_string();
+            let r = c.cmd(&["SET", k, &v]);
+            let entry = known.entry(k.clone()).or_default();
+            if r.is_ok() {
+                *entry = SyncKey {
+                    acked: Some(counter),
+                    uncertain: Vec::new(),
+                };
+                let g = c.cmd(&["GET", k]);
+                if !g.is_error() && g != Reply::bulk(&v) {
+                    return Err(format!("GET {k} after SET {v}: {g:?}"));
+                }
+                outcome(!g.is_error());
+            } else if r.is_error() {
+                entry.uncertain.push(counter);
+                outcome(false);
+            } else {
+                return Err(format!("SET {k}: {r:?}"));
+            }
+        }
+        load.round_done(id);
+    }
+    Ok((known, errors))
+}
+
+/// The longest stretch of errors: errors less than 2 s apart are one stretch, from the first
+/// to the last.
+fn longest_stretch(errors: &[Instant]) -> Duration {
+    let mut longest = Duration::ZERO;
+    let mut start = None;
+    for (i, &t) in errors.iter().enumerate() {
+        let begin = *start.get_or_insert(t);
+        longest = longest.max(t - begin);
+        if errors.get(i + 1).is_none_or(|&n| n - t > Duration::from_secs(2)) {
+            start = None;
+        }
+    }
+    longest
+}
+
+/// One key in each of `n` slots spread over `slots`: the `nth` of `keys_in_slot` (a client's
+/// own).
+fn keys_in_slots(slots: std::ops::Range<u16>, n: usize, nth: usize) -> Vec<String> {
+    let span = (slots.end - slots.start) as usize;
+    (0..n)
+        .map(|i| {
+            let slot = slots.start + (i * span / n) as u16;
+            keys_in_slot(slot, nth + 1).pop().unwrap()
+        })
+        .collect()
+}
+
+/// Smart-mode writers (`smart_writer`) on `keys` (one set each, the last one writing with split
+/// MSETs) while `fault` happens: they go on until every key was written again after it
+/// returned, then stop; returns the last value each key was acknowledged with.
+fn write_through(
+    relayer: &Relayer,
+    keys: &[Vec<String>],
+    first: u64,
+    fault: impl FnOnce(),
+) -> HashMap<String, u64> {
+    let load = Load::new(keys.len());
+    let threads: Vec<_> = keys
+        .iter()
+        .enumerate()
+        .map(|(w, ks)| {
+            let (c, load, ks) = (relayer.client(), load.clone(), ks.clone());
+            let mset = w + 1 == keys.len();
+            std::thread::spawn(move || load.ended(w, smart_writer(c, w, ks, mset, first, load.clone())))
+        })
+        .collect();
+    load.wait_rounds(1);
+    fault();
+    load.wait_rounds(1);
+    load.stop.store(true, Ordering::Relaxed);
+    let mut last = HashMap::new();
+    for (w, t) in threads.into_iter().enumerate() {
+        let got = t.join().expect("writer panicked");
+        last.extend(got.unwrap_or_else(|e| panic!("smart writer {w}: {e}\n{}", relayer.log())));
+    }
+    last
+}
+
+/// Every key of `last` ends with its last acknowledged value in the cluster (the writes still
+/// on their way given time), never an older one.
+fn assert_last_values(cluster: &Cluster, relayer: &Relayer, last: &HashMap<String, u64>, stage: &str) {
+    let keys: Vec<String> = last.keys().cloned().collect();
+    let deadline = Instant::now() + T;
+    loop {
+        let values = cluster.get_all(&keys);
+        let wrong: Vec<String> = keys
+            .iter()
+            .zip(values)
+            .filter(|(k, v)| *v != Reply::bulk(last[*k].to_string()))
+            .map(|(k, v)| format!("{k}: acknowledged {}, the cluster has {v:?}", last[k]))
+            .collect();
+        if wrong.is_empty() {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "{stage}: {} of {} keys do not hold their last acknowledged value:\n{}\n{}",
+                wrong.len(),
+                keys.len(),
+                wrong.iter().take(20).cloned().collect::<Vec<_>>().join("\n"),
+                relayer.log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Smart-mode clients pipelining writes (maxConnections = 2; one with MSETs split over slots)
+/// through each fault in turn, stopped while its effects settle: every key ends with the last
+/// value its client was acknowledged, never an older one. Sync clients meanwhile: every GET after
+/// an acknowledged SET sees it, and errors last a few seconds at most.
+#[test]
+fn writers_keep_their_last_acknowledged_value_through_failover_reshard_and_kill() {
+    let mut cluster = Cluster::start_opts(ClusterOptions {
+        node_timeout_ms: FAST_NODE_TIMEOUT_MS,
+        ..Default::default()
+    });
+    let smart = relayer_for(&cluster, "smart", "maxConnections = 2");
+    let sync = relayer_for(&cluster, "sync", "maxConnections = 2");
+    // The reshard moves the first 300 slots of the master of slot 0: slots 0..300.
+    const MOVED: std::ops::Range<u16> = 0..300;
+    let writers = 4;
+    let keys: Vec<Vec<String>> = (0..writers)
+        .map(|w| {
+            let mut keys = keys_in_slots(MOVED, 24, w);
+            keys.extend(cluster.keys_on_every_master_prefixed(&format!("w{w}:"), 24));
+            keys
+        })
+        .collect();
+    let sync_load = Load::new(2);
+    let sync_threads: Vec<_> = (0..2)
+        .map(|s| {
+            let mut keys = keys_in_slots(MOVED, 10, writers + s);
+            keys.extend(cluster.keys_on_every_master_prefixed(&format!("s{s}:"), 15));
+            let (c, load) = (sync.client(), sync_load.clone());
+            std::thread::spawn(move || load.ended(s, sync_client(c, s, keys, load.clone())))
+        })
+        .collect();
+    sync_load.wait_rounds(1);
+
+    // Connections cut: what was cut off is sent again, before what came after.
+    for round in 0..3 {
+        let last = write_through(&smart, &keys, round << 16, || {
+            for m in cluster.masters() {
+                let r = cluster
+                    .client(m)
+                    .cmd(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]);
+                assert!(r.as_int().is_some(), "CLIENT KILL: {r:?}");
+            }
+        });
+        assert_last_values(&cluster, &smart, &last, "connections killed");
+    }
+
+    let last = write_through(&smart, &keys, 1 << 20, || {
+        let t = Instant::now();
+        let a = cluster.node_for_slot(0);
+        cluster.failover(cluster.replicas_of(a)[0]);
+        eprintln!("CLUSTER FAILOVER done in {:?}", t.elapsed());
+    });
+    assert_last_values(&cluster, &smart, &last, "CLUSTER FAILOVER");
+
+    let last = write_through(&smart, &keys, 2 << 20, || {
+        let t = Instant::now();
+        let (from, to) = (cluster.node_for_slot(0), cluster.node_for_slot(8000));
+        let out = cluster.reshard_with_redis_cli(from, to, MOVED.len());
+        assert_eq!(cluster.node_for_slot(MOVED.end - 1), to, "{out}");
+        eprintln!("reshard of {} slots done in {:?}", MOVED.len(), t.elapsed());
+    });
+    assert_last_values(&cluster, &smart, &last, "reshard");
+
+    // Every key is written again after the kill, so a write the dead master confirmed but had
+    // not passed to its replica yet (Redis' loss, not the relayer's) is overwritten.
+    // The writers go on until the cluster is down (CLUSTERDOWN everywhere until the replica
+    // takes over): those writes are sent again until it is back.
+    let victim = cluster.node_for_slot(16383);
+    let replica = cluster.replicas_of(victim)[0];
+    let last = write_through(&smart, &keys, 3 << 20, || {
+        cluster.kill(victim);
+        let other = cluster.node_for_slot(0);
+        let down_or_done = poll_until(T, "the cluster to notice the dead master", || {
+            let info = cluster
+                .client(other)
+                .cmd(&["CLUSTER", "INFO"])
+                .as_str()
+                .unwrap_or_default();
+            if info.contains("cluster_state:fail") {
+                Some("down")
+            } else {
+                let role = cluster.client(replica).cmd(&["ROLE"]);
+                let promoted = role.as_array().and_then(|r| r.first()?.as_str()) == Some("master".into());
+                promoted.then_some("replaced")
+            }
+        });
+        eprintln!("killed master: cluster {down_or_done}");
+    });
+    let t = Instant::now();
+    cluster.wait_failover_after_kill(victim);
+    eprintln!("killed master replaced in {:?}", t.elapsed());
+    assert_last_values(&cluster, &smart, &last, "killed master");
+
+    sync_load.wait_rounds(2);
+    sync_load.stop.store(true, Ordering::Relaxed);
+    for (s, h) in sync_threads.into_iter().enumerate() {
+        let (known, errors) = h
+            .join()
+            .expect("sync client panicked")
+            .unwrap_or_else(|e| panic!("sync client {s}: {e}\n{}", sync.log()));
+        let longest = longest_stretch(&errors);
+        eprintln!(
+            "sync client {s}: {} errors, the longest stretch {longest:?}",
+            errors.len()
+        );
+        assert!(
+            longest < Duration::from_secs(15),
+            "sync client {s} failed for {longest:?}"
+        );
+        for (k, state) in &known {
+            let v = cluster.get(k);
+            let fits = state
+                .acked
+                .iter()
+                .chain(&state.uncertain)
+                .any(|n| v == Reply::bulk(n.to_string()));
+            assert!(
+                fits,
+                "sync {k}: the cluster has {v:?}, the client knows {state:?}"
+            );
+        }
+    }
+    let log = smart.log();
+    for bad in ["writes lost", "unknown outcome", "refused by the backend"] {
+        assert!(!log.contains(bad), "the smart relayer logs '{bad}':\n{log}");
+    }
+}
+
+// ---- redirections ---------------------------------------------------------------------------
+
+/// A slot MIGRATING on its master to a node that does not import it: the master answers ASK,
+/// the other node MOVED back, and so on. After 5 redirections the client gets a clear error.
+#[test]
+fn five_redirections_then_a_clear_error() {
+    let cluster = Cluster::start();
+    let relayer = relayer_for(&cluster, "sync", "");
+    let mut c = relayer.client();
+    let key = "hops";
+    let slot = slot_of(key);
+    let owner = cluster.node_for_slot(slot);
+    let other = cluster.masters().into_iter().find(|&m| m != owner).unwrap();
+    assert_eq!(c.cmd(&["GET", key]), Reply::Nil);
+    let s = slot.to_string();
+    let r = cluster.cmd_on_node(owner, &["CLUSTER", "SETSLOT", &s, "MIGRATING", cluster.id(other)]);
+    assert!(r.is_ok(), "{r:?}");
+    let want = format!(
+        "ERR relayer: too many cluster redirections (5) for slot {slot}, last: MOVED {slot} 127.0.0.1:{}",
+        cluster.port(owner)
+    );
+    assert_eq!(c.cmd(&["GET", key]), Reply::error(&want));
+    let r = cluster.cmd_on_node(owner, &["CLUSTER", "SETSLOT", &s, "STABLE"]);
+    assert!(r.is_ok(), "{r:?}");
+    assert_eq!(c.cmd(&["GET", key]), Reply::Nil);
+}
+
+/// MULTI blocks follow ASK (sent again whole, after ASKING) and MOVED; a multi-key command
+/// that gets TRYAGAIN half way through a migration is sent again until the slot has moved.
+#[test]
+fn multi_blocks_and_tryagain_during_a_migration() {
+    let cluster = Cluster::start();
+    for mode in ["sync", "smart"] {
+        cluster.flushall();
+        let relayer = relayer_for(&cluster, mode, "");
+        let mut c = relayer.client();
+        let slot = slot_of("{mx}");
+        let from = cluster.node_for_slot(slot);
+        let to = cluster.masters().into_iter().find(|&m| m != from).unwrap();
+        for k in ["{mx}a", "{mx}b", "{mx}c"] {
+            cluster.set(k, "1");
+        }
+        assert_eq!(c.cmd(&["GET", "{mx}a"]), Reply::bulk("1"));
+        let migration = cluster.begin_migration(slot, from, to);
+        let port = cluster.port(to).to_string();
+        let args = [
+            "MIGRATE",
+            "127.0.0.1",
+            &port,
+            "",
+            "0",
+            "5000",
+            "KEYS",
+            "{mx}a",
+            "{mx}b",
+        ];
+        assert!(cluster.cmd_on_node(from, &args).is_ok());
+        // a and b are on the target now: the block comes back ASK, then EXECABORT.
+        assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+        assert_eq!(c.cmd(&["SET", "{mx}a", "2"]), Reply::status("QUEUED"));
+        assert_eq!(c.cmd(&["INCR", "{mx}b"]), Reply::status("QUEUED"));
+        assert_eq!(
+            c.cmd(&["EXEC"]),
+            Reply::array(vec![Reply::ok(), Reply::int(2)]),
+            "{mode}"
+        );
+        let mut target = cluster.client(to);
+        assert_eq!(target.cmd(&["ASKING"]), Reply::ok());
+        assert_eq!(target.cmd(&["GET", "{mx}a"]), Reply::bulk("2"));
+        // a moved, c did not: TRYAGAIN until the migration is over.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(500));
+                migration.finish();
+            });
+            assert_eq!(
+                c.cmd(&["MGET", "{mx}a", "{mx}c"]),
+                Reply::array(vec![Reply::bulk("2"), Reply::bulk("1")]),
+                "{mode}"
+            );
+        });
+        // Moved back behind the relayer's back: the block comes back MOVED.
+        let other = cluster
+            .masters()
+            .into_iter()
+            .find(|&m| m != to && m != from)
+            .unwrap();
+        cluster.migrate_slot(slot, to, other);
+        assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+        assert_eq!(c.cmd(&["INCR", "{mx}c"]), Reply::status("QUEUED"));
+        assert_eq!(c.cmd(&["GET", "{mx}b"]), Reply::status("QUEUED"));
+        assert_eq!(
+            c.cmd(&["EXEC"]),
+            Reply::array(vec![Reply::int(2), Reply::bulk("2")]),
+            "{mode}"
+        );
+        cluster.migrate_slot(slot, other, from);
+    }
+}
+
+/// One client pipelining SET then GET of keys in a slot being migrated (ASK) and then moved
+/// (MOVED), back and forth, with two connections per master: every GET sees the SET just
+/// before it.
+#[test]
+fn pipelined_read_your_writes_across_ask_and_moved() {
+    let cluster = Cluster::start();
+    for mode in ["smart", "sync"] {
+        let relayer = relayer_for(&cluster, mode, "maxConnections = 2");
+        let slot = slot_of("{ryw}");
+        let keys = keys_in_slot(slot, 30);
+        let load = Load::new(1);
+        let mut c = relayer.client();
+        let writer = {
+            let (load, keys) = (load.clone(), keys.clone());
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !load.stopped() {
+                    let mut cmds = Vec::new();
+                    for k in &keys {
+                        n += 1;
+                        cmds.push(vec!["SET".to_string(), k.clone(), n.to_string()]);
+                        cmds.push(vec!["GET".to_string(), k.clone()]);
+                    }
+                    let replies = c.pipeline(&cmds);
+                    for (pair, r) in cmds.chunks(2).zip(replies.chunks(2)) {
+                        let want = [Reply::ok(), Reply::bulk(&pair[0][2])];
+                        if r != want {
+                            return load.ended(0, Err(format!("{pair:?}: {r:?}")));
+                        }
+                    }
+                    load.round_done(0);
+                }
+                Ok(())
+            })
+        };
+        load.wait_rounds(2);
+        let from = cluster.node_for_slot(slot);
+        let to = cluster.masters().into_iter().find(|&m| m != from).unwrap();
+        for (a, b) in [(from, to), (to, from)] {
+            let m = cluster.begin_migration(slot, a, b);
+            m.move_keys(15);
+            load.wait_rounds(3);
+            m.finish();
+            load.wait_rounds(3);
+        }
+        load.stop.store(true, Ordering::Relaxed);
+        writer
+            .join()
+            .expect("writer panicked")
+            .unwrap_or_else(|e| panic!("{mode}: {e}\n{}", relayer.log()));
+    }
+}
+
+// ---- keyless commands, SCAN ------------------------------------------------------------------
+
+/// FLUSHALL, FLUSHDB, SCRIPT and FUNCTION reach every master; what would reach one node only
+/// is refused; CLUSTER COUNTKEYSINSLOT goes to the slot's master.
+#[test]
+fn admin_commands_reach_every_master_or_are_refused() {
+    let cluster = Cluster::start();
+    let relayer = relayer_for(&cluster, "sync", "");
+    let mut c = relayer.client();
+    let keys = cluster.keys_on_every_master(30);
+    for k in &keys {
+        assert_eq!(c.cmd(&["SET", k, "v"]), Reply::ok());
+    }
+    assert_eq!(c.cmd(&["FLUSHALL"]), Reply::ok());
+    assert_eq!(cluster.dbsize_total(), 0);
+    for k in &keys {
+        assert_eq!(c.cmd(&["SET", k, "v"]), Reply::ok());
+    }
+    assert_eq!(c.cmd(&["FLUSHDB", "ASYNC"]), Reply::ok());
+    wait_until(T, "FLUSHDB ASYNC everywhere", || cluster.dbsize_total() == 0);
+
+    let sha = c.cmd(&["SCRIPT", "LOAD", "return 7"]);
+    let sha = sha.as_str().unwrap_or_else(|| panic!("SCRIPT LOAD: {sha:?}"));
+    let every = |cmd: &[&str], want: Reply| {
+        for m in cluster.masters() {
+            assert_eq!(cluster.cmd_on_node(m, cmd), want, "{cmd:?} on node {m}");
+        }
+    };
+    every(&["SCRIPT", "EXISTS", &sha], Reply::array(vec![Reply::int(1)]));
+    assert_eq!(
+        c.cmd(&["SCRIPT", "EXISTS", &sha, "0000"]),
+        Reply::array(vec![Reply::int(1), Reply::int(0)])
+    );
+    for k in &keys {
+        assert_eq!(c.cmd(&["EVALSHA", &sha, "1", k]), Reply::int(7), "{k}");
+    }
+    assert_eq!(c.cmd(&["SCRIPT", "FLUSH"]), Reply::ok());
+    every(&["SCRIPT", "EXISTS", &sha], Reply::array(vec![Reply::int(0)]));
+
+    let lib = "#!lua name=rlib\nredis.register_function('rf', function(keys) return 3 end)";
+    assert_eq!(c.cmd(&["FUNCTION", "LOAD", lib]), Reply::bulk("rlib"));
+    for k in &keys {
+        assert_eq!(c.cmd(&["FCALL", "rf", "1", k]), Reply::int(3), "{k}");
+    }
+    assert_eq!(c.cmd(&["FUNCTION", "FLUSH"]), Reply::ok());
+    every(&["FUNCTION", "LIST"], Reply::array(vec![]));
+
+    for refused in [
+        &["CONFIG", "SET", "maxmemory-policy", "noeviction"][..],
+        &["CLUSTER", "FAILOVER"],
+        &["BGSAVE"],
+        &["SCRIPT", "KILL"],
+    ] {
+        let r = c.cmd(refused);
+        assert!(
+            r.is_error_starting(&format!("ERR relayer: '{}", refused[0])),
+            "{refused:?}: {r:?}"
+        );
+    }
+    assert!(c.cmd(&["CONFIG", "GET", "maxmemory"]).as_array().is_some());
+    let slot = slot_of("{cnt}");
+    for k in ["{cnt}a", "{cnt}b"] {
+        assert_eq!(c.cmd(&["SET", k, "v"]), Reply::ok());
+    }
+    let s = slot.to_string();
+    assert_eq!(c.cmd(&["CLUSTER", "COUNTKEYSINSLOT", &s]), Reply::int(2));
+    // Inside MULTI they would reach one master only.
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    assert!(c.cmd(&["FLUSHALL"]).is_error_starting("ERR relayer:"));
+    assert!(c.cmd(&["EXEC"]).is_error_starting("EXECABORT"));
+    assert_eq!(c.cmd(&["GET", "{cnt}a"]), Reply::bulk("v"));
+}
+
+/// A full SCAN visits every master's keys even when the masters fail over half way (their
+/// addresses change): the cursor names a slot, not a master.
+#[test]
+fn scan_visits_every_key_across_a_failover() {
+    let cluster = Cluster::start();
+    let relayer = relayer_for(&cluster, "sync", "");
+    let mut c = relayer.client();
+    let keys = cluster.keys_on_every_master(240);
+    for k in &keys {
+        cluster.set(k, "v");
+    }
+    for failover_after in [3, 15] {
+        let mut seen = BTreeSet::new();
+        let mut cursor = "0".to_string();
+        let mut pages = 0;
+        loop {
+            if pages == failover_after {
+                fail_over_every_master(&cluster);
+                // The relayer learns the new masters (MOVED from the old ones, then a refresh).
+                for k in cluster.keys_on_every_master_prefixed("probe", 6) {
+                    assert_eq!(c.cmd(&["GET", &k]), Reply::Nil);
+                }
+            }
+            let page = c.cmd(&["SCAN", &cursor, "COUNT", "10"]);
+            let page = page
+                .as_array()
+                .unwrap_or_else(|| panic!("SCAN: {page:?}"))
+                .to_vec();
+            cursor = page[0].as_str().unwrap();
+            seen.extend(page[1].as_array().unwrap().iter().map(|r| r.as_str().unwrap()));
+            pages += 1;
+            if cursor == "0" || pages > 1000 {
+                break;
+            }
+        }
+        assert_eq!(cursor, "0", "SCAN did not finish");
+        let missing: Vec<&String> = keys.iter().filter(|k| !seen.contains(*k)).collect();
+        assert!(
+            missing.is_empty(),
+            "failover after {failover_after} pages: {} keys not seen: {missing:?}",
+            missing.len()
+        );
+    }
+}
+
+// ---- smart mode, compression, logs ------------------------------------------------------------
+
+/// In smart mode an MSET over several slots is acknowledged at once and its parts are sent in
+/// the background; a background write a node refuses is logged naming that node.
+#[test]
+fn split_mset_is_acknowledged_at_once_in_smart_mode() {
+    let cluster = Cluster::start();
+    let relayer = relayer_for(&cluster, "smart", "");
+    let mut c = relayer.client();
+    let keys = cluster.keys_on_every_master(3);
+    let paused = cluster.node_for_slot(slot_of(&keys[1]));
+    assert_eq!(c.cmd(&["GET", &keys[1]]), Reply::Nil);
+    let mut admin = cluster.client(paused);
+    assert_eq!(admin.cmd(&["CLIENT", "PAUSE", "3000", "WRITE"]), Reply::ok());
+    let mut mset = vec!["MSET".to_string()];
+    for k in &keys {
+        mset.extend([k.clone(), "m".to_string()]);
+    }
+    assert_eq!(c.cmd(&mset), Reply::ok());
+    // Acknowledged while the paused master had not run its part yet (it still answers reads).
+    assert_eq!(admin.cmd(&["GET", &keys[1]]), Reply::Nil);
+    wait_until(T, "every part of the MSET in the cluster", || {
+        keys.iter().all(|k| cluster.get(k) == Reply::bulk("m"))
+    });
+    // A refused background write names the node that refused it, not the first seed.
+    let key = keys
+        .iter()
+        .find(|k| cluster.node_for_slot(slot_of(k)) != 0)
+        .expect("a key on another node than the first seed");
+    let owner = cluster.node_for_slot(slot_of(key));
+    assert_eq!(c.cmd(&["HSET", key, "f", "v"]), Reply::int(1));
+    wait_until(T, "the refused write in the log", || {
+        relayer.log().contains("background write refused")
+    });
+    let log = relayer.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("background write refused"))
+        .unwrap();
+    assert!(
+        line.contains(&format!("127.0.0.1:{}", cluster.port(owner))),
+        "{line}"
+    );
+}
+
+/// compress = true on a cluster relayer: long values are stored compressed, as on a single
+/// Redis, and come back decoded, split and merged commands included.
+#[test]
+fn compression_on_a_cluster_relayer() {
+    let cluster = Cluster::start();
+    let relayer = relayer_for(&cluster, "sync", "compress = true");
+    let mut c = relayer.client();
+    let keys = cluster.keys_on_every_master(3);
+    let long = "x".repeat(1000);
+    let mut mset = vec!["MSET".to_string()];
+    for k in &keys {
+        mset.extend([k.clone(), long.clone()]);
+    }
+    assert_eq!(c.cmd(&mset), Reply::ok());
+    for k in &keys {
+        let stored = cluster.get(k);
+        let stored = stored.as_bytes().expect("a value");
+        assert!(
+            stored.starts_with(b"$sy$") && stored.len() < 200,
+            "{k}: stored as is"
+        );
+        assert_eq!(c.cmd(&["GET", k]), Reply::bulk(&long));
+    }
+    let mut mget = vec!["MGET".to_string()];
+    mget.extend(keys.iter().cloned());
+    assert_eq!(
+        c.cmd(&mget),
+        Reply::array(keys.iter().map(|_| Reply::bulk(&long)).collect())
+    );
+}
+
+// ---- finding the cluster -------------------------------------------------------------------
+
+/// Every master the relayer knew fails over to its replica and is then killed: the relayer
+/// asks the replicas it knew from the map (its seeds were the old masters only).
+#[test]
+fn the_map_is_found_again_when_every_known_master_is_gone() {
+    let mut cluster = Cluster::start();
+    let masters = cluster.masters();
+    let seeds: Vec<String> = masters.iter().map(|&m| cluster.node(m).url()).collect();
+    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let relayer = Relayer::start(&cluster_entry("sync", &listen, &seeds.join(" "), ""));
+    let mut c = relayer.client();
+    assert_eq!(c.cmd(&["SET", "k", "1"]), Reply::ok());
+    // Quickly, so that no periodic refresh (every 5 s) sees the new masters meanwhile.
+    fail_over_every_master(&cluster);
+    for &m in &masters {
+        cluster.kill(m);
+    }
+    cluster.wait_settled();
+    let r = poll_until(T, "the relayer finding the new masters", || {
+        let r = c.cmd(&["SET", "k", "2"]);
+        (!r.is_error()).then_some(r)
+    });
+    assert_eq!(r, Reply::ok());
+    assert_eq!(cluster.get("k"), Reply::bulk("2"));
+}
+
+/// CLUSTER FAILOVER on a replica of every master, one after the other without waiting for the
+/// cluster to settle in between (concurrent manual failovers can abort each other).
+fn fail_over_every_master(cluster: &Cluster) {
+    let replicas: Vec<usize> = cluster
+        .masters()
+        .into_iter()
+        .map(|m| cluster.replicas_of(m)[0])
+        .collect();
+    for &r in &replicas {
+        let ok = cluster.cmd_on_node(r, &["CLUSTER", "FAILOVER"]);
+        assert!(ok.is_ok(), "CLUSTER FAILOVER on node {r}: {ok:?}");
+        wait_until(T, &format!("node {r} to take over"), || {
+            let role = cluster.cmd_on_node(r, &["ROLE"]);
+            role.as_array().and_then(|a| a.first()?.as_str()).as_deref() == Some("master")
+        });
+    }
+    cluster.wait_settled();
+}
+
+/// A reload replaces a smart relayer whose writes wait for a master that is gone (with its
+/// replica): after drainTimeout they are counted and logged as lost, and the new target serves.
+#[test]
+fn reload_counts_writes_waiting_for_a_dead_master_as_lost() {
+    let mut cluster = Cluster::start();
+    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let seeds = cluster.seeds();
+    let entry = |extra: &str| cluster_entry("smart", &listen, &seeds, extra);
+    let mut relayer = Relayer::start(&entry("drainTimeout = 1"));
+    let mut c = relayer.client();
+    let victim = cluster.masters()[0];
+    let keys: Vec<String> = cluster
+        .keys_on_every_master_prefixed("lost:", 15)
+        .into_iter()
+        .filter(|k| cluster.node_for_slot(slot_of(k)) == victim)
+        .collect();
+    assert_eq!(c.cmd(&["GET", &keys[0]]), Reply::Nil);
+    for n in cluster.replicas_of(victim) {
+        cluster.kill(n);
+    }
+    cluster.kill(victim);
+    for k in &keys {
+        assert_eq!(c.cmd(&["SET", k, "v"]), Reply::ok());
+    }
+    let config = entry("drainTimeout = 1\nmaxPendingReplies = 2000");
+    relayer.rewrite_config(&config);
+    relayer.signal(libc::SIGHUP);
+    wait_until(T, "the writes counted as lost", || {
+        relayer.log().contains("background writes lost")
+    });
+    let log = relayer.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("background writes lost"))
+        .unwrap();
+    assert!(line.contains(&format!("lost: {}", keys.len())), "{line}");
+    let mut c = relayer.client();
+    assert_eq!(c.cmd(&["PING"]), Reply::status("PONG"));
 }

@@ -409,3 +409,26 @@ fn master_without_replica_restarts_empty_with_its_slots() {
     }
     assert_eq!(c.dbsize_total(), 20);
 }
+
+/// A pooled connection whose reply does not come in time is not retried on a fresh connection:
+/// the command may have run, or run later (INCR would run twice).
+#[test]
+fn a_command_whose_reply_times_out_is_not_sent_again() {
+    let c = Cluster::start();
+    let key = "harness:incr";
+    let owner = c.node_for_slot(slot_of(key));
+    // A pooled connection to the owner exists.
+    assert_eq!(c.get(key), Reply::Nil);
+    // Writes wait on the owner for longer than the harness's read timeout (10 s).
+    let mut admin = c.client(owner);
+    let paused = Instant::now();
+    assert_eq!(admin.cmd(&["CLIENT", "PAUSE", "11500", "WRITE"]), Reply::ok());
+    let r = c.try_cmd_on_owner(&["INCR", key]);
+    assert!(r.is_err(), "INCR sent again after its reply timed out: {r:?}");
+    std::thread::sleep(std::time::Duration::from_millis(12500).saturating_sub(paused.elapsed()));
+    let v = c.client(owner).cmd(&["GET", key]);
+    assert!(
+        v == Reply::Nil || v == Reply::bulk("1"),
+        "INCR ran more than once: {v:?}"
+    );
+}

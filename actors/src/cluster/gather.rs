@@ -18,24 +18,40 @@ pub enum Merge {
     },
     /// KEYS over masters: the arrays one after the other.
     Concat,
-    /// SCAN: the cursor (a master's index and its own cursor) as asked by the client, in the
-    /// request; in the merge, the master it went to, out of `masters`.
+    /// SCRIPT LOAD, FUNCTION LOAD over masters: every master gives the same reply (a SHA, a
+    /// library name), which is the reply; a difference is an error.
+    Same,
+    /// SCRIPT EXISTS over masters: 1 where every master has the script.
+    And,
+    /// SCAN: the cursor as asked by the client, in the request; in the merge, `ScanOn`.
     Scan,
-    ScanOn {
-        master: usize,
-        masters: usize,
-    },
+    /// The SCAN part sent to the master serving `slot` (the first slot of the master the
+    /// cursor is on), whose address has the tag `tag`; `next` is the first slot of the master
+    /// after it, if any.
+    ScanOn { slot: u16, tag: u16, next: Option<u16> },
 }
 
-/// Bits of a relayer SCAN cursor that say which master it is on.
-pub const SCAN_MASTER_BITS: u32 = 10;
+/// A relayer SCAN cursor, from the low bits: the slot (14 bits) whose master it is on, so the
+/// order of masters survives them coming, going or changing address; a tag of that master's
+/// address (16 bits): a node's own cursor means nothing on another node (keys sit in other
+/// buckets), so after a failover that master is scanned again from its start; then that
+/// node's own cursor.
+pub const SCAN_SLOT_BITS: u32 = 14;
+const SCAN_TAG_BITS: u32 = 16;
+const SCAN_OWN_SHIFT: u32 = SCAN_SLOT_BITS + SCAN_TAG_BITS;
 
-/// A client's SCAN cursor: (master index, that master's cursor).
-pub fn scan_cursor(cursor: u64) -> (usize, u64) {
+/// A client's SCAN cursor: (slot of the master it is on, tag of its address, its own cursor).
+pub fn scan_cursor(cursor: u64) -> (u16, u16, u64) {
     (
-        (cursor & ((1 << SCAN_MASTER_BITS) - 1)) as usize,
-        cursor >> SCAN_MASTER_BITS,
+        (cursor & ((1 << SCAN_SLOT_BITS) - 1)) as u16,
+        (cursor >> SCAN_SLOT_BITS) as u16,
+        cursor >> SCAN_OWN_SHIFT,
     )
+}
+
+/// The tag of a node's address in a SCAN cursor.
+pub fn scan_tag(addr: &str) -> u16 {
+    super::slot::crc16(addr.as_bytes())
 }
 
 /// The client's reply from the parts' replies (in part order). The first error a part got is
@@ -72,7 +88,34 @@ pub fn merge(how: &Merge, parts: &[Bytes]) -> Bytes {
             encode_array(out.into_iter().map(|v| v.unwrap_or(Value::Nil)))
         }
         Merge::Scan => unexpected(&parts[0]),
-        Merge::ScanOn { master, masters } => {
+        Merge::Same => match parts.iter().find(|p| *p != &parts[0]) {
+            None => parts[0].clone(),
+            Some(_) => write::error("ERR relayer: the masters answered differently"),
+        },
+        Merge::And => {
+            let mut all: Option<Vec<i64>> = None;
+            for p in parts {
+                let Some((Value::Array(items), _)) = Value::parse(p) else {
+                    return unexpected(p);
+                };
+                let mut flags = Vec::with_capacity(items.len());
+                for v in items {
+                    match v {
+                        Value::Int(n) => flags.push(n),
+                        _ => return unexpected(p),
+                    }
+                }
+                all = Some(match all {
+                    None => flags,
+                    Some(a) if a.len() == flags.len() => {
+                        a.iter().zip(flags).map(|(x, y)| (*x).min(y)).collect()
+                    }
+                    Some(_) => return unexpected(p),
+                });
+            }
+            encode_array(all.unwrap_or_default().into_iter().map(Value::Int))
+        }
+        Merge::ScanOn { slot, tag, next } => {
             let Some((Value::Array(mut reply), _)) = Value::parse(&parts[0]) else {
                 return unexpected(&parts[0]);
             };
@@ -85,16 +128,11 @@ pub fn merge(how: &Merge, parts: &[Bytes]) -> Bytes {
             };
             // Done on this master: the next one from its start, or the end of the scan.
             let next = if cursor == 0 {
-                if master + 1 < *masters {
-                    (master + 1) as u64
-                } else {
-                    0
-                }
+                next.map_or(0, u64::from)
+            } else if cursor >> (64 - SCAN_OWN_SHIFT) != 0 {
+                return write::error("ERR relayer: a node's SCAN cursor is too large to relay");
             } else {
-                match cursor.checked_mul(1 << SCAN_MASTER_BITS) {
-                    Some(c) => c | *master as u64,
-                    None => return write::error("ERR relayer: a node's SCAN cursor is too large to relay"),
-                }
+                (cursor << SCAN_OWN_SHIFT) | (u64::from(*tag) << SCAN_SLOT_BITS) | u64::from(*slot)
             };
             reply[0] = Value::Bulk(next.to_string().into_bytes());
             encode_array(reply.into_iter())
@@ -157,5 +195,31 @@ mod tests {
             b("*1\r\n$1\r\nk\r\n")
         );
         assert!(merge(&Merge::Sum, &[b("+OK\r\n")]).starts_with(b"-ERR relayer: unexpected"));
+        let sha = b("$3\r\nabc\r\n");
+        assert_eq!(merge(&Merge::Same, &[sha.clone(), sha.clone()]), sha);
+        assert!(merge(&Merge::Same, &[sha, b("$3\r\nabd\r\n")]).starts_with(b"-ERR relayer:"));
+        assert_eq!(
+            merge(&Merge::And, &[b("*2\r\n:1\r\n:1\r\n"), b("*2\r\n:0\r\n:1\r\n")]),
+            b("*2\r\n:0\r\n:1\r\n")
+        );
+    }
+
+    #[test]
+    fn scan_cursors_name_a_slot() {
+        let page = |c: &str| b(&format!("*2\r\n${}\r\n{c}\r\n*1\r\n$1\r\nk\r\n", c.len()));
+        // Not done on the master of slot 5461: its cursor, with the slot.
+        let on = |slot, next| Merge::ScanOn { slot, tag: 77, next };
+        let r = merge(&on(5461, Some(10923)), &[page("7")]);
+        let c = (7u64 << SCAN_OWN_SHIFT) | (77 << SCAN_SLOT_BITS) | 5461;
+        assert_eq!(r, page(&c.to_string()));
+        assert_eq!(scan_cursor(c), (5461, 77, 7));
+        // Done: the next master from its start, or the end.
+        let r = merge(&on(5461, Some(10923)), &[page("0")]);
+        assert_eq!(r, page("10923"));
+        assert_eq!(scan_cursor(10923), (10923, 0, 0));
+        let r = merge(&on(10923, None), &[page("0")]);
+        assert_eq!(r, page("0"));
+        let huge = (1u64 << 40).to_string();
+        assert!(merge(&on(0, None), &[page(&huge)]).starts_with(b"-ERR relayer:"));
     }
 }

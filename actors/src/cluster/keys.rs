@@ -50,8 +50,8 @@ fn key_positions(cmd: &Command) -> Option<Vec<usize>> {
     Some(match name.as_str() {
         "PING" | "ECHO" | "INFO" | "TIME" | "DBSIZE" | "KEYS" | "SCAN" | "RANDOMKEY" | "LASTSAVE"
         | "FLUSHALL" | "FLUSHDB" | "CONFIG" | "CLIENT" | "COMMAND" | "SCRIPT" | "FUNCTION" | "PUBLISH"
-        | "SPUBLISH" | "PUBSUB" | "CLUSTER" | "READONLY" | "READWRITE" | "LATENCY" | "SLOWLOG" | "MEMORY"
-        | "ACL" | "DEBUG" | "LOLWUT" | "ROLE" | "SAVE" | "BGSAVE" | "BGREWRITEAOF" | "WAIT" | "WAITAOF" => {
+        | "PUBSUB" | "CLUSTER" | "READONLY" | "READWRITE" | "LATENCY" | "SLOWLOG" | "MEMORY" | "ACL"
+        | "DEBUG" | "LOLWUT" | "ROLE" | "SAVE" | "BGSAVE" | "BGREWRITEAOF" | "WAIT" | "WAITAOF" => {
             // MEMORY USAGE <key> is the one subcommand above with a key.
             if name == "MEMORY" && argc >= 3 && cmd.arg(1).eq_ignore_ascii_case(b"USAGE") {
                 return Some(vec![2]);

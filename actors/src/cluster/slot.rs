@@ -4,7 +4,7 @@ pub const SLOTS: usize = 16384;
 
 /// CRC16-XMODEM (polynomial 0x1021, initial 0), the checksum Redis Cluster uses; table-driven,
 /// as in Redis' crc16.c.
-fn crc16(data: &[u8]) -> u16 {
+pub fn crc16(data: &[u8]) -> u16 {
     const TABLE: [u16; 256] = {
         let mut t = [0u16; 256];
         let mut i = 0;

@@ -18,8 +18,10 @@ impl std::fmt::Display for Node {
 /// Slot -> master, for the whole key space. Slots no master serves are None.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlotMap {
-    /// Masters, sorted by address (a stable order for SCAN cursors).
+    /// Masters, sorted by address when read; a MOVED to a new one appends it.
     pub masters: Vec<Node>,
+    /// The replicas CLUSTER SLOTS listed: asked for the map when no master answers.
+    pub replicas: Vec<Node>,
     /// Index into `masters` for each slot; `u16::MAX` when unserved.
     owner: Vec<u16>,
 }
@@ -31,8 +33,28 @@ impl SlotMap {
         self.masters.get(self.owner[slot as usize] as usize)
     }
 
+    /// The index in `masters` of the master serving `slot`.
+    pub fn owner_index(&self, slot: u16) -> Option<usize> {
+        let i = self.owner[slot as usize] as usize;
+        (i < self.masters.len()).then_some(i)
+    }
+
     pub fn covers_all(&self) -> bool {
         self.owner.iter().all(|&o| o != NONE)
+    }
+
+    /// The masters in the order a relayer SCAN visits them: by the first slot each serves,
+    /// with that slot. A failover keeps a master's slots, so the order survives it.
+    pub fn scan_order(&self) -> Vec<(u16, &Node)> {
+        let mut seen = vec![false; self.masters.len()];
+        let mut order = Vec::with_capacity(self.masters.len());
+        for (slot, &o) in self.owner.iter().enumerate() {
+            if o != NONE && !seen[o as usize] {
+                seen[o as usize] = true;
+                order.push((slot as u16, &self.masters[o as usize]));
+            }
+        }
+        order
     }
 
     /// Moves one slot to `node` (a MOVED redirection), adding the node if it is new.
@@ -57,6 +79,7 @@ impl SlotMap {
             _ => return Err("CLUSTER SLOTS reply is not an array".into()),
         };
         let mut by_slot = vec![None; SLOTS];
+        let mut replicas = Vec::new();
         for range in &ranges {
             let Value::Array(parts) = range else {
                 return Err("CLUSTER SLOTS range is not an array".into());
@@ -84,7 +107,19 @@ impl SlotMap {
             for slot in *start..=*end {
                 by_slot[slot as usize] = Some(node.clone());
             }
+            for r in parts.iter().skip(3) {
+                if let Value::Array(r) = r {
+                    if let (Some(Value::Bulk(h)), Some(Value::Int(p))) = (r.first(), r.get(1)) {
+                        let host = String::from_utf8_lossy(h).into_owned();
+                        if let (false, Ok(port)) = (host.is_empty() || host == "?", u16::try_from(*p)) {
+                            replicas.push(Node { host, port });
+                        }
+                    }
+                }
+            }
         }
+        replicas.sort();
+        replicas.dedup();
         let mut masters: Vec<Node> = by_slot.iter().flatten().cloned().collect();
         masters.sort();
         masters.dedup();
@@ -95,7 +130,11 @@ impl SlotMap {
                 None => NONE,
             })
             .collect();
-        Ok(SlotMap { masters, owner })
+        Ok(SlotMap {
+            masters,
+            replicas,
+            owner,
+        })
     }
 }
 
@@ -185,6 +224,8 @@ mod tests {
 *3\r\n:8192\r\n:16383\r\n*3\r\n$0\r\n\r\n:7002\r\n$2\r\nid\r\n";
         let map = SlotMap::from_cluster_slots(reply, &node(7002)).unwrap();
         assert_eq!(map.masters, vec![node(7001), node(7002)]);
+        assert_eq!(map.replicas, vec![node(7004)]);
+        assert_eq!(map.scan_order(), vec![(0, &node(7001)), (8192, &node(7002))]);
         assert_eq!(map.owner(0), Some(&node(7001)));
         assert_eq!(map.owner(8191), Some(&node(7001)));
         assert_eq!(map.owner(8192), Some(&node(7002)));
@@ -193,6 +234,17 @@ mod tests {
         moved.assign(5, node(7003));
         assert_eq!(moved.owner(5), Some(&node(7003)));
         assert_eq!(moved.owner(6), Some(&node(7001)));
+        // A new master with a slot before the others' first: visited where its slot is.
+        moved.assign(0, node(7000));
+        assert_eq!(
+            moved.scan_order(),
+            vec![
+                (0, &node(7000)),
+                (1, &node(7001)),
+                (5, &node(7003)),
+                (8192, &node(7002))
+            ]
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ use super::commands::{classify, client_sub_refused, Kind};
 use super::dedicated::{self, Dest, Handle, Pool};
 use super::smart::{Budget, Table};
 use super::target::{Forward, KnownDbs, Request, Target};
+use crate::cluster::admin::{keyless, Keyless};
 use crate::cluster::gather::Merge;
 use crate::cluster::keys::{self, Route as KeyRoute, Split};
 use crate::cluster::slot::slot_of;
@@ -446,11 +447,15 @@ impl Session {
             Kind::StreamRead if cmd.args().skip(1).any(|a| a.eq_ignore_ascii_case(b"BLOCK")) => {
                 self.dedicated(cmd, ctx)
             }
-            Kind::StreamRead => {
-                if let Some(slot) = self.cluster_route(&cmd, ctx) {
+            Kind::StreamRead => match self.cluster_route(&cmd, ctx) {
+                Routed::To(slot) => {
                     self.forward_to(Request::One(cmd.frame().clone()), slot, ctx);
                 }
-            }
+                Routed::Split(request) => {
+                    self.forward(request, ctx);
+                }
+                Routed::Done => {}
+            },
             _ => self.reply(wrong_arity(cmd.arg(0)), ctx),
         }
     }
@@ -458,8 +463,10 @@ impl Session {
     /// In smart mode a write from the table is acknowledged now and sent in the background,
     /// while the budget allows; otherwise it waits for its real reply like any command.
     fn forward_or_acknowledge(&mut self, cmd: Command, ctx: &mut Context<Self>) {
-        let Some(slot) = self.cluster_route(&cmd, ctx) else {
-            return;
+        let slot = match self.cluster_route(&cmd, ctx) {
+            Routed::To(slot) => slot,
+            Routed::Split(request) => return self.split_or_acknowledge(&cmd, request, ctx),
+            Routed::Done => return,
         };
         // On a dedicated connection everything is waited on: it keeps the client's order.
         if let Some(smart) = self.settings.smart.as_ref().filter(|_| self.ded.is_none()) {
@@ -492,33 +499,80 @@ impl Session {
         self.forward_to(Request::One(cmd.into_frame()), slot, ctx);
     }
 
-    /// On a cluster: the slot `cmd` goes to (Some(None): any master). None when the command
-    /// was answered here: refused (CROSSSLOT), split over nodes, or fanned out to masters.
-    fn cluster_route(&mut self, cmd: &Command, ctx: &mut Context<Self>) -> Option<Option<u16>> {
-        if !self.settings.cluster {
-            return Some(None);
+    /// A multi-key command split by slot. In smart mode, a write of the table is acknowledged
+    /// now and its parts sent in the background, each to its slot, while the budget allows.
+    fn split_or_acknowledge(&mut self, cmd: &Command, request: Request, ctx: &mut Context<Self>) {
+        let early = self
+            .settings
+            .smart
+            .as_ref()
+            .filter(|_| self.ded.is_none())
+            .and_then(|s| s.table.early(cmd).map(|e| (e, s.budget.clone())));
+        let (Some((early, budget)), Request::Gather { parts, .. }) = (early, &request) else {
+            self.forward(request, ctx);
+            return;
+        };
+        let len: u64 = parts.iter().map(|(_, f)| f.len() as u64).sum();
+        if !budget.try_take(len) {
+            self.forward(request, ctx);
+            return;
         }
-        if let Some(merge) = fan_out(cmd) {
-            self.forward(
-                Request::FanOut {
-                    frame: cmd.frame().clone(),
-                    merge,
+        let Request::Gather { parts, .. } = request else {
+            unreachable!("matched above")
+        };
+        for (slot, frame) in parts {
+            let flen = frame.len() as u64;
+            let sent = self.target.try_send(Forward {
+                reply_to: ctx.address(),
+                session: self.id,
+                seq: 0,
+                db: self.db,
+                request: Request::Background {
+                    frame,
+                    idempotent: early.idempotent,
                 },
-                ctx,
-            );
-            return None;
+                slot,
+            });
+            if sent.is_err() {
+                // Only a retired target refuses, and then from the first part on.
+                budget.give_back(flen);
+                self.reply(error(TARGET_GONE), ctx);
+                return;
+            }
+        }
+        self.settings.metrics.acknowledged.increment(1);
+        self.push_reply(Bytes::from_static(early.reply), ctx);
+    }
+
+    /// Where `cmd` goes on a cluster (always `To(None)` on a single Redis): refused here
+    /// (CROSSSLOT, keyless commands one node cannot answer for the cluster), fanned out to
+    /// the masters, split by slot, or to its slot.
+    fn cluster_route(&mut self, cmd: &Command, ctx: &mut Context<Self>) -> Routed {
+        if !self.settings.cluster {
+            return Routed::To(None);
+        }
+        match keyless(cmd) {
+            Some(Keyless::Every(merge)) => {
+                let frame = cmd.frame().clone();
+                self.forward(Request::FanOut { frame, merge }, ctx);
+                return Routed::Done;
+            }
+            Some(Keyless::Slot(s)) => return Routed::To(Some(s)),
+            Some(Keyless::Refuse(text)) => {
+                self.reply(error(&text), ctx);
+                return Routed::Done;
+            }
+            None => {}
         }
         match keys::route(cmd) {
-            KeyRoute::Any => Some(None),
-            KeyRoute::Slot(s) => Some(Some(s)),
+            KeyRoute::Any => Routed::To(None),
+            KeyRoute::Slot(s) => Routed::To(Some(s)),
             KeyRoute::CrossSlot => {
                 self.reply(error(CROSSSLOT), ctx);
-                None
+                Routed::Done
             }
             KeyRoute::Split { split, first, stride } => {
-                let request = split_by_slot(cmd, split, first, stride);
-                self.forward(request, ctx);
-                None
+                Routed::Split(split_by_slot(cmd, split, first, stride))
             }
         }
     }
@@ -576,7 +630,21 @@ impl Session {
             _ => {}
         }
         if self.settings.cluster {
-            let slot = match keys::route(cmd) {
+            let route = match keyless(cmd) {
+                Some(Keyless::Slot(s)) => KeyRoute::Slot(s),
+                // Inside a block it would reach one master only.
+                Some(Keyless::Every(_) | Keyless::Refuse(_)) => {
+                    multi.dirty = true;
+                    let text = format!(
+                        "ERR relayer: '{}' inside MULTI would reach one node of the cluster only",
+                        String::from_utf8_lossy(cmd.arg(0)).to_uppercase()
+                    );
+                    self.reply(error(&text), ctx);
+                    return true;
+                }
+                None => keys::route(cmd),
+            };
+            let slot = match route {
                 KeyRoute::Any => multi.slot,
                 KeyRoute::Slot(s) if multi.slot.is_none_or(|m| m == s) => Some(s),
                 _ => {
@@ -1139,17 +1207,14 @@ struct Hello<'c> {
 
 const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
 
-/// Keyless commands a cluster relayer sends to every master, and how it merges the replies.
-fn fan_out(cmd: &Command) -> Option<Merge> {
-    if cmd.name_is(b"DBSIZE") && cmd.argc() == 1 {
-        Some(Merge::Sum)
-    } else if cmd.name_is(b"KEYS") && cmd.argc() == 2 {
-        Some(Merge::Concat)
-    } else if cmd.name_is(b"SCAN") && cmd.argc() >= 2 {
-        Some(Merge::Scan)
-    } else {
-        None
-    }
+/// Where a command goes on a cluster relayer.
+enum Routed {
+    /// To the master of this slot (None: any master; always None on a single Redis).
+    To(Option<u16>),
+    /// Keys on several slots: one part per slot, the replies merged (a `Request::Gather`).
+    Split(Request),
+    /// Answered here already (refused), or fanned out to every master.
+    Done,
 }
 
 /// A multi-key command whose keys are on several slots, as one part per slot, keys in the

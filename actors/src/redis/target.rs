@@ -154,6 +154,9 @@ struct Pending {
     dest: Dest,
     /// On a cluster: what is needed to send the command again after a redirection.
     resend: Option<Resend>,
+    /// On a cluster: newer commands of its slot wait until this one has come back (see
+    /// `cluster::holds`).
+    displaced: bool,
     tick: u64,
     /// Where the command ends in the bytes queued on this connection: it has been written
     /// once `Upstream::written` reaches this.
@@ -191,6 +194,9 @@ struct Upstream {
     /// Bytes queued on this connection since it was opened, and bytes the socket took.
     queued: u64,
     written: u64,
+    /// On a cluster: the first redirection or retryable error a command of the MULTI block
+    /// under way got while queued, which is why its EXEC will abort.
+    block_note: Option<Bytes>,
 }
 
 impl Upstream {
@@ -210,6 +216,7 @@ impl Upstream {
             reader: None,
             queued: 0,
             written: 0,
+            block_note: None,
         }
     }
 }
@@ -332,6 +339,7 @@ impl Target {
             debug!(self.settings.log, "backend connected"; "backend" => %c.addr, "conn" => idx);
         }
         c.state = State::Up;
+        c.block_note = None;
         c.backoff = BACKOFF_FIRST;
         c.logged_failure = None;
         c.reader = Some(handle);
@@ -373,6 +381,10 @@ impl Target {
         c.written = 0;
         let mut again = 0;
         for p in owed {
+            if self.cluster.is_some() {
+                again += usize::from(self.cluster_cut_off(idx, p, &err, written, reason, ctx));
+                continue;
+            }
             match p.dest {
                 Dest::Session { to, seq } | Dest::SelectCheck { to, seq, .. } => to.do_send(Reply {
                     seq,
@@ -388,26 +400,22 @@ impl Target {
                     idempotent,
                 } if idempotent || p.end > written => {
                     again += 1;
-                    match (&mut self.cluster, p.resend) {
-                        // Sent again where the slot lives once the map is refreshed.
-                        (Some(c), Some(r)) => c.park(r.slot, frame, idempotent),
-                        _ => self.queue_background(idx, frame, db, idempotent),
-                    }
+                    self.queue_background(idx, frame, db, idempotent);
                 }
-                Dest::Background { frame, .. } => self.unknown_outcome(&frame),
+                Dest::Background { frame, .. } => self.unknown_outcome(idx, &frame),
             }
         }
         if again > 0 {
             debug!(self.settings.log, "background writes queued again"; "conn" => idx, "count" => again);
-        }
-        if self.cluster.is_some() {
-            self.cluster_conn_failed(idx, ctx);
         }
         self.check_drained();
         if was_up {
             self.settings.metrics.reconnects.increment(1);
             warn!(self.settings.log, "backend connection lost, reconnecting"; "backend" => %addr, "conn" => idx, "reason" => reason);
             self.connect(idx, ctx);
+            if self.cluster.is_some() {
+                self.cluster_conn_failed(idx, ctx);
+            }
             return;
         }
         let c = &mut self.conns[idx];
@@ -430,6 +438,10 @@ impl Target {
                 act.connect(idx, ctx);
             }
         });
+        // After the state is known (down, or reconnecting), so what is sent again now sees it.
+        if self.cluster.is_some() {
+            self.cluster_conn_failed(idx, ctx);
+        }
     }
 
     fn push(&mut self, idx: usize, frame: Bytes, dest: Dest) {
@@ -437,6 +449,17 @@ impl Target {
     }
 
     fn push_resend(&mut self, idx: usize, frame: Bytes, dest: Dest, resend: Option<Resend>) {
+        self.push_pending(idx, frame, dest, resend, false);
+    }
+
+    fn push_pending(
+        &mut self,
+        idx: usize,
+        frame: Bytes,
+        dest: Dest,
+        resend: Option<Resend>,
+        displaced: bool,
+    ) {
         let tick = self.tick;
         let c = &mut self.conns[idx];
         c.queued += frame.len() as u64;
@@ -447,25 +470,15 @@ impl Target {
         c.pending.push_back(Pending {
             dest,
             resend,
+            displaced,
             tick,
             end: c.queued,
         });
     }
 
     fn queue_background(&mut self, idx: usize, frame: Bytes, db: u32, idempotent: bool) {
-        self.queue_background_resend(idx, frame, db, idempotent, None);
-    }
-
-    fn queue_background_resend(
-        &mut self,
-        idx: usize,
-        frame: Bytes,
-        db: u32,
-        idempotent: bool,
-        resend: Option<Resend>,
-    ) {
         self.switch_db(idx, db);
-        self.push_resend(
+        self.push(
             idx,
             frame.clone(),
             Dest::Background {
@@ -473,7 +486,6 @@ impl Target {
                 db,
                 idempotent,
             },
-            resend,
         );
     }
 
@@ -501,15 +513,20 @@ impl Target {
             return;
         };
         // On a cluster, MOVED and ASK are followed here; the reply goes on otherwise.
-        let p = if self.cluster.is_some() {
-            match self.cluster_reply(idx, p, &data, ctx) {
-                Some(p) => p,
+        let (dest, data) = if self.cluster.is_some() {
+            match self.cluster_reply(idx, p, data, ctx) {
+                Some(d) => d,
                 None => return,
             }
         } else {
-            p
+            (p.dest, data)
         };
-        match p.dest {
+        self.deliver(idx, dest, data, ctx);
+    }
+
+    /// A reply to where it goes.
+    fn deliver(&mut self, idx: usize, dest: Dest, data: Bytes, ctx: &mut Context<Self>) {
+        match dest {
             Dest::Part { gather, index } => self.part_reply(gather, index, data),
             Dest::Session { to, seq } => {
                 to.do_send(Reply { seq, data });
@@ -530,7 +547,7 @@ impl Target {
                     b.give_back(frame.len() as u64);
                 }
                 if is_error(&data) {
-                    self.refused_write(&frame, &data);
+                    self.refused_write(idx, &frame, &data);
                 }
                 self.check_drained();
             }
@@ -547,7 +564,7 @@ impl Target {
                         }
                         Swallowed::Select(db) => {
                             self.conns[idx].db = None;
-                            error!(self.settings.log, "backend refused a SELECT issued by the relayer"; "backend" => %self.settings.addr, "db" => db, "error" => text);
+                            error!(self.settings.log, "backend refused a SELECT issued by the relayer"; "backend" => %self.conns[idx].addr, "db" => db, "error" => text);
                         }
                     }
                 } else if let Swallowed::Slots = what {
@@ -557,7 +574,7 @@ impl Target {
         }
     }
 
-    fn refused_write(&mut self, frame: &Bytes, reply: &Bytes) {
+    fn refused_write(&mut self, idx: usize, frame: &Bytes, reply: &Bytes) {
         self.settings.metrics.background_errors.increment(1);
         let (name, key) = name_and_key(frame);
         let count = self.refused.entry(name.clone()).or_insert(0);
@@ -565,12 +582,12 @@ impl Target {
         let count = *count;
         if self.refused_log.allow() {
             error!(self.settings.log, "background write refused by the backend";
-                "backend" => %self.settings.addr, "command" => name, "key" => key,
+                "backend" => %self.conns[idx].addr, "command" => name, "key" => key,
                 "error" => error_text(reply), "count" => count);
         }
     }
 
-    fn unknown_outcome(&mut self, frame: &Bytes) {
+    fn unknown_outcome(&mut self, idx: usize, frame: &Bytes) {
         self.unknown_outcome += 1;
         if let Some(b) = &self.settings.budget {
             b.give_back(frame.len() as u64);
@@ -578,7 +595,7 @@ impl Target {
         if self.unknown_log.allow() {
             let (name, key) = name_and_key(frame);
             warn!(self.settings.log, "background write of unknown outcome: the connection dropped before the backend confirmed it, and it is not safe to send twice";
-                "backend" => %self.settings.addr, "command" => name, "key" => key, "count" => self.unknown_outcome);
+                "backend" => %self.conns[idx].addr, "command" => name, "key" => key, "count" => self.unknown_outcome);
         }
     }
 
@@ -589,7 +606,9 @@ impl Target {
             return;
         }
         let confirmed = self.settings.budget.as_ref().is_none_or(|b| b.pending() == 0);
-        let answered = !self.drain_everything || self.conns.iter().all(|c| c.pending.is_empty());
+        let answered = !self.drain_everything
+            || (self.conns.iter().all(|c| c.pending.is_empty())
+                && self.cluster.as_ref().is_none_or(|c| !c.has_waiters()));
         if confirmed && answered {
             if let Some(tx) = self.drain_waiter.take() {
                 let _ = tx.send(());
@@ -614,7 +633,7 @@ impl Target {
                 let t = self.settings.timeout.unwrap_or_default();
                 let text = format!(
                     "ERR relayer: backend {} timed out after {}",
-                    self.settings.addr,
+                    self.conns[idx].addr,
                     secs(t)
                 );
                 self.failed(idx, &format!("no reply within {}", secs(t)), Some(text), ctx);
@@ -683,14 +702,6 @@ impl Target {
             self.connect(idx, ctx);
         }
         let (to, seq) = (msg.reply_to, msg.seq);
-        let (is_cluster, slot) = (self.cluster.is_some(), msg.slot);
-        let resend = move |frame: &Bytes| {
-            is_cluster.then(|| Resend {
-                frame: frame.clone(),
-                slot,
-                hops: 0,
-            })
-        };
         // While the backend is down, commands waited on fail fast.
         if let (State::Down { reason }, false) = (
             &self.conns[idx].state,
@@ -711,16 +722,14 @@ impl Target {
             // buffer, which it would otherwise pin while it waits.
             Request::Background { frame, idempotent } => {
                 let frame = Bytes::copy_from_slice(&frame);
-                let resend = resend(&frame);
-                self.queue_background_resend(idx, frame, msg.db, idempotent, resend);
+                self.queue_background(idx, frame, msg.db, idempotent);
             }
             Request::One(frame) => {
                 self.switch_db(idx, msg.db);
-                let resend = resend(&frame);
-                self.push_resend(idx, frame, Dest::Session { to, seq }, resend);
+                self.push(idx, frame, Dest::Session { to, seq });
             }
             Request::Gather { .. } | Request::FanOut { .. } => {
-                unreachable!("gathered requests are split by the cluster code")
+                unreachable!("gathered requests only exist on a cluster")
             }
             Request::Select(db, frame) => {
                 self.push(idx, frame, Dest::SelectCheck { to, seq, db });
@@ -852,7 +861,7 @@ impl Handler<GiveUp> for Target {
                     .count()
             })
             .sum();
-        let left = left + self.cluster.as_ref().map_or(0, |c| c.parked());
+        let left = left + self.cluster.as_ref().map_or(0, |c| c.background_waiting());
         if left > 0 {
             error!(self.settings.log, "background writes lost: not confirmed by the backend within the drain timeout";
                 "backend" => %self.settings.addr, "lost" => left,
@@ -889,8 +898,8 @@ impl Handler<Retire> for Target {
                 }
             }
         }
-        if let Some(c) = self.cluster.as_mut() {
-            c.retire(&err, self.settings.budget.as_deref());
+        if self.cluster.is_some() {
+            self.cluster_retire(&err);
         }
         debug!(self.settings.log, "target retired"; "backend" => %self.settings.addr);
         ctx.stop();

@@ -1,58 +1,83 @@
 //! The target on a Redis Cluster: a connection per master (opened when first used), the slot
 //! map (from CLUSTER SLOTS: at start, after MOVED, after a lost connection and every few
-//! seconds), MOVED and ASK followed up to `MAX_HOPS` times, and requests split over nodes.
+//! seconds), and commands sent where their slot lives.
 //!
-//! Order: a client's commands on one slot go to one connection, so they run in order. When a
-//! slot moves, commands for it still in flight on the old node come back MOVED and are sent
-//! again in order; new commands for that slot are held until those have come back, so none
-//! overtakes them.
+//! Every command becomes a `Job`: what to send, where its reply goes, and what is needed to send
+//! it again. A client's commands on one slot go to one connection (the slot's master,
+//! `maxConnections` per master, picked by client), so they run in order; `holds` keeps that
+//! order when a command must be sent again (`replies`: MOVED, ASK, TRYAGAIN, CLUSTERDOWN,
+//! LOADING, a lost connection).
 
 use super::*;
-use crate::cluster::gather::{merge, Merge};
+use crate::cluster::gather::{merge, scan_cursor, scan_tag, Merge};
 use crate::cluster::topology::{Node, SlotMap};
 use crate::endpoint::TargetKind;
 use std::time::Instant;
 
-/// Redirections followed for one command before its client gets the error.
-const MAX_HOPS: u8 = 5;
+mod holds;
+mod replies;
+
+use holds::{hold_key, Hold};
+
 /// Ticks between periodic map refreshes (5 s).
 const REFRESH_TICKS: u64 = 50;
 /// A refresh asked for by MOVED is not repeated sooner than this.
 const REFRESH_GAP: Duration = Duration::from_millis(500);
+const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
 
-/// What a command needs to be sent again elsewhere.
+/// What a command needs to be sent again elsewhere, kept with its pending reply.
 pub(super) struct Resend {
-    pub frame: Bytes,
     pub slot: Option<u16>,
+    /// The client: its connection to a node is `session % maxConnections`.
+    pub session: u64,
+    pub body: Body,
+    /// Redirections followed so far.
     pub hops: u8,
+    /// Times sent again after TRYAGAIN, CLUSTERDOWN or LOADING.
+    pub tries: u8,
+    /// The tick it came in, for the timeout of a waited command while it is held.
+    pub since: u64,
+}
+
+pub(super) enum Body {
+    One(Bytes),
+    /// MULTI, the queued commands, EXEC: sent and sent again as one.
+    Block(Vec<Bytes>),
+}
+
+/// A command (or MULTI block) on its way to the node of its slot.
+pub(super) struct Job {
+    pub r: Resend,
+    pub dest: Dest,
+    /// Redirected by ASK: sent to this node, after ASKING.
+    pub ask: Option<Node>,
 }
 
 pub(super) struct Cluster {
     seeds: Vec<TargetAddr>,
     map: Option<SlotMap>,
+    /// The first connection of each master of `map`, by its index there (a node's connections
+    /// are contiguous): finding a command's connection allocates nothing.
+    master_conns: Vec<usize>,
     /// The connections of each node, and the node of each connection.
     node_conns: HashMap<Node, Vec<usize>>,
     conn_node: Vec<Node>,
     refreshing: Option<usize>,
     refresh_again: bool,
     last_refresh: Option<Instant>,
-    next_seed: usize,
+    /// Turn of the next node asked for the map (masters, replicas, seeds).
+    next_candidate: usize,
+    /// A node that just named itself the new master of a slot (MOVED): it knows the change,
+    /// so the next refresh asks it rather than a node that may not have heard yet.
+    refresh_hint: Option<Node>,
     /// Why the last refresh failed, for the error clients get before any map.
     last_error: String,
-    /// Writes acknowledged early whose node cannot be reached: sent where their slot lives
-    /// once a new map is known.
-    parked: Vec<(Option<u16>, Bytes, bool)>,
+    /// By slot (`holds::hold_key`): commands kept back so that none overtakes an older one.
     holds: HashMap<u16, Hold>,
     gathers: HashMap<u64, Gather>,
     next_gather: u64,
     /// Requests that came before the first map, while it was being asked for.
     waiting: VecDeque<Forward>,
-}
-
-struct Hold {
-    /// Commands for the slot still owed by nodes that no longer serve it.
-    left: usize,
-    queued: VecDeque<Forward>,
 }
 
 struct Gather {
@@ -68,14 +93,15 @@ impl Cluster {
         Cluster {
             seeds,
             map: None,
+            master_conns: Vec::new(),
             node_conns: HashMap::new(),
             conn_node: Vec::new(),
             refreshing: None,
             refresh_again: false,
             last_refresh: None,
-            next_seed: 0,
+            next_candidate: 0,
+            refresh_hint: None,
             last_error: "no node asked yet".into(),
-            parked: Vec::new(),
             holds: HashMap::new(),
             gathers: HashMap::new(),
             next_gather: 0,
@@ -83,41 +109,35 @@ impl Cluster {
         }
     }
 
-    pub(super) fn park(&mut self, slot: Option<u16>, frame: Bytes, idempotent: bool) {
-        self.parked.push((slot, frame, idempotent));
+    /// Writes acknowledged early that wait here (in a hold, or for the first map).
+    pub(super) fn background_waiting(&self) -> usize {
+        let held = self
+            .holds
+            .values()
+            .flat_map(|h| h.front.iter().chain(&h.back))
+            .filter(|j| matches!(j.dest, Dest::Background { .. }))
+            .count();
+        let waiting = self
+            .waiting
+            .iter()
+            .filter(|m| matches!(m.request, Request::Background { .. }))
+            .count();
+        held + waiting
     }
 
-    /// Gathered requests get `err`; parked writes are let go (counted by the drain before).
-    pub(super) fn retire(&mut self, err: &Bytes, budget: Option<&Budget>) {
-        for (_, g) in self.gathers.drain() {
-            g.to.do_send(Reply {
-                seq: g.seq,
-                data: err.clone(),
-            });
-        }
-        for (_, frame, _) in self.parked.drain(..) {
-            if let Some(b) = budget {
-                b.give_back(frame.len() as u64);
-            }
-        }
-        for msg in self.waiting.drain(..) {
-            msg.reply_to.do_send(Reply {
-                seq: msg.seq,
-                data: err.clone(),
-            });
-        }
-        for (_, h) in self.holds.drain() {
-            for msg in h.queued {
-                msg.reply_to.do_send(Reply {
-                    seq: msg.seq,
-                    data: err.clone(),
-                });
-            }
-        }
-    }
-
-    pub(super) fn parked(&self) -> usize {
-        self.parked.len()
+    /// Some client waits for a reply that is not on a connection yet.
+    pub(super) fn has_waiters(&self) -> bool {
+        !self.gathers.is_empty()
+            || self
+                .waiting
+                .iter()
+                .any(|m| !matches!(m.request, Request::Background { .. }))
+            || self.holds.values().any(|h| {
+                h.front
+                    .iter()
+                    .chain(&h.back)
+                    .any(|j| !matches!(j.dest, Dest::Background { .. }))
+            })
     }
 }
 
@@ -186,13 +206,38 @@ impl Target {
         idxs
     }
 
+    /// The connection of `session` to `node`: a client always uses the same one, so its
+    /// commands to a node run in the order it sent them.
+    fn conn_for(&mut self, node: &Node, session: u64) -> usize {
+        let conns = self.conns_of(node);
+        conns[(session % conns.len() as u64) as usize]
+    }
+
     fn open_if_idle(&mut self, idx: usize, ctx: &mut Context<Self>) {
         if matches!(self.conns[idx].state, State::Idle) {
             self.connect(idx, ctx);
         }
     }
 
-    /// Asks a node for the slot map, unless a refresh is under way.
+    /// Where the map may be read: its masters, then its replicas, then the seeds, so a
+    /// relayer whose every known master went away still finds the cluster.
+    fn refresh_candidates(&mut self) -> Vec<Node> {
+        let cl = self.cl();
+        let mut nodes: Vec<Node> = Vec::new();
+        if let Some(m) = &cl.map {
+            nodes.extend(m.masters.iter().cloned());
+            nodes.extend(m.replicas.iter().cloned());
+        }
+        for s in &cl.seeds {
+            if let Some(n) = node_of(s).filter(|n| !nodes.contains(n)) {
+                nodes.push(n);
+            }
+        }
+        nodes
+    }
+
+    /// Asks a node for the slot map, unless a refresh is under way: the one a MOVED named if
+    /// any, else the next one in turn; one whose connection is not known to be down.
     fn refresh(&mut self, ctx: &mut Context<Self>) {
         let cl = self.cl();
         if cl.refreshing.is_some() {
@@ -200,21 +245,29 @@ impl Target {
             return;
         }
         cl.last_refresh = Some(Instant::now());
-        // A master of the current map, else the seeds in turn.
-        let node = match &cl.map {
-            Some(m) if !m.masters.is_empty() => {
-                cl.next_seed += 1;
-                Some(m.masters[cl.next_seed % m.masters.len()].clone())
+        let candidates = self.refresh_candidates();
+        if candidates.is_empty() {
+            return;
+        }
+        let n = candidates.len();
+        let start = self.cl().next_candidate;
+        let hinted = self
+            .cl()
+            .refresh_hint
+            .take()
+            .and_then(|h| candidates.iter().position(|c| *c == h));
+        let mut pick = start % n;
+        for at in hinted.into_iter().chain((0..n).map(|i| (start + i) % n)) {
+            let idx = self.conns_of(&candidates[at])[0];
+            if !matches!(self.conns[idx].state, State::Down { .. }) {
+                pick = at;
+                break;
             }
-            _ => {
-                let n = cl.seeds.len();
-                let seed = &cl.seeds[cl.next_seed % n];
-                cl.next_seed += 1;
-                node_of(seed)
-            }
-        };
-        let Some(node) = node else { return };
-        let idx = self.conns_of(&node)[0];
+        }
+        if hinted != Some(pick) {
+            self.cl().next_candidate = pick + 1;
+        }
+        let idx = self.conns_of(&candidates[pick])[0];
         self.cl().refreshing = Some(idx);
         self.open_if_idle(idx, ctx);
         let cmd = Bytes::from_static(b"*2\r\n$7\r\nCLUSTER\r\n$5\r\nSLOTS\r\n");
@@ -235,15 +288,18 @@ impl Target {
         let tick = self.tick;
         let cl = self.cl();
         let due = cl.map.is_none() || tick % REFRESH_TICKS == 0;
-        let again = cl.refresh_again && cl.last_refresh.is_some_and(|t| t.elapsed() >= REFRESH_GAP);
-        // Before any map, retry at each tick only when no attempt is under way.
-        if (due || again) && self.cl().refreshing.is_none() {
-            let waited = self.cl().last_refresh.is_none_or(|t| t.elapsed() >= REFRESH_GAP);
+        // Writes waiting for their node to come back: ask again until the map says where.
+        let parked = cl.holds.values().any(|h| !h.front.is_empty());
+        let again =
+            (cl.refresh_again || parked) && cl.last_refresh.is_none_or(|t| t.elapsed() >= REFRESH_GAP);
+        if (due || again) && cl.refreshing.is_none() {
+            let waited = cl.last_refresh.is_none_or(|t| t.elapsed() >= REFRESH_GAP);
             if waited {
-                self.cl().refresh_again = false;
+                cl.refresh_again = false;
                 self.refresh(ctx);
             }
         }
+        self.hold_tick(ctx);
     }
 
     pub(super) fn slots_reply(&mut self, idx: usize, data: &Bytes, ctx: &mut Context<Self>) {
@@ -276,86 +332,51 @@ impl Target {
     }
 
     fn apply_map(&mut self, map: SlotMap, ctx: &mut Context<Self>) {
-        let first = self.cl().map.is_none();
-        if first || self.cl().map.as_ref() != Some(&map) {
+        let changed = self.cl().map.as_ref() != Some(&map);
+        if changed {
             info!(self.settings.log, "cluster map"; "masters" => map.masters.len(), "complete" => map.covers_all());
-        }
-        for m in &map.masters {
-            self.conns_of(m);
-        }
-        // Slots that moved while commands for them are in flight on their old node: hold new
-        // ones until those come back.
-        let mut counts: HashMap<u16, usize> = HashMap::new();
-        for (idx, c) in self.conns.iter().enumerate() {
-            let node = &self.cluster.as_ref().expect("cluster").conn_node[idx];
-            for p in &c.pending {
-                if let Some(s) = p.resend.as_ref().and_then(|r| r.slot) {
-                    if map.owner(s) != Some(node) {
-                        *counts.entry(s).or_default() += 1;
-                    }
-                }
+            for m in &map.masters {
+                self.conns_of(m);
             }
+            // Commands in flight on a node that no longer serves their slot come back MOVED:
+            // newer ones of the slot wait for them.
+            self.mark_off_owner(&map, None);
         }
+        self.set_map(map);
         let cl = self.cl();
-        for (s, n) in counts {
-            cl.holds.entry(s).or_insert_with(|| Hold {
-                left: 0,
-                queued: VecDeque::new(),
-            });
-            if let Some(h) = cl.holds.get_mut(&s) {
-                h.left = h.left.max(n);
-            }
-        }
-        cl.map = Some(map);
         cl.refreshing = None;
         let again = std::mem::take(&mut cl.refresh_again);
-        let parked = std::mem::take(&mut cl.parked);
-        for (slot, frame, idempotent) in parked {
-            self.send_background(slot, frame, idempotent, ctx);
-        }
         self.release_waiting(ctx);
+        // Writes parked for want of a map or of their node go now, if they can.
+        self.retry_holds_now(ctx);
         if again {
             self.refresh_soon(ctx);
         }
     }
 
-    /// The connection for `slot` (None: any master, spread by session).
-    fn pick(&mut self, slot: Option<u16>, session: u64) -> Result<usize, String> {
+    /// Makes `map` the map, with the connections of its masters.
+    pub(super) fn set_map(&mut self, map: SlotMap) {
+        let firsts = map.masters.iter().map(|m| self.conns_of(m)[0]).collect();
+        let cl = self.cl();
+        cl.master_conns = firsts;
+        cl.map = Some(map);
+    }
+
+    /// The connection of `session` to the master of `slot` (None: any master, spread by
+    /// session).
+    fn owner_conn(&mut self, slot: Option<u16>, session: u64) -> Result<usize, String> {
+        let k = self.settings.connections.max(1) as u64;
         let cl = self.cl();
         let Some(map) = &cl.map else {
             return Err(format!("ERR relayer: cluster not available ({})", cl.last_error));
         };
-        let node = match slot {
-            Some(s) => match map.owner(s) {
-                Some(n) => n.clone(),
-                None => return Err("CLUSTERDOWN Hash slot not served".into()),
-            },
-            None => map.masters[(session % map.masters.len() as u64) as usize].clone(),
+        let master = match slot {
+            Some(s) => map
+                .owner_index(s)
+                .ok_or_else(|| "CLUSTERDOWN Hash slot not served".to_string())?,
+            None => (session % map.masters.len() as u64) as usize,
         };
-        let conns = self.conns_of(&node);
-        Ok(conns[(session % conns.len() as u64) as usize])
-    }
-
-    fn send_background(
-        &mut self,
-        slot: Option<u16>,
-        frame: Bytes,
-        idempotent: bool,
-        ctx: &mut Context<Self>,
-    ) {
-        match self.pick(slot, 0) {
-            Ok(idx) if !matches!(self.conns[idx].state, State::Down { .. }) => {
-                self.open_if_idle(idx, ctx);
-                let resend = Resend {
-                    frame: frame.clone(),
-                    slot,
-                    hops: 0,
-                };
-                self.queue_background_resend(idx, frame, 0, idempotent, Some(resend));
-                self.schedule_flush(idx, ctx);
-            }
-            _ => self.cl().park(slot, frame, idempotent),
-        }
+        Ok(cl.master_conns[master] + (session % k) as usize)
     }
 
     pub(super) fn cluster_forward(&mut self, msg: Forward, ctx: &mut Context<Self>) {
@@ -365,78 +386,117 @@ impl Target {
             cl.waiting.push_back(msg);
             return;
         }
-        if let Request::Gather { .. } | Request::FanOut { .. } = msg.request {
-            return self.gather(msg, ctx);
-        }
-        if let Some(h) = msg.slot.and_then(|s| self.cl().holds.get_mut(&s)) {
-            h.queued.push_back(msg);
-            return;
-        }
-        let background = matches!(msg.request, Request::Background { .. });
-        let picked = self.pick(msg.slot, msg.session);
-        match picked {
-            Ok(idx) if !(background && matches!(self.conns[idx].state, State::Down { .. })) => {
-                self.forward_on(idx, msg, ctx)
+        let Forward {
+            reply_to: to,
+            session,
+            seq,
+            request,
+            slot,
+            ..
+        } = msg;
+        let since = self.tick;
+        let job = |body, dest| Job {
+            r: Resend {
+                slot,
+                session,
+                body,
+                hops: 0,
+                tries: 0,
+                since,
+            },
+            dest,
+            ask: None,
+        };
+        let job = match request {
+            Request::One(frame) => job(Body::One(frame), Dest::Session { to, seq }),
+            // SELECT 0 inside the block leaves the connection on DB 0, the only one.
+            Request::Block { frames, .. } => job(Body::Block(frames), Dest::Session { to, seq }),
+            Request::Background { frame, idempotent } => {
+                // Copied apart from the client's read buffer, which it would otherwise pin
+                // while it waits.
+                let frame = Bytes::copy_from_slice(&frame);
+                let dest = Dest::Background {
+                    frame: frame.clone(),
+                    db: 0,
+                    idempotent,
+                };
+                job(Body::One(frame), dest)
             }
-            _ if background => {
-                if let Request::Background { frame, idempotent } = msg.request {
-                    self.cl()
-                        .park(msg.slot, Bytes::copy_from_slice(&frame), idempotent);
+            Request::Gather { parts, merge } => return self.gather(to, seq, session, parts, merge, ctx),
+            Request::FanOut { frame, merge } => return self.fan_out(to, seq, session, frame, merge, ctx),
+            Request::Select(..) => {
+                let data = write::error("ERR SELECT is not allowed in cluster mode");
+                return to.do_send(Reply { seq, data });
+            }
+        };
+        self.dispatch(job, ctx);
+    }
+
+    /// Sends `job` now: to the node its ASK named, else to the master of its slot, on its
+    /// client's connection. `counted`: its slot's hold waits for its reply before newer
+    /// commands of the slot go. A job that cannot go: a waited one gets the error at once, a
+    /// write acknowledged early waits in its slot's hold.
+    fn send_now(&mut self, job: Job, counted: bool, ctx: &mut Context<Self>) {
+        let idx = match &job.ask {
+            Some(n) => Ok(self.conn_for(&n.clone(), job.r.session)),
+            None => self.owner_conn(job.r.slot, job.r.session),
+        };
+        let idx = match idx {
+            Ok(idx) => idx,
+            Err(text) => return self.cannot_send(job, &text),
+        };
+        if let State::Down { reason } = &self.conns[idx].state {
+            let text = format!(
+                "ERR relayer: backend {} unavailable ({reason})",
+                self.conns[idx].addr
+            );
+            return self.cannot_send(job, &text);
+        }
+        self.open_if_idle(idx, ctx);
+        let Job { r, dest, ask } = job;
+        if ask.is_some() {
+            self.push(idx, Bytes::from_static(ASKING), Dest::Swallow(Swallowed::Asking));
+        }
+        let key = hold_key(r.slot);
+        let last = match &r.body {
+            Body::One(frame) => frame.clone(),
+            Body::Block(frames) => {
+                let (last, queued) = frames.split_last().expect("a block ends with EXEC");
+                for f in queued {
+                    self.push(idx, f.clone(), Dest::Swallow(Swallowed::BlockPart));
                 }
+                last.clone()
             }
-            Ok(_) => unreachable!("checked above"),
-            Err(text) => msg.reply_to.do_send(Reply {
-                seq: msg.seq,
-                data: write::error(&text),
-            }),
+        };
+        self.push_pending(idx, last, dest, Some(r), counted);
+        if counted {
+            self.hold_mut(key).displaced += 1;
+        }
+        self.schedule_flush(idx, ctx);
+    }
+
+    fn cannot_send(&mut self, job: Job, text: &str) {
+        match job.dest {
+            Dest::Background { .. } => self.park(job),
+            dest => self.answer(dest, write::error(text)),
         }
     }
 
-    fn gather(&mut self, msg: Forward, ctx: &mut Context<Self>) {
-        let (to, seq, session) = (msg.reply_to, msg.seq, msg.session);
-        let (parts, merge) = match msg.request {
-            Request::Gather { parts, merge } => {
-                let parts = parts
-                    .into_iter()
-                    .map(|(slot, frame)| (self.pick(slot, session), frame, slot))
-                    .collect();
-                (parts, merge)
-            }
-            Request::FanOut {
-                frame,
-                merge: Merge::Scan,
-            } => match self.scan_part(frame, session) {
-                Ok((part, merge)) => (vec![part], merge),
-                Err(reply) => return to.do_send(Reply { seq, data: reply }),
-            },
-            Request::FanOut { frame, merge } => {
-                let masters = self.cl().map.as_ref().map(|m| m.masters.clone());
-                let Some(masters) = masters else {
-                    let text = format!("ERR relayer: cluster not available ({})", self.cl().last_error);
-                    return to.do_send(Reply {
-                        seq,
-                        data: write::error(&text),
-                    });
-                };
-                let parts = masters
-                    .iter()
-                    .map(|m| {
-                        let conns = self.conns_of(m);
-                        (
-                            Ok(conns[(session % conns.len() as u64) as usize]),
-                            frame.clone(),
-                            None,
-                        )
-                    })
-                    .collect();
-                (parts, merge)
-            }
-            _ => return,
-        };
-        let id = self.cl().next_gather;
-        self.cl().next_gather += 1;
-        let n = parts.len();
-        self.cl().gathers.insert(
+    /// A reply the relayer makes itself, for a command that does not reach a node.
+    fn answer(&mut self, dest: Dest, data: Bytes) {
+        match dest {
+            Dest::Session { to, seq } | Dest::SelectCheck { to, seq, .. } => to.do_send(Reply { seq, data }),
+            Dest::Part { gather, index } => self.part_reply(gather, index, data),
+            Dest::Background { .. } | Dest::Swallow(_) => {}
+        }
+        self.check_drained();
+    }
+
+    fn new_gather(&mut self, to: Addr<Session>, seq: u64, merge: Merge, n: usize) -> u64 {
+        let cl = self.cl();
+        let id = cl.next_gather;
+        cl.next_gather += 1;
+        cl.gathers.insert(
             id,
             Gather {
                 to,
@@ -446,31 +506,84 @@ impl Target {
                 left: n,
             },
         );
-        for (index, (picked, frame, slot)) in parts.into_iter().enumerate() {
-            match picked {
-                Ok(idx) => {
-                    self.open_if_idle(idx, ctx);
-                    // Keyed parts follow redirections; fanned-out ones belong where they went.
-                    let resend = slot.map(|s| Resend {
-                        frame: frame.clone(),
-                        slot: Some(s),
-                        hops: 0,
-                    });
-                    self.push_resend(idx, frame, Dest::Part { gather: id, index }, resend);
-                    self.schedule_flush(idx, ctx);
-                }
-                Err(text) => self.part_reply(id, index, write::error(&text)),
-            }
+        id
+    }
+
+    /// A multi-key command split by slot: each part is a job of its slot, held and
+    /// redirected like any.
+    fn gather(
+        &mut self,
+        to: Addr<Session>,
+        seq: u64,
+        session: u64,
+        parts: Vec<(Option<u16>, Bytes)>,
+        merge: Merge,
+        ctx: &mut Context<Self>,
+    ) {
+        let id = self.new_gather(to, seq, merge, parts.len());
+        for (index, (slot, frame)) in parts.into_iter().enumerate() {
+            let job = Job {
+                r: Resend {
+                    slot,
+                    session,
+                    body: Body::One(frame),
+                    hops: 0,
+                    tries: 0,
+                    since: self.tick,
+                },
+                dest: Dest::Part { gather: id, index },
+                ask: None,
+            };
+            self.dispatch(job, ctx);
         }
     }
 
-    /// A client's SCAN: to the master its cursor names, with that master's own cursor.
-    #[allow(clippy::type_complexity)]
-    fn scan_part(
+    /// A keyless command for every master (DBSIZE, KEYS, FLUSHALL...), or a SCAN for the
+    /// master its cursor is on.
+    fn fan_out(
         &mut self,
-        frame: Bytes,
+        to: Addr<Session>,
+        seq: u64,
         session: u64,
-    ) -> Result<((Result<usize, String>, Bytes, Option<u16>), Merge), Bytes> {
+        frame: Bytes,
+        merge: Merge,
+        ctx: &mut Context<Self>,
+    ) {
+        let (parts, merge) = match merge {
+            Merge::Scan => match self.scan_part(&frame) {
+                Ok((node, frame, merge)) => (vec![(node, frame)], merge),
+                Err(data) => return to.do_send(Reply { seq, data }),
+            },
+            merge => {
+                let Some(masters) = self.cl().map.as_ref().map(|m| m.masters.clone()) else {
+                    let text = format!("ERR relayer: cluster not available ({})", self.cl().last_error);
+                    let data = write::error(&text);
+                    return to.do_send(Reply { seq, data });
+                };
+                (masters.into_iter().map(|m| (m, frame.clone())).collect(), merge)
+            }
+        };
+        let id = self.new_gather(to, seq, merge, parts.len());
+        for (index, (node, frame)) in parts.into_iter().enumerate() {
+            let idx = self.conn_for(&node, session);
+            let dest = Dest::Part { gather: id, index };
+            if let State::Down { reason } = &self.conns[idx].state {
+                let text = format!(
+                    "ERR relayer: backend {} unavailable ({reason})",
+                    self.conns[idx].addr
+                );
+                self.answer(dest, write::error(&text));
+                continue;
+            }
+            self.open_if_idle(idx, ctx);
+            self.push(idx, frame, dest);
+            self.schedule_flush(idx, ctx);
+        }
+    }
+
+    /// A client's SCAN: to the master serving the slot its cursor names, with that master's
+    /// own cursor; the merge gives the cursor of what comes next.
+    fn scan_part(&mut self, frame: &Bytes) -> Result<(Node, Bytes, Merge), Bytes> {
         let mut buf = BytesMut::from(&frame[..]);
         let cmd = match RequestParser::new(Default::default()).parse(&mut buf) {
             Ok(Some(c)) => c,
@@ -486,19 +599,27 @@ impl Target {
             let text = format!("ERR relayer: cluster not available ({})", self.cl().last_error);
             return Err(write::error(&text));
         };
-        let masters = map.masters.len();
-        let (master, own) = crate::cluster::gather::scan_cursor(cursor);
-        if master >= masters {
-            return Err(Bytes::from_static(b"*2\r\n$1\r\n0\r\n*0\r\n"));
-        }
-        let node = map.masters[master].clone();
+        let (slot, tag, own) = scan_cursor(cursor);
+        let Some(node) = map.owner(slot).cloned() else {
+            return Err(write::error("CLUSTERDOWN Hash slot not served"));
+        };
+        // Another node serves it now (a failover): from its start, keys seen twice at worst.
+        let here = scan_tag(&node.to_string());
+        let own = if here == tag { own } else { 0 };
+        let next = map.scan_order().into_iter().map(|(s, _)| s).find(|&s| s > slot);
         let own = own.to_string();
         let mut args: Vec<&[u8]> = vec![cmd.arg(0), own.as_bytes()];
         args.extend(cmd.args().skip(2));
         let frame = Command::from_args(&args).into_frame();
-        let conns = self.conns_of(&node);
-        let idx = conns[(session % conns.len() as u64) as usize];
-        Ok(((Ok(idx), frame, None), Merge::ScanOn { master, masters }))
+        Ok((
+            node,
+            frame,
+            Merge::ScanOn {
+                slot,
+                tag: here,
+                next,
+            },
+        ))
     }
 
     pub(super) fn part_reply(&mut self, id: u64, index: usize, data: Bytes) {
@@ -517,153 +638,53 @@ impl Target {
         }
     }
 
-    /// A reply on a cluster connection: MOVED and ASK are followed (None: sent again), holds
-    /// are counted down. Anything else goes on to its destination.
-    pub(super) fn cluster_reply(
-        &mut self,
-        idx: usize,
-        mut p: Pending,
-        data: &Bytes,
-        ctx: &mut Context<Self>,
-    ) -> Option<Pending> {
-        let slot = p.resend.as_ref().and_then(|r| r.slot);
-        let redirect = (data.starts_with(b"-MOVED ") || data.starts_with(b"-ASK "))
-            .then(|| parse_redirect(data))
-            .flatten();
-        let result = match (redirect, p.resend.take()) {
-            (Some((ask, rslot, node)), Some(r)) if r.hops < MAX_HOPS => {
-                if !ask {
-                    if let Some(m) = self.cl().map.as_mut() {
-                        m.assign(rslot, node.clone());
-                    }
-                    // Later commands for the slot, queued behind this one, come back MOVED
-                    // too and are sent again in order: hold new ones until then.
-                    let behind = self.conns[idx]
-                        .pending
-                        .iter()
-                        .filter(|q| q.resend.as_ref().and_then(|r| r.slot) == Some(rslot))
-                        .count();
-                    if behind > 0 {
-                        let h = self.cl().holds.entry(rslot).or_insert_with(|| Hold {
-                            left: 0,
-                            queued: VecDeque::new(),
-                        });
-                        h.left = h.left.max(behind);
-                    }
-                    self.refresh_soon(ctx);
-                }
-                let to = self.conns_of(&node)[0];
-                self.open_if_idle(to, ctx);
-                if ask {
-                    let asking = Bytes::from_static(b"*1\r\n$6\r\nASKING\r\n");
-                    self.push(to, asking, Dest::Swallow(Swallowed::Asking));
-                }
-                let frame = r.frame.clone();
-                let resend = Resend {
-                    frame: r.frame,
-                    slot: r.slot,
-                    hops: r.hops + 1,
-                };
-                self.push_resend(to, frame, p.dest, Some(resend));
-                self.schedule_flush(to, ctx);
-                None
-            }
-            (Some(_), Some(r)) => {
-                warn!(self.settings.log, "too many cluster redirections"; "slot" => r.slot, "hops" => r.hops, "reply" => error_text(data));
-                Some(p)
-            }
-            (_, r) => {
-                p.resend = r;
-                Some(p)
-            }
-        };
-        if let Some(s) = slot {
-            self.count_down_hold(idx, s, ctx);
-        }
-        result
-    }
-
-    /// A command for `slot` came back from connection `idx`: if the slot is held and `idx` is
-    /// no longer its node, one fewer to wait for.
-    fn count_down_hold(&mut self, idx: usize, slot: u16, ctx: &mut Context<Self>) {
-        let cl = self.cl();
-        let node = &cl.conn_node[idx];
-        let owns = cl.map.as_ref().and_then(|m| m.owner(slot)) == Some(node);
-        let Some(h) = cl.holds.get_mut(&slot) else { return };
-        if owns {
-            return;
-        }
-        h.left = h.left.saturating_sub(1);
-        if h.left == 0 {
-            let h = cl.holds.remove(&slot).expect("present");
-            for msg in h.queued {
-                self.cluster_forward(msg, ctx);
-            }
-        }
-    }
-
-    /// A connection failed: its holds are released (what it owed was answered or parked), and
-    /// the map is refreshed (a failover may have happened).
+    /// A connection failed (what it owed was answered or parked): holds go on, and the map is
+    /// refreshed (a failover may have happened).
     pub(super) fn cluster_conn_failed(&mut self, idx: usize, ctx: &mut Context<Self>) {
-        let node = self.cl().conn_node[idx].clone();
-        let held: Vec<u16> = self.cl().holds.keys().copied().collect();
-        for s in held {
-            let owner = self.cl().map.as_ref().and_then(|m| m.owner(s).cloned());
-            if owner.as_ref() != Some(&node) {
-                if let Some(h) = self.cl().holds.remove(&s) {
-                    for msg in h.queued {
-                        self.cluster_forward(msg, ctx);
-                    }
-                }
-            }
-        }
+        self.conns[idx].block_note = None;
         if self.cl().refreshing == Some(idx) {
             self.cl().refreshing = None;
         }
+        let keys: Vec<u16> = self.cl().holds.keys().copied().collect();
+        for k in keys {
+            self.maybe_release(k, ctx);
+        }
         self.refresh_soon(ctx);
     }
-}
 
-/// `-MOVED 3999 127.0.0.1:6381` or `-ASK ...` -> (is ASK, slot, node).
-fn parse_redirect(data: &[u8]) -> Option<(bool, u16, Node)> {
-    let text = std::str::from_utf8(data.get(1..data.len().checked_sub(2)?)?).ok()?;
-    let mut it = text.split(' ');
-    let ask = match it.next()? {
-        "MOVED" => false,
-        "ASK" => true,
-        _ => return None,
-    };
-    let slot: u16 = it.next()?.parse().ok()?;
-    let (host, port) = it.next()?.rsplit_once(':')?;
-    Some((
-        ask,
-        slot,
-        Node {
-            host: host.to_string(),
-            port: port.parse().ok()?,
-        },
-    ))
-}
+    /// A reload retired the target: what waits here gets `err`; writes acknowledged early are
+    /// let go (the drain before counted them as lost).
+    pub(super) fn cluster_retire(&mut self, err: &Bytes) {
+        let holds = std::mem::take(&mut self.cl().holds);
+        for (_, h) in holds {
+            for job in h.front.into_iter().chain(h.back) {
+                match job.dest {
+                    Dest::Background { frame, .. } => self.give_back(&frame),
+                    dest => self.answer(dest, err.clone()),
+                }
+            }
+        }
+        let waiting = std::mem::take(&mut self.cl().waiting);
+        for msg in waiting {
+            match msg.request {
+                Request::Background { frame, .. } => self.give_back(&frame),
+                _ => msg.reply_to.do_send(Reply {
+                    seq: msg.seq,
+                    data: err.clone(),
+                }),
+            }
+        }
+        for (_, g) in self.cl().gathers.drain() {
+            g.to.do_send(Reply {
+                seq: g.seq,
+                data: err.clone(),
+            });
+        }
+    }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redirects() {
-        let n = |p| Node {
-            host: "127.0.0.1".into(),
-            port: p,
-        };
-        assert_eq!(
-            parse_redirect(b"-MOVED 3999 127.0.0.1:6381\r\n"),
-            Some((false, 3999, n(6381)))
-        );
-        assert_eq!(
-            parse_redirect(b"-ASK 1 127.0.0.1:7000\r\n"),
-            Some((true, 1, n(7000)))
-        );
-        assert_eq!(parse_redirect(b"-MOVED x 127.0.0.1:1\r\n"), None);
-        assert_eq!(parse_redirect(b"-ERR x\r\n"), None);
+    fn give_back(&self, frame: &Bytes) {
+        if let Some(b) = &self.settings.budget {
+            b.give_back(frame.len() as u64);
+        }
     }
 }

@@ -1,0 +1,255 @@
+//! Replies on a cluster connection: MOVED and ASK followed (up to `MAX_HOPS`), TRYAGAIN,
+//! CLUSTERDOWN and LOADING sent again after a delay, MULTI blocks sent again whole, commands
+//! cut off with their connection; the rest goes on to its destination.
+
+use super::*;
+
+/// Redirections followed for one command before its client gets an error.
+const MAX_HOPS: u8 = 5;
+/// Times a waited command is sent again after TRYAGAIN, CLUSTERDOWN or LOADING before its
+/// client gets that error: about 4 s with the backoff, longer than a failover usually takes.
+/// Writes acknowledged early are sent again until confirmed (or the drain gives up).
+const MAX_TRIES: u8 = 7;
+
+enum Kind {
+    Redirect {
+        ask: bool,
+        slot: u16,
+        node: Node,
+    },
+    /// Not run, and worth sending again shortly.
+    Retry,
+    Other,
+}
+
+fn kind(data: &[u8]) -> Kind {
+    if data.starts_with(b"-MOVED ") || data.starts_with(b"-ASK ") {
+        if let Some((ask, slot, node)) = parse_redirect(data) {
+            return Kind::Redirect { ask, slot, node };
+        }
+    }
+    let retry = [&b"-TRYAGAIN"[..], b"-CLUSTERDOWN", b"-LOADING"];
+    if retry.iter().any(|p| data.starts_with(p)) {
+        return Kind::Retry;
+    }
+    Kind::Other
+}
+
+impl Target {
+    /// A reply on cluster connection `idx`: None when the command was sent again (or the
+    /// reply delivered here), else where the reply goes and what it is.
+    pub(in crate::redis::target) fn cluster_reply(
+        &mut self,
+        idx: usize,
+        mut p: Pending,
+        data: Bytes,
+        ctx: &mut Context<Self>,
+    ) -> Option<(Dest, Bytes)> {
+        // A command queued in a MULTI block: a redirection or retryable error makes EXEC
+        // abort; it says what to do with the block.
+        if let Dest::Swallow(Swallowed::BlockPart) = p.dest {
+            let c = &mut self.conns[idx];
+            if c.block_note.is_none() && !matches!(kind(&data), Kind::Other) {
+                c.block_note = Some(data.clone());
+            }
+            return Some((p.dest, data));
+        }
+        let Some(r) = p.resend.take() else {
+            return Some((p.dest, data));
+        };
+        let key = hold_key(r.slot);
+        if p.displaced {
+            self.uncount(key);
+        }
+        let mut data = data;
+        if let Body::Block(_) = r.body {
+            let note = self.conns[idx].block_note.take();
+            if let (true, Some(n)) = (data.starts_with(b"-EXECABORT"), note) {
+                data = n;
+            }
+        }
+        let job = Job {
+            r,
+            dest: p.dest,
+            ask: None,
+        };
+        let out = match kind(&data) {
+            Kind::Redirect { ask, slot, node } => self.redirected(job, ask, slot, node, &data, ctx),
+            Kind::Retry => self.retry_later(job, &data, ctx),
+            Kind::Other => self.ran(job, data),
+        };
+        self.maybe_release(key, ctx);
+        out
+    }
+
+    fn redirected(
+        &mut self,
+        mut job: Job,
+        ask: bool,
+        slot: u16,
+        node: Node,
+        data: &Bytes,
+        ctx: &mut Context<Self>,
+    ) -> Option<(Dest, Bytes)> {
+        if job.r.hops >= MAX_HOPS {
+            let last = error_text(data);
+            warn!(self.settings.log, "too many cluster redirections"; "slot" => slot, "hops" => job.r.hops, "last" => &last);
+            if let Dest::Background { .. } = job.dest {
+                // Acknowledged already: it goes again once the map has been asked again.
+                job.r.hops = 0;
+                self.park(job);
+                self.refresh_soon(ctx);
+                return None;
+            }
+            let text = format!(
+                "ERR relayer: too many cluster redirections ({MAX_HOPS}) for slot {slot}, last: {last}"
+            );
+            return Some((job.dest, write::error(&text)));
+        }
+        if !ask {
+            let stale = self
+                .cl()
+                .map
+                .as_ref()
+                .is_some_and(|m| m.owner(slot) != Some(&node));
+            if stale {
+                let mut map = self.cl().map.take().expect("checked above");
+                map.assign(slot, node.clone());
+                self.conns_of(&node);
+                self.mark_off_owner(&map, Some(slot));
+                self.set_map(map);
+            }
+            self.cl().refresh_hint = Some(node.clone());
+            self.refresh_soon(ctx);
+        }
+        job.r.hops += 1;
+        job.ask = ask.then_some(node);
+        self.resend(job, ctx);
+        None
+    }
+
+    /// TRYAGAIN (a multi-key command during a migration), CLUSTERDOWN (a failover under way),
+    /// LOADING: the command did not run, and goes again after a short delay.
+    fn retry_later(&mut self, mut job: Job, data: &Bytes, ctx: &mut Context<Self>) -> Option<(Dest, Bytes)> {
+        let waited = !matches!(job.dest, Dest::Background { .. });
+        if waited && job.r.tries >= MAX_TRIES {
+            return Some((job.dest, data.clone()));
+        }
+        if !data.starts_with(b"-TRYAGAIN") {
+            self.refresh_soon(ctx);
+        }
+        debug!(self.settings.log, "cluster command sent again later"; "slot" => job.r.slot, "tries" => job.r.tries, "reply" => error_text(data));
+        // The slot's other commands in flight may run before this one: newer ones wait.
+        if let Some(s) = job.r.slot {
+            self.mark_all(s);
+        }
+        job.r.tries = job.r.tries.saturating_add(1);
+        job.ask = None;
+        self.park(job);
+        None
+    }
+
+    /// The command ran (or failed for good). A write acknowledged early that ran while an
+    /// older command of its client waits to run again is sent again after it, so that the
+    /// older one cannot overwrite it: only writes safe to send twice.
+    fn ran(&mut self, job: Job, data: Bytes) -> Option<(Dest, Bytes)> {
+        if let Dest::Background { idempotent: true, .. } = job.dest {
+            if !is_error(&data) && self.older_waits(hold_key(job.r.slot), job.r.session) {
+                self.park(job);
+                return None;
+            }
+        }
+        Some((job.dest, data))
+    }
+
+    /// A command its connection lost: waited ones get `err`; writes acknowledged early wait to
+    /// be sent again where the map then says, when that is safe (not written yet, or
+    /// idempotent). True when it waits to be sent again.
+    pub(in crate::redis::target) fn cluster_cut_off(
+        &mut self,
+        idx: usize,
+        p: Pending,
+        err: &Bytes,
+        written: u64,
+        reason: &str,
+        ctx: &mut Context<Self>,
+    ) -> bool {
+        if let (true, Some(r)) = (p.displaced, &p.resend) {
+            self.uncount(hold_key(r.slot));
+        }
+        match p.dest {
+            Dest::Swallow(Swallowed::Slots) => self.slots_failed(reason, ctx),
+            Dest::Background { idempotent, .. } if idempotent || p.end > written => {
+                if let Some(r) = p.resend {
+                    self.park(Job {
+                        r,
+                        dest: p.dest,
+                        ask: None,
+                    });
+                    return true;
+                }
+            }
+            Dest::Background { frame, .. } => self.unknown_outcome(idx, &frame),
+            dest => self.answer(dest, err.clone()),
+        }
+        false
+    }
+}
+
+/// `-MOVED 3999 127.0.0.1:6381` or `-ASK ...` -> (is ASK, slot, node).
+fn parse_redirect(data: &[u8]) -> Option<(bool, u16, Node)> {
+    let text = std::str::from_utf8(data.get(1..data.len().checked_sub(2)?)?).ok()?;
+    let mut it = text.split(' ');
+    let ask = match it.next()? {
+        "MOVED" => false,
+        "ASK" => true,
+        _ => return None,
+    };
+    let slot: u16 = it.next()?.parse().ok()?;
+    let (host, port) = it.next()?.rsplit_once(':')?;
+    Some((
+        ask,
+        slot,
+        Node {
+            host: host.to_string(),
+            port: port.parse().ok()?,
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirects() {
+        let n = |p| Node {
+            host: "127.0.0.1".into(),
+            port: p,
+        };
+        assert_eq!(
+            parse_redirect(b"-MOVED 3999 127.0.0.1:6381\r\n"),
+            Some((false, 3999, n(6381)))
+        );
+        assert_eq!(
+            parse_redirect(b"-ASK 1 127.0.0.1:7000\r\n"),
+            Some((true, 1, n(7000)))
+        );
+        assert_eq!(parse_redirect(b"-MOVED x 127.0.0.1:1\r\n"), None);
+        assert_eq!(parse_redirect(b"-ERR x\r\n"), None);
+        assert!(matches!(
+            kind(b"-TRYAGAIN Multiple keys request during rehashing of slot\r\n"),
+            Kind::Retry
+        ));
+        assert!(matches!(
+            kind(b"-CLUSTERDOWN The cluster is down\r\n"),
+            Kind::Retry
+        ));
+        assert!(matches!(
+            kind(b"-LOADING Redis is loading the dataset in memory\r\n"),
+            Kind::Retry
+        ));
+        assert!(matches!(kind(b"-ERR x\r\n"), Kind::Other));
+        assert!(matches!(kind(b"+OK\r\n"), Kind::Other));
+    }
+}
