@@ -25,8 +25,6 @@ pub const DEFAULT_NODE_TIMEOUT_MS: u64 = 2000;
 /// A short `cluster-node-timeout` for fault tests: a killed master is replaced within a few
 /// seconds, and a busy test machine still answers pings well within it.
 pub const FAST_NODE_TIMEOUT_MS: u64 = 1000;
-/// The cluster bus listens on the node's port + 10000.
-const BUS_PORT_OFFSET: u16 = 10000;
 /// Generous: a loaded 2-core machine, and elections that wait node timeouts.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Keys per MIGRATE in `SlotMigration::move_keys`.
@@ -69,56 +67,9 @@ pub fn cluster_entry(mode: &str, listen: &str, seeds: &str, extra: &str) -> Stri
     )
 }
 
-/// The low end of the kernel's ephemeral port range.
-fn ephemeral_low() -> u16 {
-    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(32768)
-}
-
-/// A port for a cluster node: it and its bus port (+10000) were both free a moment ago, and
-/// neither was handed out before in this process. Both are taken below the ephemeral range when
-/// it leaves room: a port some outgoing connection holds as its local port cannot be listened on
-/// (and `free_port`, which asks the kernel, only hands out ephemeral ports, so never these).
-fn free_node_port() -> u16 {
-    let lo = ephemeral_low();
-    let (base, span) = if lo >= 2 * BUS_PORT_OFFSET + 1000 {
-        (BUS_PORT_OFFSET, lo - 2 * BUS_PORT_OFFSET)
-    } else {
-        (20000, 65535 - 20000 - BUS_PORT_OFFSET)
-    };
-    // Different in every test process (nextest runs each test in its own).
-    let seed = std::process::id() as u64
-        ^ std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64;
-    let mut rng = crate::Rng::new(seed);
-    for _ in 0..1000 {
-        let port = base + rng.below(span as u64) as u16;
-        let bus = port + BUS_PORT_OFFSET;
-        let mut seen = crate::HANDED_OUT.lock().unwrap();
-        let seen = seen.get_or_insert_with(Default::default);
-        if seen.contains(&port) || seen.contains(&bus) {
-            continue;
-        }
-        let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
-        if free(port) && free(bus) {
-            seen.insert(port);
-            seen.insert(bus);
-            return port;
-        }
-    }
-    panic!(
-        "no free port pair (port, port+10000) found in {base}..{}",
-        base + span
-    );
-}
-
 /// `n` ports for cluster nodes (each with its bus port free too), nothing listening on them yet.
 pub fn free_node_ports(n: usize) -> Vec<u16> {
-    (0..n).map(|_| free_node_port()).collect()
+    (0..n).map(|_| crate::ports::free_node_port()).collect()
 }
 
 /// A Redis Cluster of redis-server processes, all killed on drop.
@@ -224,7 +175,7 @@ impl Cluster {
         // A port found free can be taken before redis binds it (or its bus port): try another.
         let mut last_err = String::new();
         for _ in 0..5 {
-            match Redis::try_start_on(free_node_port(), args) {
+            match Redis::try_start_on(crate::ports::free_node_port(), args) {
                 Ok(r) => return r,
                 Err(e) => last_err = e,
             }

@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod fake_firehose;
 pub mod link;
 pub mod moto;
+mod ports;
 mod redis;
 mod relayer;
 mod resp;
@@ -21,17 +22,15 @@ pub use cluster::{
     cluster_entry, free_node_ports, keys_in_slot, slot_of, Cluster, ClusterOptions, FAST_NODE_TIMEOUT_MS,
 };
 pub use link::DelayLink;
+pub use ports::free_port;
 pub use redis::{redis_cli, Redis};
 pub use relayer::{check_config, check_config_file, output_with_timeout, CheckOutput, Relayer};
 pub use resp::{encode_command, parse_reply, show_bytes, Client, Reply, Stream, DEFAULT_READ_TIMEOUT};
 pub use tls::{TestCerts, TlsRedis};
 
-use std::collections::HashSet;
-use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The workspace root (the parent of this crate's directory).
@@ -70,21 +69,6 @@ pub fn relayer_bin() -> PathBuf {
 /// The `examples/` directory of the workspace.
 pub fn examples_dir() -> PathBuf {
     workspace_dir().join("examples")
-}
-
-static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
-
-/// A 127.0.0.1 TCP port that was free a moment ago, never the same twice in this process.
-pub fn free_port() -> u16 {
-    loop {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let port = l.local_addr().unwrap().port();
-        drop(l);
-        let mut seen = HANDED_OUT.lock().unwrap();
-        if seen.get_or_insert_with(HashSet::new).insert(port) {
-            return port;
-        }
-    }
 }
 
 /// A temporary directory with a short path (unix socket paths must stay under 108 bytes).
