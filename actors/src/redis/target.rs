@@ -4,7 +4,7 @@
 //! mailbox drain, and a FIFO of the replies it owes, in the order the commands were written.
 //! A session is pinned to one connection, so its commands reach Redis in the order it sent them.
 
-use super::session::{Reply, Session};
+use super::session::{Reply, SessionAddr};
 use super::smart::Budget;
 use crate::endpoint::TargetAddr;
 use crate::io::{OutBuf, ReadHalf};
@@ -74,7 +74,7 @@ impl KnownDbs {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Forward {
-    pub reply_to: Addr<Session>,
+    pub reply_to: SessionAddr,
     pub session: u64,
     pub seq: u64,
     pub db: u32,
@@ -115,11 +115,11 @@ pub enum Request {
 /// Where a reply goes.
 enum Dest {
     Session {
-        to: Addr<Session>,
+        to: SessionAddr,
         seq: u64,
     },
     SelectCheck {
-        to: Addr<Session>,
+        to: SessionAddr,
         seq: u64,
         db: u32,
     },

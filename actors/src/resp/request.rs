@@ -325,6 +325,9 @@ impl RequestParser {
                         return Ok(None);
                     };
                     if first == b'*' {
+                        if let Some(cmd) = self.complete_multibulk(buf) {
+                            return Ok(Some(cmd));
+                        }
                         self.state = State::Count;
                         self.scan = 1;
                     } else if bad_start(first) {
@@ -441,6 +444,67 @@ impl RequestParser {
                 State::Failed(ref e) => return Err(e.clone()),
             }
         }
+    }
+
+    /// The common case in one pass: a whole, well-formed multibulk request within every limit
+    /// at the front of `buf`, split off. Anything else (incomplete, malformed, empty, over a
+    /// limit) gives None and leaves `buf` and the parser untouched, for the state machine to
+    /// handle byte by byte; so this only saves work, it never decides differently.
+    ///
+    /// Why: the resumable state machine cost ~900 instructions per 3-argument SET (a state
+    /// store and match per line), a quarter of all the relayer's own instructions at `-P 16`.
+    fn complete_multibulk(&mut self, buf: &mut BytesMut) -> Option<Command> {
+        /// `<digits>\r\n` at `at`, with `<digits>` as `parse_i64` reads a non-negative number of
+        /// at most 18 digits (so it cannot overflow); the value and the offset after `\n`.
+        fn number(b: &[u8], at: usize) -> Option<(usize, usize)> {
+            let first = *b.get(at)?;
+            if first == b'0' {
+                return (b.get(at + 1..at + 3)? == b"\r\n").then_some((0, at + 3));
+            }
+            if !(b'1'..=b'9').contains(&first) {
+                return None;
+            }
+            let mut v = usize::from(first - b'0');
+            let mut i = at + 1;
+            loop {
+                match *b.get(i)? {
+                    d @ b'0'..=b'9' if i - at < 18 => v = v * 10 + usize::from(d - b'0'),
+                    b'\r' => return (*b.get(i + 1)? == b'\n').then_some((v, i + 2)),
+                    _ => return None,
+                }
+                i += 1;
+            }
+        }
+        let b = &buf[..];
+        let (n, mut at) = number(b, 1)?;
+        let unauthenticated = self.unauthenticated();
+        let (max_args, max_bulk) = if unauthenticated {
+            (
+                UNAUTH_MAX_ARGS.min(self.limits.max_args),
+                UNAUTH_MAX_BULK.min(self.limits.max_bulk_len),
+            )
+        } else {
+            (self.limits.max_args, self.limits.max_bulk_len)
+        };
+        // Header lines are at most 20 bytes here, far under any `max_inline_len` in use.
+        if n == 0 || n > max_args || self.limits.max_inline_len < 20 {
+            return None;
+        }
+        let mut args = Vec::with_capacity(n.min(8));
+        for _ in 0..n {
+            if *b.get(at)? != b'$' {
+                return None;
+            }
+            let (len, start) = number(b, at + 1)?;
+            let end = start.checked_add(len).filter(|_| len <= max_bulk)?;
+            if b.get(end..end + 2)? != b"\r\n" {
+                return None;
+            }
+            args.push((start, len));
+            at = end + 2;
+        }
+        let frame = buf.split_to(at).freeze();
+        Some(Command { frame, args })
     }
 
     fn fail(&mut self, e: ProtocolError) -> Result<Option<Command>, ProtocolError> {

@@ -81,7 +81,7 @@ pub(super) struct Cluster {
 }
 
 struct Gather {
-    to: Addr<Session>,
+    to: SessionAddr,
     seq: u64,
     merge: Merge,
     parts: Vec<Option<Bytes>>,
@@ -492,7 +492,7 @@ impl Target {
         self.check_drained();
     }
 
-    fn new_gather(&mut self, to: Addr<Session>, seq: u64, merge: Merge, n: usize) -> u64 {
+    fn new_gather(&mut self, to: SessionAddr, seq: u64, merge: Merge, n: usize) -> u64 {
         let cl = self.cl();
         let id = cl.next_gather;
         cl.next_gather += 1;
@@ -513,7 +513,7 @@ impl Target {
     /// redirected like any.
     fn gather(
         &mut self,
-        to: Addr<Session>,
+        to: SessionAddr,
         seq: u64,
         session: u64,
         parts: Vec<(Option<u16>, Bytes)>,
@@ -542,7 +542,7 @@ impl Target {
     /// master its cursor is on.
     fn fan_out(
         &mut self,
-        to: Addr<Session>,
+        to: SessionAddr,
         seq: u64,
         session: u64,
         frame: Bytes,
