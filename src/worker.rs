@@ -8,6 +8,7 @@ use crate::config::{Protocol, Relayer};
 use actix::prelude::*;
 use relayer_actors::firehose::batcher::{self, Batcher, BatcherSettings, FirehoseMetrics, Undelivered};
 use relayer_actors::firehose::buffer::Buffer;
+use relayer_actors::firehose::pack::MAX_CALL_RECORDS;
 use relayer_actors::firehose::session as fh;
 use relayer_actors::listener::{Listener, ListenerSettings, StdBound, StopListening};
 use relayer_actors::metrics::RelayerMetrics;
@@ -119,7 +120,9 @@ impl Worker {
             .as_ref()
             .expect("firehose relayers have firehose settings");
         let metrics = FirehoseMetrics::new(&r.listen_key);
-        let buffer = Arc::new(Buffer::new(f.buffer, f.buffer_bytes));
+        let buffer = Arc::new(
+            Buffer::new(f.buffer, f.buffer_bytes).wake_after(MAX_CALL_RECORDS * f.max_records.max(1)),
+        );
         info!(log, "firehose relayer started"; "stream" => &f.sender.stream,
             "region" => f.sender.region.as_deref().unwrap_or("(from the AWS configuration)"),
             "endpoint" => f.sender.endpoint.as_deref().unwrap_or("(the region's)"), "calls" => f.max_calls,

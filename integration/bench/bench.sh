@@ -527,10 +527,12 @@ report="$tmp/report.md"
 } >"$report"
 
 case "$OUT" in /*) out_path="$OUT" ;; *) out_path="$root/$OUT" ;; esac
-# The Redis Cluster section, written by cluster-bench.sh, is kept.
-if [ -f "$out_path" ] && grep -q '^## Redis Cluster$' "$out_path"; then
-    { echo; awk '/^## / { on = ($0 == "## Redis Cluster") } on' "$out_path"; } >>"$report"
-fi
+# The sections other scripts write (cluster-bench.sh, firehose-bench.sh) are kept.
+for title in "${owned_sections[@]}"; do
+    if [ -f "$out_path" ] && grep -qxF "## $title" "$out_path"; then
+        { echo; awk -v title="## $title" '/^## / { on = ($0 == title) } on' "$out_path"; } >>"$report"
+    fi
+done
 cp "$report" "$out_path"
 echo
 cat "$report"

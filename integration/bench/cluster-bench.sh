@@ -197,17 +197,7 @@ section="$tmp/section.md"
 } >"$section"
 
 case "$OUT" in /*) out_path="$OUT" ;; *) out_path="$root/$OUT" ;; esac
-# The section replaces the one already in the report (up to the next "## "), or is appended.
-if [ -f "$out_path" ] && grep -q '^## Redis Cluster$' "$out_path"; then
-    awk -v section="$section" '
-        /^## Redis Cluster$/ { while ((getline line < section) > 0) print line; skip = 1; next }
-        skip && /^## / { skip = 0; print ""; }
-        !skip { print }
-    ' "$out_path" >"$tmp/report.md"
-else
-    { [ -f "$out_path" ] && { cat "$out_path"; echo; }; cat "$section"; } >"$tmp/report.md"
-fi
-cp "$tmp/report.md" "$out_path"
+write_section "$out_path" "Redis Cluster" "$section"
 echo
 cat "$section"
 log "written to $out_path"

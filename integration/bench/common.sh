@@ -73,3 +73,24 @@ wait_ready() {
     done
     exit 1
 }
+
+# The "## TITLE" section of report REPORT (a path) becomes the contents of file SECTION (which
+# starts with that heading): replaced where it is (up to the next "## "), or appended. Used by
+# the benchmarks that own one section of BENCHMARKS.md (cluster-bench.sh, firehose-bench.sh);
+# bench.sh rewrites the rest and keeps theirs.
+write_section() {
+    local report=$1 title=$2 section=$3
+    if [ -f "$report" ] && grep -qxF "## $title" "$report"; then
+        awk -v title="## $title" -v section="$section" '
+            $0 == title { while ((getline line < section) > 0) print line; skip = 1; next }
+            skip && /^## / { skip = 0; print ""; }
+            !skip { print }
+        ' "$report" >"$tmp/report.new"
+    else
+        { [ -f "$report" ] && { cat "$report"; echo; }; cat "$section"; } >"$tmp/report.new"
+    fi
+    cp "$tmp/report.new" "$report"
+}
+
+# The sections of BENCHMARKS.md written by other scripts than bench.sh.
+owned_sections=("Redis Cluster" "Firehose")

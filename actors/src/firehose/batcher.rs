@@ -178,6 +178,8 @@ impl Batcher {
 
     /// Sends what may leave now, and sets a timer for what must leave later.
     fn pump(&mut self, ctx: &mut Context<Self>) {
+        let lines = self.buffer.take_lines();
+        self.accept(lines);
         let now = Instant::now();
         let mut back = vec![];
         let mut i = 0;
@@ -222,6 +224,17 @@ impl Batcher {
                     act.pump(ctx);
                 });
             }
+        }
+        // Lines need not wake the batcher while it comes back by itself within a flush
+        // interval: a timer that soon (or one ending a pause, before which nothing leaves
+        // anyway), or calls in flight up to the limit, whose answers pump.
+        let paused = self.pause_until.is_some_and(|p| p > now);
+        let looking = self
+            .wake_at
+            .is_some_and(|w| paused || w <= now + self.settings.flush_interval)
+            || self.in_flight.len() >= self.settings.max_calls;
+        if self.buffer.settle(looking) {
+            ctx.notify(Wake);
         }
         self.check_drained();
     }
@@ -467,10 +480,8 @@ impl Handler<Wake> for Batcher {
     type Result = ();
 
     fn handle(&mut self, _: Wake, ctx: &mut Context<Self>) {
-        let lines = self.buffer.take_lines();
-        self.accept(lines);
-        // A call that is full leaves at once; otherwise the flush timer is set (earlier than a
-        // retry's timer, if one is pending).
+        // Takes the inbox: a call that is full leaves at once; otherwise the flush timer is
+        // set (earlier than a retry's timer, if one is pending).
         self.pump(ctx);
     }
 }
