@@ -370,9 +370,7 @@ speedup="$(awk -v d="$php_direct" -v r="$php_relayer" 'BEGIN { printf "%.1f", d 
 
 cpu_model="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
 cores="$(grep -c '^processor' /proc/cpuinfo)"
-commit="$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-# The report itself, rewritten by every run, does not count as a change.
-git -C "$root" diff --quiet HEAD -- . ":(exclude)$OUT" 2>/dev/null || commit="$commit, with uncommitted changes"
+commit="$(measured_commit)"
 
 report="$tmp/report.md"
 {

@@ -169,8 +169,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; els
 int() { awk -v x="$1" 'BEGIN { printf "%.0f", x }'; }
 
 cores="$(grep -c '^processor' /proc/cpuinfo)"
-commit="$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-git -C "$root" diff --quiet HEAD -- . ":(exclude)$OUT" 2>/dev/null || commit="$commit, with uncommitted changes"
+commit="$(measured_commit)"
 
 section="$tmp/section.md"
 {

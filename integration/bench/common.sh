@@ -94,3 +94,12 @@ write_section() {
 
 # The sections of BENCHMARKS.md written by other scripts than bench.sh.
 owned_sections=("Redis Cluster" "Firehose")
+
+# The commit measured, for a report: its short hash, and a warning when the tree differs from it
+# (the report file $OUT itself aside).
+measured_commit() {
+    local commit
+    commit="$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    git -C "$root" diff --quiet HEAD -- . ":(exclude)$OUT" 2>/dev/null || commit="$commit, with uncommitted changes"
+    echo "$commit"
+}

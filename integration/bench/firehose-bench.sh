@@ -140,8 +140,7 @@ done
 printf '\n%s\n' "firehose-bench: $N SETs, $VALUE-byte values, $CLIENTS clients ($(nproc) cores)"
 printf '%s\n' "${results[@]}"
 
-commit="$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-git -C "$root" diff --quiet HEAD -- . ":(exclude)$OUT" 2>/dev/null || commit="$commit, with uncommitted changes"
+commit="$(measured_commit)"
 section="$tmp/section.md"
 {
     echo "## Firehose"
