@@ -163,12 +163,14 @@ impl Batcher {
     }
 
     /// Lines from the buffer's inbox, their room already taken.
-    fn accept(&mut self, lines: Vec<Bytes>) {
+    /// `since`: when the oldest of them reached the inbox (now if unknown); their flush
+    /// interval and retry timeout run from then.
+    fn accept(&mut self, lines: Vec<Bytes>, since: Option<Instant>) {
         if lines.is_empty() {
             return;
         }
         self.settings.metrics.lines.increment(lines.len() as u64);
-        let now = Instant::now();
+        let now = since.unwrap_or_else(Instant::now);
         for line in &lines {
             self.held_lines += 1;
             self.held_bytes += line.len();
@@ -178,8 +180,8 @@ impl Batcher {
 
     /// Sends what may leave now, and sets a timer for what must leave later.
     fn pump(&mut self, ctx: &mut Context<Self>) {
-        let lines = self.buffer.take_lines();
-        self.accept(lines);
+        let (lines, since) = self.buffer.take_lines();
+        self.accept(lines, since);
         let now = Instant::now();
         let mut back = vec![];
         let mut i = 0;
@@ -418,7 +420,7 @@ impl Batcher {
     fn close(&mut self) {
         self.draining = true;
         let left = self.buffer.close();
-        self.accept(left);
+        self.accept(left, None);
     }
 
     /// Every record held, wherever it is. Calls still in flight may yet succeed: written off

@@ -20,6 +20,7 @@ use super::pack::{MAX_CALL_BYTES, MAX_CALL_RECORDS};
 use super::record::MAX_RECORD;
 use bytes::Bytes;
 use std::sync::Mutex;
+use std::time::Instant;
 use tokio::sync::{Semaphore, TryAcquireError};
 
 /// The most a bound may be (tokio's semaphore limit).
@@ -36,6 +37,9 @@ pub struct Buffer {
 #[derive(Default)]
 struct Inbox {
     lines: Vec<Bytes>,
+    /// When the oldest line in `lines` arrived: its flush interval runs from then, not from
+    /// when the batcher takes it.
+    since: Option<Instant>,
     bytes: usize,
     closed: bool,
     /// A wake is on its way to the batcher.
@@ -57,7 +61,7 @@ pub enum NoRoom {
 /// Where a pushed line went.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Pushed {
-    /// Queued, and the inbox was empty: the batcher must be woken.
+    /// Queued, and the batcher must be woken to look (see the module's comment).
     Wake,
     /// Queued behind others: the batcher is already woken.
     Queued,
@@ -125,6 +129,9 @@ impl Buffer {
         if inbox.closed {
             return Err(line);
         }
+        if inbox.lines.is_empty() {
+            inbox.since = Some(Instant::now());
+        }
         inbox.bytes += line.len();
         inbox.lines.push(line);
         let must_look = !inbox.looking
@@ -139,13 +146,13 @@ impl Buffer {
         })
     }
 
-    /// The lines left since the last call. The batcher is looking now: a wake sent before is
-    /// spent.
-    pub fn take_lines(&self) -> Vec<Bytes> {
+    /// The lines left since the last call, and when the oldest of them arrived. The batcher is
+    /// looking now: a wake sent before is spent.
+    pub fn take_lines(&self) -> (Vec<Bytes>, Option<Instant>) {
         let mut inbox = self.inbox();
         inbox.woken = false;
         inbox.bytes = 0;
-        std::mem::take(&mut inbox.lines)
+        (std::mem::take(&mut inbox.lines), inbox.since.take())
     }
 
     /// The batcher says whether it will come back to the inbox by itself. True when it will
@@ -168,6 +175,7 @@ impl Buffer {
         let mut inbox = self.inbox();
         inbox.closed = true;
         inbox.bytes = 0;
+        inbox.since = None;
         std::mem::take(&mut inbox.lines)
     }
 
@@ -230,7 +238,7 @@ mod tests {
             Err(Bytes::from_static(b"c\n"))
         );
         assert_eq!(b.try_take(1), Err(NoRoom::Closed));
-        assert!(b.take_lines().is_empty());
+        assert!(b.take_lines().0.is_empty());
     }
 
     #[test]
@@ -243,17 +251,17 @@ mod tests {
             "not looking: the first line wakes"
         );
         assert_eq!(b.push(line()), Ok(Pushed::Queued), "a wake is on its way");
-        assert_eq!(b.take_lines().len(), 2);
+        assert_eq!(b.take_lines().0.len(), 2);
         assert!(!b.settle(true), "nothing new since it looked");
         assert_eq!(b.push(line()), Ok(Pushed::Queued), "its timer will bring it");
         assert_eq!(b.push(line()), Ok(Pushed::Queued));
         assert_eq!(b.push(line()), Ok(Pushed::Wake), "a call's worth of lines");
         assert_eq!(b.push(line()), Ok(Pushed::Queued));
-        assert_eq!(b.take_lines().len(), 4);
+        assert_eq!(b.take_lines().0.len(), 4);
         assert_eq!(b.push(line()), Ok(Pushed::Queued), "still looking");
         assert!(b.settle(false), "no timer any more, and a line waits: look again");
         assert!(!b.settle(false), "once");
-        assert_eq!(b.take_lines().len(), 1);
+        assert_eq!(b.take_lines().0.len(), 1);
         assert!(!b.settle(false));
         assert_eq!(b.push(line()), Ok(Pushed::Wake));
     }

@@ -13,10 +13,17 @@ static WRITER: Mutex<()> = Mutex::new(());
 pub fn append(path: &Path, records: &[Vec<u8>]) -> std::io::Result<()> {
     let _one_writer = WRITER.lock().unwrap_or_else(|e| e.into_inner());
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-    for r in records {
-        f.write_all(r)?;
+    let start = f.metadata()?.len();
+    let written = records
+        .iter()
+        .try_for_each(|r| f.write_all(r))
+        .and_then(|()| f.flush());
+    if written.is_err() {
+        // No half line left behind (a full disk), for the next append to run into: these
+        // records are counted lost as a whole.
+        let _ = f.set_len(start);
     }
-    f.flush()
+    written
 }
 
 #[cfg(test)]

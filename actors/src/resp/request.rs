@@ -455,7 +455,8 @@ impl RequestParser {
     /// store and match per line), a quarter of all the relayer's own instructions at `-P 16`.
     fn complete_multibulk(&mut self, buf: &mut BytesMut) -> Option<Command> {
         /// `<digits>\r\n` at `at`, with `<digits>` as `parse_i64` reads a non-negative number of
-        /// at most 18 digits (so it cannot overflow); the value and the offset after `\n`.
+        /// at most 18 digits (so it cannot overflow a u64); the value (None if it does not fit
+        /// a usize) and the offset after `\n`.
         fn number(b: &[u8], at: usize) -> Option<(usize, usize)> {
             let first = *b.get(at)?;
             if first == b'0' {
@@ -464,12 +465,12 @@ impl RequestParser {
             if !(b'1'..=b'9').contains(&first) {
                 return None;
             }
-            let mut v = usize::from(first - b'0');
+            let mut v = u64::from(first - b'0');
             let mut i = at + 1;
             loop {
                 match *b.get(i)? {
-                    d @ b'0'..=b'9' if i - at < 18 => v = v * 10 + usize::from(d - b'0'),
-                    b'\r' => return (*b.get(i + 1)? == b'\n').then_some((v, i + 2)),
+                    d @ b'0'..=b'9' if i - at < 18 => v = v * 10 + u64::from(d - b'0'),
+                    b'\r' if *b.get(i + 1)? == b'\n' => return Some((usize::try_from(v).ok()?, i + 2)),
                     _ => return None,
                 }
                 i += 1;
