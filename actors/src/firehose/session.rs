@@ -504,8 +504,15 @@ fn apply(op: Op, cmd: &Command, record: &mut Record) -> Bytes {
 
 impl Actor for Session {
     type Context = Context<Self>;
+}
 
-    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+/// Settled on drop, not in `stopped`: a panic in a handler (a bug) skips `stopped`, and would
+/// leave a client slot taken for good.
+impl Drop for Session {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            slog::error!(self.settings.log, "client connection closed by an internal error"; "session" => self.id);
+        }
         self.route.unregister(self.id);
         debug!(self.settings.log, "client gone"; "session" => self.id);
     }

@@ -1273,8 +1273,16 @@ fn parse_db(arg: &[u8]) -> Option<u32> {
 
 impl Actor for Session {
     type Context = Context<Self>;
+}
 
-    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+/// The session's accounts are settled when it is dropped rather than in `stopped`: a panic in
+/// one of its handlers (a bug) drops it without `stopped`, and would otherwise leave its entry
+/// in the route, a client slot taken for good, and its dedicated connection held.
+impl Drop for Session {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            slog::error!(self.settings.log, "client connection closed by an internal error"; "session" => self.id);
+        }
         self.release_dedicated(false);
         self.route.unregister(self.id);
         self.settings.metrics.clients.decrement(1);
