@@ -566,7 +566,7 @@ impl Session {
                 return Routed::Done;
             }
             Some(Keyless::Slot(s)) => return Routed::To(Some(s)),
-            Some(Keyless::Refuse(text)) => {
+            Some(Keyless::Refuse(text) | Keyless::Invalid(text)) => {
                 self.reply(error(&text), ctx);
                 return Routed::Done;
             }
@@ -640,6 +640,11 @@ impl Session {
         if self.settings.cluster {
             let route = match keyless(cmd) {
                 Some(Keyless::Slot(s)) => KeyRoute::Slot(s),
+                Some(Keyless::Invalid(text)) => {
+                    multi.dirty = true;
+                    self.reply(error(&text), ctx);
+                    return true;
+                }
                 // Inside a block it would reach one master only.
                 Some(Keyless::Every(_) | Keyless::Refuse(_)) => {
                     multi.dirty = true;

@@ -528,10 +528,7 @@ impl Target {
     fn deliver(&mut self, idx: usize, dest: Dest, data: Bytes, ctx: &mut Context<Self>) {
         match dest {
             Dest::Part { gather, index } => self.part_reply(gather, index, data),
-            Dest::Session { to, seq } => {
-                to.do_send(Reply { seq, data });
-                self.check_drained();
-            }
+            Dest::Session { to, seq } => to.do_send(Reply { seq, data }),
             Dest::SelectCheck { to, seq, db } => {
                 if !is_error(&data) {
                     self.known.insert(db);
@@ -549,7 +546,6 @@ impl Target {
                 if is_error(&data) {
                     self.refused_write(idx, &frame, &data);
                 }
-                self.check_drained();
             }
             Dest::Swallow(what) => {
                 if is_error(&data) {
@@ -572,6 +568,9 @@ impl Target {
                 }
             }
         }
+        // Whatever the reply was (a part of a split command, a SELECT's), it may have been
+        // the last one a reload's drain waits for.
+        self.check_drained();
     }
 
     fn refused_write(&mut self, idx: usize, frame: &Bytes, reply: &Bytes) {

@@ -78,6 +78,8 @@ pub(super) struct Cluster {
     next_gather: u64,
     /// Requests that came before the first map, while it was being asked for.
     waiting: VecDeque<Forward>,
+    /// Redirections that cannot be followed (bad slot or address), logged.
+    bad_redirect_log: crate::log_limit::LogLimit,
 }
 
 struct Gather {
@@ -106,6 +108,7 @@ impl Cluster {
             gathers: HashMap::new(),
             next_gather: 0,
             waiting: VecDeque::new(),
+            bad_redirect_log: Default::default(),
         }
     }
 
