@@ -91,7 +91,10 @@ mod tests {
         assert_eq!(k(&["SCRIPT", "EXISTS", "a"]), Some(Keyless::Every(Merge::And)));
         assert_eq!(k(&["CLUSTER", "COUNTKEYSINSLOT", "7"]), Some(Keyless::Slot(7)));
         assert_eq!(k(&["CLUSTER", "COUNTKEYSINSLOT", "16384"]), None);
-        assert_eq!(k(&["CLUSTER", "GETKEYSINSLOT", "7", "10"]), Some(Keyless::Slot(7)));
+        assert_eq!(
+            k(&["CLUSTER", "GETKEYSINSLOT", "7", "10"]),
+            Some(Keyless::Slot(7))
+        );
         // Without a slot (or with too many arguments): Redis' arity error, never a panic.
         let arity = |sub: &str| {
             Some(Keyless::Invalid(format!(
@@ -99,7 +102,10 @@ mod tests {
             )))
         };
         assert_eq!(k(&["cluster", "countkeysinslot"]), arity("countkeysinslot"));
-        assert_eq!(k(&["CLUSTER", "COUNTKEYSINSLOT", "1", "2"]), arity("countkeysinslot"));
+        assert_eq!(
+            k(&["CLUSTER", "COUNTKEYSINSLOT", "1", "2"]),
+            arity("countkeysinslot")
+        );
         assert_eq!(k(&["CLUSTER", "GetKeysInSlot"]), arity("getkeysinslot"));
         assert_eq!(k(&["CLUSTER", "GETKEYSINSLOT", "7"]), arity("getkeysinslot"));
         assert_eq!(k(&["CLUSTER", "INFO"]), None);

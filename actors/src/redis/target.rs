@@ -861,6 +861,13 @@ impl Handler<GiveUp> for Target {
             })
             .sum();
         let left = left + self.cluster.as_ref().map_or(0, |c| c.background_waiting());
+        let applied = self.cluster.as_ref().map_or(0, |c| c.background_applied());
+        if applied > 0 {
+            // They ran; sent again only so that an older write of their client, itself held
+            // and now given up, could not overwrite them: not lost.
+            warn!(self.settings.log, "background writes already applied were not sent again after an older write of their client";
+                "backend" => %self.settings.addr, "count" => applied);
+        }
         if left > 0 {
             error!(self.settings.log, "background writes lost: not confirmed by the backend within the drain timeout";
                 "backend" => %self.settings.addr, "lost" => left,

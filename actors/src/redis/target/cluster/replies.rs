@@ -64,9 +64,8 @@ impl Target {
             return Some((p.dest, data));
         };
         let key = hold_key(r.slot);
-        if p.displaced {
-            self.uncount(key);
-        }
+        let session = r.session;
+        self.settle(p.displaced, &r);
         let mut data = data;
         if let Body::Block(_) = r.body {
             let note = self.conns[idx].block_note.take();
@@ -91,6 +90,9 @@ impl Target {
                 self.ran(job, data)
             }
         };
+        if out.is_some() {
+            self.job_done(session, ctx);
+        }
         self.maybe_release(key, ctx);
         out
     }
@@ -129,8 +131,9 @@ impl Target {
                 let mut map = self.cl().map.take().expect("checked above");
                 map.assign(slot, node.clone());
                 self.conns_of(&node);
-                self.mark_off_owner(&map, Some(slot));
                 self.set_map(map);
+                // What is in flight for the slot on its old master comes back MOVED.
+                self.mark_all(slot);
             }
             self.cl().refresh_hint = Some(node.clone());
             self.refresh_soon(ctx);
@@ -165,9 +168,11 @@ impl Target {
     /// The command ran (or failed for good). A write acknowledged early that ran while an
     /// older command of its client waits to run again is sent again after it, so that the
     /// older one cannot overwrite it: only writes safe to send twice.
-    fn ran(&mut self, job: Job, data: Bytes) -> Option<(Dest, Bytes)> {
+    fn ran(&mut self, mut job: Job, data: Bytes) -> Option<(Dest, Bytes)> {
         if let Dest::Background { idempotent: true, .. } = job.dest {
-            if !is_error(&data) && self.older_waits(hold_key(job.r.slot), job.r.session) {
+            let older = self.older_waits(hold_key(job.r.slot), job.r.session, job.r.order);
+            if !is_error(&data) && older {
+                job.r.applied = true;
                 self.park(job);
                 return None;
             }
@@ -187,8 +192,9 @@ impl Target {
         reason: &str,
         ctx: &mut Context<Self>,
     ) -> bool {
-        if let (true, Some(r)) = (p.displaced, &p.resend) {
-            self.uncount(hold_key(r.slot));
+        let session = p.resend.as_ref().map(|r| r.session);
+        if let Some(r) = &p.resend {
+            self.settle(p.displaced, r);
         }
         match p.dest {
             Dest::Swallow(Swallowed::Slots) => self.slots_failed(reason, ctx),
@@ -204,6 +210,9 @@ impl Target {
             }
             Dest::Background { frame, .. } => self.unknown_outcome(idx, &frame),
             dest => self.answer(dest, err.clone()),
+        }
+        if let Some(session) = session {
+            self.job_done(session, ctx);
         }
         false
     }
@@ -263,7 +272,10 @@ mod tests {
         // A slot out of range is no redirection (the map has 16384 slots).
         assert_eq!(parse(b"-MOVED 16384 127.0.0.1:1\r\n"), None);
         assert_eq!(parse(b"-ASK 20000 127.0.0.1:1\r\n"), None);
-        assert!(matches!(kind(b"-MOVED 20000 127.0.0.1:1\r\n", &from), Kind::Other));
+        assert!(matches!(
+            kind(b"-MOVED 20000 127.0.0.1:1\r\n", &from),
+            Kind::Other
+        ));
         // No host: the node that answered.
         let other = Node {
             host: "10.0.0.9".into(),
@@ -277,7 +289,10 @@ mod tests {
             parse_redirect(b"-MOVED 5 :6381\r\n", &there),
             Some((false, 5, other.clone()))
         );
-        assert_eq!(parse_redirect(b"-ASK 5 :6381\r\n", &there), Some((true, 5, other)));
+        assert_eq!(
+            parse_redirect(b"-ASK 5 :6381\r\n", &there),
+            Some((true, 5, other))
+        );
         assert_eq!(parse(b"-MOVED 5 127.0.0.1:\r\n"), None);
         assert_eq!(parse(b"-MOVED 5\r\n"), None);
         assert_eq!(parse(b"-MOVED\r\n"), None);
