@@ -1343,3 +1343,98 @@ fn reload_counts_writes_waiting_for_a_dead_master_as_lost() {
     let mut c = relayer.client();
     assert_eq!(c.cmd(&["PING"]), Reply::status("PONG"));
 }
+
+/// Sends SIGHUP after rewriting the config, and waits for the reload to be logged.
+fn reload(relayer: &mut Relayer, config: &str) {
+    let before = relayer.log().matches("configuration reloaded").count();
+    relayer.rewrite_config(config);
+    relayer.signal(libc::SIGHUP);
+    wait_until(T, "the reload", || {
+        relayer.log().matches("configuration reloaded").count() > before
+    });
+}
+
+/// The ids of the connections to `node` (but the one asking).
+fn connection_ids(cluster: &Cluster, node: usize) -> Vec<i64> {
+    let mut c = cluster.client(node);
+    let me = c.cmd(&["CLIENT", "ID"]).as_int().expect("CLIENT ID");
+    let list = c.cmd(&["CLIENT", "LIST"]).as_str().expect("CLIENT LIST");
+    // Not the replication links (flags=S).
+    list.lines()
+        .filter(|l| !l.contains(" flags=S"))
+        .filter_map(|l| l.split(' ').find_map(|kv| kv.strip_prefix("id="))?.parse().ok())
+        .filter(|id| *id != me)
+        .collect()
+}
+
+/// A reload replaces a cluster target while a split MGET waits for a paused master: the old
+/// target stops as soon as that last part is answered, not at the end of drainTimeout.
+#[test]
+fn a_replaced_target_stops_once_its_last_split_part_is_answered() {
+    let cluster = Cluster::start();
+    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let entry = |extra: &str| cluster_entry("sync", &listen, &cluster.seeds(), extra);
+    let mut relayer = Relayer::start(&entry("drainTimeout = 120"));
+    let mut c = relayer.client();
+    let keys = cluster.keys_on_every_master_prefixed("drain:", 3);
+    let mut mget = vec!["MGET".to_string()];
+    mget.extend(keys.iter().cloned());
+    assert_eq!(c.cmd(&mget).as_array().map(|a| a.len()), Some(keys.len()));
+    let paused = cluster.node_for_slot(slot_of(&keys[0]));
+    let old = connection_ids(&cluster, paused);
+    let r = cluster.cmd_on_node(paused, &["CLIENT", "PAUSE", "1500", "ALL"]);
+    assert!(r.is_ok(), "{r:?}");
+    c.send(&mget);
+    reload(
+        &mut relayer,
+        &entry("drainTimeout = 120\nmaxPendingReplies = 2000"),
+    );
+    assert_eq!(c.read_reply().as_array().map(|a| a.len()), Some(keys.len()));
+    let closed = (0..100).any(|_| {
+        let now = connection_ids(&cluster, paused);
+        std::thread::sleep(Duration::from_millis(200));
+        !old.iter().any(|id| now.contains(id))
+    });
+    let list = cluster.cmd_on_node(paused, &["CLIENT", "LIST"]);
+    assert!(
+        closed,
+        "the old target's connections ({old:?}) still open: {list:?}\n{}",
+        relayer.log()
+    );
+}
+
+/// A client holds a dedicated connection (WATCH) to a single Redis when a reload turns its
+/// relayer into a cluster relayer: commands that would be split or sent to every master get a
+/// clear error (they used to panic the session); once the connection is released, the client
+/// uses the cluster.
+#[test]
+fn a_dedicated_connection_kept_across_a_reload_to_a_cluster_does_not_panic() {
+    let cluster = Cluster::start();
+    let redis = Redis::start();
+    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let mut relayer = Relayer::start(&redis_entry(&listen, &redis.url(), ""));
+    let mut c = relayer.client();
+    assert_eq!(c.cmd(&["WATCH", "w"]), Reply::ok());
+    reload(
+        &mut relayer,
+        &cluster_entry("sync", &listen, &cluster.seeds(), ""),
+    );
+    let keys = cluster.keys_on_every_master_prefixed("ded:", 3);
+    let mut mget = vec!["MGET".to_string()];
+    mget.extend(keys.iter().cloned());
+    for cmd in [mget.clone(), vec!["DBSIZE".to_string()]] {
+        let r = c.cmd(&cmd);
+        assert!(
+            r.is_error_starting("ERR relayer: the configuration now names a cluster"),
+            "{cmd:?}: {r:?}"
+        );
+    }
+    assert_eq!(c.cmd(&["UNWATCH"]), Reply::ok());
+    assert_eq!(
+        c.cmd(&mget),
+        Reply::array(vec![Reply::Nil; keys.len()]),
+        "{}",
+        relayer.log()
+    );
+    assert_eq!(c.cmd(&["DBSIZE"]), Reply::int(0));
+}

@@ -276,9 +276,12 @@ impl Session {
                 Request::One(f) | Request::Select(_, f) | Request::Background { frame: f, .. } => {
                     frames.push((f, Dest::Client(seq)))
                 }
-                // Cluster relayers have no dedicated connections.
+                // Cluster relayers have no dedicated connections; but one taken before a reload
+                // that switched this relayer to a cluster is kept until released.
                 Request::Gather { .. } | Request::FanOut { .. } => {
-                    unreachable!("no dedicated connection on a cluster")
+                    self.slots.push_back(Some(error(DEDICATED_ON_CLUSTER)));
+                    self.drain(ctx);
+                    return seq;
                 }
                 Request::Block { frames: block, .. } => {
                     let last = block.len() - 1;
@@ -1263,6 +1266,8 @@ fn split_by_slot(cmd: &Command, split: Split, first: usize, stride: usize) -> Re
     };
     Request::Gather { parts, merge }
 }
+
+const DEDICATED_ON_CLUSTER: &str = "ERR relayer: the configuration now names a cluster, but this client still holds a connection of its own to the Redis of before (WATCH...): end it (EXEC, DISCARD, UNWATCH, RESET) or reconnect";
 
 const TARGET_GONE: &str = "ERR relayer: the backend target was replaced by a configuration reload, try again";
 
