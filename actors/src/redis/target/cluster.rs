@@ -23,6 +23,9 @@ use holds::{hold_key, Flight, Hold};
 const REFRESH_TICKS: u64 = 50;
 /// A refresh asked for by MOVED is not repeated sooner than this.
 const REFRESH_GAP: Duration = Duration::from_millis(500);
+/// Ticks a node may take to answer CLUSTER SLOTS before another is asked (3 s), whatever the
+/// relayer's `timeout` (none at all: a node that hangs would stop every refresh for good).
+const REFRESH_TIMEOUT_TICKS: u64 = 30;
 const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
 
 /// What a command needs to be sent again elsewhere, kept with its pending reply.
@@ -70,6 +73,8 @@ pub(super) struct Cluster {
     node_conns: HashMap<Node, Vec<usize>>,
     conn_node: Vec<Node>,
     refreshing: Option<usize>,
+    /// The tick the refresh under way was asked.
+    refresh_since: u64,
     refresh_again: bool,
     last_refresh: Option<Instant>,
     /// Turn of the next node asked for the map (masters, replicas, seeds).
@@ -144,6 +149,7 @@ impl Cluster {
             node_conns: HashMap::new(),
             conn_node: Vec::new(),
             refreshing: None,
+            refresh_since: 0,
             refresh_again: false,
             last_refresh: None,
             next_candidate: 0,
@@ -328,7 +334,10 @@ impl Target {
             self.cl().next_candidate = pick + 1;
         }
         let idx = self.conns_of(&candidates[pick])[0];
-        self.cl().refreshing = Some(idx);
+        let tick = self.tick;
+        let cl = self.cl();
+        cl.refreshing = Some(idx);
+        cl.refresh_since = tick;
         self.open_if_idle(idx, ctx);
         let cmd = Bytes::from_static(b"*2\r\n$7\r\nCLUSTER\r\n$5\r\nSLOTS\r\n");
         self.push(idx, cmd, Dest::Swallow(Swallowed::Slots));
@@ -346,6 +355,17 @@ impl Target {
 
     pub(super) fn cluster_tick(&mut self, ctx: &mut Context<Self>) {
         let tick = self.tick;
+        let cl = self.cl();
+        if let Some(idx) = cl
+            .refreshing
+            .filter(|_| tick >= cl.refresh_since + REFRESH_TIMEOUT_TICKS)
+        {
+            // Its answer, if it ever comes, is still applied.
+            cl.refreshing = None;
+            cl.refresh_again = true;
+            let node = cl.conn_node[idx].clone();
+            warn!(self.settings.log, "cluster node did not answer CLUSTER SLOTS: asking another"; "node" => %node);
+        }
         let cl = self.cl();
         let due = cl.map.is_none() || tick % REFRESH_TICKS == 0;
         // Writes waiting for their node to come back: ask again until the map says where.
@@ -404,6 +424,9 @@ impl Target {
             self.mark_moved(old.as_ref(), &map);
         }
         self.set_map(map);
+        if changed {
+            self.close_departed(ctx);
+        }
         let cl = self.cl();
         cl.refreshing = None;
         let again = std::mem::take(&mut cl.refresh_again);
@@ -412,6 +435,42 @@ impl Target {
         self.retry_holds_now(ctx);
         if again {
             self.refresh_soon(ctx);
+        }
+    }
+
+    /// Closes the idle connections to nodes that neither the map nor the seeds name any more
+    /// (they would reconnect for ever); they open again if a redirection names them.
+    fn close_departed(&mut self, ctx: &mut Context<Self>) {
+        let cl = self.cluster.as_ref().expect("cluster target");
+        let Some(map) = &cl.map else { return };
+        let seeds: Vec<Node> = cl.seeds.iter().filter_map(node_of).collect();
+        let known = |n: &Node| map.masters.contains(n) || map.replicas.contains(n) || seeds.contains(n);
+        let departed: Vec<usize> = cl
+            .node_conns
+            .iter()
+            .filter(|(n, _)| !known(n))
+            .flat_map(|(_, idxs)| idxs.iter().copied())
+            .filter(|&i| cl.refreshing != Some(i))
+            .collect();
+        for idx in departed {
+            let c = &mut self.conns[idx];
+            if matches!(c.state, State::Idle) || !c.pending.is_empty() {
+                continue;
+            }
+            debug!(self.settings.log, "connection to a node that left the cluster closed"; "backend" => %c.addr, "conn" => idx);
+            // A newer generation: its reconnection timer and stream events are ignored.
+            c.generation += 1;
+            c.state = State::Idle;
+            c.out = None;
+            c.early.clear();
+            c.queued = 0;
+            c.written = 0;
+            c.db = Some(0);
+            c.block_note = None;
+            c.backoff = BACKOFF_FIRST;
+            if let Some(h) = c.reader.take() {
+                ctx.cancel_future(h);
+            }
         }
     }
 

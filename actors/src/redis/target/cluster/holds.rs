@@ -359,3 +359,46 @@ impl Hold {
         self.front.insert(order, job);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(session: u64, order: u64) -> Job {
+        let frame = Bytes::from(format!("*1\r\n$1\r\n{order}\r\n"));
+        Job {
+            r: Resend {
+                slot: Some(1),
+                session,
+                body: Body::One(frame.clone()),
+                hops: 0,
+                tries: 0,
+                since: 0,
+                order,
+                mark: 0,
+                applied: false,
+            },
+            dest: Dest::Background {
+                frame,
+                db: 0,
+                idempotent: true,
+            },
+            ask: None,
+        }
+    }
+
+    /// Jobs parked in any order wait in the order they came; each client's oldest is known
+    /// without a walk.
+    #[test]
+    fn front_keeps_the_order_jobs_came_in() {
+        let mut h = Hold::new(0);
+        for (session, order) in [(7, 5), (7, 2), (8, 3), (7, 9), (8, 1)] {
+            h.wait_in_front(job(session, order));
+        }
+        let orders: Vec<u64> = h.front.values().map(|j| j.r.order).collect();
+        assert_eq!(orders, vec![1, 2, 3, 5, 9]);
+        assert_eq!(h.front_first.get(&7), Some(&2));
+        assert_eq!(h.front_first.get(&8), Some(&1));
+        assert_eq!(h.front_first.get(&9), None);
+    }
+}
