@@ -380,6 +380,10 @@ impl Target {
             }
         }
         self.hold_tick(ctx);
+        // Not only when a slot is held: the client's earlier command may just be slow.
+        if let Some(limit) = self.timeout_ticks {
+            self.expire_barriers(limit, ctx);
+        }
     }
 
     pub(super) fn slots_reply(&mut self, idx: usize, data: &Bytes, ctx: &mut Context<Self>) {

@@ -309,7 +309,6 @@ impl Target {
         for k in keys {
             self.maybe_release(k, ctx);
         }
-        self.expire_barriers(limit, ctx);
     }
 
     /// Sets each hold's count to the displaced replies the connections really owe (and each
