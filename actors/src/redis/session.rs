@@ -25,7 +25,7 @@ use crate::route::{CloseClient, Frontend};
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
 use slog::{debug, info, Logger};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -1238,12 +1238,15 @@ enum Routed {
 fn split_by_slot(cmd: &Command, split: Split, first: usize, stride: usize) -> Request {
     let nkeys = (cmd.argc() - first) / stride;
     let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
+    // The group of each slot by index: a scan of the groups per key was keys x slots.
+    let mut group_of: HashMap<u16, usize> = HashMap::new();
     for k in 0..nkeys {
         let slot = slot_of(cmd.arg(first + k * stride));
-        match groups.iter_mut().find(|(s, _)| *s == slot) {
-            Some((_, ks)) => ks.push(k),
-            None => groups.push((slot, vec![k])),
-        }
+        let g = *group_of.entry(slot).or_insert_with(|| {
+            groups.push((slot, Vec::new()));
+            groups.len() - 1
+        });
+        groups[g].1.push(k);
     }
     let parts = groups
         .iter()
