@@ -956,6 +956,88 @@ fn pipelined_read_your_writes_across_ask_and_moved() {
     }
 }
 
+/// Two smart-mode writes of one client to one key: the first redirected by ASK to a node that
+/// is slow to answer (CLIENT PAUSE WRITE), the second refused for now (TRYAGAIN: the MSET's
+/// other key is still on the old master) and waiting to be sent again when the first comes
+/// back. The first ran: it is not sent again after the second, and the key ends with the
+/// second's value, the client's last write.
+#[test]
+fn writes_sent_again_keep_the_order_the_client_sent_them_in() {
+    let cluster = Cluster::start();
+    let relayer = relayer_for(&cluster, "smart", "");
+    let mut c = relayer.client();
+    let slot = slot_of("{ord}");
+    let from = cluster.node_for_slot(slot);
+    let to = cluster.masters().into_iter().find(|&m| m != from).unwrap();
+    cluster.set("{ord}b", "0");
+    assert_eq!(c.cmd(&["GET", "{ord}b"]), Reply::bulk("0"));
+    let migration = cluster.begin_migration(slot, from, to);
+    let r = cluster.cmd_on_node(to, &["CLIENT", "PAUSE", "700", "WRITE"]);
+    assert!(r.is_ok(), "{r:?}");
+    let cmds = vec![
+        vec!["SET", "{ord}a", "1"],
+        vec!["MSET", "{ord}a", "2", "{ord}b", "2"],
+    ];
+    assert_eq!(c.pipeline(&cmds), vec![Reply::ok(), Reply::ok()]);
+    // The SET ran on the target once the pause ended; the MSET gets TRYAGAIN until the end.
+    wait_until(T, "the SET on the importing node", || {
+        let mut target = cluster.client(to);
+        target.cmd(&["ASKING"]);
+        target.cmd(&["GET", "{ord}a"]) == Reply::bulk("1")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    migration.finish();
+    // Behind whatever of its slot is still held: it sees the end state.
+    assert_eq!(
+        c.cmd(&["MGET", "{ord}a", "{ord}b"]),
+        Reply::array(vec![Reply::bulk("2"), Reply::bulk("2")]),
+        "{}",
+        relayer.log()
+    );
+    assert_eq!(cluster.get("{ord}a"), Reply::bulk("2"));
+}
+
+/// A command for every master waits until its client's earlier commands are finished: a
+/// smart-mode MSET held (TRYAGAIN during a migration) and then FLUSHALL, DBSIZE and KEYS
+/// from the same client: the flush comes after the MSET, and the counts see what it left.
+#[test]
+fn commands_for_every_master_wait_for_the_clients_held_writes() {
+    let cluster = Cluster::start();
+    let relayer = relayer_for(&cluster, "smart", "");
+    let mut c = relayer.client();
+    let slot = slot_of("{fan}");
+    let from = cluster.node_for_slot(slot);
+    let to = cluster.masters().into_iter().find(|&m| m != from).unwrap();
+    cluster.set("{fan}b", "0");
+    assert_eq!(c.cmd(&["GET", "{fan}b"]), Reply::bulk("0"));
+    let migration = cluster.begin_migration(slot, from, to);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(700));
+            migration.finish();
+        });
+        let cmds = vec![
+            vec!["MSET", "{fan}a", "1", "{fan}b", "1"],
+            vec!["FLUSHALL"],
+            vec!["DBSIZE"],
+            vec!["MSET", "{fan}c", "1", "{fan}b", "2"],
+            vec!["KEYS", "*"],
+        ];
+        let got = c.pipeline(&cmds);
+        let keys = Reply::array(vec![Reply::bulk("{fan}b"), Reply::bulk("{fan}c")]);
+        let keys_other_order = Reply::array(vec![Reply::bulk("{fan}c"), Reply::bulk("{fan}b")]);
+        assert_eq!(
+            got[..4],
+            [Reply::ok(), Reply::ok(), Reply::int(0), Reply::ok()],
+            "{got:?}"
+        );
+        assert!(got[4] == keys || got[4] == keys_other_order, "{got:?}");
+    });
+    assert_eq!(c.cmd(&["GET", "{fan}a"]), Reply::Nil);
+    assert_eq!(c.cmd(&["DBSIZE"]), Reply::int(2));
+    assert_eq!(cluster.dbsize_total(), 2);
+}
+
 // ---- keyless commands, SCAN ------------------------------------------------------------------
 
 /// FLUSHALL, FLUSHDB, SCRIPT and FUNCTION reach every master; what would reach one node only
@@ -1027,6 +1109,32 @@ fn admin_commands_reach_every_master_or_are_refused() {
     assert!(c.cmd(&["FLUSHALL"]).is_error_starting("ERR relayer:"));
     assert!(c.cmd(&["EXEC"]).is_error_starting("EXECABORT"));
     assert_eq!(c.cmd(&["GET", "{cnt}a"]), Reply::bulk("v"));
+    // Without a slot, or with one argument too many: what a node itself answers.
+    let node = cluster.masters()[0];
+    for cmd in [
+        &["CLUSTER", "COUNTKEYSINSLOT"][..],
+        &["cluster", "countkeysinslot", &s, "1"],
+        &["CLUSTER", "GETKEYSINSLOT"],
+        &["CLUSTER", "GETKEYSINSLOT", &s],
+        &["CLUSTER", "COUNTKEYSINSLOT", "x"],
+        &["CLUSTER", "COUNTKEYSINSLOT", "16384"],
+    ] {
+        let want = cluster.cmd_on_node(node, cmd);
+        assert!(want.is_error(), "{cmd:?}: {want:?}");
+        assert_eq!(c.cmd(cmd), want, "{cmd:?}");
+    }
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(
+        c.cmd(&["CLUSTER", "COUNTKEYSINSLOT"]),
+        Reply::error("ERR wrong number of arguments for 'cluster|countkeysinslot' command")
+    );
+    assert!(c.cmd(&["EXEC"]).is_error_starting("EXECABORT"));
+    assert_eq!(
+        c.cmd(&["CLUSTER", "GETKEYSINSLOT", &s, "10"])
+            .as_array()
+            .map(|a| a.len()),
+        Some(2)
+    );
 }
 
 /// A full SCAN visits every master's keys even when the masters fail over half way (their
@@ -1234,4 +1342,99 @@ fn reload_counts_writes_waiting_for_a_dead_master_as_lost() {
     assert!(line.contains(&format!("lost: {}", keys.len())), "{line}");
     let mut c = relayer.client();
     assert_eq!(c.cmd(&["PING"]), Reply::status("PONG"));
+}
+
+/// Sends SIGHUP after rewriting the config, and waits for the reload to be logged.
+fn reload(relayer: &mut Relayer, config: &str) {
+    let before = relayer.log().matches("configuration reloaded").count();
+    relayer.rewrite_config(config);
+    relayer.signal(libc::SIGHUP);
+    wait_until(T, "the reload", || {
+        relayer.log().matches("configuration reloaded").count() > before
+    });
+}
+
+/// The ids of the connections to `node` (but the one asking).
+fn connection_ids(cluster: &Cluster, node: usize) -> Vec<i64> {
+    let mut c = cluster.client(node);
+    let me = c.cmd(&["CLIENT", "ID"]).as_int().expect("CLIENT ID");
+    let list = c.cmd(&["CLIENT", "LIST"]).as_str().expect("CLIENT LIST");
+    // Not the replication links (flags=S).
+    list.lines()
+        .filter(|l| !l.contains(" flags=S"))
+        .filter_map(|l| l.split(' ').find_map(|kv| kv.strip_prefix("id="))?.parse().ok())
+        .filter(|id| *id != me)
+        .collect()
+}
+
+/// A reload replaces a cluster target while a split MGET waits for a paused master: the old
+/// target stops as soon as that last part is answered, not at the end of drainTimeout.
+#[test]
+fn a_replaced_target_stops_once_its_last_split_part_is_answered() {
+    let cluster = Cluster::start();
+    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let entry = |extra: &str| cluster_entry("sync", &listen, &cluster.seeds(), extra);
+    let mut relayer = Relayer::start(&entry("drainTimeout = 120"));
+    let mut c = relayer.client();
+    let keys = cluster.keys_on_every_master_prefixed("drain:", 3);
+    let mut mget = vec!["MGET".to_string()];
+    mget.extend(keys.iter().cloned());
+    assert_eq!(c.cmd(&mget).as_array().map(|a| a.len()), Some(keys.len()));
+    let paused = cluster.node_for_slot(slot_of(&keys[0]));
+    let old = connection_ids(&cluster, paused);
+    let r = cluster.cmd_on_node(paused, &["CLIENT", "PAUSE", "1500", "ALL"]);
+    assert!(r.is_ok(), "{r:?}");
+    c.send(&mget);
+    reload(
+        &mut relayer,
+        &entry("drainTimeout = 120\nmaxPendingReplies = 2000"),
+    );
+    assert_eq!(c.read_reply().as_array().map(|a| a.len()), Some(keys.len()));
+    let closed = (0..100).any(|_| {
+        let now = connection_ids(&cluster, paused);
+        std::thread::sleep(Duration::from_millis(200));
+        !old.iter().any(|id| now.contains(id))
+    });
+    let list = cluster.cmd_on_node(paused, &["CLIENT", "LIST"]);
+    assert!(
+        closed,
+        "the old target's connections ({old:?}) still open: {list:?}\n{}",
+        relayer.log()
+    );
+}
+
+/// A client holds a dedicated connection (WATCH) to a single Redis when a reload turns its
+/// relayer into a cluster relayer: commands that would be split or sent to every master get a
+/// clear error (they used to panic the session); once the connection is released, the client
+/// uses the cluster.
+#[test]
+fn a_dedicated_connection_kept_across_a_reload_to_a_cluster_does_not_panic() {
+    let cluster = Cluster::start();
+    let redis = Redis::start();
+    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let mut relayer = Relayer::start(&redis_entry(&listen, &redis.url(), ""));
+    let mut c = relayer.client();
+    assert_eq!(c.cmd(&["WATCH", "w"]), Reply::ok());
+    reload(
+        &mut relayer,
+        &cluster_entry("sync", &listen, &cluster.seeds(), ""),
+    );
+    let keys = cluster.keys_on_every_master_prefixed("ded:", 3);
+    let mut mget = vec!["MGET".to_string()];
+    mget.extend(keys.iter().cloned());
+    for cmd in [mget.clone(), vec!["DBSIZE".to_string()]] {
+        let r = c.cmd(&cmd);
+        assert!(
+            r.is_error_starting("ERR relayer: the configuration now names a cluster"),
+            "{cmd:?}: {r:?}"
+        );
+    }
+    assert_eq!(c.cmd(&["UNWATCH"]), Reply::ok());
+    assert_eq!(
+        c.cmd(&mget),
+        Reply::array(vec![Reply::Nil; keys.len()]),
+        "{}",
+        relayer.log()
+    );
+    assert_eq!(c.cmd(&["DBSIZE"]), Reply::int(0));
 }

@@ -13,6 +13,8 @@ pub enum Keyless {
     Slot(u16),
     /// Refused, with this error.
     Refuse(String),
+    /// Answered with this error, as Redis would (a wrong number of arguments).
+    Invalid(String),
 }
 
 /// How a cluster relayer treats `cmd` when it is one of the keyless commands above; None for
@@ -45,6 +47,15 @@ pub fn keyless(cmd: &Command) -> Option<Keyless> {
         ("LATENCY" | "SLOWLOG", "RESET") => refuse(&format!("{name} {sub}")),
         ("MODULE", "LOAD" | "LOADEX" | "UNLOAD") => refuse(&format!("{name} {sub}")),
         ("CLUSTER", "COUNTKEYSINSLOT" | "GETKEYSINSLOT") => {
+            // Without its slot it would reach any master: answered here, with Redis' text.
+            let arity = if sub == "COUNTKEYSINSLOT" { 3 } else { 4 };
+            if argc != arity {
+                return Some(Keyless::Invalid(format!(
+                    "ERR wrong number of arguments for 'cluster|{}' command",
+                    sub.to_ascii_lowercase()
+                )));
+            }
+            // A slot that is not a number or out of range: any master gives Redis' error.
             let slot = std::str::from_utf8(cmd.arg(2)).ok()?.parse::<u16>().ok()?;
             (usize::from(slot) < super::slot::SLOTS).then_some(Keyless::Slot(slot))
         }
@@ -80,6 +91,23 @@ mod tests {
         assert_eq!(k(&["SCRIPT", "EXISTS", "a"]), Some(Keyless::Every(Merge::And)));
         assert_eq!(k(&["CLUSTER", "COUNTKEYSINSLOT", "7"]), Some(Keyless::Slot(7)));
         assert_eq!(k(&["CLUSTER", "COUNTKEYSINSLOT", "16384"]), None);
+        assert_eq!(
+            k(&["CLUSTER", "GETKEYSINSLOT", "7", "10"]),
+            Some(Keyless::Slot(7))
+        );
+        // Without a slot (or with too many arguments): Redis' arity error, never a panic.
+        let arity = |sub: &str| {
+            Some(Keyless::Invalid(format!(
+                "ERR wrong number of arguments for 'cluster|{sub}' command"
+            )))
+        };
+        assert_eq!(k(&["cluster", "countkeysinslot"]), arity("countkeysinslot"));
+        assert_eq!(
+            k(&["CLUSTER", "COUNTKEYSINSLOT", "1", "2"]),
+            arity("countkeysinslot")
+        );
+        assert_eq!(k(&["CLUSTER", "GetKeysInSlot"]), arity("getkeysinslot"));
+        assert_eq!(k(&["CLUSTER", "GETKEYSINSLOT", "7"]), arity("getkeysinslot"));
         assert_eq!(k(&["CLUSTER", "INFO"]), None);
         assert_eq!(k(&["CONFIG", "GET", "maxmemory"]), None);
         assert_eq!(k(&["INFO"]), None);

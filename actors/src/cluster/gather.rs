@@ -57,6 +57,9 @@ pub fn scan_tag(addr: &str) -> u16 {
 /// The client's reply from the parts' replies (in part order). The first error a part got is
 /// the reply, as Redis would give one error for the whole command.
 pub fn merge(how: &Merge, parts: &[Bytes]) -> Bytes {
+    if parts.is_empty() {
+        return write::error("ERR relayer: no cluster node to ask");
+    }
     if let Some(e) = parts.iter().find(|p| p.starts_with(b"-")) {
         return e.clone();
     }

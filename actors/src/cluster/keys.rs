@@ -45,7 +45,9 @@ fn key_positions(cmd: &Command) -> Option<Vec<usize>> {
     let numkeys = |at: usize| -> Option<Vec<usize>> {
         let n: usize = std::str::from_utf8(cmd.args().nth(at)?).ok()?.parse().ok()?;
         let first = at + 1;
-        (first + n <= argc).then(|| from(first, first + n, 1))
+        // checked: a client's numkeys near usize::MAX must not overflow.
+        let end = first.checked_add(n).filter(|&e| e <= argc)?;
+        Some(from(first, end, 1))
     };
     Some(match name.as_str() {
         "PING" | "ECHO" | "INFO" | "TIME" | "DBSIZE" | "KEYS" | "SCAN" | "RANDOMKEY" | "LASTSAVE"
@@ -169,6 +171,11 @@ mod tests {
         assert_eq!(route(&cmd(&["EVAL", "return 1", "0"])), Route::Any);
         assert_eq!(route(&cmd(&["EVAL", "return 1", "1", "foo"])), Route::Slot(12182));
         assert_eq!(route(&cmd(&["EVAL", "return 1", "2", "foo"])), Route::Any);
+        // numkeys that would overflow: no keys, any node answers Redis' error.
+        let max = usize::MAX.to_string();
+        assert_eq!(route(&cmd(&["EVAL", "return 1", &max, "foo"])), Route::Any);
+        assert_eq!(route(&cmd(&["ZUNION", &max, "foo"])), Route::Any);
+        assert_eq!(route(&cmd(&["ZUNIONSTORE", "d", &max, "foo"])), Route::Any);
         assert_eq!(route(&cmd(&["BLPOP", "foo", "bar", "0"])), Route::CrossSlot);
         assert_eq!(route(&cmd(&["BLPOP", "foo", "0"])), Route::Slot(12182));
         assert_eq!(route(&cmd(&["ZUNIONSTORE", "foo", "1", "bar"])), Route::CrossSlot);

@@ -28,6 +28,9 @@ pub struct SlotMap {
 
 const NONE: u16 = u16::MAX;
 
+/// Arrays nested deeper than this in a reply the relayer reads are refused.
+const MAX_DEPTH: usize = 32;
+
 impl SlotMap {
     pub fn owner(&self, slot: u16) -> Option<&Node> {
         self.masters.get(self.owner[slot as usize] as usize)
@@ -169,10 +172,15 @@ impl Value {
         }
     }
 
-    /// Decodes one value from the front of `b`; returns it and the bytes it took.
+    /// Decodes one value from the front of `b`; returns it and the bytes it took. None for
+    /// anything else, arrays nested deeper than `MAX_DEPTH` included (no stack overflow).
     pub fn parse(b: &[u8]) -> Option<(Value, usize)> {
+        Self::parse_at(b, 0)
+    }
+
+    fn parse_at(b: &[u8], depth: usize) -> Option<(Value, usize)> {
         let end = b.windows(2).position(|w| w == b"\r\n")?;
-        let line = std::str::from_utf8(&b[1..end]).ok()?;
+        let line = std::str::from_utf8(b.get(1..end)?).ok()?;
         let next = end + 2;
         match b.first()? {
             b'+' => Some((Value::Simple(line.into()), next)),
@@ -183,19 +191,22 @@ impl Value {
                 if n < 0 {
                     return Some((Value::Nil, next));
                 }
-                let n = n as usize;
-                let data = b.get(next..next + n)?.to_vec();
-                (b.get(next + n..next + n + 2)? == b"\r\n").then_some((Value::Bulk(data), next + n + 2))
+                let stop = next.checked_add(usize::try_from(n).ok()?)?;
+                let data = b.get(next..stop)?.to_vec();
+                (b.get(stop..stop.checked_add(2)?)? == b"\r\n").then_some((Value::Bulk(data), stop + 2))
             }
             b'*' => {
                 let n: i64 = line.parse().ok()?;
                 if n < 0 {
                     return Some((Value::Nil, next));
                 }
+                if depth >= MAX_DEPTH {
+                    return None;
+                }
                 let mut items = Vec::with_capacity((n as usize).min(1024));
                 let mut at = next;
                 for _ in 0..n {
-                    let (v, used) = Value::parse(&b[at..])?;
+                    let (v, used) = Value::parse_at(&b[at..], depth + 1)?;
                     items.push(v);
                     at += used;
                 }
@@ -265,5 +276,11 @@ mod tests {
                 .is_err()
         );
         assert!(SlotMap::from_cluster_slots(b"*5\r\n", &node(1)).is_err());
+        // Nothing a node sends panics or overflows the stack.
+        assert_eq!(Value::parse(b"\r\n"), None);
+        assert_eq!(Value::parse(b"*1\r\n\r\n"), None);
+        let deep = b"*1\r\n".repeat(100_000);
+        assert_eq!(Value::parse(&deep), None);
+        assert!(SlotMap::from_cluster_slots(&deep, &node(1)).is_err());
     }
 }

@@ -25,7 +25,7 @@ use crate::route::{CloseClient, Frontend};
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
 use slog::{debug, info, Logger};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -276,9 +276,12 @@ impl Session {
                 Request::One(f) | Request::Select(_, f) | Request::Background { frame: f, .. } => {
                     frames.push((f, Dest::Client(seq)))
                 }
-                // Cluster relayers have no dedicated connections.
+                // Cluster relayers have no dedicated connections; but one taken before a reload
+                // that switched this relayer to a cluster is kept until released.
                 Request::Gather { .. } | Request::FanOut { .. } => {
-                    unreachable!("no dedicated connection on a cluster")
+                    self.slots.push_back(Some(error(DEDICATED_ON_CLUSTER)));
+                    self.drain(ctx);
+                    return seq;
                 }
                 Request::Block { frames: block, .. } => {
                     let last = block.len() - 1;
@@ -566,7 +569,7 @@ impl Session {
                 return Routed::Done;
             }
             Some(Keyless::Slot(s)) => return Routed::To(Some(s)),
-            Some(Keyless::Refuse(text)) => {
+            Some(Keyless::Refuse(text) | Keyless::Invalid(text)) => {
                 self.reply(error(&text), ctx);
                 return Routed::Done;
             }
@@ -640,6 +643,11 @@ impl Session {
         if self.settings.cluster {
             let route = match keyless(cmd) {
                 Some(Keyless::Slot(s)) => KeyRoute::Slot(s),
+                Some(Keyless::Invalid(text)) => {
+                    multi.dirty = true;
+                    self.reply(error(&text), ctx);
+                    return true;
+                }
                 // Inside a block it would reach one master only.
                 Some(Keyless::Every(_) | Keyless::Refuse(_)) => {
                     multi.dirty = true;
@@ -1230,12 +1238,15 @@ enum Routed {
 fn split_by_slot(cmd: &Command, split: Split, first: usize, stride: usize) -> Request {
     let nkeys = (cmd.argc() - first) / stride;
     let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
+    // The group of each slot by index: a scan of the groups per key was keys x slots.
+    let mut group_of: HashMap<u16, usize> = HashMap::new();
     for k in 0..nkeys {
         let slot = slot_of(cmd.arg(first + k * stride));
-        match groups.iter_mut().find(|(s, _)| *s == slot) {
-            Some((_, ks)) => ks.push(k),
-            None => groups.push((slot, vec![k])),
-        }
+        let g = *group_of.entry(slot).or_insert_with(|| {
+            groups.push((slot, Vec::new()));
+            groups.len() - 1
+        });
+        groups[g].1.push(k);
     }
     let parts = groups
         .iter()
@@ -1258,6 +1269,8 @@ fn split_by_slot(cmd: &Command, split: Split, first: usize, stride: usize) -> Re
     };
     Request::Gather { parts, merge }
 }
+
+const DEDICATED_ON_CLUSTER: &str = "ERR relayer: the configuration now names a cluster, but this client still holds a connection of its own to the Redis of before (WATCH...): end it (EXEC, DISCARD, UNWATCH, RESET) or reconnect";
 
 const TARGET_GONE: &str = "ERR relayer: the backend target was replaced by a configuration reload, try again";
 

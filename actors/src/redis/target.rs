@@ -528,10 +528,7 @@ impl Target {
     fn deliver(&mut self, idx: usize, dest: Dest, data: Bytes, ctx: &mut Context<Self>) {
         match dest {
             Dest::Part { gather, index } => self.part_reply(gather, index, data),
-            Dest::Session { to, seq } => {
-                to.do_send(Reply { seq, data });
-                self.check_drained();
-            }
+            Dest::Session { to, seq } => to.do_send(Reply { seq, data }),
             Dest::SelectCheck { to, seq, db } => {
                 if !is_error(&data) {
                     self.known.insert(db);
@@ -549,7 +546,6 @@ impl Target {
                 if is_error(&data) {
                     self.refused_write(idx, &frame, &data);
                 }
-                self.check_drained();
             }
             Dest::Swallow(what) => {
                 if is_error(&data) {
@@ -572,6 +568,9 @@ impl Target {
                 }
             }
         }
+        // Whatever the reply was (a part of a split command, a SELECT's), it may have been
+        // the last one a reload's drain waits for.
+        self.check_drained();
     }
 
     fn refused_write(&mut self, idx: usize, frame: &Bytes, reply: &Bytes) {
@@ -862,6 +861,13 @@ impl Handler<GiveUp> for Target {
             })
             .sum();
         let left = left + self.cluster.as_ref().map_or(0, |c| c.background_waiting());
+        let applied = self.cluster.as_ref().map_or(0, |c| c.background_applied());
+        if applied > 0 {
+            // They ran; sent again only so that an older write of their client, itself held
+            // and now given up, could not overwrite them: not lost.
+            warn!(self.settings.log, "background writes already applied were not sent again after an older write of their client";
+                "backend" => %self.settings.addr, "count" => applied);
+        }
         if left > 0 {
             error!(self.settings.log, "background writes lost: not confirmed by the backend within the drain timeout";
                 "backend" => %self.settings.addr, "lost" => left,

@@ -17,12 +17,15 @@ use std::time::Instant;
 mod holds;
 mod replies;
 
-use holds::{hold_key, Hold};
+use holds::{hold_key, Flight, Hold};
 
 /// Ticks between periodic map refreshes (5 s).
 const REFRESH_TICKS: u64 = 50;
 /// A refresh asked for by MOVED is not repeated sooner than this.
 const REFRESH_GAP: Duration = Duration::from_millis(500);
+/// Ticks a node may take to answer CLUSTER SLOTS before another is asked (3 s), whatever the
+/// relayer's `timeout` (none at all: a node that hangs would stop every refresh for good).
+const REFRESH_TIMEOUT_TICKS: u64 = 30;
 const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
 
 /// What a command needs to be sent again elsewhere, kept with its pending reply.
@@ -37,6 +40,13 @@ pub(super) struct Resend {
     pub tries: u8,
     /// The tick it came in, for the timeout of a waited command while it is held.
     pub since: u64,
+    /// The job's number, in the order jobs came to the relayer: what waits to be sent again
+    /// goes in this order, whatever order the replies came back in.
+    pub order: u64,
+    /// The mark of its slot when it was sent (see `holds::Flight`).
+    pub mark: u32,
+    /// It ran once, and waits to be sent again after an older write of its client.
+    pub applied: bool,
 }
 
 pub(super) enum Body {
@@ -63,6 +73,8 @@ pub(super) struct Cluster {
     node_conns: HashMap<Node, Vec<usize>>,
     conn_node: Vec<Node>,
     refreshing: Option<usize>,
+    /// The tick the refresh under way was asked.
+    refresh_since: u64,
     refresh_again: bool,
     last_refresh: Option<Instant>,
     /// Turn of the next node asked for the map (masters, replicas, seeds).
@@ -78,6 +90,46 @@ pub(super) struct Cluster {
     next_gather: u64,
     /// Requests that came before the first map, while it was being asked for.
     waiting: VecDeque<Forward>,
+    /// Redirections that cannot be followed (bad slot or address), logged.
+    bad_redirect_log: crate::log_limit::LogLimit,
+    /// The number of the next job.
+    next_order: u64,
+    /// By slot: its commands in flight not counted as displaced.
+    flight: Vec<Flight>,
+    /// By client: its jobs not finished yet (held, in flight, waiting to be sent again).
+    open: HashMap<u64, u32, BySession>,
+    /// By client: a command for every master that waits until the client's earlier jobs are
+    /// all finished (one of them could still be sent again after it), and whatever the
+    /// client sent after it, with the tick each came.
+    barriers: HashMap<u64, VecDeque<(u64, Forward)>, BySession>,
+}
+
+/// Hashing of session ids (sequential numbers) for the per-command maps: a multiply, not
+/// SipHash, on the path of every command.
+#[derive(Default, Clone, Copy)]
+struct BySession;
+
+impl std::hash::BuildHasher for BySession {
+    type Hasher = SessionHasher;
+    fn build_hasher(&self) -> SessionHasher {
+        SessionHasher(0)
+    }
+}
+
+struct SessionHasher(u64);
+
+impl std::hash::Hasher for SessionHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
 struct Gather {
@@ -97,6 +149,7 @@ impl Cluster {
             node_conns: HashMap::new(),
             conn_node: Vec::new(),
             refreshing: None,
+            refresh_since: 0,
             refresh_again: false,
             last_refresh: None,
             next_candidate: 0,
@@ -106,38 +159,51 @@ impl Cluster {
             gathers: HashMap::new(),
             next_gather: 0,
             waiting: VecDeque::new(),
+            bad_redirect_log: Default::default(),
+            next_order: 0,
+            flight: vec![Flight::default(); crate::cluster::slot::SLOTS],
+            open: HashMap::default(),
+            barriers: HashMap::default(),
         }
     }
 
-    /// Writes acknowledged early that wait here (in a hold, or for the first map).
+    fn held(&self) -> impl Iterator<Item = &Job> {
+        self.holds.values().flat_map(|h| h.front.values().chain(&h.back))
+    }
+
+    fn queued(&self) -> impl Iterator<Item = &Forward> {
+        let behind = self.barriers.values().flat_map(|q| q.iter().map(|(_, m)| m));
+        self.waiting.iter().chain(behind)
+    }
+
+    /// Writes acknowledged early that wait here (in a hold, for the first map, or behind a
+    /// command for every master), not counting those that already ran once
+    /// (`background_applied`).
     pub(super) fn background_waiting(&self) -> usize {
         let held = self
-            .holds
-            .values()
-            .flat_map(|h| h.front.iter().chain(&h.back))
-            .filter(|j| matches!(j.dest, Dest::Background { .. }))
+            .held()
+            .filter(|j| matches!(j.dest, Dest::Background { .. }) && !j.r.applied)
             .count();
-        let waiting = self
-            .waiting
-            .iter()
+        let queued = self
+            .queued()
             .filter(|m| matches!(m.request, Request::Background { .. }))
             .count();
-        held + waiting
+        held + queued
+    }
+
+    /// Writes acknowledged early that ran once and wait to be sent again after an older
+    /// write of their client (so that it cannot overwrite them): not lost.
+    pub(super) fn background_applied(&self) -> usize {
+        self.held().filter(|j| j.r.applied).count()
     }
 
     /// Some client waits for a reply that is not on a connection yet.
     pub(super) fn has_waiters(&self) -> bool {
         !self.gathers.is_empty()
             || self
-                .waiting
-                .iter()
+                .queued()
                 .any(|m| !matches!(m.request, Request::Background { .. }))
-            || self.holds.values().any(|h| {
-                h.front
-                    .iter()
-                    .chain(&h.back)
-                    .any(|j| !matches!(j.dest, Dest::Background { .. }))
-            })
+            || self.held().any(|j| !matches!(j.dest, Dest::Background { .. }))
     }
 }
 
@@ -268,7 +334,10 @@ impl Target {
             self.cl().next_candidate = pick + 1;
         }
         let idx = self.conns_of(&candidates[pick])[0];
-        self.cl().refreshing = Some(idx);
+        let tick = self.tick;
+        let cl = self.cl();
+        cl.refreshing = Some(idx);
+        cl.refresh_since = tick;
         self.open_if_idle(idx, ctx);
         let cmd = Bytes::from_static(b"*2\r\n$7\r\nCLUSTER\r\n$5\r\nSLOTS\r\n");
         self.push(idx, cmd, Dest::Swallow(Swallowed::Slots));
@@ -287,6 +356,17 @@ impl Target {
     pub(super) fn cluster_tick(&mut self, ctx: &mut Context<Self>) {
         let tick = self.tick;
         let cl = self.cl();
+        if let Some(idx) = cl
+            .refreshing
+            .filter(|_| tick >= cl.refresh_since + REFRESH_TIMEOUT_TICKS)
+        {
+            // Its answer, if it ever comes, is still applied.
+            cl.refreshing = None;
+            cl.refresh_again = true;
+            let node = cl.conn_node[idx].clone();
+            warn!(self.settings.log, "cluster node did not answer CLUSTER SLOTS: asking another"; "node" => %node);
+        }
+        let cl = self.cl();
         let due = cl.map.is_none() || tick % REFRESH_TICKS == 0;
         // Writes waiting for their node to come back: ask again until the map says where.
         let parked = cl.holds.values().any(|h| !h.front.is_empty());
@@ -300,6 +380,10 @@ impl Target {
             }
         }
         self.hold_tick(ctx);
+        // Not only when a slot is held: the client's earlier command may just be slow.
+        if let Some(limit) = self.timeout_ticks {
+            self.expire_barriers(limit, ctx);
+        }
     }
 
     pub(super) fn slots_reply(&mut self, idx: usize, data: &Bytes, ctx: &mut Context<Self>) {
@@ -340,9 +424,13 @@ impl Target {
             }
             // Commands in flight on a node that no longer serves their slot come back MOVED:
             // newer ones of the slot wait for them.
-            self.mark_off_owner(&map, None);
+            let old = self.cl().map.take();
+            self.mark_moved(old.as_ref(), &map);
         }
         self.set_map(map);
+        if changed {
+            self.close_departed(ctx);
+        }
         let cl = self.cl();
         cl.refreshing = None;
         let again = std::mem::take(&mut cl.refresh_again);
@@ -351,6 +439,42 @@ impl Target {
         self.retry_holds_now(ctx);
         if again {
             self.refresh_soon(ctx);
+        }
+    }
+
+    /// Closes the idle connections to nodes that neither the map nor the seeds name any more
+    /// (they would reconnect for ever); they open again if a redirection names them.
+    fn close_departed(&mut self, ctx: &mut Context<Self>) {
+        let cl = self.cluster.as_ref().expect("cluster target");
+        let Some(map) = &cl.map else { return };
+        let seeds: Vec<Node> = cl.seeds.iter().filter_map(node_of).collect();
+        let known = |n: &Node| map.masters.contains(n) || map.replicas.contains(n) || seeds.contains(n);
+        let departed: Vec<usize> = cl
+            .node_conns
+            .iter()
+            .filter(|(n, _)| !known(n))
+            .flat_map(|(_, idxs)| idxs.iter().copied())
+            .filter(|&i| cl.refreshing != Some(i))
+            .collect();
+        for idx in departed {
+            let c = &mut self.conns[idx];
+            if matches!(c.state, State::Idle) || !c.pending.is_empty() {
+                continue;
+            }
+            debug!(self.settings.log, "connection to a node that left the cluster closed"; "backend" => %c.addr, "conn" => idx);
+            // A newer generation: its reconnection timer and stream events are ignored.
+            c.generation += 1;
+            c.state = State::Idle;
+            c.out = None;
+            c.early.clear();
+            c.queued = 0;
+            c.written = 0;
+            c.db = Some(0);
+            c.block_note = None;
+            c.backoff = BACKOFF_FIRST;
+            if let Some(h) = c.reader.take() {
+                ctx.cancel_future(h);
+            }
         }
     }
 
@@ -386,6 +510,24 @@ impl Target {
             cl.waiting.push_back(msg);
             return;
         }
+        let since = self.tick;
+        let cl = self.cl();
+        // Behind a command for every master that waits, the client's next ones wait too.
+        if !cl.barriers.is_empty() {
+            if let Some(q) = cl.barriers.get_mut(&msg.session) {
+                q.push_back((since, msg));
+                return;
+            }
+        }
+        if matches!(msg.request, Request::FanOut { .. }) && cl.open.contains_key(&msg.session) {
+            cl.barriers.insert(msg.session, VecDeque::from([(since, msg)]));
+            return;
+        }
+        self.start(msg, since, ctx);
+    }
+
+    /// A request on its way: jobs for its slots, or parts for every master.
+    fn start(&mut self, msg: Forward, since: u64, ctx: &mut Context<Self>) {
         let Forward {
             reply_to: to,
             session,
@@ -394,23 +536,10 @@ impl Target {
             slot,
             ..
         } = msg;
-        let since = self.tick;
-        let job = |body, dest| Job {
-            r: Resend {
-                slot,
-                session,
-                body,
-                hops: 0,
-                tries: 0,
-                since,
-            },
-            dest,
-            ask: None,
-        };
-        let job = match request {
-            Request::One(frame) => job(Body::One(frame), Dest::Session { to, seq }),
+        let (body, dest) = match request {
+            Request::One(frame) => (Body::One(frame), Dest::Session { to, seq }),
             // SELECT 0 inside the block leaves the connection on DB 0, the only one.
-            Request::Block { frames, .. } => job(Body::Block(frames), Dest::Session { to, seq }),
+            Request::Block { frames, .. } => (Body::Block(frames), Dest::Session { to, seq }),
             Request::Background { frame, idempotent } => {
                 // Copied apart from the client's read buffer, which it would otherwise pin
                 // while it waits.
@@ -420,16 +549,113 @@ impl Target {
                     db: 0,
                     idempotent,
                 };
-                job(Body::One(frame), dest)
+                (Body::One(frame), dest)
             }
-            Request::Gather { parts, merge } => return self.gather(to, seq, session, parts, merge, ctx),
+            Request::Gather { parts, merge } => {
+                return self.gather(to, seq, session, since, parts, merge, ctx)
+            }
             Request::FanOut { frame, merge } => return self.fan_out(to, seq, session, frame, merge, ctx),
             Request::Select(..) => {
                 let data = write::error("ERR SELECT is not allowed in cluster mode");
                 return to.do_send(Reply { seq, data });
             }
         };
+        let order = self.new_job(session);
+        let job = Job {
+            r: Resend {
+                slot,
+                session,
+                body,
+                hops: 0,
+                tries: 0,
+                since,
+                order,
+                mark: 0,
+                applied: false,
+            },
+            dest,
+            ask: None,
+        };
         self.dispatch(job, ctx);
+    }
+
+    /// A new job of `session`: its number, and the client has one more job open.
+    fn new_job(&mut self, session: u64) -> u64 {
+        let cl = self.cl();
+        let order = cl.next_order;
+        cl.next_order += 1;
+        *cl.open.entry(session).or_default() += 1;
+        order
+    }
+
+    /// A job of `session` is finished (answered, confirmed, given up): once its client has
+    /// none left, a command for every master waiting for that goes.
+    fn job_done(&mut self, session: u64, ctx: &mut Context<Self>) {
+        let cl = self.cl();
+        let Some(n) = cl.open.get_mut(&session) else {
+            return;
+        };
+        *n -= 1;
+        if *n == 0 {
+            cl.open.remove(&session);
+            if cl.barriers.contains_key(&session) {
+                // Later, from the mailbox: not in the middle of what finished the job.
+                ctx.notify(ReleaseBarrier(session));
+            }
+        }
+    }
+
+    /// What waits behind a command for every master goes, in order, up to the next such
+    /// command that must wait again.
+    fn release_barrier(&mut self, session: u64, ctx: &mut Context<Self>) {
+        loop {
+            let cl = self.cl();
+            let busy = cl.open.contains_key(&session);
+            let Some(q) = cl.barriers.get_mut(&session) else {
+                return;
+            };
+            let Some((since, msg)) = q.pop_front() else {
+                cl.barriers.remove(&session);
+                return;
+            };
+            if busy && matches!(msg.request, Request::FanOut { .. }) {
+                q.push_front((since, msg));
+                return;
+            }
+            if q.is_empty() {
+                cl.barriers.remove(&session);
+            }
+            self.start(msg, since, ctx);
+        }
+    }
+
+    /// A command for every master that waited longer than the relayer's timeout for its
+    /// client's earlier commands gets an error; what came after it goes on.
+    pub(super) fn expire_barriers(&mut self, limit: u64, ctx: &mut Context<Self>) {
+        let tick = self.tick;
+        let cl = self.cl();
+        if cl.barriers.is_empty() {
+            return;
+        }
+        let late: Vec<u64> = cl
+            .barriers
+            .iter()
+            .filter(|(_, q)| q.front().is_some_and(|(since, _)| tick >= since + limit))
+            .map(|(s, _)| *s)
+            .collect();
+        let t = secs(self.settings.timeout.unwrap_or_default());
+        for session in late {
+            let Some((_, msg)) = self.cl().barriers.get_mut(&session).and_then(|q| q.pop_front()) else {
+                continue;
+            };
+            let text =
+                format!("ERR relayer: no reply within {t}: earlier commands of this client are still being sent again");
+            msg.reply_to.do_send(Reply {
+                seq: msg.seq,
+                data: write::error(&text),
+            });
+            self.release_barrier(session, ctx);
+        }
     }
 
     /// Sends `job` now: to the node its ASK named, else to the master of its slot, on its
@@ -443,17 +669,18 @@ impl Target {
         };
         let idx = match idx {
             Ok(idx) => idx,
-            Err(text) => return self.cannot_send(job, &text),
+            Err(text) => return self.cannot_send(job, &text, ctx),
         };
         if let State::Down { reason } = &self.conns[idx].state {
             let text = format!(
                 "ERR relayer: backend {} unavailable ({reason})",
                 self.conns[idx].addr
             );
-            return self.cannot_send(job, &text);
+            return self.cannot_send(job, &text, ctx);
         }
         self.open_if_idle(idx, ctx);
-        let Job { r, dest, ask } = job;
+        let Job { mut r, dest, ask } = job;
+        self.sent(&mut r, counted);
         if ask.is_some() {
             self.push(idx, Bytes::from_static(ASKING), Dest::Swallow(Swallowed::Asking));
         }
@@ -475,10 +702,13 @@ impl Target {
         self.schedule_flush(idx, ctx);
     }
 
-    fn cannot_send(&mut self, job: Job, text: &str) {
+    fn cannot_send(&mut self, job: Job, text: &str, ctx: &mut Context<Self>) {
         match job.dest {
             Dest::Background { .. } => self.park(job),
-            dest => self.answer(dest, write::error(text)),
+            dest => {
+                self.answer(dest, write::error(text));
+                self.job_done(job.r.session, ctx);
+            }
         }
     }
 
@@ -511,17 +741,20 @@ impl Target {
 
     /// A multi-key command split by slot: each part is a job of its slot, held and
     /// redirected like any.
+    #[allow(clippy::too_many_arguments)]
     fn gather(
         &mut self,
         to: SessionAddr,
         seq: u64,
         session: u64,
+        since: u64,
         parts: Vec<(Option<u16>, Bytes)>,
         merge: Merge,
         ctx: &mut Context<Self>,
     ) {
         let id = self.new_gather(to, seq, merge, parts.len());
         for (index, (slot, frame)) in parts.into_iter().enumerate() {
+            let order = self.new_job(session);
             let job = Job {
                 r: Resend {
                     slot,
@@ -529,7 +762,10 @@ impl Target {
                     body: Body::One(frame),
                     hops: 0,
                     tries: 0,
-                    since: self.tick,
+                    since,
+                    order,
+                    mark: 0,
+                    applied: false,
                 },
                 dest: Dest::Part { gather: id, index },
                 ask: None,
@@ -657,14 +893,17 @@ impl Target {
     pub(super) fn cluster_retire(&mut self, err: &Bytes) {
         let holds = std::mem::take(&mut self.cl().holds);
         for (_, h) in holds {
-            for job in h.front.into_iter().chain(h.back) {
+            for job in h.front.into_values().chain(h.back) {
                 match job.dest {
                     Dest::Background { frame, .. } => self.give_back(&frame),
                     dest => self.answer(dest, err.clone()),
                 }
             }
         }
-        let waiting = std::mem::take(&mut self.cl().waiting);
+        let mut waiting = std::mem::take(&mut self.cl().waiting);
+        for (_, q) in std::mem::take(&mut self.cl().barriers) {
+            waiting.extend(q.into_iter().map(|(_, m)| m));
+        }
         for msg in waiting {
             match msg.request {
                 Request::Background { frame, .. } => self.give_back(&frame),
@@ -686,5 +925,18 @@ impl Target {
         if let Some(b) = &self.settings.budget {
             b.give_back(frame.len() as u64);
         }
+    }
+}
+
+/// A client's jobs are all finished: what waited behind its command for every master goes.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ReleaseBarrier(u64);
+
+impl Handler<ReleaseBarrier> for Target {
+    type Result = ();
+
+    fn handle(&mut self, ReleaseBarrier(session): ReleaseBarrier, ctx: &mut Context<Self>) {
+        self.release_barrier(session, ctx);
     }
 }

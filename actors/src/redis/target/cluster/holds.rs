@@ -9,7 +9,8 @@
 //!   go: those on a node that no longer serves the slot (they will come back MOVED), those
 //!   sent again, and, after a retryable error, every other one of the slot in flight;
 //! - `front` holds older commands that wait to be sent again (after a short delay, or for a
-//!   map that says where their slot lives), in their order;
+//!   map that says where their slot lives), in the order they came to the relayer (each job
+//!   is numbered as it comes), whatever the order their replies came back in;
 //! - `back` holds the newer commands that came meanwhile, in their order.
 //!
 //! Once nothing is displaced, `front` goes (counted, so `back` waits for it to come back),
@@ -18,8 +19,14 @@
 //! `reconcile` checks that count against the connections now and then, so a mistake cannot
 //! hold a slot for ever, and waited commands held longer than the relayer's timeout get an
 //! error.
+//!
+//! Nothing here walks the connections per reply: commands of a slot in flight and not yet
+//! displaced are only counted (`Flight`); marking them all displaced bumps the slot's mark,
+//! and a reply sent under an older mark is a displaced one.
 
 use super::*;
+use crate::cluster::slot::SLOTS;
+use std::collections::BTreeMap;
 
 /// The hold key of a job without a slot (a keyless write acknowledged early).
 pub(super) const ANY_SLOT: u16 = u16::MAX;
@@ -34,9 +41,20 @@ const RETRY_MAX: u64 = 10;
 /// A hold whose count has not moved for this long is checked against the connections.
 const RECONCILE_TICKS: u64 = 20;
 
+/// A slot's commands in flight that are not counted as displaced: how many, and the mark
+/// they were sent under (a command sent under an older mark than the slot's is displaced).
+#[derive(Default, Clone, Copy)]
+pub(super) struct Flight {
+    pub mark: u32,
+    pub unmarked: u32,
+}
+
 pub(super) struct Hold {
     pub displaced: usize,
-    pub front: VecDeque<Job>,
+    /// By job number (`Resend::order`): oldest first.
+    pub front: BTreeMap<u64, Job>,
+    /// The oldest job number in `front` of each client.
+    front_first: HashMap<u64, u64>,
     pub back: VecDeque<Job>,
     /// When `front` may be sent again.
     retry_at: Option<u64>,
@@ -49,7 +67,8 @@ impl Hold {
     fn new(tick: u64) -> Self {
         Hold {
             displaced: 0,
-            front: VecDeque::new(),
+            front: BTreeMap::new(),
+            front_first: HashMap::new(),
             back: VecDeque::new(),
             retry_at: None,
             backoff: RETRY_FIRST,
@@ -82,7 +101,7 @@ impl Target {
     pub(super) fn park(&mut self, job: Job) {
         let tick = self.tick;
         let h = self.hold_mut(hold_key(job.r.slot));
-        h.front.push_back(job);
+        h.wait_in_front(job);
         if h.retry_at.is_none() {
             h.retry_at = Some(tick + h.backoff);
             h.backoff = (h.backoff * 2).min(RETRY_MAX);
@@ -93,10 +112,10 @@ impl Target {
     /// counted (newer commands of its slot wait for its reply).
     pub(super) fn resend(&mut self, job: Job, ctx: &mut Context<Self>) {
         let h = self.hold_mut(hold_key(job.r.slot));
-        if h.front.is_empty() {
-            self.send_now(job, true, ctx);
+        if h.front.first_key_value().is_some_and(|(&o, _)| o < job.r.order) {
+            h.wait_in_front(job);
         } else {
-            h.front.push_back(job);
+            self.send_now(job, true, ctx);
         }
     }
 
@@ -109,52 +128,63 @@ impl Target {
         }
     }
 
-    /// The session of `session` has a job waiting in `front` of the hold of `key`.
-    pub(super) fn older_waits(&mut self, key: u16, session: u64) -> bool {
+    /// Whether a pending reply is counted as displaced (`displaced`: counted when sent).
+    fn is_displaced(&self, displaced: bool, r: &Resend) -> bool {
+        let cl = self.cluster.as_ref().expect("cluster target");
+        displaced || r.slot.is_some_and(|s| cl.flight[usize::from(s)].mark != r.mark)
+    }
+
+    /// A command sent now: its slot counts it in flight, unless it is counted displaced.
+    pub(super) fn sent(&mut self, r: &mut Resend, counted: bool) {
+        if let Some(s) = r.slot {
+            let f = &mut self.cl().flight[usize::from(s)];
+            r.mark = f.mark;
+            if !counted {
+                f.unmarked += 1;
+            }
+        }
+    }
+
+    /// A pending reply left its connection (reply, lost connection): uncounted.
+    pub(super) fn settle(&mut self, displaced: bool, r: &Resend) {
+        if self.is_displaced(displaced, r) {
+            self.uncount(hold_key(r.slot));
+        } else if let Some(s) = r.slot {
+            let f = &mut self.cl().flight[usize::from(s)];
+            f.unmarked = f.unmarked.saturating_sub(1);
+        }
+    }
+
+    /// A job of `session` numbered lower than `order` waits in `front` of the hold of `key`.
+    pub(super) fn older_waits(&mut self, key: u16, session: u64, order: u64) -> bool {
         let holds = &self.cl().holds;
         !holds.is_empty()
             && holds
                 .get(&key)
-                .is_some_and(|h| h.front.iter().any(|j| j.r.session == session))
+                .and_then(|h| h.front_first.get(&session))
+                .is_some_and(|&first| first < order)
     }
 
     /// Marks the commands of `slot` in flight on every connection: newer ones wait for them
-    /// (after a retryable error, any of them may run before the one sent again).
+    /// (after a retryable error, any of them may run before the one sent again; after a
+    /// MOVED or a new map, those on the old owner come back MOVED). Those already on the new
+    /// owner are marked too: they come back soon, and counting them costs nothing.
     pub(super) fn mark_all(&mut self, slot: u16) {
-        let mut n = 0;
-        for c in &mut self.conns {
-            for p in c.pending.iter_mut() {
-                if !p.displaced && p.resend.as_ref().is_some_and(|r| r.slot == Some(slot)) {
-                    p.displaced = true;
-                    n += 1;
-                }
-            }
-        }
+        let f = &mut self.cl().flight[usize::from(slot)];
+        let n = std::mem::take(&mut f.unmarked);
         if n > 0 {
-            self.hold_mut(slot).displaced += n;
+            f.mark = f.mark.wrapping_add(1);
+            self.hold_mut(slot).displaced += n as usize;
         }
     }
 
-    /// Marks the commands in flight on a node that `map` says no longer serves their slot
-    /// (only `slot`'s, when given).
-    pub(super) fn mark_off_owner(&mut self, map: &SlotMap, only: Option<u16>) {
-        let cl = self.cluster.as_mut().expect("cluster target");
-        let mut counts: HashMap<u16, usize> = HashMap::new();
-        for (idx, c) in self.conns.iter_mut().enumerate() {
-            let node = &cl.conn_node[idx];
-            for p in c.pending.iter_mut() {
-                let Some(s) = p.resend.as_ref().and_then(|r| r.slot) else {
-                    continue;
-                };
-                if p.displaced || only.is_some_and(|o| o != s) || map.owner(s) == Some(node) {
-                    continue;
-                }
-                p.displaced = true;
-                *counts.entry(s).or_default() += 1;
+    /// Marks the commands in flight of every slot whose master `new` changes from `old`.
+    pub(super) fn mark_moved(&mut self, old: Option<&SlotMap>, new: &SlotMap) {
+        let Some(old) = old else { return };
+        for s in 0..SLOTS as u16 {
+            if old.owner(s) != new.owner(s) {
+                self.mark_all(s);
             }
-        }
-        for (s, n) in counts {
-            self.hold_mut(s).displaced += n;
         }
     }
 
@@ -176,8 +206,9 @@ impl Target {
                 return;
             }
             h.retry_at = None;
+            h.front_first.clear();
             let front = std::mem::take(&mut h.front);
-            for job in front {
+            for job in front.into_values() {
                 self.send_now(job, true, ctx);
             }
             let Some(h) = self.cl().holds.get(&key) else {
@@ -247,16 +278,21 @@ impl Target {
         let late = |j: &Job| !matches!(j.dest, Dest::Background { .. }) && tick >= j.r.since + limit;
         let mut expired = Vec::new();
         for (&k, h) in self.cl().holds.iter_mut() {
-            for q in [&mut h.front, &mut h.back] {
-                if q.iter().any(late) {
-                    let (gone, kept): (VecDeque<Job>, VecDeque<Job>) = q.drain(..).partition(late);
-                    *q = kept;
-                    expired.extend(gone.into_iter().map(|j| (k, j)));
+            if h.front.values().any(late) {
+                h.front_first.clear();
+                for (order, job) in std::mem::take(&mut h.front) {
+                    if late(&job) {
+                        expired.push((k, job));
+                    } else {
+                        h.wait_in_front_at(order, job);
+                    }
                 }
             }
-        }
-        if expired.is_empty() {
-            return;
+            if h.back.iter().any(late) {
+                let (gone, kept): (VecDeque<Job>, VecDeque<Job>) = h.back.drain(..).partition(late);
+                h.back = kept;
+                expired.extend(gone.into_iter().map(|j| (k, j)));
+            }
         }
         let t = secs(self.settings.timeout.unwrap_or_default());
         let mut keys = Vec::new();
@@ -265,7 +301,9 @@ impl Target {
                 Some(s) => format!("ERR relayer: no reply within {t}: slot {s} is moving or failing over"),
                 None => format!("ERR relayer: no reply within {t}: the cluster is failing over"),
             };
+            let session = job.r.session;
             self.answer(job.dest, write::error(&text));
+            self.job_done(session, ctx);
             keys.push(k);
         }
         for k in keys {
@@ -273,16 +311,24 @@ impl Target {
         }
     }
 
-    /// Sets each hold's count to the displaced replies the connections really owe.
+    /// Sets each hold's count to the displaced replies the connections really owe (and each
+    /// slot's count of the others).
     fn reconcile(&mut self, ctx: &mut Context<Self>) {
         let tick = self.tick;
         let mut counts: HashMap<u16, usize> = HashMap::new();
+        let mut unmarked = vec![0u32; SLOTS];
         for c in &self.conns {
-            for p in c.pending.iter().filter(|p| p.displaced) {
-                if let Some(r) = &p.resend {
+            for p in &c.pending {
+                let Some(r) = &p.resend else { continue };
+                if self.is_displaced(p.displaced, r) {
                     *counts.entry(hold_key(r.slot)).or_default() += 1;
+                } else if let Some(s) = r.slot {
+                    unmarked[usize::from(s)] += 1;
                 }
             }
+        }
+        for (f, n) in self.cl().flight.iter_mut().zip(unmarked) {
+            f.unmarked = n;
         }
         let keys: Vec<u16> = self.cl().holds.keys().copied().collect();
         for k in keys {
@@ -296,5 +342,62 @@ impl Target {
             }
             self.maybe_release(k, ctx);
         }
+    }
+}
+
+impl Hold {
+    fn wait_in_front(&mut self, job: Job) {
+        self.wait_in_front_at(job.r.order, job);
+    }
+
+    fn wait_in_front_at(&mut self, order: u64, job: Job) {
+        self.front_first
+            .entry(job.r.session)
+            .and_modify(|o| *o = (*o).min(order))
+            .or_insert(order);
+        self.front.insert(order, job);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(session: u64, order: u64) -> Job {
+        let frame = Bytes::from(format!("*1\r\n$1\r\n{order}\r\n"));
+        Job {
+            r: Resend {
+                slot: Some(1),
+                session,
+                body: Body::One(frame.clone()),
+                hops: 0,
+                tries: 0,
+                since: 0,
+                order,
+                mark: 0,
+                applied: false,
+            },
+            dest: Dest::Background {
+                frame,
+                db: 0,
+                idempotent: true,
+            },
+            ask: None,
+        }
+    }
+
+    /// Jobs parked in any order wait in the order they came; each client's oldest is known
+    /// without a walk.
+    #[test]
+    fn front_keeps_the_order_jobs_came_in() {
+        let mut h = Hold::new(0);
+        for (session, order) in [(7, 5), (7, 2), (8, 3), (7, 9), (8, 1)] {
+            h.wait_in_front(job(session, order));
+        }
+        let orders: Vec<u64> = h.front.values().map(|j| j.r.order).collect();
+        assert_eq!(orders, vec![1, 2, 3, 5, 9]);
+        assert_eq!(h.front_first.get(&7), Some(&2));
+        assert_eq!(h.front_first.get(&8), Some(&1));
+        assert_eq!(h.front_first.get(&9), None);
     }
 }

@@ -22,9 +22,14 @@ enum Kind {
     Other,
 }
 
-fn kind(data: &[u8]) -> Kind {
-    if data.starts_with(b"-MOVED ") || data.starts_with(b"-ASK ") {
-        if let Some((ask, slot, node)) = parse_redirect(data) {
+fn is_redirect(data: &[u8]) -> bool {
+    data.starts_with(b"-MOVED ") || data.starts_with(b"-ASK ")
+}
+
+/// What `data`, a reply from node `from`, asks the relayer to do.
+fn kind(data: &[u8], from: &Node) -> Kind {
+    if is_redirect(data) {
+        if let Some((ask, slot, node)) = parse_redirect(data, from) {
             return Kind::Redirect { ask, slot, node };
         }
     }
@@ -48,8 +53,9 @@ impl Target {
         // A command queued in a MULTI block: a redirection or retryable error makes EXEC
         // abort; it says what to do with the block.
         if let Dest::Swallow(Swallowed::BlockPart) = p.dest {
+            let redirected_or_retry = !matches!(kind(&data, &self.cl().conn_node[idx]), Kind::Other);
             let c = &mut self.conns[idx];
-            if c.block_note.is_none() && !matches!(kind(&data), Kind::Other) {
+            if c.block_note.is_none() && redirected_or_retry {
                 c.block_note = Some(data.clone());
             }
             return Some((p.dest, data));
@@ -58,9 +64,8 @@ impl Target {
             return Some((p.dest, data));
         };
         let key = hold_key(r.slot);
-        if p.displaced {
-            self.uncount(key);
-        }
+        let session = r.session;
+        self.settle(p.displaced, &r);
         let mut data = data;
         if let Body::Block(_) = r.body {
             let note = self.conns[idx].block_note.take();
@@ -73,11 +78,21 @@ impl Target {
             dest: p.dest,
             ask: None,
         };
-        let out = match kind(&data) {
+        let out = match kind(&data, &self.cl().conn_node[idx]) {
             Kind::Redirect { ask, slot, node } => self.redirected(job, ask, slot, node, &data, ctx),
             Kind::Retry => self.retry_later(job, &data, ctx),
-            Kind::Other => self.ran(job, data),
+            Kind::Other => {
+                if is_redirect(&data) && self.cl().bad_redirect_log.allow() {
+                    // Not followed (a slot out of range, no port): the client gets it as is.
+                    warn!(self.settings.log, "cluster node sent a redirection the relayer cannot follow";
+                        "backend" => %self.conns[idx].addr, "reply" => error_text(&data));
+                }
+                self.ran(job, data)
+            }
         };
+        if out.is_some() {
+            self.job_done(session, ctx);
+        }
         self.maybe_release(key, ctx);
         out
     }
@@ -116,8 +131,9 @@ impl Target {
                 let mut map = self.cl().map.take().expect("checked above");
                 map.assign(slot, node.clone());
                 self.conns_of(&node);
-                self.mark_off_owner(&map, Some(slot));
                 self.set_map(map);
+                // What is in flight for the slot on its old master comes back MOVED.
+                self.mark_all(slot);
             }
             self.cl().refresh_hint = Some(node.clone());
             self.refresh_soon(ctx);
@@ -152,9 +168,11 @@ impl Target {
     /// The command ran (or failed for good). A write acknowledged early that ran while an
     /// older command of its client waits to run again is sent again after it, so that the
     /// older one cannot overwrite it: only writes safe to send twice.
-    fn ran(&mut self, job: Job, data: Bytes) -> Option<(Dest, Bytes)> {
+    fn ran(&mut self, mut job: Job, data: Bytes) -> Option<(Dest, Bytes)> {
         if let Dest::Background { idempotent: true, .. } = job.dest {
-            if !is_error(&data) && self.older_waits(hold_key(job.r.slot), job.r.session) {
+            let older = self.older_waits(hold_key(job.r.slot), job.r.session, job.r.order);
+            if !is_error(&data) && older {
+                job.r.applied = true;
                 self.park(job);
                 return None;
             }
@@ -174,8 +192,9 @@ impl Target {
         reason: &str,
         ctx: &mut Context<Self>,
     ) -> bool {
-        if let (true, Some(r)) = (p.displaced, &p.resend) {
-            self.uncount(hold_key(r.slot));
+        let session = p.resend.as_ref().map(|r| r.session);
+        if let Some(r) = &p.resend {
+            self.settle(p.displaced, r);
         }
         match p.dest {
             Dest::Swallow(Swallowed::Slots) => self.slots_failed(reason, ctx),
@@ -192,12 +211,17 @@ impl Target {
             Dest::Background { frame, .. } => self.unknown_outcome(idx, &frame),
             dest => self.answer(dest, err.clone()),
         }
+        if let Some(session) = session {
+            self.job_done(session, ctx);
+        }
         false
     }
 }
 
-/// `-MOVED 3999 127.0.0.1:6381` or `-ASK ...` -> (is ASK, slot, node).
-fn parse_redirect(data: &[u8]) -> Option<(bool, u16, Node)> {
+/// `-MOVED 3999 127.0.0.1:6381` or `-ASK ...` from node `from` -> (is ASK, slot, node). An
+/// empty host (`:6381`, a node that does not know its own address) means `from`'s host, as in
+/// CLUSTER SLOTS; a slot out of range is no redirection.
+fn parse_redirect(data: &[u8], from: &Node) -> Option<(bool, u16, Node)> {
     let text = std::str::from_utf8(data.get(1..data.len().checked_sub(2)?)?).ok()?;
     let mut it = text.split(' ');
     let ask = match it.next()? {
@@ -206,12 +230,20 @@ fn parse_redirect(data: &[u8]) -> Option<(bool, u16, Node)> {
         _ => return None,
     };
     let slot: u16 = it.next()?.parse().ok()?;
+    if usize::from(slot) >= crate::cluster::slot::SLOTS {
+        return None;
+    }
     let (host, port) = it.next()?.rsplit_once(':')?;
+    let host = if host.is_empty() || host == "?" {
+        from.host.clone()
+    } else {
+        host.to_string()
+    };
     Some((
         ask,
         slot,
         Node {
-            host: host.to_string(),
+            host,
             port: port.parse().ok()?,
         },
     ))
@@ -227,16 +259,45 @@ mod tests {
             host: "127.0.0.1".into(),
             port: p,
         };
+        let from = n(7005);
+        let parse = |d: &[u8]| parse_redirect(d, &from);
         assert_eq!(
-            parse_redirect(b"-MOVED 3999 127.0.0.1:6381\r\n"),
+            parse(b"-MOVED 3999 127.0.0.1:6381\r\n"),
             Some((false, 3999, n(6381)))
         );
+        assert_eq!(parse(b"-ASK 1 127.0.0.1:7000\r\n"), Some((true, 1, n(7000))));
+        assert_eq!(parse(b"-MOVED 16383 127.0.0.1:1\r\n"), Some((false, 16383, n(1))));
+        assert_eq!(parse(b"-MOVED x 127.0.0.1:1\r\n"), None);
+        assert_eq!(parse(b"-ERR x\r\n"), None);
+        // A slot out of range is no redirection (the map has 16384 slots).
+        assert_eq!(parse(b"-MOVED 16384 127.0.0.1:1\r\n"), None);
+        assert_eq!(parse(b"-ASK 20000 127.0.0.1:1\r\n"), None);
+        assert!(matches!(
+            kind(b"-MOVED 20000 127.0.0.1:1\r\n", &from),
+            Kind::Other
+        ));
+        // No host: the node that answered.
+        let other = Node {
+            host: "10.0.0.9".into(),
+            port: 6381,
+        };
+        let there = Node {
+            host: "10.0.0.9".into(),
+            port: 1,
+        };
         assert_eq!(
-            parse_redirect(b"-ASK 1 127.0.0.1:7000\r\n"),
-            Some((true, 1, n(7000)))
+            parse_redirect(b"-MOVED 5 :6381\r\n", &there),
+            Some((false, 5, other.clone()))
         );
-        assert_eq!(parse_redirect(b"-MOVED x 127.0.0.1:1\r\n"), None);
-        assert_eq!(parse_redirect(b"-ERR x\r\n"), None);
+        assert_eq!(
+            parse_redirect(b"-ASK 5 :6381\r\n", &there),
+            Some((true, 5, other))
+        );
+        assert_eq!(parse(b"-MOVED 5 127.0.0.1:\r\n"), None);
+        assert_eq!(parse(b"-MOVED 5\r\n"), None);
+        assert_eq!(parse(b"-MOVED\r\n"), None);
+        assert_eq!(parse(b"-\r\n"), None);
+        let kind = |d: &[u8]| kind(d, &from);
         assert!(matches!(
             kind(b"-TRYAGAIN Multiple keys request during rehashing of slot\r\n"),
             Kind::Retry
