@@ -974,3 +974,26 @@ fn wait_without_the_publish_it_needs_is_an_error() {
     assert_eq!(admin.q("ACL SETUSER app &__smart-relayer:wait"), Reply::ok());
     assert_eq!(c.cmd(&["WAIT", "0", "0"]), Reply::int(0));
 }
+
+/// A client that leaves while the relayer is not reading it (a blocking command then QUIT: the
+/// relayer reads nothing after QUIT; in pass-through, nothing until QUIT's reset is answered)
+/// is seen leaving, as Redis sees it: no blocked command is left to eat the next push.
+#[test]
+fn clients_leaving_while_not_read_leave_no_blocked_command() {
+    let redis = Redis::start();
+    let relayer = Relayer::for_redis(&redis, "");
+    let mut other = relayer.client();
+    for (i, setup) in [vec![], vec![vec!["HELLO", "3"]]].into_iter().enumerate() {
+        let mut c = relayer.client();
+        for step in &setup {
+            assert!(!c.cmd(step).is_error(), "{step:?}");
+        }
+        c.send_many(&[vec!["BLPOP", "q", "0"], vec!["QUIT"]]);
+        wait_until(T, "BLPOP blocked", || blocked_on(&redis, "blpop") == 1);
+        drop(c);
+        wait_until(T, "no BLPOP left blocked", || blocked_on(&redis, "blpop") == 0);
+        let item = format!("item-{i}");
+        assert_eq!(other.cmd(&["LPUSH", "q", &item]), Reply::int(1));
+        assert_eq!(other.cmd(&["RPOP", "q"]), Reply::bulk(&item));
+    }
+}

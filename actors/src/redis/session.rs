@@ -15,8 +15,8 @@ use crate::cluster::keys::{self, Route as KeyRoute, Split};
 use crate::cluster::slot::slot_of;
 use crate::compress::{decode_reply_logged, Compression};
 use crate::io::{
-    flush_client, ClientOut, FlushClient, Gate, Gated, ReadHalf, WriteHalf, WritesToClient,
-    CLIENT_READ_CAPACITY,
+    flush_client, ClientOut, ClientRequests, FlushClient, Gate, ReadAhead, ReadHalf, WriteHalf,
+    WritesToClient, CLIENT_READ_CAPACITY,
 };
 use crate::metrics::RelayerMetrics;
 use crate::resp::request::{Command, Limits, RequestError, RequestParser};
@@ -208,8 +208,8 @@ impl Session {
             let gate = Gate::new();
             let unauthenticated = Arc::new(AtomicBool::new(settings.password.is_some()));
             let parser = RequestParser::new(settings.limits).with_auth_flag(unauthenticated.clone());
-            let requests = FramedRead::with_capacity(read, parser, CLIENT_READ_CAPACITY);
-            ctx.add_stream(Gated::new(requests, gate.clone()));
+            let requests = FramedRead::with_capacity(ReadAhead::new(read), parser, CLIENT_READ_CAPACITY);
+            ctx.add_stream(ClientRequests::new(requests, gate.clone()));
             Session {
                 id,
                 route_generation: route.generation(),
@@ -339,6 +339,10 @@ impl Session {
         } else {
             self.gate.resume();
         }
+        // Paused while it holds a backend connection (waiting for the barrier, a blocking
+        // command then QUIT, pass-through waiting for RESET's answer, a full pipeline): the
+        // client leaving is still seen, so that what runs for it there ends (`finished`).
+        self.gate.watch_close(self.ded.is_some());
         // A client that does not read its replies stops the reading of its dedicated
         // connection: the backlog stays in Redis (under its client-output-buffer-limit).
         if let Some(d) = &self.ded {
