@@ -975,6 +975,14 @@ fn wait_without_the_publish_it_needs_is_an_error() {
     assert_eq!(c.cmd(&["WAIT", "0", "0"]), Reply::int(0));
 }
 
+/// Connections Redis accepted so far (this question's own included).
+fn connections_received(redis: &Redis) -> u64 {
+    redis
+        .info_field("stats", "total_connections_received")
+        .and_then(|v| v.parse().ok())
+        .expect("total_connections_received")
+}
+
 /// A client that leaves while the relayer is not reading it (a blocking command then QUIT: the
 /// relayer reads nothing after QUIT; in pass-through, nothing until QUIT's reset is answered)
 /// is seen leaving, as Redis sees it: no blocked command is left to eat the next push.
@@ -996,4 +1004,190 @@ fn clients_leaving_while_not_read_leave_no_blocked_command() {
         assert_eq!(other.cmd(&["LPUSH", "q", &item]), Reply::int(1));
         assert_eq!(other.cmd(&["RPOP", "q"]), Reply::bulk(&item));
     }
+}
+
+/// Sends `BLPOP key 0` until it is not refused for want of a free dedicated connection; true
+/// once it blocks in Redis, false when it got another reply (in `got`).
+fn blpop_when_free(redis: &Redis, c: &mut Client, key: &str, got: &mut Option<Reply>) -> bool {
+    c.set_read_timeout(Duration::from_millis(50));
+    c.send(&["BLPOP", key, "0"]);
+    poll_until(T, "BLPOP blocked", || {
+        if blocked_on(redis, "blpop") == 1 {
+            return Some(true);
+        }
+        match c.try_read_reply() {
+            Ok(r) if r.is_error_starting("ERR relayer: too many dedicated connections") => {
+                c.send(&["BLPOP", key, "0"]);
+                None
+            }
+            Ok(r) => {
+                *got = Some(r);
+                Some(false)
+            }
+            Err(_) => None,
+        }
+    })
+}
+
+/// A connection given back (its RESET and AUTH still on their way) can be taken and given back
+/// again before their replies come: a client that takes it for a blocking command and leaves
+/// while the relayer waits for its earlier commands (the barrier). Every reply the backend owes
+/// is still counted, so the next owner gets its own replies, nothing else.
+#[test]
+fn a_connection_given_back_twice_within_a_round_trip_keeps_replies_in_place() {
+    let redis = Redis::start();
+    let mut admin = redis.client();
+    // A user of its own, so that AUTH follows each RESET.
+    assert_eq!(admin.q("ACL SETUSER app on >secret ~* &* +@all"), Reply::ok());
+    let link = DelayLink::start(redis.port(), Duration::from_millis(400));
+    let url = format!("redis://app:secret@127.0.0.1:{}", link.port());
+    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let relayer = Relayer::start(&redis_entry(&listen, &url, "maxDedicatedConnections = 1"));
+    let mut b = relayer.client();
+    // B's connection starts on DB 3: taking it writes a SELECT too.
+    assert_eq!(b.cmd(&["SELECT", "3"]), Reply::ok());
+    let mut a = relayer.client();
+    assert_eq!(a.cmd(&["BRPOP", "none", "0.01"]), Reply::NilArray);
+    // Given back: RESET and AUTH are on their way. B takes it, its BLPOP waits for the barrier.
+    b.send(&["BLPOP", "q", "0"]);
+    b.set_read_timeout(Duration::from_millis(100));
+    assert!(b.try_read_reply().is_err(), "B's BLPOP was not held");
+    drop(b);
+    // C gets the connection once B's is given back.
+    let mut c = relayer.client();
+    let mut got = None;
+    let blocked = blpop_when_free(&redis, &mut c, "q2", &mut got);
+    assert!(blocked, "C's BLPOP got {got:?}");
+    assert_eq!(admin.cmd(&["LPUSH", "q2", "for-c"]), Reply::int(1));
+    c.set_read_timeout(T);
+    assert_eq!(
+        c.read_reply(),
+        Reply::array(vec![Reply::bulk("q2"), Reply::bulk("for-c")])
+    );
+    assert_eq!(c.cmd(&["LLEN", "q2"]), Reply::int(0));
+    assert_eq!(c.cmd(&["BRPOP", "none", "0.01"]), Reply::NilArray);
+    assert_eq!(c.cmd(&["LPUSH", "q2", "kept"]), Reply::int(1));
+    assert_eq!(
+        c.cmd(&["BLPOP", "q2", "1"]),
+        Reply::array(vec![Reply::bulk("q2"), Reply::bulk("kept")])
+    );
+}
+
+/// In pass-through a client can produce any reply, `+RESET` included (a script's status
+/// reply): the end of what its connection owes it is found by a token of the relayer's, made
+/// when the client's RESET is sent, so its blocked command is never taken for finished, its
+/// reply never lost, and its connection never given to someone else while the command is
+/// still blocked.
+#[test]
+fn a_reply_that_looks_like_reset_does_not_end_pass_through() {
+    let redis = Redis::start();
+    let relayer = Relayer::for_redis(&redis, "maxDedicatedConnections = 2");
+    let mut pusher = redis.client();
+    for (i, setup) in [
+        vec![vec!["HELLO", "3"]],
+        vec![vec!["SUBSCRIBE", "a"], vec!["UNSUBSCRIBE", "a"]],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut a = relayer.client();
+        for step in &setup {
+            assert!(!a.cmd(step).is_error(), "{step:?}");
+        }
+        a.send_many(&[
+            vec!["EVAL", "return {ok='RESET'}", "0"],
+            vec!["BLPOP", "k", "0"],
+            vec!["RESET"],
+        ]);
+        wait_until(T, "BLPOP blocked", || blocked_on(&redis, "blpop") == 1);
+        // Others' dedicated commands get their own replies.
+        let mut c = relayer.client();
+        for _ in 0..3 {
+            assert_eq!(c.cmd(&["BRPOP", "none", "0.01"]), Reply::NilArray, "round {i}");
+            assert_eq!(c.cmd(&["SET", "x", "1"]), Reply::ok(), "round {i}");
+            assert_eq!(c.cmd(&["GET", "x"]), Reply::bulk("1"), "round {i}");
+        }
+        let item = format!("item-{i}");
+        assert_eq!(pusher.cmd(&["LPUSH", "k", &item]), Reply::int(1));
+        // The script's reply is held back while RESET's is awaited (it could be RESET's), but
+        // comes first.
+        assert_eq!(
+            a.read_replies(3),
+            vec![
+                Reply::status("RESET"),
+                Reply::array(vec![Reply::bulk("k"), Reply::bulk(&item)]),
+                Reply::status("RESET")
+            ],
+            "round {i}"
+        );
+        assert_eq!(a.cmd(&["GET", "x"]), Reply::bulk("1"), "round {i}");
+        assert_eq!(c.cmd(&["BRPOP", "none", "0.01"]), Reply::NilArray, "round {i}");
+        assert_eq!(pusher.cmd(&["LLEN", "k"]), Reply::int(0));
+    }
+}
+
+/// The barrier (a PING on the shared connection that says the client's earlier commands ran)
+/// failing, because the shared connection was lost, proves nothing: the command waiting for it
+/// gets an error instead of running.
+#[test]
+fn a_failed_barrier_fails_the_command_waiting_for_it() {
+    let redis = Redis::start();
+    let link = DelayLink::start(redis.port(), Duration::from_millis(300));
+    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let relayer = Relayer::start(&redis_entry(&listen, &link.url(), ""));
+    let mut c = relayer.client();
+    assert_eq!(c.cmd(&["SET", "a", "1"]), Reply::ok());
+    let shared = backend_id_running(&redis, "set");
+    c.send(&["BLPOP", "q", "0"]);
+    assert_eq!(
+        redis.client().cmd(&["CLIENT", "KILL", "ID", &shared]),
+        Reply::int(1)
+    );
+    c.set_read_timeout(Duration::from_secs(10));
+    let r = c.try_read_reply();
+    assert!(
+        matches!(&r, Ok(r) if r.is_error_starting("ERR relayer:")),
+        "{r:?}"
+    );
+    assert_eq!(blocked_on(&redis, "blpop"), 0);
+    let mut other = relayer.client();
+    let r = poll_until(T, "the shared connection back", || {
+        let r = other.cmd(&["LPUSH", "q", "kept"]);
+        (!r.is_error()).then_some(r)
+    });
+    assert_eq!(r, Reply::int(1));
+    assert_eq!(other.cmd(&["LLEN", "q"]), Reply::int(1));
+    assert_eq!(
+        c.cmd(&["BLPOP", "q", "1"]),
+        Reply::array(vec![Reply::bulk("q"), Reply::bulk("kept")])
+    );
+}
+
+/// Only the reply to the relayer's own RESET says whether the backend does RESET: a client in
+/// pass-through whose script returns the same error does not make the relayer close every
+/// released connection.
+#[test]
+fn a_client_cannot_make_the_pool_give_up_reset() {
+    let redis = Redis::start();
+    let relayer = Relayer::for_redis(&redis, "");
+    let mut c = relayer.client();
+    assert_eq!(c.cmd(&["BRPOP", "none", "0.01"]), Reply::NilArray);
+    let mut r = relayer.client();
+    assert!(matches!(r.q("HELLO 3"), Reply::Map(_)));
+    let fake = r.cmd(&[
+        "EVAL",
+        "return redis.error_reply(\"ERR unknown command 'reset', with args beginning with: \")",
+        "0",
+    ]);
+    assert!(fake.is_error_starting("ERR unknown command 'reset'"), "{fake:?}");
+    assert_eq!(r.q("RESET"), Reply::status("RESET"));
+    assert_eq!(c.cmd(&["BRPOP", "none", "0.01"]), Reply::NilArray);
+    // Released connections are still reused: no new backend connection (but the question's).
+    let before = connections_received(&redis);
+    for _ in 0..3 {
+        assert_eq!(c.cmd(&["BRPOP", "none", "0.01"]), Reply::NilArray);
+    }
+    assert_eq!(connections_received(&redis), before + 1);
+    let log = relayer.log();
+    assert!(!log.contains("refused RESET"), "{log}");
 }
