@@ -893,35 +893,7 @@ fn the_dedicated_limit_holds_across_workers() {
         "workers = 2\n{}",
         redis_entry(&listen, &redis.url(), "maxDedicatedConnections = 2")
     ));
-    // Clients by worker, told apart by the id of the shared backend connection that serves them
-    // (CLIENT INFO is forwarded); connected from several threads at once so both workers accept.
-    let mut by_worker: std::collections::HashMap<String, Vec<Client>> = Default::default();
-    for _ in 0..20 {
-        let batch: Vec<(String, Client)> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..8)
-                .map(|_| {
-                    s.spawn(|| {
-                        let mut c = relayer.client();
-                        let info = c.cmd(&["CLIENT", "INFO"]).as_str().unwrap();
-                        let id = info.split(' ').next().unwrap().to_string();
-                        (id, c)
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
-        });
-        for (id, c) in batch {
-            by_worker.entry(id).or_default().push(c);
-        }
-        if by_worker.len() == 2 && by_worker.values().all(|v| v.len() >= 3) {
-            break;
-        }
-    }
-    assert_eq!(by_worker.len(), 2, "clients did not spread over the two workers");
-    let mut clients: Vec<Client> = by_worker
-        .into_values()
-        .flat_map(|v| v.into_iter().take(3))
-        .collect();
+    let mut clients: Vec<Client> = clients_by_worker(&relayer, 3).into_iter().flatten().collect();
     for c in &mut clients {
         c.send(&["BLPOP", "l", "0"]);
     }
@@ -1190,4 +1162,111 @@ fn a_client_cannot_make_the_pool_give_up_reset() {
     assert_eq!(connections_received(&redis), before + 1);
     let log = relayer.log();
     assert!(!log.contains("refused RESET"), "{log}");
+}
+
+/// A refused RESET makes released connections be closed, for a while only: a new connection
+/// tries RESET again a minute later, so once the backend does it (here: restarted without the
+/// command renamed away), released connections are reused. (Takes a minute.)
+#[test]
+fn reset_is_tried_again_a_minute_after_a_refusal() {
+    let port = free_port();
+    let mut old = Redis::try_start_on(port, &["--rename-command", "RESET", ""]).unwrap();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let relayer = Relayer::start(&redis_entry(&listen, &url, ""));
+    let mut c = relayer.client();
+    assert_eq!(c.cmd(&["BRPOP", "none", "0.01"]), Reply::NilArray);
+    wait_until(T, "the refusal logged", || {
+        relayer.log().contains("refused RESET")
+    });
+    old.kill();
+    drop(old);
+    let redis = poll_until(T, "redis started again on its port", || {
+        Redis::try_start_on(port, &[]).ok()
+    });
+    wait_until(T, "the relayer connected again", || {
+        c.cmd(&["BRPOP", "none", "0.01"]) == Reply::NilArray
+    });
+    // Two BRPOPs open a connection each while RESET is taken as refused; reused, one at most.
+    let mut opened = || {
+        let before = connections_received(&redis);
+        for _ in 0..2 {
+            assert_eq!(c.cmd(&["BRPOP", "none", "0.01"]), Reply::NilArray);
+        }
+        connections_received(&redis) - before - 1
+    };
+    assert_eq!(opened(), 2);
+    poll_until(Duration::from_secs(120), "released connections reused", || {
+        std::thread::sleep(Duration::from_secs(1));
+        (opened() <= 1).then_some(())
+    });
+    assert_eq!(opened(), 0);
+    assert_eq!(relayer.log().matches("refused RESET").count(), 1);
+}
+
+/// `n` clients of the entry on each of its two workers, told apart by the id of the shared
+/// backend connection that serves them (CLIENT INFO is forwarded); connected from several
+/// threads at once so that both workers accept.
+fn clients_by_worker(relayer: &Relayer, n: usize) -> Vec<Vec<Client>> {
+    let mut by_worker: std::collections::HashMap<String, Vec<Client>> = Default::default();
+    for _ in 0..20 {
+        let batch: Vec<(String, Client)> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut c = relayer.client();
+                        let info = c.cmd(&["CLIENT", "INFO"]).as_str().unwrap();
+                        let id = info.split(' ').next().unwrap().to_string();
+                        (id, c)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (id, c) in batch {
+            by_worker.entry(id).or_default().push(c);
+        }
+        if by_worker.len() == 2 && by_worker.values().all(|v| v.len() >= n) {
+            break;
+        }
+    }
+    assert_eq!(by_worker.len(), 2, "clients did not spread over the two workers");
+    by_worker
+        .into_values()
+        .map(|v| v.into_iter().take(n).collect())
+        .collect()
+}
+
+/// An idle connection in one worker's pool counts against `maxDedicatedConnections` for the
+/// whole entry: a client of another worker refused for it has it closed, so that its next try
+/// gets a connection (not only once the idle one times out).
+#[test]
+fn idle_connections_of_another_worker_make_room() {
+    let redis = Redis::start();
+    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let relayer = Relayer::start(&format!(
+        "workers = 2\n{}",
+        redis_entry(&listen, &redis.url(), "maxDedicatedConnections = 1")
+    ));
+    let mut workers = clients_by_worker(&relayer, 1);
+    let mut b = workers.pop().unwrap().pop().unwrap();
+    let mut a = workers.pop().unwrap().pop().unwrap();
+    assert_eq!(a.cmd(&["BRPOP", "none", "0.01"]), Reply::NilArray);
+    let r = poll_until(T, "B's BRPOP given a connection", || {
+        let r = b.cmd(&["BRPOP", "none", "0.01"]);
+        if r.is_error_starting("ERR relayer: too many dedicated connections") {
+            return None;
+        }
+        Some(r)
+    });
+    assert_eq!(r, Reply::NilArray);
+    // And back.
+    let r = poll_until(T, "A's BRPOP given a connection", || {
+        let r = a.cmd(&["BRPOP", "none", "0.01"]);
+        if r.is_error_starting("ERR relayer: too many dedicated connections") {
+            return None;
+        }
+        Some(r)
+    });
+    assert_eq!(r, Reply::NilArray);
 }

@@ -44,7 +44,7 @@ use std::fmt;
 use std::io;
 use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::codec::FramedRead;
 
@@ -73,21 +73,52 @@ pub fn wait_offset_frame() -> Bytes {
 /// Live dedicated connections of one relayer entry, counted across its workers (each worker
 /// has its own pool), so `maxDedicatedConnections` holds for the listener.
 #[derive(Clone, Default)]
-pub struct LiveCount(Arc<AtomicUsize>);
+pub struct LiveCount(Arc<Live>);
+
+#[derive(Default)]
+struct Live {
+    count: Arc<AtomicUsize>,
+    /// The idle connections of every worker's pool: one of them is closed when a worker is
+    /// refused a connection for want of a slot (it cannot take another worker's).
+    idle: Mutex<Vec<Addr<Dedicated>>>,
+}
 
 impl LiveCount {
     pub fn get(&self) -> usize {
-        self.0.load(Ordering::Relaxed)
+        self.0.count.load(Ordering::Relaxed)
     }
 
     /// One more, unless `max` are live.
     fn take(&self, max: usize) -> Option<Slot> {
         self.0
+            .count
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)
             })
             .ok()
-            .map(|_| Slot(self.0.clone()))
+            .map(|_| Slot(self.0.count.clone()))
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Addr<Dedicated>>> {
+        // Nothing panics while holding it; a poisoned list is still a list.
+        self.0.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn add_idle(&self, addr: Addr<Dedicated>) {
+        self.idle().push(addr);
+    }
+
+    fn remove_idle(&self, addr: &Addr<Dedicated>) {
+        self.idle().retain(|a| a != addr);
+    }
+
+    /// A worker was refused a connection: one idle in another worker's pool (this one has
+    /// none, or it would have used it) is closed, so that a slot is free for its next try
+    /// instead of after `IDLE_CLOSE`.
+    fn close_one_idle(&self) {
+        if let Some(addr) = self.idle().pop() {
+            addr.do_send(CloseIdle);
+        }
     }
 }
 
@@ -186,13 +217,23 @@ impl Pool {
     pub fn acquire(self: &Rc<Self>, owner: Recipient<FromDedicated>, db: u32) -> Option<Handle> {
         let idle = self.idle.borrow_mut().pop();
         if let Some(h) = idle {
+            self.live.remove_idle(&h.addr);
             h.addr.do_send(Take { owner, db });
             return Some(h);
         }
-        let slot = self.live.take(self.max)?;
+        let Some(slot) = self.live.take(self.max) else {
+            self.live.close_one_idle();
+            return None;
+        };
         let gate = Gate::new();
         let unsent = Rc::new(Cell::new(0));
-        let mut d = Dedicated::new(Rc::downgrade(self), slot, gate.clone(), unsent.clone());
+        let mut d = Dedicated::new(
+            Rc::downgrade(self),
+            self.live.clone(),
+            slot,
+            gate.clone(),
+            unsent.clone(),
+        );
         if matches!(self.reset.get(), ResetSupport::Refused { retry } if Instant::now() >= retry) {
             self.reset.set(ResetSupport::Unknown);
         }
@@ -215,12 +256,26 @@ impl Pool {
     }
 
     fn put_back(&self, h: Handle) {
+        self.live.add_idle(h.addr.clone());
         self.idle.borrow_mut().push(h);
     }
 
     /// The connection is closing: nobody may take it any more.
     fn forget(&self, addr: &Addr<Dedicated>) {
+        self.live.remove_idle(addr);
         self.idle.borrow_mut().retain(|h| h.addr != *addr);
+    }
+
+    /// Takes an idle connection out of the pool, to close it; false when it is not there: it
+    /// was taken, and its `Take` may still be on its way (closing it would lose that).
+    fn remove_idle(&self, addr: &Addr<Dedicated>) -> bool {
+        let mut idle = self.idle.borrow_mut();
+        let Some(i) = idle.iter().position(|h| h.addr == *addr) else {
+            return false;
+        };
+        idle.swap_remove(i);
+        self.live.remove_idle(addr);
+        true
     }
 
     /// Only ever called with the reply to a RESET of the relayer's own (or for a connection
@@ -272,6 +327,8 @@ const RESET_REPLY: &[u8] = b"+RESET\r\n";
 
 pub struct Dedicated {
     pool: Weak<Pool>,
+    /// Also for its place in the idle list when the pool is gone (a reload replaced it).
+    live: LiveCount,
     _slot: Slot,
     gate: Rc<Gate>,
     unsent: Rc<Cell<usize>>,
@@ -307,7 +364,7 @@ pub struct Dedicated {
 }
 
 impl Dedicated {
-    fn new(pool: Weak<Pool>, slot: Slot, gate: Rc<Gate>, unsent: Rc<Cell<usize>>) -> Self {
+    fn new(pool: Weak<Pool>, live: LiveCount, slot: Slot, gate: Rc<Gate>, unsent: Rc<Cell<usize>>) -> Self {
         let log = pool
             .upgrade()
             .map(|p| p.log.clone())
@@ -320,6 +377,7 @@ impl Dedicated {
         pong.put_slice(&mark_bulk);
         Dedicated {
             pool,
+            live,
             _slot: slot,
             gate,
             unsent,
@@ -394,11 +452,24 @@ impl Dedicated {
         }
     }
 
+    /// Closes it if it is idle in its pool; false: taken (even if its `Take` is not here yet).
+    fn close_idle(&mut self, ctx: &mut Context<Self>) -> bool {
+        let idle = match self.pool.upgrade() {
+            Some(pool) => pool.remove_idle(&ctx.address()),
+            None => self.owner.is_none(),
+        };
+        if idle {
+            self.close(ctx);
+        }
+        idle
+    }
+
     /// Ends the actor; nobody can take it from the pool any more.
     fn close(&mut self, ctx: &mut Context<Self>) {
         if let Some(pool) = self.pool.upgrade() {
             pool.forget(&ctx.address());
         }
+        self.live.remove_idle(&ctx.address());
         ctx.stop();
     }
 
@@ -746,6 +817,7 @@ impl Actor for Dedicated {
     }
 
     fn stopped(&mut self, ctx: &mut Context<Self>) {
+        self.live.remove_idle(&ctx.address());
         if let Some(pool) = self.pool.upgrade() {
             pool.forget(&ctx.address());
             // Gone before its probe was answered (see `fail`): the next new connection tries.
@@ -961,13 +1033,29 @@ impl Handler<Release> for Dedicated {
             gate: self.gate.clone(),
             unsent: self.unsent.clone(),
         });
+        // Not cancelled when taken (at most one per release within IDLE_CLOSE).
         let lease = self.lease;
         ctx.run_later(IDLE_CLOSE, move |act, ctx| {
-            if act.lease == lease && act.owner.is_none() {
+            if act.lease == lease && act.close_idle(ctx) {
                 debug!(act.log, "idle dedicated connection closed");
-                act.close(ctx);
             }
         });
+    }
+}
+
+/// Another worker needs the slot of this idle connection (see `LiveCount::close_one_idle`).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct CloseIdle;
+
+impl Handler<CloseIdle> for Dedicated {
+    type Result = ();
+
+    fn handle(&mut self, _: CloseIdle, ctx: &mut Context<Self>) {
+        // Taken meanwhile by a client of its own worker: that client needed it as much.
+        if self.close_idle(ctx) {
+            debug!(self.log, "idle dedicated connection closed"; "reason" => "another worker needs its slot");
+        }
     }
 }
 
