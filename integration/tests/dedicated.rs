@@ -1270,3 +1270,27 @@ fn idle_connections_of_another_worker_make_room() {
     });
     assert_eq!(r, Reply::NilArray);
 }
+
+/// CLIENT SETINFO is the relayer's in pass-through too: it never reaches the backend, whose
+/// RESET would not clear it for the connection's next owner.
+#[test]
+fn client_setinfo_stays_with_the_relayer_in_pass_through() {
+    let redis = Redis::start();
+    let relayer = Relayer::for_redis(&redis, "");
+    let mut c = relayer.client();
+    assert!(matches!(c.q("HELLO 3"), Reply::Map(_)));
+    assert_eq!(c.q("CLIENT SETINFO LIB-NAME mylib"), Reply::ok());
+    assert_eq!(c.q("CLIENT SETINFO LIB-VER 1.2.3"), Reply::ok());
+    assert!(c
+        .q("CLIENT SETINFO BAD x")
+        .is_error_starting("ERR Unrecognized option 'BAD'"));
+    assert!(c
+        .q("CLIENT SETINFO LIB-NAME")
+        .is_error_starting("ERR wrong number of arguments"));
+    assert_eq!(c.q("PING"), Reply::status("PONG"));
+    let lines = backend_clients(&redis);
+    assert!(
+        lines.iter().all(|l| !l.contains("mylib") && !l.contains("1.2.3")),
+        "{lines:?}"
+    );
+}

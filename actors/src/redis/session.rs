@@ -875,16 +875,7 @@ impl Session {
                 None => self.reply_static(write::NIL, ctx),
             }
         } else if sub.eq_ignore_ascii_case(b"SETINFO") {
-            if argc != 4 {
-                return self.reply(arity("setinfo"), ctx);
-            }
-            let attr = cmd.arg(2);
-            if attr.eq_ignore_ascii_case(b"LIB-NAME") || attr.eq_ignore_ascii_case(b"LIB-VER") {
-                self.reply_static(write::OK, ctx);
-            } else {
-                let text = format!("ERR Unrecognized option '{}'", String::from_utf8_lossy(attr));
-                self.reply(error(&text), ctx);
-            }
+            self.reply(client_setinfo(&cmd), ctx);
         } else if sub.eq_ignore_ascii_case(b"ID") && argc == 2 {
             self.reply(Bytes::from(format!(":{}\r\n", self.id)), ctx);
         } else if client_sub_refused(sub) {
@@ -1058,6 +1049,12 @@ impl Session {
                 let answer = client_refused(cmd.arg(1));
                 self.answer_in_order(answer);
             }
+            // The relayer's as elsewhere: sent, it would stay on the connection (RESET keeps
+            // it) for whoever takes it next.
+            Kind::Client if argc >= 2 && cmd.arg(1).eq_ignore_ascii_case(b"SETINFO") => {
+                let answer = client_setinfo(&cmd);
+                self.answer_in_order(answer);
+            }
             Kind::Dedicated if is_replication(&cmd) => {
                 let answer = not_relayed(&cmd);
                 self.answer_in_order(answer);
@@ -1214,6 +1211,22 @@ fn not_relayed(cmd: &Command) -> Bytes {
         String::from_utf8_lossy(cmd.arg(0)).to_uppercase()
     );
     error(&text)
+}
+
+/// CLIENT SETINFO, checked as Redis does and kept nowhere (nothing reads it back).
+fn client_setinfo(cmd: &Command) -> Bytes {
+    if cmd.argc() != 4 {
+        return error("ERR wrong number of arguments for 'client|setinfo' command");
+    }
+    let attr = cmd.arg(2);
+    if attr.eq_ignore_ascii_case(b"LIB-NAME") || attr.eq_ignore_ascii_case(b"LIB-VER") {
+        Bytes::from_static(write::OK)
+    } else {
+        error(&format!(
+            "ERR Unrecognized option '{}'",
+            String::from_utf8_lossy(attr)
+        ))
+    }
 }
 
 fn client_refused(sub: &[u8]) -> Bytes {
