@@ -978,18 +978,18 @@ fn clients_leaving_while_not_read_leave_no_blocked_command() {
     }
 }
 
-/// Sends `BLPOP key 0` until it is not refused for want of a free dedicated connection; true
-/// once it blocks in Redis, false when it got another reply (in `got`).
-fn blpop_when_free(redis: &Redis, c: &mut Client, key: &str, got: &mut Option<Reply>) -> bool {
+/// Sends `BRPOP key 0` until it is not refused for want of a free dedicated connection; true
+/// once it blocks in Redis (the only BRPOP there), false when it got another reply (in `got`).
+fn brpop_when_free(redis: &Redis, c: &mut Client, key: &str, got: &mut Option<Reply>) -> bool {
     c.set_read_timeout(Duration::from_millis(50));
-    c.send(&["BLPOP", key, "0"]);
-    poll_until(T, "BLPOP blocked", || {
-        if blocked_on(redis, "blpop") == 1 {
+    c.send(&["BRPOP", key, "0"]);
+    poll_until(T, "BRPOP blocked", || {
+        if blocked_on(redis, "brpop") == 1 {
             return Some(true);
         }
         match c.try_read_reply() {
             Ok(r) if r.is_error_starting("ERR relayer: too many dedicated connections") => {
-                c.send(&["BLPOP", key, "0"]);
+                c.send(&["BRPOP", key, "0"]);
                 None
             }
             Ok(r) => {
@@ -1028,8 +1028,8 @@ fn a_connection_given_back_twice_within_a_round_trip_keeps_replies_in_place() {
     // C gets the connection once B's is given back.
     let mut c = relayer.client();
     let mut got = None;
-    let blocked = blpop_when_free(&redis, &mut c, "q2", &mut got);
-    assert!(blocked, "C's BLPOP got {got:?}");
+    let blocked = brpop_when_free(&redis, &mut c, "q2", &mut got);
+    assert!(blocked, "C's BRPOP got {got:?}");
     assert_eq!(admin.cmd(&["LPUSH", "q2", "for-c"]), Reply::int(1));
     c.set_read_timeout(T);
     assert_eq!(

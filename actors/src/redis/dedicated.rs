@@ -778,7 +778,7 @@ impl Ending {
 /// The backend's answer when RESET itself is refused: an unknown command (Redis before 6.2,
 /// renamed) or an ACL refusal naming it. Other errors mentioning it (its arity, pub/sub's list
 /// of allowed commands) are not.
-pub fn is_reset_refusal(reply: &[u8]) -> bool {
+fn is_reset_refusal(reply: &[u8]) -> bool {
     if !is_error(reply) {
         return false;
     }
