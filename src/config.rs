@@ -721,6 +721,8 @@ fn relayer(raw: &RawRelayer, t: &Table, ctx: &str, warnings: &mut Vec<String>) -
             "maxdedicatedconnections",
             false,
         )?,
+        // A reload that changes the entry starts it with a new count, while the connections
+        // its old clients still hold stay live a while: up to twice the maximum, briefly.
         dedicated_live: LiveCount::default(),
         compression,
     };

@@ -184,6 +184,8 @@ impl OutBuf {
 pub struct Gate {
     paused: Cell<bool>,
     waker: RefCell<Option<Waker>>,
+    /// While paused, a [`ClientRequests`] stream still looks for the peer closing (see there).
+    watch_close: Cell<bool>,
 }
 
 impl Gate {
@@ -197,9 +199,21 @@ impl Gate {
 
     pub fn resume(&self) {
         if self.paused.replace(false) {
-            if let Some(w) = self.waker.borrow_mut().take() {
-                w.wake();
-            }
+            self.wake();
+        }
+    }
+
+    /// Whether a paused [`ClientRequests`] stream ends as soon as the peer closes.
+    pub fn watch_close(&self, on: bool) {
+        if !self.watch_close.replace(on) && on && self.paused.get() {
+            // Paused already: the stream starts watching when it is polled.
+            self.wake();
+        }
+    }
+
+    fn wake(&self) {
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
         }
     }
 }
@@ -221,6 +235,107 @@ impl<S: Stream + Unpin> Stream for Gated<S> {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
         if self.gate.paused.get() {
             *self.gate.waker.borrow_mut() = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        Pin::new(&mut self.inner).poll_next(cx)
+    }
+}
+
+/// Read ahead of a paused session, at most: past it the client is pushed back by TCP again, and
+/// its closing is seen once the session reads.
+pub const READ_AHEAD_MAX: usize = 64 * 1024;
+
+/// A client's socket with what was read from it ahead of the parser (see [`ClientRequests`]):
+/// the parser gets those bytes first, then the socket's end or error, then the socket.
+pub struct ReadAhead {
+    inner: ReadHalf,
+    ahead: BytesMut,
+    eof: bool,
+    error: Option<io::Error>,
+}
+
+impl ReadAhead {
+    pub fn new(inner: ReadHalf) -> Self {
+        ReadAhead {
+            inner,
+            ahead: BytesMut::new(),
+            eof: false,
+            error: None,
+        }
+    }
+
+    /// Reads into `ahead`, up to `max` bytes; Ready once the socket ended or failed (its end is
+    /// then known, whatever data came before it).
+    fn poll_fill(&mut self, cx: &mut Context<'_>, max: usize) -> Poll<()> {
+        loop {
+            if self.eof || self.error.is_some() {
+                return Poll::Ready(());
+            }
+            if self.ahead.len() >= max {
+                // Nothing more is read: the session's resuming wakes the stream.
+                return Poll::Pending;
+            }
+            self.ahead.reserve((max - self.ahead.len()).min(16 * 1024));
+            match tokio_util::io::poll_read_buf(Pin::new(&mut self.inner), cx, &mut self.ahead) {
+                Poll::Ready(Ok(0)) => self.eof = true,
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => self.error = Some(e),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl AsyncRead for ReadAhead {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.ahead.is_empty() {
+            let n = this.ahead.len().min(buf.remaining());
+            buf.put_slice(&this.ahead.split_to(n));
+            if this.ahead.is_empty() {
+                // Its memory goes back once the parser has it all.
+                this.ahead = BytesMut::new();
+            }
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(e) = this.error.take() {
+            return Poll::Ready(Err(e));
+        }
+        if this.eof {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+/// A client's requests, gated like [`Gated`], with one difference: while paused and told to by
+/// [`Gate::watch_close`], the socket is still read (into [`ReadAhead`], bounded by
+/// `READ_AHEAD_MAX`, nothing parsed) so that the client closing is seen, and the stream then
+/// ends at once. A session holding a backend connection for its client (a blocking command,
+/// pub/sub) pauses its client for as long as that command runs; Redis sees a blocked client
+/// leave and unblocks it, so must the relayer.
+pub struct ClientRequests<D> {
+    inner: tokio_util::codec::FramedRead<ReadAhead, D>,
+    gate: Rc<Gate>,
+}
+
+impl<D> ClientRequests<D> {
+    pub fn new(inner: tokio_util::codec::FramedRead<ReadAhead, D>, gate: Rc<Gate>) -> Self {
+        ClientRequests { inner, gate }
+    }
+}
+
+impl<D: tokio_util::codec::Decoder + Unpin> Stream for ClientRequests<D> {
+    type Item = Result<D::Item, D::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.gate.paused.get() {
+            *self.gate.waker.borrow_mut() = Some(cx.waker().clone());
+            if self.gate.watch_close.get() && self.inner.get_mut().poll_fill(cx, READ_AHEAD_MAX).is_ready() {
+                // Gone (or failed): what it sent after the point where it was paused is dropped,
+                // as Redis drops the input of a client that disconnects while blocked.
+                return Poll::Ready(None);
+            }
             return Poll::Pending;
         }
         Pin::new(&mut self.inner).poll_next(cx)

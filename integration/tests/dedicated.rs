@@ -893,35 +893,7 @@ fn the_dedicated_limit_holds_across_workers() {
         "workers = 2\n{}",
         redis_entry(&listen, &redis.url(), "maxDedicatedConnections = 2")
     ));
-    // Clients by worker, told apart by the id of the shared backend connection that serves them
-    // (CLIENT INFO is forwarded); connected from several threads at once so both workers accept.
-    let mut by_worker: std::collections::HashMap<String, Vec<Client>> = Default::default();
-    for _ in 0..20 {
-        let batch: Vec<(String, Client)> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..8)
-                .map(|_| {
-                    s.spawn(|| {
-                        let mut c = relayer.client();
-                        let info = c.cmd(&["CLIENT", "INFO"]).as_str().unwrap();
-                        let id = info.split(' ').next().unwrap().to_string();
-                        (id, c)
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
-        });
-        for (id, c) in batch {
-            by_worker.entry(id).or_default().push(c);
-        }
-        if by_worker.len() == 2 && by_worker.values().all(|v| v.len() >= 3) {
-            break;
-        }
-    }
-    assert_eq!(by_worker.len(), 2, "clients did not spread over the two workers");
-    let mut clients: Vec<Client> = by_worker
-        .into_values()
-        .flat_map(|v| v.into_iter().take(3))
-        .collect();
+    let mut clients: Vec<Client> = clients_by_worker(&relayer, 3).into_iter().flatten().collect();
     for c in &mut clients {
         c.send(&["BLPOP", "l", "0"]);
     }
@@ -973,4 +945,352 @@ fn wait_without_the_publish_it_needs_is_an_error() {
     // The client goes on; with the channel allowed, WAIT works.
     assert_eq!(admin.q("ACL SETUSER app &__smart-relayer:wait"), Reply::ok());
     assert_eq!(c.cmd(&["WAIT", "0", "0"]), Reply::int(0));
+}
+
+/// Connections Redis accepted so far (this question's own included).
+fn connections_received(redis: &Redis) -> u64 {
+    redis
+        .info_field("stats", "total_connections_received")
+        .and_then(|v| v.parse().ok())
+        .expect("total_connections_received")
+}
+
+/// A client that leaves while the relayer is not reading it (a blocking command then QUIT: the
+/// relayer reads nothing after QUIT; in pass-through, nothing until QUIT's reset is answered)
+/// is seen leaving, as Redis sees it: no blocked command is left to eat the next push.
+#[test]
+fn clients_leaving_while_not_read_leave_no_blocked_command() {
+    let redis = Redis::start();
+    let relayer = Relayer::for_redis(&redis, "");
+    let mut other = relayer.client();
+    for (i, setup) in [vec![], vec![vec!["HELLO", "3"]]].into_iter().enumerate() {
+        let mut c = relayer.client();
+        for step in &setup {
+            assert!(!c.cmd(step).is_error(), "{step:?}");
+        }
+        c.send_many(&[vec!["BLPOP", "q", "0"], vec!["QUIT"]]);
+        wait_until(T, "BLPOP blocked", || blocked_on(&redis, "blpop") == 1);
+        drop(c);
+        wait_until(T, "no BLPOP left blocked", || blocked_on(&redis, "blpop") == 0);
+        let item = format!("item-{i}");
+        assert_eq!(other.cmd(&["LPUSH", "q", &item]), Reply::int(1));
+        assert_eq!(other.cmd(&["RPOP", "q"]), Reply::bulk(&item));
+    }
+}
+
+/// Sends `BRPOP key 0` until it is not refused for want of a free dedicated connection; true
+/// once it blocks in Redis (the only BRPOP there), false when it got another reply (in `got`).
+fn brpop_when_free(redis: &Redis, c: &mut Client, key: &str, got: &mut Option<Reply>) -> bool {
+    c.set_read_timeout(Duration::from_millis(50));
+    c.send(&["BRPOP", key, "0"]);
+    poll_until(T, "BRPOP blocked", || {
+        if blocked_on(redis, "brpop") == 1 {
+            return Some(true);
+        }
+        match c.try_read_reply() {
+            Ok(r) if r.is_error_starting("ERR relayer: too many dedicated connections") => {
+                c.send(&["BRPOP", key, "0"]);
+                None
+            }
+            Ok(r) => {
+                *got = Some(r);
+                Some(false)
+            }
+            Err(_) => None,
+        }
+    })
+}
+
+/// A connection given back (its RESET and AUTH still on their way) can be taken and given back
+/// again before their replies come: a client that takes it for a blocking command and leaves
+/// while the relayer waits for its earlier commands (the barrier). Every reply the backend owes
+/// is still counted, so the next owner gets its own replies, nothing else.
+#[test]
+fn a_connection_given_back_twice_within_a_round_trip_keeps_replies_in_place() {
+    let redis = Redis::start();
+    let mut admin = redis.client();
+    // A user of its own, so that AUTH follows each RESET.
+    assert_eq!(admin.q("ACL SETUSER app on >secret ~* &* +@all"), Reply::ok());
+    let link = DelayLink::start(redis.port(), Duration::from_millis(400));
+    let url = format!("redis://app:secret@127.0.0.1:{}", link.port());
+    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let relayer = Relayer::start(&redis_entry(&listen, &url, "maxDedicatedConnections = 1"));
+    let mut b = relayer.client();
+    // B's connection starts on DB 3: taking it writes a SELECT too.
+    assert_eq!(b.cmd(&["SELECT", "3"]), Reply::ok());
+    let mut a = relayer.client();
+    assert_eq!(a.cmd(&["BRPOP", "none", "0.01"]), Reply::NilArray);
+    // Given back: RESET and AUTH are on their way. B takes it, its BLPOP waits for the barrier.
+    b.send(&["BLPOP", "q", "0"]);
+    b.set_read_timeout(Duration::from_millis(100));
+    assert!(b.try_read_reply().is_err(), "B's BLPOP was not held");
+    drop(b);
+    // C gets the connection once B's is given back.
+    let mut c = relayer.client();
+    let mut got = None;
+    let blocked = brpop_when_free(&redis, &mut c, "q2", &mut got);
+    assert!(blocked, "C's BRPOP got {got:?}");
+    assert_eq!(admin.cmd(&["LPUSH", "q2", "for-c"]), Reply::int(1));
+    c.set_read_timeout(T);
+    assert_eq!(
+        c.read_reply(),
+        Reply::array(vec![Reply::bulk("q2"), Reply::bulk("for-c")])
+    );
+    assert_eq!(c.cmd(&["LLEN", "q2"]), Reply::int(0));
+    assert_eq!(c.cmd(&["BRPOP", "none", "0.01"]), Reply::NilArray);
+    assert_eq!(c.cmd(&["LPUSH", "q2", "kept"]), Reply::int(1));
+    assert_eq!(
+        c.cmd(&["BLPOP", "q2", "1"]),
+        Reply::array(vec![Reply::bulk("q2"), Reply::bulk("kept")])
+    );
+}
+
+/// In pass-through a client can produce any reply, `+RESET` included (a script's status
+/// reply): the end of what its connection owes it is found by a token of the relayer's, made
+/// when the client's RESET is sent, so its blocked command is never taken for finished, its
+/// reply never lost, and its connection never given to someone else while the command is
+/// still blocked.
+#[test]
+fn a_reply_that_looks_like_reset_does_not_end_pass_through() {
+    let redis = Redis::start();
+    let relayer = Relayer::for_redis(&redis, "maxDedicatedConnections = 2");
+    let mut pusher = redis.client();
+    for (i, setup) in [
+        vec![vec!["HELLO", "3"]],
+        vec![vec!["SUBSCRIBE", "a"], vec!["UNSUBSCRIBE", "a"]],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut a = relayer.client();
+        for step in &setup {
+            assert!(!a.cmd(step).is_error(), "{step:?}");
+        }
+        a.send_many(&[
+            vec!["EVAL", "return {ok='RESET'}", "0"],
+            vec!["BLPOP", "k", "0"],
+            vec!["RESET"],
+        ]);
+        wait_until(T, "BLPOP blocked", || blocked_on(&redis, "blpop") == 1);
+        // Others' dedicated commands get their own replies.
+        let mut c = relayer.client();
+        for _ in 0..3 {
+            assert_eq!(c.cmd(&["BRPOP", "none", "0.01"]), Reply::NilArray, "round {i}");
+            assert_eq!(c.cmd(&["SET", "x", "1"]), Reply::ok(), "round {i}");
+            assert_eq!(c.cmd(&["GET", "x"]), Reply::bulk("1"), "round {i}");
+        }
+        let item = format!("item-{i}");
+        assert_eq!(pusher.cmd(&["LPUSH", "k", &item]), Reply::int(1));
+        // The script's reply is held back while RESET's is awaited (it could be RESET's), but
+        // comes first.
+        assert_eq!(
+            a.read_replies(3),
+            vec![
+                Reply::status("RESET"),
+                Reply::array(vec![Reply::bulk("k"), Reply::bulk(&item)]),
+                Reply::status("RESET")
+            ],
+            "round {i}"
+        );
+        assert_eq!(a.cmd(&["GET", "x"]), Reply::bulk("1"), "round {i}");
+        assert_eq!(c.cmd(&["BRPOP", "none", "0.01"]), Reply::NilArray, "round {i}");
+        assert_eq!(pusher.cmd(&["LLEN", "k"]), Reply::int(0));
+    }
+}
+
+/// The barrier (a PING on the shared connection that says the client's earlier commands ran)
+/// failing, because the shared connection was lost, proves nothing: the command waiting for it
+/// gets an error instead of running.
+#[test]
+fn a_failed_barrier_fails_the_command_waiting_for_it() {
+    let redis = Redis::start();
+    let link = DelayLink::start(redis.port(), Duration::from_millis(300));
+    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let relayer = Relayer::start(&redis_entry(&listen, &link.url(), ""));
+    let mut c = relayer.client();
+    assert_eq!(c.cmd(&["SET", "a", "1"]), Reply::ok());
+    let shared = backend_id_running(&redis, "set");
+    c.send(&["BLPOP", "q", "0"]);
+    assert_eq!(
+        redis.client().cmd(&["CLIENT", "KILL", "ID", &shared]),
+        Reply::int(1)
+    );
+    c.set_read_timeout(Duration::from_secs(10));
+    let r = c.try_read_reply();
+    assert!(
+        matches!(&r, Ok(r) if r.is_error_starting("ERR relayer:")),
+        "{r:?}"
+    );
+    assert_eq!(blocked_on(&redis, "blpop"), 0);
+    let mut other = relayer.client();
+    let r = poll_until(T, "the shared connection back", || {
+        let r = other.cmd(&["LPUSH", "q", "kept"]);
+        (!r.is_error()).then_some(r)
+    });
+    assert_eq!(r, Reply::int(1));
+    assert_eq!(other.cmd(&["LLEN", "q"]), Reply::int(1));
+    assert_eq!(
+        c.cmd(&["BLPOP", "q", "1"]),
+        Reply::array(vec![Reply::bulk("q"), Reply::bulk("kept")])
+    );
+}
+
+/// Only the reply to the relayer's own RESET says whether the backend does RESET: a client in
+/// pass-through whose script returns the same error does not make the relayer close every
+/// released connection.
+#[test]
+fn a_client_cannot_make_the_pool_give_up_reset() {
+    let redis = Redis::start();
+    let relayer = Relayer::for_redis(&redis, "");
+    let mut c = relayer.client();
+    assert_eq!(c.cmd(&["BRPOP", "none", "0.01"]), Reply::NilArray);
+    let mut r = relayer.client();
+    assert!(matches!(r.q("HELLO 3"), Reply::Map(_)));
+    let fake = r.cmd(&[
+        "EVAL",
+        "return redis.error_reply(\"ERR unknown command 'reset', with args beginning with: \")",
+        "0",
+    ]);
+    assert!(fake.is_error_starting("ERR unknown command 'reset'"), "{fake:?}");
+    assert_eq!(r.q("RESET"), Reply::status("RESET"));
+    assert_eq!(c.cmd(&["BRPOP", "none", "0.01"]), Reply::NilArray);
+    // Released connections are still reused: no new backend connection (but the question's).
+    let before = connections_received(&redis);
+    for _ in 0..3 {
+        assert_eq!(c.cmd(&["BRPOP", "none", "0.01"]), Reply::NilArray);
+    }
+    assert_eq!(connections_received(&redis), before + 1);
+    let log = relayer.log();
+    assert!(!log.contains("refused RESET"), "{log}");
+}
+
+/// A refused RESET makes released connections be closed, for a while only: a new connection
+/// tries RESET again a minute later, so once the backend does it (here: restarted without the
+/// command renamed away), released connections are reused. (Takes a minute.)
+#[test]
+fn reset_is_tried_again_a_minute_after_a_refusal() {
+    let port = free_port();
+    let mut old = Redis::try_start_on(port, &["--rename-command", "RESET", ""]).unwrap();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let relayer = Relayer::start(&redis_entry(&listen, &url, ""));
+    let mut c = relayer.client();
+    assert_eq!(c.cmd(&["BRPOP", "none", "0.01"]), Reply::NilArray);
+    wait_until(T, "the refusal logged", || {
+        relayer.log().contains("refused RESET")
+    });
+    old.kill();
+    drop(old);
+    let redis = poll_until(T, "redis started again on its port", || {
+        Redis::try_start_on(port, &[]).ok()
+    });
+    wait_until(T, "the relayer connected again", || {
+        c.cmd(&["BRPOP", "none", "0.01"]) == Reply::NilArray
+    });
+    // Two BRPOPs open a connection each while RESET is taken as refused; reused, one at most.
+    let mut opened = || {
+        let before = connections_received(&redis);
+        for _ in 0..2 {
+            assert_eq!(c.cmd(&["BRPOP", "none", "0.01"]), Reply::NilArray);
+        }
+        connections_received(&redis) - before - 1
+    };
+    assert_eq!(opened(), 2);
+    poll_until(Duration::from_secs(120), "released connections reused", || {
+        std::thread::sleep(Duration::from_secs(1));
+        (opened() <= 1).then_some(())
+    });
+    assert_eq!(opened(), 0);
+    assert_eq!(relayer.log().matches("refused RESET").count(), 1);
+}
+
+/// `n` clients of the entry on each of its two workers, told apart by the id of the shared
+/// backend connection that serves them (CLIENT INFO is forwarded); connected from several
+/// threads at once so that both workers accept.
+fn clients_by_worker(relayer: &Relayer, n: usize) -> Vec<Vec<Client>> {
+    let mut by_worker: std::collections::HashMap<String, Vec<Client>> = Default::default();
+    for _ in 0..20 {
+        let batch: Vec<(String, Client)> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut c = relayer.client();
+                        let info = c.cmd(&["CLIENT", "INFO"]).as_str().unwrap();
+                        let id = info.split(' ').next().unwrap().to_string();
+                        (id, c)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (id, c) in batch {
+            by_worker.entry(id).or_default().push(c);
+        }
+        if by_worker.len() == 2 && by_worker.values().all(|v| v.len() >= n) {
+            break;
+        }
+    }
+    assert_eq!(by_worker.len(), 2, "clients did not spread over the two workers");
+    by_worker
+        .into_values()
+        .map(|v| v.into_iter().take(n).collect())
+        .collect()
+}
+
+/// An idle connection in one worker's pool counts against `maxDedicatedConnections` for the
+/// whole entry: a client of another worker refused for it has it closed, so that its next try
+/// gets a connection (not only once the idle one times out).
+#[test]
+fn idle_connections_of_another_worker_make_room() {
+    let redis = Redis::start();
+    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let relayer = Relayer::start(&format!(
+        "workers = 2\n{}",
+        redis_entry(&listen, &redis.url(), "maxDedicatedConnections = 1")
+    ));
+    let mut workers = clients_by_worker(&relayer, 1);
+    let mut b = workers.pop().unwrap().pop().unwrap();
+    let mut a = workers.pop().unwrap().pop().unwrap();
+    assert_eq!(a.cmd(&["BRPOP", "none", "0.01"]), Reply::NilArray);
+    let r = poll_until(T, "B's BRPOP given a connection", || {
+        let r = b.cmd(&["BRPOP", "none", "0.01"]);
+        if r.is_error_starting("ERR relayer: too many dedicated connections") {
+            return None;
+        }
+        Some(r)
+    });
+    assert_eq!(r, Reply::NilArray);
+    // And back.
+    let r = poll_until(T, "A's BRPOP given a connection", || {
+        let r = a.cmd(&["BRPOP", "none", "0.01"]);
+        if r.is_error_starting("ERR relayer: too many dedicated connections") {
+            return None;
+        }
+        Some(r)
+    });
+    assert_eq!(r, Reply::NilArray);
+}
+
+/// CLIENT SETINFO is the relayer's in pass-through too: it never reaches the backend, whose
+/// RESET would not clear it for the connection's next owner.
+#[test]
+fn client_setinfo_stays_with_the_relayer_in_pass_through() {
+    let redis = Redis::start();
+    let relayer = Relayer::for_redis(&redis, "");
+    let mut c = relayer.client();
+    assert!(matches!(c.q("HELLO 3"), Reply::Map(_)));
+    assert_eq!(c.q("CLIENT SETINFO LIB-NAME mylib"), Reply::ok());
+    assert_eq!(c.q("CLIENT SETINFO LIB-VER 1.2.3"), Reply::ok());
+    assert!(c
+        .q("CLIENT SETINFO BAD x")
+        .is_error_starting("ERR Unrecognized option 'BAD'"));
+    assert!(c
+        .q("CLIENT SETINFO LIB-NAME")
+        .is_error_starting("ERR wrong number of arguments"));
+    assert_eq!(c.q("PING"), Reply::status("PONG"));
+    let lines = backend_clients(&redis);
+    assert!(
+        lines.iter().all(|l| !l.contains("mylib") && !l.contains("1.2.3")),
+        "{lines:?}"
+    );
 }

@@ -17,6 +17,12 @@
 //! unblocks a client that disconnects, while RESET would only run once the command returned,
 //! and the command would still take what it waits for.
 //!
+//! Replies are counted, never recognized by their content, which a client can produce (a
+//! script returns any status or error): outside push mode each command written has one entry
+//! in `pending`, kept until its reply came, whoever owns the connection by then. Push mode
+//! has no count (messages come as they are published); it ends with RESET followed by a PING
+//! of a token made for that moment (see `Ending`), so no reply before it can look like its.
+//!
 //! Buffers: the owner's client not reading pauses the reading of this connection (Redis then
 //! holds the backlog, under its client-output-buffer-limit); commands waiting to be written are
 //! reported to the owner, which stops reading its client above `BACKLOG_HIGH`.
@@ -31,19 +37,23 @@ use crate::tls::TlsClient;
 use actix::prelude::*;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
-use slog::{debug, warn, Logger};
+use slog::{debug, info, warn, Logger};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio_util::codec::FramedRead;
 
 /// A released connection nobody takes within this time is closed.
 const IDLE_CLOSE: Duration = Duration::from_secs(60);
+
+/// After RESET was refused (or a connection was lost while trying it), a new connection tries
+/// it again after this long: a lost connection proves little, and a backend may be upgraded.
+const RESET_RETRY: Duration = Duration::from_secs(60);
 
 /// Bytes of the owner's commands waiting to be written, above which the owner stops reading
 /// its client.
@@ -63,21 +73,52 @@ pub fn wait_offset_frame() -> Bytes {
 /// Live dedicated connections of one relayer entry, counted across its workers (each worker
 /// has its own pool), so `maxDedicatedConnections` holds for the listener.
 #[derive(Clone, Default)]
-pub struct LiveCount(Arc<AtomicUsize>);
+pub struct LiveCount(Arc<Live>);
+
+#[derive(Default)]
+struct Live {
+    count: Arc<AtomicUsize>,
+    /// The idle connections of every worker's pool: one of them is closed when a worker is
+    /// refused a connection for want of a slot (it cannot take another worker's).
+    idle: Mutex<Vec<Addr<Dedicated>>>,
+}
 
 impl LiveCount {
     pub fn get(&self) -> usize {
-        self.0.load(Ordering::Relaxed)
+        self.0.count.load(Ordering::Relaxed)
     }
 
     /// One more, unless `max` are live.
     fn take(&self, max: usize) -> Option<Slot> {
         self.0
+            .count
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)
             })
             .ok()
-            .map(|_| Slot(self.0.clone()))
+            .map(|_| Slot(self.0.count.clone()))
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Addr<Dedicated>>> {
+        // Nothing panics while holding it; a poisoned list is still a list.
+        self.0.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn add_idle(&self, addr: Addr<Dedicated>) {
+        self.idle().push(addr);
+    }
+
+    fn remove_idle(&self, addr: &Addr<Dedicated>) {
+        self.idle().retain(|a| a != addr);
+    }
+
+    /// A worker was refused a connection: one idle in another worker's pool (this one has
+    /// none, or it would have used it) is closed, so that a slot is free for its next try
+    /// instead of after `IDLE_CLOSE`.
+    fn close_one_idle(&self) {
+        if let Some(addr) = self.idle().pop() {
+            addr.do_send(CloseIdle);
+        }
     }
 }
 
@@ -114,6 +155,8 @@ pub struct Pool {
     /// Whether the backend does RESET; refused (Redis before 6.2, a renamed command, an ACL),
     /// released connections are closed instead of reused.
     reset: Cell<ResetSupport>,
+    /// The refusal was logged as a warning (once: it is tried again every `RESET_RETRY`).
+    reset_warned: Cell<bool>,
     /// The PUBLISH written when a client enters push mode was refused (logged once).
     publish_refused: Cell<bool>,
     log: Logger,
@@ -125,7 +168,10 @@ enum ResetSupport {
     /// A new connection tries it first thing.
     Probing,
     Works,
-    Refused,
+    /// Until `retry`, then `Unknown` again.
+    Refused {
+        retry: Instant,
+    },
 }
 
 /// A dedicated connection as its owner holds it.
@@ -157,6 +203,7 @@ impl Pool {
             live,
             idle: RefCell::new(Vec::new()),
             reset: Cell::new(ResetSupport::Unknown),
+            reset_warned: Cell::new(false),
             publish_refused: Cell::new(false),
             log,
         })
@@ -170,13 +217,26 @@ impl Pool {
     pub fn acquire(self: &Rc<Self>, owner: Recipient<FromDedicated>, db: u32) -> Option<Handle> {
         let idle = self.idle.borrow_mut().pop();
         if let Some(h) = idle {
+            self.live.remove_idle(&h.addr);
             h.addr.do_send(Take { owner, db });
             return Some(h);
         }
-        let slot = self.live.take(self.max)?;
+        let Some(slot) = self.live.take(self.max) else {
+            self.live.close_one_idle();
+            return None;
+        };
         let gate = Gate::new();
         let unsent = Rc::new(Cell::new(0));
-        let mut d = Dedicated::new(Rc::downgrade(self), slot, gate.clone(), unsent.clone());
+        let mut d = Dedicated::new(
+            Rc::downgrade(self),
+            self.live.clone(),
+            slot,
+            gate.clone(),
+            unsent.clone(),
+        );
+        if matches!(self.reset.get(), ResetSupport::Refused { retry } if Instant::now() >= retry) {
+            self.reset.set(ResetSupport::Unknown);
+        }
         if self.reset.get() == ResetSupport::Unknown {
             // On a new connection RESET changes nothing but the user (AUTH follows): whether it
             // works is known before any connection is released.
@@ -196,18 +256,47 @@ impl Pool {
     }
 
     fn put_back(&self, h: Handle) {
+        self.live.add_idle(h.addr.clone());
         self.idle.borrow_mut().push(h);
     }
 
     /// The connection is closing: nobody may take it any more.
     fn forget(&self, addr: &Addr<Dedicated>) {
+        self.live.remove_idle(addr);
         self.idle.borrow_mut().retain(|h| h.addr != *addr);
     }
 
+    /// Takes an idle connection out of the pool, to close it; false when it is not there: it
+    /// was taken, and its `Take` may still be on its way (closing it would lose that).
+    fn remove_idle(&self, addr: &Addr<Dedicated>) -> bool {
+        let mut idle = self.idle.borrow_mut();
+        let Some(i) = idle.iter().position(|h| h.addr == *addr) else {
+            return false;
+        };
+        idle.swap_remove(i);
+        self.live.remove_idle(addr);
+        true
+    }
+
+    /// Only ever called with the reply to a RESET of the relayer's own (or for a connection
+    /// lost before that reply came).
     fn note_reset_refused(&self, reply: &[u8]) {
-        if self.reset.replace(ResetSupport::Refused) != ResetSupport::Refused {
-            warn!(self.log, "the backend refused RESET: released dedicated connections are closed instead of reused";
+        let retry = Instant::now() + RESET_RETRY;
+        self.reset.set(ResetSupport::Refused { retry });
+        if !self.reset_warned.replace(true) {
+            warn!(self.log, "the backend refused RESET: released dedicated connections are closed instead of reused (tried again every minute)";
                 "error" => error_text(reply));
+        } else {
+            debug!(self.log, "the backend refused RESET again"; "error" => error_text(reply));
+        }
+    }
+
+    fn note_reset_works(&self) {
+        if self.reset.replace(ResetSupport::Works) != ResetSupport::Works && self.reset_warned.get() {
+            info!(
+                self.log,
+                "the backend does RESET now: released dedicated connections are reused"
+            );
         }
     }
 }
@@ -227,16 +316,19 @@ pub enum Dest {
     EnterPush,
     /// In push mode: no reply is matched to it.
     Pass,
-    /// RESET on release: replies before it belong to nobody.
+    /// RESET on release: its reply is `+RESET` (or the backend changed and refuses it).
     Reset,
     /// RESET first thing on the pool's first connection: does the backend do it?
     ResetProbe,
 }
 
 const RESET_FRAME: &[u8] = b"*1\r\n$5\r\nRESET\r\n";
+const RESET_REPLY: &[u8] = b"+RESET\r\n";
 
 pub struct Dedicated {
     pool: Weak<Pool>,
+    /// Also for its place in the idle list when the pool is gone (a reload replaced it).
+    live: LiveCount,
     _slot: Slot,
     gate: Rc<Gate>,
     unsent: Rc<Cell<usize>>,
@@ -260,6 +352,8 @@ pub struct Dedicated {
     mark_ping: Bytes,
     /// The PUBLISH before a WAIT was refused: the WAIT gets this error.
     wait_refused: Option<Bytes>,
+    /// Push mode is ending: RESET was written (see `Ending`).
+    ending: Option<Ending>,
     /// Its `ResetProbe` has no reply yet.
     probing: bool,
     flush_scheduled: bool,
@@ -270,7 +364,7 @@ pub struct Dedicated {
 }
 
 impl Dedicated {
-    fn new(pool: Weak<Pool>, slot: Slot, gate: Rc<Gate>, unsent: Rc<Cell<usize>>) -> Self {
+    fn new(pool: Weak<Pool>, live: LiveCount, slot: Slot, gate: Rc<Gate>, unsent: Rc<Cell<usize>>) -> Self {
         let log = pool
             .upgrade()
             .map(|p| p.log.clone())
@@ -283,6 +377,7 @@ impl Dedicated {
         pong.put_slice(&mark_bulk);
         Dedicated {
             pool,
+            live,
             _slot: slot,
             gate,
             unsent,
@@ -298,6 +393,7 @@ impl Dedicated {
             mark_pong: pong.freeze(),
             mark_ping: Command::from_args(&[&b"PING"[..], token.as_bytes()]).into_frame(),
             wait_refused: None,
+            ending: None,
             probing: false,
             flush_scheduled: false,
             write_blocked: false,
@@ -356,11 +452,24 @@ impl Dedicated {
         }
     }
 
+    /// Closes it if it is idle in its pool; false: taken (even if its `Take` is not here yet).
+    fn close_idle(&mut self, ctx: &mut Context<Self>) -> bool {
+        let idle = match self.pool.upgrade() {
+            Some(pool) => pool.remove_idle(&ctx.address()),
+            None => self.owner.is_none(),
+        };
+        if idle {
+            self.close(ctx);
+        }
+        idle
+    }
+
     /// Ends the actor; nobody can take it from the pool any more.
     fn close(&mut self, ctx: &mut Context<Self>) {
         if let Some(pool) = self.pool.upgrade() {
             pool.forget(&ctx.address());
         }
+        self.live.remove_idle(&ctx.address());
         ctx.stop();
     }
 
@@ -386,16 +495,24 @@ impl Dedicated {
 
     fn on_reply(&mut self, data: Bytes, ctx: &mut Context<Self>) {
         if self.push {
-            if !self.answers.is_empty() && (data == self.mark_bulk || data == self.mark_pong) {
-                let answer = self.answers.pop_front().expect("checked above");
-                return self.to_owner(FromDedicated::Pushed(answer));
+            if self.ending.as_ref().is_some_and(|e| e.is_mark(&data)) {
+                let ending = self.ending.take().expect("checked above");
+                return self.push_ended(ending, ctx);
             }
-            if is_reset_refusal(&data) {
-                if let Some(pool) = self.pool.upgrade() {
-                    pool.note_reset_refused(&data);
-                }
+            let data = if !self.answers.is_empty() && (data == self.mark_bulk || data == self.mark_pong) {
+                self.answers.pop_front().expect("checked above")
+            } else {
+                data
+            };
+            // Nothing here says anything about RESET, whatever it looks like: a client's script
+            // can return `+RESET` or `-ERR unknown command 'reset'`.
+            let Some(ending) = &mut self.ending else {
+                return self.to_owner(FromDedicated::Pushed(data));
+            };
+            for data in ending.hold(data) {
+                self.to_owner(FromDedicated::Pushed(data));
             }
-            return self.to_owner(FromDedicated::Pushed(data));
+            return;
         }
         let Some(dest) = self.pending.pop_front() else {
             warn!(self.log, "unexpected reply on a dedicated connection, closing it");
@@ -449,59 +566,219 @@ impl Dedicated {
             Dest::ResetProbe => {
                 self.probing = false;
                 if let Some(pool) = self.pool.upgrade() {
-                    if &data[..] == b"+RESET\r\n" {
-                        pool.reset.set(ResetSupport::Works);
+                    if data[..] == RESET_REPLY[..] {
+                        pool.note_reset_works();
                     } else {
                         pool.note_reset_refused(&data);
                     }
                 }
             }
             Dest::Reset => {
-                if &data[..] == b"+RESET\r\n" {
+                if data[..] == RESET_REPLY[..] {
                     return;
                 }
                 if is_reset_refusal(&data) {
-                    // It worked before (the pool's probe): the backend changed. Whatever was
-                    // written behind it ran without the reset, so its owner only gets an error.
+                    // It worked before (the pool's probe): the backend changed.
                     if let Some(pool) = self.pool.upgrade() {
                         pool.note_reset_refused(&data);
                     }
-                    return self.fail(
-                        &format!(
-                            "ERR relayer: the backend refused RESET ({}) on a reused dedicated connection",
-                            error_text(&data)
-                        ),
-                        ctx,
-                    );
                 }
-                // Something of the previous owner's (a message, a reply nobody waits for)
-                // came first; RESET's own reply is still to come.
-                self.pending.push_front(Dest::Reset);
+                // Whatever was written behind it ran without the reset, so its owner only gets
+                // an error.
+                let text = format!(
+                    "ERR relayer: RESET failed ({}) on a reused dedicated connection",
+                    error_text(&data)
+                );
+                self.fail(&text, ctx);
             }
+        }
+    }
+
+    /// Ends push mode: RESET, AUTH, then the PING of a new token (see `Ending`). Until its
+    /// reply, the owner (if any) still gets everything as it comes. `by_owner`: the owner waits
+    /// for `PushEnded`; otherwise the connection was released in push mode.
+    fn end_push(&mut self, by_owner: bool) {
+        let auth = self.auth_frame();
+        let token = format!(
+            "smart-relayer-end-{:016x}{:016x}",
+            fastrand::u64(..),
+            fastrand::u64(..)
+        );
+        let lease = by_owner.then_some(self.lease);
+        self.ending = Some(Ending::new(token.as_bytes(), auth.is_some(), lease));
+        self.queue(Bytes::from_static(RESET_FRAME), None);
+        if let Some(auth) = auth {
+            self.queue(auth, None);
+        }
+        self.queue(
+            Command::from_args(&[&b"PING"[..], token.as_bytes()]).into_frame(),
+            None,
+        );
+    }
+
+    /// The token's reply came: the replies held back just before it were RESET's and AUTH's.
+    fn push_ended(&mut self, ending: Ending, ctx: &mut Context<Self>) {
+        // The owner that asked, not one that took the connection since it was released.
+        let by_owner = ending.lease == Some(self.lease);
+        let (before, outcome) = ending.outcome();
+        if by_owner {
+            for data in before {
+                self.to_owner(FromDedicated::Pushed(data));
+            }
+        }
+        let (reset, failed) = match outcome {
+            Outcome::Reset => (true, None),
+            Outcome::ResetRefused(reply) => {
+                if let Some(pool) = self.pool.upgrade() {
+                    pool.note_reset_refused(&reply);
+                }
+                (false, Some(format!("RESET refused ({})", error_text(&reply))))
+            }
+            Outcome::AuthRefused(reply) => (
+                true,
+                Some(format!("backend refused AUTH: {}", error_text(&reply))),
+            ),
+            Outcome::Unknown => (false, Some("RESET did not end push mode".to_string())),
+        };
+        if reset {
+            // Replies are counted again from here: RESET ended pub/sub, MONITOR and RESP3.
+            self.push = false;
+        }
+        if by_owner {
+            // Not reset: the owner releases it, and it is closed.
+            self.to_owner(FromDedicated::PushEnded { reset });
+            if let (true, Some(why)) = (reset, failed) {
+                // The client's RESET did happen; the connection is of no use to anyone.
+                warn!(self.log, "dedicated connection closed"; "reason" => why);
+                self.owner = None;
+                self.close(ctx);
+            }
+            return;
+        }
+        // Released in push mode: whoever took it since has its commands behind a failed reset.
+        if let Some(why) = failed {
+            self.fail(
+                &format!("ERR relayer: {why} on a reused dedicated connection"),
+                ctx,
+            );
         }
     }
 
     /// AUTH with the url's credentials: RESET logged the connection out.
     fn queue_auth(&mut self) {
-        let Some(pool) = self.pool.upgrade() else { return };
-        if let Some(pw) = &pool.addr.password {
-            let mut args = vec![&b"AUTH"[..]];
-            if let Some(user) = &pool.addr.user {
-                args.push(user.as_bytes());
-            }
-            args.push(pw.as_bytes());
-            self.queue(
-                Command::from_args(&args).into_frame(),
-                Some(Dest::Swallow("AUTH")),
-            );
+        if let Some(auth) = self.auth_frame() {
+            self.queue(auth, Some(Dest::Swallow("AUTH")));
         }
+    }
+
+    fn auth_frame(&self) -> Option<Bytes> {
+        let pool = self.pool.upgrade()?;
+        let pw = pool.addr.password.as_ref()?;
+        let mut args = vec![&b"AUTH"[..]];
+        if let Some(user) = &pool.addr.user {
+            args.push(user.as_bytes());
+        }
+        args.push(pw.as_bytes());
+        Some(Command::from_args(&args).into_frame())
+    }
+}
+
+/// Leaving push mode, where replies cannot be counted: RESET, AUTH (when the url has
+/// credentials; RESET logs out, and PING needs a user), then `PING <token>` with a token made
+/// now, which nothing before can have replied. RESET runs after everything the client sent
+/// and, once it worked, nothing comes unasked (no subscription, MONITOR or RESP3 any more):
+/// the replies just before the token's are RESET's and AUTH's, `+RESET` and `+OK`. So the
+/// last of those that could be theirs (`+RESET`, `+OK`, an error) are held back, two at most,
+/// until another reply shows they were not; what is held back comes later than it could have,
+/// never out of order. RESET runs first because a client's open MULTI would queue the PING.
+struct Ending {
+    mark_bulk: Bytes,
+    mark_pong: Bytes,
+    /// AUTH follows RESET.
+    auth: bool,
+    held: VecDeque<Bytes>,
+    /// Asked by the owner of this lease (the client's RESET or QUIT); None: on release.
+    lease: Option<u64>,
+}
+
+/// What ending push mode came to.
+enum Outcome {
+    /// RESET (and AUTH) worked: the connection is an ordinary one again.
+    Reset,
+    /// RESET's own reply was this error: the backend does not do it.
+    ResetRefused(Bytes),
+    /// RESET worked, AUTH did not.
+    AuthRefused(Bytes),
+    /// Not reset (RESET refused, a message came in between).
+    Unknown,
+}
+
+impl Ending {
+    fn new(token: &[u8], auth: bool, lease: Option<u64>) -> Self {
+        let mark_bulk = write::bulk(token);
+        let mut pong = BytesMut::new();
+        write::put_array_header(&mut pong, 2);
+        write::put_bulk(&mut pong, b"pong");
+        pong.put_slice(&mark_bulk);
+        Ending {
+            mark_bulk,
+            mark_pong: pong.freeze(),
+            auth,
+            held: VecDeque::new(),
+            lease,
+        }
+    }
+
+    /// The token's reply: a bulk, or pub/sub's array when RESET did not end it.
+    fn is_mark(&self, data: &[u8]) -> bool {
+        data == &self.mark_bulk[..] || data == &self.mark_pong[..]
+    }
+
+    fn tail(&self) -> usize {
+        1 + usize::from(self.auth)
+    }
+
+    /// A reply before the token's; returns what can go to the owner now, in order.
+    fn hold(&mut self, data: Bytes) -> Vec<Bytes> {
+        let could_be_ours = data[..] == RESET_REPLY[..] || data[..] == b"+OK\r\n"[..] || is_error(&data);
+        if !could_be_ours {
+            // Neither is what was held back: it all goes, this one last.
+            let mut out: Vec<Bytes> = self.held.drain(..).collect();
+            out.push(data);
+            return out;
+        }
+        self.held.push_back(data);
+        if self.held.len() > self.tail() {
+            self.held.pop_front().into_iter().collect()
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// At the token: what goes to the owner still, and how it went.
+    fn outcome(mut self) -> (VecDeque<Bytes>, Outcome) {
+        let n = self.tail();
+        if self.held.len() < n {
+            // Something that was not theirs came between: RESET did not end push mode.
+            return (VecDeque::new(), Outcome::Unknown);
+        }
+        let tail = self.held.split_off(self.held.len() - n);
+        let outcome = match (tail.front(), tail.get(1)) {
+            (Some(r), auth) if r[..] == RESET_REPLY[..] => match auth {
+                Some(a) if is_error(a) => Outcome::AuthRefused(a.clone()),
+                _ => Outcome::Reset,
+            },
+            (Some(r), _) if is_reset_refusal(r) => Outcome::ResetRefused(r.clone()),
+            _ => Outcome::Unknown,
+        };
+        (self.held, outcome)
     }
 }
 
 /// The backend's answer when RESET itself is refused: an unknown command (Redis before 6.2,
 /// renamed) or an ACL refusal naming it. Other errors mentioning it (its arity, pub/sub's list
 /// of allowed commands) are not.
-pub fn is_reset_refusal(reply: &[u8]) -> bool {
+fn is_reset_refusal(reply: &[u8]) -> bool {
     if !is_error(reply) {
         return false;
     }
@@ -540,6 +817,7 @@ impl Actor for Dedicated {
     }
 
     fn stopped(&mut self, ctx: &mut Context<Self>) {
+        self.live.remove_idle(&ctx.address());
         if let Some(pool) = self.pool.upgrade() {
             pool.forget(&ctx.address());
             // Gone before its probe was answered (see `fail`): the next new connection tries.
@@ -660,7 +938,8 @@ impl Handler<Send> for Dedicated {
     fn handle(&mut self, msg: Send, ctx: &mut Context<Self>) {
         for (frame, dest) in msg.frames {
             let dest = match dest {
-                _ if self.push => None,
+                // Released in push mode and taken since: counted from RESET on.
+                _ if self.push && self.ending.as_ref().is_none_or(|e| e.lease.is_some()) => None,
                 Dest::Pass => None,
                 d => Some(d),
             };
@@ -709,10 +988,15 @@ impl Handler<Release> for Dedicated {
         self.answers.clear();
         self.wait_refused = None;
         self.gate.resume();
-        let running = self
-            .pending
-            .iter()
-            .any(|d| matches!(d, Dest::Client(_) | Dest::WaitOffset | Dest::ResetProbe));
+        // Replies still owed stay counted in `pending`, whoever gets the connection: a command
+        // of the owner's may still be running (it may block: closed, Redis then forgets it), or
+        // push mode may be about to start (its replies could not be counted: closed too).
+        let running = self.pending.iter().any(|d| {
+            matches!(
+                d,
+                Dest::Client(_) | Dest::WaitOffset | Dest::ResetProbe | Dest::EnterPush
+            )
+        });
         let pool = self.pool.upgrade();
         let why_not = if running {
             Some("released while a command was running")
@@ -720,11 +1004,13 @@ impl Handler<Release> for Dedicated {
             Some("its client could have left a command running (RESP3, MONITOR, commands after pub/sub)")
         } else if self.out.is_none() {
             Some("released before it was connected")
+        } else if self.ending.is_some() {
+            Some("released while leaving push mode")
         } else {
             match pool.as_ref().map(|p| p.reset.get()) {
                 None => Some("its target was replaced"),
                 Some(ResetSupport::Works) => None,
-                Some(ResetSupport::Refused) => Some("the backend refuses RESET"),
+                Some(ResetSupport::Refused { .. }) => Some("the backend refuses RESET"),
                 Some(_) => Some("the backend has not shown yet that it does RESET"),
             }
         };
@@ -732,11 +1018,14 @@ impl Handler<Release> for Dedicated {
             debug!(self.log, "dedicated connection closed"; "reason" => why);
             return self.close(ctx);
         }
-        // Whatever comes before RESET's reply (messages, replies nobody waits for) is dropped.
-        self.pending.clear();
-        self.push = false;
-        self.queue(Bytes::from_static(RESET_FRAME), Some(Dest::Reset));
-        self.queue_auth();
+        if self.push {
+            // A subscriber that left: messages keep coming until RESET, so its end is found
+            // by a token (see `Ending`).
+            self.end_push(false);
+        } else {
+            self.queue(Bytes::from_static(RESET_FRAME), Some(Dest::Reset));
+            self.queue_auth();
+        }
         self.schedule_flush(ctx);
         let pool = pool.expect("checked above");
         pool.put_back(Handle {
@@ -744,13 +1033,48 @@ impl Handler<Release> for Dedicated {
             gate: self.gate.clone(),
             unsent: self.unsent.clone(),
         });
+        // Not cancelled when taken (at most one per release within IDLE_CLOSE).
         let lease = self.lease;
         ctx.run_later(IDLE_CLOSE, move |act, ctx| {
-            if act.lease == lease && act.owner.is_none() {
+            if act.lease == lease && act.close_idle(ctx) {
                 debug!(act.log, "idle dedicated connection closed");
-                act.close(ctx);
             }
         });
+    }
+}
+
+/// Another worker needs the slot of this idle connection (see `LiveCount::close_one_idle`).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct CloseIdle;
+
+impl Handler<CloseIdle> for Dedicated {
+    type Result = ();
+
+    fn handle(&mut self, _: CloseIdle, ctx: &mut Context<Self>) {
+        // Taken meanwhile by a client of its own worker: that client needed it as much.
+        if self.close_idle(ctx) {
+            debug!(self.log, "idle dedicated connection closed"; "reason" => "another worker needs its slot");
+        }
+    }
+}
+
+/// Push mode: the owner's RESET or QUIT. Its end is found as on release (see `Ending`), and the
+/// owner hears `PushEnded`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct EndPush;
+
+impl Handler<EndPush> for Dedicated {
+    type Result = ();
+
+    fn handle(&mut self, _: EndPush, ctx: &mut Context<Self>) {
+        if !self.push || self.ending.is_some() {
+            // Not in push mode after all (the owner would not ask): nothing to count on.
+            return self.to_owner(FromDedicated::PushEnded { reset: false });
+        }
+        self.end_push(true);
+        self.schedule_flush(ctx);
     }
 }
 
@@ -778,6 +1102,62 @@ mod tests {
         ));
         assert!(!is_reset_refusal(b"-ERR Can't execute 'get': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context\r\n"));
         assert!(!is_reset_refusal(b"-ERR unknown command 'FOO'\r\n"));
+    }
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    /// The replies just before the token's are RESET's and AUTH's; what a client's commands
+    /// returned before them, however alike, only comes later, in order.
+    #[test]
+    fn ending_push_mode_finds_resets_own_reply() {
+        let msg = "*3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nx\r\n";
+        // A script's `+RESET`, a blocked pop's reply, then RESET's (no AUTH).
+        let mut e = Ending::new(b"t", false, None);
+        assert!(e.hold(b("+RESET\r\n")).is_empty());
+        let popped = "*2\r\n$1\r\nk\r\n$1\r\nv\r\n";
+        assert_eq!(e.hold(b(popped)), vec![b("+RESET\r\n"), b(popped)]);
+        assert!(e.hold(b("+RESET\r\n")).is_empty());
+        assert!(e.is_mark(&write::bulk(b"t")));
+        let (before, outcome) = e.outcome();
+        assert!(before.is_empty());
+        assert!(matches!(outcome, Outcome::Reset));
+
+        // With AUTH: an error and a `+OK` of the client's come out once it is known.
+        let mut e = Ending::new(b"t", true, None);
+        assert!(e.hold(b("-ERR x\r\n")).is_empty());
+        assert!(e.hold(b("+OK\r\n")).is_empty());
+        assert_eq!(e.hold(b("+RESET\r\n")), vec![b("-ERR x\r\n")]);
+        assert_eq!(e.hold(b("+OK\r\n")), vec![b("+OK\r\n")]);
+        let (before, outcome) = e.outcome();
+        assert!(before.is_empty());
+        assert!(matches!(outcome, Outcome::Reset));
+
+        // RESET refused, AUTH refused in pub/sub: the token comes as pub/sub's PING reply.
+        let refusal = "-ERR unknown command 'reset', with args beginning with: \r\n";
+        let mut e = Ending::new(b"t", true, None);
+        assert!(e.hold(b(refusal)).is_empty());
+        assert!(e.hold(b("-ERR Can't execute 'auth'\r\n")).is_empty());
+        assert!(e.is_mark(b"*2\r\n$4\r\npong\r\n$1\r\nt\r\n"));
+        assert!(matches!(e.outcome().1, Outcome::ResetRefused(r) if r == b(refusal)));
+
+        // RESET worked, AUTH did not.
+        let mut e = Ending::new(b"t", true, None);
+        assert!(e.hold(b("+RESET\r\n")).is_empty());
+        assert!(e.hold(b("-WRONGPASS x\r\n")).is_empty());
+        assert!(matches!(e.outcome().1, Outcome::AuthRefused(_)));
+
+        // A message after RESET's reply: RESET did not end pub/sub, whatever came before.
+        let mut e = Ending::new(b"t", false, None);
+        assert!(e.hold(b("+RESET\r\n")).is_empty());
+        assert_eq!(e.hold(b(msg)), vec![b("+RESET\r\n"), b(msg)]);
+        assert!(matches!(e.outcome().1, Outcome::Unknown));
+        // A fake refusal of the client's before the real `+RESET` changes nothing.
+        let mut e = Ending::new(b"t", false, None);
+        assert!(e.hold(b(refusal)).is_empty());
+        assert_eq!(e.hold(b("+RESET\r\n")), vec![b(refusal)]);
+        assert!(matches!(e.outcome().1, Outcome::Reset));
     }
 
     #[test]

@@ -15,8 +15,8 @@ use crate::cluster::keys::{self, Route as KeyRoute, Split};
 use crate::cluster::slot::slot_of;
 use crate::compress::{decode_reply_logged, Compression};
 use crate::io::{
-    flush_client, ClientOut, FlushClient, Gate, Gated, ReadHalf, WriteHalf, WritesToClient,
-    CLIENT_READ_CAPACITY,
+    flush_client, ClientOut, ClientRequests, FlushClient, Gate, ReadAhead, ReadHalf, WriteHalf,
+    WritesToClient, CLIENT_READ_CAPACITY,
 };
 use crate::metrics::RelayerMetrics;
 use crate::resp::request::{Command, Limits, RequestError, RequestParser};
@@ -114,16 +114,22 @@ pub enum FromDedicated {
     },
     /// The connection is gone; what the client waits for on it gets this error.
     Lost(Bytes),
+    /// Push mode ended after the client's RESET or QUIT: every reply before it was pushed.
+    /// `reset`: by RESET, so nothing of the client's is left running on the connection.
+    PushEnded {
+        reset: bool,
+    },
     /// The commands waiting to be written fell below `dedicated::BACKLOG_HIGH`.
     Writable,
 }
 
-const RESET: &[u8] = b"*1\r\n$5\r\nRESET\r\n";
 const RESET_REPLY: &[u8] = b"+RESET\r\n";
 
-/// The request number of the barrier: a PING through the shared connection whose reply says
-/// that every command the client sent before has run.
-const BARRIER: u64 = u64::MAX;
+/// The request numbers of barriers start here: a barrier is a PING through the shared
+/// connection whose reply says that every command the client sent before has run. Each has a
+/// number of its own, so that the reply to one whose command failed meanwhile (its dedicated
+/// connection lost) cannot release the command of the next.
+const BARRIER_BASE: u64 = 1 << 63;
 
 /// The client's own upstream connection, while it needs one.
 struct Ded {
@@ -141,8 +147,8 @@ struct Ded {
     open: bool,
     /// WATCH is in effect: kept until EXEC, DISCARD or UNWATCH.
     watching: bool,
-    /// In push mode, the client's RESET or QUIT was sent through: the client is not read
-    /// until its `+RESET` comes back.
+    /// In push mode, the client's RESET or QUIT was sent (as RESET): the client is not read
+    /// until the connection says push mode ended (`PushEnded`).
     resetting: Option<Kind>,
 }
 
@@ -153,6 +159,15 @@ struct Multi {
     select: Option<u32>,
     /// On a cluster: the slot of the keys queued so far (all must share it).
     slot: Option<u16>,
+}
+
+/// A command waiting for its barrier.
+struct Held {
+    cmd: Command,
+    /// It enters push mode.
+    push: bool,
+    /// The request number of its barrier.
+    barrier: u64,
 }
 
 /// A reply the session must see before it reads further: it decides the session's DB.
@@ -185,7 +200,9 @@ pub struct Session {
     pool: Rc<Pool>,
     ded: Option<Ded>,
     /// A command waiting for the barrier before it goes on a new dedicated connection.
-    held: Option<(Command, bool)>,
+    held: Option<Held>,
+    /// Barriers sent so far (see `BARRIER_BASE`).
+    barriers: u64,
     /// The connection holding the client's WATCH was lost (why): its next EXEC fails, as the
     /// keys are no longer watched.
     watch_lost: Option<String>,
@@ -208,8 +225,8 @@ impl Session {
             let gate = Gate::new();
             let unauthenticated = Arc::new(AtomicBool::new(settings.password.is_some()));
             let parser = RequestParser::new(settings.limits).with_auth_flag(unauthenticated.clone());
-            let requests = FramedRead::with_capacity(read, parser, CLIENT_READ_CAPACITY);
-            ctx.add_stream(Gated::new(requests, gate.clone()));
+            let requests = FramedRead::with_capacity(ReadAhead::new(read), parser, CLIENT_READ_CAPACITY);
+            ctx.add_stream(ClientRequests::new(requests, gate.clone()));
             Session {
                 id,
                 route_generation: route.generation(),
@@ -229,6 +246,7 @@ impl Session {
                 pool,
                 ded: None,
                 held: None,
+                barriers: 0,
                 watch_lost: None,
                 me: Arc::new(ctx.address()),
             }
@@ -342,6 +360,10 @@ impl Session {
         } else {
             self.gate.resume();
         }
+        // Paused while it holds a backend connection (waiting for the barrier, a blocking
+        // command then QUIT, pass-through waiting for RESET's answer, a full pipeline): the
+        // client leaving is still seen, so that what runs for it there ends (`finished`).
+        self.gate.watch_close(self.ded.is_some());
         // A client that does not read its replies stops the reading of its dedicated
         // connection: the backlog stays in Redis (under its client-output-buffer-limit).
         if let Some(d) = &self.ded {
@@ -861,16 +883,7 @@ impl Session {
                 None => self.reply_static(write::NIL, ctx),
             }
         } else if sub.eq_ignore_ascii_case(b"SETINFO") {
-            if argc != 4 {
-                return self.reply(arity("setinfo"), ctx);
-            }
-            let attr = cmd.arg(2);
-            if attr.eq_ignore_ascii_case(b"LIB-NAME") || attr.eq_ignore_ascii_case(b"LIB-VER") {
-                self.reply_static(write::OK, ctx);
-            } else {
-                let text = format!("ERR Unrecognized option '{}'", String::from_utf8_lossy(attr));
-                self.reply(error(&text), ctx);
-            }
+            self.reply(client_setinfo(&cmd), ctx);
         } else if sub.eq_ignore_ascii_case(b"ID") && argc == 2 {
             self.reply(Bytes::from(format!(":{}\r\n", self.id)), ctx);
         } else if client_sub_refused(sub) {
@@ -944,10 +957,12 @@ impl Session {
             watching: false,
             resetting: None,
         });
+        self.barriers += 1;
+        let barrier = BARRIER_BASE + self.barriers;
         let sent = self.target.try_send(Forward {
             reply_to: self.me.clone(),
             session: self.id,
-            seq: BARRIER,
+            seq: barrier,
             db: self.db,
             request: Request::One(Bytes::from_static(b"*1\r\n$4\r\nPING\r\n")),
             slot: None,
@@ -955,7 +970,7 @@ impl Session {
         if sent.is_err() {
             return self.send_dedicated(cmd, push, ctx);
         }
-        self.held = Some((cmd, push));
+        self.held = Some(Held { cmd, push, barrier });
         self.update_gate();
     }
 
@@ -1001,12 +1016,13 @@ impl Session {
     fn pass_through(&mut self, kind: Kind, cmd: Command) {
         let argc = cmd.argc();
         match kind {
-            // Both go through as RESET, whose reply marks the end of what the connection owed
-            // the client; nothing is read meanwhile (see `Pushed`).
+            // Both go through as RESET, followed by a token of the connection's whose reply
+            // marks the end of what it owed the client (`dedicated::Ending`); nothing is read
+            // meanwhile (see `PushEnded`).
             Kind::Quit | Kind::Reset if kind == Kind::Quit || argc == 1 => {
                 let Some(d) = &mut self.ded else { return };
                 d.resetting = Some(kind);
-                send_frames(d, vec![(Bytes::from_static(RESET), Dest::Pass)]);
+                d.handle.addr.do_send(dedicated::EndPush);
                 if kind == Kind::Reset {
                     self.multi = None;
                     self.watch_lost = None;
@@ -1039,6 +1055,12 @@ impl Session {
             },
             Kind::Client if argc >= 2 && client_sub_refused(cmd.arg(1)) => {
                 let answer = client_refused(cmd.arg(1));
+                self.answer_in_order(answer);
+            }
+            // The relayer's as elsewhere: sent, it would stay on the connection (RESET keeps
+            // it) for whoever takes it next.
+            Kind::Client if argc >= 2 && cmd.arg(1).eq_ignore_ascii_case(b"SETINFO") => {
+                let answer = client_setinfo(&cmd);
                 self.answer_in_order(answer);
             }
             Kind::Dedicated if is_replication(&cmd) => {
@@ -1115,7 +1137,7 @@ impl Session {
         }
     }
 
-    /// `reset`: the client's own RESET came back, so nothing of its is left running.
+    /// `reset`: the client's own RESET ran (`PushEnded`), so nothing of its is left running.
     fn release_dedicated(&mut self, reset: bool) {
         if let Some(d) = self.ded.take() {
             let reuse = reset || (!d.open && d.resetting.is_none());
@@ -1197,6 +1219,22 @@ fn not_relayed(cmd: &Command) -> Bytes {
         String::from_utf8_lossy(cmd.arg(0)).to_uppercase()
     );
     error(&text)
+}
+
+/// CLIENT SETINFO, checked as Redis does and kept nowhere (nothing reads it back).
+fn client_setinfo(cmd: &Command) -> Bytes {
+    if cmd.argc() != 4 {
+        return error("ERR wrong number of arguments for 'client|setinfo' command");
+    }
+    let attr = cmd.arg(2);
+    if attr.eq_ignore_ascii_case(b"LIB-NAME") || attr.eq_ignore_ascii_case(b"LIB-VER") {
+        Bytes::from_static(write::OK)
+    } else {
+        error(&format!(
+            "ERR Unrecognized option '{}'",
+            String::from_utf8_lossy(attr)
+        ))
+    }
 }
 
 fn client_refused(sub: &[u8]) -> Bytes {
@@ -1339,11 +1377,26 @@ impl Handler<Reply> for Session {
     type Result = ();
 
     fn handle(&mut self, msg: Reply, ctx: &mut Context<Self>) {
-        if msg.seq == BARRIER {
-            if let Some((cmd, push)) = self.held.take() {
-                self.send_dedicated(cmd, push, ctx);
-                self.update_gate();
+        if msg.seq >= BARRIER_BASE {
+            // Another barrier's: its command failed already.
+            let Some(held) = self.held.take_if(|h| h.barrier == msg.seq) else {
+                return;
+            };
+            if msg.data.starts_with(b"-") {
+                // The shared connection was lost or timed out: the earlier commands may not have
+                // run yet (smart-mode writes are even sent again), so this one must not either.
+                let why = String::from_utf8_lossy(&msg.data[1..msg.data.len().saturating_sub(2)]);
+                let text = format!(
+                    "ERR relayer: '{}' was not sent, as the commands before it may not have run ({})",
+                    String::from_utf8_lossy(held.cmd.arg(0)).to_uppercase(),
+                    why.trim_start_matches("ERR relayer: ")
+                );
+                self.reply(error(&text), ctx);
+                self.maybe_release();
+            } else {
+                self.send_dedicated(held.cmd, held.push, ctx);
             }
+            self.update_gate();
             return;
         }
         self.on_reply(msg.seq, msg.data, ctx);
@@ -1364,20 +1417,20 @@ impl Handler<FromDedicated> for Session {
             }
             FromDedicated::Pushed(data) => {
                 let data = self.decoded(data);
-                let resetting = self.ded.as_ref().and_then(|d| d.resetting);
-                match resetting {
-                    // A backend without RESET (before 6.2): the connection is closed instead,
-                    // which ends pub/sub all the same.
-                    Some(kind) if &data[..] == RESET_REPLY || dedicated::is_reset_refusal(&data) => {
-                        self.release_dedicated(&data[..] == RESET_REPLY);
-                        if kind == Kind::Quit {
-                            self.push_reply(Bytes::from_static(write::OK), ctx);
-                            self.close_after_replies(ctx);
-                        } else {
-                            self.push_reply(Bytes::from_static(RESET_REPLY), ctx);
-                        }
-                    }
-                    _ => self.push_reply(data, ctx),
+                self.push_reply(data, ctx);
+            }
+            FromDedicated::PushEnded { reset } => {
+                let Some(kind) = self.ded.as_ref().and_then(|d| d.resetting) else {
+                    return;
+                };
+                // Not reset (a backend without RESET, before 6.2): the connection is closed
+                // instead, which ends pub/sub all the same.
+                self.release_dedicated(reset);
+                if kind == Kind::Quit {
+                    self.push_reply(Bytes::from_static(write::OK), ctx);
+                    self.close_after_replies(ctx);
+                } else {
+                    self.push_reply(Bytes::from_static(RESET_REPLY), ctx);
                 }
             }
             FromDedicated::Entered { data, ok } => {
