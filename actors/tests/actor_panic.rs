@@ -57,6 +57,9 @@ async fn a_panicking_actor_is_dropped_and_the_others_go_on() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    assert!(dropped.load(Ordering::SeqCst), "the actor was not dropped after its panic");
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "the actor was not dropped after its panic"
+    );
     assert_eq!(steady.send(Ping).await.unwrap(), 7);
 }
