@@ -386,6 +386,17 @@ impl ClientOut {
     /// wait flushes). One flush per mailbox turn: the replies of a pipeline leave in one write.
     pub fn push<A: WritesToClient>(&mut self, data: &[u8], ctx: &mut actix::Context<A>) {
         self.out.extend_from_slice(data);
+        self.schedule(ctx);
+    }
+
+    /// `push` for a reply already in a buffer of its own: a large one (a 10 KB GET) is written
+    /// from where it is instead of being copied.
+    pub fn push_bytes<A: WritesToClient>(&mut self, data: Bytes, ctx: &mut actix::Context<A>) {
+        self.out.push_bytes(data);
+        self.schedule(ctx);
+    }
+
+    fn schedule<A: WritesToClient>(&mut self, ctx: &mut actix::Context<A>) {
         if !self.flush_scheduled && !self.write_blocked {
             self.flush_scheduled = true;
             actix::AsyncContext::notify(ctx, FlushClient);

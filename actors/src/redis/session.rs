@@ -343,7 +343,7 @@ impl Session {
         while let Some(Some(_)) = self.slots.front() {
             let data = self.slots.pop_front().flatten().expect("checked above");
             self.first_seq += 1;
-            self.out.push(&data, ctx);
+            self.out.push_bytes(data, ctx);
         }
         self.update_gate();
         self.maybe_close(ctx);
