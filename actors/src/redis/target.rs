@@ -391,7 +391,7 @@ impl Target {
                     data: err.clone(),
                 }),
                 Dest::Part { gather, index } => self.part_reply(gather, index, err.clone()),
-                Dest::Swallow(Swallowed::Slots) => self.slots_failed(reason, ctx),
+                Dest::Swallow(Swallowed::Slots) => self.slots_failed(idx, reason, ctx),
                 Dest::Swallow(_) => {}
                 // A command cut off before all its bytes left never ran: sending it again is safe.
                 Dest::Background {
@@ -551,7 +551,7 @@ impl Target {
                 if is_error(&data) {
                     let text = error_text(&data);
                     match what {
-                        Swallowed::Slots => self.slots_failed(&text, ctx),
+                        Swallowed::Slots => self.slots_failed(idx, &text, ctx),
                         Swallowed::Asking => {
                             warn!(self.settings.log, "backend refused ASKING"; "backend" => %self.conns[idx].addr, "error" => text)
                         }

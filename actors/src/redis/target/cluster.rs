@@ -26,6 +26,10 @@ const REFRESH_GAP: Duration = Duration::from_millis(500);
 /// Ticks a node may take to answer CLUSTER SLOTS before another is asked (3 s), whatever the
 /// relayer's `timeout` (none at all: a node that hangs would stop every refresh for good).
 const REFRESH_TIMEOUT_TICKS: u64 = 30;
+/// Ticks a command for every master may wait for its client's earlier commands when there is
+/// no `timeout` (30 s): those may be smart-mode writes retried until a slot is served again,
+/// and everything the client sends after it waits too.
+const BARRIER_TICKS_WITHOUT_TIMEOUT: u64 = 300;
 const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
 
 /// What a command needs to be sent again elsewhere, kept with its pending reply.
@@ -381,22 +385,27 @@ impl Target {
         }
         self.hold_tick(ctx);
         // Not only when a slot is held: the client's earlier command may just be slow.
-        if let Some(limit) = self.timeout_ticks {
-            self.expire_barriers(limit, ctx);
-        }
+        let limit = self.timeout_ticks.unwrap_or(BARRIER_TICKS_WITHOUT_TIMEOUT);
+        self.expire_barriers(limit, ctx);
     }
 
     pub(super) fn slots_reply(&mut self, idx: usize, data: &Bytes, ctx: &mut Context<Self>) {
         let asked = self.cl().conn_node[idx].clone();
         match SlotMap::from_cluster_slots(data, &asked) {
-            Ok(map) if !map.masters.is_empty() => self.apply_map(map, ctx),
-            Ok(_) => self.slots_failed("CLUSTER SLOTS lists no master", ctx),
-            Err(e) => self.slots_failed(&e, ctx),
+            Ok(map) if !map.masters.is_empty() => self.apply_map(map, idx, ctx),
+            Ok(_) => self.slots_failed(idx, "CLUSTER SLOTS lists no master", ctx),
+            Err(e) => self.slots_failed(idx, &e, ctx),
         }
     }
 
-    pub(super) fn slots_failed(&mut self, reason: &str, ctx: &mut Context<Self>) {
+    /// The CLUSTER SLOTS asked on connection `idx` failed.
+    pub(super) fn slots_failed(&mut self, idx: usize, reason: &str, ctx: &mut Context<Self>) {
         let cl = self.cl();
+        if cl.refreshing.is_some_and(|r| r != idx) {
+            // An attempt given up on (no answer in time) failing late: the one under way
+            // decides.
+            return;
+        }
         cl.refreshing = None;
         if cl.map.is_none() && cl.last_error != reason {
             error!(self.settings.log, "cluster map not available"; "seeds" => %self.settings.addr, "reason" => reason);
@@ -415,7 +424,8 @@ impl Target {
         }
     }
 
-    fn apply_map(&mut self, map: SlotMap, ctx: &mut Context<Self>) {
+    /// `from`: the connection whose CLUSTER SLOTS it answers.
+    fn apply_map(&mut self, map: SlotMap, from: usize, ctx: &mut Context<Self>) {
         let changed = self.cl().map.as_ref() != Some(&map);
         if changed {
             info!(self.settings.log, "cluster map"; "masters" => map.masters.len(), "complete" => map.covers_all());
@@ -432,7 +442,11 @@ impl Target {
             self.close_departed(ctx);
         }
         let cl = self.cl();
-        cl.refreshing = None;
+        // A late answer of an attempt given up on is still a map, but the attempt under way
+        // goes on.
+        if cl.refreshing.is_none_or(|r| r == from) {
+            cl.refreshing = None;
+        }
         let again = std::mem::take(&mut cl.refresh_again);
         self.release_waiting(ctx);
         // Writes parked for want of a map or of their node go now, if they can.
@@ -643,7 +657,7 @@ impl Target {
             .filter(|(_, q)| q.front().is_some_and(|(since, _)| tick >= since + limit))
             .map(|(s, _)| *s)
             .collect();
-        let t = secs(self.settings.timeout.unwrap_or_default());
+        let t = secs(TICK * limit as u32);
         for session in late {
             let Some((_, msg)) = self.cl().barriers.get_mut(&session).and_then(|q| q.pop_front()) else {
                 continue;
@@ -656,6 +670,8 @@ impl Target {
             });
             self.release_barrier(session, ctx);
         }
+        // What waited may have been the last thing a reload's drain waits for.
+        self.check_drained();
     }
 
     /// Sends `job` now: to the node its ASK named, else to the master of its slot, on its

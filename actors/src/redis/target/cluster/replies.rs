@@ -197,7 +197,7 @@ impl Target {
             self.settle(p.displaced, r);
         }
         match p.dest {
-            Dest::Swallow(Swallowed::Slots) => self.slots_failed(reason, ctx),
+            Dest::Swallow(Swallowed::Slots) => self.slots_failed(idx, reason, ctx),
             Dest::Background { idempotent, .. } if idempotent || p.end > written => {
                 if let Some(r) = p.resend {
                     self.park(Job {
