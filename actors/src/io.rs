@@ -1,7 +1,7 @@
 //! Socket halves shared by clients and upstream connections, the output buffer that writes
 //! without blocking, and the gate that pauses a read stream (backpressure).
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::Stream;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -275,8 +275,16 @@ impl ReadAhead {
                 // Nothing more is read: the session's resuming wakes the stream.
                 return Poll::Pending;
             }
-            self.ahead.reserve((max - self.ahead.len()).min(16 * 1024));
-            match tokio_util::io::poll_read_buf(Pin::new(&mut self.inner), cx, &mut self.ahead) {
+            let want = (max - self.ahead.len()).min(16 * 1024);
+            if self.ahead.capacity() - self.ahead.len() < want {
+                // Grown to size: `reserve` may double the buffer past `max`.
+                let mut grown = BytesMut::with_capacity(self.ahead.len() + want);
+                grown.extend_from_slice(&self.ahead);
+                self.ahead = grown;
+            }
+            // Limited: a read fills all the spare room it is given, which can be more.
+            let mut room = (&mut self.ahead).limit(want);
+            match tokio_util::io::poll_read_buf(Pin::new(&mut self.inner), cx, &mut room) {
                 Poll::Ready(Ok(0)) => self.eof = true,
                 Poll::Ready(Ok(_)) => {}
                 Poll::Ready(Err(e)) => self.error = Some(e),
@@ -438,7 +446,8 @@ pub fn flush_client<A: WritesToClient>(act: &mut A, ctx: &mut actix::Context<A>)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
+    use std::io::{Read, Write};
+    use std::time::Duration;
 
     /// Small and large pieces, written through a socket that keeps filling up, arrive whole and
     /// in order.
@@ -479,6 +488,43 @@ mod tests {
             drop(out);
             let got = reader.join().unwrap();
             assert!(got == want, "{} bytes read, {} written", got.len(), want.len());
+        });
+    }
+
+    /// What is read ahead never passes its bound, whatever spare room the buffer has (a buffer
+    /// grown by doubling, or left with room by the parser).
+    #[test]
+    fn read_ahead_stays_within_its_bound() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+            a.set_nonblocking(true).unwrap();
+            b.set_nonblocking(true).unwrap();
+            let mut sent = 0;
+            let chunk = vec![b'x'; 64 * 1024];
+            while sent < 4 * READ_AHEAD_MAX {
+                match (&b).write(&chunk) {
+                    Ok(n) => sent += n,
+                    Err(_) => break,
+                }
+            }
+            assert!(sent > 2 * READ_AHEAD_MAX, "only {sent} bytes in the socket");
+            let (mut r, _w) = split_unix(UnixStream::from_std(a).unwrap());
+            for room in [0, 40 * 1024, 3 * READ_AHEAD_MAX] {
+                let mut ahead = ReadAhead::new(r);
+                ahead.ahead = BytesMut::with_capacity(room);
+                // Pending for good once full (the socket has more).
+                let fill = std::future::poll_fn(|cx| ahead.poll_fill(cx, READ_AHEAD_MAX));
+                let full = tokio::time::timeout(Duration::from_millis(200), fill).await;
+                assert!(full.is_err(), "room {room}: the socket ended");
+                assert_eq!(ahead.ahead.len(), READ_AHEAD_MAX, "room {room}");
+                assert!(ahead.ahead.capacity() <= READ_AHEAD_MAX.max(room), "room {room}");
+                r = ahead.inner;
+            }
+            drop(b);
         });
     }
 }
