@@ -1294,3 +1294,239 @@ fn client_setinfo_stays_with_the_relayer_in_pass_through() {
         "{lines:?}"
     );
 }
+
+/// The pub/sub output buffer Redis holds for the relayer's subscribed connections, in bytes.
+fn subscribers_omem(redis: &Redis) -> u64 {
+    backend_clients(redis)
+        .iter()
+        .filter(|l| l.contains(" sub=1 "))
+        .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("omem=")))
+        .filter_map(|v| v.parse::<u64>().ok())
+        .sum()
+}
+
+/// `BRPOP none 0.01` until it is not refused for want of a free dedicated connection.
+fn brpop_nothing(c: &mut Client) -> Reply {
+    poll_until(T, "a dedicated connection", || {
+        let r = c.cmd(&["BRPOP", "none", "0.01"]);
+        (!r.is_error_starting("ERR relayer: too many dedicated connections")).then_some(r)
+    })
+}
+
+/// A subscriber that leaves with a backlog held by Redis: its connection is read until push
+/// mode ended (RESET, then the token), and only then given to another client, which gets its
+/// own replies and none of the subscriber's messages.
+#[test]
+fn a_subscriber_leaving_with_a_backlog_hands_none_of_it_to_the_next_owner() {
+    let redis = Redis::start();
+    let relayer = Relayer::for_redis(&redis, "maxDedicatedConnections = 1");
+    let mut sub = relayer.client();
+    assert!(!sub.cmd(&["SUBSCRIBE", "big"]).is_error());
+    let payload = "x".repeat(1024);
+    let mut publisher = redis.client();
+    for _ in 0..16 {
+        let publishes: Vec<Vec<&str>> = (0..1024).map(|_| vec!["PUBLISH", "big", &payload]).collect();
+        assert!(publisher.pipeline(&publishes).iter().all(|r| *r == Reply::int(1)));
+    }
+    wait_until(T, "the backlog held by Redis", || {
+        subscribers_omem(&redis) > 1 << 20
+    });
+    let mut next = relayer.client();
+    drop(sub);
+    assert_eq!(brpop_nothing(&mut next), Reply::NilArray);
+    // On the same connection (the only one), replies in place.
+    assert_eq!(
+        next.pipeline(&[
+            vec!["WATCH", "k"],
+            vec!["GET", "k"],
+            vec!["MULTI"],
+            vec!["SET", "k", "v"],
+            vec!["EXEC"],
+            vec!["BRPOP", "none", "0.01"]
+        ]),
+        vec![
+            Reply::ok(),
+            Reply::Nil,
+            Reply::ok(),
+            Reply::status("QUEUED"),
+            Reply::array(vec![Reply::ok()]),
+            Reply::NilArray
+        ]
+    );
+}
+
+/// A subscriber that sends QUIT and goes away before its answer: nothing of its can be left
+/// running, so its connection is reset and reused rather than closed.
+#[test]
+fn a_subscriber_gone_right_after_quit_leaves_its_connection_for_reuse() {
+    let redis = Redis::start();
+    let link = DelayLink::start(redis.port(), Duration::from_millis(200));
+    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let relayer = Relayer::start(&redis_entry(&listen, &link.url(), "maxDedicatedConnections = 1"));
+    let mut sub = relayer.client();
+    assert!(!sub.cmd(&["SUBSCRIBE", "ch"]).is_error());
+    let opened = link.accepted();
+    sub.send(&["QUIT"]);
+    drop(sub);
+    let mut next = relayer.client();
+    assert_eq!(brpop_nothing(&mut next), Reply::NilArray);
+    assert_eq!(
+        link.accepted(),
+        opened,
+        "the subscriber's connection was not reused"
+    );
+}
+
+/// RESET refused by the backend (here renamed away) leaves the connection subscribed: it is
+/// closed at once, so no message published meanwhile reaches the client after its `+RESET`.
+#[test]
+fn no_message_follows_the_reset_of_a_subscriber_when_the_backend_refuses_reset() {
+    let redis = Redis::start_with(&["--rename-command", "RESET", ""]);
+    let relayer = Relayer::for_redis(&redis, "");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publisher = {
+        let stop = stop.clone();
+        let mut p = redis.client();
+        std::thread::spawn(move || {
+            let publishes: Vec<Vec<&str>> = (0..100).map(|_| vec!["PUBLISH", "busy", "m"]).collect();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                p.pipeline(&publishes);
+            }
+        })
+    };
+    for round in 0..5 {
+        let mut sub = relayer.client();
+        assert!(!sub.cmd(&["SUBSCRIBE", "busy"]).is_error());
+        assert!(sub.read_reply().as_array().is_some(), "round {round}");
+        sub.send(&["RESET"]);
+        loop {
+            let r = sub.read_reply();
+            if r == Reply::status("RESET") {
+                break;
+            }
+            // Messages, and the relayer's RESET refused (a message came in between).
+            assert!(r.as_array().is_some() || r.is_error(), "round {round}: {r:?}");
+        }
+        assert_eq!(sub.cmd(&["GET", "k"]), Reply::Nil, "round {round}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    publisher.join().unwrap();
+}
+
+/// The token that ends push mode answered with an error (the url's password changed: AUTH after
+/// RESET is refused, and PING gets NOAUTH) or queued (RESET unknown to the backend inside a
+/// client's MULTI): the client's RESET is still answered, its connection closed.
+#[test]
+fn a_reset_whose_token_cannot_come_back_is_still_answered() {
+    let redis = Redis::start_with(&["--requirepass", "admin"]);
+    let mut admin = redis.client();
+    assert_eq!(admin.cmd(&["AUTH", "admin"]), Reply::ok());
+    assert_eq!(admin.q("ACL SETUSER app on >secret ~* &* +@all"), Reply::ok());
+    let url = format!("redis://app:secret@127.0.0.1:{}", redis.port());
+    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let relayer = Relayer::start(&redis_entry(&listen, &url, ""));
+    let mut sub = relayer.client();
+    sub.set_read_timeout(Duration::from_secs(10));
+    assert!(!sub.cmd(&["SUBSCRIBE", "ch"]).is_error());
+    assert_eq!(admin.q("ACL SETUSER app resetpass >rotated"), Reply::ok());
+    assert_eq!(sub.cmd(&["RESET"]), Reply::status("RESET"));
+    assert_eq!(sub.cmd(&["GET", "k"]), Reply::Nil);
+    assert_eq!(
+        backend_clients(&redis)
+            .iter()
+            .filter(|l| l.contains(" sub=1 "))
+            .count(),
+        0
+    );
+
+    let redis = Redis::start_with(&["--rename-command", "RESET", ""]);
+    let relayer = Relayer::for_redis(&redis, "");
+    let mut c = relayer.client();
+    c.set_read_timeout(Duration::from_secs(10));
+    assert!(matches!(c.q("HELLO 3"), Reply::Map(_)));
+    assert_eq!(c.q("MULTI"), Reply::ok());
+    assert_eq!(c.q("SET k v"), Reply::status("QUEUED"));
+    assert_eq!(c.q("RESET"), Reply::status("RESET"));
+    // The transaction never ran, and the client speaks RESP2 again.
+    assert_eq!(c.q("GET k"), Reply::Nil);
+}
+
+/// The end of push mode that does not come (the backend hangs) is given up after the connect
+/// timeout: the client's RESET gets an error, and the client is disconnected as when its
+/// connection is lost.
+#[test]
+fn a_reset_the_backend_does_not_answer_is_given_up() {
+    let redis = Redis::start();
+    let relayer = Relayer::for_redis(&redis, "connectTimeout = 1");
+    let mut sub = relayer.client();
+    assert!(!sub.cmd(&["SUBSCRIBE", "ch"]).is_error());
+    let pid = redis.pid().unwrap();
+    send_signal(pid, libc::SIGSTOP);
+    sub.set_read_timeout(Duration::from_secs(8));
+    sub.send(&["RESET"]);
+    let r = sub.try_read_reply();
+    send_signal(pid, libc::SIGCONT);
+    let r = r.unwrap();
+    assert!(r.is_error_starting("ERR relayer:"), "{r:?}");
+    sub.expect_closed();
+}
+
+/// A url user that may not run PING: the barrier's error reply still says that the client's
+/// earlier commands ran (only the relayer's own errors say otherwise), and the end of push mode
+/// (whose token is a PING) still answers the client's RESET.
+#[test]
+fn a_user_without_ping_still_gets_dedicated_connections() {
+    let redis = Redis::start_with(&["--requirepass", "admin"]);
+    let mut admin = redis.client();
+    assert_eq!(admin.cmd(&["AUTH", "admin"]), Reply::ok());
+    assert_eq!(
+        admin.q("ACL SETUSER app on >secret ~* &* +@all -ping"),
+        Reply::ok()
+    );
+    let url = format!("redis://app:secret@127.0.0.1:{}", redis.port());
+    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let relayer = Relayer::start(&redis_entry(&listen, &url, ""));
+    let mut c = relayer.client();
+    c.set_read_timeout(Duration::from_secs(10));
+    assert_eq!(c.cmd(&["SET", "k", "1"]), Reply::ok());
+    assert_eq!(c.cmd(&["BRPOP", "none", "0.01"]), Reply::NilArray);
+    assert_eq!(c.cmd(&["WATCH", "k"]), Reply::ok());
+    assert_eq!(c.cmd(&["GET", "k"]), Reply::bulk("1"));
+    assert_eq!(c.cmd(&["UNWATCH"]), Reply::ok());
+    assert!(!c.cmd(&["SUBSCRIBE", "ch"]).is_error());
+    assert_eq!(c.cmd(&["RESET"]), Reply::status("RESET"));
+    assert_eq!(c.cmd(&["GET", "k"]), Reply::bulk("1"));
+}
+
+/// A client that pipelines a transaction on a dedicated connection and half-closes its side
+/// gets every reply, as from Redis: only a client blocked or subscribed is dropped when it
+/// closes.
+#[test]
+fn a_client_half_closed_after_a_pipeline_gets_every_reply() {
+    let redis = Redis::start();
+    let link = DelayLink::start(redis.port(), Duration::from_millis(100));
+    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let relayer = Relayer::start(&redis_entry(&listen, &link.url(), ""));
+    let mut c = relayer.client();
+    c.send_many(&[
+        vec!["WATCH", "k"],
+        vec!["GET", "k"],
+        vec!["MULTI"],
+        vec!["SET", "k", "v"],
+        vec!["EXEC"],
+    ]);
+    c.shutdown_write();
+    c.set_read_timeout(T);
+    assert_eq!(
+        c.read_replies(5),
+        vec![
+            Reply::ok(),
+            Reply::Nil,
+            Reply::ok(),
+            Reply::status("QUEUED"),
+            Reply::array(vec![Reply::ok()])
+        ]
+    );
+    c.expect_closed();
+    assert_eq!(redis.client().cmd(&["GET", "k"]), Reply::bulk("v"));
+}

@@ -10,7 +10,8 @@
 //! bounded per relayer entry across workers (`maxDedicatedConnections`). A released connection
 //! is RESET (which ends pub/sub, MONITOR, WATCH, RESP3 and goes back to DB 0) and authenticated
 //! again in the same write, and is back in the pool at once: whoever takes it next has its
-//! commands written after those two. That needs a backend that does RESET (6.2 and later): the
+//! commands written after those two. One released in push mode goes back only once push mode
+//! ended (see `Ending`): until then what it reads cannot be counted, and belongs to nobody. That needs a backend that does RESET (6.2 and later): the
 //! pool's first connection tries it before anything else, and until one worked, released
 //! connections are closed. One released while a command may still be running (a blocking
 //! command in flight, or a client in push mode that could have sent one) is closed too: Redis
@@ -178,12 +179,28 @@ enum ResetSupport {
 #[derive(Clone)]
 pub struct Handle {
     pub addr: Addr<Dedicated>,
-    /// Paused by the owner while its client has too much unsent output: the connection is not
-    /// read, so the backlog stays in Redis.
-    pub gate: Rc<Gate>,
+    /// Paused by the owner while its client has too much unsent output (`pause_reading`): the
+    /// connection is not read, so the backlog stays in Redis.
+    gate: Rc<Gate>,
+    /// The owner paused `gate`: the connection waits for the client, not for the backend (see
+    /// `Dedicated::watch_ending`).
+    paused: Rc<Cell<bool>>,
     /// Bytes waiting to be written to the backend (see `BACKLOG_HIGH`): the owner adds what it
     /// sends, the connection sets what is left after each write.
     pub unsent: Rc<Cell<usize>>,
+}
+
+impl Handle {
+    /// Stops (or starts again) the reading of the connection while the owner's client has too
+    /// much unsent output.
+    pub fn pause_reading(&self, paused: bool) {
+        self.paused.set(paused);
+        if paused {
+            self.gate.pause();
+        } else {
+            self.gate.resume();
+        }
+    }
 }
 
 impl Pool {
@@ -225,15 +242,7 @@ impl Pool {
             self.live.close_one_idle();
             return None;
         };
-        let gate = Gate::new();
-        let unsent = Rc::new(Cell::new(0));
-        let mut d = Dedicated::new(
-            Rc::downgrade(self),
-            self.live.clone(),
-            slot,
-            gate.clone(),
-            unsent.clone(),
-        );
+        let mut d = Dedicated::new(Rc::downgrade(self), self.live.clone(), slot, self.connect_timeout);
         if matches!(self.reset.get(), ResetSupport::Refused { retry } if Instant::now() >= retry) {
             self.reset.set(ResetSupport::Unknown);
         }
@@ -247,12 +256,18 @@ impl Pool {
         }
         // Known before it connects, so a failed connect reaches the client.
         d.take(owner, db);
+        let (gate, paused, unsent) = (d.gate.clone(), d.paused.clone(), d.unsent.clone());
         let addr = Dedicated::create(|ctx| {
             // Unbounded: what the owner sends is bounded by the owner (`unsent`, its replies).
             ctx.set_mailbox_capacity(0);
             d
         });
-        Some(Handle { addr, gate, unsent })
+        Some(Handle {
+            addr,
+            gate,
+            paused,
+            unsent,
+        })
     }
 
     fn put_back(&self, h: Handle) {
@@ -331,6 +346,8 @@ pub struct Dedicated {
     live: LiveCount,
     _slot: Slot,
     gate: Rc<Gate>,
+    /// `Handle::paused`.
+    paused: Rc<Cell<bool>>,
     unsent: Rc<Cell<usize>>,
     /// `unsent` was reported at or above `BACKLOG_HIGH`: the owner hears when it is below.
     backlogged: bool,
@@ -354,6 +371,12 @@ pub struct Dedicated {
     wait_refused: Option<Bytes>,
     /// Push mode is ending: RESET was written (see `Ending`).
     ending: Option<Ending>,
+    /// Endings started so far, and replies read so far: a stale deadline does nothing, and one
+    /// reply is enough to show the backend is still answering (see `watch_ending`).
+    endings: u64,
+    replies: u64,
+    /// How long an ending may go without a reply (the connect timeout).
+    patience: Duration,
     /// Its `ResetProbe` has no reply yet.
     probing: bool,
     flush_scheduled: bool,
@@ -364,7 +387,7 @@ pub struct Dedicated {
 }
 
 impl Dedicated {
-    fn new(pool: Weak<Pool>, live: LiveCount, slot: Slot, gate: Rc<Gate>, unsent: Rc<Cell<usize>>) -> Self {
+    fn new(pool: Weak<Pool>, live: LiveCount, slot: Slot, patience: Duration) -> Self {
         let log = pool
             .upgrade()
             .map(|p| p.log.clone())
@@ -379,8 +402,9 @@ impl Dedicated {
             pool,
             live,
             _slot: slot,
-            gate,
-            unsent,
+            gate: Gate::new(),
+            paused: Rc::new(Cell::new(false)),
+            unsent: Rc::new(Cell::new(0)),
             backlogged: false,
             owner: None,
             out: None,
@@ -394,6 +418,9 @@ impl Dedicated {
             mark_ping: Command::from_args(&[&b"PING"[..], token.as_bytes()]).into_frame(),
             wait_refused: None,
             ending: None,
+            endings: 0,
+            replies: 0,
+            patience,
             probing: false,
             flush_scheduled: false,
             write_blocked: false,
@@ -426,11 +453,17 @@ impl Dedicated {
     fn take(&mut self, owner: Recipient<FromDedicated>, db: u32) {
         self.lease += 1;
         self.owner = Some(owner);
-        self.gate.resume();
+        self.resume_reading();
         if db != 0 {
             let select = Command::from_args(&[b"SELECT".to_vec(), db.to_string().into_bytes()]);
             self.queue(select.into_frame(), Some(Dest::Swallow("SELECT")));
         }
+    }
+
+    /// Reads again whatever the last owner paused (see `Handle::pause_reading`).
+    fn resume_reading(&self) {
+        self.paused.set(false);
+        self.gate.resume();
     }
 
     fn schedule_flush(&mut self, ctx: &mut Context<Self>) {
@@ -494,10 +527,11 @@ impl Dedicated {
     }
 
     fn on_reply(&mut self, data: Bytes, ctx: &mut Context<Self>) {
+        self.replies += 1;
         if self.push {
-            if self.ending.as_ref().is_some_and(|e| e.is_mark(&data)) {
+            if let Some(proven) = self.ending.as_ref().and_then(|e| e.ends_at(&data)) {
                 let ending = self.ending.take().expect("checked above");
-                return self.push_ended(ending, ctx);
+                return self.push_ended(ending, proven, ctx);
             }
             let data = if !self.answers.is_empty() && (data == self.mark_bulk || data == self.mark_pong) {
                 self.answers.pop_front().expect("checked above")
@@ -505,7 +539,8 @@ impl Dedicated {
                 data
             };
             // Nothing here says anything about RESET, whatever it looks like: a client's script
-            // can return `+RESET` or `-ERR unknown command 'reset'`.
+            // can return `+RESET` or `-ERR unknown command 'reset'`. While push mode ends, the
+            // owner is the one that asked, or nobody (released: see `Release`).
             let Some(ending) = &mut self.ending else {
                 return self.to_owner(FromDedicated::Pushed(data));
             };
@@ -595,17 +630,20 @@ impl Dedicated {
     }
 
     /// Ends push mode: RESET, AUTH, then the PING of a new token (see `Ending`). Until its
-    /// reply, the owner (if any) still gets everything as it comes. `by_owner`: the owner waits
-    /// for `PushEnded`; otherwise the connection was released in push mode.
-    fn end_push(&mut self, by_owner: bool) {
+    /// reply, the owner (if any) still gets everything as it comes. `asked`: the owner's RESET
+    /// or QUIT (it waits for `PushEnded`), with whether it could have a command blocking ahead
+    /// of it; None: the connection was released in push mode, and nobody may take it before
+    /// push mode ended.
+    fn end_push(&mut self, asked: Option<bool>, ctx: &mut Context<Self>) {
         let auth = self.auth_frame();
         let token = format!(
             "smart-relayer-end-{:016x}{:016x}",
             fastrand::u64(..),
             fastrand::u64(..)
         );
-        let lease = by_owner.then_some(self.lease);
+        let lease = asked.map(|_| self.lease);
         self.ending = Some(Ending::new(token.as_bytes(), auth.is_some(), lease));
+        self.endings += 1;
         self.queue(Bytes::from_static(RESET_FRAME), None);
         if let Some(auth) = auth {
             self.queue(auth, None);
@@ -614,54 +652,117 @@ impl Dedicated {
             Command::from_args(&[&b"PING"[..], token.as_bytes()]).into_frame(),
             None,
         );
+        // A command the client sent before may block RESET for as long as Redis would
+        // (`BLPOP k 0`): its end is awaited as from Redis, without a deadline.
+        if asked != Some(true) {
+            self.watch_ending(ctx);
+        }
+        self.schedule_flush(ctx);
     }
 
-    /// The token's reply came: the replies held back just before it were RESET's and AUTH's.
-    fn push_ended(&mut self, ending: Ending, ctx: &mut Context<Self>) {
-        // The owner that asked, not one that took the connection since it was released.
-        let by_owner = ending.lease == Some(self.lease);
+    /// An ending that gets no reply at all for `patience` while the connection is read is
+    /// given up (the token's reply may never come in a form of its own, see `Ending::ends_at`,
+    /// or the backend hangs): the connection is closed, and an owner waiting for it hears
+    /// `Lost`, so that its client is answered. Time during which the owner paused the reading
+    /// (its client not reading what it was sent) does not count.
+    fn watch_ending(&mut self, ctx: &mut Context<Self>) {
+        if let Some(e) = &mut self.ending {
+            e.watched = true;
+        }
+        let (ending, replies) = (self.endings, self.replies);
+        ctx.run_later(self.patience, move |act, ctx| {
+            if act.ending.is_none() || act.endings != ending {
+                return;
+            }
+            if act.replies != replies || act.paused.get() {
+                return act.watch_ending(ctx);
+            }
+            let text = format!(
+                "ERR relayer: the backend did not end pub/sub, MONITOR or RESP3 within {:?} (no reply to RESET)",
+                act.patience
+            );
+            warn!(act.log, "dedicated connection closed"; "reason" => &text);
+            act.to_owner(FromDedicated::Lost(write::error(&text)));
+            act.owner = None;
+            act.close(ctx);
+        });
+    }
+
+    /// The ending is over: the token's reply came (`proven`), or a reply that can only be its
+    /// refusal (see `Ending::ends_at`). The replies held back just before it were RESET's and
+    /// AUTH's.
+    fn push_ended(&mut self, ending: Ending, proven: bool, ctx: &mut Context<Self>) {
+        // The owner that asked, or nobody: a released connection is not taken before this.
+        let asked = ending.lease.is_some() && ending.lease == Some(self.lease);
         let (before, outcome) = ending.outcome();
-        if by_owner {
+        if asked {
             for data in before {
                 self.to_owner(FromDedicated::Pushed(data));
             }
         }
-        let (reset, failed) = match outcome {
-            Outcome::Reset => (true, None),
+        // Warned about, unless the backend does not do RESET (warned once by the pool).
+        let (failed, warn) = match outcome {
+            Outcome::Reset if proven => (None, false),
+            Outcome::Reset => (Some("the token's PING after RESET was refused".to_string()), true),
             Outcome::ResetRefused(reply) => {
                 if let Some(pool) = self.pool.upgrade() {
                     pool.note_reset_refused(&reply);
                 }
-                (false, Some(format!("RESET refused ({})", error_text(&reply))))
+                (Some(format!("RESET refused ({})", error_text(&reply))), false)
             }
             Outcome::AuthRefused(reply) => (
-                true,
                 Some(format!("backend refused AUTH: {}", error_text(&reply))),
+                true,
             ),
-            Outcome::Unknown => (false, Some("RESET did not end push mode".to_string())),
+            Outcome::Unknown => (Some("RESET did not end push mode".to_string()), false),
         };
-        if reset {
+        if failed.is_none() {
             // Replies are counted again from here: RESET ended pub/sub, MONITOR and RESP3.
             self.push = false;
         }
-        if by_owner {
-            // Not reset: the owner releases it, and it is closed.
-            self.to_owner(FromDedicated::PushEnded { reset });
-            if let (true, Some(why)) = (reset, failed) {
-                // The client's RESET did happen; the connection is of no use to anyone.
-                warn!(self.log, "dedicated connection closed"; "reason" => why);
+        if asked {
+            self.to_owner(FromDedicated::PushEnded {
+                reset: failed.is_none(),
+            });
+        }
+        match failed {
+            // Closed at once: still subscribed (or unsure), it would go on sending the owner
+            // messages after the `+RESET` it was told.
+            Some(why) => {
+                if warn {
+                    warn!(self.log, "dedicated connection closed"; "reason" => why);
+                } else {
+                    debug!(self.log, "dedicated connection closed"; "reason" => why);
+                }
                 self.owner = None;
                 self.close(ctx);
             }
-            return;
+            // Released in push mode: only now can another client have it.
+            None if !asked => self.pool_it(ctx),
+            // The owner releases it.
+            None => {}
         }
-        // Released in push mode: whoever took it since has its commands behind a failed reset.
-        if let Some(why) = failed {
-            self.fail(
-                &format!("ERR relayer: {why} on a reused dedicated connection"),
-                ctx,
-            );
-        }
+    }
+
+    /// Puts the released connection back in its pool (its RESET written), for `IDLE_CLOSE`.
+    fn pool_it(&mut self, ctx: &mut Context<Self>) {
+        let Some(pool) = self.pool.upgrade() else {
+            debug!(self.log, "dedicated connection closed"; "reason" => "its target was replaced");
+            return self.close(ctx);
+        };
+        pool.put_back(Handle {
+            addr: ctx.address(),
+            gate: self.gate.clone(),
+            paused: self.paused.clone(),
+            unsent: self.unsent.clone(),
+        });
+        // Not cancelled when taken (at most one per release within IDLE_CLOSE).
+        let lease = self.lease;
+        ctx.run_later(IDLE_CLOSE, move |act, ctx| {
+            if act.lease == lease && act.close_idle(ctx) {
+                debug!(act.log, "idle dedicated connection closed");
+            }
+        });
     }
 
     /// AUTH with the url's credentials: RESET logged the connection out.
@@ -691,6 +792,11 @@ impl Dedicated {
 /// last of those that could be theirs (`+RESET`, `+OK`, an error) are held back, two at most,
 /// until another reply shows they were not; what is held back comes later than it could have,
 /// never out of order. RESET runs first because a client's open MULTI would queue the PING.
+///
+/// The token's PING can fail to echo it: refused (NOAUTH once AUTH was refused after RESET
+/// logged the connection out, NOPERM for a url user without PING) or queued (RESET unknown to
+/// the backend, inside a client's MULTI). Such a reply, where the token's is due, ends it too,
+/// unproven (see `ends_at`): the connection is closed.
 struct Ending {
     mark_bulk: Bytes,
     mark_pong: Bytes,
@@ -699,6 +805,8 @@ struct Ending {
     held: VecDeque<Bytes>,
     /// Asked by the owner of this lease (the client's RESET or QUIT); None: on release.
     lease: Option<u64>,
+    /// It has a deadline (see `Dedicated::watch_ending`).
+    watched: bool,
 }
 
 /// What ending push mode came to.
@@ -726,12 +834,31 @@ impl Ending {
             auth,
             held: VecDeque::new(),
             lease,
+            watched: false,
         }
     }
 
     /// The token's reply: a bulk, or pub/sub's array when RESET did not end it.
     fn is_mark(&self, data: &[u8]) -> bool {
         data == &self.mark_bulk[..] || data == &self.mark_pong[..]
+    }
+
+    /// Whether `data` ends it: Some(true) for the token's own reply, Some(false) for one that
+    /// can only be the token's PING (or AUTH) failing. A client's commands can return the same
+    /// replies only behind a `+RESET` of a script of theirs (or `RESET x` on a backend without
+    /// RESET), and only to its own loss: the connection is then closed, never reused.
+    fn ends_at(&self, data: &[u8]) -> Option<bool> {
+        if self.is_mark(data) {
+            return Some(true);
+        }
+        let front = self.held.front();
+        // RESET unknown inside a MULTI (Redis before 6.2): what follows is queued.
+        if data == b"+QUEUED\r\n" && front.is_some_and(|r| is_reset_refusal(r)) {
+            return Some(false);
+        }
+        // Right after the replies of RESET (`+RESET`, or refused) and AUTH.
+        let after_reset = front.is_some_and(|r| r[..] == RESET_REPLY[..] || is_reset_refusal(r));
+        (is_error(data) && after_reset && self.held.len() == self.tail()).then_some(false)
     }
 
     fn tail(&self) -> usize {
@@ -937,9 +1064,10 @@ impl Handler<Send> for Dedicated {
 
     fn handle(&mut self, msg: Send, ctx: &mut Context<Self>) {
         for (frame, dest) in msg.frames {
+            // Only the owner in push mode sends while `push` (a connection released in push
+            // mode is taken once it ended).
             let dest = match dest {
-                // Released in push mode and taken since: counted from RESET on.
-                _ if self.push && self.ending.as_ref().is_none_or(|e| e.lease.is_some()) => None,
+                _ if self.push => None,
                 Dest::Pass => None,
                 d => Some(d),
             };
@@ -987,7 +1115,7 @@ impl Handler<Release> for Dedicated {
         self.lease += 1;
         self.answers.clear();
         self.wait_refused = None;
-        self.gate.resume();
+        self.resume_reading();
         // Replies still owed stay counted in `pending`, whoever gets the connection: a command
         // of the owner's may still be running (it may block: closed, Redis then forgets it), or
         // push mode may be about to start (its replies could not be counted: closed too).
@@ -997,17 +1125,14 @@ impl Handler<Release> for Dedicated {
                 Dest::Client(_) | Dest::WaitOffset | Dest::ResetProbe | Dest::EnterPush
             )
         });
-        let pool = self.pool.upgrade();
         let why_not = if running {
             Some("released while a command was running")
         } else if !reuse {
             Some("its client could have left a command running (RESP3, MONITOR, commands after pub/sub)")
         } else if self.out.is_none() {
             Some("released before it was connected")
-        } else if self.ending.is_some() {
-            Some("released while leaving push mode")
         } else {
-            match pool.as_ref().map(|p| p.reset.get()) {
+            match self.pool.upgrade().map(|p| p.reset.get()) {
                 None => Some("its target was replaced"),
                 Some(ResetSupport::Works) => None,
                 Some(ResetSupport::Refused { .. }) => Some("the backend refuses RESET"),
@@ -1018,28 +1143,25 @@ impl Handler<Release> for Dedicated {
             debug!(self.log, "dedicated connection closed"; "reason" => why);
             return self.close(ctx);
         }
-        if self.push {
-            // A subscriber that left: messages keep coming until RESET, so its end is found
-            // by a token (see `Ending`).
-            self.end_push(false);
-        } else {
+        if !self.push {
             self.queue(Bytes::from_static(RESET_FRAME), Some(Dest::Reset));
             self.queue_auth();
+            self.schedule_flush(ctx);
+            return self.pool_it(ctx);
         }
-        self.schedule_flush(ctx);
-        let pool = pool.expect("checked above");
-        pool.put_back(Handle {
-            addr: ctx.address(),
-            gate: self.gate.clone(),
-            unsent: self.unsent.clone(),
-        });
-        // Not cancelled when taken (at most one per release within IDLE_CLOSE).
-        let lease = self.lease;
-        ctx.run_later(IDLE_CLOSE, move |act, ctx| {
-            if act.lease == lease && act.close_idle(ctx) {
-                debug!(act.log, "idle dedicated connection closed");
+        // A subscriber that left: messages keep coming until RESET, uncounted, so the
+        // connection goes back to the pool only once its end was found (`push_ended`); until
+        // then what comes goes to nobody. Its own RESET or QUIT may be on its way already:
+        // that ending is the release's now.
+        match &mut self.ending {
+            Some(e) => {
+                e.lease = None;
+                if !e.watched {
+                    self.watch_ending(ctx);
+                }
             }
-        });
+            None => self.end_push(None, ctx),
+        }
     }
 }
 
@@ -1060,21 +1182,23 @@ impl Handler<CloseIdle> for Dedicated {
 }
 
 /// Push mode: the owner's RESET or QUIT. Its end is found as on release (see `Ending`), and the
-/// owner hears `PushEnded`.
+/// owner hears `PushEnded`. `may_block`: the client could have sent a command that blocks
+/// (RESP3, MONITOR, commands after pub/sub), which RESET waits for as long as it blocks.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct EndPush;
+pub struct EndPush {
+    pub may_block: bool,
+}
 
 impl Handler<EndPush> for Dedicated {
     type Result = ();
 
-    fn handle(&mut self, _: EndPush, ctx: &mut Context<Self>) {
+    fn handle(&mut self, EndPush { may_block }: EndPush, ctx: &mut Context<Self>) {
         if !self.push || self.ending.is_some() {
             // Not in push mode after all (the owner would not ask): nothing to count on.
             return self.to_owner(FromDedicated::PushEnded { reset: false });
         }
-        self.end_push(true);
-        self.schedule_flush(ctx);
+        self.end_push(Some(may_block), ctx);
     }
 }
 
@@ -1158,6 +1282,39 @@ mod tests {
         assert!(e.hold(b(refusal)).is_empty());
         assert_eq!(e.hold(b("+RESET\r\n")), vec![b(refusal)]);
         assert!(matches!(e.outcome().1, Outcome::Reset));
+    }
+
+    /// Where the token's reply is due, its PING refused or queued ends the ending too,
+    /// unproven; the same replies anywhere else do not.
+    #[test]
+    fn ending_push_mode_ends_at_the_tokens_refusal() {
+        let noauth = "-NOAUTH Authentication required.\r\n";
+        // RESET worked, AUTH was refused (a new password): PING is refused too.
+        let mut e = Ending::new(b"t", true, None);
+        assert!(e.ends_at(b"-ERR x\r\n").is_none());
+        assert!(e.hold(b("+RESET\r\n")).is_empty());
+        assert!(e.ends_at(noauth.as_bytes()).is_none());
+        assert!(e.hold(b("-WRONGPASS invalid\r\n")).is_empty());
+        assert_eq!(e.ends_at(noauth.as_bytes()), Some(false));
+        assert!(matches!(e.outcome().1, Outcome::AuthRefused(_)));
+        // A url user without PING: the token's reply is NOPERM.
+        let mut e = Ending::new(b"t", false, None);
+        assert!(e.hold(b("+RESET\r\n")).is_empty());
+        assert_eq!(e.ends_at(b"-NOPERM no ping\r\n"), Some(false));
+        assert_eq!(e.ends_at(b"+OK\r\n"), None);
+        assert_eq!(e.ends_at(&write::bulk(b"t")), Some(true));
+        // RESET unknown inside a MULTI: AUTH (or PING) queued.
+        let refusal = "-ERR unknown command 'RESET', with args beginning with: \r\n";
+        let mut e = Ending::new(b"t", true, None);
+        assert!(e.ends_at(b"+QUEUED\r\n").is_none());
+        assert!(e.hold(b(refusal)).is_empty());
+        assert_eq!(e.ends_at(b"+QUEUED\r\n"), Some(false));
+        assert!(matches!(e.outcome().1, Outcome::Unknown));
+        // Errors of the client's before RESET's reply end nothing.
+        let mut e = Ending::new(b"t", true, None);
+        assert!(e.hold(b("+OK\r\n")).is_empty());
+        assert!(e.hold(b("-ERR a\r\n")).is_empty());
+        assert!(e.ends_at(b"-ERR b\r\n").is_none());
     }
 
     #[test]

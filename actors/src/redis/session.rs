@@ -150,6 +150,21 @@ struct Ded {
     /// In push mode, the client's RESET or QUIT was sent (as RESET): the client is not read
     /// until the connection says push mode ended (`PushEnded`).
     resetting: Option<Kind>,
+    /// The request number of the last command sent that can block (BLPOP, XREAD BLOCK,
+    /// WAIT...): it may be running while its reply is owed.
+    blocking: Option<u64>,
+}
+
+impl Ded {
+    /// Whether Redis would drop what runs for the client if it closed now: it is blocked, or
+    /// in push mode (where a reply may be a message). Otherwise Redis answers what the client
+    /// sent before closing.
+    fn dropped_on_close(&self) -> bool {
+        let blocked = self
+            .blocking
+            .is_some_and(|b| self.owed.front().is_some_and(|&first| first <= b));
+        blocked || self.push || self.entering
+    }
 }
 
 struct Multi {
@@ -360,19 +375,26 @@ impl Session {
         } else {
             self.gate.resume();
         }
-        // Paused while it holds a backend connection (waiting for the barrier, a blocking
-        // command then QUIT, pass-through waiting for RESET's answer, a full pipeline): the
-        // client leaving is still seen, so that what runs for it there ends (`finished`).
-        self.gate.watch_close(self.ded.is_some());
+        // Paused while blocked or in push mode on its own backend connection (a blocking
+        // command then QUIT or a full pipeline, its barrier, pass-through waiting for RESET's
+        // answer): the client leaving is still seen, so that what runs for it there ends
+        // (`finished`). Other pauses end: what it sent before leaving is answered, as by Redis.
+        self.gate.watch_close(self.drops_on_close());
         // A client that does not read its replies stops the reading of its dedicated
         // connection: the backlog stays in Redis (under its client-output-buffer-limit).
         if let Some(d) = &self.ded {
-            if out_full {
-                d.handle.gate.pause();
-            } else {
-                d.handle.gate.resume();
-            }
+            d.handle.pause_reading(out_full);
         }
+    }
+
+    /// Whether the client closing ends what runs for it at once, replies owed included (see
+    /// `Ded::dropped_on_close`); a command waiting for its barrier counts as sent.
+    fn drops_on_close(&self) -> bool {
+        let held = self
+            .held
+            .as_ref()
+            .is_some_and(|h| h.push || !h.cmd.name_is(b"WATCH"));
+        held || self.ded.as_ref().is_some_and(Ded::dropped_on_close)
     }
 
     fn maybe_close(&mut self, ctx: &mut Context<Self>) {
@@ -956,6 +978,7 @@ impl Session {
             open: false,
             watching: false,
             resetting: None,
+            blocking: None,
         });
         self.barriers += 1;
         let barrier = BARRIER_BASE + self.barriers;
@@ -999,12 +1022,18 @@ impl Session {
             self.update_gate();
             return;
         }
-        if cmd.name_is(b"WAIT") || cmd.name_is(b"WAITAOF") {
+        let watch = cmd.name_is(b"WATCH");
+        let seq = if cmd.name_is(b"WAIT") || cmd.name_is(b"WAITAOF") {
             let publish = vec![(dedicated::wait_offset_frame(), Dest::WaitOffset)];
-            self.forward_after(publish, Request::One(cmd.into_frame()), None, ctx);
-            return;
+            self.forward_after(publish, Request::One(cmd.into_frame()), None, ctx)
+        } else {
+            self.forward(Request::One(cmd.into_frame()), ctx)
+        };
+        // Every other command that needs a connection of its own can block.
+        if let Some(d) = self.ded.as_mut().filter(|_| !watch) {
+            d.blocking = Some(seq);
+            self.update_gate();
         }
-        self.forward(Request::One(cmd.into_frame()), ctx);
     }
 
     /// Push mode (pub/sub, MONITOR, RESP3): the connection is the client's until RESET, QUIT or
@@ -1022,7 +1051,7 @@ impl Session {
             Kind::Quit | Kind::Reset if kind == Kind::Quit || argc == 1 => {
                 let Some(d) = &mut self.ded else { return };
                 d.resetting = Some(kind);
-                d.handle.addr.do_send(dedicated::EndPush);
+                d.handle.addr.do_send(dedicated::EndPush { may_block: d.open });
                 if kind == Kind::Reset {
                     self.multi = None;
                     self.watch_lost = None;
@@ -1133,15 +1162,16 @@ impl Session {
             d.owed.is_empty() && !d.push && !d.entering && !d.watching && self.held.is_none()
         });
         if idle {
-            self.release_dedicated(false);
+            self.release_dedicated(None);
         }
     }
 
-    /// `reset`: the client's own RESET ran (`PushEnded`), so nothing of its is left running.
-    fn release_dedicated(&mut self, reset: bool) {
+    /// `reset`: push mode ended (`PushEnded`), by the client's own RESET if true; None: the
+    /// connection may be reused unless the client could have left a command running there.
+    fn release_dedicated(&mut self, reset: Option<bool>) {
         if let Some(d) = self.ded.take() {
-            let reuse = reset || (!d.open && d.resetting.is_none());
-            d.handle.gate.resume();
+            let reuse = reset.unwrap_or(!d.open);
+            d.handle.pause_reading(false);
             d.handle.addr.do_send(dedicated::Release { reuse });
             self.update_gate();
         }
@@ -1334,7 +1364,7 @@ impl Drop for Session {
         if std::thread::panicking() {
             slog::error!(self.settings.log, "client connection closed by an internal error"; "session" => self.id);
         }
-        self.release_dedicated(false);
+        self.release_dedicated(None);
         self.route.unregister(self.id);
         self.settings.metrics.clients.decrement(1);
         debug!(self.settings.log, "client gone"; "session" => self.id);
@@ -1364,8 +1394,8 @@ impl StreamHandler<Result<Command, RequestError>> for Session {
     fn finished(&mut self, ctx: &mut Context<Self>) {
         // Like Redis with a client gone while blocked or subscribed: nothing is left running
         // for it (its dedicated connection is closed or reset), and no reply is owed.
-        if self.ded.is_some() {
-            self.release_dedicated(false);
+        if self.drops_on_close() {
+            self.release_dedicated(None);
             self.held = None;
             return ctx.stop();
         }
@@ -1382,9 +1412,13 @@ impl Handler<Reply> for Session {
             let Some(held) = self.held.take_if(|h| h.barrier == msg.seq) else {
                 return;
             };
-            if msg.data.starts_with(b"-") {
-                // The shared connection was lost or timed out: the earlier commands may not have
-                // run yet (smart-mode writes are even sent again), so this one must not either.
+            // The shared connection was lost or timed out (the relayer's own errors): the earlier
+            // commands may not have run yet (smart-mode writes are even sent again), so this
+            // one must not either. An error of Redis' (NOPERM for a url user without PING,
+            // LOADING, BUSY) still comes after their replies: the order holds, which is all the
+            // barrier is for. So its command need not be one every ACL user may run (ECHO
+            // would be refused alike; only AUTH, HELLO and RESET never are).
+            if msg.data.starts_with(b"-ERR relayer:") {
                 let why = String::from_utf8_lossy(&msg.data[1..msg.data.len().saturating_sub(2)]);
                 let text = format!(
                     "ERR relayer: '{}' was not sent, as the commands before it may not have run ({})",
@@ -1416,6 +1450,12 @@ impl Handler<FromDedicated> for Session {
                 self.maybe_release();
             }
             FromDedicated::Pushed(data) => {
+                // Only an owner in push mode has pushed replies; anything else would be a reply
+                // too many for the client, and shift every later one.
+                if !self.ded.as_ref().is_some_and(|d| d.push) {
+                    slog::warn!(self.settings.log, "a pushed reply outside push mode was dropped"; "session" => self.id);
+                    return;
+                }
                 let data = self.decoded(data);
                 self.push_reply(data, ctx);
             }
@@ -1425,7 +1465,7 @@ impl Handler<FromDedicated> for Session {
                 };
                 // Not reset (a backend without RESET, before 6.2): the connection is closed
                 // instead, which ends pub/sub all the same.
-                self.release_dedicated(reset);
+                self.release_dedicated(Some(reset));
                 if kind == Kind::Quit {
                     self.push_reply(Bytes::from_static(write::OK), ctx);
                     self.close_after_replies(ctx);
