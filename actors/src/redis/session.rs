@@ -97,6 +97,12 @@ pub struct Reply {
     pub data: Bytes,
 }
 
+/// Replies for several requests, in the order the target had them: handled exactly as that
+/// many `Reply` messages in a row (one message per run saves an envelope per reply).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Replies(pub Vec<(u64, Bytes)>);
+
 /// What a session's dedicated connection sends it.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -1407,6 +1413,23 @@ impl Handler<Reply> for Session {
     type Result = ();
 
     fn handle(&mut self, msg: Reply, ctx: &mut Context<Self>) {
+        self.on_target_reply(msg, ctx);
+    }
+}
+
+impl Handler<Replies> for Session {
+    type Result = ();
+
+    fn handle(&mut self, Replies(replies): Replies, ctx: &mut Context<Self>) {
+        for (seq, data) in replies {
+            self.on_target_reply(Reply { seq, data }, ctx);
+        }
+    }
+}
+
+impl Session {
+    /// A reply from the target: to a request, or to a barrier.
+    fn on_target_reply(&mut self, msg: Reply, ctx: &mut Context<Self>) {
         if msg.seq >= BARRIER_BASE {
             // Another barrier's: its command failed already.
             let Some(held) = self.held.take_if(|h| h.barrier == msg.seq) else {
