@@ -18,8 +18,10 @@ use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use slog::{debug, error, info, warn, Logger};
+use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::io;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,6 +84,12 @@ pub struct Forward {
     /// On a cluster: the slot of the command's keys (None: any master).
     pub slot: Option<u16>,
 }
+
+/// Several `Forward`s of one session, in order: handled exactly as that many messages (one
+/// message per read of the client saves an envelope and channel push per command).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Forwards(pub Vec<Forward>);
 
 pub enum Request {
     One(Bytes),
@@ -241,7 +249,13 @@ pub struct Target {
     /// session, sent as one message when the session changes or the read is done.
     batching: bool,
     batch_to: Option<SessionAddr>,
+    /// The run's reply while it is the only one (then no vector is filled).
+    one: Option<(u64, Bytes)>,
     batch: Vec<(u64, Bytes)>,
+    /// Given to the readers' decoders, which take it for a read's replies; put back emptied.
+    spare: Rc<Cell<Vec<Bytes>>>,
+    /// The size of the last run sent as one message, to size the next one at once.
+    batch_hint: usize,
 }
 
 impl Target {
@@ -283,7 +297,10 @@ impl Target {
             drain_everything: false,
             batching: false,
             batch_to: None,
+            one: None,
             batch: Vec::new(),
+            spare: Rc::default(),
+            batch_hint: 1,
         }
     }
 
@@ -296,23 +313,30 @@ impl Target {
     /// reply otherwise. Saves an actix envelope and channel push per reply in a run.
     fn send_reply(&mut self, to: SessionAddr, seq: u64, data: Bytes) {
         if !self.batching {
-            debug_assert!(self.batch.is_empty());
+            debug_assert!(self.batch_to.is_none());
             return to.do_send(Reply { seq, data });
         }
         if !self.batch_to.as_ref().is_some_and(|b| Arc::ptr_eq(b, &to)) {
             self.flush_replies();
             self.batch_to = Some(to);
+            self.one = Some((seq, data));
+            return;
+        }
+        if let Some(first) = self.one.take() {
+            if self.batch.capacity() == 0 {
+                self.batch.reserve(self.batch_hint);
+            }
+            self.batch.push(first);
         }
         self.batch.push((seq, data));
     }
 
     fn flush_replies(&mut self) {
         let Some(to) = self.batch_to.take() else { return };
-        if self.batch.len() == 1 {
-            // Alone: the plain message, and the vector's room is kept for the next run.
-            let (seq, data) = self.batch.pop().expect("one");
+        if let Some((seq, data)) = self.one.take() {
             to.do_send(Reply { seq, data });
         } else {
+            self.batch_hint = self.batch.len().min(64);
             to.do_send(Replies(std::mem::take(&mut self.batch)));
         }
     }
@@ -352,7 +376,7 @@ impl Target {
 
     fn connected(&mut self, idx: usize, r: ReadHalf, mut out: OutBuf, ctx: &mut Context<Self>) {
         let generation = self.conns[idx].generation;
-        let events = FramedRead::new(r, ReplyBatches::new())
+        let events = FramedRead::new(r, ReplyBatches::new(self.spare.clone()))
             .map(move |item| Upstreamed {
                 idx,
                 generation,
@@ -727,6 +751,16 @@ impl Handler<Forward> for Target {
     }
 }
 
+impl Handler<Forwards> for Target {
+    type Result = ();
+
+    fn handle(&mut self, Forwards(msgs): Forwards, ctx: &mut Context<Self>) {
+        for msg in msgs {
+            <Self as Handler<Forward>>::handle(self, msg, ctx);
+        }
+    }
+}
+
 impl Target {
     /// Writes `msg` on connection `idx`.
     fn forward_on(&mut self, idx: usize, msg: Forward, ctx: &mut Context<Self>) {
@@ -839,9 +873,9 @@ impl StreamHandler<Upstreamed> for Target {
             return;
         }
         match ev.item {
-            Ok(Some(replies)) => {
+            Ok(Some(mut replies)) => {
                 self.batching = true;
-                for reply in replies {
+                for reply in replies.drain(..) {
                     // A reply that failed the connection leaves the rest unread, as before.
                     if self.conns[ev.idx].generation != ev.generation {
                         break;
@@ -850,6 +884,10 @@ impl StreamHandler<Upstreamed> for Target {
                 }
                 self.batching = false;
                 self.flush_replies();
+                // Room for the next read's replies; a huge one is let go.
+                if replies.capacity() <= 1024 {
+                    self.spare.set(replies);
+                }
             }
             Ok(None) => self.failed(ev.idx, "closed by the backend", None, ctx),
             Err(e) => self.failed(ev.idx, &e.to_string(), None, ctx),

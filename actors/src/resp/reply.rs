@@ -5,7 +5,9 @@
 //! aggregate header adds its element count to what is owed, so nesting needs no stack.
 
 use bytes::{Bytes, BytesMut};
+use std::cell::Cell;
 use std::io;
+use std::rc::Rc;
 use tokio_util::codec::Decoder;
 
 /// Caps what a backend may declare, so a corrupt stream fails the connection instead of
@@ -102,18 +104,24 @@ impl Decoder for ReplyScanner {
 
 /// Every complete reply of one read at once: the target hands the replies of a run to each
 /// session as one message instead of one each (see `Target::send_reply`).
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct ReplyBatches {
     scanner: ReplyScanner,
     /// An error found after some replies: given on the next call, after them.
     error: Option<io::Error>,
-    /// The size of the last batch, to size the next one's vector at once.
+    /// The size of the last batch, to size a new vector at once.
     hint: usize,
+    /// A vector the consumer gave back emptied, used for the next batch: none is allocated
+    /// per read once it is there.
+    spare: Rc<Cell<Vec<Bytes>>>,
 }
 
 impl ReplyBatches {
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(spare: Rc<Cell<Vec<Bytes>>>) -> Self {
+        ReplyBatches {
+            spare,
+            ..Self::default()
+        }
     }
 }
 
@@ -129,7 +137,10 @@ impl Decoder for ReplyBatches {
             Some(r) => r,
             None => return Ok(None),
         };
-        let mut batch = Vec::with_capacity(self.hint.clamp(1, 64));
+        let mut batch = self.spare.take();
+        if batch.capacity() == 0 {
+            batch.reserve(self.hint.clamp(1, 64));
+        }
         batch.push(first);
         loop {
             match self.scanner.scan(src) {
@@ -206,7 +217,7 @@ mod tests {
 
     #[test]
     fn batches_give_every_complete_reply_then_a_late_error() {
-        let mut d = ReplyBatches::new();
+        let mut d = ReplyBatches::new(Rc::default());
         let mut buf = BytesMut::from(&b"+OK\r\n:1\r\n$2\r\nab\r\n$3\r\nab"[..]);
         let got = d.decode(&mut buf).unwrap().unwrap();
         assert_eq!(got, vec![&b"+OK\r\n"[..], b":1\r\n", b"$2\r\nab\r\n"]);
