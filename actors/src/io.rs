@@ -539,6 +539,53 @@ mod tests {
         });
     }
 
+    /// The request after which nothing is buffered is marked `Last`; after other requests,
+    /// `Idle` comes once before the stream waits (here: paused), so the session sends what it
+    /// gathered.
+    #[test]
+    fn client_requests_mark_the_last_of_a_read_and_go_idle_before_waiting() {
+        use futures_util::{FutureExt, StreamExt};
+        use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
+        type Lines = ClientRequests<LinesCodec>;
+        fn show(p: Parsed<Result<String, LinesCodecError>>) -> String {
+            match p {
+                Parsed::Request(r) => format!("request {}", r.unwrap()),
+                Parsed::Last(r) => format!("last {}", r.unwrap()),
+                Parsed::Idle => "idle".into(),
+            }
+        }
+        async fn next(s: &mut Lines) -> String {
+            let item = tokio::time::timeout(Duration::from_secs(5), s.next()).await;
+            show(item.expect("an item in time").expect("not ended"))
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+            a.set_nonblocking(true).unwrap();
+            let (r, _w) = split_unix(UnixStream::from_std(a).unwrap());
+            let gate = Gate::new();
+            let mut s = ClientRequests::new(
+                FramedRead::new(ReadAhead::new(r), LinesCodec::new()),
+                gate.clone(),
+            );
+            b.write_all(b"a\nb\nc\n").unwrap();
+            assert_eq!(next(&mut s).await, "request a");
+            assert_eq!(next(&mut s).await, "request b");
+            assert_eq!(next(&mut s).await, "last c");
+            assert!(s.next().now_or_never().is_none(), "no idle after the last");
+            b.write_all(b"d\ne\n").unwrap();
+            assert_eq!(next(&mut s).await, "request d");
+            gate.pause();
+            assert_eq!(next(&mut s).await, "idle");
+            assert!(s.next().now_or_never().is_none(), "waits while paused");
+            gate.resume();
+            assert_eq!(next(&mut s).await, "last e");
+        });
+    }
+
     /// What is read ahead never passes its bound, whatever spare room the buffer has (a buffer
     /// grown by doubling, or left with room by the parser).
     #[test]
