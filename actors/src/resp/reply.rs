@@ -5,7 +5,9 @@
 //! aggregate header adds its element count to what is owed, so nesting needs no stack.
 
 use bytes::{Bytes, BytesMut};
+use std::cell::Cell;
 use std::io;
+use std::rc::Rc;
 use tokio_util::codec::Decoder;
 
 /// Caps what a backend may declare, so a corrupt stream fails the connection instead of
@@ -100,6 +102,61 @@ impl Decoder for ReplyScanner {
     }
 }
 
+/// Every complete reply of one read at once: the target hands the replies of a run to each
+/// session as one message instead of one each (see `Target::send_reply`).
+#[derive(Default)]
+pub struct ReplyBatches {
+    scanner: ReplyScanner,
+    /// An error found after some replies: given on the next call, after them.
+    error: Option<io::Error>,
+    /// The size of the last batch, to size a new vector at once.
+    hint: usize,
+    /// A vector the consumer gave back emptied, used for the next batch: none is allocated
+    /// per read once it is there.
+    spare: Rc<Cell<Vec<Bytes>>>,
+}
+
+impl ReplyBatches {
+    pub fn new(spare: Rc<Cell<Vec<Bytes>>>) -> Self {
+        ReplyBatches {
+            spare,
+            ..Self::default()
+        }
+    }
+}
+
+impl Decoder for ReplyBatches {
+    type Item = Vec<Bytes>;
+    type Error = io::Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> io::Result<Option<Vec<Bytes>>> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        let first = match self.scanner.scan(src)? {
+            Some(r) => r,
+            None => return Ok(None),
+        };
+        let mut batch = self.spare.take();
+        if batch.capacity() == 0 {
+            batch.reserve(self.hint.clamp(1, 64));
+        }
+        batch.push(first);
+        loop {
+            match self.scanner.scan(src) {
+                Ok(Some(r)) => batch.push(r),
+                Ok(None) => break,
+                Err(e) => {
+                    self.error = Some(e);
+                    break;
+                }
+            }
+        }
+        self.hint = batch.len();
+        Ok(Some(batch))
+    }
+}
+
 fn corrupt(what: &str) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidData,
@@ -156,6 +213,19 @@ mod tests {
         assert_eq!(&got[3][..], b"$3\r\na\r\n\r\n");
         assert_eq!(&got[6][..], b"*2\r\n*1\r\n:1\r\n$0\r\n\r\n");
         assert_eq!(&got[8][..], b"%1\r\n+a\r\n+b\r\n");
+    }
+
+    #[test]
+    fn batches_give_every_complete_reply_then_a_late_error() {
+        let mut d = ReplyBatches::new(Rc::default());
+        let mut buf = BytesMut::from(&b"+OK\r\n:1\r\n$2\r\nab\r\n$3\r\nab"[..]);
+        let got = d.decode(&mut buf).unwrap().unwrap();
+        assert_eq!(got, vec![&b"+OK\r\n"[..], b":1\r\n", b"$2\r\nab\r\n"]);
+        assert!(d.decode(&mut buf).unwrap().is_none());
+        buf.extend_from_slice(b"c\r\n+x\r\n?bad\r\n");
+        let got = d.decode(&mut buf).unwrap().unwrap();
+        assert_eq!(got, vec![&b"$3\r\nabc\r\n"[..], b"+x\r\n"]);
+        assert!(d.decode(&mut buf).is_err());
     }
 
     #[test]

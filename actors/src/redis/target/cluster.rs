@@ -571,7 +571,7 @@ impl Target {
             Request::FanOut { frame, merge } => return self.fan_out(to, seq, session, frame, merge, ctx),
             Request::Select(..) => {
                 let data = write::error("ERR SELECT is not allowed in cluster mode");
-                return to.do_send(Reply { seq, data });
+                return self.send_reply(to, seq, data);
             }
         };
         let order = self.new_job(session);
@@ -664,10 +664,7 @@ impl Target {
             };
             let text =
                 format!("ERR relayer: no reply within {t}: earlier commands of this client are still being sent again");
-            msg.reply_to.do_send(Reply {
-                seq: msg.seq,
-                data: write::error(&text),
-            });
+            self.send_reply(msg.reply_to, msg.seq, write::error(&text));
             self.release_barrier(session, ctx);
         }
         // What waited may have been the last thing a reload's drain waits for.
@@ -731,7 +728,7 @@ impl Target {
     /// A reply the relayer makes itself, for a command that does not reach a node.
     fn answer(&mut self, dest: Dest, data: Bytes) {
         match dest {
-            Dest::Session { to, seq } | Dest::SelectCheck { to, seq, .. } => to.do_send(Reply { seq, data }),
+            Dest::Session { to, seq } | Dest::SelectCheck { to, seq, .. } => self.send_reply(to, seq, data),
             Dest::Part { gather, index } => self.part_reply(gather, index, data),
             Dest::Background { .. } | Dest::Swallow(_) => {}
         }
@@ -804,13 +801,13 @@ impl Target {
         let (parts, merge) = match merge {
             Merge::Scan => match self.scan_part(&frame) {
                 Ok((node, frame, merge)) => (vec![(node, frame)], merge),
-                Err(data) => return to.do_send(Reply { seq, data }),
+                Err(data) => return self.send_reply(to, seq, data),
             },
             merge => {
                 let Some(masters) = self.cl().map.as_ref().map(|m| m.masters.clone()) else {
                     let text = format!("ERR relayer: cluster not available ({})", self.cl().last_error);
                     let data = write::error(&text);
-                    return to.do_send(Reply { seq, data });
+                    return self.send_reply(to, seq, data);
                 };
                 (masters.into_iter().map(|m| (m, frame.clone())).collect(), merge)
             }
@@ -883,10 +880,8 @@ impl Target {
         if g.left == 0 {
             let g = cl.gathers.remove(&id).expect("present");
             let parts: Vec<Bytes> = g.parts.into_iter().map(|p| p.unwrap_or_default()).collect();
-            g.to.do_send(Reply {
-                seq: g.seq,
-                data: merge(&g.merge, &parts),
-            });
+            let data = merge(&g.merge, &parts);
+            self.send_reply(g.to, g.seq, data);
         }
     }
 
