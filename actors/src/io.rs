@@ -331,10 +331,6 @@ pub struct ClientRequests<D> {
     gate: Rc<Gate>,
     /// A request other than `Last` was yielded since the last `Idle`.
     busy: bool,
-    /// `Idle` was yielded for a Pending poll, whose waker is registered: the next poll
-    /// returns Pending without asking again (a second read attempt would cost ~400
-    /// instructions per command at `-P 1`, callgrind).
-    parked: bool,
 }
 
 /// An item of [`ClientRequests`].
@@ -352,7 +348,6 @@ impl<D> ClientRequests<D> {
             inner,
             gate,
             busy: false,
-            parked: false,
         }
     }
 }
@@ -361,9 +356,6 @@ impl<D: tokio_util::codec::Decoder + Unpin> Stream for ClientRequests<D> {
     type Item = Parsed<Result<D::Item, D::Error>>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if std::mem::take(&mut self.parked) {
-            return Poll::Pending;
-        }
         let polled = self.poll_request(cx);
         if let Poll::Ready(Some(item)) = polled {
             // The common case with one request per read (no pipeline): no `Idle` after it.
@@ -374,9 +366,10 @@ impl<D: tokio_util::codec::Decoder + Unpin> Stream for ClientRequests<D> {
             self.busy = true;
             return Poll::Ready(Some(Parsed::Request(item)));
         }
-        // Pending (the waker is registered) or ended (`finished` sends what was gathered).
+        // Pending or ended (`finished` sends what was gathered). After `Idle` the stream is
+        // polled afresh (not assumed still waiting): actix may poll it next in a later run,
+        // after the waker registered here was used, and only a new poll registers another.
         if polled.is_pending() && std::mem::take(&mut self.busy) {
-            self.parked = true;
             return Poll::Ready(Some(Parsed::Idle));
         }
         polled.map(|r| r.map(Parsed::Request))
