@@ -17,6 +17,12 @@ cleanup() {
     done
     for pid in "${pids[@]}"; do
         wait "$pid" 2>/dev/null || true
+        # Not our child (a daemonized server): `wait` returns at once, so poll, for up
+        # to 5 s, lest it still writes into $tmp while that is removed.
+        for _ in $(seq 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
     done
     if [ -n "$redis_port" ]; then
         redis-cli -h 127.0.0.1 -p "$redis_port" shutdown nosave >/dev/null 2>&1 || true
@@ -24,7 +30,7 @@ cleanup() {
     if [ "${KEEP:-0}" = 1 ] || [ "$rc" -ne 0 ]; then
         log "logs and configs kept in $tmp"
     else
-        rm -rf "$tmp"
+        rm -rf "$tmp" || log "could not remove $tmp"
     fi
     exit "$rc"
 }
