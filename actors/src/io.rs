@@ -490,18 +490,28 @@ mod tests {
     use std::io::{Read, Write};
     use std::time::Duration;
 
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// A connected pair: the relayer's end (tokio, must be made within the runtime) and the
+    /// peer's (std, blocking).
+    fn pair() -> (UnixStream, std::os::unix::net::UnixStream) {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        (UnixStream::from_std(a).unwrap(), b)
+    }
+
     /// Small and large pieces, written through a socket that keeps filling up, arrive whole and
     /// in order.
     #[test]
     fn out_buf_keeps_order_across_partial_vectored_writes() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
-            a.set_nonblocking(true).unwrap();
-            let (_, w) = split_unix(UnixStream::from_std(a).unwrap());
+        runtime().block_on(async {
+            let (a, mut b) = pair();
+            let (_, w) = split_unix(a);
             let mut out = OutBuf::new(w);
             let mut want = Vec::new();
             for i in 0..400u32 {
@@ -551,14 +561,9 @@ mod tests {
             let item = tokio::time::timeout(Duration::from_secs(5), s.next()).await;
             show(item.expect("an item in time").expect("not ended"))
         }
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
-            a.set_nonblocking(true).unwrap();
-            let (r, _w) = split_unix(UnixStream::from_std(a).unwrap());
+        runtime().block_on(async {
+            let (a, mut b) = pair();
+            let (r, _w) = split_unix(a);
             let gate = Gate::new();
             let mut s = ClientRequests::new(
                 FramedRead::new(ReadAhead::new(r), LinesCodec::new()),
@@ -583,11 +588,7 @@ mod tests {
     /// grown by doubling, or left with room by the parser).
     #[test]
     fn read_ahead_stays_within_its_bound() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        runtime().block_on(async {
             let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
             a.set_nonblocking(true).unwrap();
             b.set_nonblocking(true).unwrap();
