@@ -1530,3 +1530,40 @@ fn a_client_half_closed_after_a_pipeline_gets_every_reply() {
     c.expect_closed();
     assert_eq!(redis.client().cmd(&["GET", "k"]), Reply::bulk("v"));
 }
+
+/// A client that half-closes while its blocking command still waits for the commands before
+/// it gets their replies, as from Redis; the blocking command is never run (it takes nothing
+/// from the list), and the connection is closed.
+#[test]
+fn a_client_half_closed_behind_a_held_blocking_command_gets_the_replies_before_it() {
+    let redis = Redis::start();
+    let link = DelayLink::start(redis.port(), Duration::from_millis(100));
+    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let relayer = Relayer::start(&redis_entry(&listen, &link.url(), ""));
+    let mut c = relayer.client();
+    c.send_many(&[vec!["SET", "a", "1"], vec!["BLPOP", "q", "0"]]);
+    c.shutdown_write();
+    c.set_read_timeout(T);
+    assert_eq!(c.read_replies(1), vec![Reply::ok()]);
+    c.expect_closed();
+    assert_eq!(redis.client().cmd(&["GET", "a"]), Reply::bulk("1"));
+    // No BLPOP of the gone client's is left to take an item.
+    let mut other = redis.client();
+    assert_eq!(other.cmd(&["RPUSH", "q", "x"]), Reply::int(1));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        other.cmd(&["LRANGE", "q", "0", "-1"]),
+        Reply::array(vec![Reply::bulk("x")])
+    );
+    // The same for SUBSCRIBE: the SET's reply, then closed, subscribed to nothing.
+    let mut c = relayer.client();
+    c.send_many(&[vec!["SET", "b", "1"], vec!["SUBSCRIBE", "ch"]]);
+    c.shutdown_write();
+    c.set_read_timeout(T);
+    assert_eq!(c.read_replies(1), vec![Reply::ok()]);
+    c.expect_closed();
+    assert_eq!(
+        other.cmd(&["PUBSUB", "NUMSUB", "ch"]),
+        Reply::array(vec![Reply::bulk("ch"), Reply::int(0)])
+    );
+}

@@ -1511,6 +1511,16 @@ impl StreamHandler<Parsed<Result<Command, RequestError>>> for Session {
     /// The client closed its side: its outstanding replies are still written, then it ends.
     fn finished(&mut self, ctx: &mut Context<Self>) {
         self.flush_forwards(ctx);
+        // A command still waiting for its barrier was not sent, and now never is: Redis would
+        // run it and drop it with the client, and a blocking pop not run takes no item that
+        // nobody would read. The replies owed before it are still written, as by Redis.
+        if self
+            .held
+            .take_if(|h| h.push || !h.cmd.name_is(b"WATCH"))
+            .is_some()
+        {
+            self.release_dedicated(None);
+        }
         // Like Redis with a client gone while blocked or subscribed: nothing is left running
         // for it (its dedicated connection is closed or reset), and no reply is owed.
         if self.drops_on_close() {
