@@ -53,6 +53,23 @@ pub(super) struct Resend {
     pub applied: bool,
 }
 
+impl Resend {
+    /// A job as it comes in: not yet sent, redirected or retried.
+    pub fn new(slot: Option<u16>, session: u64, body: Body, since: u64, order: u64) -> Self {
+        Resend {
+            slot,
+            session,
+            body,
+            hops: 0,
+            tries: 0,
+            since,
+            order,
+            mark: 0,
+            applied: false,
+        }
+    }
+}
+
 pub(super) enum Body {
     One(Bytes),
     /// MULTI, the queued commands, EXEC: sent and sent again as one.
@@ -574,23 +591,22 @@ impl Target {
                 return self.send_reply(to, seq, data);
             }
         };
+        self.start_job(slot, session, body, since, dest, ctx);
+    }
+
+    /// A new job, numbered in arrival order, sent (or held) for its slot.
+    fn start_job(
+        &mut self,
+        slot: Option<u16>,
+        session: u64,
+        body: Body,
+        since: u64,
+        dest: Dest,
+        ctx: &mut Context<Self>,
+    ) {
         let order = self.new_job(session);
-        let job = Job {
-            r: Resend {
-                slot,
-                session,
-                body,
-                hops: 0,
-                tries: 0,
-                since,
-                order,
-                mark: 0,
-                applied: false,
-            },
-            dest,
-            ask: None,
-        };
-        self.dispatch(job, ctx);
+        let r = Resend::new(slot, session, body, since, order);
+        self.dispatch(Job { r, dest, ask: None }, ctx);
     }
 
     /// A new job of `session`: its number, and the client has one more job open.
@@ -767,23 +783,8 @@ impl Target {
     ) {
         let id = self.new_gather(to, seq, merge, parts.len());
         for (index, (slot, frame)) in parts.into_iter().enumerate() {
-            let order = self.new_job(session);
-            let job = Job {
-                r: Resend {
-                    slot,
-                    session,
-                    body: Body::One(frame),
-                    hops: 0,
-                    tries: 0,
-                    since,
-                    order,
-                    mark: 0,
-                    applied: false,
-                },
-                dest: Dest::Part { gather: id, index },
-                ask: None,
-            };
-            self.dispatch(job, ctx);
+            let dest = Dest::Part { gather: id, index };
+            self.start_job(slot, session, Body::One(frame), since, dest, ctx);
         }
     }
 

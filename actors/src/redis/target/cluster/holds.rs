@@ -366,17 +366,7 @@ mod tests {
     fn job(session: u64, order: u64) -> Job {
         let frame = Bytes::from(format!("*1\r\n$1\r\n{order}\r\n"));
         Job {
-            r: Resend {
-                slot: Some(1),
-                session,
-                body: Body::One(frame.clone()),
-                hops: 0,
-                tries: 0,
-                since: 0,
-                order,
-                mark: 0,
-                applied: false,
-            },
+            r: Resend::new(Some(1), session, Body::One(frame.clone()), 0, order),
             dest: Dest::Background {
                 frame,
                 db: 0,
