@@ -17,6 +17,11 @@ fn backend_clients(redis: &Redis) -> Vec<String> {
         .collect()
 }
 
+/// A blocking pop's reply: the list and the element taken from it.
+fn popped(list: &str, item: &str) -> Reply {
+    Reply::array(vec![Reply::bulk(list), Reply::bulk(item)])
+}
+
 fn blocked_on(redis: &Redis, cmd: &str) -> usize {
     backend_clients(redis)
         .iter()
@@ -39,10 +44,7 @@ fn blpop_is_released_by_an_lpush_and_blocks_nobody_else() {
         assert_eq!(other.cmd(&["SET", &format!("k{i}"), "v"]), Reply::ok());
     }
     assert_eq!(other.cmd(&["LPUSH", "jobs", "job-1"]), Reply::int(1));
-    assert_eq!(
-        waiter.read_reply(),
-        Reply::array(vec![Reply::bulk("jobs"), Reply::bulk("job-1")])
-    );
+    assert_eq!(waiter.read_reply(), popped("jobs", "job-1"));
     // Afterwards the client is back on the shared connection, its state intact.
     assert_eq!(waiter.cmd(&["GET", "k7"]), Reply::bulk("v"));
     // A timeout gives the nil reply.
@@ -62,11 +64,7 @@ fn blpop_is_released_by_an_lpush_and_blocks_nobody_else() {
     assert_eq!(other.cmd(&["RPUSH", "q2", "x"]), Reply::int(1));
     assert_eq!(
         waiter.read_replies(3),
-        vec![
-            Reply::array(vec![Reply::bulk("q2"), Reply::bulk("x")]),
-            Reply::bulk("v"),
-            Reply::ok()
-        ]
+        vec![popped("q2", "x"), Reply::bulk("v"), Reply::ok()]
     );
 }
 
@@ -242,18 +240,12 @@ fn smart_writes_are_seen_by_the_dedicated_connection() {
     assert_eq!(c.cmd(&["SELECT", "3"]), Reply::ok());
     assert_eq!(c.cmd(&["SET", "in3", "yes"]), Reply::ok());
     assert_eq!(c.cmd(&["RPUSH", "list3", "only-in-3"]), Reply::int(1));
-    assert_eq!(
-        c.cmd(&["BRPOP", "list3", "1"]),
-        Reply::array(vec![Reply::bulk("list3"), Reply::bulk("only-in-3")])
-    );
+    assert_eq!(c.cmd(&["BRPOP", "list3", "1"]), popped("list3", "only-in-3"));
     assert_eq!(c.cmd(&["GET", "in3"]), Reply::bulk("yes"));
     assert_eq!(redis.client().cmd(&["EXISTS", "in3"]), Reply::int(0));
     // And the next one, on a fresh DB 3 list, from a reused dedicated connection.
     assert_eq!(c.cmd(&["RPUSH", "list3", "again"]), Reply::int(1));
-    assert_eq!(
-        c.cmd(&["BLPOP", "list3", "1"]),
-        Reply::array(vec![Reply::bulk("list3"), Reply::bulk("again")])
-    );
+    assert_eq!(c.cmd(&["BLPOP", "list3", "1"]), popped("list3", "again"));
     assert_eq!(c.cmd(&["SELECT", "0"]), Reply::ok());
     assert_eq!(c.cmd(&["EXISTS", "in3"]), Reply::int(0));
 }
@@ -311,7 +303,7 @@ fn dedicated_connection_limit() {
         b.set_read_timeout(Duration::from_millis(100));
         a.try_read_reply().ok().or_else(|| b.try_read_reply().ok())
     });
-    assert_eq!(first, Reply::array(vec![Reply::bulk("l"), Reply::bulk("1")]));
+    assert_eq!(first, popped("l", "1"));
     // The released connection is reused: the third client gets it.
     let r = poll_until(T, "a dedicated connection free again", || {
         let r = c.cmd(&["BLPOP", "other", "0.01"]);
@@ -673,6 +665,26 @@ fn released_connections_are_closed_when_the_backend_refuses_reset() {
     assert_eq!(log.matches("refused RESET").count(), 1, "{log}");
 }
 
+/// A client of the relayer once these commands succeeded (a way into pass-through).
+fn client_after(relayer: &Relayer, setup: &[Vec<&str>]) -> Client {
+    let mut c = relayer.client();
+    for step in setup {
+        assert!(!c.cmd(step).is_error(), "{step:?}");
+    }
+    c
+}
+
+/// `c`, blocked in a BLPOP on `q`, leaves: no BLPOP is left blocked in Redis to eat the next
+/// push, which `other` gets back.
+fn leave_while_blocked(redis: &Redis, c: Client, other: &mut Client, round: usize) {
+    wait_until(T, "BLPOP blocked", || blocked_on(redis, "blpop") == 1);
+    drop(c);
+    wait_until(T, "no BLPOP left blocked", || blocked_on(redis, "blpop") == 0);
+    let item = format!("item-{round}");
+    assert_eq!(other.cmd(&["LPUSH", "q", &item]), Reply::int(1));
+    assert_eq!(other.cmd(&["RPOP", "q"]), Reply::bulk(&item));
+}
+
 /// A RESP3 client (or a RESP2 one that unsubscribed from everything) can run any command on its
 /// connection: one that leaves while blocked leaves no blocked command in Redis to eat the next
 /// push.
@@ -688,17 +700,9 @@ fn pass_through_clients_gone_while_blocked_leave_no_blocked_command() {
     .into_iter()
     .enumerate()
     {
-        let mut c = relayer.client();
-        for step in &setup {
-            assert!(!c.cmd(step).is_error(), "{step:?}");
-        }
+        let mut c = client_after(&relayer, &setup);
         c.send(&["BLPOP", "q", "0"]);
-        wait_until(T, "BLPOP blocked", || blocked_on(&redis, "blpop") == 1);
-        drop(c);
-        wait_until(T, "no BLPOP left blocked", || blocked_on(&redis, "blpop") == 0);
-        let item = format!("item-{i}");
-        assert_eq!(other.cmd(&["LPUSH", "q", &item]), Reply::int(1));
-        assert_eq!(other.cmd(&["RPOP", "q"]), Reply::bulk(&item));
+        leave_while_blocked(&redis, c, &mut other, i);
     }
 }
 
@@ -718,10 +722,7 @@ fn reload_moves_dedicated_commands_to_the_new_backend() {
     });
     assert_eq!(a.client().cmd(&["RPUSH", "q", "from-a"]), Reply::int(1));
     assert_eq!(b.client().cmd(&["RPUSH", "q", "from-b"]), Reply::int(1));
-    assert_eq!(
-        c.cmd(&["BLPOP", "q", "5"]),
-        Reply::array(vec![Reply::bulk("q"), Reply::bulk("from-b")])
-    );
+    assert_eq!(c.cmd(&["BLPOP", "q", "5"]), popped("q", "from-b"));
     assert_eq!(c.cmd(&["SUBSCRIBE", "ch"]).as_array().map(|a| a.len()), Some(3));
     assert_eq!(b.client().cmd(&["PUBLISH", "ch", "m"]), Reply::int(1));
 }
@@ -964,17 +965,9 @@ fn clients_leaving_while_not_read_leave_no_blocked_command() {
     let relayer = Relayer::for_redis(&redis, "");
     let mut other = relayer.client();
     for (i, setup) in [vec![], vec![vec!["HELLO", "3"]]].into_iter().enumerate() {
-        let mut c = relayer.client();
-        for step in &setup {
-            assert!(!c.cmd(step).is_error(), "{step:?}");
-        }
+        let mut c = client_after(&relayer, &setup);
         c.send_many(&[vec!["BLPOP", "q", "0"], vec!["QUIT"]]);
-        wait_until(T, "BLPOP blocked", || blocked_on(&redis, "blpop") == 1);
-        drop(c);
-        wait_until(T, "no BLPOP left blocked", || blocked_on(&redis, "blpop") == 0);
-        let item = format!("item-{i}");
-        assert_eq!(other.cmd(&["LPUSH", "q", &item]), Reply::int(1));
-        assert_eq!(other.cmd(&["RPOP", "q"]), Reply::bulk(&item));
+        leave_while_blocked(&redis, c, &mut other, i);
     }
 }
 
@@ -1032,17 +1025,11 @@ fn a_connection_given_back_twice_within_a_round_trip_keeps_replies_in_place() {
     assert!(blocked, "C's BRPOP got {got:?}");
     assert_eq!(admin.cmd(&["LPUSH", "q2", "for-c"]), Reply::int(1));
     c.set_read_timeout(T);
-    assert_eq!(
-        c.read_reply(),
-        Reply::array(vec![Reply::bulk("q2"), Reply::bulk("for-c")])
-    );
+    assert_eq!(c.read_reply(), popped("q2", "for-c"));
     assert_eq!(c.cmd(&["LLEN", "q2"]), Reply::int(0));
     assert_eq!(c.cmd(&["BRPOP", "none", "0.01"]), Reply::NilArray);
     assert_eq!(c.cmd(&["LPUSH", "q2", "kept"]), Reply::int(1));
-    assert_eq!(
-        c.cmd(&["BLPOP", "q2", "1"]),
-        Reply::array(vec![Reply::bulk("q2"), Reply::bulk("kept")])
-    );
+    assert_eq!(c.cmd(&["BLPOP", "q2", "1"]), popped("q2", "kept"));
 }
 
 /// In pass-through a client can produce any reply, `+RESET` included (a script's status
@@ -1062,10 +1049,7 @@ fn a_reply_that_looks_like_reset_does_not_end_pass_through() {
     .into_iter()
     .enumerate()
     {
-        let mut a = relayer.client();
-        for step in &setup {
-            assert!(!a.cmd(step).is_error(), "{step:?}");
-        }
+        let mut a = client_after(&relayer, &setup);
         a.send_many(&[
             vec!["EVAL", "return {ok='RESET'}", "0"],
             vec!["BLPOP", "k", "0"],
@@ -1085,11 +1069,7 @@ fn a_reply_that_looks_like_reset_does_not_end_pass_through() {
         // comes first.
         assert_eq!(
             a.read_replies(3),
-            vec![
-                Reply::status("RESET"),
-                Reply::array(vec![Reply::bulk("k"), Reply::bulk(&item)]),
-                Reply::status("RESET")
-            ],
+            vec![Reply::status("RESET"), popped("k", &item), Reply::status("RESET")],
             "round {i}"
         );
         assert_eq!(a.cmd(&["GET", "x"]), Reply::bulk("1"), "round {i}");
@@ -1129,10 +1109,7 @@ fn a_failed_barrier_fails_the_command_waiting_for_it() {
     });
     assert_eq!(r, Reply::int(1));
     assert_eq!(other.cmd(&["LLEN", "q"]), Reply::int(1));
-    assert_eq!(
-        c.cmd(&["BLPOP", "q", "1"]),
-        Reply::array(vec![Reply::bulk("q"), Reply::bulk("kept")])
-    );
+    assert_eq!(c.cmd(&["BLPOP", "q", "1"]), popped("q", "kept"));
 }
 
 /// Only the reply to the relayer's own RESET says whether the backend does RESET: a client in
