@@ -191,6 +191,14 @@ struct Held {
     barrier: u64,
 }
 
+impl Held {
+    /// Its client gone, it is not sent: all but a WATCH, which blocks nothing and is sent and
+    /// answered like the commands before it.
+    fn dropped_on_close(&self) -> bool {
+        self.push || !self.cmd.name_is(b"WATCH")
+    }
+}
+
 /// A reply the session must see before it reads further: it decides the session's DB.
 enum Awaiting {
     Select { seq: u64, db: u32 },
@@ -504,10 +512,7 @@ impl Session {
     /// Whether the client closing ends what runs for it at once, replies owed included (see
     /// `Ded::dropped_on_close`); a command waiting for its barrier counts as sent.
     fn drops_on_close(&self) -> bool {
-        let held = self
-            .held
-            .as_ref()
-            .is_some_and(|h| h.push || !h.cmd.name_is(b"WATCH"));
+        let held = self.held.as_ref().is_some_and(Held::dropped_on_close);
         held || self.ded.as_ref().is_some_and(Ded::dropped_on_close)
     }
 
@@ -1514,11 +1519,7 @@ impl StreamHandler<Parsed<Result<Command, RequestError>>> for Session {
         // A command still waiting for its barrier was not sent, and now never is: Redis would
         // run it and drop it with the client, and a blocking pop not run takes no item that
         // nobody would read. The replies owed before it are still written, as by Redis.
-        if self
-            .held
-            .take_if(|h| h.push || !h.cmd.name_is(b"WATCH"))
-            .is_some()
-        {
+        if self.held.take_if(|h| h.dropped_on_close()).is_some() {
             self.release_dedicated(None);
         }
         // Like Redis with a client gone while blocked or subscribed: nothing is left running
