@@ -41,7 +41,7 @@ fn parse_all(input: &[u8], expected: usize) {
 
 /// Scans every reply of `input`, checking how many there were.
 fn scan_all(input: &[u8], expected: usize) {
-    let mut scanner = ReplyScanner::new();
+    let mut scanner = ReplyScanner::default();
     let mut buf = BytesMut::from(input);
     let mut n = 0;
     while let Some(reply) = scanner.decode(&mut buf).expect("valid reply") {

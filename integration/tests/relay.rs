@@ -462,3 +462,59 @@ fn clients_leaving_with_pending_replies_do_not_disturb_others() {
     assert_eq!(c.q("GET leave:multi"), Reply::Nil);
     assert_eq!(c.q("STRLEN leave:big"), Reply::Int(4000));
 }
+
+/// Status and error lines far over 64 KiB (a script's `{ok=...}` and `{err=...}`, which Redis
+/// answers) pass through byte for byte, on the shared connection and on a client's own (after
+/// WATCH), while another client pipelines SETs on the same shared connection: none of its
+/// replies is an error. (The reply scanner refused lines over 64 KiB and reset the connection.)
+#[test]
+fn long_status_and_error_lines_pass_through() {
+    let redis = Redis::start();
+    let relayer = std::sync::Arc::new(Relayer::for_redis(&redis, "maxConnections = 1"));
+    let scripts = [
+        "return {ok=string.rep('x',200000)}",
+        "return {err=string.rep('y',300000)}",
+        "return {ok=string.rep('z',70000)..'\\r'}",
+    ];
+    let mut direct = redis.client();
+    let want: Vec<Vec<u8>> = scripts
+        .iter()
+        .map(|s| direct.cmd_raw(&["EVAL", s, "0"]))
+        .collect();
+    assert_eq!(want[0].len(), 200_003);
+    assert!(want[1].starts_with(b"-yyy"), "{}", show_bytes(&want[1], 20));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (relayer, stop) = (relayer.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut c = relayer.client();
+            let mut rounds = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || rounds < 20 {
+                let cmds: Vec<Vec<String>> = (0..50)
+                    .map(|i| vec!["SET".into(), format!("long:{i}"), format!("{rounds}")])
+                    .collect();
+                for (i, r) in c.pipeline(&cmds).into_iter().enumerate() {
+                    assert_eq!(r, Reply::ok(), "round {rounds}, SET {i}");
+                }
+                rounds += 1;
+            }
+            rounds
+        })
+    };
+    for round in 0..5 {
+        let mut c = relayer.client_at(round % 2);
+        for (s, w) in scripts.iter().zip(&want) {
+            let got = c.cmd_raw(&["EVAL", s, "0"]);
+            assert!(got == *w, "round {round}: {}", show_bytes(&got, 40));
+        }
+        // On the client's own connection too.
+        assert_eq!(c.q("WATCH long:w"), Reply::ok());
+        let got = c.cmd_raw(&["EVAL", scripts[0], "0"]);
+        assert!(got == want[0], "after WATCH: {}", show_bytes(&got, 40));
+        assert_eq!(c.q("UNWATCH"), Reply::ok());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let rounds = writer.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+    assert!(rounds >= 20);
+    assert!(!relayer.log().contains("corrupt reply"), "{}", relayer.log());
+}

@@ -31,7 +31,7 @@
 use super::session::FromDedicated;
 use crate::endpoint::TargetAddr;
 use crate::io::{Gate, Gated, OutBuf, ReadHalf};
-use crate::resp::reply::{is_error, ReplyScanner};
+use crate::resp::reply::{is_error, ReplyScanner, DEFAULT_MAX_LINE};
 use crate::resp::request::Command;
 use crate::resp::write;
 use crate::tls::TlsClient;
@@ -152,6 +152,8 @@ pub struct Pool {
     connect_timeout: Duration,
     max: usize,
     live: LiveCount,
+    /// The longest status or error line a reply may have (`maxBulkLength`).
+    max_reply_line: usize,
     idle: RefCell<Vec<Handle>>,
     /// Whether the backend does RESET; refused (Redis before 6.2, a renamed command, an ACL),
     /// released connections are closed instead of reused.
@@ -210,6 +212,7 @@ impl Pool {
         connect_timeout: Duration,
         max: usize,
         live: LiveCount,
+        max_reply_line: usize,
         log: Logger,
     ) -> Rc<Self> {
         Rc::new(Pool {
@@ -218,6 +221,7 @@ impl Pool {
             connect_timeout,
             max,
             live,
+            max_reply_line,
             idle: RefCell::new(Vec::new()),
             reset: Cell::new(ResetSupport::Unknown),
             reset_warned: Cell::new(false),
@@ -957,7 +961,8 @@ impl Actor for Dedicated {
 
 impl Dedicated {
     fn connected(&mut self, r: ReadHalf, out: OutBuf, ctx: &mut Context<Self>) {
-        let replies = Gated::new(FramedRead::new(r, ReplyScanner::new()), self.gate.clone())
+        let max_line = self.pool.upgrade().map_or(DEFAULT_MAX_LINE, |p| p.max_reply_line);
+        let replies = Gated::new(FramedRead::new(r, ReplyScanner::new(max_line)), self.gate.clone())
             .map(Some)
             .chain(futures_util::stream::once(futures_util::future::ready(None)));
         ctx.add_stream(replies.map(|item| match item {

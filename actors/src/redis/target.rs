@@ -47,6 +47,8 @@ pub struct TargetSettings {
     /// How long a written command may wait for its reply; None waits forever.
     pub timeout: Option<Duration>,
     pub connect_timeout: Duration,
+    /// The longest status or error line a reply may have (`maxBulkLength`).
+    pub max_reply_line: usize,
     /// Smart mode: the bytes acknowledged early, shared with the sessions.
     pub budget: Option<Arc<Budget>>,
     pub metrics: RelayerMetrics,
@@ -376,19 +378,22 @@ impl Target {
 
     fn connected(&mut self, idx: usize, r: ReadHalf, mut out: OutBuf, ctx: &mut Context<Self>) {
         let generation = self.conns[idx].generation;
-        let events = FramedRead::new(r, ReplyBatches::new(self.spare.clone()))
-            .map(move |item| Upstreamed {
+        let events = FramedRead::new(
+            r,
+            ReplyBatches::new(self.spare.clone(), self.settings.max_reply_line),
+        )
+        .map(move |item| Upstreamed {
+            idx,
+            generation,
+            item: item.map(Some),
+        })
+        .chain(futures_util::stream::once(async move {
+            Upstreamed {
                 idx,
                 generation,
-                item: item.map(Some),
-            })
-            .chain(futures_util::stream::once(async move {
-                Upstreamed {
-                    idx,
-                    generation,
-                    item: Ok(None),
-                }
-            }));
+                item: Ok(None),
+            }
+        }));
         let handle = ctx.add_stream(events);
         let c = &mut self.conns[idx];
         if c.backoff > BACKOFF_FIRST {

@@ -14,17 +14,35 @@ use tokio_util::codec::Decoder;
 /// making the relayer wait for gigabytes that will never come.
 const MAX_BULK: i64 = 1 << 32;
 const MAX_ELEMENTS: i64 = 1 << 32;
-const MAX_LINE: usize = 64 * 1024;
+/// The longest status or error line by default: Redis answers any length (a script can return
+/// `{ok=string.rep('x', 200000)}`), so only a stream that cannot be Redis' is refused.
+pub const DEFAULT_MAX_LINE: usize = 512 * 1024 * 1024;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ReplyScanner {
     pos: usize,
     owed: u64,
+    /// Where the search for the end of the line at `pos` goes on: a long line arriving over
+    /// many reads is searched once, not from its start at every read.
+    line_scanned: usize,
+    max_line: usize,
+}
+
+impl Default for ReplyScanner {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_LINE)
+    }
 }
 
 impl ReplyScanner {
-    pub fn new() -> Self {
-        Self::default()
+    /// A scanner that refuses status, error and header lines longer than `max_line` bytes.
+    pub fn new(max_line: usize) -> Self {
+        ReplyScanner {
+            pos: 0,
+            owed: 0,
+            line_scanned: 0,
+            max_line,
+        }
     }
 
     /// Returns the next complete reply, split off the front of `buf`.
@@ -41,12 +59,16 @@ impl ReplyScanner {
             let Some(&kind) = buf.get(start) else {
                 return Ok(None);
             };
-            let Some(eol) = find_crlf(&buf[start + 1..]) else {
-                if buf.len() - start > MAX_LINE {
+            let from = self.line_scanned.max(start + 1);
+            let Some(eol) = find_crlf(&buf[from..]).map(|i| from + i - (start + 1)) else {
+                if buf.len() - start > self.max_line {
                     return Err(corrupt("reply line too long"));
                 }
+                // A '\r' at the end may be the first half of the CRLF.
+                self.line_scanned = buf.len().saturating_sub(1).max(start + 1);
                 return Ok(None);
             };
+            self.line_scanned = 0;
             let line = &buf[start + 1..start + 1 + eol];
             let after = start + 1 + eol + 2;
             match kind {
@@ -117,9 +139,10 @@ pub struct ReplyBatches {
 }
 
 impl ReplyBatches {
-    pub fn new(spare: Rc<Cell<Vec<Bytes>>>) -> Self {
+    pub fn new(spare: Rc<Cell<Vec<Bytes>>>, max_line: usize) -> Self {
         ReplyBatches {
             spare,
+            scanner: ReplyScanner::new(max_line),
             ..Self::default()
         }
     }
@@ -194,7 +217,7 @@ mod tests {
     use super::*;
 
     fn all(input: &[u8]) -> Vec<Bytes> {
-        let mut s = ReplyScanner::new();
+        let mut s = ReplyScanner::default();
         let mut buf = BytesMut::from(input);
         let mut out = vec![];
         while let Some(r) = s.scan(&mut buf).unwrap() {
@@ -217,7 +240,7 @@ mod tests {
 
     #[test]
     fn batches_give_every_complete_reply_then_a_late_error() {
-        let mut d = ReplyBatches::new(Rc::default());
+        let mut d = ReplyBatches::new(Rc::default(), DEFAULT_MAX_LINE);
         let mut buf = BytesMut::from(&b"+OK\r\n:1\r\n$2\r\nab\r\n$3\r\nab"[..]);
         let got = d.decode(&mut buf).unwrap().unwrap();
         assert_eq!(got, vec![&b"+OK\r\n"[..], b":1\r\n", b"$2\r\nab\r\n"]);
@@ -231,7 +254,7 @@ mod tests {
     #[test]
     fn resumes_byte_by_byte() {
         let input: &[u8] = b"*3\r\n$5\r\nhello\r\n*2\r\n:1\r\n$-1\r\n+x\r\n:7\r\n";
-        let mut s = ReplyScanner::new();
+        let mut s = ReplyScanner::default();
         let mut buf = BytesMut::new();
         let mut out = vec![];
         for &b in input {
@@ -245,11 +268,35 @@ mod tests {
         assert_eq!(&out[1][..], b":7\r\n");
     }
 
+    /// A status line of 200,000 bytes (what a script can return), arriving in pieces of 4 KiB
+    /// with the CRLF split over two reads, is one reply; a line over the scanner's bound fails.
+    #[test]
+    fn long_lines_pass_up_to_the_bound() {
+        let mut line = b"+".to_vec();
+        line.extend(std::iter::repeat_n(b'x', 200_000));
+        line.extend_from_slice(b"\r\n-ERR short\r\n");
+        let mut s = ReplyScanner::new(300_000);
+        let mut buf = BytesMut::new();
+        let mut out = vec![];
+        for piece in line.chunks(4096) {
+            buf.extend_from_slice(piece);
+            while let Some(r) = s.scan(&mut buf).unwrap() {
+                out.push(r);
+            }
+        }
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].len(), 200_003);
+        assert_eq!(&out[1][..], b"-ERR short\r\n");
+        let mut s = ReplyScanner::new(100_000);
+        let mut buf = BytesMut::from(&line[..150_000]);
+        assert!(s.scan(&mut buf).is_err());
+    }
+
     #[test]
     fn rejects_corrupt_streams() {
         for bad in [&b"?x\r\n"[..], b"$abc\r\n", b"$3\r\nabcXY", b"*99999999999\r\n"] {
             let mut buf = BytesMut::from(bad);
-            assert!(ReplyScanner::new().scan(&mut buf).is_err(), "{bad:?}");
+            assert!(ReplyScanner::default().scan(&mut buf).is_err(), "{bad:?}");
         }
     }
 }
