@@ -78,6 +78,9 @@ pub struct Relayer {
     pub smart_table: Option<SmartTable>,
     pub max_pending_bytes: u64,
     pub drain_timeout: Duration,
+    /// Redis relayers: how long a write acknowledged early is sent again after refusals that
+    /// may pass (LOADING, BUSY...), or waits for an unreachable backend, before it is given up.
+    pub retry_timeout: Duration,
     pub unix_access: UnixAccess,
     pub firehose: Option<Firehose>,
     /// Clients must AUTH with this first (`password`), as with Redis' requirepass.
@@ -349,7 +352,6 @@ impl RawRelayer {
             (self.buffer.is_some() && !firehose, "buffer"),
             (self.buffer_bytes.is_some() && !firehose, "bufferbytes"),
             (self.critical.is_some() && !firehose, "critical"),
-            (self.retry_timeout.is_some() && !firehose, "retrytimeout"),
             (self.dead_letter_file.is_some() && !firehose, "deadletterfile"),
             (self.timestamp.is_some() && !firehose, "timestamp"),
             // Firehose relayers answer everything themselves: no mode, no url.
@@ -651,6 +653,13 @@ fn relayer(raw: &RawRelayer, t: &Table, ctx: &str, warnings: &mut Vec<String>) -
     };
     let timeout = seconds(raw.timeout, timeout_default, "timeout")?;
     let drain_timeout = seconds(raw.drain_timeout, 10.0, "draintimeout")?;
+    let retry_timeout = seconds(raw.retry_timeout, 60.0, "retrytimeout")?;
+    if retry_timeout == 0.0 {
+        return Err(format!(
+            "{}: {retry_timeout} is not allowed: a number of seconds more than 0",
+            key("retrytimeout")
+        ));
+    }
     let gid = match &raw.unix_socket_group {
         None => None,
         Some(g) => Some(group_id(g).map_err(|e| format!("{}: {e}", key("unixsocketgroup")))?),
@@ -711,6 +720,7 @@ fn relayer(raw: &RawRelayer, t: &Table, ctx: &str, warnings: &mut Vec<String>) -
         smart_table,
         max_pending_bytes: count(raw.max_pending_bytes, 64 << 20, "maxpendingbytes", false)? as u64,
         drain_timeout: Duration::from_secs_f64(drain_timeout),
+        retry_timeout: Duration::from_secs_f64(retry_timeout),
         unix_access,
         firehose,
         password,

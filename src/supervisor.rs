@@ -5,10 +5,9 @@
 //! and on SIGTERM or SIGINT it drains what was acknowledged early and stops.
 
 use crate::config::{self, Config, Protocol, Relayer};
-use crate::worker::{Apply, Stop, Worker};
+use crate::worker::{Apply, Left, Stop, Worker};
 use actix::Addr;
 use relayer_actors::endpoint::ListenAddr;
-use relayer_actors::firehose::batcher::Undelivered;
 use relayer_actors::listener::{bind, SocketFile, StdBound};
 use relayer_actors::resp::request::Limits;
 use slog::{error, info, warn, Logger};
@@ -216,18 +215,23 @@ impl Supervisor {
         // Closed here too, so that new connections are refused while the workers drain.
         self.sockets.clear();
         let stops = self.workers.iter().map(|w| w.send(Stop));
-        let mut left = Undelivered::default();
+        let mut left = Left::default();
         for u in futures_util::future::join_all(stops).await {
-            left += u.unwrap_or_default();
+            left += &u.unwrap_or_default();
         }
-        if left.lost > 0 {
-            error!(self.log, "stopped with background writes lost"; "lost" => left.lost,
-                "dead_letter" => left.dead_letter);
-        } else if left.dead_letter > 0 {
-            warn!(self.log, "stopped, writes not delivered in time written to the dead-letter file";
-                "dead_letter" => left.dead_letter);
+        // One line with the exact counts, whatever they are.
+        let (d, f) = (&left.redis, left.firehose);
+        if left.all_delivered() {
+            info!(self.log, "stopped, every acknowledged write delivered"; "relayers" => self.relayers.len(),
+                "delivered" => d.delivered);
+        } else if !d.all_delivered() || f.lost > 0 {
+            error!(self.log, "stopped with acknowledged writes not delivered";
+                "delivered" => d.delivered, "refused" => d.refused_total(), "refused_by_code" => d.refused_by_code(),
+                "unknown" => d.unknown, "expired" => d.expired_total(), "expired_by_code" => d.expired_by_code(),
+                "lost" => d.lost + f.lost as u64, "dead_letter" => f.dead_letter);
         } else {
-            info!(self.log, "stopped, every acknowledged write delivered"; "relayers" => self.relayers.len());
+            warn!(self.log, "stopped, writes not delivered in time written to the dead-letter file";
+                "dead_letter" => f.dead_letter, "delivered" => d.delivered);
         }
     }
 }

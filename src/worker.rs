@@ -13,9 +13,10 @@ use relayer_actors::firehose::session as fh;
 use relayer_actors::listener::{Listener, ListenerSettings, StdBound, StopListening};
 use relayer_actors::metrics::RelayerMetrics;
 use relayer_actors::redis::dedicated::Pool;
+use relayer_actors::redis::delivery::Delivery;
 use relayer_actors::redis::session::{Current, Route, SessionSettings, Smart};
 use relayer_actors::redis::smart::Budget;
-use relayer_actors::redis::target::{Drain, GiveUp, KnownDbs, Retire, Target, TargetSettings};
+use relayer_actors::redis::target::{Drain, GiveUp, KnownDbs, Report, Retire, Target, TargetSettings};
 use relayer_actors::resp::request::Limits;
 use relayer_actors::route::Frontend;
 use slog::{error, info, o, warn, Logger};
@@ -28,7 +29,31 @@ use std::time::{Duration, Instant};
 pub struct Worker {
     limits: Limits,
     entries: HashMap<String, Entry>,
+    /// What the backends that reloads retired left, for the stop summary.
+    retired: Rc<RefCell<Left>>,
     log: Logger,
+}
+
+/// What drains left: what became of the Redis writes acknowledged early (all of them, since
+/// the backend started), and the Firehose lines not delivered.
+#[derive(Debug, Default, Clone)]
+pub struct Left {
+    pub redis: Delivery,
+    pub firehose: Undelivered,
+}
+
+impl std::ops::AddAssign<&Left> for Left {
+    fn add_assign(&mut self, o: &Left) {
+        self.redis += &o.redis;
+        self.firehose += o.firehose;
+    }
+}
+
+impl Left {
+    /// Nothing acknowledged went anywhere but to the backend.
+    pub fn all_delivered(&self) -> bool {
+        self.redis.all_delivered() && self.firehose == Undelivered::default()
+    }
 }
 
 /// The whole set of entries to run: started, changed, removed or left alone by their `listen`.
@@ -41,10 +66,10 @@ pub struct Apply {
     pub bound: HashMap<String, StdBound>,
 }
 
-/// Stop accepting, drain every backend within its drain timeout; answers the writes not
-/// delivered (written to a dead-letter file, or lost).
+/// Stop accepting, let the replies clients wait on come and drain every backend within its
+/// drain timeout, then close the clients; answers what the drains left.
 #[derive(Message)]
-#[rtype(result = "Undelivered")]
+#[rtype(result = "Left")]
 pub struct Stop;
 
 impl Worker {
@@ -54,6 +79,7 @@ impl Worker {
         Worker::start_in_arbiter(&Arbiter::new().handle(), move |_| Worker {
             limits,
             entries: HashMap::new(),
+            retired: Rc::default(),
             log,
         })
     }
@@ -92,6 +118,7 @@ impl Worker {
                 timeout: r.timeout,
                 connect_timeout: r.connect_timeout,
                 max_reply_line: self.limits.max_bulk_len,
+                retry_timeout: r.retry_timeout,
                 budget,
                 metrics,
                 log: log.clone(),
@@ -222,7 +249,7 @@ impl Worker {
                     route: route.clone(),
                     target: old,
                 };
-                actix::spawn(retire_backend(old, limit, log));
+                actix::spawn(retire_backend(old, limit, log, self.retired.clone()));
             }
             (Backend::Firehose { route, batcher }, Protocol::Firehose) => {
                 let next = self.start_batcher(r, &log);
@@ -232,12 +259,12 @@ impl Worker {
                     route: route.clone(),
                     batcher: old,
                 };
-                actix::spawn(retire_backend(old, limit, log));
+                actix::spawn(retire_backend(old, limit, log, self.retired.clone()));
             }
             _ => {
                 let old = std::mem::replace(&mut e.backend, self.start_backend(r, &log));
                 *e.frontend.borrow_mut() = e.backend.frontend();
-                actix::spawn(retire_clients(old, limit, log));
+                actix::spawn(retire_clients(old, limit, log, self.retired.clone()));
             }
         }
     }
@@ -271,7 +298,7 @@ impl Handler<Apply> for Worker {
             .collect();
         for key in &gone {
             let entry = self.entries.remove(key).expect("listed above");
-            actix::spawn(remove_entry(entry));
+            actix::spawn(remove_entry(entry, self.retired.clone()));
         }
         for r in relayers {
             match self.entries.get(&r.listen_key) {
@@ -295,29 +322,43 @@ impl Handler<Apply> for Worker {
 }
 
 impl Handler<Stop> for Worker {
-    type Result = ResponseFuture<Undelivered>;
+    type Result = ResponseFuture<Left>;
 
-    /// Stops accepting everywhere, then gives each backend its drain timeout to deliver what
-    /// was acknowledged early; what is left is counted and logged as lost.
+    /// Stops accepting everywhere; commands sent from now on get an error; then each backend
+    /// has its drain timeout for the replies clients wait on and what was acknowledged early.
+    /// What is left is counted and logged; the clients are closed once their replies are
+    /// written.
     fn handle(&mut self, _: Stop, _: &mut Context<Self>) -> Self::Result {
         let entries = std::mem::take(&mut self.entries);
+        let retired = self.retired.clone();
         Box::pin(async move {
             for e in entries.values() {
                 let _ = e.listener.send(StopListening).await;
+                e.backend.frontend().stopping();
             }
             let drains = entries.values().map(|e| async move {
-                let left = e.backend.drain(e.relayer.drain_timeout, false).await;
-                log_undelivered(&e.log, "stop", left);
+                let left = e.backend.drain(e.relayer.drain_timeout, true).await;
+                log_undelivered(&e.log, "stop", &left);
+                let frontend = e.backend.frontend();
+                frontend.close_all();
+                // Their last replies written (or their sockets given up on).
+                let deadline = Instant::now() + CLOSE_WAIT;
+                while frontend.clients() > 0 && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
                 left
             });
-            let mut total = Undelivered::default();
+            let mut total = retired.borrow().clone();
             for left in futures_util::future::join_all(drains).await {
-                total += left;
+                total += &left;
             }
             total
         })
     }
 }
+
+/// How long stopped clients may take to read their last replies.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// What runs for one entry.
 struct Entry {
@@ -351,27 +392,35 @@ impl Backend {
     }
 
     /// Waits within `limit` until what was acknowledged early is delivered (`everything`: and
-    /// the replies clients wait for); returns what was left undelivered. A Firehose batcher
-    /// accepts no more lines from the start of its drain.
-    async fn drain(&self, limit: Duration, everything: bool) -> Undelivered {
+    /// the replies clients wait for); returns what was left undelivered (for a Redis backend,
+    /// what became of all its writes acknowledged early). A Firehose batcher accepts no more
+    /// lines from the start of its drain.
+    async fn drain(&self, limit: Duration, everything: bool) -> Left {
         match self {
             Backend::Redis { target, .. } => {
                 let (done, rx) = tokio::sync::oneshot::channel();
                 target.do_send(Drain { done, everything });
-                let lost = match tokio::time::timeout(limit, rx).await {
-                    Ok(_) => 0,
-                    Err(_) => target.send(GiveUp).await.unwrap_or(0),
+                let redis = match tokio::time::timeout(limit, rx).await {
+                    Ok(_) => target.send(Report).await.unwrap_or_default(),
+                    Err(_) => target.send(GiveUp).await.unwrap_or_default(),
                 };
-                Undelivered { dead_letter: 0, lost }
+                Left {
+                    redis,
+                    ..Left::default()
+                }
             }
             Backend::Firehose { batcher, .. } => {
                 let (done, rx) = tokio::sync::oneshot::channel();
                 batcher.do_send(batcher::Drain { done });
-                match tokio::time::timeout(limit, rx).await {
+                let firehose = match tokio::time::timeout(limit, rx).await {
                     Ok(Ok(left)) => left,
                     // The batcher's thread is gone: it counted what it held as lost.
                     Ok(Err(_)) => Undelivered::default(),
                     Err(_) => batcher.send(batcher::GiveUp).await.unwrap_or_default(),
+                };
+                Left {
+                    firehose,
+                    ..Left::default()
                 }
             }
         }
@@ -386,40 +435,54 @@ impl Backend {
 }
 
 /// A backend a reload replaced: it finishes what it owes (within the drain timeout), then stops.
-async fn retire_backend(old: Backend, limit: Duration, log: Logger) {
+async fn retire_backend(old: Backend, limit: Duration, log: Logger, retired: Rc<RefCell<Left>>) {
     let left = old.drain(limit, true).await;
-    log_undelivered(&log, "replaced backend", left);
+    log_undelivered(&log, "replaced backend", &left);
+    *retired.borrow_mut() += &left;
     old.retire();
 }
 
-/// Logs what a drain did not deliver: an error if anything was lost, a warning if it all went
-/// to the dead-letter file.
-fn log_undelivered(log: &Logger, what: &str, left: Undelivered) {
-    if left.lost > 0 {
-        error!(log, "{what}: writes not delivered within the drain timeout, lost"; "lost" => left.lost,
-            "dead_letter" => left.dead_letter);
-    } else if left.dead_letter > 0 {
+/// Logs what a drain left: an error if anything acknowledged was not delivered (refused,
+/// unknown, expired, lost), a warning if Firehose lines went to the dead-letter file, and
+/// the Redis counts in any case.
+fn log_undelivered(log: &Logger, what: &str, left: &Left) {
+    let d = &left.redis;
+    if d.total() > 0 {
+        if d.all_delivered() {
+            info!(log, "{what}: every acknowledged write delivered"; "delivered" => d.delivered);
+        } else {
+            error!(log, "{what}: acknowledged writes not delivered"; "delivered" => d.delivered,
+                "refused" => d.refused_total(), "refused_by_code" => d.refused_by_code(), "unknown" => d.unknown,
+                "expired" => d.expired_total(), "expired_by_code" => d.expired_by_code(), "lost" => d.lost);
+        }
+    }
+    let f = left.firehose;
+    if f.lost > 0 {
+        error!(log, "{what}: writes not delivered within the drain timeout, lost"; "lost" => f.lost,
+            "dead_letter" => f.dead_letter);
+    } else if f.dead_letter > 0 {
         warn!(log, "{what}: writes not delivered in time, written to the dead-letter file";
-            "dead_letter" => left.dead_letter);
+            "dead_letter" => f.dead_letter);
     }
 }
 
 /// A backend of another protocol replaced this one: its clients go on until the drain
 /// timeout while it delivers what it acknowledged; then they are closed and it stops.
-async fn retire_clients(old: Backend, limit: Duration, log: Logger) {
+async fn retire_clients(old: Backend, limit: Duration, log: Logger, retired: Rc<RefCell<Left>>) {
     let started = Instant::now();
     let left = old.drain(limit, false).await;
     tokio::time::sleep(limit.saturating_sub(started.elapsed())).await;
     old.frontend().close_all();
-    log_undelivered(&log, "replaced backend", left);
-    let _ = old.drain(Duration::from_secs(1), true).await;
+    log_undelivered(&log, "replaced backend", &left);
+    let left = old.drain(Duration::from_secs(1), true).await;
+    *retired.borrow_mut() += &left;
     old.retire();
 }
 
 /// An entry a reload removed: it stops accepting at once; its clients may go on until the
 /// drain timeout, while early acknowledgement stops and what was acknowledged is delivered;
 /// then the clients are closed and the target stops.
-async fn remove_entry(e: Entry) {
+async fn remove_entry(e: Entry, retired: Rc<RefCell<Left>>) {
     let started = Instant::now();
     let _ = e.listener.send(StopListening).await;
     info!(e.log, "relayer removed: not accepting; clients closed after the drain timeout";
@@ -428,8 +491,9 @@ async fn remove_entry(e: Entry) {
     let left = e.backend.drain(limit, false).await;
     tokio::time::sleep(limit.saturating_sub(started.elapsed())).await;
     e.backend.frontend().close_all();
-    log_undelivered(&e.log, "removed relayer", left);
+    log_undelivered(&e.log, "removed relayer", &left);
     // The closing clients get the replies still owed, or the target's error once it retires.
-    let _ = e.backend.drain(Duration::from_secs(1), true).await;
+    let left = e.backend.drain(Duration::from_secs(1), true).await;
+    *retired.borrow_mut() += &left;
     e.backend.retire();
 }

@@ -21,6 +21,15 @@ pub struct Route<C, S: Actor> {
 #[rtype(result = "()")]
 pub struct CloseClient;
 
+/// The relayer is stopping: what the client sent before gets its replies, what it sends from
+/// now on gets `STOPPING` (not sent anywhere), until the drain closes it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Stopping;
+
+/// The answer to a command that comes after a stop signal.
+pub const STOPPING: &str = "ERR relayer: shutting down, command not sent";
+
 impl<C: Clone, S: Actor> Route<C, S> {
     pub fn new(current: C) -> Rc<Self> {
         Rc::new(Route {
@@ -60,13 +69,22 @@ impl<C: Clone, S: Actor> Route<C, S> {
 
 impl<C, S> Route<C, S>
 where
-    S: Actor<Context = Context<S>> + Handler<CloseClient>,
+    S: Actor<Context = Context<S>> + Handler<CloseClient> + Handler<Stopping>,
 {
     /// Asks every client session to finish its replies and close.
     pub fn close_all(&self) {
         for s in self.sessions.borrow().values() {
             if let Some(addr) = s.upgrade() {
                 addr.do_send(CloseClient);
+            }
+        }
+    }
+
+    /// Tells every client session that the relayer is stopping (see `Stopping`).
+    pub fn stopping_all(&self) {
+        for s in self.sessions.borrow().values() {
+            if let Some(addr) = s.upgrade() {
+                addr.do_send(Stopping);
             }
         }
     }
@@ -80,4 +98,6 @@ pub trait Frontend {
     fn start_session(self: Rc<Self>, id: u64, read: ReadHalf, write: WriteHalf);
     /// Asks every client session to finish its replies and close.
     fn close_all(&self);
+    /// Tells every client session that the relayer is stopping.
+    fn stopping(&self);
 }

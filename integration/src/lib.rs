@@ -284,6 +284,36 @@ where
     }
 }
 
+/// The fields (`key: value`) of the last line of `log` that contains `msg`, in the relayer's
+/// text log format; None when no line does.
+pub fn log_fields(log: &str, msg: &str) -> Option<std::collections::HashMap<String, String>> {
+    let line = log.lines().rev().find(|l| l.contains(msg))?;
+    let fields = line
+        .split(", ")
+        .filter_map(|part| {
+            let (k, v) = part.split_once(": ")?;
+            let k = k.rsplit(' ').next()?;
+            k.chars()
+                .all(|c| c.is_ascii_lowercase() || c == '_')
+                .then(|| (k.to_string(), v.to_string()))
+        })
+        .collect();
+    Some(fields)
+}
+
+/// What the relayer's stop summary says became of the writes acknowledged early: the fields of
+/// its last `stopped` line (`delivered`, `refused`, `refused_by_code`, `unknown`, `expired`,
+/// `expired_by_code`, `lost`), and whether it said every one was delivered.
+pub fn stop_summary(log: &str) -> (bool, std::collections::HashMap<String, String>) {
+    const OK: &str = "stopped, every acknowledged write delivered";
+    const NOT: &str = "stopped with acknowledged writes not delivered";
+    match (log_fields(log, OK), log_fields(log, NOT)) {
+        (Some(f), None) => (true, f),
+        (None, Some(f)) => (false, f),
+        _ => panic!("expected one stop summary in the log:\n{log}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,7 +27,7 @@ const BUFFER_FULL: &str = "ERR firehose buffer full: record not accepted, try ag
 const DEAD_LETTER_MSG: &str = "firehose records written to the dead-letter file";
 const LOST_MSG: &str = "firehose records lost";
 const STOPPED_OK: &str = "stopped, every acknowledged write delivered";
-const STOPPED_LOST: &str = "stopped with background writes lost";
+const STOPPED_LOST: &str = "stopped with acknowledged writes not delivered";
 const STOPPED_DEAD: &str = "stopped, writes not delivered in time written to the dead-letter file";
 const STOPPING: &str = "ERR firehose relayer stopping: record not accepted";
 
@@ -1070,8 +1070,8 @@ fn stop_with_endpoint_down_writes_the_dead_letter_file() {
     );
 }
 
-/// Without a dead-letter file, the same stop counts the lines lost: `stopped with background
-/// writes lost` with `lost: 200`.
+/// Without a dead-letter file, the same stop counts the lines lost: `stopped with acknowledged
+/// writes not delivered` with `lost: 200`.
 #[test]
 fn stop_with_endpoint_down_and_no_dead_letter_file_counts_the_loss() {
     let fake = FakeFirehose::start();

@@ -17,7 +17,7 @@ use crate::io::{
 };
 use crate::resp::request::{Command, Limits, RequestError, RequestParser};
 use crate::resp::write::{self, error, wrong_arity};
-use crate::route::{CloseClient, Frontend};
+use crate::route::{CloseClient, Frontend, Stopping};
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
 use slog::{debug, info, Logger};
@@ -74,6 +74,10 @@ impl Frontend for Route {
 
     fn close_all(&self) {
         crate::route::Route::close_all(self)
+    }
+
+    fn stopping(&self) {
+        crate::route::Route::stopping_all(self)
     }
 }
 
@@ -153,6 +157,8 @@ pub struct Session {
     /// Waiting for room in the buffer (critical): nothing more is read meanwhile.
     waiting: bool,
     closing: bool,
+    /// The relayer is stopping: new commands get `STOPPING`.
+    stopping: bool,
 }
 
 impl Session {
@@ -178,6 +184,7 @@ impl Session {
                 multi: None,
                 waiting: false,
                 closing: false,
+                stopping: false,
             }
         })
     }
@@ -224,6 +231,9 @@ impl Session {
     fn on_command(&mut self, cmd: Command, ctx: &mut Context<Self>) {
         self.follow_route();
         let op = Op::of(cmd.arg(0));
+        if self.stopping && op != Op::Quit {
+            return self.reply(&error(STOPPING), ctx);
+        }
         if !op.arity_ok(cmd.argc()) {
             return self.refuse(&wrong_arity(cmd.arg(0)), ctx);
         }
@@ -572,5 +582,13 @@ impl Handler<CloseClient> for Session {
 
     fn handle(&mut self, _: CloseClient, ctx: &mut Context<Self>) {
         self.close_after_replies(ctx);
+    }
+}
+
+impl Handler<Stopping> for Session {
+    type Result = ();
+
+    fn handle(&mut self, _: Stopping, _ctx: &mut Context<Self>) {
+        self.stopping = true;
     }
 }

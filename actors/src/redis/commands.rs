@@ -56,6 +56,33 @@ pub fn classify(name: &[u8]) -> Kind {
     }
 }
 
+/// Why a command the table forwards is refused anyway: it would put the connection it runs on
+/// (shared with other clients) in another mode. On a cluster relayer, `cluster` is true.
+pub fn refused_on_shared(name: &[u8], sub: Option<&[u8]>, cluster: bool) -> Option<&'static str> {
+    let is = |a: &[u8], b: &str| a.eq_ignore_ascii_case(b.as_bytes());
+    if is(name, "SCRIPT") && sub.is_some_and(|s| is(s, "DEBUG")) {
+        return Some("ERR relayer: 'SCRIPT DEBUG' would turn a connection shared with other clients into a debugging session");
+    }
+    // The flag would stay on the connection for the next command, another client's.
+    if cluster && is(name, "ASKING") {
+        return Some("ERR relayer: 'ASKING' is not relayed: the relayer follows ASK redirections itself");
+    }
+    None
+}
+
+/// Commands that Redis runs even while a script or function is busy (`allow_busy` in COMMAND
+/// INFO), other than those the relayer answers itself: they go on a connection of their own
+/// so that they reach a server every shared connection waits on.
+pub fn reaches_busy_server(name: &[u8], sub: Option<&[u8]>) -> bool {
+    let is = |a: &[u8], b: &str| a.eq_ignore_ascii_case(b.as_bytes());
+    match sub {
+        _ if is(name, "SHUTDOWN") => true,
+        Some(s) if is(name, "SCRIPT") => is(s, "KILL"),
+        Some(s) if is(name, "FUNCTION") => is(s, "KILL") || is(s, "STATS"),
+        _ => false,
+    }
+}
+
 /// CLIENT subcommands that would change how the shared connection replies, or act on a
 /// connection by an id or filter the client cannot know: KILL could close the connection the
 /// other clients share, and the relayer's CLIENT ID is not the backend's, so KILL ID and UNBLOCK
@@ -84,5 +111,16 @@ mod tests {
         assert!(client_sub_refused(b"kill"));
         assert!(client_sub_refused(b"UNBLOCK"));
         assert!(!client_sub_refused(b"list"));
+        assert!(refused_on_shared(b"script", Some(b"debug"), false).is_some());
+        assert!(refused_on_shared(b"SCRIPT", Some(b"KILL"), false).is_none());
+        assert!(refused_on_shared(b"SCRIPT", None, false).is_none());
+        assert!(refused_on_shared(b"asking", None, true).is_some());
+        assert!(refused_on_shared(b"ASKING", None, false).is_none());
+        assert!(reaches_busy_server(b"script", Some(b"kill")));
+        assert!(reaches_busy_server(b"FUNCTION", Some(b"stats")));
+        assert!(reaches_busy_server(b"shutdown", None));
+        assert!(reaches_busy_server(b"SHUTDOWN", Some(b"NOSAVE")));
+        assert!(!reaches_busy_server(b"SCRIPT", Some(b"FLUSH")));
+        assert!(!reaches_busy_server(b"SCRIPT", None));
     }
 }

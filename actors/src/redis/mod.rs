@@ -4,6 +4,7 @@ pub mod auth;
 pub mod commands;
 pub mod connect;
 pub mod dedicated;
+pub mod delivery;
 pub mod session;
 pub mod smart;
 pub mod target;

@@ -5,7 +5,7 @@
 //! behind the forwarded ones before it.
 
 use super::auth::{self, Password};
-use super::commands::{classify, client_sub_refused, Kind};
+use super::commands::{classify, client_sub_refused, reaches_busy_server, refused_on_shared, Kind};
 use super::dedicated::{self, Dest, Handle, Pool};
 use super::smart::{Budget, Table};
 use super::target::{Forward, Forwards, KnownDbs, Request, Target};
@@ -21,7 +21,7 @@ use crate::io::{
 use crate::metrics::RelayerMetrics;
 use crate::resp::request::{Command, Limits, RequestError, RequestParser};
 use crate::resp::write::{self, error, wrong_arity};
-use crate::route::{CloseClient, Frontend};
+use crate::route::{CloseClient, Frontend, Stopping, STOPPING};
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
 use slog::{debug, info, Logger};
@@ -81,6 +81,10 @@ impl Frontend for Route {
 
     fn close_all(&self) {
         crate::route::Route::close_all(self)
+    }
+
+    fn stopping(&self) {
+        crate::route::Route::stopping_all(self)
     }
 }
 
@@ -223,6 +227,13 @@ pub struct Session {
     awaiting: Option<Awaiting>,
     /// No more requests are read; the session ends once every reply is written.
     closing: bool,
+    /// The relayer is stopping: new commands get `STOPPING`.
+    stopping: bool,
+    /// Something was sent to `target`: when a reload replaces it, a barrier goes there first.
+    sent_to_target: bool,
+    /// A reload replaced the target: the request number of the barrier sent to the old one,
+    /// and the command that waits for its answer before it goes to the new one.
+    switching: Option<(u64, Command)>,
     /// True until the client authenticates, when the listener has a password; shared with the
     /// parser, which applies Redis' tighter limits meanwhile.
     unauthenticated: Arc<AtomicBool>,
@@ -284,6 +295,9 @@ impl Session {
                 gate,
                 awaiting: None,
                 closing: false,
+                stopping: false,
+                sent_to_target: false,
+                switching: None,
                 unauthenticated,
                 pool,
                 ded: None,
@@ -341,9 +355,11 @@ impl Session {
         if let Some(d) = &mut self.ded {
             let mut frames = before;
             match request {
-                Request::One(f) | Request::Select(_, f) | Request::Background { frame: f, .. } => {
-                    frames.push((f, Dest::Client(seq)))
-                }
+                Request::One(f)
+                | Request::Select(_, f)
+                | Request::Side(f)
+                | Request::Background { frame: f, .. } => frames.push((f, Dest::Client(seq))),
+                Request::Barrier => unreachable!("barriers go to the target itself"),
                 // Cluster relayers have no dedicated connections; but one taken before a reload
                 // that switched this relayer to a cluster is kept until released.
                 Request::Gather { .. } | Request::FanOut { .. } => {
@@ -376,6 +392,7 @@ impl Session {
     }
 
     fn queue_forward(&mut self, seq: u64, request: Request, slot: Option<u16>) {
+        self.sent_to_target = true;
         let f = Forward {
             reply_to: self.me.clone(),
             session: self.id,
@@ -492,7 +509,8 @@ impl Session {
         let ded_waits = self.ded.as_ref().is_some_and(|d| {
             d.resetting.is_some() || d.entering || d.handle.unsent.get() >= dedicated::BACKLOG_HIGH
         });
-        if self.closing || self.awaiting.is_some() || self.held.is_some() || ded_waits || full {
+        let waits = self.awaiting.is_some() || self.held.is_some() || self.switching.is_some();
+        if self.closing || waits || ded_waits || full {
             self.gate.pause();
         } else {
             self.gate.resume();
@@ -532,12 +550,16 @@ impl Session {
         if self.route.generation() != self.route_generation {
             // What was gathered goes to the target it was meant for.
             self.flush_forwards(ctx);
-            // A connection held now stays until released; the next one comes from the new pool.
-            let current = self.route.current();
-            (self.target, self.settings, self.pool) = (current.target, current.settings, current.dedicated);
-            self.route_generation = self.route.generation();
+            if self.sent_to_target && self.send_switch_barrier(cmd.clone()) {
+                return;
+            }
+            self.follow_route();
         }
         let kind = classify(cmd.arg(0));
+        if self.stopping && kind != Kind::Quit {
+            self.reply(error(STOPPING), ctx);
+            return;
+        }
         if self.unauthenticated.load(Ordering::Relaxed)
             && !matches!(kind, Kind::Auth | Kind::Hello | Kind::Quit | Kind::Reset)
         {
@@ -562,7 +584,14 @@ impl Session {
             return;
         }
         let argc = cmd.argc();
+        let sub = (argc > 1).then(|| cmd.arg(1));
+        if let Some(why) = refused_on_shared(cmd.arg(0), sub, self.settings.cluster) {
+            return self.reply(error(why), ctx);
+        }
         match kind {
+            Kind::Forward if !self.settings.cluster && reaches_busy_server(cmd.arg(0), sub) => {
+                self.forward(Request::Side(cmd.into_frame()), ctx);
+            }
             Kind::Forward => self.forward_or_acknowledge(cmd, ctx),
             Kind::Ping => match argc {
                 1 => self.reply_static(write::PONG, ctx),
@@ -635,6 +664,37 @@ impl Session {
             },
             _ => self.reply(wrong_arity(cmd.arg(0)), ctx),
         }
+    }
+
+    /// A reload replaced the target: `cmd` and what follows wait until the old target has
+    /// answered (or counted) everything the client sent it, so that nothing overtakes an older
+    /// command. False when the old target is gone already.
+    fn send_switch_barrier(&mut self, cmd: Command) -> bool {
+        self.barriers += 1;
+        let barrier = BARRIER_BASE + self.barriers;
+        let sent = self.target.try_send(Forward {
+            reply_to: self.me.clone(),
+            session: self.id,
+            seq: barrier,
+            db: self.db,
+            request: Request::Barrier,
+            slot: None,
+        });
+        if sent.is_err() {
+            return false;
+        }
+        self.switching = Some((barrier, cmd));
+        self.update_gate();
+        true
+    }
+
+    /// Takes the target and settings a reload installed. A connection held now stays until
+    /// released; the next one comes from the new pool.
+    fn follow_route(&mut self) {
+        let current = self.route.current();
+        (self.target, self.settings, self.pool) = (current.target, current.settings, current.dedicated);
+        self.route_generation = self.route.generation();
+        self.sent_to_target = false;
     }
 
     /// In smart mode a write from the table is acknowledged now and sent in the background,
@@ -726,6 +786,12 @@ impl Session {
     /// Inside MULTI: queues the command and returns true, or returns false for the commands
     /// that end or act on the block itself.
     fn queue_in_multi(&mut self, kind: Kind, cmd: &Command, ctx: &mut Context<Self>) -> bool {
+        let sub = (cmd.argc() > 1).then(|| cmd.arg(1));
+        if let Some(why) = refused_on_shared(cmd.arg(0), sub, self.settings.cluster) {
+            self.multi.as_mut().expect("in MULTI").dirty = true;
+            self.reply(error(why), ctx);
+            return true;
+        }
         let multi = self.multi.as_mut().expect("in MULTI");
         // Blocking commands inside MULTI do not block: Redis runs them at EXEC, like any.
         let kind = match kind {
@@ -1138,6 +1204,7 @@ impl Session {
     /// take their place among the replies.
     fn pass_through(&mut self, kind: Kind, cmd: Command) {
         let argc = cmd.argc();
+        let refused = refused_on_shared(cmd.arg(0), (argc > 1).then(|| cmd.arg(1)), false);
         match kind {
             // Both go through as RESET, followed by a token of the connection's whose reply
             // marks the end of what it owed the client (`dedicated::Ending`); nothing is read
@@ -1190,6 +1257,8 @@ impl Session {
                 let answer = not_relayed(&cmd);
                 self.answer_in_order(answer);
             }
+            // The connection goes back to the pool for other clients afterwards.
+            _ if refused.is_some() => self.answer_in_order(error(refused.expect("matched"))),
             _ => {
                 let open = !is_pubsub(&cmd);
                 let cmd = match &self.settings.compression {
@@ -1557,6 +1626,15 @@ impl Handler<Replies> for Session {
 impl Session {
     /// A reply from the target: to a request, or to a barrier.
     fn on_target_reply(&mut self, msg: Reply, ctx: &mut Context<Self>) {
+        if self.switching.as_ref().is_some_and(|(b, _)| *b == msg.seq) {
+            // Whatever the answer (the old target may have retired, its writes counted):
+            // the client goes on with the new one.
+            let (_, cmd) = self.switching.take().expect("checked above");
+            self.follow_route();
+            self.update_gate();
+            self.on_command(cmd, ctx);
+            return;
+        }
         if msg.seq >= BARRIER_BASE {
             // Another barrier's: its command failed already.
             let Some(held) = self.held.take_if(|h| h.barrier == msg.seq) else {
@@ -1698,5 +1776,13 @@ impl Handler<CloseClient> for Session {
 
     fn handle(&mut self, _: CloseClient, ctx: &mut Context<Self>) {
         self.close_after_replies(ctx);
+    }
+}
+
+impl Handler<Stopping> for Session {
+    type Result = ();
+
+    fn handle(&mut self, _: Stopping, _ctx: &mut Context<Self>) {
+        self.stopping = true;
     }
 }

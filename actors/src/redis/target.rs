@@ -4,6 +4,7 @@
 //! mailbox drain, and a FIFO of the replies it owes, in the order the commands were written.
 //! A session is pinned to one connection, so its commands reach Redis in the order it sent them.
 
+use super::delivery::{self, Delivery};
 use super::session::{Replies, Reply, SessionAddr};
 use super::smart::Budget;
 use crate::endpoint::TargetAddr;
@@ -29,8 +30,14 @@ use tokio::sync::oneshot;
 use tokio_util::codec::FramedRead;
 
 mod cluster;
-use cluster::Resend;
+mod single;
+use cluster::{Body, Resend};
+use single::{Queued, Stall};
 
+/// Writes not delivered logged one by one, with their command and key, before summaries.
+const DETAILED_LOGS: u32 = 10;
+/// Ticks between summaries of the writes not delivered (10 s).
+const SUMMARY_TICKS: u64 = 100;
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// The clock that ages pending replies; timeouts are checked at this granularity.
@@ -49,6 +56,9 @@ pub struct TargetSettings {
     pub connect_timeout: Duration,
     /// The longest status or error line a reply may have (`maxBulkLength`).
     pub max_reply_line: usize,
+    /// How long a write acknowledged early may be sent again after refusals that may pass
+    /// (LOADING, BUSY...), or wait for an unreachable backend, before it is given up.
+    pub retry_timeout: Duration,
     /// Smart mode: the bytes acknowledged early, shared with the sessions.
     pub budget: Option<Arc<Budget>>,
     pub metrics: RelayerMetrics,
@@ -71,6 +81,15 @@ impl KnownDbs {
         if db < 64 {
             self.0.fetch_or(1 << db, Ordering::Relaxed);
         }
+    }
+    fn forget(&self, db: u32) {
+        if db < 64 && db != 0 {
+            self.0.fetch_and(!(1 << db), Ordering::Relaxed);
+        }
+    }
+    /// Another server answers now (restarted, or a failover): only DB 0 is sure to exist.
+    fn forget_all(&self) {
+        self.0.store(1, Ordering::Relaxed);
     }
 }
 
@@ -120,6 +139,13 @@ pub enum Request {
         frame: Bytes,
         merge: crate::cluster::gather::Merge,
     },
+    /// A command Redis runs even while a script is busy (SCRIPT KILL, SHUTDOWN...): sent on a
+    /// connection of its own, which nothing else waits on, so that it reaches a busy server.
+    Side(Bytes),
+    /// Answered once every command the client sent before has been answered, and every write
+    /// it had acknowledged early is confirmed or counted: the client may then go on elsewhere
+    /// (a reload replaced the target) without any of them overtaking an older one.
+    Barrier,
 }
 
 /// Where a reply goes.
@@ -133,6 +159,12 @@ enum Dest {
         seq: u64,
         db: u32,
     },
+    /// A client's barrier (`Request::Barrier`): answered once what came before it on the
+    /// connection is done; sent again like a write acknowledged early, never failed fast.
+    Barrier {
+        to: SessionAddr,
+        seq: u64,
+    },
     /// A reply nobody waits for, read and checked.
     Swallow(Swallowed),
     /// A write acknowledged early, kept until confirmed so that it can be sent again after a
@@ -141,6 +173,8 @@ enum Dest {
         frame: Bytes,
         db: u32,
         idempotent: bool,
+        /// The tick it was taken (`retryTimeout` counts from there).
+        since: u64,
     },
     /// One part of a gathered request.
     Part {
@@ -154,6 +188,8 @@ enum Swallowed {
     Select(u32),
     /// CLUSTER SLOTS, asked by the relayer.
     Slots,
+    /// `INFO server`, asked by the relayer on a new connection to a single Redis: who answers.
+    Info,
     /// ASKING before a command redirected by ASK.
     Asking,
     /// MULTI and the commands queued in it: their errors reach the client through EXEC.
@@ -171,6 +207,12 @@ struct Pending {
     /// Where the command ends in the bytes queued on this connection: it has been written
     /// once `Upstream::written` reaches this.
     end: u64,
+    /// Written alone, to learn whether a backend that refused writes accepts them again (see
+    /// `single::Stall`).
+    probe: bool,
+    /// On a single Redis, a command waited on: its frame and DB, to write it again when it is
+    /// refused for a while behind a write that must be sent again (see `single`).
+    again: Option<(Bytes, Option<u32>)>,
 }
 
 enum State {
@@ -207,6 +249,17 @@ struct Upstream {
     /// On a cluster: the first redirection or retryable error a command of the MULTI block
     /// under way got while queued, which is why its EXEC will abort.
     block_note: Option<Bytes>,
+    /// On a single Redis: commands accepted and not written yet, in order (see `single`).
+    queue: VecDeque<Queued>,
+    /// On a single Redis: the backend refused a write with an error that may pass, and nothing
+    /// more is written until it accepts one again.
+    stall: Option<Stall>,
+    /// On a single Redis: a SELECT of a DB not known to exist on this server is written, and
+    /// nothing follows it until its answer.
+    select_check: Option<u32>,
+    /// On a single Redis: the server has not said who it is yet (`Swallowed::Info`), so it may
+    /// not be the one whose DBs are known: every SELECT is checked meanwhile.
+    identifying: bool,
 }
 
 impl Upstream {
@@ -227,6 +280,10 @@ impl Upstream {
             queued: 0,
             written: 0,
             block_note: None,
+            queue: VecDeque::new(),
+            stall: None,
+            select_check: None,
+            identifying: false,
         }
     }
 }
@@ -237,12 +294,25 @@ pub struct Target {
     conns: Vec<Upstream>,
     tick: u64,
     timeout_ticks: Option<u64>,
-    /// Background writes the backend refused, by command name.
-    refused: HashMap<String, u64>,
-    /// Background writes that are not safe to send twice, cut off unconfirmed.
-    unknown_outcome: u64,
-    refused_log: LogLimit,
-    unknown_log: LogLimit,
+    /// `retryTimeout` in ticks.
+    retry_ticks: u64,
+    /// What became of the writes acknowledged early.
+    delivery: Delivery,
+    /// Writes not delivered that were logged with their command and key; past
+    /// `DETAILED_LOGS`, a summary with the totals is logged every `SUMMARY_TICKS`.
+    detailed_logs: u32,
+    summary_due: bool,
+    /// Stalls begun and ended (see `single`), logged a few a second at most.
+    stall_log: LogLimit,
+    /// The drain's time ran out: what was left is counted lost, and nothing of it counted
+    /// again if it comes after all.
+    given_up: bool,
+    /// On a single Redis: the connection for commands that must reach a busy server
+    /// (`Request::Side`), the last of `conns`.
+    side: Option<usize>,
+    /// On a single Redis: the run_id of the server the connections reached last (None: not
+    /// known, as when INFO was refused); the DBs known to exist are forgotten when it changes.
+    run_id: Option<Option<String>>,
     drain_waiter: Option<oneshot::Sender<()>>,
     /// The drain also waits for the replies clients wait on, not only background writes.
     drain_everything: bool,
@@ -281,20 +351,31 @@ impl Target {
             .cluster_seeds
             .as_ref()
             .map(|s| cluster::Cluster::new(s.clone()));
+        let mut conns: Vec<Upstream> = match &settings.cluster_seeds {
+            None => (0..n).map(|_| Upstream::new(settings.addr.clone())).collect(),
+            Some(_) => Vec::new(),
+        };
+        let side = cluster.is_none().then(|| {
+            let mut u = Upstream::new(settings.addr.clone());
+            u.state = State::Idle;
+            conns.push(u);
+            n
+        });
+        let retry_ticks = (settings.retry_timeout.as_millis() as u64).div_ceil(TICK.as_millis() as u64);
         Target {
-            conns: match &settings.cluster_seeds {
-                None => (0..n).map(|_| Upstream::new(settings.addr.clone())).collect(),
-                Some(_) => Vec::new(),
-            },
+            conns,
             cluster,
-            settings,
             known,
             tick: 0,
             timeout_ticks,
-            refused: HashMap::new(),
-            unknown_outcome: 0,
-            refused_log: LogLimit::default(),
-            unknown_log: LogLimit::default(),
+            retry_ticks,
+            delivery: Delivery::default(),
+            detailed_logs: 0,
+            summary_due: false,
+            stall_log: LogLimit::default(),
+            given_up: false,
+            side,
+            run_id: None,
             drain_waiter: None,
             drain_everything: false,
             batching: false,
@@ -303,6 +384,7 @@ impl Target {
             batch: Vec::new(),
             spare: Rc::default(),
             batch_hint: 1,
+            settings,
         }
     }
 
@@ -413,6 +495,9 @@ impl Target {
         out.extend_from_slice(&c.early);
         c.early = BytesMut::new();
         c.out = Some(out);
+        if self.cluster.is_none() {
+            self.single_connected(idx, ctx);
+        }
         self.schedule_flush(idx, ctx);
     }
 
@@ -443,29 +528,12 @@ impl Target {
         c.queued = 0;
         c.written = 0;
         let mut again = 0;
-        for p in owed {
-            if self.cluster.is_some() {
+        if self.cluster.is_some() {
+            for p in owed {
                 again += usize::from(self.cluster_cut_off(idx, p, &err, written, reason, ctx));
-                continue;
             }
-            match p.dest {
-                Dest::Session { to, seq } | Dest::SelectCheck { to, seq, .. } => {
-                    self.send_reply(to, seq, err.clone())
-                }
-                Dest::Part { gather, index } => self.part_reply(gather, index, err.clone()),
-                Dest::Swallow(Swallowed::Slots) => self.slots_failed(idx, reason, ctx),
-                Dest::Swallow(_) => {}
-                // A command cut off before all its bytes left never ran: sending it again is safe.
-                Dest::Background {
-                    frame,
-                    db,
-                    idempotent,
-                } if idempotent || p.end > written => {
-                    again += 1;
-                    self.queue_background(idx, frame, db, idempotent);
-                }
-                Dest::Background { frame, .. } => self.unknown_outcome(idx, &frame),
-            }
+        } else {
+            again = self.single_cut_off(idx, owed, written, &err);
         }
         if again > 0 {
             debug!(self.settings.log, "background writes queued again"; "conn" => idx, "count" => again);
@@ -535,29 +603,9 @@ impl Target {
             displaced,
             tick,
             end: c.queued,
+            probe: false,
+            again: None,
         });
-    }
-
-    fn queue_background(&mut self, idx: usize, frame: Bytes, db: u32, idempotent: bool) {
-        self.switch_db(idx, db);
-        self.push(
-            idx,
-            frame.clone(),
-            Dest::Background {
-                frame,
-                db,
-                idempotent,
-            },
-        );
-    }
-
-    /// Writes a SELECT first when the connection is on another DB than the session.
-    fn switch_db(&mut self, idx: usize, db: u32) {
-        if self.conns[idx].db != Some(db) {
-            let cmd = Command::from_args(&[b"SELECT".to_vec(), db.to_string().into_bytes()]);
-            self.push(idx, cmd.into_frame(), Dest::Swallow(Swallowed::Select(db)));
-            self.conns[idx].db = Some(db);
-        }
     }
 
     fn schedule_flush(&mut self, idx: usize, ctx: &mut Context<Self>) {
@@ -581,7 +629,10 @@ impl Target {
                 None => return,
             }
         } else {
-            (p.dest, data)
+            if let Some((dest, data)) = self.single_reply(idx, p, data, ctx) {
+                self.deliver(idx, dest, data, ctx);
+            }
+            return self.stall_progress(idx, ctx);
         };
         self.deliver(idx, dest, data, ctx);
     }
@@ -590,7 +641,7 @@ impl Target {
     fn deliver(&mut self, idx: usize, dest: Dest, data: Bytes, ctx: &mut Context<Self>) {
         match dest {
             Dest::Part { gather, index } => self.part_reply(gather, index, data),
-            Dest::Session { to, seq } => self.send_reply(to, seq, data),
+            Dest::Session { to, seq } | Dest::Barrier { to, seq } => self.send_reply(to, seq, data),
             Dest::SelectCheck { to, seq, db } => {
                 if !is_error(&data) {
                     self.known.insert(db);
@@ -602,11 +653,14 @@ impl Target {
                 self.send_reply(to, seq, data);
             }
             Dest::Background { frame, .. } => {
-                if let Some(b) = &self.settings.budget {
-                    b.give_back(frame.len() as u64);
-                }
-                if is_error(&data) {
+                self.give_back(&frame);
+                if self.given_up {
+                    // Counted lost when the drain's time ran out.
+                } else if is_error(&data) {
                     self.refused_write(idx, &frame, &data);
+                } else {
+                    self.delivery.delivered += 1;
+                    self.settings.metrics.background_delivered.increment(1);
                 }
             }
             Dest::Swallow(what) => {
@@ -620,13 +674,15 @@ impl Target {
                         Swallowed::BlockPart => {
                             debug!(self.settings.log, "command refused inside MULTI"; "error" => text)
                         }
-                        Swallowed::Select(db) => {
-                            self.conns[idx].db = None;
-                            error!(self.settings.log, "backend refused a SELECT issued by the relayer"; "backend" => %self.conns[idx].addr, "db" => db, "error" => text);
-                        }
+                        Swallowed::Select(db) => self.select_refused(idx, db, &data, ctx),
+                        Swallowed::Info => self.identified(idx, None, ctx),
                     }
                 } else if let Swallowed::Slots = what {
                     self.slots_reply(idx, &data, ctx);
+                } else if let Swallowed::Select(db) = what {
+                    self.select_accepted(idx, db, ctx);
+                } else if let Swallowed::Info = what {
+                    self.identified(idx, single::run_id(&data), ctx);
                 }
             }
         }
@@ -635,28 +691,72 @@ impl Target {
         self.check_drained();
     }
 
+    /// A write acknowledged early that the backend refused for good (the budget was given
+    /// back by the caller).
     fn refused_write(&mut self, idx: usize, frame: &Bytes, reply: &Bytes) {
+        let code = String::from_utf8_lossy(delivery::code(reply)).into_owned();
+        self.delivery.add_refused(&code);
         self.settings.metrics.background_errors.increment(1);
-        let (name, key) = name_and_key(frame);
-        let count = self.refused.entry(name.clone()).or_insert(0);
-        *count += 1;
-        let count = *count;
-        if self.refused_log.allow() {
+        self.settings.metrics.refused(&code);
+        if self.detailed() {
+            let (name, key) = name_and_key(frame);
             error!(self.settings.log, "background write refused by the backend";
                 "backend" => %self.conns[idx].addr, "command" => name, "key" => key,
-                "error" => error_text(reply), "count" => count);
+                "error" => error_text(reply), "refused" => self.delivery.refused_total());
         }
     }
 
     fn unknown_outcome(&mut self, idx: usize, frame: &Bytes) {
-        self.unknown_outcome += 1;
-        if let Some(b) = &self.settings.budget {
-            b.give_back(frame.len() as u64);
-        }
-        if self.unknown_log.allow() {
+        self.delivery.unknown += 1;
+        self.settings.metrics.background_unknown.increment(1);
+        self.give_back(frame);
+        if self.detailed() {
             let (name, key) = name_and_key(frame);
             warn!(self.settings.log, "background write of unknown outcome: the connection dropped before the backend confirmed it, and it is not safe to send twice";
-                "backend" => %self.conns[idx].addr, "command" => name, "key" => key, "count" => self.unknown_outcome);
+                "backend" => %self.conns[idx].addr, "command" => name, "key" => key, "unknown" => self.delivery.unknown);
+        }
+    }
+
+    /// A write acknowledged early given up at `retryTimeout`: `why` is the code of the last
+    /// refusal, or `unavailable`.
+    fn expired(&mut self, idx: usize, frame: &Bytes, why: &str) {
+        self.delivery.add_expired(why);
+        self.settings.metrics.expired(why);
+        self.give_back(frame);
+        if self.detailed() {
+            let (name, key) = name_and_key(frame);
+            error!(self.settings.log, "background write given up: not accepted by the backend within retryTimeout";
+                "backend" => %self.conns[idx].addr, "command" => name, "key" => key, "last" => why,
+                "retry_timeout_s" => self.settings.retry_timeout.as_secs_f64(), "expired" => self.delivery.expired_total());
+        }
+    }
+
+    /// Whether a write not delivered is logged with its command and key: the first
+    /// `DETAILED_LOGS` are; after them, a summary of the totals every `SUMMARY_TICKS`.
+    fn detailed(&mut self) -> bool {
+        if self.detailed_logs < DETAILED_LOGS {
+            self.detailed_logs += 1;
+            return true;
+        }
+        self.summary_due = true;
+        false
+    }
+
+    fn log_summary(&mut self) {
+        if !std::mem::take(&mut self.summary_due) {
+            return;
+        }
+        let d = &self.delivery;
+        warn!(self.settings.log, "background writes not delivered so far";
+            "backend" => %self.settings.addr, "delivered" => d.delivered, "refused" => d.refused_total(),
+            "refused_by_code" => d.refused_by_code(), "unknown" => d.unknown, "expired" => d.expired_total(),
+            "expired_by_code" => d.expired_by_code());
+    }
+
+    /// Gives the bytes of a write acknowledged early back to the budget.
+    fn give_back(&self, frame: &Bytes) {
+        if let Some(b) = &self.settings.budget {
+            b.give_back(frame.len() as u64);
         }
     }
 
@@ -668,7 +768,10 @@ impl Target {
         }
         let confirmed = self.settings.budget.as_ref().is_none_or(|b| b.pending() == 0);
         let answered = !self.drain_everything
-            || (self.conns.iter().all(|c| c.pending.is_empty())
+            || (self
+                .conns
+                .iter()
+                .all(|c| c.pending.is_empty() && c.queue.is_empty())
                 && self.cluster.as_ref().is_none_or(|c| !c.has_waiters()));
         if confirmed && answered {
             if let Some(tx) = self.drain_waiter.take() {
@@ -684,6 +787,11 @@ impl Target {
         }
         if self.cluster.is_some() {
             self.cluster_tick(ctx);
+        } else if self.tick % 10 == 0 {
+            self.single_tick(ctx);
+        }
+        if self.tick % SUMMARY_TICKS == 0 {
+            self.log_summary();
         }
         let Some(limit) = self.timeout_ticks else { return };
         for idx in 0..self.conns.len() {
@@ -738,7 +846,10 @@ impl Actor for Target {
             return;
         }
         for idx in 0..self.conns.len() {
-            self.connect(idx, ctx);
+            // The side connection opens when first used.
+            if !matches!(self.conns[idx].state, State::Idle) {
+                self.connect(idx, ctx);
+            }
         }
         ctx.run_interval(TICK, |act, ctx| act.check_timeouts(ctx));
     }
@@ -751,7 +862,11 @@ impl Handler<Forward> for Target {
         if self.cluster.is_some() {
             return self.cluster_forward(msg, ctx);
         }
-        let idx = (msg.session % self.conns.len() as u64) as usize;
+        let side = self.side.expect("a single Redis has a side connection");
+        let idx = match msg.request {
+            Request::Side(_) => side,
+            _ => (msg.session % side as u64) as usize,
+        };
         self.forward_on(idx, msg, ctx);
     }
 }
@@ -767,17 +882,17 @@ impl Handler<Forwards> for Target {
 }
 
 impl Target {
-    /// Writes `msg` on connection `idx`.
+    /// Writes `msg` on connection `idx` of a single Redis (queued first when the connection
+    /// cannot take it now, see `single`).
     fn forward_on(&mut self, idx: usize, msg: Forward, ctx: &mut Context<Self>) {
         if matches!(self.conns[idx].state, State::Idle) {
             self.connect(idx, ctx);
         }
         let (to, seq) = (msg.reply_to, msg.seq);
-        // While the backend is down, commands waited on fail fast.
-        if let (State::Down { reason }, false) = (
-            &self.conns[idx].state,
-            matches!(msg.request, Request::Background { .. }),
-        ) {
+        // While the backend is down, commands waited on fail fast; what must reach it later
+        // (writes acknowledged early, a client's barrier) waits.
+        let waits = matches!(msg.request, Request::Background { .. } | Request::Barrier);
+        if let (State::Down { reason }, false) = (&self.conns[idx].state, waits) {
             let text = format!(
                 "ERR relayer: backend {} unavailable ({reason})",
                 self.conns[idx].addr
@@ -785,42 +900,47 @@ impl Target {
             self.send_reply(to, seq, write::error(&text));
             return;
         }
-        match msg.request {
-            // Queued even while the backend is down. Copied apart from the client's read
-            // buffer, which it would otherwise pin while it waits.
+        let tick = self.tick;
+        let db = Some(msg.db);
+        let q = match msg.request {
+            // Copied apart from the client's read buffer, which it would otherwise pin while
+            // it waits.
             Request::Background { frame, idempotent } => {
                 let frame = Bytes::copy_from_slice(&frame);
-                self.queue_background(idx, frame, msg.db, idempotent);
+                let dest = Dest::Background {
+                    frame: frame.clone(),
+                    db: msg.db,
+                    idempotent,
+                    since: tick,
+                };
+                Queued::new(Body::One(frame), dest, db, tick)
             }
-            Request::One(frame) => {
-                self.switch_db(idx, msg.db);
-                self.push(idx, frame, Dest::Session { to, seq });
+            Request::One(frame) | Request::Side(frame) => {
+                Queued::new(Body::One(frame), Dest::Session { to, seq }, db, tick)
+            }
+            // A PING behind everything the client sent before on this connection.
+            Request::Barrier => Queued::new(
+                Body::One(Bytes::from_static(b"*1\r\n$4\r\nPING\r\n")),
+                Dest::Barrier { to, seq },
+                None,
+                tick,
+            ),
+            // Until the answer, the connection's DB is whatever Redis decided.
+            Request::Select(db, frame) => {
+                let mut q = Queued::new(Body::One(frame), Dest::SelectCheck { to, seq, db }, None, tick);
+                q.leaves_db_unknown = true;
+                q
+            }
+            Request::Block { frames, changes_db } => {
+                let mut q = Queued::new(Body::Block(frames), Dest::Session { to, seq }, db, tick);
+                q.leaves_db_unknown = changes_db;
+                q
             }
             Request::Gather { .. } | Request::FanOut { .. } => {
                 unreachable!("gathered requests only exist on a cluster")
             }
-            Request::Select(db, frame) => {
-                self.push(idx, frame, Dest::SelectCheck { to, seq, db });
-                // Until the answer, the connection's DB is whatever Redis decided.
-                self.conns[idx].db = None;
-            }
-            Request::Block { frames, changes_db } => {
-                self.switch_db(idx, msg.db);
-                let last = frames.len() - 1;
-                for (i, f) in frames.into_iter().enumerate() {
-                    let dest = if i == last {
-                        Dest::Session { to: to.clone(), seq }
-                    } else {
-                        Dest::Swallow(Swallowed::BlockPart)
-                    };
-                    self.push(idx, f, dest);
-                }
-                if changes_db {
-                    self.conns[idx].db = None;
-                }
-            }
-        }
-        self.schedule_flush(idx, ctx);
+        };
+        self.submit(idx, q, ctx);
     }
 }
 
@@ -926,39 +1046,64 @@ impl Handler<Drain> for Target {
     }
 }
 
-/// The drain time is up: logs what was not delivered, and returns how many writes that is.
+/// The drain time is up: what was acknowledged early and is not confirmed is counted lost,
+/// logged, and the target's counts returned.
 #[derive(Message)]
-#[rtype(result = "usize")]
+#[rtype(result = "Delivery")]
 pub struct GiveUp;
 
 impl Handler<GiveUp> for Target {
-    type Result = usize;
+    type Result = MessageResult<GiveUp>;
 
-    fn handle(&mut self, _: GiveUp, _ctx: &mut Context<Self>) -> usize {
-        let left: usize = self
-            .conns
-            .iter()
-            .map(|c| {
-                c.pending
+    fn handle(&mut self, _: GiveUp, _ctx: &mut Context<Self>) -> Self::Result {
+        let left = match &self.cluster {
+            None => self.single_background_left(),
+            Some(cl) => {
+                let written: usize = self
+                    .conns
                     .iter()
-                    .filter(|p| matches!(p.dest, Dest::Background { .. }))
-                    .count()
-            })
-            .sum();
-        let left = left + self.cluster.as_ref().map_or(0, |c| c.background_waiting());
+                    .map(|c| {
+                        c.pending
+                            .iter()
+                            .filter(|p| matches!(p.dest, Dest::Background { .. }))
+                            .count()
+                    })
+                    .sum();
+                written + cl.background_waiting()
+            }
+        };
         let applied = self.cluster.as_ref().map_or(0, |c| c.background_applied());
         if applied > 0 {
             // They ran; sent again only so that an older write of their client, itself held
             // and now given up, could not overwrite them: not lost.
             warn!(self.settings.log, "background writes already applied were not sent again after an older write of their client";
                 "backend" => %self.settings.addr, "count" => applied);
+            self.delivery.delivered += applied as u64;
+        }
+        if !self.given_up {
+            self.given_up = true;
+            self.delivery.lost += left as u64;
+            self.settings.metrics.background_lost.increment(left as u64);
         }
         if left > 0 {
             error!(self.settings.log, "background writes lost: not confirmed by the backend within the drain timeout";
                 "backend" => %self.settings.addr, "lost" => left,
                 "bytes" => self.settings.budget.as_ref().map_or(0, |b| b.pending()));
         }
-        left
+        MessageResult(self.delivery.clone())
+    }
+}
+
+/// What became of the writes this target acknowledged early, so far.
+#[derive(Message)]
+#[rtype(result = "Delivery")]
+pub struct Report;
+
+impl Handler<Report> for Target {
+    type Result = MessageResult<Report>;
+
+    fn handle(&mut self, _: Report, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.delivery.clone())
     }
 }
 
@@ -976,7 +1121,9 @@ impl Handler<Retire> for Target {
         for c in &mut self.conns {
             for p in c.pending.drain(..) {
                 match p.dest {
-                    Dest::Session { to, seq } | Dest::SelectCheck { to, seq, .. } => to.do_send(Reply {
+                    Dest::Session { to, seq }
+                    | Dest::SelectCheck { to, seq, .. }
+                    | Dest::Barrier { to, seq } => to.do_send(Reply {
                         seq,
                         data: err.clone(),
                     }),
@@ -991,6 +1138,8 @@ impl Handler<Retire> for Target {
         }
         if self.cluster.is_some() {
             self.cluster_retire(&err);
+        } else {
+            self.single_retire(&err);
         }
         debug!(self.settings.log, "target retired"; "backend" => %self.settings.addr);
         ctx.stop();

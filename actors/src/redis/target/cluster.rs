@@ -550,7 +550,8 @@ impl Target {
                 return;
             }
         }
-        if matches!(msg.request, Request::FanOut { .. }) && cl.open.contains_key(&msg.session) {
+        let waits_for_earlier = matches!(msg.request, Request::FanOut { .. } | Request::Barrier);
+        if waits_for_earlier && cl.open.contains_key(&msg.session) {
             cl.barriers.insert(msg.session, VecDeque::from([(since, msg)]));
             return;
         }
@@ -568,7 +569,9 @@ impl Target {
             ..
         } = msg;
         let (body, dest) = match request {
-            Request::One(frame) => (Body::One(frame), Dest::Session { to, seq }),
+            Request::One(frame) | Request::Side(frame) => (Body::One(frame), Dest::Session { to, seq }),
+            // Its client's earlier jobs are all finished (`cluster_forward` held it until then).
+            Request::Barrier => return self.send_reply(to, seq, Bytes::from_static(write::PONG)),
             // SELECT 0 inside the block leaves the connection on DB 0, the only one.
             Request::Block { frames, .. } => (Body::Block(frames), Dest::Session { to, seq }),
             Request::Background { frame, idempotent } => {
@@ -579,6 +582,7 @@ impl Target {
                     frame: frame.clone(),
                     db: 0,
                     idempotent,
+                    since,
                 };
                 (Body::One(frame), dest)
             }
@@ -648,7 +652,7 @@ impl Target {
                 cl.barriers.remove(&session);
                 return;
             };
-            if busy && matches!(msg.request, Request::FanOut { .. }) {
+            if busy && matches!(msg.request, Request::FanOut { .. } | Request::Barrier) {
                 q.push_front((since, msg));
                 return;
             }
@@ -744,7 +748,9 @@ impl Target {
     /// A reply the relayer makes itself, for a command that does not reach a node.
     fn answer(&mut self, dest: Dest, data: Bytes) {
         match dest {
-            Dest::Session { to, seq } | Dest::SelectCheck { to, seq, .. } => self.send_reply(to, seq, data),
+            Dest::Session { to, seq } | Dest::SelectCheck { to, seq, .. } | Dest::Barrier { to, seq } => {
+                self.send_reply(to, seq, data)
+            }
             Dest::Part { gather, index } => self.part_reply(gather, index, data),
             Dest::Background { .. } | Dest::Swallow(_) => {}
         }
@@ -930,12 +936,6 @@ impl Target {
                 seq: g.seq,
                 data: err.clone(),
             });
-        }
-    }
-
-    fn give_back(&self, frame: &Bytes) {
-        if let Some(b) = &self.settings.budget {
-            b.give_back(frame.len() as u64);
         }
     }
 }

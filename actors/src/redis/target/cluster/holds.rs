@@ -371,6 +371,7 @@ mod tests {
                 frame,
                 db: 0,
                 idempotent: true,
+                since: 0,
             },
             ask: None,
         }

@@ -1,0 +1,625 @@
+//! A single Redis: each connection writes its clients' commands in the order they came, and
+//! holds them back while the backend refuses writes for a while.
+//!
+//! A command goes straight to the connection's output when it can be written now; otherwise it
+//! waits in the connection's `queue`, in order: while the connection is not up, while a SELECT
+//! of a DB not known to exist on this server is being checked (`select_check`; when refused,
+//! the commands for that DB are never sent and get its error), or during a stall.
+//!
+//! ## Stall lifecycle
+//!
+//! A write acknowledged early (or a client's barrier) refused with an error that may pass
+//! (`delivery::is_transient`: LOADING, BUSY, OOM, READONLY...) did not run. Sending it again
+//! later must not let anything newer overtake it, so the connection stalls:
+//!
+//! - **Draining**: nothing more is written; the replies of what was already written still come.
+//!   Writes refused the same way join `again`, in order; writes safe to repeat that ran anyway
+//!   (the refusal ended meanwhile) join it too, to run again after the older ones; everything
+//!   else is answered as it comes. When nothing written is left unanswered: Waiting.
+//! - **Waiting**: a delay (doubling up to `STALL_BACKOFF_MAX`). Then `again` goes to the front
+//!   of the queue and the stall probes; after a READONLY (the connection reached a replica) the
+//!   connection is opened again first, so that a name that now leads to the new primary is
+//!   resolved again, and the probe goes on the new connection.
+//! - **Probing**: the first command of the queue is written alone (after its SELECT, itself
+//!   checked first when needed). Refused again: Draining (then a longer wait). Accepted: the
+//!   stall ends and the queue is written.
+//!
+//! A new connection with commands queued starts in Probing too, so a backend that restarts
+//! and is loading its dataset gets one command, not the whole backlog. Waited commands held by
+//! a stall keep their `timeout` (they then get the last refusal, as Redis would have answered);
+//! writes acknowledged early held by a stall, or waiting for a backend that cannot be reached,
+//! are given up after `retryTimeout` and counted. A connection lost meanwhile cuts off what it
+//! owed as ever (`single_cut_off`), and the stall's writes keep their place at the front.
+
+use super::*;
+use std::time::Instant;
+
+/// The longest wait between two probes of a stalled connection.
+const STALL_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// A command accepted for a connection and not written yet.
+pub(super) struct Queued {
+    pub body: Body,
+    pub dest: Dest,
+    /// The DB it runs on (a SELECT goes first when the connection is on another one); None
+    /// for a client's own SELECT and for a barrier.
+    pub db: Option<u32>,
+    /// After it, the connection's DB is not known (a client's SELECT, or one in its MULTI block).
+    pub leaves_db_unknown: bool,
+    /// The tick it came in.
+    pub tick: u64,
+}
+
+impl Queued {
+    pub fn new(body: Body, dest: Dest, db: Option<u32>, tick: u64) -> Self {
+        Queued {
+            body,
+            dest,
+            db,
+            leaves_db_unknown: false,
+            tick,
+        }
+    }
+
+    /// A write acknowledged early or a barrier, as it is written again.
+    fn again(dest: Dest, tick: u64) -> Self {
+        let (body, db) = match &dest {
+            Dest::Background { frame, db, .. } => (Body::One(frame.clone()), Some(*db)),
+            _ => (Body::One(Bytes::from_static(PING)), None),
+        };
+        Queued::new(body, dest, db, tick)
+    }
+
+    fn is_waited(&self) -> bool {
+        matches!(self.dest, Dest::Session { .. } | Dest::SelectCheck { .. })
+    }
+}
+
+const PING: &[u8] = b"*1\r\n$4\r\nPING\r\n";
+
+/// The `run_id:` field of an `INFO server` reply.
+pub(super) fn run_id(reply: &[u8]) -> Option<String> {
+    if reply.first() != Some(&b'$') {
+        return None;
+    }
+    let text = String::from_utf8_lossy(reply);
+    text.lines()
+        .find_map(|l| l.strip_prefix("run_id:"))
+        .map(|id| id.trim().to_string())
+        .filter(|id| !id.is_empty())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Draining,
+    Waiting,
+    /// `sent`: the probe is written (one command; see the module notes).
+    Probing {
+        sent: bool,
+    },
+}
+
+/// See the module notes.
+pub(super) struct Stall {
+    /// Written again first, in this order.
+    again: VecDeque<Queued>,
+    /// The latest refusal: what a waited command held past its timeout gets, and why a write
+    /// held past `retryTimeout` is given up. None for a new connection's first probe.
+    last: Option<Bytes>,
+    phase: Phase,
+    backoff: Duration,
+    /// A READONLY came: the connection is opened again before the next probe.
+    reopen: bool,
+    /// A part of the probe (its SELECT, a command of its MULTI block) was refused.
+    probe_refused: bool,
+    started: Instant,
+    /// Writes and barriers sent again, for the log when it ends.
+    resent: u64,
+}
+
+impl Stall {
+    fn new(phase: Phase, last: Option<Bytes>) -> Self {
+        Stall {
+            again: VecDeque::new(),
+            last,
+            phase,
+            backoff: BACKOFF_FIRST,
+            reopen: false,
+            probe_refused: false,
+            started: Instant::now(),
+            resent: 0,
+        }
+    }
+
+    fn probing(&self) -> bool {
+        matches!(self.phase, Phase::Probing { .. })
+    }
+}
+
+impl Upstream {
+    /// Whether a command may be written now (see the module notes).
+    fn can_write(&self) -> bool {
+        matches!(self.state, State::Up)
+            && self.select_check.is_none()
+            && self
+                .stall
+                .as_ref()
+                .is_none_or(|s| s.phase == Phase::Probing { sent: false })
+    }
+}
+
+fn select_frame(db: u32) -> Bytes {
+    Command::from_args(&[b"SELECT".to_vec(), db.to_string().into_bytes()]).into_frame()
+}
+
+impl Target {
+    /// Writes `q` on connection `idx` now if it can, else queues it behind what waits.
+    pub(super) fn submit(&mut self, idx: usize, q: Queued, ctx: &mut Context<Self>) {
+        let c = &mut self.conns[idx];
+        if c.queue.is_empty() && c.can_write() {
+            self.write_entry(idx, q);
+        } else {
+            c.queue.push_back(q);
+        }
+        self.schedule_flush(idx, ctx);
+    }
+
+    /// Writes what the queue holds, as far as the connection can take it.
+    fn pump(&mut self, idx: usize, ctx: &mut Context<Self>) {
+        while self.conns[idx].can_write() {
+            let Some(q) = self.conns[idx].queue.pop_front() else {
+                break;
+            };
+            self.write_entry(idx, q);
+        }
+        self.schedule_flush(idx, ctx);
+    }
+
+    /// Writes `q`, after a SELECT when the connection is on another DB. A SELECT of a DB not
+    /// known to exist is written alone: `q` goes back to the front of the queue until its
+    /// answer.
+    fn write_entry(&mut self, idx: usize, q: Queued) {
+        if let Some(db) = q.db.filter(|&db| self.conns[idx].db != Some(db)) {
+            self.push(idx, select_frame(db), Dest::Swallow(Swallowed::Select(db)));
+            let c = &mut self.conns[idx];
+            c.db = Some(db);
+            if c.identifying || !self.known.contains(db) {
+                c.select_check = Some(db);
+                c.queue.push_front(q);
+                return;
+            }
+        }
+        let Queued {
+            body,
+            dest,
+            leaves_db_unknown,
+            ..
+        } = q;
+        match body {
+            Body::One(frame) if matches!(dest, Dest::Session { .. }) => {
+                let db = self.conns[idx].db;
+                self.push(idx, frame.clone(), dest);
+                if let Some(p) = self.conns[idx].pending.back_mut() {
+                    p.again = Some((frame, db));
+                }
+            }
+            Body::One(frame) => self.push(idx, frame, dest),
+            Body::Block(frames) => {
+                let last = frames.len() - 1;
+                let mut dest = Some(dest);
+                for (i, f) in frames.into_iter().enumerate() {
+                    let d = match i == last {
+                        true => dest.take().expect("the last frame"),
+                        false => Dest::Swallow(Swallowed::BlockPart),
+                    };
+                    self.push(idx, f, d);
+                }
+            }
+        }
+        let c = &mut self.conns[idx];
+        if leaves_db_unknown {
+            c.db = None;
+        }
+        if let Some(st) = c
+            .stall
+            .as_mut()
+            .filter(|s| s.phase == Phase::Probing { sent: false })
+        {
+            st.phase = Phase::Probing { sent: true };
+            if let Some(p) = c.pending.back_mut() {
+                p.probe = true;
+            }
+        }
+    }
+
+    /// The server the connection reached says who it is (None: INFO refused, an ACL user
+    /// without it): a restarted server (or another one behind the same name) may have fewer
+    /// databases, so the DBs known to exist are forgotten.
+    pub(super) fn identified(&mut self, idx: usize, run_id: Option<String>, _ctx: &mut Context<Self>) {
+        self.conns[idx].identifying = false;
+        let changed = match &self.run_id {
+            None => false,
+            Some(before) => run_id.is_none() || *before != run_id,
+        };
+        if changed {
+            info!(self.settings.log, "the backend is another server (or a restarted one) now: DBs other than 0 are checked again";
+                "backend" => %self.conns[idx].addr, "run_id" => run_id.as_deref().unwrap_or("(not known)"));
+            self.known.forget_all();
+        }
+        self.run_id = Some(run_id);
+    }
+
+    /// A connection is up: what waits for it is written, the first command alone (a probe).
+    pub(super) fn single_connected(&mut self, idx: usize, ctx: &mut Context<Self>) {
+        // Who answers, asked first and not waited for: only SELECTs wait (see `identifying`).
+        const INFO: &[u8] = b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n";
+        self.push(idx, Bytes::from_static(INFO), Dest::Swallow(Swallowed::Info));
+        let c = &mut self.conns[idx];
+        c.identifying = true;
+        c.db = Some(0);
+        match c.stall.as_mut() {
+            // Opened again after a READONLY: the stall's writes go first.
+            Some(st) => {
+                for q in std::mem::take(&mut st.again).into_iter().rev() {
+                    c.queue.push_front(q);
+                }
+                st.phase = Phase::Probing { sent: false };
+                st.probe_refused = false;
+            }
+            None if !c.queue.is_empty() => c.stall = Some(Stall::new(Phase::Probing { sent: false }, None)),
+            None => {}
+        }
+        self.pump(idx, ctx);
+    }
+
+    /// A reply on connection `idx` of a single Redis: None when the command is held to be sent
+    /// again, else where the reply goes. Drives the stall (see the module notes).
+    pub(super) fn single_reply(
+        &mut self,
+        idx: usize,
+        p: Pending,
+        data: Bytes,
+        _ctx: &mut Context<Self>,
+    ) -> Option<(Dest, Bytes)> {
+        let transient = delivery::is_transient(&data);
+        if transient && delivery::is_readonly(&data) {
+            self.stall_begin(idx, &data).reopen = true;
+        }
+        let tick = self.tick;
+        let draining = self.conns[idx]
+            .stall
+            .as_ref()
+            .is_some_and(|s| s.phase == Phase::Draining);
+        match &p.dest {
+            // Did not run: sent again, in order.
+            Dest::Background { .. } | Dest::Barrier { .. } if transient => {
+                let code = String::from_utf8_lossy(delivery::code(&data)).into_owned();
+                self.settings.metrics.retried(&code);
+                let st = self.stall_begin(idx, &data);
+                st.again.push_back(Queued::again(p.dest, tick));
+                st.resent += 1;
+                if p.probe {
+                    st.phase = Phase::Draining;
+                }
+                return None;
+            }
+            // Ran after an older write of this connection that did not: it runs again after
+            // that one, which would otherwise overwrite it. A barrier must not pass either.
+            Dest::Background { idempotent: true, .. } | Dest::Barrier { .. }
+                if draining && !is_error(&data) =>
+            {
+                let st = self.conns[idx].stall.as_mut().expect("draining");
+                st.again.push_back(Queued::again(p.dest, tick));
+                st.resent += 1;
+                return None;
+            }
+            // Did not run either, behind writes that did not: it waits behind them.
+            Dest::Session { .. } if transient && draining && p.again.is_some() => {
+                let (frame, db) = p.again.expect("checked");
+                let st = self.conns[idx].stall.as_mut().expect("draining");
+                st.again
+                    .push_back(Queued::new(Body::One(frame), p.dest, db, p.tick));
+                return None;
+            }
+            Dest::Swallow(Swallowed::Select(db)) if transient => {
+                let db = *db;
+                let c = &mut self.conns[idx];
+                c.db = None;
+                if c.select_check == Some(db) {
+                    c.select_check = None;
+                }
+                let st = self.stall_begin(idx, &data);
+                match st.phase {
+                    Phase::Probing { sent: false } => st.phase = Phase::Draining,
+                    Phase::Probing { sent: true } => st.probe_refused = true,
+                    _ => {}
+                }
+                return None;
+            }
+            Dest::Swallow(Swallowed::BlockPart) if transient => {
+                if let Some(st) = self.conns[idx].stall.as_mut().filter(|s| s.probing()) {
+                    st.probe_refused = true;
+                }
+            }
+            _ => {}
+        }
+        if p.probe {
+            let refused = transient || self.conns[idx].stall.as_ref().is_some_and(|s| s.probe_refused);
+            if let Some(st) = self.conns[idx].stall.as_mut() {
+                if refused {
+                    st.phase = Phase::Draining;
+                    if transient {
+                        st.last = Some(data.clone());
+                    }
+                } else {
+                    self.stall_end(idx);
+                }
+            }
+        }
+        Some((p.dest, data))
+    }
+
+    /// The connection's stall, begun now if there is none, with `reply` its latest refusal.
+    fn stall_begin(&mut self, idx: usize, reply: &Bytes) -> &mut Stall {
+        let c = &mut self.conns[idx];
+        if c.stall.is_none() {
+            if self.stall_log.allow() {
+                warn!(self.settings.log, "backend refused a command with an error that may pass: the connection's commands are held and sent again in order once it accepts them";
+                    "backend" => %c.addr, "conn" => idx, "error" => error_text(reply));
+            }
+            self.settings.metrics.stalls.increment(1);
+            c.stall = Some(Stall::new(Phase::Draining, None));
+        }
+        let st = c.stall.as_mut().expect("set above");
+        st.last = Some(reply.clone());
+        st
+    }
+
+    fn stall_end(&mut self, idx: usize) {
+        let Some(st) = self.conns[idx].stall.take() else {
+            return;
+        };
+        if st.last.is_some() && self.stall_log.allow() {
+            info!(self.settings.log, "backend accepts commands again";
+                "backend" => %self.conns[idx].addr, "conn" => idx, "held_s" => st.started.elapsed().as_secs_f64(),
+                "sent_again" => st.resent);
+        }
+    }
+
+    /// After each reply: a stall whose connection owes nothing more waits, then probes.
+    pub(super) fn stall_progress(&mut self, idx: usize, ctx: &mut Context<Self>) {
+        let c = &mut self.conns[idx];
+        let Some(st) = c.stall.as_mut() else {
+            // A probe accepted: what waited goes.
+            if !c.queue.is_empty() {
+                self.pump(idx, ctx);
+            }
+            return;
+        };
+        if st.phase != Phase::Draining || !c.pending.is_empty() {
+            return;
+        }
+        st.phase = Phase::Waiting;
+        let delay = st.backoff;
+        st.backoff = (st.backoff * 2).min(STALL_BACKOFF_MAX);
+        let generation = c.generation;
+        ctx.run_later(delay, move |act, ctx| {
+            if act.conns[idx].generation == generation {
+                act.stall_probe(idx, ctx);
+            }
+        });
+    }
+
+    /// The wait is over: the stall's writes go to the front of the queue, and the first
+    /// command of the queue is written alone (on a new connection after a READONLY).
+    fn stall_probe(&mut self, idx: usize, ctx: &mut Context<Self>) {
+        self.expire_queued(idx);
+        let c = &mut self.conns[idx];
+        let Some(st) = c.stall.as_mut().filter(|s| s.phase == Phase::Waiting) else {
+            return;
+        };
+        if std::mem::take(&mut st.reopen) {
+            debug!(self.settings.log, "connection reached a replica (READONLY): opening it again"; "backend" => %c.addr, "conn" => idx);
+            if let Some(h) = c.reader.take() {
+                ctx.cancel_future(h);
+            }
+            self.connect(idx, ctx);
+            return;
+        }
+        for q in std::mem::take(&mut st.again).into_iter().rev() {
+            c.queue.push_front(q);
+        }
+        st.phase = Phase::Probing { sent: false };
+        st.probe_refused = false;
+        if c.queue.is_empty() {
+            self.stall_end(idx);
+        }
+        self.pump(idx, ctx);
+    }
+
+    /// A SELECT the relayer wrote was answered without error.
+    pub(super) fn select_accepted(&mut self, idx: usize, db: u32, ctx: &mut Context<Self>) {
+        self.known.insert(db);
+        let c = &mut self.conns[idx];
+        if c.select_check == Some(db) {
+            c.select_check = None;
+            self.pump(idx, ctx);
+        }
+    }
+
+    /// A SELECT the relayer wrote was refused, and not for a while: the DB does not exist on
+    /// this server. What waited for it is never sent, and gets its error.
+    pub(super) fn select_refused(&mut self, idx: usize, db: u32, reply: &Bytes, ctx: &mut Context<Self>) {
+        let c = &mut self.conns[idx];
+        c.db = None;
+        self.known.forget(db);
+        if c.select_check != Some(db) {
+            error!(self.settings.log, "backend refused a SELECT issued by the relayer"; "backend" => %c.addr, "db" => db, "error" => error_text(reply));
+            return;
+        }
+        c.select_check = None;
+        let n = c.queue.iter().take_while(|q| q.db == Some(db)).count();
+        let never_sent: Vec<Queued> = c.queue.drain(..n).collect();
+        for q in never_sent {
+            match q.dest {
+                Dest::Background { frame, .. } => {
+                    self.give_back(&frame);
+                    self.refused_write(idx, &frame, reply);
+                }
+                Dest::Session { to, seq } | Dest::SelectCheck { to, seq, .. } | Dest::Barrier { to, seq } => {
+                    self.send_reply(to, seq, reply.clone())
+                }
+                Dest::Swallow(_) | Dest::Part { .. } => {}
+            }
+        }
+        self.pump(idx, &mut *ctx);
+    }
+
+    /// What connection `idx` owed when it was lost (`owed`, and `written` of its bytes left):
+    /// waited commands get `err`, those still queued too; writes acknowledged early go back to
+    /// the front of the queue when sending them again is safe (not written, or idempotent),
+    /// after the stall's, and barriers with them. Returns how many went back.
+    pub(super) fn single_cut_off(
+        &mut self,
+        idx: usize,
+        owed: VecDeque<Pending>,
+        written: u64,
+        err: &Bytes,
+    ) -> usize {
+        let c = &mut self.conns[idx];
+        c.select_check = None;
+        let mut front: VecDeque<Queued> = c.stall.take().map(|s| s.again).unwrap_or_default();
+        let queued = std::mem::take(&mut c.queue);
+        let tick = self.tick;
+        let mut again = 0;
+        for p in owed {
+            match p.dest {
+                Dest::Session { to, seq } | Dest::SelectCheck { to, seq, .. } => {
+                    self.send_reply(to, seq, err.clone())
+                }
+                // A command cut off before all its bytes left never ran: sending it again is safe.
+                Dest::Background { idempotent, .. } if idempotent || p.end > written => {
+                    again += 1;
+                    front.push_back(Queued::again(p.dest, tick));
+                }
+                Dest::Background { frame, .. } => self.unknown_outcome(idx, &frame),
+                Dest::Barrier { .. } => front.push_back(Queued::again(p.dest, tick)),
+                Dest::Swallow(_) | Dest::Part { .. } => {}
+            }
+        }
+        for q in queued {
+            match q.dest {
+                Dest::Session { to, seq } | Dest::SelectCheck { to, seq, .. } => {
+                    self.send_reply(to, seq, err.clone())
+                }
+                _ => front.push_back(q),
+            }
+        }
+        self.conns[idx].queue = front;
+        again
+    }
+
+    /// Every second: what a stall or an unreachable backend held too long is given up.
+    pub(super) fn single_tick(&mut self, _ctx: &mut Context<Self>) {
+        for idx in 0..self.conns.len() {
+            let c = &self.conns[idx];
+            if c.stall.is_some() || !matches!(c.state, State::Up) {
+                self.expire_queued(idx);
+            }
+        }
+    }
+
+    /// Writes acknowledged early held past `retryTimeout` are given up (counted, with the last
+    /// refusal's code, or `unavailable`); waited commands held by a stall past `timeout` get
+    /// the last refusal.
+    fn expire_queued(&mut self, idx: usize) {
+        let tick = self.tick;
+        let retry = self.retry_ticks;
+        let timeout = self.timeout_ticks;
+        let c = &mut self.conns[idx];
+        let last = c.stall.as_ref().and_then(|s| s.last.clone());
+        let stalled = c.stall.is_some() && matches!(c.state, State::Up);
+        let why = match &last {
+            Some(l) if stalled => String::from_utf8_lossy(delivery::code(l)).into_owned(),
+            _ => "unavailable".to_string(),
+        };
+        let expired = |q: &Queued| match &q.dest {
+            Dest::Background { since, .. } => tick >= since + retry,
+            _ if q.is_waited() => stalled && timeout.is_some_and(|t| tick >= q.tick + t),
+            _ => false,
+        };
+        let mut gone = Vec::new();
+        for list in [Some(&mut c.queue), c.stall.as_mut().map(|s| &mut s.again)]
+            .into_iter()
+            .flatten()
+        {
+            if list.iter().any(expired) {
+                let (out, keep): (VecDeque<Queued>, VecDeque<Queued>) =
+                    std::mem::take(list).into_iter().partition(expired);
+                *list = keep;
+                gone.extend(out);
+            }
+        }
+        for q in gone {
+            match q.dest {
+                Dest::Background { frame, .. } => self.expired(idx, &frame, &why),
+                Dest::Session { to, seq } | Dest::SelectCheck { to, seq, .. } => {
+                    let data = last
+                        .clone()
+                        .unwrap_or_else(|| write::error("ERR relayer: backend timed out"));
+                    self.send_reply(to, seq, data)
+                }
+                _ => {}
+            }
+        }
+        self.check_drained();
+    }
+
+    /// Writes acknowledged early not confirmed yet on a single Redis: written, queued, or
+    /// held by a stall.
+    pub(super) fn single_background_left(&self) -> usize {
+        let bg = |d: &Dest| matches!(d, Dest::Background { .. });
+        self.conns
+            .iter()
+            .map(|c| {
+                c.pending.iter().filter(|p| bg(&p.dest)).count()
+                    + c.queue.iter().filter(|q| bg(&q.dest)).count()
+                    + c.stall
+                        .as_ref()
+                        .map_or(0, |s| s.again.iter().filter(|q| bg(&q.dest)).count())
+            })
+            .sum()
+    }
+
+    /// A reload retired the target: what is queued or held gets `err`, writes acknowledged
+    /// early are let go (the drain counted them as lost).
+    pub(super) fn single_retire(&mut self, err: &Bytes) {
+        for idx in 0..self.conns.len() {
+            let c = &mut self.conns[idx];
+            let mut held: Vec<Queued> = std::mem::take(&mut c.queue).into();
+            if let Some(st) = c.stall.take() {
+                held.extend(st.again);
+            }
+            for q in held {
+                match q.dest {
+                    Dest::Background { frame, .. } => self.give_back(&frame),
+                    Dest::Session { to, seq }
+                    | Dest::SelectCheck { to, seq, .. }
+                    | Dest::Barrier { to, seq } => self.send_reply(to, seq, err.clone()),
+                    Dest::Swallow(_) | Dest::Part { .. } => {}
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn run_id_of_an_info_reply() {
+        let info = b"$60\r\n# Server\r\nredis_version:7.0.15\r\nrun_id:4f0e1c\r\ntcp_port:6379\r\n\r\n";
+        assert_eq!(super::run_id(info).as_deref(), Some("4f0e1c"));
+        assert_eq!(super::run_id(b"-NOPERM this user has no permissions\r\n"), None);
+        assert_eq!(super::run_id(b"$5\r\nhello\r\n"), None);
+    }
+}
