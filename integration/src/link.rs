@@ -14,7 +14,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -41,7 +41,10 @@ impl Conn {
 }
 
 struct Shared {
-    target_port: u16,
+    /// Where new connections go (`set_target`: a name that now leads elsewhere).
+    target_port: AtomicU16,
+    /// While set, nothing is written on either side: the bytes wait (a stalled link).
+    held: AtomicBool,
     delay: Duration,
     stop: AtomicBool,
     next_id: AtomicU64,
@@ -70,7 +73,8 @@ impl DelayLink {
         let listener = TcpListener::bind(("127.0.0.1", listen_port))?;
         let port = listener.local_addr()?.port();
         let shared = Arc::new(Shared {
-            target_port,
+            target_port: AtomicU16::new(target_port),
+            held: AtomicBool::new(false),
             delay,
             stop: AtomicBool::new(false),
             next_id: AtomicU64::new(0),
@@ -115,6 +119,18 @@ impl DelayLink {
         self.shared.conns.lock().unwrap().len()
     }
 
+    /// New connections go to 127.0.0.1:`port` from now on (a DNS name that now leads to another
+    /// server); open ones stay where they are.
+    pub fn set_target(&self, port: u16) {
+        self.shared.target_port.store(port, Ordering::SeqCst);
+    }
+
+    /// Holds every byte in both directions (`true`) until released (`false`): the link stalls,
+    /// connections stay open, and what was held is then delivered in order.
+    pub fn hold(&self, on: bool) {
+        self.shared.held.store(on, Ordering::SeqCst);
+    }
+
     /// Closes every current connection (both sides see the connection closed); new connections are
     /// still accepted. Returns how many were closed.
     pub fn cut_all(&self) -> usize {
@@ -157,7 +173,7 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 }
 
 fn start_conn(client: TcpStream, shared: Arc<Shared>) {
-    let Ok(server) = TcpStream::connect(("127.0.0.1", shared.target_port)) else {
+    let Ok(server) = TcpStream::connect(("127.0.0.1", shared.target_port.load(Ordering::SeqCst))) else {
         let _ = client.shutdown(Shutdown::Both);
         return;
     };
@@ -204,7 +220,7 @@ fn start_conn(client: TcpStream, shared: Arc<Shared>) {
         let _ = std::thread::Builder::new()
             .name(format!("link-{name}-w"))
             .spawn(move || {
-                write_side(to, rx, delay, &conn);
+                write_side(to, rx, delay, &conn, &shared.held);
                 if remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
                     shared.conns.lock().unwrap().retain(|(i, _)| *i != id);
                 }
@@ -240,8 +256,17 @@ fn read_side(mut from: TcpStream, tx: SyncSender<Option<(Instant, Vec<u8>)>>, co
 }
 
 /// Writes each chunk `delay` after it arrived; forwards end of stream as a half close.
-fn write_side(mut to: TcpStream, rx: Receiver<Option<(Instant, Vec<u8>)>>, delay: Duration, conn: &Conn) {
+fn write_side(
+    mut to: TcpStream,
+    rx: Receiver<Option<(Instant, Vec<u8>)>>,
+    delay: Duration,
+    conn: &Conn,
+    held: &AtomicBool,
+) {
     while let Ok(item) = rx.recv() {
+        while held.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         match item {
             Some((at, chunk)) => {
                 wait_until(at + delay);

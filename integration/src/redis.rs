@@ -149,6 +149,16 @@ impl Redis {
         }
     }
 
+    /// Starts it again on the same port and in the same directory (killing it first if it
+    /// runs), with `extra` arguments for this run only, and waits until it answers PING (an
+    /// error such as LOADING counts).
+    pub fn restart_with(&mut self, extra: &[&str]) {
+        let keep = self.args.clone();
+        self.args.extend(extra.iter().map(|s| s.to_string()));
+        self.restart();
+        self.args = keep;
+    }
+
     /// Starts it again on the same port (killing it first if it runs), and waits for PING.
     pub fn restart(&mut self) {
         self.kill();

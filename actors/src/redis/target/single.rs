@@ -362,15 +362,15 @@ impl Target {
     /// The connection's stall, begun now if there is none, with `reply` its latest refusal.
     fn stall_begin(&mut self, idx: usize, reply: &Bytes) -> &mut Stall {
         let c = &mut self.conns[idx];
-        if c.stall.is_none() {
+        let st = c.stall.get_or_insert_with(|| Stall::new(Phase::Draining, None));
+        // The first refusal of this stall (a new connection's probe has seen none yet).
+        if st.last.is_none() {
             if self.stall_log.allow() {
                 warn!(self.settings.log, "backend refused a command with an error that may pass: the connection's commands are held and sent again in order once it accepts them";
                     "backend" => %c.addr, "conn" => idx, "error" => error_text(reply));
             }
             self.settings.metrics.stalls.increment(1);
-            c.stall = Some(Stall::new(Phase::Draining, None));
         }
-        let st = c.stall.as_mut().expect("set above");
         st.last = Some(reply.clone());
         st
     }
