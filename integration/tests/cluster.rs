@@ -1438,3 +1438,53 @@ fn a_dedicated_connection_kept_across_a_reload_to_a_cluster_does_not_panic() {
     );
     assert_eq!(c.cmd(&["DBSIZE"]), Reply::int(0));
 }
+
+/// A script keeps one master busy (busy-reply-threshold 100 ms) while smart SETs go to keys on
+/// every master: the busy master's are refused BUSY and sent again once the script ends, in
+/// order (a GET behind them sees the last), and the stop summary says every one was delivered.
+/// (They were counted as background errors and never stored.)
+#[test]
+fn writes_refused_busy_on_a_master_are_sent_again() {
+    let cluster = Cluster::start();
+    let busy = cluster.masters()[0];
+    for n in 0..cluster.nodes().len() {
+        assert_eq!(
+            cluster.cmd_on_node(n, &["CONFIG", "SET", "busy-reply-threshold", "100"]),
+            Reply::ok()
+        );
+    }
+    let mut relayer = relayer_for(&cluster, "smart", "");
+    let mut c = relayer.client();
+    c.set_read_timeout(T);
+    let keys = cluster.keys_on_every_master_prefixed("busy", 60);
+    let script = "local t=redis.call('TIME') while true do local n=redis.call('TIME') \
+                  if (n[1]-t[1])*1000000+(n[2]-t[2]) > 1500000 then break end end return 1";
+    let port = cluster.port(busy);
+    let runner = std::thread::spawn(move || Client::tcp(port).cmd(&["EVAL", script, "0"]));
+    wait_until(T, "the master to be busy", || {
+        cluster.client(busy).q("PING").is_error_starting("BUSY")
+    });
+    for round in 0..3 {
+        let cmds: Vec<Vec<String>> = keys
+            .iter()
+            .map(|k| vec!["SET".into(), k.clone(), format!("{round}")])
+            .collect();
+        for r in c.pipeline(&cmds) {
+            assert_eq!(r, Reply::ok());
+        }
+    }
+    let on_busy = keys
+        .iter()
+        .find(|k| cluster.node_for_slot(Cluster::slot_of(k.as_bytes())) == busy)
+        .unwrap();
+    assert_eq!(c.cmd(&["GET", on_busy]), Reply::bulk("2"));
+    assert_eq!(runner.join().unwrap(), Reply::Int(1));
+    for k in &keys {
+        assert_eq!(cluster.get(k), Reply::bulk("2"), "{k}");
+    }
+    relayer.signal(libc::SIGTERM);
+    assert!(relayer.wait_exit(T).success());
+    let (all, f) = stop_summary(&relayer.log());
+    assert!(all, "{f:?}\n{}", relayer.log());
+    assert_eq!(f.get("delivered").map(String::as_str), Some("180"), "{f:?}");
+}

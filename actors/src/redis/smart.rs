@@ -72,12 +72,17 @@ fn default_table() -> Vec<(&'static str, Early)> {
 
 /// Commands that `asyncCommands` may add: their reply is a status or an integer, so an early
 /// `+OK` or `:1` has the kind the client expects. (name, reply, arity, idempotent)
+///
+/// `idempotent` says whether the write may be sent again after a connection was lost before
+/// the backend confirmed it, which runs it twice when the first one ran: only for writes that
+/// leave the same data run twice in a row. Counters, pushes, trims by count and FLUSHDB (which
+/// would also empty what other clients wrote since) are not, whatever the configuration asks.
 const ADDABLE: &[(&str, &[u8], i32, bool)] = &[
     ("APPEND", EARLY_ONE, 3, false),
     ("DECR", EARLY_ONE, 2, false),
     ("DECRBY", EARLY_ONE, 3, false),
     ("DEL", EARLY_ONE, -2, true),
-    ("FLUSHDB", EARLY_OK, -1, true),
+    ("FLUSHDB", EARLY_OK, -1, false),
     ("GEOADD", EARLY_ONE, -5, true),
     ("HDEL", EARLY_ONE, -3, true),
     ("HINCRBY", EARLY_ONE, 4, false),
@@ -278,6 +283,18 @@ mod tests {
                 .idempotent
         );
         assert!(Table::new(&["GET".into()]).unwrap_err().contains("'GET'"));
+        // Never sent twice after a lost connection, whatever the configuration adds.
+        let t = Table::new(&ADDABLE.iter().map(|(n, ..)| n.to_string()).collect::<Vec<_>>()).unwrap();
+        let never_twice = [
+            "INCR", "INCRBY", "DECR", "LPUSH", "RPUSH", "APPEND", "FLUSHDB", "HINCRBY", "LTRIM", "LREM",
+            "PUBLISH",
+        ];
+        for &(name, _, arity, _) in ADDABLE.iter().filter(|(n, ..)| never_twice.contains(n)) {
+            let args = [name, "k", "1", "2"];
+            let cmd = Command::from_args(&args[..arity.unsigned_abs() as usize]);
+            let e = t.early(&cmd).unwrap_or_else(|| panic!("{name} is in the table"));
+            assert!(!e.idempotent, "{name} must not be sent twice");
+        }
     }
 
     #[test]

@@ -719,14 +719,14 @@ impl Target {
 
     /// A write acknowledged early given up at `retryTimeout`: `why` is the code of the last
     /// refusal, or `unavailable`.
-    fn expired(&mut self, idx: usize, frame: &Bytes, why: &str) {
+    fn expired(&mut self, backend: &TargetAddr, frame: &Bytes, why: &str) {
         self.delivery.add_expired(why);
         self.settings.metrics.expired(why);
         self.give_back(frame);
         if self.detailed() {
             let (name, key) = name_and_key(frame);
             error!(self.settings.log, "background write given up: not accepted by the backend within retryTimeout";
-                "backend" => %self.conns[idx].addr, "command" => name, "key" => key, "last" => why,
+                "backend" => %backend, "command" => name, "key" => key, "last" => why,
                 "retry_timeout_s" => self.settings.retry_timeout.as_secs_f64(), "expired" => self.delivery.expired_total());
         }
     }

@@ -51,6 +51,9 @@ pub(super) struct Resend {
     pub mark: u32,
     /// It ran once, and waits to be sent again after an older write of its client.
     pub applied: bool,
+    /// The last refusal that made it wait to be sent again: why it is given up if it waits
+    /// past `retryTimeout` (a write acknowledged early).
+    pub last: Option<Bytes>,
 }
 
 impl Resend {
@@ -66,6 +69,7 @@ impl Resend {
             order,
             mark: 0,
             applied: false,
+            last: None,
         }
     }
 }

@@ -562,7 +562,10 @@ impl Target {
         }
         for q in gone {
             match q.dest {
-                Dest::Background { frame, .. } => self.expired(idx, &frame, &why),
+                Dest::Background { frame, .. } => {
+                    let backend = self.conns[idx].addr.clone();
+                    self.expired(&backend, &frame, &why)
+                }
                 Dest::Session { to, seq } | Dest::SelectCheck { to, seq, .. } => {
                     let data = last
                         .clone()

@@ -258,9 +258,7 @@ impl Target {
         for k in due {
             self.maybe_release(k, ctx);
         }
-        if let Some(limit) = self.timeout_ticks {
-            self.expire_held(limit, ctx);
-        }
+        self.expire_held(self.timeout_ticks, ctx);
         let stale = self
             .cl()
             .holds
@@ -271,11 +269,15 @@ impl Target {
         }
     }
 
-    /// Waited jobs held longer than the relayer's timeout get an error; writes acknowledged
-    /// early stay (the budget bounds them, the drain counts them).
-    fn expire_held(&mut self, limit: u64, ctx: &mut Context<Self>) {
+    /// Waited jobs held longer than the relayer's timeout (`limit`) get an error; writes
+    /// acknowledged early held longer than `retryTimeout` are given up, and counted.
+    fn expire_held(&mut self, limit: Option<u64>, ctx: &mut Context<Self>) {
         let tick = self.tick;
-        let late = |j: &Job| !matches!(j.dest, Dest::Background { .. }) && tick >= j.r.since + limit;
+        let retry = self.retry_ticks;
+        let late = |j: &Job| match j.dest {
+            Dest::Background { since, .. } => !j.r.applied && tick >= since + retry,
+            _ => limit.is_some_and(|limit| tick >= j.r.since + limit),
+        };
         let mut expired = Vec::new();
         for (&k, h) in self.cl().holds.iter_mut() {
             if h.front.values().any(late) {
@@ -297,6 +299,16 @@ impl Target {
         let t = secs(self.settings.timeout.unwrap_or_default());
         let mut keys = Vec::new();
         for (k, job) in expired {
+            if let Dest::Background { frame, .. } = &job.dest {
+                let why = job.r.last.as_ref().map_or("unavailable".into(), |l| {
+                    String::from_utf8_lossy(delivery::code(l)).into_owned()
+                });
+                let backend = self.settings.addr.clone();
+                self.expired(&backend, frame, &why);
+                self.job_done(job.r.session, ctx);
+                keys.push(k);
+                continue;
+            }
             let text = match job.r.slot {
                 Some(s) => format!("ERR relayer: no reply within {t}: slot {s} is moving or failing over"),
                 None => format!("ERR relayer: no reply within {t}: the cluster is failing over"),

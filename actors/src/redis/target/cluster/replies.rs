@@ -26,15 +26,17 @@ fn is_redirect(data: &[u8]) -> bool {
     data.starts_with(b"-MOVED ") || data.starts_with(b"-ASK ")
 }
 
-/// What `data`, a reply from node `from`, asks the relayer to do.
-fn kind(data: &[u8], from: &Node) -> Kind {
+/// What `data`, a reply from node `from`, asks the relayer to do. A write acknowledged early
+/// is also sent again after any other refusal that may pass (BUSY, OOM, READONLY...: see
+/// `delivery::is_transient`); a command waited on gets those as Redis gave them.
+fn kind(data: &[u8], from: &Node, background: bool) -> Kind {
     if is_redirect(data) {
         if let Some((ask, slot, node)) = parse_redirect(data, from) {
             return Kind::Redirect { ask, slot, node };
         }
     }
     let retry = [&b"-TRYAGAIN"[..], b"-CLUSTERDOWN", b"-LOADING"];
-    if retry.iter().any(|p| data.starts_with(p)) {
+    if retry.iter().any(|p| data.starts_with(p)) || (background && delivery::is_transient(data)) {
         return Kind::Retry;
     }
     Kind::Other
@@ -53,7 +55,7 @@ impl Target {
         // A command queued in a MULTI block: a redirection or retryable error makes EXEC
         // abort; it says what to do with the block.
         if let Dest::Swallow(Swallowed::BlockPart) = p.dest {
-            let redirected_or_retry = !matches!(kind(&data, &self.cl().conn_node[idx]), Kind::Other);
+            let redirected_or_retry = !matches!(kind(&data, &self.cl().conn_node[idx], false), Kind::Other);
             let c = &mut self.conns[idx];
             if c.block_note.is_none() && redirected_or_retry {
                 c.block_note = Some(data.clone());
@@ -78,7 +80,8 @@ impl Target {
             dest: p.dest,
             ask: None,
         };
-        let out = match kind(&data, &self.cl().conn_node[idx]) {
+        let background = matches!(job.dest, Dest::Background { .. });
+        let out = match kind(&data, &self.cl().conn_node[idx], background) {
             Kind::Redirect { ask, slot, node } => self.redirected(job, ask, slot, node, &data, ctx),
             Kind::Retry => self.retry_later(job, &data, ctx),
             Kind::Other => {
@@ -160,7 +163,12 @@ impl Target {
             self.mark_all(s);
         }
         job.r.tries = job.r.tries.saturating_add(1);
+        job.r.last = Some(data.clone());
         job.ask = None;
+        if !waited {
+            let code = String::from_utf8_lossy(delivery::code(data)).into_owned();
+            self.settings.metrics.retried(&code);
+        }
         self.park(job);
         None
     }
@@ -273,9 +281,14 @@ mod tests {
         assert_eq!(parse(b"-MOVED 16384 127.0.0.1:1\r\n"), None);
         assert_eq!(parse(b"-ASK 20000 127.0.0.1:1\r\n"), None);
         assert!(matches!(
-            kind(b"-MOVED 20000 127.0.0.1:1\r\n", &from),
+            kind(b"-MOVED 20000 127.0.0.1:1\r\n", &from, false),
             Kind::Other
         ));
+        // BUSY and the like: sent again only for a write acknowledged early.
+        assert!(matches!(kind(b"-BUSY x\r\n", &from, true), Kind::Retry));
+        assert!(matches!(kind(b"-OOM x\r\n", &from, true), Kind::Retry));
+        assert!(matches!(kind(b"-BUSY x\r\n", &from, false), Kind::Other));
+        assert!(matches!(kind(b"-WRONGTYPE x\r\n", &from, true), Kind::Other));
         // No host: the node that answered.
         let other = Node {
             host: "10.0.0.9".into(),
@@ -297,7 +310,7 @@ mod tests {
         assert_eq!(parse(b"-MOVED 5\r\n"), None);
         assert_eq!(parse(b"-MOVED\r\n"), None);
         assert_eq!(parse(b"-\r\n"), None);
-        let kind = |d: &[u8]| kind(d, &from);
+        let kind = |d: &[u8]| kind(d, &from, false);
         assert!(matches!(
             kind(b"-TRYAGAIN Multiple keys request during rehashing of slot\r\n"),
             Kind::Retry
