@@ -535,7 +535,8 @@ impl Session {
     }
 
     fn maybe_close(&mut self, ctx: &mut Context<Self>) {
-        if self.closing && self.slots.is_empty() && self.out.is_empty() {
+        // A command waiting for a reload's barrier is still to be sent and answered.
+        if self.closing && self.slots.is_empty() && self.out.is_empty() && self.switching.is_none() {
             ctx.stop();
         }
     }

@@ -694,6 +694,9 @@ impl Target {
     /// A write acknowledged early that the backend refused for good (the budget was given
     /// back by the caller).
     fn refused_write(&mut self, idx: usize, frame: &Bytes, reply: &Bytes) {
+        if self.given_up {
+            return;
+        }
         let code = String::from_utf8_lossy(delivery::code(reply)).into_owned();
         self.delivery.add_refused(&code);
         self.settings.metrics.background_errors.increment(1);
@@ -707,9 +710,12 @@ impl Target {
     }
 
     fn unknown_outcome(&mut self, idx: usize, frame: &Bytes) {
+        self.give_back(frame);
+        if self.given_up {
+            return;
+        }
         self.delivery.unknown += 1;
         self.settings.metrics.background_unknown.increment(1);
-        self.give_back(frame);
         if self.detailed() {
             let (name, key) = name_and_key(frame);
             warn!(self.settings.log, "background write of unknown outcome: the connection dropped before the backend confirmed it, and it is not safe to send twice";
@@ -720,9 +726,12 @@ impl Target {
     /// A write acknowledged early given up at `retryTimeout`: `why` is the code of the last
     /// refusal, or `unavailable`.
     fn expired(&mut self, backend: &TargetAddr, frame: &Bytes, why: &str) {
+        self.give_back(frame);
+        if self.given_up {
+            return;
+        }
         self.delivery.add_expired(why);
         self.settings.metrics.expired(why);
-        self.give_back(frame);
         if self.detailed() {
             let (name, key) = name_and_key(frame);
             error!(self.settings.log, "background write given up: not accepted by the backend within retryTimeout";
@@ -768,11 +777,9 @@ impl Target {
         }
         let confirmed = self.settings.budget.as_ref().is_none_or(|b| b.pending() == 0);
         let answered = !self.drain_everything
-            || (self
-                .conns
-                .iter()
-                .all(|c| c.pending.is_empty() && c.queue.is_empty())
-                && self.cluster.as_ref().is_none_or(|c| !c.has_waiters()));
+            || (self.conns.iter().all(|c| {
+                c.pending.is_empty() && c.queue.is_empty() && c.stall.as_ref().is_none_or(Stall::is_empty)
+            }) && self.cluster.as_ref().is_none_or(|c| !c.has_waiters()));
         if confirmed && answered {
             if let Some(tx) = self.drain_waiter.take() {
                 let _ = tx.send(());

@@ -134,6 +134,11 @@ impl Stall {
     fn probing(&self) -> bool {
         matches!(self.phase, Phase::Probing { .. })
     }
+
+    /// Nothing waits in it to be written again.
+    pub fn is_empty(&self) -> bool {
+        self.again.is_empty()
+    }
 }
 
 impl Upstream {
