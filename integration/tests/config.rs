@@ -142,6 +142,24 @@ fn bad_configs_are_refused_naming_file_entry_and_key() {
             Some(&listen),
             Some("timeout"),
         ),
+        (
+            "zero retryTimeout",
+            entry("redis", "smart", &listen, url, "retryTimeout = 0"),
+            Some(&listen),
+            Some("retryTimeout"),
+        ),
+        (
+            "negative retryTimeout",
+            entry("redis", "smart", &listen, url, "retryTimeout = -5"),
+            Some(&listen),
+            Some("retryTimeout"),
+        ),
+        (
+            "retryTimeout not a number",
+            entry("redis", "smart", &listen, url, "retry_timeout = \"soon\""),
+            Some(&listen),
+            Some("retry_timeout"),
+        ),
     ];
     let mut failures = Vec::new();
     for (what, config, entry_listen, key) in &cases {
