@@ -336,13 +336,15 @@ impl Handler<Stop> for Worker {
                 let _ = e.listener.send(StopListening).await;
                 e.backend.frontend().stopping();
             }
+            let started = Instant::now();
             let drains = entries.values().map(|e| async move {
                 let left = e.backend.drain(e.relayer.drain_timeout, true).await;
                 log_undelivered(&e.log, "stop", &left);
                 let frontend = e.backend.frontend();
                 frontend.close_all();
-                // Their last replies written (or their sockets given up on).
-                let deadline = Instant::now() + CLOSE_WAIT;
+                // Their last replies written (a blocked client's, within the drain timeout), or
+                // their sockets given up on.
+                let deadline = (started + e.relayer.drain_timeout).max(Instant::now() + CLOSE_WAIT);
                 while frontend.clients() > 0 && Instant::now() < deadline {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
@@ -357,8 +359,8 @@ impl Handler<Stop> for Worker {
     }
 }
 
-/// How long stopped clients may take to read their last replies.
-const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// How long stopped clients may take to read their last replies, at least.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 /// What runs for one entry.
 struct Entry {

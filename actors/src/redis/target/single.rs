@@ -493,10 +493,21 @@ impl Target {
     ) -> usize {
         let c = &mut self.conns[idx];
         c.select_check = None;
-        let mut front: VecDeque<Queued> = c.stall.take().map(|s| s.again).unwrap_or_default();
+        let held: VecDeque<Queued> = c.stall.take().map(|s| s.again).unwrap_or_default();
         let queued = std::mem::take(&mut c.queue);
         let tick = self.tick;
         let mut again = 0;
+        let mut front = VecDeque::new();
+        // The stall's are the oldest: waited ones get `err` like those written, the others
+        // stay first.
+        for q in held {
+            match q.dest {
+                Dest::Session { to, seq } | Dest::SelectCheck { to, seq, .. } => {
+                    self.send_reply(to, seq, err.clone())
+                }
+                _ => front.push_back(q),
+            }
+        }
         for p in owed {
             match p.dest {
                 Dest::Session { to, seq } | Dest::SelectCheck { to, seq, .. } => {
