@@ -15,8 +15,8 @@ use crate::cluster::keys::{self, Route as KeyRoute, Split};
 use crate::cluster::slot::slot_of;
 use crate::compress::{decode_reply_logged, Compression};
 use crate::io::{
-    flush_client, ClientOut, ClientRequests, FlushClient, Gate, Parsed, ReadAhead, ReadHalf, WriteHalf,
-    WritesToClient, CLIENT_READ_CAPACITY,
+    flush_client, is_query_buffer_limit, ClientOut, ClientRequests, FlushClient, Gate, Parsed, ReadAhead,
+    ReadHalf, WriteHalf, WritesToClient, CLIENT_READ_CAPACITY,
 };
 use crate::metrics::RelayerMetrics;
 use crate::resp::request::{Command, Limits, RequestError, RequestParser};
@@ -268,7 +268,8 @@ impl Session {
             let unauthenticated = Arc::new(AtomicBool::new(settings.password.is_some()));
             let parser = RequestParser::new(settings.limits).with_auth_flag(unauthenticated.clone());
             let requests = FramedRead::with_capacity(ReadAhead::new(read), parser, CLIENT_READ_CAPACITY);
-            ctx.add_stream(ClientRequests::new(requests, gate.clone()));
+            let limit = settings.limits.query_buffer_limit;
+            ctx.add_stream(ClientRequests::new(requests, gate.clone(), limit));
             Session {
                 id,
                 route_generation: route.generation(),
@@ -524,7 +525,9 @@ impl Session {
 
     fn close_after_replies(&mut self, ctx: &mut Context<Self>) {
         self.closing = true;
-        self.gate.pause();
+        // What it still sends is dropped: a client that reads only once it has written
+        // everything then gets its replies.
+        self.gate.drop_input();
         self.maybe_close(ctx);
     }
 
@@ -1478,6 +1481,11 @@ impl Drop for Session {
 
 impl Session {
     fn on_request(&mut self, item: Result<Command, RequestError>, ctx: &mut Context<Self>) {
+        if let Err(RequestError::Io(e)) = &item {
+            if is_query_buffer_limit(e) {
+                return self.query_buffer_full(e, ctx);
+            }
+        }
         if self.closing {
             return;
         }
@@ -1494,6 +1502,22 @@ impl Session {
                 ctx.stop();
             }
         }
+    }
+}
+
+impl Session {
+    /// The client sent more than `queryBufferLimit` ahead of what the session could take. Redis
+    /// closes such a client without a word; here it gets an error after the replies it is owed
+    /// (what it sends meanwhile is dropped, so that it can get to reading them), then is
+    /// closed. Past the limit again while closing, it is closed at once.
+    fn query_buffer_full(&mut self, e: &std::io::Error, ctx: &mut Context<Self>) {
+        if self.closing {
+            info!(self.settings.log, "client still sending while closed, disconnected"; "session" => self.id, "error" => %e);
+            return ctx.stop();
+        }
+        slog::warn!(self.settings.log, "client over the query buffer limit, closing it"; "session" => self.id, "error" => %e, "pending_replies" => self.slots.len());
+        self.reply(error(&format!("ERR Protocol error: {e}")), ctx);
+        self.close_after_replies(ctx);
     }
 }
 
