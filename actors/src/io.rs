@@ -63,6 +63,15 @@ impl WriteHalf {
             WriteHalf::Unix(w) => w.writable().await,
         }
     }
+
+    /// Shuts the socket down for writing: the peer reads what was sent, then its end.
+    fn shutdown(&self) -> io::Result<()> {
+        let sock = match self {
+            WriteHalf::Tcp(w) => socket2::SockRef::from(w.as_ref()),
+            WriteHalf::Unix(w) => socket2::SockRef::from(w.as_ref()),
+        };
+        sock.shutdown(std::net::Shutdown::Write)
+    }
 }
 
 /// Bytes waiting to be written to one socket. Appending never blocks; `flush` writes what the
@@ -187,8 +196,12 @@ pub struct Gate {
     waker: RefCell<Option<Waker>>,
     /// While paused, a [`ClientRequests`] stream ends as soon as the peer closes (see there).
     watch_close: Cell<bool>,
+    /// The session waits for the client to read its replies (see [`ClientRequests`]).
+    waits_for_client: Cell<bool>,
     /// Paused for good: a [`ClientRequests`] stream drops what the client still sends.
     drop_input: Cell<bool>,
+    /// Input of the client's was (or is to be) dropped unparsed: see [`ClientOut::may_end`].
+    input_dropped: Cell<bool>,
 }
 
 impl Gate {
@@ -210,6 +223,15 @@ impl Gate {
     pub fn watch_close(&self, on: bool) {
         if !self.watch_close.replace(on) && on && self.paused.get() {
             // Paused already: the stream starts watching when it is polled.
+            self.wake();
+        }
+    }
+
+    /// Whether the session waits for the client to read its replies: a [`ClientRequests`]
+    /// stream over its limit then yields its error instead of waiting.
+    pub fn waits_for_client(&self, on: bool) {
+        if !self.waits_for_client.replace(on) && on && self.paused.get() {
+            // The stream may be waiting on a full read-ahead.
             self.wake();
         }
     }
@@ -402,9 +424,16 @@ impl AsyncRead for ReadAhead {
 /// still read, into [`ReadAhead`] (nothing parsed), up to the query buffer limit. So a client
 /// that writes its whole pipeline before it reads any reply can finish writing while the
 /// session waits for room among its replies (TCP pushing back on it would be a deadlock), and
-/// the client's end is known. The session gets a [`QueryBufferLimit`] error once more than the
-/// limit is read ahead; after [`Gate::drop_input`], what comes is read and dropped instead, up
-/// to the limit again, then that error comes (the session then ends at once).
+/// the client's end is known.
+///
+/// Past the limit, the stream yields a [`QueryBufferLimit`] error if the session waits for the
+/// client ([`Gate::waits_for_client`]: its replies are not read) or the client is blocked
+/// ([`Gate::watch_close`]): nothing the relayer does would make room. Otherwise the session
+/// waits for the backend (replies to the requests it sent, as with `maxPendingReplies`), which
+/// makes room without the client: the socket is not read meanwhile (TCP pushes back), as Redis
+/// reads no faster than it runs commands. After [`Gate::drop_input`], what comes is read and
+/// dropped instead, up to the limit again, then that error comes (the session then ends at
+/// once), and the stream ends at the socket's end.
 ///
 /// While paused and told to by [`Gate::watch_close`], the stream ends as soon as the client's
 /// end is read. A session holding a backend connection for its client (a blocking command,
@@ -482,26 +511,36 @@ impl<D: tokio_util::codec::Decoder + Unpin> ClientRequests<D> {
         }
         *self.gate.waker.borrow_mut() = Some(cx.waker().clone());
         let limit = self.limit;
-        let ahead = self.inner.get_mut();
-        let ended = if self.gate.drop_input.get() {
-            match ahead.poll_drop(cx, limit) {
+        if self.gate.drop_input.get() {
+            if !self.inner.read_buffer().is_empty() || !self.inner.get_ref().is_empty() {
+                self.gate.input_dropped.set(true);
+            }
+            let ahead = self.inner.get_mut();
+            let polled = ahead.poll_drop(cx, limit);
+            if ahead.dropped > 0 {
+                self.gate.input_dropped.set(true);
+            }
+            return match polled {
                 Poll::Ready(false) if !std::mem::replace(&mut self.over_dropped, true) => {
                     let e = io::Error::other(QueryBufferLimit(limit));
-                    return Poll::Ready(Some(Err(e.into())));
+                    Poll::Ready(Some(Err(e.into())))
                 }
-                Poll::Ready(false) => return Poll::Pending,
-                ended => ended.is_ready(),
-            }
-        } else {
-            // One byte past the limit is read, to know it was passed (as Redis closes a client
-            // whose query buffer is over its limit, not at it).
-            let ended = ahead.poll_fill(cx, limit.saturating_add(1)).is_ready();
-            if ahead.len() > limit && !std::mem::replace(&mut self.over, true) {
-                let e = io::Error::other(QueryBufferLimit(limit));
-                return Poll::Ready(Some(Err(e.into())));
-            }
-            ended
-        };
+                // Nothing more is parsed: the session learns that the client closed its side.
+                Poll::Ready(true) => Poll::Ready(None),
+                _ => Poll::Pending,
+            };
+        }
+        // One byte past the limit is read, to know it was passed (as Redis closes a client
+        // whose query buffer is over its limit, not at it).
+        let ahead = self.inner.get_mut();
+        let ended = ahead.poll_fill(cx, limit.saturating_add(1)).is_ready();
+        let stuck = self.gate.waits_for_client.get() || self.gate.watch_close.get();
+        if ahead.len() > limit && stuck && !std::mem::replace(&mut self.over, true) {
+            // Its session closes it: what was read ahead is dropped.
+            self.gate.input_dropped.set(true);
+            let e = io::Error::other(QueryBufferLimit(limit));
+            return Poll::Ready(Some(Err(e.into())));
+        }
         if ended && self.gate.watch_close.get() {
             // Gone (or failed): what it sent after the point where it was paused is dropped,
             // as Redis drops the input of a client that disconnects while blocked.
@@ -517,7 +556,13 @@ pub struct ClientOut {
     pub out: OutBuf,
     flush_scheduled: bool,
     write_blocked: bool,
+    /// Closed, its replies written, the session waits for the client to close (`may_end`).
+    lingering: bool,
 }
+
+/// How long a closed client whose input was dropped may take to close its side once its
+/// replies are written (see [`ClientOut::may_end`]).
+pub const LINGER: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Write what the client's buffer holds.
 #[derive(actix::Message)]
@@ -539,7 +584,34 @@ impl ClientOut {
             out: OutBuf::new(writer),
             flush_scheduled: false,
             write_blocked: false,
+            lingering: false,
         }
+    }
+
+    /// For a closing session that has written every reply: whether it may end now. Ending
+    /// closes the socket, and with input of the client's left unread (sent after the point
+    /// where it was closed, while it had not read its replies yet), the kernel resets the
+    /// connection, which loses the replies the client has not read. So then the socket is shut
+    /// for writing instead (the client reads its replies, then the end), the session goes on
+    /// dropping the client's input (`Gate::drop_input`), and ends once the client closes its
+    /// side (`input_ended`), or after [`LINGER`].
+    pub fn may_end<A: WritesToClient>(
+        &mut self,
+        gate: &Gate,
+        input_ended: bool,
+        ctx: &mut actix::Context<A>,
+    ) -> bool {
+        if input_ended || !gate.input_dropped.get() {
+            return true;
+        }
+        if !std::mem::replace(&mut self.lingering, true) {
+            if self.out.writer.shutdown().is_err() {
+                // Already gone.
+                return true;
+            }
+            actix::AsyncContext::run_later(ctx, LINGER, |_, ctx| actix::ActorContext::stop(ctx));
+        }
+        false
     }
 
     /// Bytes not yet written.
@@ -739,10 +811,11 @@ mod tests {
         });
     }
 
-    /// A paused client is read ahead (nothing parsed) up to its limit exactly; one byte more
-    /// and the stream yields the `QueryBufferLimit` error, once. Told to drop its input, the
-    /// stream gives the read-ahead's memory back and drops what comes, up to the limit again,
-    /// then yields the error again.
+    /// A paused client is read ahead (nothing parsed) up to its limit exactly, then one byte,
+    /// no more, while its session waits for the backend; once it waits for the client, the
+    /// stream yields the `QueryBufferLimit` error, once. Told to drop its input, the stream
+    /// gives the read-ahead's memory back and drops what comes (the byte left in the socket
+    /// included), up to the limit again, then yields the error again.
     #[test]
     fn paused_client_is_read_ahead_up_to_its_limit_then_gets_the_error() {
         use futures_util::{FutureExt, StreamExt};
@@ -775,7 +848,14 @@ mod tests {
             }
             assert_eq!(ahead(&s), LIMIT, "the whole limit is read ahead");
             assert_eq!(s.inner.read_buffer().len(), 0, "nothing parsed");
-            tx.send(b"x".to_vec()).unwrap();
+            // Paused for the backend's replies, not the client: past the limit the socket is
+            // left unread, without an error.
+            tx.send(b"xy".to_vec()).unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert!(s.next().now_or_never().is_none(), "no error while not waiting for the client");
+            assert_eq!(ahead(&s), LIMIT + 1, "one byte past the limit, no more");
+            // Waiting for the client to read its replies: the error.
+            gate.waits_for_client(true);
             let item = tokio::time::timeout(Duration::from_secs(5), s.next()).await.expect("the error in time");
             match item {
                 Some(Parsed::Last(Err(e)) | Parsed::Request(Err(e))) => {
@@ -798,7 +878,8 @@ mod tests {
             gate.drop_input();
             assert!(s.next().now_or_never().is_none(), "dropping yields nothing");
             assert_eq!(s.inner.get_ref().ahead.capacity(), 0, "the read-ahead's memory is given back");
-            tx.send(vec![b'y'; LIMIT]).unwrap();
+            // One byte ("y") was left in the socket.
+            tx.send(vec![b'y'; LIMIT - 1]).unwrap();
             tokio::time::sleep(Duration::from_millis(100)).await;
             assert!(s.next().now_or_never().is_none(), "up to the limit is dropped");
             tx.send(b"z".to_vec()).unwrap();

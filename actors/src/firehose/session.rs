@@ -153,6 +153,8 @@ pub struct Session {
     /// Waiting for room in the buffer (critical): nothing more is read meanwhile.
     waiting: bool,
     closing: bool,
+    /// The client closed its side (its request stream ended).
+    input_ended: bool,
 }
 
 impl Session {
@@ -183,6 +185,7 @@ impl Session {
                 multi: None,
                 waiting: false,
                 closing: false,
+                input_ended: false,
             }
         })
     }
@@ -193,15 +196,22 @@ impl Session {
     }
 
     fn update_gate(&self) {
-        if self.closing || self.waiting || self.out.len() >= OUT_HIGH {
+        let out_full = self.out.len() >= OUT_HIGH;
+        if self.closing || self.waiting || out_full {
             self.gate.pause();
         } else {
             self.gate.resume();
         }
+        // Its replies wait for it to read them: past queryBufferLimit, it gets an error.
+        self.gate.waits_for_client(out_full);
     }
 
     fn maybe_close(&mut self, ctx: &mut Context<Self>) {
-        if self.closing && !self.waiting && self.out.is_empty() {
+        if self.closing
+            && !self.waiting
+            && self.out.is_empty()
+            && self.out.may_end(&self.gate, self.input_ended, ctx)
+        {
             ctx.stop();
         }
     }
@@ -556,6 +566,7 @@ impl StreamHandler<Parsed<Result<Command, RequestError>>> for Session {
 
     /// The client closed its side: its replies are still written, then it ends.
     fn finished(&mut self, ctx: &mut Context<Self>) {
+        self.input_ended = true;
         self.close_after_replies(ctx);
     }
 }

@@ -223,6 +223,8 @@ pub struct Session {
     awaiting: Option<Awaiting>,
     /// No more requests are read; the session ends once every reply is written.
     closing: bool,
+    /// The client closed its side (its request stream ended).
+    input_ended: bool,
     /// True until the client authenticates, when the listener has a password; shared with the
     /// parser, which applies Redis' tighter limits meanwhile.
     unauthenticated: Arc<AtomicBool>,
@@ -285,6 +287,7 @@ impl Session {
                 gate,
                 awaiting: None,
                 closing: false,
+                input_ended: false,
                 unauthenticated,
                 pool,
                 ded: None,
@@ -503,6 +506,8 @@ impl Session {
         // answer): the client leaving is still seen, so that what runs for it there ends
         // (`finished`). Other pauses end: what it sent before leaving is answered, as by Redis.
         self.gate.watch_close(self.drops_on_close());
+        // Its replies wait for it to read them: past queryBufferLimit, it gets an error.
+        self.gate.waits_for_client(out_full);
         // A client that does not read its replies stops the reading of its dedicated
         // connection: the backlog stays in Redis (under its client-output-buffer-limit).
         if let Some(d) = &self.ded {
@@ -518,7 +523,11 @@ impl Session {
     }
 
     fn maybe_close(&mut self, ctx: &mut Context<Self>) {
-        if self.closing && self.slots.is_empty() && self.out.is_empty() {
+        if self.closing
+            && self.slots.is_empty()
+            && self.out.is_empty()
+            && self.out.may_end(&self.gate, self.input_ended, ctx)
+        {
             ctx.stop();
         }
     }
@@ -1539,6 +1548,7 @@ impl StreamHandler<Parsed<Result<Command, RequestError>>> for Session {
 
     /// The client closed its side: its outstanding replies are still written, then it ends.
     fn finished(&mut self, ctx: &mut Context<Self>) {
+        self.input_ended = true;
         self.flush_forwards(ctx);
         // A command still waiting for its barrier was not sent, and now never is: Redis would
         // run it and drop it with the client, and a blocking pop not run takes no item that
