@@ -219,11 +219,13 @@ fn pipeline_of_300k_gets_written_before_reading_smart() {
     pipeline_of_gets_written_before_reading(&relayer, &redis);
 }
 
-/// `n` SETs of `pipe:set:<i>` to `<i>` (36 bytes each for 1,000,000) written whole before any
-/// reply is read: every reply is +OK, and redis-server then holds every key (DBSIZE) with its
-/// value (a sample of them).
+/// `n` SETs of `pipe:set:<i>` to `<i>` (47 MB for 1,000,000) written whole before any
+/// reply is read, over the relayer's unix socket: every reply is +OK, and redis-server then
+/// holds every key (DBSIZE) with its value (a sample of them). The unix socket's buffers are
+/// small and fixed: over TCP on loopback, the kernel's buffers grow to hold the 5 MB of +OK
+/// replies, so the relayer never stopped reading.
 fn pipeline_of_sets_written_before_reading(relayer: &Relayer, redis: &Redis, n: usize) {
-    let mut c = relayer.client();
+    let mut c = Client::unix(relayer.unix_path());
     let mut bytes = Vec::with_capacity(n * 40);
     for i in 0..n {
         let (k, v) = (format!("pipe:set:{i}"), i.to_string());
@@ -253,7 +255,12 @@ fn pipeline_of_sets_written_before_reading(relayer: &Relayer, redis: &Redis, n: 
 #[test]
 fn pipeline_of_1m_sets_written_before_reading_smart() {
     let redis = Redis::start();
-    let relayer = Relayer::smart(&redis.url(), "");
+    let relayer = Relayer::start(&redis_entry_mode(
+        "smart",
+        "unix:$DIR/relayer.sock",
+        &redis.url(),
+        "",
+    ));
     pipeline_of_sets_written_before_reading(&relayer, &redis, 1_000_000);
 }
 
@@ -265,16 +272,16 @@ fn pipeline_of_1m_sets_written_before_reading_sync() {
 }
 
 /// A firehose relayer answers every command itself: 500,000 PINGs (7 MB of requests, 3.5 MB of
-/// replies) written whole before reading, every +PONG then read (it stopped reading at 1 MiB of
-/// unread replies before, like a Redis relayer).
+/// replies) written whole before reading, over its unix socket (small buffers, as for the SETs
+/// above), every +PONG then read (it stopped reading at 1 MiB of unread replies before, like a
+/// Redis relayer).
 #[test]
 fn firehose_pipeline_written_before_reading() {
     const N: usize = 500_000;
     let fake = FakeFirehose::start();
     let relayer = Relayer::start(&format!(
-        "[[relayer]]\nprotocol = \"firehose\"\nlisten = \"tcp://127.0.0.1:{}\"\nstreamName = \"s\"\n\
+        "[[relayer]]\nprotocol = \"firehose\"\nlisten = \"unix:$DIR/firehose.sock\"\nstreamName = \"s\"\n\
          region = \"us-east-1\"\nendpoint = \"{}\"\n",
-        free_port(),
         fake.url()
     ));
     let mut c = relayer.client();
