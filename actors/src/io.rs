@@ -200,7 +200,8 @@ pub struct Gate {
     waits_for_client: Cell<bool>,
     /// Paused for good: a [`ClientRequests`] stream drops what the client still sends.
     drop_input: Cell<bool>,
-    /// Input of the client's was (or is to be) dropped unparsed: see [`ClientOut::may_end`].
+    /// Input of the client's was read from its socket and dropped, or the client went over
+    /// its query buffer limit (it is likely still sending): see [`ClientOut::may_end`].
     input_dropped: Cell<bool>,
 }
 
@@ -512,9 +513,6 @@ impl<D: tokio_util::codec::Decoder + Unpin> ClientRequests<D> {
         *self.gate.waker.borrow_mut() = Some(cx.waker().clone());
         let limit = self.limit;
         if self.gate.drop_input.get() {
-            if !self.inner.read_buffer().is_empty() || !self.inner.get_ref().is_empty() {
-                self.gate.input_dropped.set(true);
-            }
             let ahead = self.inner.get_mut();
             let polled = ahead.poll_drop(cx, limit);
             if ahead.dropped > 0 {
@@ -589,12 +587,12 @@ impl ClientOut {
     }
 
     /// For a closing session that has written every reply: whether it may end now. Ending
-    /// closes the socket, and with input of the client's left unread (sent after the point
-    /// where it was closed, while it had not read its replies yet), the kernel resets the
-    /// connection, which loses the replies the client has not read. So then the socket is shut
-    /// for writing instead (the client reads its replies, then the end), the session goes on
-    /// dropping the client's input (`Gate::drop_input`), and ends once the client closes its
-    /// side (`input_ended`), or after [`LINGER`].
+    /// closes the socket, and with input of the client's still coming (sent after the point
+    /// where it was closed, before it read its replies), the kernel resets the connection,
+    /// which loses the replies the client has not read. So when some of it came already, the
+    /// socket is shut for writing instead (the client reads its replies, then the end), the
+    /// session goes on dropping the client's input (`Gate::drop_input`), and ends once the
+    /// client closes its side (`input_ended`), or after [`LINGER`].
     pub fn may_end<A: WritesToClient>(
         &mut self,
         gate: &Gate,

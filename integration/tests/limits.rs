@@ -298,6 +298,37 @@ fn firehose_pipeline_written_before_reading() {
     assert_eq!(c.q("PING"), Reply::status("PONG"));
 }
 
+/// QUIT inside a pipeline written whole before reading (100,000 GETs of 1 KB, QUIT, 100,000
+/// more), over the unix socket: what follows QUIT is read and dropped, so the write completes;
+/// the client reads the 100,000 values, QUIT's +OK, then the end of the connection (not a reset
+/// that would lose replies it had not read), and redis-server ran only the GETs before QUIT.
+#[test]
+fn quit_inside_a_pipeline_written_before_reading() {
+    const N: usize = 100_000;
+    let redis = Redis::start();
+    let relayer = Relayer::for_redis(&redis, "");
+    let value = value_of(1000);
+    assert_eq!(
+        redis.client().cmd(&[&b"SET"[..], b"pipe:quit", &value]),
+        Reply::ok()
+    );
+    let calls_before = redis.command_calls("get");
+    let mut c = relayer.client_at(1);
+    let gets = repeated(&[b"GET", b"pipe:quit"], N);
+    let bytes = [&gets[..], &encode_command(&["QUIT"]), &gets[..]].concat();
+    write_before_reading(&c, &bytes, "GETs, QUIT, GETs");
+    c.set_read_timeout(Duration::from_secs(60));
+    for i in 0..N {
+        let r = c.read_reply();
+        if r.as_bytes() != Some(&value[..]) {
+            panic!("reply {i} of {N}: {r:?}");
+        }
+    }
+    assert_eq!(c.read_reply(), Reply::ok(), "QUIT's reply");
+    c.expect_closed();
+    assert_eq!(redis.command_calls("get") - calls_before, N as u64);
+}
+
 const QUERY_BUFFER_ERROR: &str =
     "ERR Protocol error: query buffer limit reached (queryBufferLimit = 1048576 bytes)";
 
