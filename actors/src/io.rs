@@ -9,6 +9,8 @@ use std::io;
 use std::io::IoSlice;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::{tcp, unix, TcpStream, UnixStream};
@@ -283,19 +285,31 @@ const READ_AHEAD_FIRST: usize = 16 * 1024;
 /// What is read at once into the scratch buffer of a client whose input is dropped.
 const DROP_CHUNK: usize = 16 * 1024;
 
+/// The query buffer limit of a client that has not authenticated yet (to a listener with a
+/// password), whatever `queryBufferLimit` says, as in Redis: before AUTH, a client must not make
+/// the relayer hold much.
+pub const UNAUTHENTICATED_LIMIT: usize = 1 << 20;
+
 /// The error a [`ClientRequests`] stream yields (as an I/O error, which every decoder's error
 /// converts from) when its client sent more than its query buffer limit ahead; see
 /// [`is_query_buffer_limit`].
 #[derive(Debug)]
-pub struct QueryBufferLimit(pub usize);
+pub struct QueryBufferLimit {
+    pub limit: usize,
+    /// The client had not authenticated: the limit was [`UNAUTHENTICATED_LIMIT`].
+    pub unauthenticated: bool,
+}
 
 impl std::fmt::Display for QueryBufferLimit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "query buffer limit reached (queryBufferLimit = {} bytes)",
-            self.0
-        )
+        match self.unauthenticated {
+            false => write!(
+                f,
+                "query buffer limit reached (queryBufferLimit = {} bytes)",
+                self.limit
+            ),
+            true => write!(f, "query buffer limit reached ({} bytes before AUTH)", self.limit),
+        }
     }
 }
 
@@ -456,6 +470,8 @@ pub struct ClientRequests<D> {
     over_dropped: bool,
     /// A request other than `Last` was yielded since the last `Idle`.
     busy: bool,
+    /// Set while the client has not authenticated (see [`UNAUTHENTICATED_LIMIT`]).
+    unauthenticated: Option<Arc<AtomicBool>>,
 }
 
 /// An item of [`ClientRequests`].
@@ -477,6 +493,30 @@ impl<D> ClientRequests<D> {
             over: false,
             over_dropped: false,
             busy: false,
+            unauthenticated: None,
+        }
+    }
+
+    /// `flag` is set while the client has not authenticated: its limit is then at most
+    /// [`UNAUTHENTICATED_LIMIT`].
+    pub fn with_auth_flag(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.unauthenticated = Some(flag);
+        self
+    }
+
+    /// The limit that applies now, and whether it is the unauthenticated one.
+    fn limit(&self) -> QueryBufferLimit {
+        let unauthenticated = self
+            .unauthenticated
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Relaxed) && self.limit > UNAUTHENTICATED_LIMIT);
+        QueryBufferLimit {
+            limit: if unauthenticated {
+                UNAUTHENTICATED_LIMIT
+            } else {
+                self.limit
+            },
+            unauthenticated,
         }
     }
 }
@@ -511,7 +551,8 @@ impl<D: tokio_util::codec::Decoder + Unpin> ClientRequests<D> {
             return Pin::new(&mut self.inner).poll_next(cx);
         }
         *self.gate.waker.borrow_mut() = Some(cx.waker().clone());
-        let limit = self.limit;
+        let over = self.limit();
+        let limit = over.limit;
         if self.gate.drop_input.get() {
             let ahead = self.inner.get_mut();
             let polled = ahead.poll_drop(cx, limit);
@@ -520,8 +561,7 @@ impl<D: tokio_util::codec::Decoder + Unpin> ClientRequests<D> {
             }
             return match polled {
                 Poll::Ready(false) if !std::mem::replace(&mut self.over_dropped, true) => {
-                    let e = io::Error::other(QueryBufferLimit(limit));
-                    Poll::Ready(Some(Err(e.into())))
+                    Poll::Ready(Some(Err(io::Error::other(over).into())))
                 }
                 // Nothing more is parsed: the session learns that the client closed its side.
                 Poll::Ready(true) => Poll::Ready(None),
@@ -536,8 +576,7 @@ impl<D: tokio_util::codec::Decoder + Unpin> ClientRequests<D> {
         if ahead.len() > limit && stuck && !std::mem::replace(&mut self.over, true) {
             // Its session closes it: what was read ahead is dropped.
             self.gate.input_dropped.set(true);
-            let e = io::Error::other(QueryBufferLimit(limit));
-            return Poll::Ready(Some(Err(e.into())));
+            return Poll::Ready(Some(Err(io::Error::other(over).into())));
         }
         if ended && self.gate.watch_close.get() {
             // Gone (or failed): what it sent after the point where it was paused is dropped,

@@ -421,6 +421,43 @@ fn client_reading_its_replies_may_pipeline_past_the_query_buffer_limit() {
     assert!(!relayer.log().contains("query buffer limit"), "{}", relayer.log());
 }
 
+/// Before AUTH, a client's query buffer limit is 1 MiB whatever `queryBufferLimit` says (as in
+/// Redis): with a listener password, an unauthenticated client that writes 2 MB of PINGs
+/// without reading gets its NOAUTH errors, then the limit's error, and is closed; once
+/// authenticated, a client writes 3 MB of PINGs before reading and gets every PONG.
+#[test]
+fn unauthenticated_client_query_buffer_is_1mib() {
+    let redis = Redis::start();
+    let relayer = Relayer::for_redis(&redis, "password = \"pw\"");
+    let ping = encode_command(&["PING"]);
+    let mut c = relayer.client_at(1);
+    write_before_reading(&c, &ping.repeat(2_000_000 / ping.len()), "PINGs before AUTH");
+    c.set_read_timeout(Duration::from_secs(30));
+    let mut refused = 0;
+    let last = loop {
+        match c.read_reply() {
+            r if r == Reply::error("NOAUTH Authentication required.") => refused += 1,
+            r => break r,
+        }
+    };
+    assert_eq!(
+        last,
+        Reply::error("ERR Protocol error: query buffer limit reached (1048576 bytes before AUTH)"),
+        "after {refused} NOAUTH errors"
+    );
+    c.expect_closed();
+
+    let mut c = relayer.client_at(1);
+    assert_eq!(c.q("AUTH pw"), Reply::ok());
+    const N: usize = 3_000_000 / 14;
+    write_before_reading(&c, &ping.repeat(N), "PINGs after AUTH");
+    c.set_read_timeout(Duration::from_secs(30));
+    for i in 0..N {
+        let r = c.read_reply();
+        assert!(r == Reply::status("PONG"), "reply {i} of {N}: {r:?}");
+    }
+}
+
 /// A client that goes on sending past the limit (20 MB of GETs, never reading) is disconnected:
 /// it reads at most its replies and the error before the connection ends, and nothing hangs.
 /// Other clients are served throughout.

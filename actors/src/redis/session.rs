@@ -271,7 +271,9 @@ impl Session {
             let parser = RequestParser::new(settings.limits).with_auth_flag(unauthenticated.clone());
             let requests = FramedRead::with_capacity(ReadAhead::new(read), parser, CLIENT_READ_CAPACITY);
             let limit = settings.limits.query_buffer_limit;
-            ctx.add_stream(ClientRequests::new(requests, gate.clone(), limit));
+            let requests =
+                ClientRequests::new(requests, gate.clone(), limit).with_auth_flag(unauthenticated.clone());
+            ctx.add_stream(requests);
             Session {
                 id,
                 route_generation: route.generation(),
