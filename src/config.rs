@@ -23,6 +23,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// The smallest `queryBufferLimit` (Redis' minimum for client-query-buffer-limit).
+const QUERY_BUFFER_MIN: usize = 1 << 20;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
@@ -253,6 +256,8 @@ struct RawGlobal {
     max_arguments: Option<Int>,
     #[serde(rename = "maxinlinelength")]
     max_inline_length: Option<Int>,
+    #[serde(rename = "querybufferlimit")]
+    query_buffer_limit: Option<Int>,
     #[serde(rename = "metricslisten")]
     metrics_listen: Option<String>,
     workers: Option<Int>,
@@ -494,6 +499,18 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             defaults.max_inline_len,
             "maxinlinelength",
         )?,
+        query_buffer_limit: match global.query_buffer_limit.map(|i| i.0) {
+            None => defaults.query_buffer_limit,
+            // Redis' own minimum for client-query-buffer-limit: less would close clients that
+            // pipeline only a little more than a paused session takes.
+            Some(n) if n >= QUERY_BUFFER_MIN as i64 => n as usize,
+            Some(n) => {
+                return Err(err(format!(
+                    "{file}: key '{}': {n} is not allowed: must be at least {QUERY_BUFFER_MIN} (1 MiB)",
+                    root.spelling("querybufferlimit")
+                )))
+            }
+        },
     };
 
     let metrics_listen = match &global.metrics_listen {
@@ -1143,6 +1160,36 @@ mod tests {
             "{:?}",
             c.warnings
         );
+    }
+
+    #[test]
+    fn query_buffer_limit() {
+        let limit = |global: &str| {
+            load_str(&format!(
+                "{global}\n[[relayer]]\nprotocol = \"redis\"\nlisten = \"tcp://:1\"\nurl = \"tcp://h:2\"\n"
+            ))
+            .map(|c| c.limits.query_buffer_limit)
+            .map_err(|e| e.0)
+        };
+        assert_eq!(limit(""), Ok(1 << 30));
+        assert_eq!(limit("queryBufferLimit = 1048576"), Ok(1 << 20));
+        assert_eq!(limit("query_buffer_limit = 4294967296"), Ok(4 << 30));
+        for (value, want) in [
+            (
+                "1048575",
+                "key 'queryBufferLimit': 1048575 is not allowed: must be at least 1048576 (1 MiB)",
+            ),
+            ("0", "key 'queryBufferLimit': 0 is not allowed"),
+            ("-1", "key 'queryBufferLimit': -1 is not allowed"),
+            (
+                "\"1gb\"",
+                "key 'queryBufferLimit': invalid type: string \"1gb\", expected an integer",
+            ),
+            ("1.5", "key 'queryBufferLimit': invalid type"),
+        ] {
+            let e = limit(&format!("queryBufferLimit = {value}")).unwrap_err();
+            assert!(e.contains(want), "{value}: {e}");
+        }
     }
 
     #[test]

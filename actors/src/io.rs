@@ -9,6 +9,8 @@ use std::io;
 use std::io::IoSlice;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::{tcp, unix, TcpStream, UnixStream};
@@ -62,6 +64,15 @@ impl WriteHalf {
             WriteHalf::Tcp(w) => w.writable().await,
             WriteHalf::Unix(w) => w.writable().await,
         }
+    }
+
+    /// Shuts the socket down for writing: the peer reads what was sent, then its end.
+    fn shutdown(&self) -> io::Result<()> {
+        let sock = match self {
+            WriteHalf::Tcp(w) => socket2::SockRef::from(w.as_ref()),
+            WriteHalf::Unix(w) => socket2::SockRef::from(w.as_ref()),
+        };
+        sock.shutdown(std::net::Shutdown::Write)
     }
 }
 
@@ -179,13 +190,21 @@ impl OutBuf {
 }
 
 /// A switch shared between an actor and the stream it reads: while closed, the stream is not
-/// polled, so the socket is not read and TCP pushes back on the peer.
+/// polled, so the socket is not read and TCP pushes back on the peer (a [`ClientRequests`]
+/// stream still reads ahead meanwhile, see there).
 #[derive(Default)]
 pub struct Gate {
     paused: Cell<bool>,
     waker: RefCell<Option<Waker>>,
-    /// While paused, a [`ClientRequests`] stream still looks for the peer closing (see there).
+    /// While paused, a [`ClientRequests`] stream ends as soon as the peer closes (see there).
     watch_close: Cell<bool>,
+    /// The session waits for the client to read its replies (see [`ClientRequests`]).
+    waits_for_client: Cell<bool>,
+    /// Paused for good: a [`ClientRequests`] stream drops what the client still sends.
+    drop_input: Cell<bool>,
+    /// Input of the client's was read from its socket and dropped, or the client went over
+    /// its query buffer limit (it is likely still sending): see [`ClientOut::may_end`].
+    input_dropped: Cell<bool>,
 }
 
 impl Gate {
@@ -207,6 +226,26 @@ impl Gate {
     pub fn watch_close(&self, on: bool) {
         if !self.watch_close.replace(on) && on && self.paused.get() {
             // Paused already: the stream starts watching when it is polled.
+            self.wake();
+        }
+    }
+
+    /// Whether the session waits for the client to read its replies: a [`ClientRequests`]
+    /// stream over its limit then yields its error instead of waiting.
+    pub fn waits_for_client(&self, on: bool) {
+        if !self.waits_for_client.replace(on) && on && self.paused.get() {
+            // The stream may be waiting on a full read-ahead.
+            self.wake();
+        }
+    }
+
+    /// Pauses for good: nothing more is parsed, and a [`ClientRequests`] stream reads and drops
+    /// what the client still sends (what it read ahead too), so that a client that writes its
+    /// whole pipeline before it reads gets to read the replies it is owed.
+    pub fn drop_input(&self) {
+        self.paused.set(true);
+        if !self.drop_input.replace(true) {
+            // The stream may be waiting on a full read-ahead, not on the socket.
             self.wake();
         }
     }
@@ -241,9 +280,45 @@ impl<S: Stream + Unpin> Stream for Gated<S> {
     }
 }
 
-/// Read ahead of a paused session, at most: past it the client is pushed back by TCP again, and
-/// its closing is seen once the session reads.
-pub const READ_AHEAD_MAX: usize = 64 * 1024;
+/// The first size of a read-ahead buffer; it doubles from there.
+const READ_AHEAD_FIRST: usize = 16 * 1024;
+/// What is read at once into the scratch buffer of a client whose input is dropped.
+const DROP_CHUNK: usize = 16 * 1024;
+
+/// The query buffer limit of a client that has not authenticated yet (to a listener with a
+/// password), whatever `queryBufferLimit` says, as in Redis: before AUTH, a client must not make
+/// the relayer hold much.
+pub const UNAUTHENTICATED_LIMIT: usize = 1 << 20;
+
+/// The error a [`ClientRequests`] stream yields (as an I/O error, which every decoder's error
+/// converts from) when its client sent more than its query buffer limit ahead; see
+/// [`is_query_buffer_limit`].
+#[derive(Debug)]
+pub struct QueryBufferLimit {
+    pub limit: usize,
+    /// The client had not authenticated: the limit was [`UNAUTHENTICATED_LIMIT`].
+    pub unauthenticated: bool,
+}
+
+impl std::fmt::Display for QueryBufferLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.unauthenticated {
+            false => write!(
+                f,
+                "query buffer limit reached (queryBufferLimit = {} bytes)",
+                self.limit
+            ),
+            true => write!(f, "query buffer limit reached ({} bytes before AUTH)", self.limit),
+        }
+    }
+}
+
+impl std::error::Error for QueryBufferLimit {}
+
+/// Whether `e` is a [`QueryBufferLimit`].
+pub fn is_query_buffer_limit(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|e| e.is::<QueryBufferLimit>())
+}
 
 /// A client's socket with what was read from it ahead of the parser (see [`ClientRequests`]):
 /// the parser gets those bytes first, then the socket's end or error, then the socket.
@@ -252,6 +327,8 @@ pub struct ReadAhead {
     ahead: BytesMut,
     eof: bool,
     error: Option<io::Error>,
+    /// Bytes read and dropped since the session stopped parsing (see [`Gate::drop_input`]).
+    dropped: usize,
 }
 
 impl ReadAhead {
@@ -261,7 +338,17 @@ impl ReadAhead {
             ahead: BytesMut::new(),
             eof: false,
             error: None,
+            dropped: 0,
         }
+    }
+
+    /// Bytes read ahead and not yet handed to the parser.
+    pub fn len(&self) -> usize {
+        self.ahead.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ahead.is_empty()
     }
 
     /// Reads into `ahead`, up to `max` bytes; Ready once the socket ended or failed (its end is
@@ -272,16 +359,18 @@ impl ReadAhead {
                 return Poll::Ready(());
             }
             if self.ahead.len() >= max {
-                // Nothing more is read: the session's resuming wakes the stream.
+                // Nothing more is read: the session's resuming (or closing) wakes the stream.
                 return Poll::Pending;
             }
-            let want = (max - self.ahead.len()).min(16 * 1024);
-            if self.ahead.capacity() - self.ahead.len() < want {
-                // Grown to size: `reserve` may double the buffer past `max`.
-                let mut grown = BytesMut::with_capacity(self.ahead.len() + want);
+            if self.ahead.capacity() == self.ahead.len() {
+                // Doubled, so that each byte is copied a bounded number of times however far
+                // it grows (a 16 KiB step would make a 1 GiB read-ahead quadratic), and grown
+                // by hand: `reserve` could take it past `max`.
+                let mut grown = BytesMut::with_capacity(grown_size(self.ahead.len(), max));
                 grown.extend_from_slice(&self.ahead);
                 self.ahead = grown;
             }
+            let want = (max - self.ahead.len()).min(self.ahead.capacity() - self.ahead.len());
             // Limited: a read fills all the spare room it is given, which can be more.
             let mut room = (&mut self.ahead).limit(want);
             match tokio_util::io::poll_read_buf(Pin::new(&mut self.inner), cx, &mut room) {
@@ -292,6 +381,35 @@ impl ReadAhead {
             }
         }
     }
+
+    /// Reads and drops what the client sends, what was read ahead first. Ready(true) once the
+    /// socket ended or failed, Ready(false) once more than `max` bytes were dropped.
+    fn poll_drop(&mut self, cx: &mut Context<'_>, max: usize) -> Poll<bool> {
+        if self.ahead.capacity() > 0 {
+            self.ahead = BytesMut::new();
+        }
+        let mut scratch = [0u8; DROP_CHUNK];
+        loop {
+            if self.eof || self.error.is_some() {
+                return Poll::Ready(true);
+            }
+            if self.dropped > max {
+                return Poll::Ready(false);
+            }
+            let mut buf = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut self.inner).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => self.eof = true,
+                Poll::Ready(Ok(())) => self.dropped += buf.filled().len(),
+                Poll::Ready(Err(e)) => self.error = Some(e),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+/// The next size of a read-ahead buffer holding `len` bytes, none spare.
+fn grown_size(len: usize, max: usize) -> usize {
+    len.saturating_mul(2).max(READ_AHEAD_FIRST).min(max)
 }
 
 impl AsyncRead for ReadAhead {
@@ -299,7 +417,8 @@ impl AsyncRead for ReadAhead {
         let this = self.get_mut();
         if !this.ahead.is_empty() {
             let n = this.ahead.len().min(buf.remaining());
-            buf.put_slice(&this.ahead.split_to(n));
+            buf.put_slice(&this.ahead[..n]);
+            this.ahead.advance(n);
             if this.ahead.is_empty() {
                 // Its memory goes back once the parser has it all.
                 this.ahead = BytesMut::new();
@@ -316,12 +435,26 @@ impl AsyncRead for ReadAhead {
     }
 }
 
-/// A client's requests, gated like [`Gated`], with one difference: while paused and told to by
-/// [`Gate::watch_close`], the socket is still read (into [`ReadAhead`], bounded by
-/// `READ_AHEAD_MAX`, nothing parsed) so that the client closing is seen, and the stream then
-/// ends at once. A session holding a backend connection for its client (a blocking command,
+/// A client's requests, gated like [`Gated`], with one difference: while paused, the socket is
+/// still read, into [`ReadAhead`] (nothing parsed), up to the query buffer limit. So a client
+/// that writes its whole pipeline before it reads any reply can finish writing while the
+/// session waits for room among its replies (TCP pushing back on it would be a deadlock), and
+/// the client's end is known.
+///
+/// Past the limit, the stream yields a [`QueryBufferLimit`] error if the session waits for the
+/// client ([`Gate::waits_for_client`]: its replies are not read) or the client is blocked
+/// ([`Gate::watch_close`]): nothing the relayer does would make room. Otherwise the session
+/// waits for the backend (replies to the requests it sent, as with `maxPendingReplies`), which
+/// makes room without the client: the socket is not read meanwhile (TCP pushes back), as Redis
+/// reads no faster than it runs commands. After [`Gate::drop_input`], what comes is read and
+/// dropped instead, up to the limit again, then that error comes (the session then ends at
+/// once), and the stream ends at the socket's end.
+///
+/// While paused and told to by [`Gate::watch_close`], the stream ends as soon as the client's
+/// end is read. A session holding a backend connection for its client (a blocking command,
 /// pub/sub) pauses its client for as long as that command runs; Redis sees a blocked client
-/// leave and unblocks it, so must the relayer.
+/// leave and unblocks it, so must the relayer. Other pauses end first: what the client sent
+/// before leaving is answered, as by Redis.
 ///
 /// It says which request is the last of what was read ([`Parsed::Last`]), and otherwise yields
 /// [`Parsed::Idle`] once after requests, before it waits (paused): the session then sends on
@@ -329,8 +462,16 @@ impl AsyncRead for ReadAhead {
 pub struct ClientRequests<D> {
     inner: tokio_util::codec::FramedRead<ReadAhead, D>,
     gate: Rc<Gate>,
+    /// Bytes that may be read ahead (or dropped) before the [`QueryBufferLimit`] error.
+    limit: usize,
+    /// The read-ahead passed `limit`: its error was yielded.
+    over: bool,
+    /// What was dropped passed `limit`: its error was yielded.
+    over_dropped: bool,
     /// A request other than `Last` was yielded since the last `Idle`.
     busy: bool,
+    /// Set while the client has not authenticated (see [`UNAUTHENTICATED_LIMIT`]).
+    unauthenticated: Option<Arc<AtomicBool>>,
 }
 
 /// An item of [`ClientRequests`].
@@ -343,11 +484,39 @@ pub enum Parsed<T> {
 }
 
 impl<D> ClientRequests<D> {
-    pub fn new(inner: tokio_util::codec::FramedRead<ReadAhead, D>, gate: Rc<Gate>) -> Self {
+    /// `limit`: the query buffer limit, in bytes (see above).
+    pub fn new(inner: tokio_util::codec::FramedRead<ReadAhead, D>, gate: Rc<Gate>, limit: usize) -> Self {
         ClientRequests {
             inner,
             gate,
+            limit,
+            over: false,
+            over_dropped: false,
             busy: false,
+            unauthenticated: None,
+        }
+    }
+
+    /// `flag` is set while the client has not authenticated: its limit is then at most
+    /// [`UNAUTHENTICATED_LIMIT`].
+    pub fn with_auth_flag(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.unauthenticated = Some(flag);
+        self
+    }
+
+    /// The limit that applies now, and whether it is the unauthenticated one.
+    fn limit(&self) -> QueryBufferLimit {
+        let unauthenticated = self
+            .unauthenticated
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Relaxed) && self.limit > UNAUTHENTICATED_LIMIT);
+        QueryBufferLimit {
+            limit: if unauthenticated {
+                UNAUTHENTICATED_LIMIT
+            } else {
+                self.limit
+            },
+            unauthenticated,
         }
     }
 }
@@ -359,7 +528,7 @@ impl<D: tokio_util::codec::Decoder + Unpin> Stream for ClientRequests<D> {
         let polled = self.poll_request(cx);
         if let Poll::Ready(Some(item)) = polled {
             // The common case with one request per read (no pipeline): no `Idle` after it.
-            if self.inner.read_buffer().is_empty() {
+            if self.inner.read_buffer().is_empty() && self.inner.get_ref().is_empty() {
                 self.busy = false;
                 return Poll::Ready(Some(Parsed::Last(item)));
             }
@@ -378,16 +547,43 @@ impl<D: tokio_util::codec::Decoder + Unpin> Stream for ClientRequests<D> {
 
 impl<D: tokio_util::codec::Decoder + Unpin> ClientRequests<D> {
     fn poll_request(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<D::Item, D::Error>>> {
-        if self.gate.paused.get() {
-            *self.gate.waker.borrow_mut() = Some(cx.waker().clone());
-            if self.gate.watch_close.get() && self.inner.get_mut().poll_fill(cx, READ_AHEAD_MAX).is_ready() {
-                // Gone (or failed): what it sent after the point where it was paused is dropped,
-                // as Redis drops the input of a client that disconnects while blocked.
-                return Poll::Ready(None);
-            }
-            return Poll::Pending;
+        if !self.gate.paused.get() {
+            return Pin::new(&mut self.inner).poll_next(cx);
         }
-        Pin::new(&mut self.inner).poll_next(cx)
+        *self.gate.waker.borrow_mut() = Some(cx.waker().clone());
+        let over = self.limit();
+        let limit = over.limit;
+        if self.gate.drop_input.get() {
+            let ahead = self.inner.get_mut();
+            let polled = ahead.poll_drop(cx, limit);
+            if ahead.dropped > 0 {
+                self.gate.input_dropped.set(true);
+            }
+            return match polled {
+                Poll::Ready(false) if !std::mem::replace(&mut self.over_dropped, true) => {
+                    Poll::Ready(Some(Err(io::Error::other(over).into())))
+                }
+                // Nothing more is parsed: the session learns that the client closed its side.
+                Poll::Ready(true) => Poll::Ready(None),
+                _ => Poll::Pending,
+            };
+        }
+        // One byte past the limit is read, to know it was passed (as Redis closes a client
+        // whose query buffer is over its limit, not at it).
+        let ahead = self.inner.get_mut();
+        let ended = ahead.poll_fill(cx, limit.saturating_add(1)).is_ready();
+        let stuck = self.gate.waits_for_client.get() || self.gate.watch_close.get();
+        if ahead.len() > limit && stuck && !std::mem::replace(&mut self.over, true) {
+            // Its session closes it: what was read ahead is dropped.
+            self.gate.input_dropped.set(true);
+            return Poll::Ready(Some(Err(io::Error::other(over).into())));
+        }
+        if ended && self.gate.watch_close.get() {
+            // Gone (or failed): what it sent after the point where it was paused is dropped,
+            // as Redis drops the input of a client that disconnects while blocked.
+            return Poll::Ready(None);
+        }
+        Poll::Pending
     }
 }
 
@@ -397,7 +593,13 @@ pub struct ClientOut {
     pub out: OutBuf,
     flush_scheduled: bool,
     write_blocked: bool,
+    /// Closed, its replies written, the session waits for the client to close (`may_end`).
+    lingering: bool,
 }
+
+/// How long a closed client whose input was dropped may take to close its side once its
+/// replies are written (see [`ClientOut::may_end`]).
+pub const LINGER: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Write what the client's buffer holds.
 #[derive(actix::Message)]
@@ -419,7 +621,34 @@ impl ClientOut {
             out: OutBuf::new(writer),
             flush_scheduled: false,
             write_blocked: false,
+            lingering: false,
         }
+    }
+
+    /// For a closing session that has written every reply: whether it may end now. Ending
+    /// closes the socket, and with input of the client's still coming (sent after the point
+    /// where it was closed, before it read its replies), the kernel resets the connection,
+    /// which loses the replies the client has not read. So when some of it came already, the
+    /// socket is shut for writing instead (the client reads its replies, then the end), the
+    /// session goes on dropping the client's input (`Gate::drop_input`), and ends once the
+    /// client closes its side (`input_ended`), or after [`LINGER`].
+    pub fn may_end<A: WritesToClient>(
+        &mut self,
+        gate: &Gate,
+        input_ended: bool,
+        ctx: &mut actix::Context<A>,
+    ) -> bool {
+        if input_ended || !gate.input_dropped.get() {
+            return true;
+        }
+        if !std::mem::replace(&mut self.lingering, true) {
+            if self.out.writer.shutdown().is_err() {
+                // Already gone.
+                return true;
+            }
+            actix::AsyncContext::run_later(ctx, LINGER, |_, ctx| actix::ActorContext::stop(ctx));
+        }
+        false
     }
 
     /// Bytes not yet written.
@@ -568,6 +797,7 @@ mod tests {
             let mut s = ClientRequests::new(
                 FramedRead::new(ReadAhead::new(r), LinesCodec::new()),
                 gate.clone(),
+                1 << 20,
             );
             b.write_all(b"a\nb\nc\n").unwrap();
             assert_eq!(next(&mut s).await, "request a");
@@ -588,6 +818,7 @@ mod tests {
     /// grown by doubling, or left with room by the parser).
     #[test]
     fn read_ahead_stays_within_its_bound() {
+        const READ_AHEAD_MAX: usize = 64 * 1024;
         runtime().block_on(async {
             let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
             a.set_nonblocking(true).unwrap();
@@ -615,5 +846,168 @@ mod tests {
             }
             drop(b);
         });
+    }
+
+    /// A paused client is read ahead (nothing parsed) up to its limit exactly, then one byte,
+    /// no more, while its session waits for the backend; once it waits for the client, the
+    /// stream yields the `QueryBufferLimit` error, once. Told to drop its input, the stream
+    /// gives the read-ahead's memory back and drops what comes (the byte left in the socket
+    /// included), up to the limit again, then yields the error again.
+    #[test]
+    fn paused_client_is_read_ahead_up_to_its_limit_then_gets_the_error() {
+        use futures_util::{FutureExt, StreamExt};
+        use tokio_util::codec::{FramedRead, LinesCodec};
+        const LIMIT: usize = 256 * 1024;
+        runtime().block_on(async {
+            let (a, b) = pair();
+            let (r, _w) = split_unix(a);
+            let gate = Gate::new();
+            let mut s = ClientRequests::new(FramedRead::new(ReadAhead::new(r), LinesCodec::new()), gate.clone(), LIMIT);
+            gate.pause();
+            // The peer writes from a thread: the socket's buffer is smaller than what it sends.
+            let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+            let writer = std::thread::spawn(move || {
+                let mut b = b;
+                for data in rx {
+                    b.write_all(&data).unwrap();
+                }
+                b
+            });
+            let line = b"0123456789abcde\n";
+            tx.send(line.repeat(LIMIT / line.len())).unwrap();
+            let ahead = |s: &ClientRequests<LinesCodec>| s.inner.get_ref().len();
+            for _ in 0..500 {
+                assert!(s.next().now_or_never().is_none(), "nothing yielded while paused, within the limit");
+                if ahead(&s) == LIMIT {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert_eq!(ahead(&s), LIMIT, "the whole limit is read ahead");
+            assert_eq!(s.inner.read_buffer().len(), 0, "nothing parsed");
+            // Paused for the backend's replies, not the client: past the limit the socket is
+            // left unread, without an error.
+            tx.send(b"xy".to_vec()).unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert!(s.next().now_or_never().is_none(), "no error while not waiting for the client");
+            assert_eq!(ahead(&s), LIMIT + 1, "one byte past the limit, no more");
+            // Waiting for the client to read its replies: the error.
+            gate.waits_for_client(true);
+            let item = tokio::time::timeout(Duration::from_secs(5), s.next()).await.expect("the error in time");
+            match item {
+                Some(Parsed::Last(Err(e)) | Parsed::Request(Err(e))) => {
+                    let io = match e {
+                        tokio_util::codec::LinesCodecError::Io(io) => io,
+                        e => panic!("not an I/O error: {e}"),
+                    };
+                    assert!(is_query_buffer_limit(&io), "{io}");
+                    assert_eq!(io.to_string(), format!("query buffer limit reached (queryBufferLimit = {LIMIT} bytes)"));
+                }
+                _ => panic!("expected the query buffer limit error"),
+            }
+            assert_eq!(ahead(&s), LIMIT + 1, "one byte past the limit, no more");
+            assert!(s.inner.get_ref().ahead.capacity() <= LIMIT + 1);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            // (`Idle` after it, as after any item that is not `Last`.)
+            assert!(matches!(s.next().now_or_never(), None | Some(Some(Parsed::Idle))));
+            assert!(s.next().now_or_never().is_none(), "the error comes once");
+
+            gate.drop_input();
+            assert!(s.next().now_or_never().is_none(), "dropping yields nothing");
+            assert_eq!(s.inner.get_ref().ahead.capacity(), 0, "the read-ahead's memory is given back");
+            // One byte ("y") was left in the socket.
+            tx.send(vec![b'y'; LIMIT - 1]).unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert!(s.next().now_or_never().is_none(), "up to the limit is dropped");
+            tx.send(b"z".to_vec()).unwrap();
+            let item = tokio::time::timeout(Duration::from_secs(5), s.next()).await.expect("the error in time");
+            assert!(
+                matches!(item, Some(Parsed::Last(Err(tokio_util::codec::LinesCodecError::Io(ref e)))) if is_query_buffer_limit(e)),
+                "the error again past the limit of dropped bytes"
+            );
+            assert_eq!(s.inner.get_ref().ahead.capacity(), 0);
+            drop(tx);
+            writer.join().unwrap();
+        });
+    }
+
+    /// What was read ahead while paused is parsed, in order, once the session resumes, the end
+    /// of the socket after it; then the read-ahead holds no memory. While paused and watching
+    /// for the close, the stream ends at the socket's end instead.
+    #[test]
+    fn read_ahead_is_parsed_after_resuming_and_its_memory_given_back() {
+        use futures_util::StreamExt;
+        use tokio_util::codec::{FramedRead, LinesCodec};
+        runtime().block_on(async {
+            for watch in [false, true] {
+                let (a, mut b) = pair();
+                let (r, _w) = split_unix(a);
+                let gate = Gate::new();
+                let mut s = ClientRequests::new(
+                    FramedRead::new(ReadAhead::new(r), LinesCodec::new()),
+                    gate.clone(),
+                    1 << 20,
+                );
+                gate.pause();
+                gate.watch_close(watch);
+                let mut sent = Vec::new();
+                for i in 0..50_000 {
+                    sent.extend_from_slice(format!("line {i}\n").as_bytes());
+                }
+                let total = sent.len();
+                // More than the socket buffers: the writer finishes only if it is read ahead.
+                let writer = std::thread::spawn(move || {
+                    b.write_all(&sent).unwrap();
+                    drop(b);
+                });
+                if watch {
+                    let next = tokio::time::timeout(Duration::from_secs(5), s.next()).await;
+                    assert!(matches!(next, Ok(None)), "paused and watching: ends at the close");
+                    writer.join().unwrap();
+                    continue;
+                }
+                for _ in 0..500 {
+                    let next = tokio::time::timeout(Duration::from_millis(10), s.next()).await;
+                    assert!(next.is_err(), "paused, not watching: waits");
+                    if s.inner.get_ref().len() == total {
+                        break;
+                    }
+                }
+                writer.join().unwrap();
+                assert_eq!(s.inner.get_ref().len(), total, "all read ahead");
+                gate.resume();
+                let mut got = Vec::new();
+                while let Some(item) = tokio::time::timeout(Duration::from_secs(5), s.next())
+                    .await
+                    .unwrap()
+                {
+                    match item {
+                        Parsed::Request(l) | Parsed::Last(l) => got.push(l.unwrap()),
+                        Parsed::Idle => {}
+                    }
+                }
+                assert_eq!(got.len(), 50_000);
+                assert!(got.iter().enumerate().all(|(i, l)| *l == format!("line {i}")));
+                assert_eq!(s.inner.get_ref().ahead.capacity(), 0, "no memory kept");
+            }
+        });
+    }
+
+    /// The read-ahead buffer doubles up to its limit: filling it copies less than twice the
+    /// limit however large (a fixed step would copy quadratically).
+    #[test]
+    fn read_ahead_grows_by_doubling() {
+        for max in [READ_AHEAD_FIRST / 2, 1 << 20, (1 << 30) + 1, 3 << 30] {
+            let (mut len, mut copied, mut steps) = (0usize, 0usize, 0);
+            while len < max {
+                let size = grown_size(len, max);
+                assert!(size > len && size <= max, "{len} -> {size} (max {max})");
+                copied += len;
+                len = size;
+                steps += 1;
+            }
+            assert!(copied < 2 * max, "max {max}: {copied} bytes copied");
+            assert!(steps <= 20, "max {max}: {steps} steps");
+        }
     }
 }

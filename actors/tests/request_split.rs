@@ -260,7 +260,7 @@ proptest! {
     ) {
         let stream: Vec<u8> = pieces.concat();
         let limits = if small {
-            Limits { max_bulk_len: 16, max_args: 4, max_inline_len: 12 }
+            Limits { max_bulk_len: 16, max_args: 4, max_inline_len: 12, ..Limits::default() }
         } else {
             Limits::default()
         };

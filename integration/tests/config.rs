@@ -160,6 +160,24 @@ fn bad_configs_are_refused_naming_file_entry_and_key() {
             Some(&listen),
             Some("retry_timeout"),
         ),
+        (
+            "queryBufferLimit under Redis' minimum (1 MiB)",
+            format!(
+                "queryBufferLimit = 1048575\n{}",
+                entry("redis", "sync", &listen, url, "")
+            ),
+            None,
+            Some("queryBufferLimit"),
+        ),
+        (
+            "queryBufferLimit not an integer",
+            format!(
+                "query_buffer_limit = \"1gb\"\n{}",
+                entry("redis", "sync", &listen, url, "")
+            ),
+            None,
+            Some("query_buffer_limit"),
+        ),
     ];
     let mut failures = Vec::new();
     for (what, config, entry_listen, key) in &cases {

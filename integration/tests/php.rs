@@ -1,5 +1,5 @@
-//! The PHP examples (phpredis) against the relayer, over TCP and over its unix socket, and the
-//! smart-mode loop through a smart relayer.
+//! The PHP examples (phpredis) against the relayer, over TCP and over its unix socket, the
+//! smart-mode loop through a smart relayer, and pipelines written whole before reading.
 
 use integration::*;
 use std::process::{Command, Stdio};
@@ -135,4 +135,54 @@ fn php_smart_loop_through_the_smart_relayer() {
     let (st, out, err) = output_with_timeout(child, Duration::from_secs(120), "php smart_loop.php verify");
     assert!(st.success(), "verify: {st}\nstdout: {out}\nstderr: {err}");
     assert_eq!(out.trim(), format!("verified={}", 2 * N));
+}
+
+/// `pipeline_before_read.php` through `relayer` at `host` `port`, with the issue's counts:
+/// a phpredis pipeline (multi(Redis::PIPELINE), written whole at exec() before any reply is read)
+/// of 300,000 GETs of a 1 KB value, every reply the value, then one of 1,000,000 SETs, every
+/// reply true; redis-server then holds every key. Not timed (it prints its times).
+fn php_pipeline_before_read(redis: &Redis, host: &str, port: u16) {
+    let path = examples_dir().join("php").join("pipeline_before_read.php");
+    let child = Command::new("php")
+        .arg(&path)
+        .args([host, &port.to_string(), "300000", "1000000"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run php (Debian's php-cli)");
+    let (st, out, err) = output_with_timeout(child, Duration::from_secs(120), "php pipeline_before_read.php");
+    assert!(
+        st.success(),
+        "php pipeline_before_read.php {host} {port} exited with {st}\nstdout: {out}\nstderr: {err}"
+    );
+    eprintln!("{}", out.trim());
+    let run = out
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("run="))
+        .unwrap_or_else(|| panic!("no run= in {out:?}"));
+    let mut direct = redis.client();
+    // The value and the SETs' keys.
+    assert_eq!(direct.q("DBSIZE"), Reply::Int(1_000_001));
+    for i in (0..1_000_000).step_by(9973).chain([999_999]) {
+        let k = format!("pipeline_before_read:{run}:set:{i}");
+        assert_eq!(direct.cmd(&["GET", &k]), Reply::bulk(i.to_string()), "{k}");
+    }
+}
+
+/// Through a sync relayer's unix socket (its small buffers: a relayer that stops reading a
+/// client whose replies pile up deadlocks on either pipeline).
+#[test]
+fn php_pipeline_written_before_reading_sync_unix() {
+    let redis = Redis::start();
+    let relayer = Relayer::for_redis(&redis, "");
+    php_pipeline_before_read(&redis, relayer.unix_path().to_str().unwrap(), 0);
+}
+
+/// Through a smart relayer over TCP, as in the issue (its SETs acknowledged early).
+#[test]
+fn php_pipeline_written_before_reading_smart_tcp() {
+    let redis = Redis::start();
+    let relayer = Relayer::smart(&redis.url(), "");
+    php_pipeline_before_read(&redis, "127.0.0.1", relayer.port());
 }

@@ -11,6 +11,7 @@ const LIMITS: Limits = Limits {
     max_bulk_len: 64,
     max_args: 8,
     max_inline_len: 32,
+    query_buffer_limit: 1 << 20,
 };
 
 fn run(pieces: &[&[u8]]) -> (Vec<Command>, Option<ProtocolError>) {

@@ -12,8 +12,8 @@ use super::batcher::{Batcher, FirehoseMetrics, Wake};
 use super::buffer::{Buffer, NoRoom, Pushed};
 use super::record::{Record, Timestamp, WrongType, MAX_RECORD};
 use crate::io::{
-    flush_client, ClientOut, FlushClient, Gate, Gated, ReadHalf, WriteHalf, WritesToClient,
-    CLIENT_READ_CAPACITY,
+    flush_client, is_query_buffer_limit, ClientOut, ClientRequests, FlushClient, Gate, Parsed, ReadAhead,
+    ReadHalf, WriteHalf, WritesToClient, CLIENT_READ_CAPACITY,
 };
 use crate::resp::request::{Command, Limits, RequestError, RequestParser};
 use crate::resp::write::{self, error, wrong_arity};
@@ -159,6 +159,8 @@ pub struct Session {
     closing: bool,
     /// The relayer is stopping: new commands get `STOPPING`.
     stopping: bool,
+    /// The client closed its side (its request stream ended).
+    input_ended: bool,
 }
 
 impl Session {
@@ -167,12 +169,17 @@ impl Session {
             route.register(id, ctx.address().downgrade());
             let current = route.current();
             let gate = Gate::new();
+            let limits = current.settings.limits;
             let requests = FramedRead::with_capacity(
-                read,
-                RequestParser::new(current.settings.limits),
+                ReadAhead::new(read),
+                RequestParser::new(limits),
                 CLIENT_READ_CAPACITY,
             );
-            ctx.add_stream(Gated::new(requests, gate.clone()));
+            ctx.add_stream(ClientRequests::new(
+                requests,
+                gate.clone(),
+                limits.query_buffer_limit,
+            ));
             Session {
                 id,
                 route_generation: route.generation(),
@@ -185,6 +192,7 @@ impl Session {
                 waiting: false,
                 closing: false,
                 stopping: false,
+                input_ended: false,
             }
         })
     }
@@ -195,22 +203,31 @@ impl Session {
     }
 
     fn update_gate(&self) {
-        if self.closing || self.waiting || self.out.len() >= OUT_HIGH {
+        let out_full = self.out.len() >= OUT_HIGH;
+        if self.closing || self.waiting || out_full {
             self.gate.pause();
         } else {
             self.gate.resume();
         }
+        // Its replies wait for it to read them: past queryBufferLimit, it gets an error.
+        self.gate.waits_for_client(out_full);
     }
 
     fn maybe_close(&mut self, ctx: &mut Context<Self>) {
-        if self.closing && !self.waiting && self.out.is_empty() {
+        if self.closing
+            && !self.waiting
+            && self.out.is_empty()
+            && self.out.may_end(&self.gate, self.input_ended, ctx)
+        {
             ctx.stop();
         }
     }
 
     fn close_after_replies(&mut self, ctx: &mut Context<Self>) {
         self.closing = true;
-        self.gate.pause();
+        // What it still sends is dropped: a client that reads only once it has written
+        // everything then gets its replies.
+        self.gate.drop_input();
         if self.multi.take().is_some() {
             debug!(self.settings.log, "client closed inside MULTI: block discarded"; "session" => self.id);
         }
@@ -528,8 +545,18 @@ impl Drop for Session {
     }
 }
 
-impl StreamHandler<Result<Command, RequestError>> for Session {
-    fn handle(&mut self, item: Result<Command, RequestError>, ctx: &mut Context<Self>) {
+impl StreamHandler<Parsed<Result<Command, RequestError>>> for Session {
+    fn handle(&mut self, item: Parsed<Result<Command, RequestError>>, ctx: &mut Context<Self>) {
+        let item = match item {
+            Parsed::Request(item) | Parsed::Last(item) => item,
+            // Each command is handed to the batcher as it comes: nothing is gathered.
+            Parsed::Idle => return,
+        };
+        if let Err(RequestError::Io(e)) = &item {
+            if is_query_buffer_limit(e) {
+                return self.query_buffer_full(e, ctx);
+            }
+        }
         if self.closing {
             return;
         }
@@ -549,6 +576,22 @@ impl StreamHandler<Result<Command, RequestError>> for Session {
 
     /// The client closed its side: its replies are still written, then it ends.
     fn finished(&mut self, ctx: &mut Context<Self>) {
+        self.input_ended = true;
+        self.close_after_replies(ctx);
+    }
+}
+
+impl Session {
+    /// The client sent more than `queryBufferLimit` ahead of what the session could take (its
+    /// replies not read, or its line waiting for room): an error after its replies, then it is
+    /// closed (see the Redis session's `query_buffer_full`).
+    fn query_buffer_full(&mut self, e: &std::io::Error, ctx: &mut Context<Self>) {
+        if self.closing {
+            info!(self.settings.log, "client still sending while closed, disconnected"; "session" => self.id, "error" => %e);
+            return ctx.stop();
+        }
+        slog::warn!(self.settings.log, "client over the query buffer limit, closing it"; "session" => self.id, "error" => %e);
+        self.reply(&error(&format!("ERR Protocol error: {e}")), ctx);
         self.close_after_replies(ctx);
     }
 }

@@ -15,8 +15,8 @@ use crate::cluster::keys::{self, Route as KeyRoute, Split};
 use crate::cluster::slot::slot_of;
 use crate::compress::{decode_reply_logged, Compression};
 use crate::io::{
-    flush_client, ClientOut, ClientRequests, FlushClient, Gate, Parsed, ReadAhead, ReadHalf, WriteHalf,
-    WritesToClient, CLIENT_READ_CAPACITY,
+    flush_client, is_query_buffer_limit, ClientOut, ClientRequests, FlushClient, Gate, Parsed, ReadAhead,
+    ReadHalf, WriteHalf, WritesToClient, CLIENT_READ_CAPACITY,
 };
 use crate::metrics::RelayerMetrics;
 use crate::resp::request::{Command, Limits, RequestError, RequestParser};
@@ -234,6 +234,8 @@ pub struct Session {
     /// A reload replaced the target: the request number of the barrier sent to the old one,
     /// and the command that waits for its answer before it goes to the new one.
     switching: Option<(u64, Command)>,
+    /// The client closed its side (its request stream ended).
+    input_ended: bool,
     /// True until the client authenticates, when the listener has a password; shared with the
     /// parser, which applies Redis' tighter limits meanwhile.
     unauthenticated: Arc<AtomicBool>,
@@ -279,7 +281,10 @@ impl Session {
             let unauthenticated = Arc::new(AtomicBool::new(settings.password.is_some()));
             let parser = RequestParser::new(settings.limits).with_auth_flag(unauthenticated.clone());
             let requests = FramedRead::with_capacity(ReadAhead::new(read), parser, CLIENT_READ_CAPACITY);
-            ctx.add_stream(ClientRequests::new(requests, gate.clone()));
+            let limit = settings.limits.query_buffer_limit;
+            let requests =
+                ClientRequests::new(requests, gate.clone(), limit).with_auth_flag(unauthenticated.clone());
+            ctx.add_stream(requests);
             Session {
                 id,
                 route_generation: route.generation(),
@@ -298,6 +303,7 @@ impl Session {
                 stopping: false,
                 sent_to_target: false,
                 switching: None,
+                input_ended: false,
                 unauthenticated,
                 pool,
                 ded: None,
@@ -520,6 +526,8 @@ impl Session {
         // answer): the client leaving is still seen, so that what runs for it there ends
         // (`finished`). Other pauses end: what it sent before leaving is answered, as by Redis.
         self.gate.watch_close(self.drops_on_close());
+        // Its replies wait for it to read them: past queryBufferLimit, it gets an error.
+        self.gate.waits_for_client(out_full);
         // A client that does not read its replies stops the reading of its dedicated
         // connection: the backlog stays in Redis (under its client-output-buffer-limit).
         if let Some(d) = &self.ded {
@@ -536,14 +544,21 @@ impl Session {
 
     fn maybe_close(&mut self, ctx: &mut Context<Self>) {
         // A command waiting for a reload's barrier is still to be sent and answered.
-        if self.closing && self.slots.is_empty() && self.out.is_empty() && self.switching.is_none() {
+        if self.closing
+            && self.slots.is_empty()
+            && self.out.is_empty()
+            && self.switching.is_none()
+            && self.out.may_end(&self.gate, self.input_ended, ctx)
+        {
             ctx.stop();
         }
     }
 
     fn close_after_replies(&mut self, ctx: &mut Context<Self>) {
         self.closing = true;
-        self.gate.pause();
+        // What it still sends is dropped: a client that reads only once it has written
+        // everything then gets its replies.
+        self.gate.drop_input();
         self.maybe_close(ctx);
     }
 
@@ -1548,6 +1563,11 @@ impl Drop for Session {
 
 impl Session {
     fn on_request(&mut self, item: Result<Command, RequestError>, ctx: &mut Context<Self>) {
+        if let Err(RequestError::Io(e)) = &item {
+            if is_query_buffer_limit(e) {
+                return self.query_buffer_full(e, ctx);
+            }
+        }
         if self.closing {
             return;
         }
@@ -1564,6 +1584,22 @@ impl Session {
                 ctx.stop();
             }
         }
+    }
+}
+
+impl Session {
+    /// The client sent more than `queryBufferLimit` ahead of what the session could take. Redis
+    /// closes such a client without a word; here it gets an error after the replies it is owed
+    /// (what it sends meanwhile is dropped, so that it can get to reading them), then is
+    /// closed. Past the limit again while closing, it is closed at once.
+    fn query_buffer_full(&mut self, e: &std::io::Error, ctx: &mut Context<Self>) {
+        if self.closing {
+            info!(self.settings.log, "client still sending while closed, disconnected"; "session" => self.id, "error" => %e);
+            return ctx.stop();
+        }
+        slog::warn!(self.settings.log, "client over the query buffer limit, closing it"; "session" => self.id, "error" => %e, "pending_replies" => self.slots.len());
+        self.reply(error(&format!("ERR Protocol error: {e}")), ctx);
+        self.close_after_replies(ctx);
     }
 }
 
@@ -1585,6 +1621,7 @@ impl StreamHandler<Parsed<Result<Command, RequestError>>> for Session {
 
     /// The client closed its side: its outstanding replies are still written, then it ends.
     fn finished(&mut self, ctx: &mut Context<Self>) {
+        self.input_ended = true;
         self.flush_forwards(ctx);
         // A command still waiting for its barrier was not sent, and now never is: Redis would
         // run it and drop it with the client, and a blocking pop not run takes no item that

@@ -25,6 +25,10 @@ pub struct Limits {
     /// Longest inline request line, and longest `*<n>` / `$<len>` header line
     /// (Redis' `PROTO_INLINE_MAX_SIZE`).
     pub max_inline_len: usize,
+    /// Bytes a client may send ahead while its requests are not parsed (its replies pile up,
+    /// a blocking command runs...): Redis' `client-query-buffer-limit`. Not the parser's: see
+    /// `io::ClientRequests`.
+    pub query_buffer_limit: usize,
 }
 
 impl Default for Limits {
@@ -33,6 +37,7 @@ impl Default for Limits {
             max_bulk_len: 512 * 1024 * 1024,
             max_args: 1_048_576,
             max_inline_len: 64 * 1024,
+            query_buffer_limit: 1 << 30,
         }
     }
 }
