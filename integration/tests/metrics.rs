@@ -45,7 +45,12 @@ fn counters_move_with_traffic() {
         "metricsListen = \"127.0.0.1:{metrics_port}\"\n{}",
         redis_entry_mode("smart", &listen, &redis.url(), "")
     ));
-    let before = scrape(metrics_port);
+    // The listener accepts once bound, which is before its worker has registered the entry's
+    // metrics: they appear a moment later.
+    let gauge = format!("smart_relayer_clients_connected{{listen=\"{listen}\"}}");
+    let before = poll_until(Duration::from_secs(20), "the entry's metrics", || {
+        Some(scrape(metrics_port)).filter(|m| m.contains_key(&gauge))
+    });
     let count =
         |m: &HashMap<String, f64>, outcome| value(m, "smart_relayer_commands_total", &listen, Some(outcome));
     assert_eq!(
