@@ -1488,3 +1488,32 @@ fn writes_refused_busy_on_a_master_are_sent_again() {
     assert!(all, "{f:?}\n{}", relayer.log());
     assert_eq!(f.get("delivered").map(String::as_str), Some("180"), "{f:?}");
 }
+
+/// With every master pausing writes, a smart `SET k new` is acknowledged; a reload that only
+/// changes `timeout` follows; the same client's `GET k` returns `new`: it waited until the old
+/// target had delivered the SET. (It went to the new target at once and read the old value.)
+#[test]
+fn a_reload_keeps_each_clients_order_on_a_cluster() {
+    let cluster = Cluster::start();
+    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let entry = |t: u32| cluster_entry("smart", &listen, &cluster.seeds(), &format!("timeout = {t}"));
+    let mut relayer = Relayer::start(&entry(30));
+    let mut c = relayer.client();
+    c.set_read_timeout(T);
+    let k = "{reload}k";
+    assert_eq!(c.cmd(&["SET", k, "old"]), Reply::ok());
+    assert_eq!(c.cmd(&["GET", k]), Reply::bulk("old"));
+    for m in cluster.masters() {
+        assert_eq!(
+            cluster.cmd_on_node(m, &["CLIENT", "PAUSE", "1500", "WRITE"]),
+            Reply::ok()
+        );
+    }
+    assert_eq!(c.cmd(&["SET", k, "new"]), Reply::ok());
+    relayer.rewrite_config(&entry(31));
+    relayer.signal(libc::SIGHUP);
+    wait_until(T, "the reload", || {
+        relayer.log().contains("configuration reloaded")
+    });
+    assert_eq!(c.cmd(&["GET", k]), Reply::bulk("new"));
+}
