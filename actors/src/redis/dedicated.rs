@@ -28,7 +28,7 @@
 //! holds the backlog, under its client-output-buffer-limit); commands waiting to be written are
 //! reported to the owner, which stops reading its client above `BACKLOG_HIGH`.
 
-use super::session::FromDedicated;
+use super::messages::FromDedicated;
 use crate::endpoint::TargetAddr;
 use crate::io::{Gate, Gated, OutBuf, ReadHalf};
 use crate::resp::reply::{is_error, ReplyScanner, DEFAULT_MAX_LINE};

@@ -5,6 +5,7 @@ pub mod commands;
 pub mod connect;
 pub mod dedicated;
 pub mod delivery;
+pub mod messages;
 pub mod session;
 pub mod smart;
 pub mod target;

@@ -7,8 +7,9 @@
 use super::auth::{self, Password};
 use super::commands::{classify, client_sub_refused, reaches_busy_server, refused_on_shared, Kind};
 use super::dedicated::{self, Dest, Handle, Pool};
+use super::messages::{Forward, Forwards, FromDedicated, Replies, ReplyTo, Request};
 use super::smart::{Budget, Table};
-use super::target::{Forward, Forwards, KnownDbs, Request, Target};
+use super::target::{KnownDbs, Target};
 use crate::cluster::admin::{keyless, Keyless};
 use crate::cluster::gather::Merge;
 use crate::cluster::keys::{self, Route as KeyRoute, Split};
@@ -91,46 +92,6 @@ impl Frontend for Route {
 pub struct Smart {
     pub table: Table,
     pub budget: Arc<Budget>,
-}
-
-/// A reply for the request numbered `seq`.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Reply {
-    pub seq: u64,
-    pub data: Bytes,
-}
-
-/// Replies for several requests, in the order the target had them: handled exactly as that
-/// many `Reply` messages in a row (one message per run saves an envelope per reply).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Replies(pub Vec<(u64, Bytes)>);
-
-/// What a session's dedicated connection sends it.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub enum FromDedicated {
-    Reply {
-        seq: u64,
-        data: Bytes,
-    },
-    /// Push mode: a reply or message, in the order the connection gave it.
-    Pushed(Bytes),
-    /// The reply to the command that was to enter push mode; `ok`: it did.
-    Entered {
-        data: Bytes,
-        ok: bool,
-    },
-    /// The connection is gone; what the client waits for on it gets this error.
-    Lost(Bytes),
-    /// Push mode ended after the client's RESET or QUIT: every reply before it was pushed.
-    /// `reset`: by RESET, so nothing of the client's is left running on the connection.
-    PushEnded {
-        reset: bool,
-    },
-    /// The commands waiting to be written fell below `dedicated::BACKLOG_HIGH`.
-    Writable,
 }
 
 const RESET_REPLY: &[u8] = b"+RESET\r\n";
@@ -250,7 +211,7 @@ pub struct Session {
     watch_lost: Option<String>,
     /// This session's address, made once: `ctx.address()` allocates a new sender each time,
     /// which cost ~350 instructions per forwarded command with its drop (callgrind).
-    me: SessionAddr,
+    me: ReplyTo,
     /// Commands for the target gathered from the requests of one read, sent as one message
     /// (an actix envelope and channel push per command saved) at `Parsed::Idle`, and before
     /// anything else leaves for the target or the dedicated connection (`flush_forwards`).
@@ -265,10 +226,6 @@ pub struct Session {
     /// command is sent at once, without the vector (~80 instructions per command at `-P 1`).
     direct: bool,
 }
-
-/// Where a target sends a session's replies; shared, so that each forwarded command only
-/// bumps a count.
-pub type SessionAddr = Arc<Addr<Session>>;
 
 impl Session {
     pub fn start(id: u64, read: ReadHalf, write: WriteHalf, route: Rc<Route>) -> Addr<Session> {
@@ -310,7 +267,7 @@ impl Session {
                 held: None,
                 barriers: 0,
                 watch_lost: None,
-                me: Arc::new(ctx.address()),
+                me: Arc::new(ctx.address().recipient()),
                 outgoing: Vec::new(),
                 acks: Vec::new(),
                 outgoing_hint: 1,
@@ -1640,21 +1597,17 @@ impl StreamHandler<Parsed<Result<Command, RequestError>>> for Session {
     }
 }
 
-impl Handler<Reply> for Session {
-    type Result = ();
-
-    fn handle(&mut self, msg: Reply, ctx: &mut Context<Self>) {
-        self.on_target_reply(msg, ctx);
-        self.flush_forwards(ctx);
-    }
-}
-
 impl Handler<Replies> for Session {
     type Result = ();
 
-    fn handle(&mut self, Replies(replies): Replies, ctx: &mut Context<Self>) {
-        for (seq, data) in replies {
-            self.on_target_reply(Reply { seq, data }, ctx);
+    fn handle(&mut self, replies: Replies, ctx: &mut Context<Self>) {
+        match replies {
+            Replies::One { seq, data } => self.on_target_reply(seq, data, ctx),
+            Replies::Run(replies) => {
+                for (seq, data) in replies {
+                    self.on_target_reply(seq, data, ctx);
+                }
+            }
         }
         // Nothing these replies set going waits for a `Parsed::Idle`.
         self.flush_forwards(ctx);
@@ -1663,8 +1616,8 @@ impl Handler<Replies> for Session {
 
 impl Session {
     /// A reply from the target: to a request, or to a barrier.
-    fn on_target_reply(&mut self, msg: Reply, ctx: &mut Context<Self>) {
-        if self.switching.as_ref().is_some_and(|(b, _)| *b == msg.seq) {
+    fn on_target_reply(&mut self, seq: u64, data: Bytes, ctx: &mut Context<Self>) {
+        if self.switching.as_ref().is_some_and(|(b, _)| *b == seq) {
             // Whatever the answer (the old target may have retired, its writes counted):
             // the client goes on with the new one.
             let (_, cmd) = self.switching.take().expect("checked above");
@@ -1673,9 +1626,9 @@ impl Session {
             self.on_command(cmd, ctx);
             return;
         }
-        if msg.seq >= BARRIER_BASE {
+        if seq >= BARRIER_BASE {
             // Another barrier's: its command failed already.
-            let Some(held) = self.held.take_if(|h| h.barrier == msg.seq) else {
+            let Some(held) = self.held.take_if(|h| h.barrier == seq) else {
                 return;
             };
             // The shared connection was lost or timed out (the relayer's own errors): the earlier
@@ -1684,8 +1637,8 @@ impl Session {
             // LOADING, BUSY) still comes after their replies: the order holds, which is all the
             // barrier is for. So its command need not be one every ACL user may run (ECHO
             // would be refused alike; only AUTH, HELLO and RESET never are).
-            if msg.data.starts_with(b"-ERR relayer:") {
-                let why = String::from_utf8_lossy(&msg.data[1..msg.data.len().saturating_sub(2)]);
+            if data.starts_with(b"-ERR relayer:") {
+                let why = String::from_utf8_lossy(&data[1..data.len().saturating_sub(2)]);
                 let text = format!(
                     "ERR relayer: '{}' was not sent, as the commands before it may not have run ({})",
                     String::from_utf8_lossy(held.cmd.arg(0)).to_uppercase(),
@@ -1699,7 +1652,7 @@ impl Session {
             self.update_gate();
             return;
         }
-        self.on_reply(msg.seq, msg.data, ctx);
+        self.on_reply(seq, data, ctx);
     }
 }
 

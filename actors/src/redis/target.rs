@@ -5,7 +5,7 @@
 //! A session is pinned to one connection, so its commands reach Redis in the order it sent them.
 
 use super::delivery::{self, Delivery};
-use super::session::{Replies, Reply, SessionAddr};
+use super::messages::{Forward, Forwards, Replies, ReplyTo, Request};
 use super::smart::Budget;
 use crate::endpoint::TargetAddr;
 use crate::io::{OutBuf, ReadHalf};
@@ -93,76 +93,21 @@ impl KnownDbs {
     }
 }
 
-/// A command (or a MULTI block) from a session, to be written upstream on the session's DB.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Forward {
-    pub reply_to: SessionAddr,
-    pub session: u64,
-    pub seq: u64,
-    pub db: u32,
-    pub request: Request,
-    /// On a cluster: the slot of the command's keys (None: any master).
-    pub slot: Option<u16>,
-}
-
-/// Several `Forward`s of one session, in order: handled exactly as that many messages (one
-/// message per read of the client saves an envelope and channel push per command).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Forwards(pub Vec<Forward>);
-
-pub enum Request {
-    One(Bytes),
-    /// `SELECT db` for a DB not yet known valid: the backend's answer decides.
-    Select(u32, Bytes),
-    /// MULTI, the queued commands and EXEC, written contiguously; only EXEC's reply goes back.
-    Block {
-        frames: Vec<Bytes>,
-        changes_db: bool,
-    },
-    /// A write the session already acknowledged (smart mode). Its bytes were taken from the
-    /// budget, which gets them back when the backend confirms it or it is given up.
-    Background {
-        frame: Bytes,
-        idempotent: bool,
-    },
-    /// On a cluster: parts sent on their own (to their slots, or to every master) whose
-    /// replies are merged into one.
-    Gather {
-        parts: Vec<(Option<u16>, Bytes)>,
-        merge: crate::cluster::gather::Merge,
-    },
-    /// On a cluster: a keyless command for every master (DBSIZE, KEYS), or for the master a
-    /// SCAN cursor names.
-    FanOut {
-        frame: Bytes,
-        merge: crate::cluster::gather::Merge,
-    },
-    /// A command Redis runs even while a script is busy (SCRIPT KILL, SHUTDOWN...): sent on a
-    /// connection of its own, which nothing else waits on, so that it reaches a busy server.
-    Side(Bytes),
-    /// Answered once every command the client sent before has been answered, and every write
-    /// it had acknowledged early is confirmed or counted: the client may then go on elsewhere
-    /// (a reload replaced the target) without any of them overtaking an older one.
-    Barrier,
-}
-
 /// Where a reply goes.
 enum Dest {
     Session {
-        to: SessionAddr,
+        to: ReplyTo,
         seq: u64,
     },
     SelectCheck {
-        to: SessionAddr,
+        to: ReplyTo,
         seq: u64,
         db: u32,
     },
     /// A client's barrier (`Request::Barrier`): answered once what came before it on the
     /// connection is done; sent again like a write acknowledged early, never failed fast.
     Barrier {
-        to: SessionAddr,
+        to: ReplyTo,
         seq: u64,
     },
     /// A reply nobody waits for, read and checked.
@@ -320,7 +265,7 @@ pub struct Target {
     /// While the replies of one upstream read are handled: consecutive replies to the same
     /// session, sent as one message when the session changes or the read is done.
     batching: bool,
-    batch_to: Option<SessionAddr>,
+    batch_to: Option<ReplyTo>,
     /// The run's reply while it is the only one (then no vector is filled).
     one: Option<(u64, Bytes)>,
     batch: Vec<(u64, Bytes)>,
@@ -395,10 +340,10 @@ impl Target {
     /// Every reply to a session goes through here, so that a batch keeps the order of all
     /// of them: one message per run of replies to the same session while `batching`, one per
     /// reply otherwise. Saves an actix envelope and channel push per reply in a run.
-    fn send_reply(&mut self, to: SessionAddr, seq: u64, data: Bytes) {
+    fn send_reply(&mut self, to: ReplyTo, seq: u64, data: Bytes) {
         if !self.batching {
             debug_assert!(self.batch_to.is_none());
-            return to.do_send(Reply { seq, data });
+            return to.do_send(Replies::One { seq, data });
         }
         if !self.batch_to.as_ref().is_some_and(|b| Arc::ptr_eq(b, &to)) {
             self.flush_replies();
@@ -418,10 +363,10 @@ impl Target {
     fn flush_replies(&mut self) {
         let Some(to) = self.batch_to.take() else { return };
         if let Some((seq, data)) = self.one.take() {
-            to.do_send(Reply { seq, data });
+            to.do_send(Replies::One { seq, data });
         } else {
             self.batch_hint = self.batch.len().min(64);
-            to.do_send(Replies(std::mem::take(&mut self.batch)));
+            to.do_send(Replies::Run(std::mem::take(&mut self.batch)));
         }
     }
 
@@ -1130,7 +1075,7 @@ impl Handler<Retire> for Target {
                 match p.dest {
                     Dest::Session { to, seq }
                     | Dest::SelectCheck { to, seq, .. }
-                    | Dest::Barrier { to, seq } => to.do_send(Reply {
+                    | Dest::Barrier { to, seq } => to.do_send(Replies::One {
                         seq,
                         data: err.clone(),
                     }),

@@ -158,7 +158,7 @@ impl std::hash::Hasher for SessionHasher {
 }
 
 struct Gather {
-    to: SessionAddr,
+    to: ReplyTo,
     seq: u64,
     merge: Merge,
     parts: Vec<Option<Bytes>>,
@@ -761,7 +761,7 @@ impl Target {
         self.check_drained();
     }
 
-    fn new_gather(&mut self, to: SessionAddr, seq: u64, merge: Merge, n: usize) -> u64 {
+    fn new_gather(&mut self, to: ReplyTo, seq: u64, merge: Merge, n: usize) -> u64 {
         let cl = self.cl();
         let id = cl.next_gather;
         cl.next_gather += 1;
@@ -783,7 +783,7 @@ impl Target {
     #[allow(clippy::too_many_arguments)]
     fn gather(
         &mut self,
-        to: SessionAddr,
+        to: ReplyTo,
         seq: u64,
         session: u64,
         since: u64,
@@ -802,7 +802,7 @@ impl Target {
     /// master its cursor is on.
     fn fan_out(
         &mut self,
-        to: SessionAddr,
+        to: ReplyTo,
         seq: u64,
         session: u64,
         frame: Bytes,
@@ -929,14 +929,14 @@ impl Target {
         for msg in waiting {
             match msg.request {
                 Request::Background { frame, .. } => self.give_back(&frame),
-                _ => msg.reply_to.do_send(Reply {
+                _ => msg.reply_to.do_send(Replies::One {
                     seq: msg.seq,
                     data: err.clone(),
                 }),
             }
         }
         for (_, g) in self.cl().gathers.drain() {
-            g.to.do_send(Reply {
+            g.to.do_send(Replies::One {
                 seq: g.seq,
                 data: err.clone(),
             });
