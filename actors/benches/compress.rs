@@ -32,7 +32,8 @@ fn requests(c: &mut Criterion) {
         ] {
             let comp = Compression { writes: Some(codec) };
             g.bench_function(format!("{name}/{len}"), |b| {
-                b.iter(|| black_box(comp.compress_command(black_box(cmd.clone()))))
+                let spec = relayer_actors::command::lookup(b"SET");
+                b.iter(|| black_box(comp.compress_command(black_box(cmd.clone()), spec)))
             });
         }
     }

@@ -18,6 +18,7 @@
 //! is the reply walked and rebuilt. Decoded sizes are bounded per reply, so a zip bomb stored
 //! in Redis cannot exhaust memory: what would pass the bound is passed through as stored.
 
+use crate::command::Spec;
 use crate::log_limit::LogLimit;
 use crate::resp::request::Command;
 use crate::resp::write;
@@ -71,11 +72,14 @@ pub struct Compression {
 impl Compression {
     /// The command with its long arguments compressed; the same command, untouched, when
     /// nothing is to be compressed.
-    pub fn compress_command(&self, cmd: Command) -> Command {
+    /// `cmd` with its long arguments compressed, unless its entry in the command table (`spec`)
+    /// says they are kept as sent.
+    pub fn compress_command(&self, cmd: Command, spec: &'static Spec) -> Command {
         let Some(codec) = self.writes else {
             return cmd;
         };
-        if cmd.argc() == 0 || exempt(cmd.arg(0)) || !cmd.args().any(|a| codec.applies(a.len())) {
+        let keeps = cmd.argc() == 0 || spec.resolve((cmd.argc() > 1).then(|| cmd.arg(1))).keeps_arguments;
+        if keeps || !cmd.args().any(|a| codec.applies(a.len())) {
             return cmd;
         }
         let args: Vec<Cow<[u8]>> = cmd
@@ -90,15 +94,6 @@ impl Compression {
             .collect();
         Command::from_args(&args)
     }
-}
-
-/// Commands whose arguments are left as sent: scripts and functions see them, or are them.
-pub fn exempt(name: &[u8]) -> bool {
-    let starts = |p: &[u8]| name.len() >= p.len() && name[..p.len()].eq_ignore_ascii_case(p);
-    starts(b"EVAL")
-        || starts(b"FCALL")
-        || name.eq_ignore_ascii_case(b"SCRIPT")
-        || name.eq_ignore_ascii_case(b"FUNCTION")
 }
 
 /// `$sy$` and the snappy block encoding of `data`.

@@ -1,6 +1,7 @@
 //! Everything that runs per connection and per backend: the RESP parser and reply scanner,
 //! the listener, the Redis session and target actors, and the Firehose session and batcher.
 pub mod cluster;
+pub mod command;
 pub mod compress;
 pub mod endpoint;
 pub mod firehose;

@@ -1,8 +1,10 @@
 //! Keyless commands on a cluster: which go to every master (and how their replies are
 //! merged), which one master answers as well as any, and which the relayer refuses because the
-//! one master it would reach says nothing about the cluster (or changes only that node).
+//! one master it would reach says nothing about the cluster (or changes only that node). The
+//! command table says which is which (`command::Cluster`).
 
 use super::gather::Merge;
+use crate::command::{self, Cluster, Spec};
 use crate::resp::request::Command;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,39 +19,27 @@ pub enum Keyless {
     Invalid(String),
 }
 
-/// How a cluster relayer treats `cmd` when it is one of the keyless commands above; None for
-/// every other command (routed by its keys, or to any master when it has none).
-pub fn keyless(cmd: &Command) -> Option<Keyless> {
-    let name = String::from_utf8_lossy(cmd.arg(0)).to_ascii_uppercase();
-    let sub = (cmd.argc() >= 2).then(|| String::from_utf8_lossy(cmd.arg(1)).to_ascii_uppercase());
-    let sub = sub.as_deref().unwrap_or("");
+/// How a cluster relayer treats `cmd` (whose entry in the command table is `spec`) when it is
+/// one of the keyless commands above; None for every other command (routed by its keys, or to
+/// any master when it has none).
+pub fn keyless(cmd: &Command, spec: &'static Spec) -> Option<Keyless> {
+    let sub = (cmd.argc() >= 2).then(|| cmd.arg(1));
+    let entry = spec.resolve(sub);
     let argc = cmd.argc();
-    let every = |m| Some(Keyless::Every(m));
-    let refuse = |what: &str| {
-        Some(Keyless::Refuse(format!(
-            "ERR relayer: '{what}' would reach one node of the cluster only: send it to each node directly"
-        )))
-    };
-    match (name.as_str(), sub) {
-        ("DBSIZE", _) if argc == 1 => every(Merge::Sum),
-        ("KEYS", _) if argc == 2 => every(Merge::Concat),
-        ("SCAN", _) if argc >= 2 => every(Merge::Scan),
-        // FLUSHALL [ASYNC|SYNC]: +OK when every master says so, else the first error.
-        ("FLUSHALL" | "FLUSHDB", _) => every(Merge::AllOk),
-        ("SCRIPT", "LOAD") => every(Merge::Same),
-        ("SCRIPT", "FLUSH") => every(Merge::AllOk),
-        ("SCRIPT", "EXISTS") => every(Merge::And),
-        ("FUNCTION", "LOAD") => every(Merge::Same),
-        ("FUNCTION", "FLUSH" | "DELETE" | "RESTORE") => every(Merge::AllOk),
-        ("SCRIPT", "KILL") | ("FUNCTION", "KILL") => refuse(&format!("{name} {sub}")),
-        ("CONFIG", "SET" | "RESETSTAT" | "REWRITE") => refuse(&format!("{name} {sub}")),
-        ("ACL", "SETUSER" | "DELUSER" | "LOAD" | "SAVE") => refuse(&format!("{name} {sub}")),
-        ("LATENCY" | "SLOWLOG", "RESET") => refuse(&format!("{name} {sub}")),
-        ("MODULE", "LOAD" | "LOADEX" | "UNLOAD") => refuse(&format!("{name} {sub}")),
-        ("CLUSTER", "COUNTKEYSINSLOT" | "GETKEYSINSLOT") => {
+    match entry.cluster {
+        Cluster::ByKeys | Cluster::Split { .. } => None,
+        Cluster::EveryMaster {
+            merge,
+            argc: n,
+            at_least,
+        } => {
+            let fits = n == 0 || argc == n || (at_least && argc >= n);
+            fits.then(|| Keyless::Every(merge_of(merge)))
+        }
+        Cluster::SlotArgument { argc: n } => {
             // Without its slot it would reach any master: answered here, with Redis' text.
-            let arity = if sub == "COUNTKEYSINSLOT" { 3 } else { 4 };
-            if argc != arity {
+            if argc != n {
+                let sub = entry.name.split_once(' ').map_or("", |(_, s)| s);
                 return Some(Keyless::Invalid(format!(
                     "ERR wrong number of arguments for 'cluster|{}' command",
                     sub.to_ascii_lowercase()
@@ -59,15 +49,37 @@ pub fn keyless(cmd: &Command) -> Option<Keyless> {
             let slot = std::str::from_utf8(cmd.arg(2)).ok()?.parse::<u16>().ok()?;
             (usize::from(slot) < super::slot::SLOTS).then_some(Keyless::Slot(slot))
         }
-        // What describes the cluster is the same on every node; the rest is about one node.
-        ("CLUSTER", "INFO" | "SLOTS" | "SHARDS" | "NODES" | "KEYSLOT" | "HELP") => None,
-        ("CLUSTER", _) => refuse(&format!("CLUSTER {sub}")),
-        (
-            "SHUTDOWN" | "DEBUG" | "FAILOVER" | "REPLICAOF" | "SLAVEOF" | "SAVE" | "BGSAVE" | "BGREWRITEAOF"
-            | "SWAPDB" | "MIGRATE" | "READONLY" | "READWRITE",
-            _,
-        ) => refuse(&name),
-        _ => None,
+        Cluster::Refused => {
+            // Named as the client would name it: with its subcommand where it has some.
+            let what = match sub {
+                Some(s) if !spec.subs.is_empty() => {
+                    format!(
+                        "{} {}",
+                        spec.name,
+                        String::from_utf8_lossy(s).to_ascii_uppercase()
+                    )
+                }
+                _ => spec.name.to_string(),
+            };
+            Some(Keyless::Refuse(format!(
+                "ERR relayer: '{what}' would reach one node of the cluster only: send it to each node directly"
+            )))
+        }
+        // Answered as it is, inside MULTI too.
+        Cluster::RefusedAsking => Some(Keyless::Invalid(
+            "ERR relayer: 'ASKING' is not relayed: the relayer follows ASK redirections itself".into(),
+        )),
+    }
+}
+
+fn merge_of(m: command::Merge) -> Merge {
+    match m {
+        command::Merge::Sum => Merge::Sum,
+        command::Merge::Concat => Merge::Concat,
+        command::Merge::Scan => Merge::Scan,
+        command::Merge::AllOk => Merge::AllOk,
+        command::Merge::Same => Merge::Same,
+        command::Merge::And => Merge::And,
     }
 }
 
@@ -76,7 +88,8 @@ mod tests {
     use super::*;
 
     fn k(args: &[&str]) -> Option<Keyless> {
-        keyless(&Command::from_args(args))
+        let cmd = Command::from_args(args);
+        keyless(&cmd, command::lookup(cmd.arg(0)))
     }
 
     #[test]

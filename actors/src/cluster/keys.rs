@@ -1,22 +1,9 @@
-//! Where a command's keys are, so a cluster relayer can route it by their slot.
-//!
-//! A static table for the commands whose keys are not simply the first argument (Redis'
-//! "movablekeys" commands among them); every other command with an argument is routed by its
-//! first argument, and commands without keys go to any master.
+//! Where a command's keys are, so a cluster relayer can route it by their slot: the command
+//! table says where (`command::Keys`) and whether keys on several slots can be split.
 
 use super::slot::slot_of;
+use crate::command::{self, Keys, Spec, Split};
 use crate::resp::request::Command;
-
-/// How a multi-key command is answered when its keys are on several nodes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Split {
-    /// MGET: the parts' arrays merged back in key order.
-    Values,
-    /// MSET: +OK when every part says so.
-    Ok,
-    /// DEL, UNLINK, EXISTS, TOUCH: the parts' counts summed.
-    Count,
-}
 
 /// What the relayer does with a command on a cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,8 +12,8 @@ pub enum Route {
     Any,
     /// Every key is in this slot.
     Slot(u16),
-    /// Keys in several slots, for a command that can be split by key (keys at `positions`,
-    /// each followed by `stride - 1` values).
+    /// Keys in several slots, for a command that can be split by key (keys from `first`, each
+    /// followed by `stride - 1` values).
     Split {
         split: Split,
         first: usize,
@@ -36,11 +23,11 @@ pub enum Route {
     CrossSlot,
 }
 
-/// Positions of the keys of `cmd` (argument indices), or None for a keyless command. Arguments
-/// that do not fit the command's form give no keys: any node answers with Redis' error.
-fn key_positions(cmd: &Command) -> Option<Vec<usize>> {
+/// Positions of the keys of `cmd` (argument indices) as `keys` says, or None for a keyless
+/// command. Arguments that do not fit the command's form give no keys: any node answers with
+/// Redis' error.
+fn key_positions(cmd: &Command, keys: Keys) -> Option<Vec<usize>> {
     let argc = cmd.argc();
-    let name = upper(cmd.arg(0));
     let from = |start: usize, end: usize, step: usize| -> Vec<usize> { (start..end).step_by(step).collect() };
     let numkeys = |at: usize| -> Option<Vec<usize>> {
         let n: usize = std::str::from_utf8(cmd.args().nth(at)?).ok()?.parse().ok()?;
@@ -49,34 +36,22 @@ fn key_positions(cmd: &Command) -> Option<Vec<usize>> {
         let end = first.checked_add(n).filter(|&e| e <= argc)?;
         Some(from(first, end, 1))
     };
-    Some(match name.as_str() {
-        "PING" | "ECHO" | "INFO" | "TIME" | "DBSIZE" | "KEYS" | "SCAN" | "RANDOMKEY" | "LASTSAVE"
-        | "FLUSHALL" | "FLUSHDB" | "CONFIG" | "CLIENT" | "COMMAND" | "SCRIPT" | "FUNCTION" | "PUBLISH"
-        | "PUBSUB" | "CLUSTER" | "READONLY" | "READWRITE" | "LATENCY" | "SLOWLOG" | "MEMORY" | "ACL"
-        | "DEBUG" | "LOLWUT" | "ROLE" | "SAVE" | "BGSAVE" | "BGREWRITEAOF" | "WAIT" | "WAITAOF" => {
-            // MEMORY USAGE <key> is the one subcommand above with a key.
-            if name == "MEMORY" && argc >= 3 && cmd.arg(1).eq_ignore_ascii_case(b"USAGE") {
-                return Some(vec![2]);
-            }
-            return None;
-        }
-        "DEL" | "UNLINK" | "EXISTS" | "TOUCH" | "MGET" | "WATCH" | "SINTER" | "SUNION" | "SDIFF"
-        | "SINTERSTORE" | "SUNIONSTORE" | "SDIFFSTORE" | "PFCOUNT" | "PFMERGE" => from(1, argc, 1),
-        "MSET" | "MSETNX" => from(1, argc, 2),
-        "BLPOP" | "BRPOP" | "BZPOPMIN" | "BZPOPMAX" => from(1, argc.saturating_sub(1), 1),
-        "RENAME" | "RENAMENX" | "SMOVE" | "RPOPLPUSH" | "LMOVE" | "COPY" | "BRPOPLPUSH" | "BLMOVE"
-        | "GEOSEARCHSTORE" | "ZRANGESTORE" | "LCS" => from(1, argc.min(3), 1),
-        "EVAL" | "EVALSHA" | "EVAL_RO" | "EVALSHA_RO" | "FCALL" | "FCALL_RO" => numkeys(2)?,
-        "ZUNION" | "ZINTER" | "ZDIFF" | "ZINTERCARD" | "SINTERCARD" | "LMPOP" | "ZMPOP" => numkeys(1)?,
-        "ZUNIONSTORE" | "ZINTERSTORE" | "ZDIFFSTORE" => {
+    Some(match keys {
+        Keys::None => return None,
+        Keys::First if argc >= 2 => vec![1],
+        Keys::First => return None,
+        Keys::All { from: start, step } => from(start, argc, step),
+        Keys::AllButLast => from(1, argc.saturating_sub(1), 1),
+        Keys::Some { from: start, count } => from(start, argc.min(start + count), 1),
+        Keys::NumKeys { at } => numkeys(at)?,
+        Keys::DestNumKeys => {
             let mut k = numkeys(2)?;
             k.insert(0, 1);
             k
         }
-        "BLMPOP" | "BZMPOP" => numkeys(2)?,
-        "BITOP" => from(2, argc, 1),
-        "OBJECT" | "XINFO" | "XGROUP" => from(2, argc.min(3), 1),
-        "XREAD" | "XREADGROUP" => {
+        Keys::MemoryUsage if argc >= 3 => vec![2],
+        Keys::MemoryUsage => return None,
+        Keys::Streams => {
             let streams = cmd.args().position(|a| a.eq_ignore_ascii_case(b"STREAMS"))?;
             let rest = argc - streams - 1;
             if rest == 0 || rest % 2 != 0 {
@@ -84,14 +59,13 @@ fn key_positions(cmd: &Command) -> Option<Vec<usize>> {
             }
             from(streams + 1, streams + 1 + rest / 2, 1)
         }
-        _ if argc >= 2 => vec![1],
-        _ => return None,
     })
 }
 
-/// Decides how `cmd` is routed on a cluster.
-pub fn route(cmd: &Command) -> Route {
-    let positions = match key_positions(cmd) {
+/// Decides how `cmd`, whose entry in the command table is `spec`, is routed on a cluster.
+pub fn route(cmd: &Command, spec: &'static Spec) -> Route {
+    let spec = spec.resolve((cmd.argc() > 1).then(|| cmd.arg(1)));
+    let positions = match key_positions(cmd, spec.keys) {
         Some(p) if !p.is_empty() => p,
         _ => return Route::Any,
     };
@@ -100,29 +74,13 @@ pub fn route(cmd: &Command) -> Route {
     if positions.iter().all(|&p| slot_of(cmd.arg(p)) == slot) {
         return Route::Slot(slot);
     }
-    let name = upper(cmd.arg(0));
-    match name.as_str() {
-        "MGET" => Route::Split {
-            split: Split::Values,
-            first: 1,
-            stride: 1,
-        },
-        "MSET" if (cmd.argc() - 1) % 2 == 0 => Route::Split {
-            split: Split::Ok,
-            first: 1,
-            stride: 2,
-        },
-        "DEL" | "UNLINK" | "EXISTS" | "TOUCH" => Route::Split {
-            split: Split::Count,
-            first: 1,
-            stride: 1,
-        },
+    match spec.cluster {
+        // MSET's values must come in pairs to be split.
+        command::Cluster::Split { split, first, stride } if (cmd.argc() - first) % stride == 0 => {
+            Route::Split { split, first, stride }
+        }
         _ => Route::CrossSlot,
     }
-}
-
-fn upper(name: &[u8]) -> String {
-    String::from_utf8_lossy(name).to_ascii_uppercase()
 }
 
 #[cfg(test)]
@@ -131,6 +89,10 @@ mod tests {
 
     fn cmd(args: &[&str]) -> Command {
         Command::from_args(args)
+    }
+
+    fn route(cmd: &Command) -> Route {
+        super::route(cmd, command::lookup(cmd.arg(0)))
     }
 
     #[test]

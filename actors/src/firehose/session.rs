@@ -11,6 +11,7 @@
 use super::batcher::{Batcher, FirehoseMetrics, Wake};
 use super::buffer::{Buffer, NoRoom, Pushed};
 use super::record::{Record, Timestamp, WrongType, MAX_RECORD};
+use crate::command::{self, StreamOp};
 use crate::io::{
     flush_client, is_query_buffer_limit, ClientOut, ClientRequests, FlushClient, Gate, Parsed, ReadAhead,
     ReadHalf, WriteHalf, WritesToClient, CLIENT_READ_CAPACITY,
@@ -81,55 +82,19 @@ impl Frontend for Route {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Op {
-    Ping,
-    Echo,
-    Quit,
-    Select,
-    Set,
-    Sadd,
-    Hmset,
-    Hset,
-    Rawset,
-    Multi,
-    Exec,
-    Discard,
-    Unknown,
-}
+/// What a Firehose relayer does with a command: the command table's `StreamOp`.
+type Op = StreamOp;
 
-impl Op {
-    fn of(name: &[u8]) -> Op {
-        const TABLE: [(&[u8], Op); 12] = [
-            (b"SET", Op::Set),
-            (b"SADD", Op::Sadd),
-            (b"HMSET", Op::Hmset),
-            (b"HSET", Op::Hset),
-            (b"RAWSET", Op::Rawset),
-            (b"MULTI", Op::Multi),
-            (b"EXEC", Op::Exec),
-            (b"DISCARD", Op::Discard),
-            (b"PING", Op::Ping),
-            (b"ECHO", Op::Echo),
-            (b"SELECT", Op::Select),
-            (b"QUIT", Op::Quit),
-        ];
-        TABLE
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map_or(Op::Unknown, |(_, op)| *op)
-    }
-
-    fn arity_ok(self, argc: usize) -> bool {
-        match self {
-            Op::Ping => argc <= 2,
-            Op::Echo | Op::Select | Op::Rawset => argc == 2,
-            Op::Quit => true,
-            Op::Set | Op::Sadd => argc >= 3,
-            Op::Hmset | Op::Hset => argc >= 4 && argc % 2 == 0,
-            Op::Multi | Op::Exec | Op::Discard => argc == 1,
-            Op::Unknown => true,
-        }
+/// Whether `argc` arguments fit `op`: the arities of the commands a stream relayer answers.
+fn arity_ok(op: Op, argc: usize) -> bool {
+    match op {
+        Op::Ping => argc <= 2,
+        Op::Echo | Op::Select | Op::Rawset => argc == 2,
+        Op::Quit => true,
+        Op::Set | Op::Sadd => argc >= 3,
+        Op::Hmset | Op::Hset => argc >= 4 && argc % 2 == 0,
+        Op::Multi | Op::Exec | Op::Discard => argc == 1,
+        Op::Unknown => true,
     }
 }
 
@@ -247,11 +212,11 @@ impl Session {
 
     fn on_command(&mut self, cmd: Command, ctx: &mut Context<Self>) {
         self.follow_route();
-        let op = Op::of(cmd.arg(0));
+        let op = command::lookup(cmd.arg(0)).stream;
         if self.stopping && op != Op::Quit {
             return self.reply(&error(STOPPING), ctx);
         }
-        if !op.arity_ok(cmd.argc()) {
+        if !arity_ok(op, cmd.argc()) {
             return self.refuse(&wrong_arity(cmd.arg(0)), ctx);
         }
         match op {

@@ -1,7 +1,6 @@
 //! The Redis relay: sessions (one per client), the target (shared upstream connections to one
 //! Redis) and the command table that says how each command is treated.
 pub mod auth;
-pub mod commands;
 pub mod connect;
 pub mod dedicated;
 pub mod delivery;

@@ -5,15 +5,16 @@
 //! behind the forwarded ones before it.
 
 use super::auth::{self, Password};
-use super::commands::{classify, client_sub_refused, reaches_busy_server, refused_on_shared, Kind};
 use super::dedicated::{self, Dest, Handle, Pool};
 use super::messages::{Forward, Forwards, FromDedicated, Replies, ReplyTo, Request};
 use super::smart::{Budget, Table};
 use super::target::{KnownDbs, Target};
 use crate::cluster::admin::{keyless, Keyless};
 use crate::cluster::gather::Merge;
-use crate::cluster::keys::{self, Route as KeyRoute, Split};
+use crate::cluster::keys::{self, Route as KeyRoute};
 use crate::cluster::slot::slot_of;
+use crate::command::Split;
+use crate::command::{self, Kind, Role, Spec};
 use crate::compress::{decode_reply_logged, Compression};
 use crate::io::{
     flush_client, is_query_buffer_limit, ClientOut, ClientRequests, FlushClient, Gate, Parsed, ReadAhead,
@@ -150,6 +151,7 @@ struct Multi {
 /// A command waiting for its barrier.
 struct Held {
     cmd: Command,
+    kind: Kind,
     /// It enters push mode.
     push: bool,
     /// The request number of its barrier.
@@ -160,7 +162,7 @@ impl Held {
     /// Its client gone, it is not sent: all but a WATCH, which blocks nothing and is sent and
     /// answered like the commands before it.
     fn dropped_on_close(&self) -> bool {
-        self.push || !self.cmd.name_is(b"WATCH")
+        self.push || self.kind != Kind::Watch
     }
 }
 
@@ -528,7 +530,8 @@ impl Session {
             }
             self.follow_route();
         }
-        let kind = classify(cmd.arg(0));
+        let spec = command::lookup(cmd.arg(0));
+        let kind = spec.kind;
         if self.stopping && kind != Kind::Quit {
             self.reply(error(STOPPING), ctx);
             return;
@@ -541,31 +544,26 @@ impl Session {
         }
         if self.ded.as_ref().is_some_and(|d| d.push) {
             self.flush_forwards(ctx);
-            return self.pass_through(kind, cmd);
+            return self.pass_through(spec, cmd);
         }
         // What goes to the backend is compressed; what the relayer answers itself is not.
         let cmd = match &self.settings.compression {
-            Some(c)
-                if self.multi.is_some()
-                    || matches!(kind, Kind::Forward | Kind::StreamRead | Kind::Dedicated) =>
-            {
-                c.compress_command(cmd)
-            }
+            Some(c) if self.multi.is_some() || kind.reaches_backend() => c.compress_command(cmd, spec),
             _ => cmd,
         };
-        if self.multi.is_some() && self.queue_in_multi(kind, &cmd, ctx) {
+        if self.multi.is_some() && self.queue_in_multi(spec, &cmd, ctx) {
             return;
         }
         let argc = cmd.argc();
-        let sub = (argc > 1).then(|| cmd.arg(1));
-        if let Some(why) = refused_on_shared(cmd.arg(0), sub, self.settings.cluster) {
-            return self.reply(error(why), ctx);
+        let entry = spec.resolve((argc > 1).then(|| cmd.arg(1)));
+        if let Role::Refused(why) = entry.role {
+            return self.reply(refused(entry, why), ctx);
         }
         match kind {
-            Kind::Forward if !self.settings.cluster && reaches_busy_server(cmd.arg(0), sub) => {
+            Kind::Forward if !self.settings.cluster && entry.role == Role::Side => {
                 self.forward(Request::Side(cmd.into_frame()), ctx);
             }
-            Kind::Forward => self.forward_or_acknowledge(cmd, ctx),
+            Kind::Forward => self.forward_or_acknowledge(cmd, spec, ctx),
             Kind::Ping => match argc {
                 1 => self.reply_static(write::PONG, ctx),
                 2 => self.reply(write::bulk(cmd.arg(1)), ctx),
@@ -601,7 +599,7 @@ impl Session {
                 None => self.reply(error("ERR DISCARD without MULTI"), ctx),
             },
             Kind::Hello => self.hello(&cmd, ctx),
-            Kind::Client if argc >= 2 => self.client(cmd, ctx),
+            Kind::Client if argc >= 2 => self.client(cmd, entry, ctx),
             Kind::Auth => {
                 let answer = self.auth(&cmd);
                 self.reply(answer, ctx);
@@ -622,11 +620,12 @@ impl Session {
                 self.watch_lost = None;
                 self.reply_static(write::OK, ctx)
             }
-            Kind::Dedicated => self.dedicated(cmd, ctx),
+            Kind::Replication => self.reply(not_relayed(&cmd), ctx),
+            k if k.needs_own_connection() => self.dedicated(cmd, kind, ctx),
             Kind::StreamRead if cmd.args().skip(1).any(|a| a.eq_ignore_ascii_case(b"BLOCK")) => {
-                self.dedicated(cmd, ctx)
+                self.dedicated(cmd, kind, ctx)
             }
-            Kind::StreamRead => match self.cluster_route(&cmd, ctx) {
+            Kind::StreamRead => match self.cluster_route(&cmd, spec, ctx) {
                 Routed::To(slot) => {
                     self.forward_to(Request::One(cmd.frame().clone()), slot, ctx);
                 }
@@ -672,15 +671,15 @@ impl Session {
 
     /// In smart mode a write from the table is acknowledged now and sent in the background,
     /// while the budget allows; otherwise it waits for its real reply like any command.
-    fn forward_or_acknowledge(&mut self, cmd: Command, ctx: &mut Context<Self>) {
-        let slot = match self.cluster_route(&cmd, ctx) {
+    fn forward_or_acknowledge(&mut self, cmd: Command, spec: &'static Spec, ctx: &mut Context<Self>) {
+        let slot = match self.cluster_route(&cmd, spec, ctx) {
             Routed::To(slot) => slot,
-            Routed::Split(request) => return self.split_or_acknowledge(&cmd, request, ctx),
+            Routed::Split(request) => return self.split_or_acknowledge(&cmd, spec, request, ctx),
             Routed::Done => return,
         };
         // On a dedicated connection everything is waited on: it keeps the client's order.
         if let Some(smart) = self.settings.smart.as_ref().filter(|_| self.ded.is_none()) {
-            if let Some(early) = smart.table.early(&cmd) {
+            if let Some(early) = smart.table.early(&cmd, spec) {
                 let len = cmd.frame().len() as u64;
                 if smart.budget.try_take(len) {
                     let request = Request::Background {
@@ -697,13 +696,19 @@ impl Session {
 
     /// A multi-key command split by slot. In smart mode, a write of the table is acknowledged
     /// now and its parts sent in the background, each to its slot, while the budget allows.
-    fn split_or_acknowledge(&mut self, cmd: &Command, request: Request, ctx: &mut Context<Self>) {
+    fn split_or_acknowledge(
+        &mut self,
+        cmd: &Command,
+        spec: &'static Spec,
+        request: Request,
+        ctx: &mut Context<Self>,
+    ) {
         let early = self
             .settings
             .smart
             .as_ref()
             .filter(|_| self.ded.is_none())
-            .and_then(|s| s.table.early(cmd).map(|e| (e, s.budget.clone())));
+            .and_then(|s| s.table.early(cmd, spec).map(|e| (e, s.budget.clone())));
         let (Some((early, budget)), Request::Gather { parts, .. }) = (early, &request) else {
             self.forward(request, ctx);
             return;
@@ -726,11 +731,11 @@ impl Session {
     /// Where `cmd` goes on a cluster (always `To(None)` on a single Redis): refused here
     /// (CROSSSLOT, keyless commands one node cannot answer for the cluster), fanned out to
     /// the masters, split by slot, or to its slot.
-    fn cluster_route(&mut self, cmd: &Command, ctx: &mut Context<Self>) -> Routed {
+    fn cluster_route(&mut self, cmd: &Command, spec: &'static Spec, ctx: &mut Context<Self>) -> Routed {
         if !self.settings.cluster {
             return Routed::To(None);
         }
-        match keyless(cmd) {
+        match keyless(cmd, spec) {
             Some(Keyless::Every(merge)) => {
                 let frame = cmd.frame().clone();
                 self.forward(Request::FanOut { frame, merge }, ctx);
@@ -743,7 +748,7 @@ impl Session {
             }
             None => {}
         }
-        match keys::route(cmd) {
+        match keys::route(cmd, spec) {
             KeyRoute::Any => Routed::To(None),
             KeyRoute::Slot(s) => Routed::To(Some(s)),
             KeyRoute::CrossSlot => {
@@ -758,20 +763,15 @@ impl Session {
 
     /// Inside MULTI: queues the command and returns true, or returns false for the commands
     /// that end or act on the block itself.
-    fn queue_in_multi(&mut self, kind: Kind, cmd: &Command, ctx: &mut Context<Self>) -> bool {
-        let sub = (cmd.argc() > 1).then(|| cmd.arg(1));
-        if let Some(why) = refused_on_shared(cmd.arg(0), sub, self.settings.cluster) {
+    fn queue_in_multi(&mut self, spec: &'static Spec, cmd: &Command, ctx: &mut Context<Self>) -> bool {
+        let entry = spec.resolve((cmd.argc() > 1).then(|| cmd.arg(1)));
+        if let (Role::Refused(why), false) = (entry.role, spec.kind == Kind::Client) {
             self.multi.as_mut().expect("in MULTI").dirty = true;
-            self.reply(error(why), ctx);
+            self.reply(refused(entry, why), ctx);
             return true;
         }
         let multi = self.multi.as_mut().expect("in MULTI");
-        // Blocking commands inside MULTI do not block: Redis runs them at EXEC, like any.
-        let kind = match kind {
-            Kind::Dedicated if !cmd.name_is(b"WATCH") && !is_push(cmd) => Kind::Forward,
-            k => k,
-        };
-        match kind {
+        match spec.kind {
             Kind::Exec | Kind::Discard | Kind::Quit | Kind::Reset => return false,
             Kind::Multi => {
                 self.reply(error("ERR MULTI calls can not be nested"), ctx);
@@ -793,12 +793,13 @@ impl Session {
                     }
                 }
             }
-            Kind::Dedicated if cmd.name_is(b"WATCH") => {
+            Kind::Watch => {
                 self.reply(error("ERR WATCH inside MULTI is not allowed"), ctx);
                 return true;
             }
-            // At EXEC they would leave the shared connection subscribed or monitoring.
-            Kind::Dedicated if is_push(cmd) => {
+            // At EXEC they would leave the shared connection subscribed or monitoring. Blocking
+            // commands do not block inside MULTI: Redis runs them at EXEC, like any.
+            k if k.enters_push() => {
                 multi.dirty = true;
                 let text = format!(
                     "ERR relayer: '{}' inside MULTI is not supported",
@@ -815,7 +816,7 @@ impl Session {
             _ => {}
         }
         if self.settings.cluster {
-            let route = match keyless(cmd) {
+            let route = match keyless(cmd, spec) {
                 Some(Keyless::Slot(s)) => KeyRoute::Slot(s),
                 Some(Keyless::Invalid(text)) => {
                     multi.dirty = true;
@@ -832,7 +833,7 @@ impl Session {
                     self.reply(error(&text), ctx);
                     return true;
                 }
-                None => keys::route(cmd),
+                None => keys::route(cmd, spec),
             };
             let slot = match route {
                 KeyRoute::Any => multi.slot,
@@ -937,7 +938,7 @@ impl Session {
                 args.extend([&b"SETNAME"[..], n]);
             }
             let hello = Command::from_args(&args);
-            return self.on_own_connection(hello, true, ctx);
+            return self.on_own_connection(hello, Kind::Hello, ctx);
         }
         let mut b = BytesMut::with_capacity(160);
         write::put_array_header(&mut b, 14);
@@ -1012,11 +1013,11 @@ impl Session {
         Ok(hello)
     }
 
-    fn client(&mut self, cmd: Command, ctx: &mut Context<Self>) {
-        let sub = cmd.arg(1);
+    /// CLIENT and its subcommand, whose entry in the command table is `entry`.
+    fn client(&mut self, cmd: Command, entry: &'static Spec, ctx: &mut Context<Self>) {
         let argc = cmd.argc();
         let arity = |s: &str| error(&format!("ERR wrong number of arguments for 'client|{s}' command"));
-        if sub.eq_ignore_ascii_case(b"SETNAME") {
+        if entry.name == "CLIENT SETNAME" {
             if argc != 3 {
                 return self.reply(arity("setname"), ctx);
             }
@@ -1026,7 +1027,7 @@ impl Session {
             }
             self.name = (!n.is_empty()).then(|| Bytes::copy_from_slice(n));
             self.reply_static(write::OK, ctx);
-        } else if sub.eq_ignore_ascii_case(b"GETNAME") {
+        } else if entry.name == "CLIENT GETNAME" {
             if argc != 2 {
                 return self.reply(arity("getname"), ctx);
             }
@@ -1034,12 +1035,10 @@ impl Session {
                 Some(n) => self.reply(write::bulk(&n), ctx),
                 None => self.reply_static(write::NIL, ctx),
             }
-        } else if sub.eq_ignore_ascii_case(b"SETINFO") {
+        } else if entry.name == "CLIENT SETINFO" {
             self.reply(client_setinfo(&cmd), ctx);
-        } else if sub.eq_ignore_ascii_case(b"ID") && argc == 2 {
+        } else if entry.name == "CLIENT ID" && argc == 2 {
             self.reply(Bytes::from(format!(":{}\r\n", self.id)), ctx);
-        } else if client_sub_refused(sub) {
-            self.reply(client_refused(sub), ctx);
         } else {
             self.forward(Request::One(cmd.frame().clone()), ctx);
         }
@@ -1069,19 +1068,16 @@ impl Session {
 
     /// A command that needs the client's own connection: it goes there, once every command
     /// the client sent before has run on the shared one (the barrier).
-    fn dedicated(&mut self, cmd: Command, ctx: &mut Context<Self>) {
-        if is_replication(&cmd) {
-            return self.reply(not_relayed(&cmd), ctx);
-        }
-        let push = is_push(&cmd);
-        if cmd.name_is(b"WATCH") && cmd.argc() < 2 {
+    fn dedicated(&mut self, cmd: Command, kind: Kind, ctx: &mut Context<Self>) {
+        if kind == Kind::Watch && cmd.argc() < 2 {
             return self.reply(wrong_arity(cmd.arg(0)), ctx);
         }
-        self.on_own_connection(cmd, push, ctx);
+        self.on_own_connection(cmd, kind, ctx);
     }
 
-    /// Sends `cmd` on the client's dedicated connection, taking one first if needed.
-    fn on_own_connection(&mut self, cmd: Command, push: bool, ctx: &mut Context<Self>) {
+    /// Sends `cmd` on the client's dedicated connection, taking one first if needed. `kind`:
+    /// how the command table has it (HELLO for HELLO 3, which enters push mode).
+    fn on_own_connection(&mut self, cmd: Command, kind: Kind, ctx: &mut Context<Self>) {
         if self.settings.cluster {
             let text = format!(
                 "ERR relayer: '{}' needs a connection of its own, not available on a cluster relayer yet",
@@ -1090,7 +1086,7 @@ impl Session {
             return self.reply(error(&text), ctx);
         }
         if self.ded.is_some() {
-            return self.send_dedicated(cmd, push, ctx);
+            return self.send_dedicated(cmd, kind, ctx);
         }
         let Some(handle) = self.pool.acquire(ctx.address().recipient(), self.db) else {
             let text = format!(
@@ -1123,19 +1119,25 @@ impl Session {
             slot: None,
         });
         if sent.is_err() {
-            return self.send_dedicated(cmd, push, ctx);
+            return self.send_dedicated(cmd, kind, ctx);
         }
-        self.held = Some(Held { cmd, push, barrier });
+        let push = enters_push(kind);
+        self.held = Some(Held {
+            cmd,
+            kind,
+            push,
+            barrier,
+        });
         self.update_gate();
     }
 
-    fn send_dedicated(&mut self, cmd: Command, push: bool, ctx: &mut Context<Self>) {
+    fn send_dedicated(&mut self, cmd: Command, kind: Kind, ctx: &mut Context<Self>) {
         self.flush_forwards(ctx);
         let Some(d) = &mut self.ded else { return };
-        if cmd.name_is(b"WATCH") {
+        if kind == Kind::Watch {
             d.watching = true;
         }
-        if push {
+        if enters_push(kind) {
             // The PUBLISH first: a WAIT the client sends through later counts its writes made
             // on the shared connection before (see `dedicated::wait_offset_frame`).
             let mut frames = vec![(dedicated::wait_offset_frame(), Dest::Swallow("PUBLISH"))];
@@ -1147,7 +1149,7 @@ impl Session {
                 frames.push((setname.into_frame(), Dest::Swallow("CLIENT SETNAME")));
             }
             // MONITOR and RESP3 clients can run anything (a blocking command included).
-            d.open = !cmd.name_is(b"SUBSCRIBE") && !cmd.name_is(b"PSUBSCRIBE") && !cmd.name_is(b"SSUBSCRIBE");
+            d.open = kind != Kind::Subscribe;
             frames.push((cmd.into_frame(), Dest::EnterPush));
             d.entering = true;
             send_frames(d, frames);
@@ -1155,8 +1157,8 @@ impl Session {
             self.update_gate();
             return;
         }
-        let watch = cmd.name_is(b"WATCH");
-        let seq = if cmd.name_is(b"WAIT") || cmd.name_is(b"WAITAOF") {
+        let watch = kind == Kind::Watch;
+        let seq = if kind == Kind::Wait {
             let publish = vec![(dedicated::wait_offset_frame(), Dest::WaitOffset)];
             self.forward_after(publish, Request::One(cmd.into_frame()), None, ctx)
         } else {
@@ -1175,9 +1177,10 @@ impl Session {
     /// are checked against the listener's password (never sent: they would switch the backend
     /// user), CLIENT KILL and the like and replication commands are refused; those answers
     /// take their place among the replies.
-    fn pass_through(&mut self, kind: Kind, cmd: Command) {
+    fn pass_through(&mut self, spec: &'static Spec, cmd: Command) {
         let argc = cmd.argc();
-        let refused = refused_on_shared(cmd.arg(0), (argc > 1).then(|| cmd.arg(1)), false);
+        let kind = spec.kind;
+        let entry = spec.resolve((argc > 1).then(|| cmd.arg(1)));
         match kind {
             // Both go through as RESET, followed by a token of the connection's whose reply
             // marks the end of what it owed the client (`dedicated::Ending`); nothing is read
@@ -1216,26 +1219,28 @@ impl Session {
                     self.pass(Command::from_args(&args), true);
                 }
             },
-            Kind::Client if argc >= 2 && client_sub_refused(cmd.arg(1)) => {
-                let answer = client_refused(cmd.arg(1));
-                self.answer_in_order(answer);
+            // Refused as elsewhere: the connection goes back to the pool for other clients
+            // afterwards.
+            _ if matches!(entry.role, Role::Refused(_)) => {
+                let Role::Refused(why) = entry.role else {
+                    unreachable!("matched")
+                };
+                self.answer_in_order(refused(entry, why));
             }
             // The relayer's as elsewhere: sent, it would stay on the connection (RESET keeps
             // it) for whoever takes it next.
-            Kind::Client if argc >= 2 && cmd.arg(1).eq_ignore_ascii_case(b"SETINFO") => {
+            Kind::Client if entry.name == "CLIENT SETINFO" => {
                 let answer = client_setinfo(&cmd);
                 self.answer_in_order(answer);
             }
-            Kind::Dedicated if is_replication(&cmd) => {
+            Kind::Replication => {
                 let answer = not_relayed(&cmd);
                 self.answer_in_order(answer);
             }
-            // The connection goes back to the pool for other clients afterwards.
-            _ if refused.is_some() => self.answer_in_order(error(refused.expect("matched"))),
             _ => {
-                let open = !is_pubsub(&cmd);
+                let open = !kind.is_pubsub();
                 let cmd = match &self.settings.compression {
-                    Some(c) => c.compress_command(cmd),
+                    Some(c) => c.compress_command(cmd, spec),
                     None => cmd,
                 };
                 self.pass(cmd, open);
@@ -1358,33 +1363,15 @@ impl Session {
     }
 }
 
-/// Commands after which the connection streams replies of its own (pub/sub, MONITOR).
-fn is_push(cmd: &Command) -> bool {
-    ["SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "MONITOR"]
-        .iter()
-        .any(|n| cmd.name_is(n.as_bytes()))
+/// Whether a command of `kind` starts push mode on the client's own connection: pub/sub,
+/// MONITOR, and HELLO 3 (RESP3, where the server may push at any time).
+fn enters_push(kind: Kind) -> bool {
+    kind.enters_push() || kind == Kind::Hello
 }
 
-/// What a RESP2 subscriber may send: nothing of it can block or outlive a RESET.
-fn is_pubsub(cmd: &Command) -> bool {
-    [
-        "SUBSCRIBE",
-        "PSUBSCRIBE",
-        "SSUBSCRIBE",
-        "UNSUBSCRIBE",
-        "PUNSUBSCRIBE",
-        "SUNSUBSCRIBE",
-        "PING",
-    ]
-    .iter()
-    .any(|n| cmd.name_is(n.as_bytes()))
-}
-
-/// Commands that would make the connection a replica's.
-fn is_replication(cmd: &Command) -> bool {
-    ["SYNC", "PSYNC", "REPLCONF"]
-        .iter()
-        .any(|n| cmd.name_is(n.as_bytes()))
+/// The error of a command the relayer refuses, `why` as the command table says.
+fn refused(entry: &Spec, why: &str) -> Bytes {
+    error(&format!("ERR relayer: '{}' {why}", entry.name))
 }
 
 fn not_relayed(cmd: &Command) -> Bytes {
@@ -1409,14 +1396,6 @@ fn client_setinfo(cmd: &Command) -> Bytes {
             String::from_utf8_lossy(attr)
         ))
     }
-}
-
-fn client_refused(sub: &[u8]) -> Bytes {
-    let text = format!(
-        "ERR relayer: 'CLIENT {}' would change a connection shared with other clients",
-        String::from_utf8_lossy(sub).to_uppercase()
-    );
-    error(&text)
 }
 
 /// Writes `frames` on the dedicated connection, counting them as not yet written.
@@ -1647,7 +1626,7 @@ impl Session {
                 self.reply(error(&text), ctx);
                 self.maybe_release();
             } else {
-                self.send_dedicated(held.cmd, held.push, ctx);
+                self.send_dedicated(held.cmd, held.kind, ctx);
             }
             self.update_gate();
             return;
