@@ -4,17 +4,18 @@
 //! Replies leave in request order through `slots`, one per request: a local reply waits
 //! behind the forwarded ones before it.
 
+mod outbox;
+
 use super::auth::{self, Password};
 use super::dedicated::{self, Dest, Handle, Pool};
-use super::messages::{Forward, Forwards, FromDedicated, Replies, ReplyTo, Request};
+use super::messages::{Forward, FromDedicated, Replies, ReplyTo, Request};
 use super::smart::{Budget, Table};
 use super::target::{KnownDbs, Target};
 use crate::cluster::admin::{keyless, Keyless};
 use crate::cluster::gather::Merge;
 use crate::cluster::keys::{self, Route as KeyRoute};
 use crate::cluster::slot::slot_of;
-use crate::command::Split;
-use crate::command::{self, Kind, Role, Spec};
+use crate::command::{self, Kind, Role, Spec, Split};
 use crate::compress::{decode_reply_logged, Compression};
 use crate::io::{
     flush_client, is_query_buffer_limit, ClientOut, ClientRequests, FlushClient, Gate, Parsed, ReadAhead,
@@ -26,6 +27,7 @@ use crate::resp::write::{self, error, wrong_arity};
 use crate::route::{CloseClient, Frontend, Stopping, STOPPING};
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
+use outbox::{Ack, Batch, Sent, Slots};
 use slog::{debug, info, Logger};
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
@@ -180,9 +182,7 @@ pub struct Session {
     settings: Arc<SessionSettings>,
     target: Addr<Target>,
     out: ClientOut,
-    slots: VecDeque<Option<Bytes>>,
-    /// The request number of `slots[0]`.
-    first_seq: u64,
+    slots: Slots,
     db: u32,
     multi: Option<Multi>,
     name: Option<Bytes>,
@@ -215,18 +215,10 @@ pub struct Session {
     /// which cost ~350 instructions per forwarded command with its drop (callgrind).
     me: ReplyTo,
     /// Commands for the target gathered from the requests of one read, sent as one message
-    /// (an actix envelope and channel push per command saved) at `Parsed::Idle`, and before
-    /// anything else leaves for the target or the dedicated connection (`flush_forwards`).
-    /// Each has its slot, so the session cannot end while they wait.
-    outgoing: Vec<Forward>,
-    /// Smart mode: the acknowledgments of writes in `outgoing` (request number, reply, bytes
-    /// taken from the budget), given once the target took them, as before when sent at once.
-    acks: Vec<(u64, &'static [u8], u64)>,
-    /// The size of the last batch sent, to size the next one at once.
-    outgoing_hint: usize,
-    /// While the only request of a read is handled and nothing was gathered before it: its
-    /// command is sent at once, without the vector (~80 instructions per command at `-P 1`).
-    direct: bool,
+    /// at `Parsed::Idle`, and before anything else leaves for the target or the dedicated
+    /// connection (`flush_forwards`). Each has its slot, so the session cannot end while they
+    /// wait.
+    batch: Batch,
 }
 
 impl Session {
@@ -252,8 +244,7 @@ impl Session {
                 settings,
                 target,
                 out: ClientOut::new(write),
-                slots: VecDeque::new(),
-                first_seq: 0,
+                slots: Slots::default(),
                 multi: None,
                 name: None,
                 gate,
@@ -270,10 +261,7 @@ impl Session {
                 barriers: 0,
                 watch_lost: None,
                 me: Arc::new(ctx.address().recipient()),
-                outgoing: Vec::new(),
-                acks: Vec::new(),
-                outgoing_hint: 1,
-                direct: false,
+                batch: Batch::default(),
             }
         })
     }
@@ -285,7 +273,7 @@ impl Session {
     }
 
     fn push_reply(&mut self, data: Bytes, ctx: &mut Context<Self>) {
-        self.slots.push_back(Some(data));
+        self.slots.push_ready(data);
         self.drain(ctx);
     }
 
@@ -316,7 +304,7 @@ impl Session {
             // What the shared connection was sent first leaves first.
             self.flush_forwards(ctx);
         }
-        let seq = self.first_seq + self.slots.len() as u64;
+        let seq = self.slots.next_seq();
         if let Some(d) = &mut self.ded {
             let mut frames = before;
             match request {
@@ -328,7 +316,7 @@ impl Session {
                 // Cluster relayers have no dedicated connections; but one taken before a reload
                 // that switched this relayer to a cluster is kept until released.
                 Request::Gather { .. } | Request::FanOut { .. } => {
-                    self.slots.push_back(Some(error(DEDICATED_ON_CLUSTER)));
+                    self.slots.push_ready(error(DEDICATED_ON_CLUSTER));
                     self.drain(ctx);
                     return seq;
                 }
@@ -346,12 +334,12 @@ impl Session {
             };
             d.owed.push_back(seq);
             send_frames(d, frames);
-            self.slots.push_back(None);
+            self.slots.push_owed();
             self.update_gate();
             return seq;
         }
         self.queue_forward(seq, request, slot);
-        self.slots.push_back(None);
+        self.slots.push_owed();
         self.update_gate();
         seq
     }
@@ -366,19 +354,7 @@ impl Session {
             request,
             slot,
         };
-        // Sent at once, as there is nothing to gather it with (see `direct`); refused, it is
-        // gathered, and `send_outgoing` answers it as refused when tried again.
-        let f = match self.direct && self.outgoing.is_empty() {
-            true => match self.target.try_send(f) {
-                Ok(()) => return,
-                Err(e) => e.into_inner(),
-            },
-            false => f,
-        };
-        if self.outgoing.capacity() == 0 {
-            self.outgoing.reserve(self.outgoing_hint);
-        }
-        self.outgoing.push(f);
+        self.batch.add(f, &self.target);
     }
 
     /// Smart mode: `request` (the background write, or its parts) is queued for the target, and
@@ -387,81 +363,57 @@ impl Session {
     where
         P: ExactSizeIterator<Item = (Request, Option<u16>)>,
     {
-        // Parts go in one message: all or none are taken, so the budget is given back right.
-        self.direct &= parts.len() == 1;
+        self.batch.several(parts.len());
         for (request, slot) in parts {
             self.queue_forward(0, request, slot);
         }
-        let seq = self.first_seq + self.slots.len() as u64;
-        self.acks.push((seq, reply, len));
-        self.slots.push_back(None);
+        let seq = self.slots.push_owed();
+        self.batch.ack(Ack { seq, reply, len });
         self.update_gate();
     }
 
-    /// Sends what `outgoing` gathered, in one message; see `send_outgoing`.
+    /// Sends what the batch gathered, in one message; see `send_outgoing`.
     fn flush_forwards(&mut self, ctx: &mut Context<Self>) {
-        if (!self.outgoing.is_empty() || !self.acks.is_empty()) && self.send_outgoing() {
+        if !self.batch.is_empty() && self.send_outgoing() {
             self.drain(ctx);
         }
     }
 
-    /// Sends `outgoing` to the target and fills the slots that this answers: the
+    /// Sends the batch to the target and fills the slots that this answers: the
     /// acknowledgments of smart writes, or, from a target a reload retired (its replacement is
     /// in the route already), the error every command gets. Returns whether a slot was filled.
     fn send_outgoing(&mut self) -> bool {
-        let failed = match self.outgoing.len() {
-            // Nothing left to send: what `acks` holds went at once (`direct`).
-            0 => None,
-            // Alone: the plain message, and the vector's room is kept for the next batch.
-            1 => {
-                let f = self.outgoing.pop().expect("one");
-                self.target.try_send(f).err().map(|e| vec![e.into_inner()])
-            }
-            n => {
-                self.outgoing_hint = n.min(64);
-                let batch = std::mem::take(&mut self.outgoing);
-                self.target
-                    .try_send(Forwards(batch))
-                    .err()
-                    .map(|e| e.into_inner().0)
-            }
-        };
-        if failed.is_none() && self.acks.is_empty() {
-            return false;
-        }
-        let acks = std::mem::take(&mut self.acks);
-        match failed {
-            None => {
-                for &(seq, reply, _) in &acks {
+        let acks = match self.batch.send(&self.target) {
+            Sent::Nothing => return false,
+            Sent::Taken(acks) => {
+                for a in &acks {
                     self.settings.metrics.acknowledged.increment(1);
-                    self.set_reply(seq, Bytes::from_static(reply));
+                    self.set_reply(a.seq, Bytes::from_static(a.reply));
                 }
+                acks
             }
-            Some(failed) => {
-                for f in failed {
+            Sent::Refused(refused, acks) => {
+                for f in refused {
                     if !matches!(f.request, Request::Background { .. }) {
                         self.set_reply(f.seq, error(TARGET_GONE));
                     }
                 }
-                for &(seq, _, len) in &acks {
+                for a in &acks {
                     if let Some(smart) = &self.settings.smart {
-                        smart.budget.give_back(len);
+                        smart.budget.give_back(a.len);
                     }
-                    self.set_reply(seq, error(TARGET_GONE));
+                    self.set_reply(a.seq, error(TARGET_GONE));
                 }
+                acks
             }
-        }
-        // Its room is kept.
-        self.acks = acks;
-        self.acks.clear();
+        };
+        self.batch.recycle(acks);
         true
     }
 
     /// Moves the replies that are ready, in order, to the output buffer.
     fn drain(&mut self, ctx: &mut Context<Self>) {
-        while let Some(Some(_)) = self.slots.front() {
-            let data = self.slots.pop_front().flatten().expect("checked above");
-            self.first_seq += 1;
+        while let Some(data) = self.slots.pop_ready() {
             self.out.push_bytes(data, ctx);
         }
         self.update_gate();
@@ -1328,7 +1280,7 @@ impl Session {
 
     /// A reply for the request numbered `seq`, from the target or the dedicated connection.
     fn on_reply(&mut self, seq: u64, data: Bytes, ctx: &mut Context<Self>) {
-        if seq < self.first_seq {
+        if !self.slots.holds(seq) {
             return;
         }
         let data = self.decoded(data);
@@ -1338,9 +1290,6 @@ impl Session {
 
     /// Puts the reply in its slot (not yet drained), and notes what it decides.
     fn set_reply(&mut self, seq: u64, data: Bytes) {
-        let Some(i) = seq.checked_sub(self.first_seq) else {
-            return;
-        };
         let ok = !data.starts_with(b"-");
         match self.awaiting {
             Some(Awaiting::Select { seq: s, db }) if s == seq => {
@@ -1357,9 +1306,7 @@ impl Session {
             }
             _ => {}
         }
-        if let Some(slot) = self.slots.get_mut(i as usize) {
-            *slot = Some(data);
-        }
+        self.slots.fill(seq, data);
     }
 }
 
@@ -1544,9 +1491,9 @@ impl StreamHandler<Parsed<Result<Command, RequestError>>> for Session {
         let item = match item {
             Parsed::Request(item) => item,
             Parsed::Last(item) => {
-                self.direct = self.outgoing.is_empty();
+                self.batch.set_direct(true);
                 self.on_request(item, ctx);
-                self.direct = false;
+                self.batch.set_direct(false);
                 return self.flush_forwards(ctx);
             }
             // Closing or not: what its requests gathered goes now.
