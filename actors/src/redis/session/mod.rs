@@ -4,6 +4,7 @@
 //! Replies leave in request order through `slots`, one per request: a local reply waits
 //! behind the forwarded ones before it.
 
+mod multi;
 mod outbox;
 
 use super::auth::{self, Password};
@@ -27,6 +28,7 @@ use crate::resp::write::{self, error, wrong_arity};
 use crate::route::{CloseClient, Frontend, Stopping, STOPPING};
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
+use multi::{Multi, Queued};
 use outbox::{Ack, Batch, Sent, Slots};
 use slog::{debug, info, Logger};
 use std::collections::{HashMap, VecDeque};
@@ -139,15 +141,6 @@ impl Ded {
             .is_some_and(|b| self.owed.front().is_some_and(|&first| first <= b));
         blocked || self.push || self.entering
     }
-}
-
-struct Multi {
-    frames: Vec<Bytes>,
-    /// A command was refused while queueing: EXEC aborts, as in Redis.
-    dirty: bool,
-    select: Option<u32>,
-    /// On a cluster: the slot of the keys queued so far (all must share it).
-    slot: Option<u16>,
 }
 
 /// A command waiting for its barrier.
@@ -528,12 +521,7 @@ impl Session {
             }
             Kind::Select if argc == 2 => self.select(cmd, ctx),
             Kind::Multi if argc == 1 => {
-                self.multi = Some(Multi {
-                    frames: vec![cmd.frame().clone()],
-                    dirty: false,
-                    select: None,
-                    slot: None,
-                });
+                self.multi = Some(Multi::new(cmd.frame().clone()));
                 self.reply_static(write::OK, ctx);
             }
             Kind::Exec if argc == 1 && self.multi.is_some() => self.exec(ctx),
@@ -716,95 +704,20 @@ impl Session {
     /// Inside MULTI: queues the command and returns true, or returns false for the commands
     /// that end or act on the block itself.
     fn queue_in_multi(&mut self, spec: &'static Spec, cmd: &Command, ctx: &mut Context<Self>) -> bool {
-        let entry = spec.resolve((cmd.argc() > 1).then(|| cmd.arg(1)));
-        if let (Role::Refused(why), false) = (entry.role, spec.kind == Kind::Client) {
-            self.multi.as_mut().expect("in MULTI").dirty = true;
-            self.reply(refused(entry, why), ctx);
-            return true;
+        let at = multi::Where {
+            cluster: self.settings.cluster,
+            known_dbs: &self.settings.known_dbs,
+        };
+        match self.multi.as_mut().expect("in MULTI").queue(spec, cmd, &at) {
+            Queued::Yes => self.reply_static(write::QUEUED, ctx),
+            Queued::No(e) => self.reply(e, ctx),
+            Queued::Outside => return false,
         }
-        let multi = self.multi.as_mut().expect("in MULTI");
-        match spec.kind {
-            Kind::Exec | Kind::Discard | Kind::Quit | Kind::Reset => return false,
-            Kind::Multi => {
-                self.reply(error("ERR MULTI calls can not be nested"), ctx);
-                return true;
-            }
-            Kind::Select => {
-                let db = (cmd.argc() == 2).then(|| parse_db(cmd.arg(1))).flatten();
-                match db {
-                    Some(db) if self.settings.known_dbs.contains(db) => multi.select = Some(db),
-                    _ => {
-                        multi.dirty = true;
-                        let e = if cmd.argc() != 2 {
-                            wrong_arity(cmd.arg(0))
-                        } else {
-                            error("ERR relayer: inside MULTI, SELECT only a DB this client already used before MULTI")
-                        };
-                        self.reply(e, ctx);
-                        return true;
-                    }
-                }
-            }
-            Kind::Watch => {
-                self.reply(error("ERR WATCH inside MULTI is not allowed"), ctx);
-                return true;
-            }
-            // At EXEC they would leave the shared connection subscribed or monitoring. Blocking
-            // commands do not block inside MULTI: Redis runs them at EXEC, like any.
-            k if k.enters_push() => {
-                multi.dirty = true;
-                let text = format!(
-                    "ERR relayer: '{}' inside MULTI is not supported",
-                    String::from_utf8_lossy(cmd.arg(0)).to_uppercase()
-                );
-                self.reply(error(&text), ctx);
-                return true;
-            }
-            Kind::Hello | Kind::Auth | Kind::Client | Kind::Unwatch => {
-                multi.dirty = true;
-                self.reply(error("ERR Command not allowed inside a transaction"), ctx);
-                return true;
-            }
-            _ => {}
-        }
-        if self.settings.cluster {
-            let route = match keyless(cmd, spec) {
-                Some(Keyless::Slot(s)) => KeyRoute::Slot(s),
-                Some(Keyless::Invalid(text)) => {
-                    multi.dirty = true;
-                    self.reply(error(&text), ctx);
-                    return true;
-                }
-                // Inside a block it would reach one master only.
-                Some(Keyless::Every(_) | Keyless::Refuse(_)) => {
-                    multi.dirty = true;
-                    let text = format!(
-                        "ERR relayer: '{}' inside MULTI would reach one node of the cluster only",
-                        String::from_utf8_lossy(cmd.arg(0)).to_uppercase()
-                    );
-                    self.reply(error(&text), ctx);
-                    return true;
-                }
-                None => keys::route(cmd, spec),
-            };
-            let slot = match route {
-                KeyRoute::Any => multi.slot,
-                KeyRoute::Slot(s) if multi.slot.is_none_or(|m| m == s) => Some(s),
-                _ => {
-                    multi.dirty = true;
-                    self.reply(error(CROSSSLOT), ctx);
-                    return true;
-                }
-            };
-            multi.slot = slot;
-        }
-        multi.frames.push(cmd.frame().clone());
-        self.reply_static(write::QUEUED, ctx);
         true
     }
 
     fn exec(&mut self, ctx: &mut Context<Self>) {
-        let Some(mut multi) = self.multi.take() else {
+        let Some(multi) = self.multi.take() else {
             return;
         };
         // EXEC ends WATCH, aborted or not.
@@ -814,29 +727,20 @@ impl Session {
             );
             return self.reply(error(&text), ctx);
         }
-        if multi.dirty {
-            self.reply(
-                error("EXECABORT Transaction discarded because of previous errors."),
-                ctx,
-            );
-            return;
-        }
-        multi.frames.push(Bytes::from_static(b"*1\r\n$4\r\nEXEC\r\n"));
+        let block = match multi.exec() {
+            Ok(block) => block,
+            Err(abort) => return self.reply(abort, ctx),
+        };
         // EXEC ends WATCH.
         if let Some(d) = &mut self.ded {
             d.watching = false;
         }
-        let changes_db = multi.select.is_some();
-        let slot = multi.slot;
-        let seq = self.forward_to(
-            Request::Block {
-                frames: multi.frames,
-                changes_db,
-            },
-            slot,
-            ctx,
-        );
-        if let Some(db) = multi.select {
+        let request = Request::Block {
+            frames: block.frames,
+            changes_db: block.select.is_some(),
+        };
+        let seq = self.forward_to(request, block.slot, ctx);
+        if let Some(db) = block.select {
             self.awaiting = Some(Awaiting::Exec { seq, db });
             self.update_gate();
         }
@@ -1416,10 +1320,6 @@ const BAD_NAME: &str = "ERR Client names cannot contain spaces, newlines or spec
 
 fn valid_name(n: &[u8]) -> bool {
     n.iter().all(|&c| (b'!'..=b'~').contains(&c))
-}
-
-fn parse_db(arg: &[u8]) -> Option<u32> {
-    std::str::from_utf8(arg).ok()?.parse::<u32>().ok()
 }
 
 impl Actor for Session {

@@ -1,0 +1,241 @@
+//! A client's MULTI block: the commands it queues (answered `+QUEUED` by the relayer), written
+//! as one contiguous block at EXEC so that no other client's command runs inside it. What
+//! cannot be queued is answered at once, and most of it makes EXEC abort, as in Redis.
+
+use super::CROSSSLOT;
+use crate::cluster::admin::{keyless, Keyless};
+use crate::cluster::keys::{self, Route};
+use crate::command::{Kind, Role, Spec};
+use crate::redis::target::KnownDbs;
+use crate::resp::request::Command;
+use crate::resp::write::{error, wrong_arity};
+use bytes::Bytes;
+
+const EXEC: &[u8] = b"*1\r\n$4\r\nEXEC\r\n";
+
+/// What the block needs to know of the relayer it runs on.
+pub struct Where<'a> {
+    pub cluster: bool,
+    pub known_dbs: &'a KnownDbs,
+}
+
+pub struct Multi {
+    /// MULTI and the commands queued, as received.
+    frames: Vec<Bytes>,
+    /// A command was refused while queueing: EXEC aborts, as in Redis.
+    dirty: bool,
+    /// The DB the block leaves the connection on (a SELECT inside it).
+    select: Option<u32>,
+    /// On a cluster: the slot of the keys queued so far (all must share it).
+    slot: Option<u16>,
+}
+
+/// What became of a command sent inside the block.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Queued {
+    /// Queued: the client gets `+QUEUED`.
+    Yes,
+    /// Not queued: the client gets this error, and `dirty` says whether EXEC will abort.
+    No(Bytes),
+    /// It ends or acts on the block itself (EXEC, DISCARD, QUIT, RESET): the session runs it.
+    Outside,
+}
+
+/// The block as EXEC sends it.
+pub struct Block {
+    /// MULTI, the queued commands and EXEC.
+    pub frames: Vec<Bytes>,
+    /// The DB the connection is on after it, when a SELECT inside it changed it.
+    pub select: Option<u32>,
+    pub slot: Option<u16>,
+}
+
+impl Multi {
+    /// A block opened by `multi`, the MULTI frame.
+    pub fn new(multi: Bytes) -> Self {
+        Multi {
+            frames: vec![multi],
+            dirty: false,
+            select: None,
+            slot: None,
+        }
+    }
+
+    /// Whether EXEC will abort.
+    #[cfg(test)]
+    fn dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// Queues `cmd` (its entry in the command table: `spec`), or says why not.
+    pub fn queue(&mut self, spec: &'static Spec, cmd: &Command, at: &Where) -> Queued {
+        let entry = spec.resolve((cmd.argc() > 1).then(|| cmd.arg(1)));
+        // CLIENT's refusal inside MULTI is Redis' own (below).
+        if let (Role::Refused(why), false) = (entry.role, spec.kind == Kind::Client) {
+            return self.abort(super::refused(entry, why));
+        }
+        let name = || String::from_utf8_lossy(cmd.arg(0)).to_uppercase();
+        match spec.kind {
+            Kind::Exec | Kind::Discard | Kind::Quit | Kind::Reset => return Queued::Outside,
+            Kind::Multi => return Queued::No(error("ERR MULTI calls can not be nested")),
+            Kind::Select => {
+                match (cmd.argc() == 2).then(|| parse_db(cmd.arg(1))).flatten() {
+                    Some(db) if at.known_dbs.contains(db) => self.select = Some(db),
+                    _ if cmd.argc() != 2 => return self.abort(wrong_arity(cmd.arg(0))),
+                    _ => return self.abort(error(
+                        "ERR relayer: inside MULTI, SELECT only a DB this client already used before MULTI",
+                    )),
+                }
+            }
+            Kind::Watch => return Queued::No(error("ERR WATCH inside MULTI is not allowed")),
+            // At EXEC they would leave the shared connection subscribed or monitoring. Blocking
+            // commands do not block inside MULTI: Redis runs them at EXEC, like any.
+            k if k.enters_push() => {
+                let text = format!("ERR relayer: '{}' inside MULTI is not supported", name());
+                return self.abort(error(&text));
+            }
+            Kind::Hello | Kind::Auth | Kind::Client | Kind::Unwatch => {
+                return self.abort(error("ERR Command not allowed inside a transaction"))
+            }
+            _ => {}
+        }
+        if at.cluster {
+            let route = match keyless(cmd, spec) {
+                Some(Keyless::Slot(s)) => Route::Slot(s),
+                Some(Keyless::Invalid(text)) => return self.abort(error(&text)),
+                // Inside a block it would reach one master only.
+                Some(Keyless::Every(_) | Keyless::Refuse(_)) => {
+                    let text = format!(
+                        "ERR relayer: '{}' inside MULTI would reach one node of the cluster only",
+                        name()
+                    );
+                    return self.abort(error(&text));
+                }
+                None => keys::route(cmd, spec),
+            };
+            self.slot = match route {
+                Route::Any => self.slot,
+                Route::Slot(s) if self.slot.is_none_or(|m| m == s) => Some(s),
+                _ => return self.abort(error(CROSSSLOT)),
+            };
+        }
+        self.frames.push(cmd.frame().clone());
+        Queued::Yes
+    }
+
+    fn abort(&mut self, reply: Bytes) -> Queued {
+        self.dirty = true;
+        Queued::No(reply)
+    }
+
+    /// The block EXEC sends; Err: the reply EXEC gets instead, as it aborts.
+    pub fn exec(mut self) -> Result<Block, Bytes> {
+        if self.dirty {
+            return Err(error(
+                "EXECABORT Transaction discarded because of previous errors.",
+            ));
+        }
+        self.frames.push(Bytes::from_static(EXEC));
+        Ok(Block {
+            frames: self.frames,
+            select: self.select,
+            slot: self.slot,
+        })
+    }
+}
+
+/// A DB index as the relayer reads it.
+pub fn parse_db(arg: &[u8]) -> Option<u32> {
+    std::str::from_utf8(arg).ok()?.parse::<u32>().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::lookup;
+
+    fn queue(m: &mut Multi, args: &[&str], at: &Where) -> Queued {
+        let cmd = Command::from_args(args);
+        m.queue(lookup(cmd.arg(0)), &cmd, at)
+    }
+
+    fn multi() -> Multi {
+        Multi::new(Bytes::from_static(b"*1\r\n$5\r\nMULTI\r\n"))
+    }
+
+    #[test]
+    fn queues_in_order_and_exec_writes_the_block() {
+        let known = KnownDbs::new();
+        let at = Where {
+            cluster: false,
+            known_dbs: &known,
+        };
+        let mut m = multi();
+        assert_eq!(queue(&mut m, &["SET", "k", "v"], &at), Queued::Yes);
+        assert_eq!(queue(&mut m, &["incr", "n"], &at), Queued::Yes);
+        // Blocking commands are queued: they do not block inside MULTI.
+        assert_eq!(queue(&mut m, &["BLPOP", "l", "0"], &at), Queued::Yes);
+        assert_eq!(queue(&mut m, &["SELECT", "0"], &at), Queued::Yes);
+        for outside in ["EXEC", "discard", "QUIT", "RESET"] {
+            assert_eq!(queue(&mut m, &[outside], &at), Queued::Outside);
+        }
+        // Errors that leave the block as it was.
+        assert!(matches!(queue(&mut m, &["MULTI"], &at), Queued::No(_)));
+        assert!(matches!(queue(&mut m, &["WATCH", "k"], &at), Queued::No(_)));
+        assert!(!m.dirty());
+        let block = m.exec().expect("not dirty");
+        assert_eq!(block.frames.len(), 6);
+        assert_eq!(&block.frames[5][..], EXEC);
+        assert_eq!(block.select, Some(0));
+        assert_eq!(block.slot, None);
+    }
+
+    #[test]
+    fn what_cannot_run_in_a_block_makes_exec_abort() {
+        let known = KnownDbs::new();
+        let at = Where {
+            cluster: false,
+            known_dbs: &known,
+        };
+        for args in [
+            &["SUBSCRIBE", "c"][..],
+            &["MONITOR"],
+            &["SCRIPT", "DEBUG", "YES"],
+            &["CLIENT", "KILL", "ID", "1"],
+            &["AUTH", "x"],
+            &["SELECT", "7"],
+            &["SELECT"],
+        ] {
+            let mut m = multi();
+            assert!(matches!(queue(&mut m, args, &at), Queued::No(_)), "{args:?}");
+            assert!(m.dirty(), "{args:?}");
+            let abort = m.exec().err().expect("aborts");
+            assert!(abort.starts_with(b"-EXECABORT"), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn on_a_cluster_the_block_keeps_to_one_slot() {
+        let known = KnownDbs::new();
+        let at = Where {
+            cluster: true,
+            known_dbs: &known,
+        };
+        let mut m = multi();
+        assert_eq!(queue(&mut m, &["SET", "{a}1", "v"], &at), Queued::Yes);
+        assert_eq!(queue(&mut m, &["PING"], &at), Queued::Yes);
+        assert_eq!(queue(&mut m, &["GET", "{a}2"], &at), Queued::Yes);
+        let block = m.exec().expect("one slot");
+        assert_eq!(block.slot, Some(crate::cluster::slot::slot_of(b"a")));
+        let mut m = multi();
+        assert_eq!(queue(&mut m, &["SET", "{a}1", "v"], &at), Queued::Yes);
+        assert_eq!(
+            queue(&mut m, &["SET", "{b}1", "v"], &at),
+            Queued::No(error(CROSSSLOT))
+        );
+        assert!(m.dirty());
+        let mut m = multi();
+        assert!(matches!(queue(&mut m, &["DBSIZE"], &at), Queued::No(_)));
+        assert!(m.dirty());
+    }
+}
