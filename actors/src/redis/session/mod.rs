@@ -4,6 +4,7 @@
 //! Replies leave in request order through `slots`, one per request: a local reply waits
 //! behind the forwarded ones before it.
 
+mod local;
 mod multi;
 mod outbox;
 
@@ -27,7 +28,7 @@ use crate::resp::request::{Command, Limits, RequestError, RequestParser};
 use crate::resp::write::{self, error, wrong_arity};
 use crate::route::{CloseClient, Frontend, Stopping, STOPPING};
 use actix::prelude::*;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use multi::{Multi, Queued};
 use outbox::{Ack, Batch, Sent, Slots};
 use slog::{debug, info, Logger};
@@ -747,24 +748,13 @@ impl Session {
     }
 
     fn select(&mut self, cmd: Command, ctx: &mut Context<Self>) {
-        let arg = cmd.arg(1);
-        if self.settings.cluster {
-            return match std::str::from_utf8(arg).ok().and_then(|a| a.parse::<i64>().ok()) {
-                Some(0) => self.reply_static(write::OK, ctx),
-                Some(_) => self.reply(error("ERR SELECT is not allowed in cluster mode"), ctx),
-                None => self.reply(error("ERR value is not an integer or out of range"), ctx),
-            };
-        }
-        let Ok(n) = std::str::from_utf8(arg).unwrap_or("x").parse::<i64>() else {
-            self.reply(error("ERR value is not an integer or out of range"), ctx);
-            return;
-        };
-        let Ok(db) = u32::try_from(n) else {
-            self.reply(error("ERR DB index is out of range"), ctx);
-            return;
+        let db = match local::select(cmd.arg(1), self.settings.cluster) {
+            Ok(db) => db,
+            Err(e) => return self.reply(e, ctx),
         };
         // A dedicated connection must switch too: it is the one the client's commands use.
-        if self.settings.known_dbs.contains(db) && self.ded.is_none() {
+        // On a cluster, DB 0 is all there is.
+        if self.settings.cluster || (self.settings.known_dbs.contains(db) && self.ded.is_none()) {
             self.db = db;
             self.reply_static(write::OK, ctx);
             return;
@@ -780,145 +770,75 @@ impl Session {
             Err(e) => return self.reply(e, ctx),
         };
         if let Some(n) = hello.name {
-            if !valid_name(n) {
-                self.reply(error(BAD_NAME), ctx);
-                return;
+            if !local::valid_name(n) {
+                return self.reply(error(local::BAD_NAME), ctx);
             }
             self.name = (!n.is_empty()).then(|| Bytes::copy_from_slice(n));
         }
         if hello.version == Some(3) {
             // Replies pass through as Redis writes them, so a RESP3 client gets a connection
             // of its own that speaks RESP3, from this HELLO (answered by Redis) on.
-            let mut args: Vec<&[u8]> = vec![b"HELLO", b"3"];
-            if let Some(n) = &self.name {
-                args.extend([&b"SETNAME"[..], n]);
-            }
-            let hello = Command::from_args(&args);
+            let hello = local::hello3(self.name.as_ref());
             return self.on_own_connection(hello, Kind::Hello, ctx);
         }
-        let mut b = BytesMut::with_capacity(160);
-        write::put_array_header(&mut b, 14);
-        for (k, v) in [("server", "redis"), ("version", env!("CARGO_PKG_VERSION"))] {
-            write::put_bulk(&mut b, k.as_bytes());
-            write::put_bulk(&mut b, v.as_bytes());
-        }
-        write::put_bulk(&mut b, b"proto");
-        write::put_int(&mut b, 2);
-        write::put_bulk(&mut b, b"id");
-        write::put_int(&mut b, self.id as i64);
-        for (k, v) in [("mode", "standalone"), ("role", "master")] {
-            write::put_bulk(&mut b, k.as_bytes());
-            write::put_bulk(&mut b, v.as_bytes());
-        }
-        write::put_bulk(&mut b, b"modules");
-        write::put_array_header(&mut b, 0);
-        self.reply(b.freeze(), ctx);
+        self.reply(local::hello_reply(self.id), ctx);
     }
 
     /// HELLO's version and options, its AUTH checked against the listener's password (the
     /// client is authenticated when it passes); Err: the error reply.
-    fn hello_options<'c>(&mut self, cmd: &'c Command) -> Result<Hello<'c>, Bytes> {
-        let mut hello = Hello {
-            version: None,
-            auth_at: None,
-            name: None,
-        };
-        let mut i = 1;
-        if cmd.argc() >= 2 {
-            match std::str::from_utf8(cmd.arg(1))
-                .ok()
-                .and_then(|s| s.parse::<i64>().ok())
-            {
-                None => return Err(error("ERR Protocol version is not an integer or out of range")),
-                Some(v @ (2 | 3)) => hello.version = Some(v as u8),
-                Some(_) => return Err(error("NOPROTO unsupported protocol version")),
-            }
-            i = 2;
-        }
-        while i < cmd.argc() {
-            let opt = cmd.arg(i);
-            if opt.eq_ignore_ascii_case(b"AUTH") && i + 2 < cmd.argc() {
-                hello.auth_at = Some(i);
-                i += 3;
-            } else if opt.eq_ignore_ascii_case(b"SETNAME") && i + 1 < cmd.argc() {
-                hello.name = Some(cmd.arg(i + 1));
-                i += 2;
-            } else {
-                let text = format!(
-                    "ERR Syntax error in HELLO option '{}'",
-                    String::from_utf8_lossy(opt)
-                );
-                return Err(error(&text));
-            }
-        }
-        match hello.auth_at {
-            Some(at) => {
-                // User names are case-sensitive, as in Redis: only `default` is the default user.
-                let password = self.settings.password.as_ref();
-                if let Err(e) = auth::check(password, Some(cmd.arg(at + 1)), cmd.arg(at + 2)) {
-                    if password.is_some() {
-                        self.settings.metrics.auth_failures.increment(1);
-                    }
-                    return Err(error(e));
-                }
-                self.unauthenticated.store(false, Ordering::Relaxed);
-            }
+    fn hello_options<'c>(&mut self, cmd: &'c Command) -> Result<local::Hello<'c>, Bytes> {
+        let hello = local::hello(cmd)?;
+        match hello.auth(cmd) {
+            // User names are case-sensitive, as in Redis: only `default` is the default user.
+            Some((user, password)) => self.authenticate(Some(user), password)?,
             None if self.unauthenticated.load(Ordering::Relaxed) => return Err(error(auth::HELLO_NOAUTH)),
             None => {}
         }
         Ok(hello)
     }
 
+    /// Checks `password` (of `user`) against the listener's; the client is authenticated when
+    /// it passes. Err: the error reply.
+    fn authenticate(&mut self, user: Option<&[u8]>, password: &[u8]) -> Result<(), Bytes> {
+        let expected = self.settings.password.as_ref();
+        if let Err(e) = auth::check(expected, user, password) {
+            if expected.is_some() {
+                self.settings.metrics.auth_failures.increment(1);
+            }
+            return Err(error(e));
+        }
+        self.unauthenticated.store(false, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// CLIENT and its subcommand, whose entry in the command table is `entry`.
     fn client(&mut self, cmd: Command, entry: &'static Spec, ctx: &mut Context<Self>) {
-        let argc = cmd.argc();
-        let arity = |s: &str| error(&format!("ERR wrong number of arguments for 'client|{s}' command"));
-        if entry.name == "CLIENT SETNAME" {
-            if argc != 3 {
-                return self.reply(arity("setname"), ctx);
-            }
-            let n = cmd.arg(2);
-            if !valid_name(n) {
-                return self.reply(error(BAD_NAME), ctx);
-            }
-            self.name = (!n.is_empty()).then(|| Bytes::copy_from_slice(n));
-            self.reply_static(write::OK, ctx);
-        } else if entry.name == "CLIENT GETNAME" {
-            if argc != 2 {
-                return self.reply(arity("getname"), ctx);
-            }
-            match self.name.clone() {
+        match entry.name {
+            "CLIENT SETNAME" => match local::client_setname(&cmd) {
+                Ok(name) => {
+                    self.name = name;
+                    self.reply_static(write::OK, ctx);
+                }
+                Err(e) => self.reply(e, ctx),
+            },
+            "CLIENT GETNAME" if cmd.argc() != 2 => self.reply(local::client_arity("getname"), ctx),
+            "CLIENT GETNAME" => match self.name.clone() {
                 Some(n) => self.reply(write::bulk(&n), ctx),
                 None => self.reply_static(write::NIL, ctx),
+            },
+            "CLIENT SETINFO" => self.reply(local::client_setinfo(&cmd), ctx),
+            "CLIENT ID" if cmd.argc() == 2 => self.reply(Bytes::from(format!(":{}\r\n", self.id)), ctx),
+            _ => {
+                self.forward(Request::One(cmd.frame().clone()), ctx);
             }
-        } else if entry.name == "CLIENT SETINFO" {
-            self.reply(client_setinfo(&cmd), ctx);
-        } else if entry.name == "CLIENT ID" && argc == 2 {
-            self.reply(Bytes::from(format!(":{}\r\n", self.id)), ctx);
-        } else {
-            self.forward(Request::One(cmd.frame().clone()), ctx);
         }
     }
 
     /// The answer to AUTH, checked against the listener's password (as Redis' requirepass).
     fn auth(&mut self, cmd: &Command) -> Bytes {
-        let (user, attempt) = match cmd.argc() {
-            2 => (None, cmd.arg(1)),
-            3 => (Some(cmd.arg(1)), cmd.arg(2)),
-            n if n > 3 => return error("ERR syntax error"),
-            _ => return wrong_arity(cmd.arg(0)),
-        };
-        match auth::check(self.settings.password.as_ref(), user, attempt) {
-            Ok(()) => {
-                self.unauthenticated.store(false, Ordering::Relaxed);
-                Bytes::from_static(write::OK)
-            }
-            Err(e) => {
-                if self.settings.password.is_some() {
-                    self.settings.metrics.auth_failures.increment(1);
-                }
-                error(e)
-            }
+        match local::auth(cmd).and_then(|(user, password)| self.authenticate(user, password)) {
+            Ok(()) => Bytes::from_static(write::OK),
+            Err(e) => e,
         }
     }
 
@@ -1069,7 +989,7 @@ impl Session {
                         .filter(|(i, _)| hello.auth_at.is_none_or(|at| !(at..at + 3).contains(i)))
                         .map(|(_, a)| a)
                         .collect();
-                    if let Some(n) = hello.name.filter(|n| valid_name(n)) {
+                    if let Some(n) = hello.name.filter(|n| local::valid_name(n)) {
                         self.name = (!n.is_empty()).then(|| Bytes::copy_from_slice(n));
                     }
                     self.pass(Command::from_args(&args), true);
@@ -1086,7 +1006,7 @@ impl Session {
             // The relayer's as elsewhere: sent, it would stay on the connection (RESET keeps
             // it) for whoever takes it next.
             Kind::Client if entry.name == "CLIENT SETINFO" => {
-                let answer = client_setinfo(&cmd);
+                let answer = local::client_setinfo(&cmd);
                 self.answer_in_order(answer);
             }
             Kind::Replication => {
@@ -1233,34 +1153,11 @@ fn not_relayed(cmd: &Command) -> Bytes {
     error(&text)
 }
 
-/// CLIENT SETINFO, checked as Redis does and kept nowhere (nothing reads it back).
-fn client_setinfo(cmd: &Command) -> Bytes {
-    if cmd.argc() != 4 {
-        return error("ERR wrong number of arguments for 'client|setinfo' command");
-    }
-    let attr = cmd.arg(2);
-    if attr.eq_ignore_ascii_case(b"LIB-NAME") || attr.eq_ignore_ascii_case(b"LIB-VER") {
-        Bytes::from_static(write::OK)
-    } else {
-        error(&format!(
-            "ERR Unrecognized option '{}'",
-            String::from_utf8_lossy(attr)
-        ))
-    }
-}
-
 /// Writes `frames` on the dedicated connection, counting them as not yet written.
 fn send_frames(d: &mut Ded, frames: Vec<(Bytes, Dest)>) {
     let len: usize = frames.iter().map(|(f, _)| f.len()).sum();
     d.handle.unsent.set(d.handle.unsent.get() + len);
     d.handle.addr.do_send(dedicated::Send { frames });
-}
-
-/// HELLO's options: the version asked for, where its AUTH option is, the name it sets.
-struct Hello<'c> {
-    version: Option<u8>,
-    auth_at: Option<usize>,
-    name: Option<&'c [u8]>,
 }
 
 const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
@@ -1315,12 +1212,6 @@ fn split_by_slot(cmd: &Command, split: Split, first: usize, stride: usize) -> Re
 const DEDICATED_ON_CLUSTER: &str = "ERR relayer: the configuration now names a cluster, but this client still holds a connection of its own to the Redis of before (WATCH...): end it (EXEC, DISCARD, UNWATCH, RESET) or reconnect";
 
 const TARGET_GONE: &str = "ERR relayer: the backend target was replaced by a configuration reload, try again";
-
-const BAD_NAME: &str = "ERR Client names cannot contain spaces, newlines or special characters.";
-
-fn valid_name(n: &[u8]) -> bool {
-    n.iter().all(|&c| (b'!'..=b'~').contains(&c))
-}
 
 impl Actor for Session {
     type Context = Context<Self>;

@@ -1,0 +1,251 @@
+//! The commands a session answers itself, as Redis would answer them for the client's own
+//! connection: HELLO, CLIENT SETNAME/GETNAME/SETINFO/ID, AUTH, SELECT's argument. Each is read
+//! (and answered) here; the session keeps the state they change.
+
+use crate::resp::request::Command;
+use crate::resp::write::{self, error, wrong_arity};
+use bytes::{Bytes, BytesMut};
+
+pub const BAD_NAME: &str = "ERR Client names cannot contain spaces, newlines or special characters.";
+
+/// A name CLIENT SETNAME and HELLO SETNAME accept (empty clears the name).
+pub fn valid_name(n: &[u8]) -> bool {
+    n.iter().all(|&c| (b'!'..=b'~').contains(&c))
+}
+
+/// HELLO's version and options.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Hello<'c> {
+    pub version: Option<u8>,
+    /// Where its AUTH option is: `AUTH user password` at this index and the two after it.
+    pub auth_at: Option<usize>,
+    /// The name SETNAME gives, checked by `valid_name` by the caller.
+    pub name: Option<&'c [u8]>,
+}
+
+impl<'c> Hello<'c> {
+    /// The AUTH option's user and password.
+    pub fn auth<'a>(&self, cmd: &'a Command) -> Option<(&'a [u8], &'a [u8])> {
+        self.auth_at.map(|at| (cmd.arg(at + 1), cmd.arg(at + 2)))
+    }
+}
+
+/// Reads HELLO's arguments as Redis does; Err: the error reply.
+pub fn hello(cmd: &Command) -> Result<Hello<'_>, Bytes> {
+    let mut hello = Hello {
+        version: None,
+        auth_at: None,
+        name: None,
+    };
+    let mut i = 1;
+    if cmd.argc() >= 2 {
+        match std::str::from_utf8(cmd.arg(1))
+            .ok()
+            .and_then(|s| s.parse::<i64>().ok())
+        {
+            None => return Err(error("ERR Protocol version is not an integer or out of range")),
+            Some(v @ (2 | 3)) => hello.version = Some(v as u8),
+            Some(_) => return Err(error("NOPROTO unsupported protocol version")),
+        }
+        i = 2;
+    }
+    while i < cmd.argc() {
+        let opt = cmd.arg(i);
+        if opt.eq_ignore_ascii_case(b"AUTH") && i + 2 < cmd.argc() {
+            hello.auth_at = Some(i);
+            i += 3;
+        } else if opt.eq_ignore_ascii_case(b"SETNAME") && i + 1 < cmd.argc() {
+            hello.name = Some(cmd.arg(i + 1));
+            i += 2;
+        } else {
+            let text = format!(
+                "ERR Syntax error in HELLO option '{}'",
+                String::from_utf8_lossy(opt)
+            );
+            return Err(error(&text));
+        }
+    }
+    Ok(hello)
+}
+
+/// HELLO's answer in RESP2, for the client numbered `id`.
+pub fn hello_reply(id: u64) -> Bytes {
+    let mut b = BytesMut::with_capacity(160);
+    write::put_array_header(&mut b, 14);
+    for (k, v) in [("server", "redis"), ("version", env!("CARGO_PKG_VERSION"))] {
+        write::put_bulk(&mut b, k.as_bytes());
+        write::put_bulk(&mut b, v.as_bytes());
+    }
+    write::put_bulk(&mut b, b"proto");
+    write::put_int(&mut b, 2);
+    write::put_bulk(&mut b, b"id");
+    write::put_int(&mut b, id as i64);
+    for (k, v) in [("mode", "standalone"), ("role", "master")] {
+        write::put_bulk(&mut b, k.as_bytes());
+        write::put_bulk(&mut b, v.as_bytes());
+    }
+    write::put_bulk(&mut b, b"modules");
+    write::put_array_header(&mut b, 0);
+    b.freeze()
+}
+
+/// HELLO 3 as the client's own connection gets it: with the client's name, never its AUTH
+/// (checked by the relayer).
+pub fn hello3(name: Option<&Bytes>) -> Command {
+    let mut args: Vec<&[u8]> = vec![b"HELLO", b"3"];
+    if let Some(n) = name {
+        args.extend([&b"SETNAME"[..], n]);
+    }
+    Command::from_args(&args)
+}
+
+/// AUTH's user (None: the default one) and password; Err: the error reply.
+pub fn auth(cmd: &Command) -> Result<(Option<&[u8]>, &[u8]), Bytes> {
+    match cmd.argc() {
+        2 => Ok((None, cmd.arg(1))),
+        3 => Ok((Some(cmd.arg(1)), cmd.arg(2))),
+        n if n > 3 => Err(error("ERR syntax error")),
+        _ => Err(wrong_arity(cmd.arg(0))),
+    }
+}
+
+/// The error of a CLIENT subcommand given the wrong number of arguments.
+pub fn client_arity(sub: &str) -> Bytes {
+    error(&format!(
+        "ERR wrong number of arguments for 'client|{sub}' command"
+    ))
+}
+
+/// CLIENT SETNAME's name; Err: the error reply.
+pub fn client_setname(cmd: &Command) -> Result<Option<Bytes>, Bytes> {
+    if cmd.argc() != 3 {
+        return Err(client_arity("setname"));
+    }
+    let n = cmd.arg(2);
+    if !valid_name(n) {
+        return Err(error(BAD_NAME));
+    }
+    Ok((!n.is_empty()).then(|| Bytes::copy_from_slice(n)))
+}
+
+/// CLIENT SETINFO, checked as Redis does and kept nowhere (nothing reads it back).
+pub fn client_setinfo(cmd: &Command) -> Bytes {
+    if cmd.argc() != 4 {
+        return client_arity("setinfo");
+    }
+    let attr = cmd.arg(2);
+    if attr.eq_ignore_ascii_case(b"LIB-NAME") || attr.eq_ignore_ascii_case(b"LIB-VER") {
+        Bytes::from_static(write::OK)
+    } else {
+        error(&format!(
+            "ERR Unrecognized option '{}'",
+            String::from_utf8_lossy(attr)
+        ))
+    }
+}
+
+/// What SELECT's argument asks for: a DB index, or the error reply. On a cluster only DB 0
+/// exists.
+pub fn select(arg: &[u8], cluster: bool) -> Result<u32, Bytes> {
+    let not_integer = || error("ERR value is not an integer or out of range");
+    let n = std::str::from_utf8(arg)
+        .ok()
+        .and_then(|a| a.parse::<i64>().ok())
+        .ok_or_else(not_integer)?;
+    if cluster {
+        return match n {
+            0 => Ok(0),
+            _ => Err(error("ERR SELECT is not allowed in cluster mode")),
+        };
+    }
+    u32::try_from(n).map_err(|_| error("ERR DB index is out of range"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmd(args: &[&str]) -> Command {
+        Command::from_args(args)
+    }
+
+    #[test]
+    fn hello_reads_its_version_and_options_as_redis() {
+        let c = cmd(&["HELLO"]);
+        assert_eq!(hello(&c).unwrap().version, None);
+        let c = cmd(&["HELLO", "3", "setname", "me", "AUTH", "u", "p"]);
+        let h = hello(&c).unwrap();
+        assert_eq!(
+            (h.version, h.name, h.auth_at),
+            (Some(3), Some(&b"me"[..]), Some(4))
+        );
+        assert_eq!(h.auth(&c), Some((&b"u"[..], &b"p"[..])));
+        assert_eq!(
+            hello(&cmd(&["HELLO", "4"])).unwrap_err(),
+            error("NOPROTO unsupported protocol version")
+        );
+        assert_eq!(
+            hello(&cmd(&["HELLO", "x"])).unwrap_err(),
+            error("ERR Protocol version is not an integer or out of range")
+        );
+        assert_eq!(
+            hello(&cmd(&["HELLO", "2", "AUTH", "u"])).unwrap_err(),
+            error("ERR Syntax error in HELLO option 'AUTH'")
+        );
+        let reply = hello_reply(7);
+        assert!(reply.starts_with(b"*14\r\n$6\r\nserver\r\n$5\r\nredis\r\n"));
+        assert!(reply.windows(12).any(|w| w == b"$2\r\nid\r\n:7\r\n"));
+        assert_eq!(hello3(Some(&Bytes::from_static(b"n"))).argc(), 4);
+    }
+
+    #[test]
+    fn client_and_auth_arguments() {
+        assert_eq!(
+            client_setname(&cmd(&["CLIENT", "SETNAME", "a"])),
+            Ok(Some(Bytes::from_static(b"a")))
+        );
+        assert_eq!(client_setname(&cmd(&["CLIENT", "SETNAME", ""])), Ok(None));
+        assert_eq!(
+            client_setname(&cmd(&["CLIENT", "SETNAME", "a b"])),
+            Err(error(BAD_NAME))
+        );
+        assert_eq!(
+            client_setname(&cmd(&["CLIENT", "SETNAME"])),
+            Err(client_arity("setname"))
+        );
+        assert_eq!(
+            client_setinfo(&cmd(&["CLIENT", "SETINFO", "lib-name", "x"]))[..],
+            *write::OK
+        );
+        assert!(client_setinfo(&cmd(&["CLIENT", "SETINFO", "other", "x"]))
+            .starts_with(b"-ERR Unrecognized option"));
+        assert_eq!(auth(&cmd(&["AUTH", "p"])), Ok((None, &b"p"[..])));
+        assert_eq!(auth(&cmd(&["AUTH", "u", "p"])), Ok((Some(&b"u"[..]), &b"p"[..])));
+        assert_eq!(
+            auth(&cmd(&["AUTH", "u", "p", "x"])),
+            Err(error("ERR syntax error"))
+        );
+        assert!(auth(&cmd(&["AUTH"]))
+            .unwrap_err()
+            .starts_with(b"-ERR wrong number"));
+    }
+
+    #[test]
+    fn select_argument() {
+        assert_eq!(select(b"5", false), Ok(5));
+        assert_eq!(
+            select(b"x", false),
+            Err(error("ERR value is not an integer or out of range"))
+        );
+        assert_eq!(select(b"-1", false), Err(error("ERR DB index is out of range")));
+        assert_eq!(select(b"0", true), Ok(0));
+        assert_eq!(
+            select(b"1", true),
+            Err(error("ERR SELECT is not allowed in cluster mode"))
+        );
+        assert_eq!(
+            select(b"x", true),
+            Err(error("ERR value is not an integer or out of range"))
+        );
+    }
+}
