@@ -7,9 +7,10 @@
 mod local;
 mod multi;
 mod outbox;
+mod own;
 
 use super::auth::{self, Password};
-use super::dedicated::{self, Dest, Handle, Pool};
+use super::dedicated::{self, Dest, Pool};
 use super::messages::{Forward, FromDedicated, Replies, ReplyTo, Request};
 use super::smart::{Budget, Table};
 use super::target::{KnownDbs, Target};
@@ -31,8 +32,9 @@ use actix::prelude::*;
 use bytes::Bytes;
 use multi::{Multi, Queued};
 use outbox::{Ack, Batch, Sent, Slots};
+use own::{Held, Own};
 use slog::{debug, info, Logger};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -108,60 +110,6 @@ const RESET_REPLY: &[u8] = b"+RESET\r\n";
 /// connection lost) cannot release the command of the next.
 const BARRIER_BASE: u64 = 1 << 63;
 
-/// The client's own upstream connection, while it needs one.
-struct Ded {
-    handle: Handle,
-    /// The requests whose replies it owes, in order.
-    owed: VecDeque<u64>,
-    /// Pub/sub, MONITOR or RESP3: everything goes through it, replies as they come, until
-    /// RESET.
-    push: bool,
-    /// The command entering push mode was sent and has no reply yet: the client is not read
-    /// meanwhile, so nothing passes through before it is known whether push mode began.
-    entering: bool,
-    /// The client could have run any command on it (RESP3, MONITOR, commands sent after
-    /// pub/sub ones): released, it is closed rather than reset, as one may still be blocked.
-    open: bool,
-    /// WATCH is in effect: kept until EXEC, DISCARD or UNWATCH.
-    watching: bool,
-    /// In push mode, the client's RESET or QUIT was sent (as RESET): the client is not read
-    /// until the connection says push mode ended (`PushEnded`).
-    resetting: Option<Kind>,
-    /// The request number of the last command sent that can block (BLPOP, XREAD BLOCK,
-    /// WAIT...): it may be running while its reply is owed.
-    blocking: Option<u64>,
-}
-
-impl Ded {
-    /// Whether Redis would drop what runs for the client if it closed now: it is blocked, or
-    /// in push mode (where a reply may be a message). Otherwise Redis answers what the client
-    /// sent before closing.
-    fn dropped_on_close(&self) -> bool {
-        let blocked = self
-            .blocking
-            .is_some_and(|b| self.owed.front().is_some_and(|&first| first <= b));
-        blocked || self.push || self.entering
-    }
-}
-
-/// A command waiting for its barrier.
-struct Held {
-    cmd: Command,
-    kind: Kind,
-    /// It enters push mode.
-    push: bool,
-    /// The request number of its barrier.
-    barrier: u64,
-}
-
-impl Held {
-    /// Its client gone, it is not sent: all but a WATCH, which blocks nothing and is sent and
-    /// answered like the commands before it.
-    fn dropped_on_close(&self) -> bool {
-        self.push || self.kind != Kind::Watch
-    }
-}
-
 /// A reply the session must see before it reads further: it decides the session's DB.
 enum Awaiting {
     Select { seq: u64, db: u32 },
@@ -197,9 +145,8 @@ pub struct Session {
     /// parser, which applies Redis' tighter limits meanwhile.
     unauthenticated: Arc<AtomicBool>,
     pool: Rc<Pool>,
-    ded: Option<Ded>,
-    /// A command waiting for the barrier before it goes on a new dedicated connection.
-    held: Option<Held>,
+    /// The client's own connection, while it needs one.
+    own: Option<Own>,
     /// Barriers sent so far (see `BARRIER_BASE`).
     barriers: u64,
     /// The connection holding the client's WATCH was lost (why): its next EXEC fails, as the
@@ -250,8 +197,7 @@ impl Session {
                 input_ended: false,
                 unauthenticated,
                 pool,
-                ded: None,
-                held: None,
+                own: None,
                 barriers: 0,
                 watch_lost: None,
                 me: Arc::new(ctx.address().recipient()),
@@ -294,12 +240,12 @@ impl Session {
         ctx: &mut Context<Self>,
     ) -> u64 {
         self.settings.metrics.forwarded.increment(1);
-        if self.ded.is_some() {
+        if self.own.is_some() {
             // What the shared connection was sent first leaves first.
             self.flush_forwards(ctx);
         }
         let seq = self.slots.next_seq();
-        if let Some(d) = &mut self.ded {
+        if let Some(own) = &mut self.own {
             let mut frames = before;
             match request {
                 Request::One(f)
@@ -326,8 +272,7 @@ impl Session {
                     }));
                 }
             };
-            d.owed.push_back(seq);
-            send_frames(d, frames);
+            own.send(frames, seq);
             self.slots.push_owed();
             self.update_gate();
             return seq;
@@ -417,11 +362,9 @@ impl Session {
     fn update_gate(&self) {
         let out_full = self.out.len() >= OUT_HIGH;
         let full = self.slots.len() >= self.settings.max_pending || out_full;
-        let ded_waits = self.ded.as_ref().is_some_and(|d| {
-            d.resetting.is_some() || d.entering || d.handle.unsent.get() >= dedicated::BACKLOG_HIGH
-        });
-        let waits = self.awaiting.is_some() || self.held.is_some() || self.switching.is_some();
-        if self.closing || waits || ded_waits || full {
+        let own_waits = self.own.as_ref().is_some_and(Own::holds_client);
+        let waits = self.awaiting.is_some() || self.switching.is_some();
+        if self.closing || waits || own_waits || full {
             self.gate.pause();
         } else {
             self.gate.resume();
@@ -435,16 +378,15 @@ impl Session {
         self.gate.waits_for_client(out_full);
         // A client that does not read its replies stops the reading of its dedicated
         // connection: the backlog stays in Redis (under its client-output-buffer-limit).
-        if let Some(d) = &self.ded {
-            d.handle.pause_reading(out_full);
+        if let Some(own) = &self.own {
+            own.handle.pause_reading(out_full);
         }
     }
 
     /// Whether the client closing ends what runs for it at once, replies owed included (see
-    /// `Ded::dropped_on_close`); a command waiting for its barrier counts as sent.
+    /// `Own::drops_on_close`).
     fn drops_on_close(&self) -> bool {
-        let held = self.held.as_ref().is_some_and(Held::dropped_on_close);
-        held || self.ded.as_ref().is_some_and(Ded::dropped_on_close)
+        self.own.as_ref().is_some_and(Own::drops_on_close)
     }
 
     fn maybe_close(&mut self, ctx: &mut Context<Self>) {
@@ -488,7 +430,7 @@ impl Session {
             self.reply(error(auth::NOAUTH), ctx);
             return;
         }
-        if self.ded.as_ref().is_some_and(|d| d.push) {
+        if self.own.as_ref().is_some_and(Own::in_push) {
             self.flush_forwards(ctx);
             return self.pass_through(spec, cmd);
         }
@@ -531,7 +473,7 @@ impl Session {
                 Some(_) => {
                     self.watch_lost = None;
                     // DISCARD also unwatches, in Redis.
-                    if self.ded.as_ref().is_some_and(|d| d.watching) {
+                    if self.own.as_ref().is_some_and(Own::watching) {
                         self.unwatch(ctx);
                     } else {
                         self.reply_static(write::OK, ctx);
@@ -556,7 +498,7 @@ impl Session {
                     .store(self.settings.password.is_some(), Ordering::Relaxed);
                 self.reply_static(b"+RESET\r\n", ctx);
             }
-            Kind::Unwatch if argc == 1 && self.ded.as_ref().is_some_and(|d| d.watching) => self.unwatch(ctx),
+            Kind::Unwatch if argc == 1 && self.own.as_ref().is_some_and(Own::watching) => self.unwatch(ctx),
             Kind::Unwatch if argc == 1 => {
                 self.watch_lost = None;
                 self.reply_static(write::OK, ctx)
@@ -619,7 +561,7 @@ impl Session {
             Routed::Done => return,
         };
         // On a dedicated connection everything is waited on: it keeps the client's order.
-        if let Some(smart) = self.settings.smart.as_ref().filter(|_| self.ded.is_none()) {
+        if let Some(smart) = self.settings.smart.as_ref().filter(|_| self.own.is_none()) {
             if let Some(early) = smart.table.early(&cmd, spec) {
                 let len = cmd.frame().len() as u64;
                 if smart.budget.try_take(len) {
@@ -648,7 +590,7 @@ impl Session {
             .settings
             .smart
             .as_ref()
-            .filter(|_| self.ded.is_none())
+            .filter(|_| self.own.is_none())
             .and_then(|s| s.table.early(cmd, spec).map(|e| (e, s.budget.clone())));
         let (Some((early, budget)), Request::Gather { parts, .. }) = (early, &request) else {
             self.forward(request, ctx);
@@ -733,8 +675,8 @@ impl Session {
             Err(abort) => return self.reply(abort, ctx),
         };
         // EXEC ends WATCH.
-        if let Some(d) = &mut self.ded {
-            d.watching = false;
+        if let Some(own) = &mut self.own {
+            own.unwatched();
         }
         let request = Request::Block {
             frames: block.frames,
@@ -754,7 +696,7 @@ impl Session {
         };
         // A dedicated connection must switch too: it is the one the client's commands use.
         // On a cluster, DB 0 is all there is.
-        if self.settings.cluster || (self.settings.known_dbs.contains(db) && self.ded.is_none()) {
+        if self.settings.cluster || (self.settings.known_dbs.contains(db) && self.own.is_none()) {
             self.db = db;
             self.reply_static(write::OK, ctx);
             return;
@@ -861,7 +803,7 @@ impl Session {
             );
             return self.reply(error(&text), ctx);
         }
-        if self.ded.is_some() {
+        if self.own.is_some() {
             return self.send_dedicated(cmd, kind, ctx);
         }
         let Some(handle) = self.pool.acquire(ctx.address().recipient(), self.db) else {
@@ -872,16 +814,6 @@ impl Session {
             );
             return self.reply(error(&text), ctx);
         };
-        self.ded = Some(Ded {
-            handle,
-            owed: VecDeque::new(),
-            push: false,
-            entering: false,
-            open: false,
-            watching: false,
-            resetting: None,
-            blocking: None,
-        });
         self.barriers += 1;
         let barrier = BARRIER_BASE + self.barriers;
         // Sent on its own, after what was gathered: it must follow every earlier command.
@@ -894,57 +826,35 @@ impl Session {
             request: Request::One(Bytes::from_static(b"*1\r\n$4\r\nPING\r\n")),
             slot: None,
         });
+        let mut own = Own::taking(handle, Held { cmd, kind, barrier });
         if sent.is_err() {
-            return self.send_dedicated(cmd, kind, ctx);
+            let held = own.barrier_answered(barrier).expect("its own barrier");
+            self.own = Some(own);
+            return self.send_dedicated(held.cmd, kind, ctx);
         }
-        let push = enters_push(kind);
-        self.held = Some(Held {
-            cmd,
-            kind,
-            push,
-            barrier,
-        });
+        self.own = Some(own);
         self.update_gate();
     }
 
     fn send_dedicated(&mut self, cmd: Command, kind: Kind, ctx: &mut Context<Self>) {
         self.flush_forwards(ctx);
-        let Some(d) = &mut self.ded else { return };
-        if kind == Kind::Watch {
-            d.watching = true;
-        }
-        if enters_push(kind) {
-            // The PUBLISH first: a WAIT the client sends through later counts its writes made
-            // on the shared connection before (see `dedicated::wait_offset_frame`).
-            let mut frames = vec![(dedicated::wait_offset_frame(), Dest::Swallow("PUBLISH"))];
-            // From now on everything passes through, CLIENT GETNAME too (Redis answers it in
-            // MONITOR mode and once the client unsubscribed from everything): the backend
-            // connection takes the client's name first (reset with the connection on release).
-            if let Some(name) = self.name.as_ref() {
-                let setname = Command::from_args(&[&b"CLIENT"[..], b"SETNAME", name]);
-                frames.push((setname.into_frame(), Dest::Swallow("CLIENT SETNAME")));
-            }
-            // MONITOR and RESP3 clients can run anything (a blocking command included).
-            d.open = kind != Kind::Subscribe;
-            frames.push((cmd.into_frame(), Dest::EnterPush));
-            d.entering = true;
-            send_frames(d, frames);
+        if own::enters_push(kind) {
+            let Some(own) = &mut self.own else { return };
+            own.enter_push(cmd, kind, self.name.as_ref());
             self.settings.metrics.forwarded.increment(1);
             self.update_gate();
             return;
         }
-        let watch = kind == Kind::Watch;
         let seq = if kind == Kind::Wait {
             let publish = vec![(dedicated::wait_offset_frame(), Dest::WaitOffset)];
             self.forward_after(publish, Request::One(cmd.into_frame()), None, ctx)
         } else {
             self.forward(Request::One(cmd.into_frame()), ctx)
         };
-        // Every other command that needs a connection of its own can block.
-        if let Some(d) = self.ded.as_mut().filter(|_| !watch) {
-            d.blocking = Some(seq);
-            self.update_gate();
+        if let Some(own) = &mut self.own {
+            own.sent(kind, seq);
         }
+        self.update_gate();
     }
 
     /// Push mode (pub/sub, MONITOR, RESP3): the connection is the client's until RESET, QUIT or
@@ -962,9 +872,8 @@ impl Session {
             // marks the end of what it owed the client (`dedicated::Ending`); nothing is read
             // meanwhile (see `PushEnded`).
             Kind::Quit | Kind::Reset if kind == Kind::Quit || argc == 1 => {
-                let Some(d) = &mut self.ded else { return };
-                d.resetting = Some(kind);
-                d.handle.addr.do_send(dedicated::EndPush { may_block: d.open });
+                let Some(own) = &mut self.own else { return };
+                own.end_push(kind);
                 if kind == Kind::Reset {
                     self.multi = None;
                     self.watch_lost = None;
@@ -1027,25 +936,24 @@ impl Session {
     /// Sends `cmd` through in push mode. `open`: not a pub/sub command, so after it the client
     /// may have anything running on the connection.
     fn pass(&mut self, cmd: Command, open: bool) {
-        let Some(d) = &mut self.ded else { return };
+        let Some(own) = &mut self.own else { return };
         self.settings.metrics.forwarded.increment(1);
-        d.open |= open;
-        send_frames(d, vec![(cmd.into_frame(), Dest::Pass)]);
+        own.pass(cmd.into_frame(), open);
         self.update_gate();
     }
 
     /// Push mode: `answer` goes to the client after the replies to everything it sent before.
     fn answer_in_order(&mut self, answer: Bytes) {
         self.settings.metrics.local.increment(1);
-        if let Some(d) = &self.ded {
-            d.handle.addr.do_send(dedicated::Answer(answer));
+        if let Some(own) = &self.own {
+            own.answer(answer);
         }
     }
 
     fn unwatch(&mut self, ctx: &mut Context<Self>) {
         self.watch_lost = None;
-        if let Some(d) = &mut self.ded {
-            d.watching = false;
+        if let Some(own) = &mut self.own {
+            own.unwatched();
         }
         self.forward(Request::One(Bytes::from_static(b"*1\r\n$7\r\nUNWATCH\r\n")), ctx);
     }
@@ -1053,32 +961,16 @@ impl Session {
     /// RESET outside pub/sub: what the dedicated connection owes still comes (its slots are
     /// ahead of RESET's); the WATCH and DB it holds are undone, and it is given back once idle.
     fn reset_dedicated(&mut self) {
-        let initial = self.settings.initial_db;
-        let db = self.db;
-        let Some(d) = &mut self.ded else { return };
-        let mut frames = Vec::new();
-        if std::mem::take(&mut d.watching) {
-            frames.push((
-                Bytes::from_static(b"*1\r\n$7\r\nUNWATCH\r\n"),
-                Dest::Swallow("UNWATCH"),
-            ));
-        }
-        if db != initial {
-            let select = Command::from_args(&[b"SELECT".to_vec(), initial.to_string().into_bytes()]);
-            frames.push((select.into_frame(), Dest::Swallow("SELECT")));
-        }
-        if !frames.is_empty() {
-            send_frames(d, frames);
+        let (db, initial) = (self.db, self.settings.initial_db);
+        if let Some(own) = &mut self.own {
+            own.reset(db, initial);
         }
         self.maybe_release();
     }
 
     /// Gives the dedicated connection back once nothing needs it any more.
     fn maybe_release(&mut self) {
-        let idle = self.ded.as_ref().is_some_and(|d| {
-            d.owed.is_empty() && !d.push && !d.entering && !d.watching && self.held.is_none()
-        });
-        if idle {
+        if self.own.as_ref().is_some_and(Own::idle) {
             self.release_dedicated(None);
         }
     }
@@ -1086,10 +978,8 @@ impl Session {
     /// `reset`: push mode ended (`PushEnded`), by the client's own RESET if true; None: the
     /// connection may be reused unless the client could have left a command running there.
     fn release_dedicated(&mut self, reset: Option<bool>) {
-        if let Some(d) = self.ded.take() {
-            let reuse = reset.unwrap_or(!d.open);
-            d.handle.pause_reading(false);
-            d.handle.addr.do_send(dedicated::Release { reuse });
+        if let Some(own) = self.own.take() {
+            own.release(reset);
             self.update_gate();
         }
     }
@@ -1134,12 +1024,6 @@ impl Session {
     }
 }
 
-/// Whether a command of `kind` starts push mode on the client's own connection: pub/sub,
-/// MONITOR, and HELLO 3 (RESP3, where the server may push at any time).
-fn enters_push(kind: Kind) -> bool {
-    kind.enters_push() || kind == Kind::Hello
-}
-
 /// The error of a command the relayer refuses, `why` as the command table says.
 fn refused(entry: &Spec, why: &str) -> Bytes {
     error(&format!("ERR relayer: '{}' {why}", entry.name))
@@ -1151,13 +1035,6 @@ fn not_relayed(cmd: &Command) -> Bytes {
         String::from_utf8_lossy(cmd.arg(0)).to_uppercase()
     );
     error(&text)
-}
-
-/// Writes `frames` on the dedicated connection, counting them as not yet written.
-fn send_frames(d: &mut Ded, frames: Vec<(Bytes, Dest)>) {
-    let len: usize = frames.iter().map(|(f, _)| f.len()).sum();
-    d.handle.unsent.set(d.handle.unsent.get() + len);
-    d.handle.addr.do_send(dedicated::Send { frames });
 }
 
 const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
@@ -1300,14 +1177,13 @@ impl StreamHandler<Parsed<Result<Command, RequestError>>> for Session {
         // A command still waiting for its barrier was not sent, and now never is: Redis would
         // run it and drop it with the client, and a blocking pop not run takes no item that
         // nobody would read. The replies owed before it are still written, as by Redis.
-        if self.held.take_if(|h| h.dropped_on_close()).is_some() {
+        if self.own.as_mut().is_some_and(Own::drop_held_on_close) {
             self.release_dedicated(None);
         }
         // Like Redis with a client gone while blocked or subscribed: nothing is left running
         // for it (its dedicated connection is closed or reset), and no reply is owed.
         if self.drops_on_close() {
             self.release_dedicated(None);
-            self.held = None;
             return ctx.stop();
         }
         self.close_after_replies(ctx);
@@ -1345,7 +1221,7 @@ impl Session {
         }
         if seq >= BARRIER_BASE {
             // Another barrier's: its command failed already.
-            let Some(held) = self.held.take_if(|h| h.barrier == seq) else {
+            let Some(held) = self.own.as_mut().and_then(|own| own.barrier_answered(seq)) else {
                 return;
             };
             // The shared connection was lost or timed out (the relayer's own errors): the earlier
@@ -1386,8 +1262,8 @@ impl Session {
     fn on_dedicated(&mut self, msg: FromDedicated, ctx: &mut Context<Self>) {
         match msg {
             FromDedicated::Reply { seq, data } => {
-                if let Some(d) = &mut self.ded {
-                    d.owed.pop_front();
+                if let Some(own) = &mut self.own {
+                    own.replied();
                 }
                 self.on_reply(seq, data, ctx);
                 self.maybe_release();
@@ -1395,7 +1271,7 @@ impl Session {
             FromDedicated::Pushed(data) => {
                 // Only an owner in push mode has pushed replies; anything else would be a reply
                 // too many for the client, and shift every later one.
-                if !self.ded.as_ref().is_some_and(|d| d.push) {
+                if !self.own.as_ref().is_some_and(Own::in_push) {
                     slog::warn!(self.settings.log, "a pushed reply outside push mode was dropped"; "session" => self.id);
                     return;
                 }
@@ -1403,7 +1279,7 @@ impl Session {
                 self.push_reply(data, ctx);
             }
             FromDedicated::PushEnded { reset } => {
-                let Some(kind) = self.ded.as_ref().and_then(|d| d.resetting) else {
+                let Some(kind) = self.own.as_ref().and_then(Own::ending) else {
                     return;
                 };
                 // Not reset (a backend without RESET, before 6.2): the connection is closed
@@ -1418,9 +1294,8 @@ impl Session {
             }
             FromDedicated::Entered { data, ok } => {
                 let data = self.decoded(data);
-                if let Some(d) = &mut self.ded {
-                    d.entering = false;
-                    d.push = ok;
+                if let Some(own) = &mut self.own {
+                    own.entered(ok);
                 }
                 self.push_reply(data, ctx);
                 // Refused (arity, ACL): the client is an ordinary one again.
@@ -1428,22 +1303,23 @@ impl Session {
                 self.update_gate();
             }
             FromDedicated::Lost(error) => {
-                let Some(d) = self.ded.take() else { return };
-                if d.watching {
+                let Some(own) = self.own.take() else { return };
+                let lost = own.lost();
+                if lost.watching {
                     let text = String::from_utf8_lossy(&error[1..error.len().saturating_sub(2)]);
                     self.watch_lost = Some(text.trim_start_matches("ERR relayer: ").to_string());
                 }
-                for seq in d.owed {
+                for seq in lost.owed {
                     self.on_reply(seq, error.clone(), ctx);
                 }
                 // A command waiting for the barrier fails the same way.
-                if self.held.take().is_some() {
+                if lost.held.is_some() {
                     self.reply(error.clone(), ctx);
                 }
-                if d.entering {
+                if lost.entering {
                     self.push_reply(error.clone(), ctx);
                 }
-                if d.push {
+                if lost.push {
                     // A subscriber cannot be told in band: it reconnects and subscribes again.
                     self.push_reply(error, ctx);
                     self.close_after_replies(ctx);
