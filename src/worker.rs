@@ -4,7 +4,8 @@
 //! clients of every listener over more cores, the kernel handing each accepted connection to
 //! one of them.
 
-use crate::config::{FirehoseConfig, Kind, Mode, Relayer, Settings};
+use crate::config::redis::{Mode, Settings};
+use crate::config::{FirehoseConfig, Kind, Relayer};
 use actix::prelude::*;
 use relayer_actors::endpoint::TargetAddr;
 use relayer_actors::firehose::batcher::{self, Batcher, BatcherSettings, FirehoseMetrics, Undelivered};

@@ -6,22 +6,23 @@
 //!
 //! The global keys and what every `[[relayer]]` entry has (its listener) are read here; the
 //! keys of each protocol by the module named after it, into the variant of `Kind` it owns.
-//! Nothing here changes while the relayer runs: what running entries share lives with them.
+//! Values only: the state the running copies of an entry share (their count of dedicated
+//! connections) is the worker's (`worker::Shared`).
 
-mod cluster;
+pub mod cluster;
 mod firehose;
 mod not_relayed;
 mod raw;
-mod redis;
+pub mod redis;
 mod tls;
 
-pub use cluster::Cluster;
 pub use not_relayed::NotRelayed;
-pub use redis::{Mode, Redis, Settings};
 pub use relayer_actors::firehose::config::FirehoseConfig;
 
+use cluster::Cluster;
 use config::{File, FileFormat, Value};
 use raw::{normalize, Entry, Int, RawGlobal, RawRelayer, Table};
+use redis::Redis;
 use relayer_actors::endpoint::ListenAddr;
 use relayer_actors::listener::UnixAccess;
 use relayer_actors::resp::request::Limits;
@@ -468,5 +469,53 @@ mod tests {
         let ours = load(&root.join("config/relayer.toml")).unwrap();
         assert!(ours.warnings.is_empty(), "{:?}", ours.warnings);
         assert_eq!(ours.relayers.len(), 2);
+    }
+
+    #[test]
+    fn protocols_not_relayed_are_reported_apart() {
+        let c = load_str(
+            "[[relayer]]\nprotocol = \"SQS\"\nlisten = \"tcp://:1\"\n[[relayer]]\nprotocol = \"redis-plus\"\nlisten = \"tcp://:2\"\n",
+        )
+        .unwrap();
+        assert!(c.relayers.is_empty());
+        let n: Vec<_> = c
+            .not_relayed
+            .iter()
+            .map(|n| (n.listen_key.as_str(), n.protocol))
+            .collect();
+        assert_eq!(n, [("tcp://:1", "sqs"), ("tcp://:2", "redis-plus")]);
+        assert!(
+            c.warnings[0]
+                .ends_with("protocol 'sqs' is not supported by this version yet: the entry is not started"),
+            "{:?}",
+            c.warnings
+        );
+        // Their listens are taken all the same.
+        let e = load_str("[[relayer]]\nprotocol = \"sqs\"\nlisten = \"tcp://:1\"\n[[relayer]]\nprotocol = \"redis\"\nlisten = \"tcp://:1\"\nurl = \"tcp://h:2\"\n")
+            .unwrap_err()
+            .0;
+        assert!(e.contains("the same listen appears twice"), "{e}");
+    }
+
+    /// The Redis keys every entry of the original's format may carry are checked in entries of
+    /// other protocols too, where they are not used.
+    #[test]
+    fn redis_keys_are_checked_in_every_entry() {
+        for protocol in ["firehose\"\nstreamName = \"s", "sqs"] {
+            for (extra, want) in [
+                ("mode = \"turbo\"", "key 'mode': unknown mode 'turbo'"),
+                ("password = \"\"", "key 'password': must not be empty"),
+                ("connectTimeout = 0", "key 'connectTimeout': must be more than 0"),
+                ("maxPendingBytes = 0", "key 'maxPendingBytes': 0 is not allowed"),
+                ("tlsCaFile = \"ca.pem\"", "key 'tlsCaFile': only used with TLS"),
+            ] {
+                let e = load_str(&format!(
+                    "[[relayer]]\nprotocol = \"{protocol}\"\nlisten = \"tcp://:1\"\n{extra}\n"
+                ))
+                .unwrap_err()
+                .0;
+                assert!(e.contains(want), "{protocol} {extra}: {e}");
+            }
+        }
     }
 }
