@@ -78,12 +78,12 @@ impl Settings {
         let tls = tls::client(e, Some(target))?;
         let timeout = timeout(e)?;
         let retry_timeout = retry_timeout(e)?;
-        let mode = match smart {
-            false => Mode::Sync,
-            true => Mode::Smart(
-                SmartTable::new(&async_commands(e))
-                    .map_err(|err| format!("{}: {err}", e.key("asynccommands")))?,
-            ),
+        let mode = if smart {
+            let table = SmartTable::new(&async_commands(e))
+                .map_err(|err| format!("{}: {err}", e.key("asynccommands")))?;
+            Mode::Smart(table)
+        } else {
+            Mode::Sync
         };
         let compression = compression(e, warnings)?;
         let connect_timeout = connect_timeout(e)?;
