@@ -2,6 +2,7 @@
 
 mod config;
 mod logging;
+mod reload;
 mod rlimit;
 mod supervisor;
 mod worker;
@@ -46,7 +47,7 @@ fn main() {
         println!(
             "{}: configuration OK, {} relayer(s)",
             cli.config.display(),
-            config.relayers.len()
+            config.relayers.len() + config.not_relayed.len()
         );
         return;
     }

@@ -1,13 +1,14 @@
 //! The supervisor: reads the configuration, binds every listener once, and runs the relayer
 //! entries on `workers` worker threads (each with duplicates of the sockets). On SIGHUP it
-//! applies a reloaded configuration (new entries start, removed ones drain and stop, changed
-//! ones get a new backend behind the same listener and clients, unchanged ones are left alone),
-//! and on SIGTERM or SIGINT it drains what was acknowledged early and stops.
+//! applies a reloaded configuration as `reload::diff` decides (new entries start, removed ones
+//! drain and stop, changed ones get a new backend behind the same listener and clients,
+//! unchanged ones are left alone): it binds, sends the workers what to do and logs; and on
+//! SIGTERM or SIGINT it drains what was acknowledged early and stops.
 
-use crate::config::{self, Config, Protocol, Relayer};
-use crate::worker::{Apply, Left, Stop, Worker};
+use crate::config::{self, Config};
+use crate::reload::{self, Changes, Running};
+use crate::worker::{Apply, Left, Run, Stop, Worker};
 use actix::Addr;
-use relayer_actors::endpoint::ListenAddr;
 use relayer_actors::listener::{bind, SocketFile, StdBound};
 use relayer_actors::resp::request::Limits;
 use slog::{error, info, warn, Logger};
@@ -22,10 +23,9 @@ pub fn run(config: Config, log: Logger) -> i32 {
 
 struct Supervisor {
     path: PathBuf,
-    limits: Limits,
     workers: Vec<Addr<Worker>>,
-    /// The entries running, by listen.
-    relayers: HashMap<String, Relayer>,
+    /// The entries running, by listen, and the limits they run with.
+    running: Running,
     /// The sockets bound, kept so each later worker message can carry duplicates.
     sockets: HashMap<String, (StdBound, Option<SocketFile>)>,
     log: Logger,
@@ -52,11 +52,12 @@ async fn serve(config: Config, log: Logger) -> i32 {
             }
         }
     }
-    let relayers = started_entries(&config);
+    let running = Running::nothing(&config);
+    let changes = reload::diff(&running, &config);
     // Bind everything first: at start, a listener that cannot bind stops the process before
     // any client is accepted anywhere.
     let mut sockets = HashMap::new();
-    for r in &relayers {
+    for r in &changes.added {
         match bind(&r.listen, r.unix_access) {
             Ok(b) => {
                 sockets.insert(r.listen_key.clone(), b);
@@ -67,7 +68,7 @@ async fn serve(config: Config, log: Logger) -> i32 {
             }
         }
     }
-    if relayers.is_empty() {
+    if changes.added.is_empty() {
         warn!(log, "no relayer to start in the configuration"; "file" => %config.path.display());
     }
     if config.workers > 1 {
@@ -78,14 +79,12 @@ async fn serve(config: Config, log: Logger) -> i32 {
         .collect();
     let mut sup = Supervisor {
         path: config.path.clone(),
-        limits: config.limits,
         workers,
-        relayers: HashMap::new(),
+        running,
         sockets,
         log,
     };
-    let new: HashSet<String> = relayers.iter().map(|r| r.listen_key.clone()).collect();
-    sup.apply(relayers, &new).await;
+    sup.apply(config.limits, changes, &HashSet::new()).await;
     // Signals are handled one at a time: reloads never overlap, and a stop waits for a reload.
     let first = loop {
         match signals.next(&sup.log).await {
@@ -106,46 +105,55 @@ async fn serve(config: Config, log: Logger) -> i32 {
     code
 }
 
-fn started_entries(config: &Config) -> Vec<Relayer> {
-    config
-        .relayers
-        .iter()
-        .filter(|r| !matches!(r.protocol, Protocol::Unsupported(_)))
-        .cloned()
-        .collect()
-}
-
 impl Supervisor {
-    /// Sends every worker the entries to run, with duplicates of the sockets of `new` ones, and
-    /// waits until each has applied them.
-    async fn apply(&mut self, relayers: Vec<Relayer>, new: &HashSet<String>) {
+    /// Sends every worker what changes, with duplicates of the sockets of the entries added
+    /// (but those in `not_bound`), waits until each has applied it, and records what runs.
+    async fn apply(&mut self, limits: Limits, changes: Changes, not_bound: &HashSet<String>) {
+        // One `Run` per entry started or replaced, the same for every worker: its copies share
+        // what it holds.
+        let start: Vec<Run> = changes
+            .added
+            .into_iter()
+            .filter(|r| !not_bound.contains(&r.listen_key))
+            .map(Run::new)
+            .collect();
+        let replace: Vec<Run> = changes.changed.into_iter().map(|c| Run::new(c.relayer)).collect();
         let mut applied = vec![];
         for w in &self.workers {
-            let mut bound = HashMap::new();
-            for key in new {
+            let mut bound = vec![];
+            for run in &start {
+                let key = &run.relayer.listen_key;
                 let Some((socket, _)) = self.sockets.get(key) else {
                     continue;
                 };
                 match socket.try_clone() {
-                    Ok(s) => {
-                        bound.insert(key.clone(), s);
-                    }
+                    Ok(s) => bound.push((run.clone(), s)),
                     Err(e) => {
                         error!(self.log, "cannot duplicate a listening socket"; "listen" => key, "error" => %e)
                     }
                 }
             }
             applied.push(w.send(Apply {
-                relayers: relayers.clone(),
-                limits: self.limits,
-                bound,
+                limits,
+                remove: changes.removed.clone(),
+                replace: replace.clone(),
+                start: bound,
             }));
         }
         futures_util::future::join_all(applied).await;
-        self.relayers = relayers.into_iter().map(|r| (r.listen_key.clone(), r)).collect();
+        let running = &mut self.running;
+        for key in &changes.removed {
+            running.relayers.remove(key);
+        }
+        for run in replace.into_iter().chain(start) {
+            running
+                .relayers
+                .insert(run.relayer.listen_key.clone(), run.relayer);
+        }
+        running.limits = limits;
     }
 
-    /// Reads and validates the whole file, then applies it entry by entry. A bad file changes
+    /// Reads and validates the whole file, then applies what changes. A bad file changes
     /// nothing; a listener that cannot bind is skipped (and tried again at the next reload).
     async fn reload(&mut self) {
         let config = match config::load(&self.path) {
@@ -158,55 +166,39 @@ impl Supervisor {
         for w in &config.warnings {
             warn!(self.log, "{}", w);
         }
-        if config.workers != self.workers.len() {
+        let changes = reload::diff(&self.running, &config);
+        if let Some(configured) = changes.workers_ignored {
             warn!(self.log, "workers is read at start only: restart to change it";
-                "running" => self.workers.len(), "configured" => config.workers);
+                "running" => self.workers.len(), "configured" => configured);
         }
-        let limits_changed = config.limits != self.limits;
-        self.limits = config.limits;
-        let mut wanted = started_entries(&config);
-        let keys: HashSet<&str> = wanted.iter().map(|r| r.listen_key.as_str()).collect();
-        let gone: Vec<String> = self
-            .relayers
-            .keys()
-            .filter(|k| !keys.contains(k.as_str()))
-            .cloned()
-            .collect();
-        for key in &gone {
+        for key in &changes.removed {
             // The workers stop listening on their duplicates; a unix socket's file goes now.
             self.sockets.remove(key);
         }
-        let (mut changed, mut unchanged) = (0, 0);
-        let mut new = HashSet::new();
-        let mut failed = HashSet::new();
-        for r in &wanted {
-            match self.relayers.get(&r.listen_key) {
-                Some(old) if *old == *r && !limits_changed => unchanged += 1,
-                Some(old) => {
-                    if let (ListenAddr::Unix(path), true) = (&r.listen, r.unix_access != old.unix_access) {
-                        if let Err(err) = r.unix_access.apply(path) {
-                            warn!(self.log, "cannot change the unix socket's permissions"; "listen" => &r.listen_key, "error" => %err);
-                        }
-                    }
-                    changed += 1;
+        for c in &changes.changed {
+            if let Some(path) = &c.chmod {
+                if let Err(err) = c.relayer.unix_access.apply(path) {
+                    warn!(self.log, "cannot change the unix socket's permissions"; "listen" => &c.relayer.listen_key, "error" => %err);
                 }
-                None => match bind(&r.listen, r.unix_access) {
-                    Ok(b) => {
-                        self.sockets.insert(r.listen_key.clone(), b);
-                        new.insert(r.listen_key.clone());
-                    }
-                    Err(e) => {
-                        error!(self.log, "cannot listen, entry skipped until the next reload"; "listen" => &r.listen_key, "error" => %e);
-                        failed.insert(r.listen_key.clone());
-                    }
-                },
             }
         }
-        wanted.retain(|r| !failed.contains(&r.listen_key));
-        let added = new.len();
-        self.apply(wanted, &new).await;
+        let mut failed = HashSet::new();
+        for r in &changes.added {
+            match bind(&r.listen, r.unix_access) {
+                Ok(b) => {
+                    self.sockets.insert(r.listen_key.clone(), b);
+                }
+                Err(e) => {
+                    error!(self.log, "cannot listen, entry skipped until the next reload"; "listen" => &r.listen_key, "error" => %e);
+                    failed.insert(r.listen_key.clone());
+                }
+            }
+        }
+        let (added, changed) = (changes.added.len() - failed.len(), changes.changed.len());
+        let (removed, unchanged) = (changes.removed.len(), changes.unchanged.len());
+        self.apply(config.limits, changes, &failed).await;
         info!(self.log, "configuration reloaded"; "file" => %self.path.display(), "added" => added,
-            "changed" => changed, "removed" => gone.len(), "unchanged" => unchanged, "not_bound" => failed.len());
+            "changed" => changed, "removed" => removed, "unchanged" => unchanged, "not_bound" => failed.len());
     }
 
     /// Stops every worker: each stops accepting and drains within the drain timeouts; what is
@@ -222,7 +214,7 @@ impl Supervisor {
         // One line with the exact counts, whatever they are.
         let (d, f) = (&left.redis, left.firehose);
         if left.all_delivered() {
-            info!(self.log, "stopped, every acknowledged write delivered"; "relayers" => self.relayers.len(),
+            info!(self.log, "stopped, every acknowledged write delivered"; "relayers" => self.running.relayers.len(),
                 "delivered" => d.delivered);
         } else if !d.all_delivered() || f.lost > 0 {
             error!(self.log, "stopped with acknowledged writes not delivered";

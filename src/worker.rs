@@ -4,15 +4,17 @@
 //! clients of every listener over more cores, the kernel handing each accepted connection to
 //! one of them.
 
-use crate::config::{Protocol, Relayer};
+use crate::config::redis::{Mode, Settings};
+use crate::config::{FirehoseConfig, Kind, Relayer};
 use actix::prelude::*;
+use relayer_actors::endpoint::TargetAddr;
 use relayer_actors::firehose::batcher::{self, Batcher, BatcherSettings, FirehoseMetrics, Undelivered};
 use relayer_actors::firehose::buffer::Buffer;
 use relayer_actors::firehose::pack::MAX_CALL_RECORDS;
 use relayer_actors::firehose::session as fh;
 use relayer_actors::listener::{Listener, ListenerSettings, StdBound, StopListening};
 use relayer_actors::metrics::RelayerMetrics;
-use relayer_actors::redis::dedicated::Pool;
+use relayer_actors::redis::dedicated::{LiveCount, Pool};
 use relayer_actors::redis::delivery::Delivery;
 use relayer_actors::redis::session::{Current, Route, SessionSettings, Smart};
 use relayer_actors::redis::smart::Budget;
@@ -21,7 +23,7 @@ use relayer_actors::resp::request::Limits;
 use relayer_actors::route::Frontend;
 use slog::{error, info, o, warn, Logger};
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -56,14 +58,77 @@ impl Left {
     }
 }
 
-/// The whole set of entries to run: started, changed, removed or left alone by their `listen`.
-/// `bound` holds this worker's duplicates of the sockets of the entries new to it.
+/// What a reload (or the start) changes, as the supervisor decided it: entries to remove, to
+/// give a new backend, and to start; the others are left alone.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Apply {
-    pub relayers: Vec<Relayer>,
     pub limits: Limits,
-    pub bound: HashMap<String, StdBound>,
+    /// Listens of the entries to stop.
+    pub remove: Vec<String>,
+    /// Entries to give a new backend, behind the same listener and clients.
+    pub replace: Vec<Run>,
+    /// Entries to start, each with this worker's duplicate of its socket.
+    pub start: Vec<(Run, StdBound)>,
+}
+
+/// An entry to start or to replace, with what its copies on every worker share.
+#[derive(Clone)]
+pub struct Run {
+    pub relayer: Relayer,
+    pub shared: Shared,
+}
+
+impl Run {
+    /// `relayer` with a new `Shared`: a replaced entry starts afresh, as a new one does.
+    pub fn new(relayer: Relayer) -> Run {
+        Run {
+            relayer,
+            shared: Shared::default(),
+        }
+    }
+}
+
+/// What the copies of one entry on every worker share while it runs: runtime state, made when
+/// the entry starts or is replaced, never part of its configuration.
+#[derive(Clone, Default)]
+pub struct Shared {
+    /// Live dedicated connections, so that `maxDedicatedConnections` holds across workers. A
+    /// replaced entry starts with a new count, while the connections its old clients still
+    /// hold stay live a while: up to twice the maximum, briefly.
+    pub dedicated_live: LiveCount,
+}
+
+/// What a backend is started from: a Redis and a Redis Cluster entry differ only in where
+/// they connect.
+enum BackendConfig<'a> {
+    Redis(RedisTarget<'a>),
+    Firehose(&'a FirehoseConfig),
+}
+
+struct RedisTarget<'a> {
+    /// A Redis entry's url, or a cluster's first seed.
+    addr: &'a TargetAddr,
+    cluster_seeds: Option<&'a [TargetAddr]>,
+    settings: &'a Settings,
+}
+
+impl<'a> From<&'a Kind> for BackendConfig<'a> {
+    fn from(kind: &'a Kind) -> Self {
+        match kind {
+            Kind::Redis(r) => BackendConfig::Redis(RedisTarget {
+                addr: &r.target,
+                cluster_seeds: None,
+                settings: &r.settings,
+            }),
+            Kind::Cluster(c) => BackendConfig::Redis(RedisTarget {
+                addr: c.first_seed(),
+                cluster_seeds: Some(&c.seeds),
+                settings: &c.settings,
+            }),
+            Kind::Firehose(f) => BackendConfig::Firehose(f),
+        }
+    }
 }
 
 /// Stop accepting, let the replies clients wait on come and drain every backend within its
@@ -85,40 +150,45 @@ impl Worker {
     }
 
     /// A new target for `r`, and the settings its sessions use.
-    fn start_target(&self, r: &Relayer, log: &Logger) -> Current {
-        let addr = r.target.clone().expect("redis relayers have a url");
-        let addr_for_pool = addr.clone();
+    fn start_target(&self, r: &Relayer, t: &RedisTarget, shared: &Shared, log: &Logger) -> Current {
+        let s = t.settings;
+        let addr = t.addr.clone();
         let known_dbs = KnownDbs::new();
-        let budget = r.smart_table.as_ref().map(|_| Budget::new(r.max_pending_bytes));
-        let smart = r
-            .smart_table
-            .clone()
-            .zip(budget.clone())
-            .map(|(table, budget)| Smart { table, budget });
+        let (smart, budget) = match &s.mode {
+            Mode::Sync => (None, None),
+            Mode::Smart(table) => {
+                let budget = Budget::new(s.max_pending_bytes);
+                let smart = Smart {
+                    table: table.clone(),
+                    budget: budget.clone(),
+                };
+                (Some(smart), Some(budget))
+            }
+        };
         let metrics = RelayerMetrics::new(&r.listen_key);
         let settings = Arc::new(SessionSettings {
-            max_pending: r.max_pending_replies,
+            max_pending: s.max_pending_replies,
             limits: self.limits,
             initial_db: addr.db,
             known_dbs: known_dbs.clone(),
             smart,
-            password: r.password.clone(),
-            cluster: r.cluster_seeds.is_some(),
-            compression: r.compression,
+            password: s.password.clone(),
+            cluster: t.cluster_seeds.is_some(),
+            compression: s.compression,
             metrics: metrics.clone(),
             log: log.clone(),
         });
-        info!(log, "relayer target started"; "backend" => %addr, "mode" => ?r.mode, "connections" => r.max_connections);
+        info!(log, "relayer target started"; "backend" => %addr, "mode" => s.mode.name(), "connections" => s.connections);
         let target = Target::new(
             TargetSettings {
-                addr,
-                cluster_seeds: r.cluster_seeds.clone(),
-                tls: r.tls.clone(),
-                connections: r.max_connections,
-                timeout: r.timeout,
-                connect_timeout: r.connect_timeout,
+                addr: addr.clone(),
+                cluster_seeds: t.cluster_seeds.map(<[TargetAddr]>::to_vec),
+                tls: s.tls.clone(),
+                connections: s.connections,
+                timeout: s.timeout,
+                connect_timeout: s.connect_timeout,
                 max_reply_line: self.limits.max_bulk_len,
-                retry_timeout: r.retry_timeout,
+                retry_timeout: s.retry_timeout,
                 budget,
                 metrics,
                 log: log.clone(),
@@ -130,11 +200,11 @@ impl Worker {
             target,
             settings,
             dedicated: Pool::new(
-                addr_for_pool,
-                r.tls.clone(),
-                r.connect_timeout,
-                r.max_dedicated,
-                r.dedicated_live.clone(),
+                addr,
+                s.tls.clone(),
+                s.connect_timeout,
+                s.max_dedicated,
+                shared.dedicated_live.clone(),
                 self.limits.max_bulk_len,
                 log.clone(),
             ),
@@ -143,11 +213,7 @@ impl Worker {
     }
 
     /// A new Firehose batcher for `r`, and the settings its sessions use.
-    fn start_batcher(&self, r: &Relayer, log: &Logger) -> fh::Current {
-        let f = r
-            .firehose
-            .as_ref()
-            .expect("firehose relayers have firehose settings");
+    fn start_batcher(&self, r: &Relayer, f: &FirehoseConfig, log: &Logger) -> fh::Current {
         let metrics = FirehoseMetrics::new(&r.listen_key);
         let buffer = Arc::new(
             Buffer::new(f.buffer, f.buffer_bytes).wake_after(MAX_CALL_RECORDS * f.max_records.max(1)),
@@ -185,18 +251,18 @@ impl Worker {
         }
     }
 
-    fn start_backend(&self, r: &Relayer, log: &Logger) -> Backend {
-        match r.protocol {
-            Protocol::Firehose => {
-                let current = self.start_batcher(r, log);
+    fn start_backend(&self, r: &Relayer, shared: &Shared, log: &Logger) -> Backend {
+        match BackendConfig::from(&r.kind) {
+            BackendConfig::Firehose(f) => {
+                let current = self.start_batcher(r, f, log);
                 let batcher = current.batcher.clone();
                 Backend::Firehose {
                     route: fh::Route::new(current),
                     batcher,
                 }
             }
-            _ => {
-                let current = self.start_target(r, log);
+            BackendConfig::Redis(t) => {
+                let current = self.start_target(r, &t, shared, log);
                 let target = current.target.clone();
                 Backend::Redis {
                     route: Route::new(current),
@@ -206,7 +272,8 @@ impl Worker {
         }
     }
 
-    fn start_entry(&mut self, r: Relayer, bound: StdBound) {
+    fn start_entry(&mut self, run: Run, bound: StdBound) {
+        let Run { relayer: r, shared } = run;
         let log = self.log.new(o!("listen" => r.listen_key.clone()));
         let bound = match bound.into_bound() {
             Ok(b) => b,
@@ -215,7 +282,7 @@ impl Worker {
                 return;
             }
         };
-        let backend = self.start_backend(&r, &log);
+        let backend = self.start_backend(&r, &shared, &log);
         let frontend = Rc::new(RefCell::new(backend.frontend()));
         let settings = Arc::new(ListenerSettings {
             listen: r.listen.clone(),
@@ -237,12 +304,12 @@ impl Worker {
     /// Puts a changed entry's new backend in place: same protocol, behind the same route (its
     /// clients switch at their next command); another protocol, a new route for new clients.
     /// The old backend finishes what it owes, then stops.
-    fn replace_backend(&self, e: &mut Entry, r: &Relayer) {
+    fn replace_backend(&self, e: &mut Entry, r: &Relayer, shared: &Shared) {
         let log = e.log.clone();
         let limit = e.relayer.drain_timeout;
-        match (&mut e.backend, r.protocol) {
-            (Backend::Redis { route, target }, Protocol::Redis | Protocol::RedisCluster) => {
-                let next = self.start_target(r, &log);
+        match (&mut e.backend, BackendConfig::from(&r.kind)) {
+            (Backend::Redis { route, target }, BackendConfig::Redis(t)) => {
+                let next = self.start_target(r, &t, shared, &log);
                 let old = std::mem::replace(target, next.target.clone());
                 route.replace(next);
                 let old = Backend::Redis {
@@ -251,8 +318,8 @@ impl Worker {
                 };
                 actix::spawn(retire_backend(old, limit, log, self.retired.clone()));
             }
-            (Backend::Firehose { route, batcher }, Protocol::Firehose) => {
-                let next = self.start_batcher(r, &log);
+            (Backend::Firehose { route, batcher }, BackendConfig::Firehose(f)) => {
+                let next = self.start_batcher(r, f, &log);
                 let old = std::mem::replace(batcher, next.batcher.clone());
                 route.replace(next);
                 let old = Backend::Firehose {
@@ -262,7 +329,7 @@ impl Worker {
                 actix::spawn(retire_backend(old, limit, log, self.retired.clone()));
             }
             _ => {
-                let old = std::mem::replace(&mut e.backend, self.start_backend(r, &log));
+                let old = std::mem::replace(&mut e.backend, self.start_backend(r, shared, &log));
                 *e.frontend.borrow_mut() = e.backend.frontend();
                 actix::spawn(retire_clients(old, limit, log, self.retired.clone()));
             }
@@ -281,42 +348,32 @@ impl Actor for Worker {
 impl Handler<Apply> for Worker {
     type Result = ();
 
+    /// Applies what the supervisor decided. An entry this worker does not run (its socket could
+    /// not be used here) is skipped when replaced or removed, until a reload starts it anew.
     fn handle(&mut self, msg: Apply, _: &mut Context<Self>) {
         let Apply {
-            relayers,
             limits,
-            mut bound,
+            remove,
+            replace,
+            start,
         } = msg;
-        let limits_changed = limits != self.limits;
         self.limits = limits;
-        let keys: HashSet<&str> = relayers.iter().map(|r| r.listen_key.as_str()).collect();
-        let gone: Vec<String> = self
-            .entries
-            .keys()
-            .filter(|k| !keys.contains(k.as_str()))
-            .cloned()
-            .collect();
-        for key in &gone {
-            let entry = self.entries.remove(key).expect("listed above");
-            actix::spawn(remove_entry(entry, self.retired.clone()));
-        }
-        for r in relayers {
-            match self.entries.get(&r.listen_key) {
-                Some(e) if e.relayer == r && !limits_changed => {}
-                Some(_) => {
-                    let mut e = self.entries.remove(&r.listen_key).expect("present");
-                    self.replace_backend(&mut e, &r);
-                    info!(e.log, "relayer changed: new backend, listener kept");
-                    e.relayer = r;
-                    self.entries.insert(e.relayer.listen_key.clone(), e);
-                }
-                // Not bound by the supervisor: skipped until a later reload.
-                None => {
-                    if let Some(b) = bound.remove(&r.listen_key) {
-                        self.start_entry(r, b);
-                    }
-                }
+        for key in &remove {
+            if let Some(entry) = self.entries.remove(key) {
+                actix::spawn(remove_entry(entry, self.retired.clone()));
             }
+        }
+        for Run { relayer, shared } in replace {
+            let Some(mut e) = self.entries.remove(&relayer.listen_key) else {
+                continue;
+            };
+            self.replace_backend(&mut e, &relayer, &shared);
+            info!(e.log, "relayer changed: new backend, listener kept");
+            e.relayer = relayer;
+            self.entries.insert(e.relayer.listen_key.clone(), e);
+        }
+        for (run, bound) in start {
+            self.start_entry(run, bound);
         }
     }
 }

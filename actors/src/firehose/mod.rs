@@ -5,6 +5,7 @@
 //! goes to the `dead_letter` file.
 pub mod batcher;
 pub mod buffer;
+pub mod config;
 pub mod dead_letter;
 pub mod pack;
 pub mod record;
