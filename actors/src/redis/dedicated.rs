@@ -123,13 +123,6 @@ impl LiveCount {
     }
 }
 
-/// Runtime state, not configuration: two entries are the same whatever their counts.
-impl PartialEq for LiveCount {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
 impl fmt::Debug for LiveCount {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "LiveCount({})", self.get())
