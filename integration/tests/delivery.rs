@@ -419,7 +419,13 @@ fn backend_restarted_while_loading_keeps_every_acknowledged_write() {
     redis.kill();
     let at_kill = writers.acked();
     std::thread::sleep(Duration::from_millis(300));
-    redis.restart_with(&["--key-load-delay", "20"]);
+    // Events are handled often while loading, so that PING (and the relayer) hear LOADING at once.
+    redis.restart_with(&[
+        "--key-load-delay",
+        "20",
+        "--loading-process-events-interval-bytes",
+        "1024",
+    ]);
     assert!(
         redis.client().q("GET x").is_error_starting("LOADING"),
         "not loading"

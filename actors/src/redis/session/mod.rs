@@ -10,10 +10,10 @@ mod outbox;
 mod own;
 
 use super::auth::{self, Password};
+use super::backend::{KnownDbs, Target};
 use super::dedicated::{self, Dest, Pool};
 use super::messages::{Forward, FromDedicated, Replies, ReplyTo, Request};
 use super::smart::{Budget, Table};
-use super::target::{KnownDbs, Target};
 use crate::cluster::admin::{keyless, Keyless};
 use crate::cluster::gather::Merge;
 use crate::cluster::keys::{self, Route as KeyRoute};

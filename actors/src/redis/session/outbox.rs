@@ -82,7 +82,7 @@ pub trait Backend {
     fn take_many(&self, fs: Vec<Forward>) -> Result<(), Vec<Forward>>;
 }
 
-impl Backend for actix::Addr<crate::redis::target::Target> {
+impl Backend for actix::Addr<crate::redis::backend::Target> {
     fn take_one(&self, f: Forward) -> Result<(), Forward> {
         self.try_send(f).map_err(|e| e.into_inner())
     }

@@ -20,7 +20,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use slog::{debug, error, info, warn, Logger};
 use std::cell::Cell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,19 +29,18 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio_util::codec::FramedRead;
 
-mod cluster;
 mod single;
-use cluster::{Body, Resend};
+use crate::cluster::backend::{Body, Resend};
 use single::{Queued, Stall};
 
 /// Writes not delivered logged one by one, with their command and key, before summaries.
-const DETAILED_LOGS: u32 = 10;
+pub(crate) const DETAILED_LOGS: u32 = 10;
 /// Ticks between summaries of the writes not delivered (10 s).
-const SUMMARY_TICKS: u64 = 100;
-const BACKOFF_FIRST: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
+pub(crate) const SUMMARY_TICKS: u64 = 100;
+pub(crate) const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// The clock that ages pending replies; timeouts are checked at this granularity.
-const TICK: Duration = Duration::from_millis(100);
+pub(crate) const TICK: Duration = Duration::from_millis(100);
 
 #[derive(Clone)]
 pub struct TargetSettings {
@@ -77,24 +76,24 @@ impl KnownDbs {
     pub fn contains(&self, db: u32) -> bool {
         db < 64 && self.0.load(Ordering::Relaxed) & (1 << db) != 0
     }
-    fn insert(&self, db: u32) {
+    pub(crate) fn insert(&self, db: u32) {
         if db < 64 {
             self.0.fetch_or(1 << db, Ordering::Relaxed);
         }
     }
-    fn forget(&self, db: u32) {
+    pub(crate) fn forget(&self, db: u32) {
         if db < 64 && db != 0 {
             self.0.fetch_and(!(1 << db), Ordering::Relaxed);
         }
     }
     /// Another server answers now (restarted, or a failover): only DB 0 is sure to exist.
-    fn forget_all(&self) {
+    pub(crate) fn forget_all(&self) {
         self.0.store(1, Ordering::Relaxed);
     }
 }
 
 /// Where a reply goes.
-enum Dest {
+pub(crate) enum Dest {
     Session {
         to: ReplyTo,
         seq: u64,
@@ -129,7 +128,7 @@ enum Dest {
 }
 
 #[derive(Debug, Clone, Copy)]
-enum Swallowed {
+pub(crate) enum Swallowed {
     Select(u32),
     /// CLUSTER SLOTS, asked by the relayer.
     Slots,
@@ -141,26 +140,26 @@ enum Swallowed {
     BlockPart,
 }
 
-struct Pending {
-    dest: Dest,
+pub(crate) struct Pending {
+    pub(crate) dest: Dest,
     /// On a cluster: what is needed to send the command again after a redirection.
-    resend: Option<Resend>,
+    pub(crate) resend: Option<Resend>,
     /// On a cluster: newer commands of its slot wait until this one has come back (see
     /// `cluster::holds`).
-    displaced: bool,
-    tick: u64,
+    pub(crate) displaced: bool,
+    pub(crate) tick: u64,
     /// Where the command ends in the bytes queued on this connection: it has been written
     /// once `Upstream::written` reaches this.
-    end: u64,
+    pub(crate) end: u64,
     /// Written alone, to learn whether a backend that refused writes accepts them again (see
     /// `single::Stall`).
-    probe: bool,
+    pub(crate) probe: bool,
     /// On a single Redis, a command waited on: its frame and DB, to write it again when it is
     /// refused for a while behind a write that must be sent again (see `single`).
-    again: Option<(Bytes, Option<u32>)>,
+    pub(crate) again: Option<(Bytes, Option<u32>)>,
 }
 
-enum State {
+pub(crate) enum State {
     /// Not opened yet (cluster nodes are connected when first used).
     Idle,
     Connecting,
@@ -170,45 +169,45 @@ enum State {
     },
 }
 
-struct Upstream {
+pub(crate) struct Upstream {
     /// Where it connects (cluster nodes have one each).
-    addr: TargetAddr,
-    state: State,
+    pub(crate) addr: TargetAddr,
+    pub(crate) state: State,
     /// Bumped at each connection attempt; events of an older connection are ignored.
-    generation: u64,
-    out: Option<OutBuf>,
+    pub(crate) generation: u64,
+    pub(crate) out: Option<OutBuf>,
     /// Frames queued while there is no connection, sent once connected.
-    early: BytesMut,
-    pending: VecDeque<Pending>,
+    pub(crate) early: BytesMut,
+    pub(crate) pending: VecDeque<Pending>,
     /// The DB the connection is on after what is queued; None when the relayer cannot know.
-    db: Option<u32>,
-    flush_scheduled: bool,
-    write_blocked: bool,
-    backoff: Duration,
+    pub(crate) db: Option<u32>,
+    pub(crate) flush_scheduled: bool,
+    pub(crate) write_blocked: bool,
+    pub(crate) backoff: Duration,
     /// The connection failure last logged as an error: a new reason is logged again.
-    logged_failure: Option<String>,
-    reader: Option<SpawnHandle>,
+    pub(crate) logged_failure: Option<String>,
+    pub(crate) reader: Option<SpawnHandle>,
     /// Bytes queued on this connection since it was opened, and bytes the socket took.
-    queued: u64,
-    written: u64,
+    pub(crate) queued: u64,
+    pub(crate) written: u64,
     /// On a cluster: the first redirection or retryable error a command of the MULTI block
     /// under way got while queued, which is why its EXEC will abort.
-    block_note: Option<Bytes>,
+    pub(crate) block_note: Option<Bytes>,
     /// On a single Redis: commands accepted and not written yet, in order (see `single`).
-    queue: VecDeque<Queued>,
+    pub(crate) queue: VecDeque<Queued>,
     /// On a single Redis: the backend refused a write with an error that may pass, and nothing
     /// more is written until it accepts one again.
-    stall: Option<Stall>,
+    pub(crate) stall: Option<Stall>,
     /// On a single Redis: a SELECT of a DB not known to exist on this server is written, and
     /// nothing follows it until its answer.
-    select_check: Option<u32>,
+    pub(crate) select_check: Option<u32>,
     /// On a single Redis: the server has not said who it is yet (`Swallowed::Info`), so it may
     /// not be the one whose DBs are known: every SELECT is checked meanwhile.
-    identifying: bool,
+    pub(crate) identifying: bool,
 }
 
 impl Upstream {
-    fn new(addr: TargetAddr) -> Self {
+    pub(crate) fn new(addr: TargetAddr) -> Self {
         Upstream {
             addr,
             state: State::Connecting,
@@ -234,45 +233,45 @@ impl Upstream {
 }
 
 pub struct Target {
-    settings: TargetSettings,
-    known: Arc<KnownDbs>,
-    conns: Vec<Upstream>,
-    tick: u64,
-    timeout_ticks: Option<u64>,
+    pub(crate) settings: TargetSettings,
+    pub(crate) known: Arc<KnownDbs>,
+    pub(crate) conns: Vec<Upstream>,
+    pub(crate) tick: u64,
+    pub(crate) timeout_ticks: Option<u64>,
     /// `retryTimeout` in ticks.
-    retry_ticks: u64,
+    pub(crate) retry_ticks: u64,
     /// What became of the writes acknowledged early.
-    delivery: Delivery,
+    pub(crate) delivery: Delivery,
     /// Writes not delivered that were logged with their command and key; past
     /// `DETAILED_LOGS`, a summary with the totals is logged every `SUMMARY_TICKS`.
-    detailed_logs: u32,
-    summary_due: bool,
+    pub(crate) detailed_logs: u32,
+    pub(crate) summary_due: bool,
     /// Stalls begun and ended (see `single`), logged a few a second at most.
-    stall_log: LogLimit,
+    pub(crate) stall_log: LogLimit,
     /// The drain's time ran out: what was left is counted lost, and nothing of it counted
     /// again if it comes after all.
-    given_up: bool,
+    pub(crate) given_up: bool,
     /// On a single Redis: the connection for commands that must reach a busy server
     /// (`Request::Side`), the last of `conns`.
-    side: Option<usize>,
+    pub(crate) side: Option<usize>,
     /// On a single Redis: the run_id of the server the connections reached last (None: not
     /// known, as when INFO was refused); the DBs known to exist are forgotten when it changes.
-    run_id: Option<Option<String>>,
-    drain_waiter: Option<oneshot::Sender<()>>,
+    pub(crate) run_id: Option<Option<String>>,
+    pub(crate) drain_waiter: Option<oneshot::Sender<()>>,
     /// The drain also waits for the replies clients wait on, not only background writes.
-    drain_everything: bool,
-    cluster: Option<cluster::Cluster>,
+    pub(crate) drain_everything: bool,
+    pub(crate) cluster: Option<crate::cluster::backend::Cluster>,
     /// While the replies of one upstream read are handled: consecutive replies to the same
     /// session, sent as one message when the session changes or the read is done.
-    batching: bool,
-    batch_to: Option<ReplyTo>,
+    pub(crate) batching: bool,
+    pub(crate) batch_to: Option<ReplyTo>,
     /// The run's reply while it is the only one (then no vector is filled).
-    one: Option<(u64, Bytes)>,
-    batch: Vec<(u64, Bytes)>,
+    pub(crate) one: Option<(u64, Bytes)>,
+    pub(crate) batch: Vec<(u64, Bytes)>,
     /// Given to the readers' decoders, which take it for a read's replies; put back emptied.
-    spare: Rc<Cell<Vec<Bytes>>>,
+    pub(crate) spare: Rc<Cell<Vec<Bytes>>>,
     /// The size of the last run sent as one message, to size the next one at once.
-    batch_hint: usize,
+    pub(crate) batch_hint: usize,
 }
 
 impl Target {
@@ -295,7 +294,7 @@ impl Target {
         let cluster = settings
             .cluster_seeds
             .as_ref()
-            .map(|s| cluster::Cluster::new(s.clone()));
+            .map(|s| crate::cluster::backend::Cluster::new(s.clone()));
         let mut conns: Vec<Upstream> = match &settings.cluster_seeds {
             None => (0..n).map(|_| Upstream::new(settings.addr.clone())).collect(),
             Some(_) => Vec::new(),
@@ -333,14 +332,14 @@ impl Target {
         }
     }
 
-    fn display_addr(&self, idx: usize) -> &TargetAddr {
+    pub(crate) fn display_addr(&self, idx: usize) -> &TargetAddr {
         &self.conns[idx].addr
     }
 
     /// Every reply to a session goes through here, so that a batch keeps the order of all
     /// of them: one message per run of replies to the same session while `batching`, one per
     /// reply otherwise. Saves an actix envelope and channel push per reply in a run.
-    fn send_reply(&mut self, to: ReplyTo, seq: u64, data: Bytes) {
+    pub(crate) fn send_reply(&mut self, to: ReplyTo, seq: u64, data: Bytes) {
         if !self.batching {
             debug_assert!(self.batch_to.is_none());
             return to.do_send(Replies::One { seq, data });
@@ -360,7 +359,7 @@ impl Target {
         self.batch.push((seq, data));
     }
 
-    fn flush_replies(&mut self) {
+    pub(crate) fn flush_replies(&mut self) {
         let Some(to) = self.batch_to.take() else { return };
         if let Some((seq, data)) = self.one.take() {
             to.do_send(Replies::One { seq, data });
@@ -370,7 +369,7 @@ impl Target {
         }
     }
 
-    fn connect(&mut self, idx: usize, ctx: &mut Context<Self>) {
+    pub(crate) fn connect(&mut self, idx: usize, ctx: &mut Context<Self>) {
         let c = &mut self.conns[idx];
         c.state = State::Connecting;
         c.generation += 1;
@@ -403,7 +402,7 @@ impl Target {
         }));
     }
 
-    fn connected(&mut self, idx: usize, r: ReadHalf, mut out: OutBuf, ctx: &mut Context<Self>) {
+    pub(crate) fn connected(&mut self, idx: usize, r: ReadHalf, mut out: OutBuf, ctx: &mut Context<Self>) {
         let generation = self.conns[idx].generation;
         let events = FramedRead::new(
             r,
@@ -449,7 +448,7 @@ impl Target {
     /// The connection failed or was lost. The replies it owed become errors (`text`, or one
     /// naming the failure); background writes are queued again for the next connection; it
     /// reconnects at once after a loss, with backoff after a failed attempt.
-    fn failed(&mut self, idx: usize, reason: &str, text: Option<String>, ctx: &mut Context<Self>) {
+    pub(crate) fn failed(&mut self, idx: usize, reason: &str, text: Option<String>, ctx: &mut Context<Self>) {
         let addr = self.display_addr(idx).clone();
         let was_up = matches!(self.conns[idx].state, State::Up);
         let text = text.unwrap_or_else(|| {
@@ -519,15 +518,15 @@ impl Target {
         }
     }
 
-    fn push(&mut self, idx: usize, frame: Bytes, dest: Dest) {
+    pub(crate) fn push(&mut self, idx: usize, frame: Bytes, dest: Dest) {
         self.push_resend(idx, frame, dest, None);
     }
 
-    fn push_resend(&mut self, idx: usize, frame: Bytes, dest: Dest, resend: Option<Resend>) {
+    pub(crate) fn push_resend(&mut self, idx: usize, frame: Bytes, dest: Dest, resend: Option<Resend>) {
         self.push_pending(idx, frame, dest, resend, false);
     }
 
-    fn push_pending(
+    pub(crate) fn push_pending(
         &mut self,
         idx: usize,
         frame: Bytes,
@@ -553,7 +552,7 @@ impl Target {
         });
     }
 
-    fn schedule_flush(&mut self, idx: usize, ctx: &mut Context<Self>) {
+    pub(crate) fn schedule_flush(&mut self, idx: usize, ctx: &mut Context<Self>) {
         let c = &mut self.conns[idx];
         if !c.flush_scheduled && !c.write_blocked && c.out.is_some() {
             c.flush_scheduled = true;
@@ -561,7 +560,7 @@ impl Target {
         }
     }
 
-    fn route(&mut self, idx: usize, data: Bytes, ctx: &mut Context<Self>) {
+    pub(crate) fn route(&mut self, idx: usize, data: Bytes, ctx: &mut Context<Self>) {
         let Some(p) = self.conns[idx].pending.pop_front() else {
             // Redis sent something nobody asked for: the reply stream can no longer be trusted.
             self.failed(idx, "unexpected reply from backend", None, ctx);
@@ -583,7 +582,7 @@ impl Target {
     }
 
     /// A reply to where it goes.
-    fn deliver(&mut self, idx: usize, dest: Dest, data: Bytes, ctx: &mut Context<Self>) {
+    pub(crate) fn deliver(&mut self, idx: usize, dest: Dest, data: Bytes, ctx: &mut Context<Self>) {
         match dest {
             Dest::Part { gather, index } => self.part_reply(gather, index, data),
             Dest::Session { to, seq } | Dest::Barrier { to, seq } => self.send_reply(to, seq, data),
@@ -638,7 +637,7 @@ impl Target {
 
     /// A write acknowledged early that the backend refused for good (the budget was given
     /// back by the caller).
-    fn refused_write(&mut self, idx: usize, frame: &Bytes, reply: &Bytes) {
+    pub(crate) fn refused_write(&mut self, idx: usize, frame: &Bytes, reply: &Bytes) {
         if self.given_up {
             return;
         }
@@ -654,7 +653,7 @@ impl Target {
         }
     }
 
-    fn unknown_outcome(&mut self, idx: usize, frame: &Bytes) {
+    pub(crate) fn unknown_outcome(&mut self, idx: usize, frame: &Bytes) {
         self.give_back(frame);
         if self.given_up {
             return;
@@ -670,7 +669,7 @@ impl Target {
 
     /// A write acknowledged early given up at `retryTimeout`: `why` is the code of the last
     /// refusal, or `unavailable`.
-    fn expired(&mut self, backend: &TargetAddr, frame: &Bytes, why: &str) {
+    pub(crate) fn expired(&mut self, backend: &TargetAddr, frame: &Bytes, why: &str) {
         self.give_back(frame);
         if self.given_up {
             return;
@@ -687,7 +686,7 @@ impl Target {
 
     /// Whether a write not delivered is logged with its command and key: the first
     /// `DETAILED_LOGS` are; after them, a summary of the totals every `SUMMARY_TICKS`.
-    fn detailed(&mut self) -> bool {
+    pub(crate) fn detailed(&mut self) -> bool {
         if self.detailed_logs < DETAILED_LOGS {
             self.detailed_logs += 1;
             return true;
@@ -696,7 +695,7 @@ impl Target {
         false
     }
 
-    fn log_summary(&mut self) {
+    pub(crate) fn log_summary(&mut self) {
         if !std::mem::take(&mut self.summary_due) {
             return;
         }
@@ -708,7 +707,7 @@ impl Target {
     }
 
     /// Gives the bytes of a write acknowledged early back to the budget.
-    fn give_back(&self, frame: &Bytes) {
+    pub(crate) fn give_back(&self, frame: &Bytes) {
         if let Some(b) = &self.settings.budget {
             b.give_back(frame.len() as u64);
         }
@@ -716,7 +715,7 @@ impl Target {
 
     /// Answers a drain once every byte acknowledged early is confirmed (and, for a target a
     /// reload replaced, every reply owed has come).
-    fn check_drained(&mut self) {
+    pub(crate) fn check_drained(&mut self) {
         if self.drain_waiter.is_none() {
             return;
         }
@@ -732,7 +731,7 @@ impl Target {
         }
     }
 
-    fn check_timeouts(&mut self, ctx: &mut Context<Self>) {
+    pub(crate) fn check_timeouts(&mut self, ctx: &mut Context<Self>) {
         self.tick += 1;
         if let Some(b) = &self.settings.budget {
             self.settings.metrics.pending_bytes.set(b.pending() as f64);
@@ -763,16 +762,16 @@ impl Target {
     }
 }
 
-fn secs(d: Duration) -> String {
+pub(crate) fn secs(d: Duration) -> String {
     format!("{}s", d.as_secs_f64())
 }
 
-fn error_text(reply: &[u8]) -> String {
+pub(crate) fn error_text(reply: &[u8]) -> String {
     String::from_utf8_lossy(reply.get(1..reply.len().saturating_sub(2)).unwrap_or_default()).into_owned()
 }
 
 /// The command name (upper case) and first argument of a frame, for log lines.
-fn name_and_key(frame: &Bytes) -> (String, String) {
+pub(crate) fn name_and_key(frame: &Bytes) -> (String, String) {
     let mut buf = BytesMut::from(&frame[..]);
     match RequestParser::new(Default::default()).parse(&mut buf) {
         Ok(Some(cmd)) => {
@@ -836,7 +835,7 @@ impl Handler<Forwards> for Target {
 impl Target {
     /// Writes `msg` on connection `idx` of a single Redis (queued first when the connection
     /// cannot take it now, see `single`).
-    fn forward_on(&mut self, idx: usize, msg: Forward, ctx: &mut Context<Self>) {
+    pub(crate) fn forward_on(&mut self, idx: usize, msg: Forward, ctx: &mut Context<Self>) {
         if matches!(self.conns[idx].state, State::Idle) {
             self.connect(idx, ctx);
         }
@@ -898,7 +897,7 @@ impl Target {
 
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Flush(usize);
+pub(crate) struct Flush(usize);
 
 impl Handler<Flush> for Target {
     type Result = ();
@@ -938,10 +937,10 @@ impl Handler<Flush> for Target {
 
 /// An event of one upstream connection's read side: the replies of one read, end of stream
 /// (None), or an error.
-struct Upstreamed {
-    idx: usize,
-    generation: u64,
-    item: io::Result<Option<Vec<Bytes>>>,
+pub(crate) struct Upstreamed {
+    pub(crate) idx: usize,
+    pub(crate) generation: u64,
+    pub(crate) item: io::Result<Option<Vec<Bytes>>>,
 }
 
 impl StreamHandler<Upstreamed> for Target {

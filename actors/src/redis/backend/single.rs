@@ -38,7 +38,7 @@ use std::time::Instant;
 const STALL_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// A command accepted for a connection and not written yet.
-pub(super) struct Queued {
+pub(crate) struct Queued {
     pub body: Body,
     pub dest: Dest,
     /// The DB it runs on (a SELECT goes first when the connection is on another one); None
@@ -100,7 +100,7 @@ enum Phase {
 }
 
 /// See the module notes.
-pub(super) struct Stall {
+pub(crate) struct Stall {
     /// Written again first, in this order.
     again: VecDeque<Queued>,
     /// The latest refusal: what a waited command held past its timeout gets, and why a write
