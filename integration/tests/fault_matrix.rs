@@ -87,7 +87,9 @@ fn single_sigterm_with_a_backlog() {
     check(Fault::Sigterm, Kind::Single);
 }
 
+/// A client writes 300,000 SETs and as many RPUSHes over unix sockets before reading any reply.
 #[test]
+#[ignore = "waits for the whole-pipeline fix"]
 fn single_whole_pipeline_clients() {
     check(Fault::WholePipeline, Kind::Single);
 }
@@ -144,6 +146,7 @@ fn cluster_sigterm_with_a_backlog() {
 }
 
 #[test]
+#[ignore = "waits for the whole-pipeline fix"]
 fn cluster_whole_pipeline_clients() {
     check(Fault::WholePipeline, Kind::Cluster);
 }
