@@ -300,7 +300,8 @@ impl Sizes {
     }
 }
 
-fn secs(d: Duration) -> String {
+/// `2 s`, `0.5 s`.
+pub fn secs(d: Duration) -> String {
     let s = d.as_secs_f64();
     if s.fract() == 0.0 {
         format!("{s:.0} s")
@@ -743,16 +744,21 @@ impl ClientReport {
 }
 
 /// An error reply, by kind: its code, and for the relayer's own errors (`ERR relayer: ...`)
-/// their words up to the first detail.
+/// their text up to the first detail, addresses left out.
 fn reply_kind(r: &Reply) -> String {
     match r.error_text() {
         Some(t) if t.starts_with("ERR relayer:") => {
-            let words: Vec<&str> = t
-                .split_whitespace()
-                .take_while(|w| !w.contains("://") && !w.contains("127.0.0.1") && !w.starts_with('('))
-                .take(5)
-                .collect();
-            words.join(" ")
+            let head = t.split([',', '(']).next().unwrap_or(t);
+            head.split_whitespace()
+                .map(|w| {
+                    if w.contains("://") || w.contains("127.0.0.1") {
+                        "<address>"
+                    } else {
+                        w
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
         }
         Some(t) => t.split_whitespace().next().unwrap_or("").to_string(),
         None => format!("unexpected reply {r:?}"),
@@ -1823,6 +1829,33 @@ fn log_excerpt(log: &str) -> Vec<String> {
         .collect()
 }
 
+/// What the relayer's log shows it went through: refusals that may pass (by code), connections
+/// lost, failed connects; empty when none.
+fn relayer_saw(log: &str) -> String {
+    let mut seen: BTreeMap<String, u64> = BTreeMap::new();
+    for line in log.lines() {
+        let what = if line.contains("refused a command with an error that may pass") {
+            let code = line
+                .split(", ")
+                .find_map(|f| f.strip_prefix("error: "))
+                .and_then(|e| e.split_whitespace().next())
+                .unwrap_or("?");
+            format!("{code} refusals")
+        } else if line.contains("backend connection lost") {
+            "connections lost".into()
+        } else if line.contains("cannot connect to backend") {
+            "failed connects".into()
+        } else {
+            continue;
+        };
+        *seen.entry(what).or_default() += 1;
+    }
+    seen.iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Runs one row: a fresh backend and relayer, the clients, the fault, the comparison.
 pub fn run_row(fault: Fault, kind: Kind, s: &Sizes) -> Row {
     let wall = Instant::now();
@@ -1915,6 +1948,11 @@ fn run_row_into(fault: Fault, kind: Kind, s: &Sizes, row: &mut Row) -> Result<()
     row.list.counted = counts.get(&sys.listens[1]).cloned().unwrap_or_default();
     row.summary = summary_counts(&log);
     row.log_excerpt = log_excerpt(&log);
+    let saw = relayer_saw(&log);
+    if !saw.is_empty() {
+        // Rate-limited lines: evidence of what happened, not counts.
+        row.notes.push(format!("the relayer logged {saw}"));
+    }
     verify(&sys.store(), &reports, row)?;
     Ok(())
 }

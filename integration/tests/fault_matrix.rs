@@ -155,3 +155,30 @@ fn cluster_whole_pipeline_clients() {
 fn cluster_sigterm_past_drain_timeout_counts_lost() {
     check(Fault::SigtermPastDrain, Kind::Cluster);
 }
+
+// ---- found while building the matrix -------------------------------------------------------------
+
+/// A name whose server accepts connections and closes them at once (a proxy or load balancer with
+/// nothing behind it, a forwarder whose target is down, Redis at maxclients): the relayer keeps
+/// trying with backoff, and logs the losses a bounded number of times. (It reconnects at once
+/// after every connection that opened: the link-cut row saw about 1,700 connections and as many
+/// `backend connection lost` lines in one second.)
+#[test]
+#[ignore = "relayer bug: a backend that accepts then closes every connection is reconnected to at once, without backoff, each loss logged"]
+fn a_backend_that_closes_every_connection_is_retried_with_backoff() {
+    use integration::{free_port, DelayLink, Relayer, Reply};
+    use std::time::Duration;
+    // Nothing listens where the link leads: it accepts, then closes.
+    let link = DelayLink::start(free_port(), Duration::ZERO);
+    let relayer = Relayer::smart(&link.url(), "");
+    let mut c = relayer.client();
+    assert_eq!(c.q("SET k v"), Reply::ok(), "acknowledged, held for the backend");
+    let before = link.accepted();
+    // A rate: counted over a window (a slower machine only makes fewer attempts).
+    std::thread::sleep(Duration::from_secs(2));
+    let attempts = link.accepted() - before;
+    let logged = relayer.log().matches("backend connection lost").count();
+    eprintln!("{attempts} connections in 2 s, {logged} 'backend connection lost' lines");
+    assert!(attempts <= 40, "{attempts} connections in 2 s: no backoff");
+    assert!(logged <= 40, "{logged} 'backend connection lost' lines");
+}

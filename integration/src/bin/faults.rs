@@ -5,7 +5,7 @@
 //!
 //! The relayer binary is `SMART_RELAYER_BIN`, else `target/release/smart-relayer`.
 
-use integration::faults::{markdown_table, run_row, Fault, Kind, Row, Sizes};
+use integration::faults::{markdown_table, run_row, secs, Fault, Kind, Row, Sizes};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
@@ -209,14 +209,14 @@ fn report(args: &Args, argv: &[String], rows: &[Row], relayer: &str) -> String {
     r.push_str(&format!("- Command: `{command}`\n"));
     r.push_str(&format!(
         "- Sizes: {} clients, each pipelining batches of {} SETs and {} RPUSHes every {} ms; \
-         {:.0} s of writing before each fault and {:.0} s after its recovery; the relayer's \
+         {} of writing before each fault and {} after its recovery; the relayer's \
          `retryTimeout` {} s, `drainTimeout` {} s, `maxConnections = 2` per entry\n\n",
         s.clients,
         s.batch,
         s.batch,
         s.interval.as_millis(),
-        s.before.as_secs_f64(),
-        s.after.as_secs_f64(),
+        secs(s.before),
+        secs(s.after),
         s.retry_timeout,
         s.drain_timeout
     ));
