@@ -191,7 +191,10 @@ impl Fault {
                 secs(s.pause),
                 if single { "" } else { " (every master)" }
             ),
-            Fault::LinkCut => format!("link cut (reset, reconnects refused) {}", secs(s.link_down)),
+            Fault::LinkCut => format!(
+                "link cut (connections reset, new ones closed) {}",
+                secs(s.link_down)
+            ),
             Fault::LinkStall => format!("link stalled (bytes held) {}", secs(s.link_down)),
             Fault::Failover => "failover behind one name".into(),
             Fault::Oom => format!("maxmemory reached (OOM) {}, then raised", secs(s.oom)),

@@ -271,7 +271,7 @@ fn report(args: &Args, argv: &[String], rows: &[Row], relayer: &str) -> String {
 const WHAT_IT_MEANS: &str = "\
 ## How to read it
 
-Each row starts a fresh backend and a fresh relayer (release build) with two smart entries to
+Each row starts a fresh backend and a fresh relayer (the binary above) with two smart entries to
 it: one for the SETs, one with `asyncCommands = [\"RPUSH\"]` for the list (the relayer counts per
 entry, not per command, and the two kinds differ: a SET is safe to send twice, an RPUSH is not).
 Every client has a connection to each entry and pipelines `SET fm:<client>:<i> <i>` and
