@@ -1959,3 +1959,53 @@ fn run_row_into(fault: Fault, kind: Kind, s: &Sizes, row: &mut Row) -> Result<()
     verify(&sys.store(), &reports, row)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_per_entry_and_in_total_from_the_log() {
+        let log = "\
+Dec 06 18:12:54.727 INFO stopping: draining what was acknowledged, signal: SIGTERM
+Dec 06 18:12:50.100 INFO replaced backend: every acknowledged write delivered, delivered: 7, listen: tcp://127.0.0.1:2, worker: 0
+Dec 06 18:12:54.727 INFO stop: every acknowledged write delivered, delivered: 2, listen: tcp://127.0.0.1:2, worker: 0
+Dec 06 18:12:54.728 ERRO stop: acknowledged writes not delivered, lost: 3, expired_by_code: LOADING=2 unavailable=1, expired: 3, unknown: 4, refused_by_code: WRONGTYPE=1, refused: 1, delivered: 1, listen: tcp://127.0.0.1:1, worker: 0
+Dec 06 18:12:54.728 ERRO stopped with acknowledged writes not delivered, dead_letter: 0, lost: 3, expired_by_code: LOADING=2 unavailable=1, expired: 3, unknown: 4, refused_by_code: WRONGTYPE=1, refused: 1, delivered: 10
+";
+        let counts = entry_counts(log);
+        let one = &counts["tcp://127.0.0.1:1"];
+        assert_eq!(one.delivered, 1);
+        assert_eq!(one.unknown, 4);
+        assert_eq!(one.lost, 3);
+        assert_eq!(one.not_delivered(), 1 + 3 + 3);
+        assert_eq!(
+            one.reasons(),
+            "refused WRONGTYPE=1, expired LOADING=2 unavailable=1, lost 3"
+        );
+        assert_eq!(
+            counts["tcp://127.0.0.1:2"].delivered, 9,
+            "the reload's line counts too"
+        );
+        let mut both = one.clone();
+        both.add(&counts["tcp://127.0.0.1:2"]);
+        assert_eq!(summary_counts(log), Some(both));
+        assert_eq!(summary_counts("nothing"), None);
+    }
+
+    #[test]
+    fn error_kinds_leave_addresses_out() {
+        let k = |t: &str| reply_kind(&Reply::error(t));
+        assert_eq!(
+            k("ERR relayer: shutting down, command not sent"),
+            "ERR relayer: shutting down"
+        );
+        assert_eq!(
+            k("ERR relayer: backend tcp://127.0.0.1:6379 unavailable (connection refused)"),
+            "ERR relayer: backend <address> unavailable"
+        );
+        assert_eq!(k("OOM command not allowed"), "OOM");
+        assert_eq!(thousands(1234567), "1,234,567");
+        assert_eq!(secs(Duration::from_millis(500)), "0.5 s");
+    }
+}

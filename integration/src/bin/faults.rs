@@ -240,7 +240,7 @@ fn report(args: &Args, argv: &[String], rows: &[Row], relayer: &str) -> String {
         r.push('\n');
     }
     r.push_str(WHAT_IT_MEANS);
-    r.push_str("\n### Notes of this run\n\n");
+    r.push_str("\n## Notes of this run\n\n");
     for row in rows {
         let mut notes = row.notes.clone();
         if row.list.counted.unknown > 0 {
