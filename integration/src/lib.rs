@@ -10,6 +10,7 @@
 
 pub mod cluster;
 pub mod fake_firehose;
+pub mod faults;
 pub mod link;
 pub mod moto;
 mod ports;
