@@ -89,7 +89,6 @@ fn single_sigterm_with_a_backlog() {
 
 /// A client writes 300,000 SETs and as many RPUSHes over unix sockets before reading any reply.
 #[test]
-#[ignore = "waits for the whole-pipeline fix"]
 fn single_whole_pipeline_clients() {
     check(Fault::WholePipeline, Kind::Single);
 }
@@ -146,7 +145,6 @@ fn cluster_sigterm_with_a_backlog() {
 }
 
 #[test]
-#[ignore = "waits for the whole-pipeline fix"]
 fn cluster_whole_pipeline_clients() {
     check(Fault::WholePipeline, Kind::Cluster);
 }
@@ -164,7 +162,6 @@ fn cluster_sigterm_past_drain_timeout_counts_lost() {
 /// after every connection that opened: the link-cut row saw about 1,700 connections and as many
 /// `backend connection lost` lines in one second.)
 #[test]
-#[ignore = "relayer bug: a backend that accepts then closes every connection is reconnected to at once, without backoff, each loss logged"]
 fn a_backend_that_closes_every_connection_is_retried_with_backoff() {
     use integration::{free_port, DelayLink, Relayer, Reply};
     use std::time::Duration;

@@ -204,6 +204,8 @@ pub(crate) struct Upstream {
     /// On a single Redis: the server has not said who it is yet (`Swallowed::Info`), so it may
     /// not be the one whose DBs are known: every SELECT is checked meanwhile.
     pub(crate) identifying: bool,
+    /// A reply came on this connection: it works (until then a loss is retried with backoff).
+    pub(crate) proven: bool,
 }
 
 impl Upstream {
@@ -228,6 +230,7 @@ impl Upstream {
             stall: None,
             select_check: None,
             identifying: false,
+            proven: false,
         }
     }
 }
@@ -422,15 +425,13 @@ impl Target {
         }));
         let handle = ctx.add_stream(events);
         let c = &mut self.conns[idx];
-        if c.backoff > BACKOFF_FIRST {
-            info!(self.settings.log, "backend connection restored"; "backend" => %c.addr, "conn" => idx);
-        } else {
-            debug!(self.settings.log, "backend connected"; "backend" => %c.addr, "conn" => idx);
-        }
+        debug!(self.settings.log, "backend connected"; "backend" => %c.addr, "conn" => idx);
         c.state = State::Up;
         c.block_note = None;
-        c.backoff = BACKOFF_FIRST;
-        c.logged_failure = None;
+        // The backoff and the failure logged stay until a reply proves the connection works:
+        // a server that accepts and closes every connection (a proxy with nothing behind it,
+        // Redis at maxclients) is retried with backoff, not at once.
+        c.proven = false;
         c.reader = Some(handle);
         // Replies owed from before the connection existed start their wait now.
         for p in c.pending.iter_mut() {
@@ -451,6 +452,8 @@ impl Target {
     pub(crate) fn failed(&mut self, idx: usize, reason: &str, text: Option<String>, ctx: &mut Context<Self>) {
         let addr = self.display_addr(idx).clone();
         let was_up = matches!(self.conns[idx].state, State::Up);
+        // Reconnected at once only after a connection that worked (see `proven`).
+        let worked = was_up && self.conns[idx].proven;
         let text = text.unwrap_or_else(|| {
             if was_up {
                 format!("ERR relayer: connection to backend {addr} lost ({reason})")
@@ -483,7 +486,7 @@ impl Target {
             debug!(self.settings.log, "background writes queued again"; "conn" => idx, "count" => again);
         }
         self.check_drained();
-        if was_up {
+        if worked {
             self.settings.metrics.reconnects.increment(1);
             warn!(self.settings.log, "backend connection lost, reconnecting"; "backend" => %addr, "conn" => idx, "reason" => reason);
             self.connect(idx, ctx);
@@ -516,6 +519,20 @@ impl Target {
         if self.cluster.is_some() {
             self.cluster_conn_failed(idx, ctx);
         }
+    }
+
+    /// Connection `idx` answered: it works, and a later loss is retried at once.
+    fn proven(&mut self, idx: usize) {
+        let c = &mut self.conns[idx];
+        if c.proven {
+            return;
+        }
+        c.proven = true;
+        if c.backoff > BACKOFF_FIRST {
+            info!(self.settings.log, "backend connection restored"; "backend" => %c.addr, "conn" => idx);
+        }
+        c.backoff = BACKOFF_FIRST;
+        c.logged_failure = None;
     }
 
     pub(crate) fn push(&mut self, idx: usize, frame: Bytes, dest: Dest) {
@@ -950,6 +967,7 @@ impl StreamHandler<Upstreamed> for Target {
         }
         match ev.item {
             Ok(Some(mut replies)) => {
+                self.proven(ev.idx);
                 self.batching = true;
                 for reply in replies.drain(..) {
                     // A reply that failed the connection leaves the rest unread, as before.
