@@ -14,12 +14,14 @@ use crate::endpoint::TargetAddr;
 use crate::endpoint::TargetKind;
 use crate::redis::backend::*;
 use crate::redis::messages::{Forward, Replies, ReplyTo, Request};
+use crate::resp::reply::is_error;
 use crate::resp::request::{Command, RequestParser};
 use crate::resp::write;
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
 use slog::{debug, error, info, warn};
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
 
@@ -269,9 +271,9 @@ fn addr_of(seed: &TargetAddr, node: &Node) -> TargetAddr {
     }
 }
 
-impl Target {
+impl Backend<Cluster> {
     pub(crate) fn cl(&mut self) -> &mut Cluster {
-        self.cluster.as_mut().expect("cluster target")
+        &mut self.shape
     }
 
     pub(crate) fn cluster_started(&mut self, ctx: &mut Context<Self>) {
@@ -486,7 +488,7 @@ impl Target {
     /// Closes the idle connections to nodes that neither the map nor the seeds name any more
     /// (they would reconnect for ever); they open again if a redirection names them.
     pub(crate) fn close_departed(&mut self, ctx: &mut Context<Self>) {
-        let cl = self.cluster.as_ref().expect("cluster target");
+        let cl = &self.shape;
         let Some(map) = &cl.map else { return };
         let seeds: Vec<Node> = cl.seeds.iter().filter_map(node_of).collect();
         let known = |n: &Node| map.masters.contains(n) || map.replicas.contains(n) || seeds.contains(n);
@@ -889,7 +891,7 @@ impl Target {
     }
 
     pub(crate) fn part_reply(&mut self, id: u64, index: usize, data: Bytes) {
-        let Some(cl) = self.cluster.as_mut() else { return };
+        let cl = &mut self.shape;
         let Some(g) = cl.gathers.get_mut(&id) else { return };
         if g.parts[index].replace(data).is_none() {
             g.left -= 1;
@@ -950,12 +952,98 @@ impl Target {
     }
 }
 
+impl Backend<Cluster> {
+    /// A backend for the Redis Cluster reached first through `seeds`.
+    pub(crate) fn cluster(settings: BackendSettings, known: Arc<KnownDbs>, seeds: Vec<TargetAddr>) -> Self {
+        Backend::with(Cluster::new(seeds), settings, known, Vec::new())
+    }
+}
+
+impl Shape for Cluster {
+    fn started(b: &mut Backend<Self>, ctx: &mut Context<Backend<Self>>) {
+        b.cluster_started(ctx);
+    }
+
+    fn forward(b: &mut Backend<Self>, msg: Forward, ctx: &mut Context<Backend<Self>>) {
+        b.cluster_forward(msg, ctx);
+    }
+
+    fn connected(_: &mut Backend<Self>, _: usize, _: &mut Context<Backend<Self>>) {}
+
+    fn reply(b: &mut Backend<Self>, idx: usize, p: Pending, data: Bytes, ctx: &mut Context<Backend<Self>>) {
+        // MOVED and ASK are followed here; the reply goes on otherwise.
+        if let Some((dest, data)) = b.cluster_reply(idx, p, data, ctx) {
+            b.deliver(idx, dest, data, ctx);
+        }
+    }
+
+    fn swallowed(
+        b: &mut Backend<Self>,
+        idx: usize,
+        what: Swallowed,
+        data: &Bytes,
+        ctx: &mut Context<Backend<Self>>,
+    ) {
+        match what {
+            Swallowed::Slots if is_error(data) => b.slots_failed(idx, &error_text(data), ctx),
+            Swallowed::Slots => b.slots_reply(idx, data, ctx),
+            Swallowed::Asking if is_error(data) => {
+                warn!(b.settings.log, "backend refused ASKING"; "backend" => %b.conns[idx].addr, "error" => error_text(data))
+            }
+            // The rest is a single Redis', or a MULTI block's part that ran.
+            Swallowed::Asking | Swallowed::Select(_) | Swallowed::Info | Swallowed::BlockPart => {}
+        }
+    }
+
+    fn part(b: &mut Backend<Self>, gather: u64, index: usize, data: Bytes) {
+        b.part_reply(gather, index, data);
+    }
+
+    fn cut_off(
+        b: &mut Backend<Self>,
+        idx: usize,
+        owed: VecDeque<Pending>,
+        written: u64,
+        err: &Bytes,
+        reason: &str,
+        ctx: &mut Context<Backend<Self>>,
+    ) -> usize {
+        owed.into_iter()
+            .map(|p| usize::from(b.cluster_cut_off(idx, p, err, written, reason, ctx)))
+            .sum()
+    }
+
+    fn conn_failed(b: &mut Backend<Self>, idx: usize, ctx: &mut Context<Backend<Self>>) {
+        b.cluster_conn_failed(idx, ctx);
+    }
+
+    fn tick(b: &mut Backend<Self>, ctx: &mut Context<Backend<Self>>) {
+        b.cluster_tick(ctx);
+    }
+
+    fn has_waiters(b: &Backend<Self>) -> bool {
+        b.shape.has_waiters()
+    }
+
+    fn background_held(b: &Backend<Self>) -> usize {
+        b.shape.background_waiting()
+    }
+
+    fn background_applied(b: &Backend<Self>) -> usize {
+        b.shape.background_applied()
+    }
+
+    fn retire(b: &mut Backend<Self>, err: &Bytes) {
+        b.cluster_retire(err);
+    }
+}
+
 /// A client's jobs are all finished: what waited behind its command for every master goes.
 #[derive(Message)]
 #[rtype(result = "()")]
 struct ReleaseBarrier(u64);
 
-impl Handler<ReleaseBarrier> for Target {
+impl Handler<ReleaseBarrier> for Backend<Cluster> {
     type Result = ();
 
     fn handle(&mut self, ReleaseBarrier(session): ReleaseBarrier, ctx: &mut Context<Self>) {

@@ -24,7 +24,7 @@
 //! displaced are only counted (`Flight`); marking them all displaced bumps the slot's mark,
 //! and a reply sent under an older mark is a displaced one.
 
-use super::backend::{Job, Resend};
+use super::backend::{Cluster, Job, Resend};
 use super::topology::SlotMap;
 use crate::cluster::slot::SLOTS;
 use crate::redis::backend::*;
@@ -84,7 +84,7 @@ impl Hold {
     }
 }
 
-impl Target {
+impl Backend<Cluster> {
     pub(crate) fn hold_mut(&mut self, key: u16) -> &mut Hold {
         let tick = self.tick;
         self.cl().holds.entry(key).or_insert_with(|| Hold::new(tick))
@@ -137,7 +137,7 @@ impl Target {
 
     /// Whether a pending reply is counted as displaced (`displaced`: counted when sent).
     pub(crate) fn is_displaced(&self, displaced: bool, r: &Resend) -> bool {
-        let cl = self.cluster.as_ref().expect("cluster target");
+        let cl = &self.shape;
         displaced || r.slot.is_some_and(|s| cl.flight[usize::from(s)].mark != r.mark)
     }
 

@@ -2,7 +2,7 @@
 //! CLUSTERDOWN and LOADING sent again after a delay, MULTI blocks sent again whole, commands
 //! cut off with their connection; the rest goes on to its destination.
 
-use super::backend::{Body, Job};
+use super::backend::{Body, Cluster, Job};
 use super::holds::hold_key;
 use super::topology::Node;
 use crate::redis::backend::*;
@@ -51,7 +51,7 @@ fn kind(data: &[u8], from: &Node, background: bool) -> Kind {
     Kind::Other
 }
 
-impl Target {
+impl Backend<Cluster> {
     /// A reply on cluster connection `idx`: None when the command was sent again (or the
     /// reply delivered here), else where the reply goes and what it is.
     pub(crate) fn cluster_reply(

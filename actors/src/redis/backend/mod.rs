@@ -30,7 +30,8 @@ use tokio::sync::oneshot;
 use tokio_util::codec::FramedRead;
 
 mod single;
-use crate::cluster::backend::{Body, Resend};
+use crate::cluster::backend::{Body, Cluster, Resend};
+use single::Single;
 use single::{Queued, Stall};
 
 /// Writes not delivered logged one by one, with their command and key, before summaries.
@@ -43,10 +44,8 @@ pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(2);
 pub(crate) const TICK: Duration = Duration::from_millis(100);
 
 #[derive(Clone)]
-pub struct TargetSettings {
+pub struct BackendSettings {
     pub addr: TargetAddr,
-    /// A Redis Cluster, reached first through these seed nodes (`addr` is the first).
-    pub cluster_seeds: Option<Vec<TargetAddr>>,
     /// For a `rediss://` addr.
     pub tls: Option<TlsClient>,
     pub connections: usize,
@@ -235,8 +234,12 @@ impl Upstream {
     }
 }
 
-pub struct Target {
-    pub(crate) settings: TargetSettings,
+/// The upstream connections of one relayer entry (per worker), shared by all its sessions:
+/// one type for what a single Redis and a cluster backend share, `S` for what differs.
+pub(crate) struct Backend<S: Shape> {
+    /// What differs: a single Redis (`Single`) or a cluster (`crate::cluster::backend::Cluster`).
+    pub(crate) shape: S,
+    pub(crate) settings: BackendSettings,
     pub(crate) known: Arc<KnownDbs>,
     pub(crate) conns: Vec<Upstream>,
     pub(crate) tick: u64,
@@ -254,16 +257,9 @@ pub struct Target {
     /// The drain's time ran out: what was left is counted lost, and nothing of it counted
     /// again if it comes after all.
     pub(crate) given_up: bool,
-    /// On a single Redis: the connection for commands that must reach a busy server
-    /// (`Request::Side`), the last of `conns`.
-    pub(crate) side: Option<usize>,
-    /// On a single Redis: the run_id of the server the connections reached last (None: not
-    /// known, as when INFO was refused); the DBs known to exist are forgotten when it changes.
-    pub(crate) run_id: Option<Option<String>>,
     pub(crate) drain_waiter: Option<oneshot::Sender<()>>,
     /// The drain also waits for the replies clients wait on, not only background writes.
     pub(crate) drain_everything: bool,
-    pub(crate) cluster: Option<crate::cluster::backend::Cluster>,
     /// While the replies of one upstream read are handled: consecutive replies to the same
     /// session, sent as one message when the session changes or the read is done.
     pub(crate) batching: bool,
@@ -277,41 +273,81 @@ pub struct Target {
     pub(crate) batch_hint: usize,
 }
 
-impl Target {
-    /// Starts the target on the current thread. Sessions bound themselves (maxPendingReplies,
+/// What a backend is in front of: each keeps its own state and does what differs; `Backend`
+/// has the connections, the replies to sessions, the counts and the drain they share.
+pub(crate) trait Shape: Sized + Unpin + 'static {
+    /// Opens what it needs when the actor starts.
+    fn started(b: &mut Backend<Self>, ctx: &mut Context<Backend<Self>>);
+    /// A request from a session.
+    fn forward(b: &mut Backend<Self>, msg: Forward, ctx: &mut Context<Backend<Self>>);
+    /// Connection `idx` is up, its reader running.
+    fn connected(b: &mut Backend<Self>, idx: usize, ctx: &mut Context<Backend<Self>>);
+    /// A reply on connection `idx`, for `p`: goes where it goes, or is held to be sent again.
+    fn reply(b: &mut Backend<Self>, idx: usize, p: Pending, data: Bytes, ctx: &mut Context<Backend<Self>>);
+    /// A reply nobody waits for (`Swallowed`), read and checked.
+    fn swallowed(
+        b: &mut Backend<Self>,
+        idx: usize,
+        what: Swallowed,
+        data: &Bytes,
+        ctx: &mut Context<Backend<Self>>,
+    );
+    /// A reply to one part of a request split over several nodes.
+    fn part(b: &mut Backend<Self>, gather: u64, index: usize, data: Bytes);
+    /// What connection `idx` owed when it was lost (`written` of its bytes left): replies to
+    /// give `err`, writes to send again. Returns how many go again.
+    #[allow(clippy::too_many_arguments)]
+    fn cut_off(
+        b: &mut Backend<Self>,
+        idx: usize,
+        owed: VecDeque<Pending>,
+        written: u64,
+        err: &Bytes,
+        reason: &str,
+        ctx: &mut Context<Backend<Self>>,
+    ) -> usize;
+    /// After connection `idx` failed (what it owed handled, its state known).
+    fn conn_failed(b: &mut Backend<Self>, idx: usize, ctx: &mut Context<Backend<Self>>);
+    /// Every tick of the clock.
+    fn tick(b: &mut Backend<Self>, ctx: &mut Context<Backend<Self>>);
+    /// Some client waits for a reply that is not on a connection yet.
+    fn has_waiters(b: &Backend<Self>) -> bool;
+    /// Writes acknowledged early not written to a connection yet (queued, held to be sent
+    /// again): those written are counted from the connections.
+    fn background_held(b: &Backend<Self>) -> usize;
+    /// Writes acknowledged early that ran and wait to be sent again after an older write of
+    /// their client (not lost).
+    fn background_applied(b: &Backend<Self>) -> usize;
+    /// The drain is over: what still waits gets `err`, writes acknowledged early are let go.
+    fn retire(b: &mut Backend<Self>, err: &Bytes);
+}
+
+impl<S: Shape> Backend<S> {
+    /// Starts the backend on the current thread. Sessions bound themselves (maxPendingReplies,
     /// maxPendingBytes), so its mailbox has no bound (capacity 0 in actix), set before the
-    /// address exists: with actix's default of 16, sessions forwarding before the target's
+    /// address exists: with actix's default of 16, sessions forwarding before the backend's
     /// first run would be refused.
-    pub fn launch(self) -> Addr<Target> {
-        Target::create(|ctx| {
+    pub(crate) fn launch(self) -> Addr<Backend<S>> {
+        Backend::create(|ctx| {
             ctx.set_mailbox_capacity(0);
             self
         })
     }
 
-    pub fn new(settings: TargetSettings, known: Arc<KnownDbs>) -> Self {
-        let n = settings.connections.max(1);
+    /// A backend with `conns` (the connections it starts with) and its shape.
+    pub(crate) fn with(
+        shape: S,
+        settings: BackendSettings,
+        known: Arc<KnownDbs>,
+        conns: Vec<Upstream>,
+    ) -> Self {
         let timeout_ticks = settings
             .timeout
             .map(|t| (t.as_millis() as u64).div_ceil(TICK.as_millis() as u64) + 1);
-        let cluster = settings
-            .cluster_seeds
-            .as_ref()
-            .map(|s| crate::cluster::backend::Cluster::new(s.clone()));
-        let mut conns: Vec<Upstream> = match &settings.cluster_seeds {
-            None => (0..n).map(|_| Upstream::new(settings.addr.clone())).collect(),
-            Some(_) => Vec::new(),
-        };
-        let side = cluster.is_none().then(|| {
-            let mut u = Upstream::new(settings.addr.clone());
-            u.state = State::Idle;
-            conns.push(u);
-            n
-        });
         let retry_ticks = (settings.retry_timeout.as_millis() as u64).div_ceil(TICK.as_millis() as u64);
-        Target {
+        Backend {
+            shape,
             conns,
-            cluster,
             known,
             tick: 0,
             timeout_ticks,
@@ -321,8 +357,6 @@ impl Target {
             summary_due: false,
             stall_log: LogLimit::default(),
             given_up: false,
-            side,
-            run_id: None,
             drain_waiter: None,
             drain_everything: false,
             batching: false,
@@ -440,9 +474,7 @@ impl Target {
         out.extend_from_slice(&c.early);
         c.early = BytesMut::new();
         c.out = Some(out);
-        if self.cluster.is_none() {
-            self.single_connected(idx, ctx);
-        }
+        S::connected(self, idx, ctx);
         self.schedule_flush(idx, ctx);
     }
 
@@ -474,14 +506,7 @@ impl Target {
         c.db = Some(0);
         c.queued = 0;
         c.written = 0;
-        let mut again = 0;
-        if self.cluster.is_some() {
-            for p in owed {
-                again += usize::from(self.cluster_cut_off(idx, p, &err, written, reason, ctx));
-            }
-        } else {
-            again = self.single_cut_off(idx, owed, written, &err);
-        }
+        let again = S::cut_off(self, idx, owed, written, &err, reason, ctx);
         if again > 0 {
             debug!(self.settings.log, "background writes queued again"; "conn" => idx, "count" => again);
         }
@@ -490,9 +515,7 @@ impl Target {
             self.settings.metrics.reconnects.increment(1);
             warn!(self.settings.log, "backend connection lost, reconnecting"; "backend" => %addr, "conn" => idx, "reason" => reason);
             self.connect(idx, ctx);
-            if self.cluster.is_some() {
-                self.cluster_conn_failed(idx, ctx);
-            }
+            S::conn_failed(self, idx, ctx);
             return;
         }
         let c = &mut self.conns[idx];
@@ -516,9 +539,7 @@ impl Target {
             }
         });
         // After the state is known (down, or reconnecting), so what is sent again now sees it.
-        if self.cluster.is_some() {
-            self.cluster_conn_failed(idx, ctx);
-        }
+        S::conn_failed(self, idx, ctx);
     }
 
     /// Connection `idx` answered: it works, and a later loss is retried at once.
@@ -583,25 +604,13 @@ impl Target {
             self.failed(idx, "unexpected reply from backend", None, ctx);
             return;
         };
-        // On a cluster, MOVED and ASK are followed here; the reply goes on otherwise.
-        let (dest, data) = if self.cluster.is_some() {
-            match self.cluster_reply(idx, p, data, ctx) {
-                Some(d) => d,
-                None => return,
-            }
-        } else {
-            if let Some((dest, data)) = self.single_reply(idx, p, data, ctx) {
-                self.deliver(idx, dest, data, ctx);
-            }
-            return self.stall_progress(idx, ctx);
-        };
-        self.deliver(idx, dest, data, ctx);
+        S::reply(self, idx, p, data, ctx);
     }
 
     /// A reply to where it goes.
     pub(crate) fn deliver(&mut self, idx: usize, dest: Dest, data: Bytes, ctx: &mut Context<Self>) {
         match dest {
-            Dest::Part { gather, index } => self.part_reply(gather, index, data),
+            Dest::Part { gather, index } => S::part(self, gather, index, data),
             Dest::Session { to, seq } | Dest::Barrier { to, seq } => self.send_reply(to, seq, data),
             Dest::SelectCheck { to, seq, db } => {
                 if !is_error(&data) {
@@ -624,28 +633,10 @@ impl Target {
                     self.settings.metrics.background_delivered.increment(1);
                 }
             }
-            Dest::Swallow(what) => {
-                if is_error(&data) {
-                    let text = error_text(&data);
-                    match what {
-                        Swallowed::Slots => self.slots_failed(idx, &text, ctx),
-                        Swallowed::Asking => {
-                            warn!(self.settings.log, "backend refused ASKING"; "backend" => %self.conns[idx].addr, "error" => text)
-                        }
-                        Swallowed::BlockPart => {
-                            debug!(self.settings.log, "command refused inside MULTI"; "error" => text)
-                        }
-                        Swallowed::Select(db) => self.select_refused(idx, db, &data, ctx),
-                        Swallowed::Info => self.identified(idx, None, ctx),
-                    }
-                } else if let Swallowed::Slots = what {
-                    self.slots_reply(idx, &data, ctx);
-                } else if let Swallowed::Select(db) = what {
-                    self.select_accepted(idx, db, ctx);
-                } else if let Swallowed::Info = what {
-                    self.identified(idx, single::run_id(&data), ctx);
-                }
+            Dest::Swallow(Swallowed::BlockPart) if is_error(&data) => {
+                debug!(self.settings.log, "command refused inside MULTI"; "error" => error_text(&data))
             }
+            Dest::Swallow(what) => S::swallowed(self, idx, what, &data, ctx),
         }
         // Whatever the reply was (a part of a split command, a SELECT's), it may have been
         // the last one a reload's drain waits for.
@@ -740,7 +731,7 @@ impl Target {
         let answered = !self.drain_everything
             || (self.conns.iter().all(|c| {
                 c.pending.is_empty() && c.queue.is_empty() && c.stall.as_ref().is_none_or(Stall::is_empty)
-            }) && self.cluster.as_ref().is_none_or(|c| !c.has_waiters()));
+            }) && !S::has_waiters(self));
         if confirmed && answered {
             if let Some(tx) = self.drain_waiter.take() {
                 let _ = tx.send(());
@@ -753,11 +744,7 @@ impl Target {
         if let Some(b) = &self.settings.budget {
             self.settings.metrics.pending_bytes.set(b.pending() as f64);
         }
-        if self.cluster.is_some() {
-            self.cluster_tick(ctx);
-        } else if self.tick % 10 == 0 {
-            self.single_tick(ctx);
-        }
+        S::tick(self, ctx);
         if self.tick % SUMMARY_TICKS == 0 {
             self.log_summary();
         }
@@ -804,42 +791,24 @@ pub(crate) fn name_and_key(frame: &Bytes) -> (String, String) {
     }
 }
 
-impl Actor for Target {
+impl<S: Shape> Actor for Backend<S> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        if self.cluster.is_some() {
-            self.cluster_started(ctx);
-            ctx.run_interval(TICK, |act, ctx| act.check_timeouts(ctx));
-            return;
-        }
-        for idx in 0..self.conns.len() {
-            // The side connection opens when first used.
-            if !matches!(self.conns[idx].state, State::Idle) {
-                self.connect(idx, ctx);
-            }
-        }
+        S::started(self, ctx);
         ctx.run_interval(TICK, |act, ctx| act.check_timeouts(ctx));
     }
 }
 
-impl Handler<Forward> for Target {
+impl<S: Shape> Handler<Forward> for Backend<S> {
     type Result = ();
 
     fn handle(&mut self, msg: Forward, ctx: &mut Context<Self>) {
-        if self.cluster.is_some() {
-            return self.cluster_forward(msg, ctx);
-        }
-        let side = self.side.expect("a single Redis has a side connection");
-        let idx = match msg.request {
-            Request::Side(_) => side,
-            _ => (msg.session % side as u64) as usize,
-        };
-        self.forward_on(idx, msg, ctx);
+        S::forward(self, msg, ctx);
     }
 }
 
-impl Handler<Forwards> for Target {
+impl<S: Shape> Handler<Forwards> for Backend<S> {
     type Result = ();
 
     fn handle(&mut self, Forwards(msgs): Forwards, ctx: &mut Context<Self>) {
@@ -849,74 +818,11 @@ impl Handler<Forwards> for Target {
     }
 }
 
-impl Target {
-    /// Writes `msg` on connection `idx` of a single Redis (queued first when the connection
-    /// cannot take it now, see `single`).
-    pub(crate) fn forward_on(&mut self, idx: usize, msg: Forward, ctx: &mut Context<Self>) {
-        if matches!(self.conns[idx].state, State::Idle) {
-            self.connect(idx, ctx);
-        }
-        let (to, seq) = (msg.reply_to, msg.seq);
-        // While the backend is down, commands waited on fail fast; what must reach it later
-        // (writes acknowledged early, a client's barrier) waits.
-        let waits = matches!(msg.request, Request::Background { .. } | Request::Barrier);
-        if let (State::Down { reason }, false) = (&self.conns[idx].state, waits) {
-            let text = format!(
-                "ERR relayer: backend {} unavailable ({reason})",
-                self.conns[idx].addr
-            );
-            self.send_reply(to, seq, write::error(&text));
-            return;
-        }
-        let tick = self.tick;
-        let db = Some(msg.db);
-        let q = match msg.request {
-            // Copied apart from the client's read buffer, which it would otherwise pin while
-            // it waits.
-            Request::Background { frame, idempotent } => {
-                let frame = Bytes::copy_from_slice(&frame);
-                let dest = Dest::Background {
-                    frame: frame.clone(),
-                    db: msg.db,
-                    idempotent,
-                    since: tick,
-                };
-                Queued::new(Body::One(frame), dest, db, tick)
-            }
-            Request::One(frame) | Request::Side(frame) => {
-                Queued::new(Body::One(frame), Dest::Session { to, seq }, db, tick)
-            }
-            // A PING behind everything the client sent before on this connection.
-            Request::Barrier => Queued::new(
-                Body::One(Bytes::from_static(b"*1\r\n$4\r\nPING\r\n")),
-                Dest::Barrier { to, seq },
-                None,
-                tick,
-            ),
-            // Until the answer, the connection's DB is whatever Redis decided.
-            Request::Select(db, frame) => {
-                let mut q = Queued::new(Body::One(frame), Dest::SelectCheck { to, seq, db }, None, tick);
-                q.leaves_db_unknown = true;
-                q
-            }
-            Request::Block { frames, changes_db } => {
-                let mut q = Queued::new(Body::Block(frames), Dest::Session { to, seq }, db, tick);
-                q.leaves_db_unknown = changes_db;
-                q
-            }
-            Request::Gather { .. } | Request::FanOut { .. } => {
-                unreachable!("gathered requests only exist on a cluster")
-            }
-        };
-        self.submit(idx, q, ctx);
-    }
-}
-
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct Flush(usize);
 
-impl Handler<Flush> for Target {
+impl<S: Shape> Handler<Flush> for Backend<S> {
     type Result = ();
 
     fn handle(&mut self, Flush(idx): Flush, ctx: &mut Context<Self>) {
@@ -960,7 +866,7 @@ pub(crate) struct Upstreamed {
     pub(crate) item: io::Result<Option<Vec<Bytes>>>,
 }
 
-impl StreamHandler<Upstreamed> for Target {
+impl<S: Shape> StreamHandler<Upstreamed> for Backend<S> {
     fn handle(&mut self, ev: Upstreamed, ctx: &mut Context<Self>) {
         if self.conns[ev.idx].generation != ev.generation {
             return;
@@ -1002,7 +908,7 @@ pub struct Drain {
     pub everything: bool,
 }
 
-impl Handler<Drain> for Target {
+impl<S: Shape> Handler<Drain> for Backend<S> {
     type Result = ();
 
     fn handle(&mut self, msg: Drain, _ctx: &mut Context<Self>) {
@@ -1021,27 +927,28 @@ impl Handler<Drain> for Target {
 #[rtype(result = "Delivery")]
 pub struct GiveUp;
 
-impl Handler<GiveUp> for Target {
+impl<S: Shape> Handler<GiveUp> for Backend<S> {
     type Result = MessageResult<GiveUp>;
 
     fn handle(&mut self, _: GiveUp, _ctx: &mut Context<Self>) -> Self::Result {
-        let left = match &self.cluster {
-            None => self.single_background_left(),
-            Some(cl) => {
-                let written: usize = self
-                    .conns
-                    .iter()
-                    .map(|c| {
-                        c.pending
-                            .iter()
-                            .filter(|p| matches!(p.dest, Dest::Background { .. }))
-                            .count()
-                    })
-                    .sum();
-                written + cl.background_waiting()
+        // Never written (queued, held): lost. Written and not answered: Redis may have run
+        // them, so their outcome is not known.
+        let mut lost = S::background_held(self);
+        let mut unknown = 0;
+        for c in &self.conns {
+            for p in c
+                .pending
+                .iter()
+                .filter(|p| matches!(p.dest, Dest::Background { .. }))
+            {
+                if p.end <= c.written {
+                    unknown += 1;
+                } else {
+                    lost += 1;
+                }
             }
-        };
-        let applied = self.cluster.as_ref().map_or(0, |c| c.background_applied());
+        }
+        let applied = S::background_applied(self);
         if applied > 0 {
             // They ran; sent again only so that an older write of their client, itself held
             // and now given up, could not overwrite them: not lost.
@@ -1051,12 +958,14 @@ impl Handler<GiveUp> for Target {
         }
         if !self.given_up {
             self.given_up = true;
-            self.delivery.lost += left as u64;
-            self.settings.metrics.background_lost.increment(left as u64);
+            self.delivery.lost += lost as u64;
+            self.delivery.unknown += unknown as u64;
+            self.settings.metrics.background_lost.increment(lost as u64);
+            self.settings.metrics.background_unknown.increment(unknown as u64);
         }
-        if left > 0 {
-            error!(self.settings.log, "background writes lost: not confirmed by the backend within the drain timeout";
-                "backend" => %self.settings.addr, "lost" => left,
+        if lost + unknown > 0 {
+            error!(self.settings.log, "background writes lost (never written) or of unknown outcome (written): not confirmed by the backend within the drain timeout";
+                "backend" => %self.settings.addr, "lost" => lost, "unknown" => unknown,
                 "bytes" => self.settings.budget.as_ref().map_or(0, |b| b.pending()));
         }
         MessageResult(self.delivery.clone())
@@ -1068,7 +977,7 @@ impl Handler<GiveUp> for Target {
 #[rtype(result = "Delivery")]
 pub struct Report;
 
-impl Handler<Report> for Target {
+impl<S: Shape> Handler<Report> for Backend<S> {
     type Result = MessageResult<Report>;
 
     fn handle(&mut self, _: Report, _ctx: &mut Context<Self>) -> Self::Result {
@@ -1082,7 +991,7 @@ impl Handler<Report> for Target {
 #[rtype(result = "()")]
 pub struct Retire;
 
-impl Handler<Retire> for Target {
+impl<S: Shape> Handler<Retire> for Backend<S> {
     type Result = ();
 
     fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) {
@@ -1105,12 +1014,82 @@ impl Handler<Retire> for Target {
                 }
             }
         }
-        if self.cluster.is_some() {
-            self.cluster_retire(&err);
-        } else {
-            self.single_retire(&err);
-        }
+        S::retire(self, &err);
         debug!(self.settings.log, "target retired"; "backend" => %self.settings.addr);
         ctx.stop();
+    }
+}
+
+/// A backend's address, whatever it is in front of: where sessions send their requests, and
+/// what the worker drains and retires.
+#[derive(Clone)]
+pub struct BackendAddr(Kind);
+
+#[derive(Clone)]
+enum Kind {
+    Single(Addr<Backend<Single>>),
+    Cluster(Addr<Backend<Cluster>>),
+}
+
+impl BackendAddr {
+    /// Starts the backend of a single Redis on the current thread.
+    pub fn single(settings: BackendSettings, known: Arc<KnownDbs>) -> Self {
+        BackendAddr(Kind::Single(Backend::single(settings, known).launch()))
+    }
+
+    /// Starts the backend of a Redis Cluster, reached first through `seeds`, on the current
+    /// thread.
+    pub fn cluster(settings: BackendSettings, known: Arc<KnownDbs>, seeds: Vec<TargetAddr>) -> Self {
+        BackendAddr(Kind::Cluster(Backend::cluster(settings, known, seeds).launch()))
+    }
+
+    /// Hands over one request; Err gives it back (the backend is gone).
+    pub fn try_send(&self, f: Forward) -> Result<(), Forward> {
+        match &self.0 {
+            Kind::Single(a) => a.try_send(f),
+            Kind::Cluster(a) => a.try_send(f),
+        }
+        .map_err(|e| e.into_inner())
+    }
+
+    /// Hands over several, in order, as one message; Err gives them back.
+    pub fn try_send_many(&self, fs: Vec<Forward>) -> Result<(), Vec<Forward>> {
+        match &self.0 {
+            Kind::Single(a) => a.try_send(Forwards(fs)),
+            Kind::Cluster(a) => a.try_send(Forwards(fs)),
+        }
+        .map_err(|e| e.into_inner().0)
+    }
+
+    pub fn drain(&self, msg: Drain) {
+        match &self.0 {
+            Kind::Single(a) => a.do_send(msg),
+            Kind::Cluster(a) => a.do_send(msg),
+        }
+    }
+
+    /// The drain's time ran out: what is left is counted lost; what became of every write.
+    pub async fn give_up(&self) -> Delivery {
+        let r = match &self.0 {
+            Kind::Single(a) => a.send(GiveUp).await,
+            Kind::Cluster(a) => a.send(GiveUp).await,
+        };
+        r.unwrap_or_default()
+    }
+
+    /// What became of the writes acknowledged early, so far.
+    pub async fn report(&self) -> Delivery {
+        let r = match &self.0 {
+            Kind::Single(a) => a.send(Report).await,
+            Kind::Cluster(a) => a.send(Report).await,
+        };
+        r.unwrap_or_default()
+    }
+
+    pub fn retire(&self) {
+        match &self.0 {
+            Kind::Single(a) => a.do_send(Retire),
+            Kind::Cluster(a) => a.do_send(Retire),
+        }
     }
 }

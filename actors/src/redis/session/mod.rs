@@ -10,7 +10,7 @@ mod outbox;
 mod own;
 
 use super::auth::{self, Password};
-use super::backend::{KnownDbs, Target};
+use super::backend::{BackendAddr, KnownDbs};
 use super::dedicated::{self, Dest, Pool};
 use super::messages::{Forward, FromDedicated, Replies, ReplyTo, Request};
 use super::smart::{Budget, Table};
@@ -66,7 +66,7 @@ pub struct SessionSettings {
 /// What a Redis listener's clients talk to; a reload may replace it.
 #[derive(Clone)]
 pub struct Current {
-    pub target: Addr<Target>,
+    pub target: BackendAddr,
     pub settings: Arc<SessionSettings>,
     /// Connections of the target's backend held for one client each.
     pub dedicated: Rc<Pool>,
@@ -122,7 +122,7 @@ pub struct Session {
     route: Rc<Route>,
     route_generation: u64,
     settings: Arc<SessionSettings>,
-    target: Addr<Target>,
+    target: BackendAddr,
     out: ClientOut,
     slots: Slots,
     db: u32,
