@@ -505,3 +505,30 @@ fn failover_behind_a_name_keeps_every_acknowledged_write() {
         relayer.log()
     );
 }
+
+/// The drain's time runs out while writes are on their way: sent, run by the backend, their
+/// replies not back yet (a link 1.5 s away each way, drainTimeout 2 s). They are counted of
+/// unknown outcome, not lost: the backend holds them all. (They were counted lost.)
+#[test]
+fn writes_unanswered_at_the_drain_limit_are_of_unknown_outcome_not_lost() {
+    let redis = Redis::start();
+    let link = DelayLink::start(redis.port(), Duration::from_millis(1500));
+    let mut relayer = Relayer::smart(&link.url(), "drainTimeout = 2");
+    let mut c = relayer.client();
+    c.set_read_timeout(HANG);
+    // The connection is up (a reply came through the link) before the writes.
+    assert_eq!(c.q("GET none"), Reply::Nil);
+    let cmds: Vec<Vec<String>> = (0..100)
+        .map(|i| vec!["SET".into(), format!("far:{i}"), "v".into()])
+        .collect();
+    for r in c.pipeline(&cmds) {
+        assert_eq!(r, Reply::ok());
+    }
+    let (all, f) = stop(&mut relayer);
+    assert!(!all, "{f:?}");
+    assert_eq!(field(&f, "lost"), "0", "{f:?}");
+    assert_eq!(field(&f, "unknown"), "100", "{f:?}");
+    wait_until(HANG, "the writes on the backend", || {
+        redis.client().q("DBSIZE") == Reply::Int(100)
+    });
+}
