@@ -1,5 +1,6 @@
 //! Reply scanner: finds where one complete backend reply ends, without decoding it, so the
-//! bytes can be passed to the client as they are (invariant 2).
+//! bytes can be passed to the client as they are: replies are never decoded and re-encoded
+//! on the hot path.
 //!
 //! Resumable with two numbers: the offset reached and how many elements are still owed. An
 //! aggregate header adds its element count to what is owed, so nesting needs no stack.

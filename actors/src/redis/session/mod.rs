@@ -152,8 +152,8 @@ pub struct Session {
     /// The connection holding the client's WATCH was lost (why): its next EXEC fails, as the
     /// keys are no longer watched.
     watch_lost: Option<String>,
-    /// This session's address, made once: `ctx.address()` allocates a new sender each time,
-    /// which cost ~350 instructions per forwarded command with its drop (callgrind).
+    /// This session's address, made once: `ctx.address()` allocates a new sender each time
+    /// (and drops it after), and every forwarded command carries one.
     me: ReplyTo,
     /// Commands for the target gathered from the requests of one read, sent as one message
     /// at `Parsed::Idle`, and before anything else leaves for the target or the dedicated
