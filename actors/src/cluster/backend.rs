@@ -14,7 +14,7 @@ use crate::endpoint::TargetAddr;
 use crate::endpoint::TargetKind;
 use crate::redis::backend::*;
 use crate::redis::messages::{Forward, Replies, ReplyTo, Request};
-use crate::resp::reply::is_error;
+use crate::resp::reply::{error_text, is_error};
 use crate::resp::request::{Command, RequestParser};
 use crate::resp::write;
 use actix::prelude::*;

@@ -7,7 +7,7 @@ use super::holds::hold_key;
 use super::topology::Node;
 use crate::redis::backend::*;
 use crate::redis::delivery;
-use crate::resp::reply::is_error;
+use crate::resp::reply::{error_text, is_error};
 use crate::resp::write;
 use actix::prelude::*;
 use bytes::Bytes;

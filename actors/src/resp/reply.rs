@@ -213,6 +213,12 @@ pub fn is_error(reply: &[u8]) -> bool {
     reply.first() == Some(&b'-')
 }
 
+/// An error reply's text, without the `-` and the CRLF (for logs and messages).
+pub fn error_text(reply: &[u8]) -> String {
+    let end = reply.len().saturating_sub(2).max(1);
+    String::from_utf8_lossy(reply.get(1..end).unwrap_or_default()).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,8 +11,8 @@ use crate::endpoint::TargetAddr;
 use crate::io::{OutBuf, ReadHalf};
 use crate::log_limit::LogLimit;
 use crate::metrics::RelayerMetrics;
-use crate::resp::reply::{is_error, ReplyBatches};
-use crate::resp::request::{Command, RequestParser};
+use crate::resp::reply::{error_text, is_error, ReplyBatches};
+use crate::resp::request::RequestParser;
 use crate::resp::write;
 use crate::tls::TlsClient;
 use actix::prelude::*;
@@ -768,10 +768,6 @@ impl<S: Shape> Backend<S> {
 
 pub(crate) fn secs(d: Duration) -> String {
     format!("{}s", d.as_secs_f64())
-}
-
-pub(crate) fn error_text(reply: &[u8]) -> String {
-    String::from_utf8_lossy(reply.get(1..reply.len().saturating_sub(2)).unwrap_or_default()).into_owned()
 }
 
 /// The command name (upper case) and first argument of a frame, for log lines.

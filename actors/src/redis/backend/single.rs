@@ -336,10 +336,6 @@ impl Upstream {
     }
 }
 
-fn select_frame(db: u32) -> Bytes {
-    Command::from_args(&[b"SELECT".to_vec(), db.to_string().into_bytes()]).into_frame()
-}
-
 impl Backend<Single> {
     /// Writes `q` on connection `idx` now if it can, else queues it behind what waits.
     pub(super) fn submit(&mut self, idx: usize, q: Queued, ctx: &mut Context<Self>) {
@@ -368,7 +364,7 @@ impl Backend<Single> {
     /// answer.
     fn write_entry(&mut self, idx: usize, q: Queued) {
         if let Some(db) = q.db.filter(|&db| self.conns[idx].db != Some(db)) {
-            self.push(idx, select_frame(db), Dest::Swallow(Swallowed::Select(db)));
+            self.push(idx, write::select(db), Dest::Swallow(Swallowed::Select(db)));
             let c = &mut self.conns[idx];
             c.db = Some(db);
             if c.identifying || !self.known.contains(db) {
