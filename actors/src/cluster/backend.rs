@@ -295,7 +295,7 @@ impl Backend<Cluster> {
         let k = self.settings.connections.max(1);
         let first = self.conns.len();
         for _ in 0..k {
-            let mut u = Upstream::new(addr.clone());
+            let mut u = Conn::new(addr.clone());
             u.state = State::Idle;
             self.conns.push(u);
             self.cl().conn_node.push(node.clone());
@@ -501,17 +501,13 @@ impl Backend<Cluster> {
             .collect();
         for idx in departed {
             let c = &mut self.conns[idx];
-            if matches!(c.state, State::Idle) || !c.pending.is_empty() {
+            if matches!(c.state, State::Idle) || !c.up.pending.is_empty() {
                 continue;
             }
             debug!(self.settings.log, "connection to a node that left the cluster closed"; "backend" => %c.addr, "conn" => idx);
             // A newer generation: its reconnection timer and stream events are ignored.
-            c.generation += 1;
+            c.up.close();
             c.state = State::Idle;
-            c.out = None;
-            c.early.clear();
-            c.queued = 0;
-            c.written = 0;
             c.db = Some(0);
             c.block_note = None;
             c.backoff = BACKOFF_FIRST;

@@ -337,7 +337,7 @@ impl Backend<Cluster> {
         let mut counts: HashMap<u16, usize> = HashMap::new();
         let mut unmarked = vec![0u32; SLOTS];
         for c in &self.conns {
-            for p in &c.pending {
+            for p in &c.up.pending {
                 let Some(r) = &p.resend else { continue };
                 if self.is_displaced(p.displaced, r) {
                     *counts.entry(hold_key(r.slot)).or_default() += 1;

@@ -9,6 +9,7 @@ use crate::tls::{self, TlsClient};
 use bytes::Bytes;
 use slog::Logger;
 use std::io;
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
@@ -16,8 +17,23 @@ use tokio::net::{TcpStream, UnixStream};
 const MAX_GREETING_REPLY: usize = 4096;
 
 /// Connects to `addr`, over TLS when `tls` is given, and authenticates when the url has a
-/// password. The caller bounds the time it takes.
+/// password, all within `limit`.
 pub async fn open(
+    addr: TargetAddr,
+    tls: Option<TlsClient>,
+    log: Logger,
+    limit: Duration,
+) -> io::Result<(ReadHalf, WriteHalf)> {
+    match tokio::time::timeout(limit, open_unbounded(addr, tls, log)).await {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("connect timed out after {}s", limit.as_secs_f64()),
+        )),
+    }
+}
+
+async fn open_unbounded(
     addr: TargetAddr,
     tls: Option<TlsClient>,
     log: Logger,

@@ -29,6 +29,7 @@
 //! reported to the owner, which stops reading its client above `BACKLOG_HIGH`.
 
 use super::messages::FromDedicated;
+use super::upstream::{when_writable, Flushed, Upstream};
 use crate::endpoint::TargetAddr;
 use crate::io::{Gate, Gated, OutBuf, ReadHalf};
 use crate::resp::reply::{error_text, is_error, ReplyScanner, DEFAULT_MAX_LINE};
@@ -349,11 +350,8 @@ pub struct Dedicated {
     /// `unsent` was reported at or above `BACKLOG_HIGH`: the owner hears when it is below.
     backlogged: bool,
     owner: Option<Recipient<FromDedicated>>,
-    out: Option<OutBuf>,
-    /// Frames written before the connection is up.
-    early: Vec<Bytes>,
-    early_len: usize,
-    pending: VecDeque<Dest>,
+    /// What is written and owed on the connection (a dedicated connection is opened once).
+    up: Upstream<Dest>,
     /// Pub/sub, MONITOR or RESP3: every reply goes to the owner as it comes, until release.
     push: bool,
     /// Push mode: answers of the relayer's own, each waiting for the PING that marks its place
@@ -376,8 +374,6 @@ pub struct Dedicated {
     patience: Duration,
     /// Its `ResetProbe` has no reply yet.
     probing: bool,
-    flush_scheduled: bool,
-    write_blocked: bool,
     /// Bumped by each Take and release: a stale idle timer does nothing.
     lease: u64,
     log: Logger,
@@ -404,10 +400,7 @@ impl Dedicated {
             unsent: Rc::new(Cell::new(0)),
             backlogged: false,
             owner: None,
-            out: None,
-            early: Vec::new(),
-            early_len: 0,
-            pending: VecDeque::new(),
+            up: Upstream::default(),
             push: false,
             answers: VecDeque::new(),
             mark_bulk,
@@ -419,8 +412,6 @@ impl Dedicated {
             replies: 0,
             patience,
             probing: false,
-            flush_scheduled: false,
-            write_blocked: false,
             lease: 0,
             log,
         }
@@ -428,15 +419,9 @@ impl Dedicated {
 
     fn queue(&mut self, frame: Bytes, dest: Option<Dest>) {
         if let Some(d) = dest {
-            self.pending.push_back(d);
+            self.up.pending.push_back(d);
         }
-        match &mut self.out {
-            Some(out) => out.push_bytes(frame),
-            None => {
-                self.early_len += frame.len();
-                self.early.push(frame);
-            }
-        }
+        self.up.write(frame);
     }
 
     fn to_owner(&self, msg: FromDedicated) {
@@ -464,15 +449,14 @@ impl Dedicated {
 
     fn schedule_flush(&mut self, ctx: &mut Context<Self>) {
         self.report_backlog();
-        if !self.flush_scheduled && !self.write_blocked && self.out.is_some() {
-            self.flush_scheduled = true;
+        if self.up.needs_flush() {
             ctx.notify(Flush);
         }
     }
 
     /// Tells the owner how much waits to be written (and when it fell below the bound).
     fn report_backlog(&mut self) {
-        let left = self.out.as_ref().map_or(self.early_len, |o| o.len());
+        let left = self.up.unsent();
         self.unsent.set(left);
         if left >= BACKLOG_HIGH {
             self.backlogged = true;
@@ -511,7 +495,7 @@ impl Dedicated {
         }
         // Lost after RESET was written and before its answer: closed for it, as some proxies
         // do with commands they do not know.
-        if self.probing && self.out.is_some() {
+        if self.probing && self.up.is_open() {
             self.probing = false;
             if let Some(pool) = self.pool.upgrade() {
                 pool.note_reset_refused(b"-the connection was lost before RESET was answered\r\n");
@@ -545,7 +529,7 @@ impl Dedicated {
             }
             return;
         }
-        let Some(dest) = self.pending.pop_front() else {
+        let Some(dest) = self.up.pending.pop_front() else {
             warn!(self.log, "unexpected reply on a dedicated connection, closing it");
             return self.fail("ERR relayer: unexpected reply from the backend", ctx);
         };
@@ -918,15 +902,13 @@ impl Actor for Dedicated {
             return ctx.stop();
         };
         // Authenticated (and over TLS for rediss://) before it is used.
-        let conn = super::connect::open(pool.addr.clone(), pool.tls.clone(), pool.log.clone());
-        let limit = pool.connect_timeout;
+        let fut = super::connect::open(
+            pool.addr.clone(),
+            pool.tls.clone(),
+            pool.log.clone(),
+            pool.connect_timeout,
+        );
         let display = pool.addr.display.clone();
-        let fut = async move {
-            match tokio::time::timeout(limit, conn).await {
-                Ok(r) => r,
-                Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
-            }
-        };
         ctx.wait(fut.into_actor(self).map(move |res, act, ctx| match res {
             Ok((r, w)) => act.connected(r, OutBuf::new(w), ctx),
             Err(e) => act.fail(&format!("ERR relayer: backend {display} unavailable ({e})"), ctx),
@@ -952,27 +934,20 @@ impl Dedicated {
             .map(Some)
             .chain(futures_util::stream::once(futures_util::future::ready(None)));
         ctx.add_stream(replies.map(|item| match item {
-            Some(Ok(b)) => Upstream(Ok(Some(b))),
-            Some(Err(e)) => Upstream(Err(e)),
-            None => Upstream(Ok(None)),
+            Some(Ok(b)) => Read(Ok(Some(b))),
+            Some(Err(e)) => Read(Err(e)),
+            None => Read(Ok(None)),
         }));
         // The connection is authenticated already (connect::open).
-        let queued = std::mem::take(&mut self.early);
-        self.early_len = 0;
-        self.out = Some(out);
-        if let Some(o) = self.out.as_mut() {
-            for f in queued {
-                o.push_bytes(f);
-            }
-        }
+        self.up.open(out);
         self.schedule_flush(ctx);
     }
 }
 
-struct Upstream(io::Result<Option<Bytes>>);
+struct Read(io::Result<Option<Bytes>>);
 
-impl StreamHandler<Upstream> for Dedicated {
-    fn handle(&mut self, Upstream(item): Upstream, ctx: &mut Context<Self>) {
+impl StreamHandler<Read> for Dedicated {
+    fn handle(&mut self, Read(item): Read, ctx: &mut Context<Self>) {
         match item {
             Ok(Some(data)) => self.on_reply(data, ctx),
             Ok(None) => self.fail("ERR relayer: dedicated connection closed by the backend", ctx),
@@ -994,31 +969,21 @@ impl Handler<Flush> for Dedicated {
     type Result = ();
 
     fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) {
-        self.flush_scheduled = false;
-        let Some(out) = self.out.as_mut() else { return };
-        let res = out.flush();
+        let flushed = self.up.flush();
         self.report_backlog();
-        match res {
-            Ok(true) => {}
-            Ok(false) => {
-                self.write_blocked = true;
-                let w = self.out.as_ref().expect("checked above").writer();
-                ctx.spawn(
-                    async move { w.writable().await }
-                        .into_actor(self)
-                        .map(|res, act, ctx| {
-                            act.write_blocked = false;
-                            match res {
-                                Ok(()) => act.schedule_flush(ctx),
-                                Err(e) => act.fail(
-                                    &format!("ERR relayer: dedicated connection to the backend lost ({e})"),
-                                    ctx,
-                                ),
-                            }
-                        }),
-                );
-            }
-            Err(e) => self.fail(
+        match flushed {
+            Flushed::Done => {}
+            Flushed::Blocked(w) => when_writable(w, ctx, |act: &mut Self, res, ctx| {
+                act.up.writable();
+                match res {
+                    Ok(()) => act.schedule_flush(ctx),
+                    Err(e) => act.fail(
+                        &format!("ERR relayer: dedicated connection to the backend lost ({e})"),
+                        ctx,
+                    ),
+                }
+            }),
+            Flushed::Failed(e) => self.fail(
                 &format!("ERR relayer: dedicated connection to the backend lost ({e})"),
                 ctx,
             ),
@@ -1110,7 +1075,7 @@ impl Handler<Release> for Dedicated {
         // Replies still owed stay counted in `pending`, whoever gets the connection: a command
         // of the owner's may still be running (it may block: closed, Redis then forgets it), or
         // push mode may be about to start (its replies could not be counted: closed too).
-        let running = self.pending.iter().any(|d| {
+        let running = self.up.pending.iter().any(|d| {
             matches!(
                 d,
                 Dest::Client(_) | Dest::WaitOffset | Dest::ResetProbe | Dest::EnterPush
@@ -1120,7 +1085,7 @@ impl Handler<Release> for Dedicated {
             Some("released while a command was running")
         } else if !reuse {
             Some("its client could have left a command running (RESP3, MONITOR, commands after pub/sub)")
-        } else if self.out.is_none() {
+        } else if !self.up.is_open() {
             Some("released before it was connected")
         } else {
             match self.pool.upgrade().map(|p| p.reset.get()) {

@@ -8,3 +8,4 @@ pub mod delivery;
 pub mod messages;
 pub mod session;
 pub mod smart;
+pub mod upstream;

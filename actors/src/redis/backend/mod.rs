@@ -7,6 +7,7 @@
 use super::delivery::{self, Delivery};
 use super::messages::{Forward, Forwards, Replies, ReplyTo, Request};
 use super::smart::Budget;
+use super::upstream::{when_writable, Flushed, Upstream};
 use crate::endpoint::TargetAddr;
 use crate::io::{OutBuf, ReadHalf};
 use crate::log_limit::LogLimit;
@@ -168,27 +169,19 @@ pub(crate) enum State {
     },
 }
 
-pub(crate) struct Upstream {
+/// One of the backend's connections: what is written and owed on it (`up`), and what the
+/// backend keeps about it across reconnections.
+pub(crate) struct Conn {
     /// Where it connects (cluster nodes have one each).
     pub(crate) addr: TargetAddr,
     pub(crate) state: State,
-    /// Bumped at each connection attempt; events of an older connection are ignored.
-    pub(crate) generation: u64,
-    pub(crate) out: Option<OutBuf>,
-    /// Frames queued while there is no connection, sent once connected.
-    pub(crate) early: BytesMut,
-    pub(crate) pending: VecDeque<Pending>,
+    pub(crate) up: Upstream<Pending>,
     /// The DB the connection is on after what is queued; None when the relayer cannot know.
     pub(crate) db: Option<u32>,
-    pub(crate) flush_scheduled: bool,
-    pub(crate) write_blocked: bool,
     pub(crate) backoff: Duration,
     /// The connection failure last logged as an error: a new reason is logged again.
     pub(crate) logged_failure: Option<String>,
     pub(crate) reader: Option<SpawnHandle>,
-    /// Bytes queued on this connection since it was opened, and bytes the socket took.
-    pub(crate) queued: u64,
-    pub(crate) written: u64,
     /// On a cluster: the first redirection or retryable error a command of the MULTI block
     /// under way got while queued, which is why its EXEC will abort.
     pub(crate) block_note: Option<Bytes>,
@@ -207,23 +200,16 @@ pub(crate) struct Upstream {
     pub(crate) proven: bool,
 }
 
-impl Upstream {
+impl Conn {
     pub(crate) fn new(addr: TargetAddr) -> Self {
-        Upstream {
+        Conn {
             addr,
             state: State::Connecting,
-            generation: 0,
-            out: None,
-            early: BytesMut::new(),
-            pending: VecDeque::new(),
+            up: Upstream::default(),
             db: Some(0),
-            flush_scheduled: false,
-            write_blocked: false,
             backoff: BACKOFF_FIRST,
             logged_failure: None,
             reader: None,
-            queued: 0,
-            written: 0,
             block_note: None,
             queue: VecDeque::new(),
             stall: None,
@@ -241,7 +227,7 @@ pub(crate) struct Backend<S: Shape> {
     pub(crate) shape: S,
     pub(crate) settings: BackendSettings,
     pub(crate) known: Arc<KnownDbs>,
-    pub(crate) conns: Vec<Upstream>,
+    pub(crate) conns: Vec<Conn>,
     pub(crate) tick: u64,
     pub(crate) timeout_ticks: Option<u64>,
     /// `retryTimeout` in ticks.
@@ -335,12 +321,7 @@ impl<S: Shape> Backend<S> {
     }
 
     /// A backend with `conns` (the connections it starts with) and its shape.
-    pub(crate) fn with(
-        shape: S,
-        settings: BackendSettings,
-        known: Arc<KnownDbs>,
-        conns: Vec<Upstream>,
-    ) -> Self {
+    pub(crate) fn with(shape: S, settings: BackendSettings, known: Arc<KnownDbs>, conns: Vec<Conn>) -> Self {
         let timeout_ticks = settings
             .timeout
             .map(|t| (t.as_millis() as u64).div_ceil(TICK.as_millis() as u64) + 1);
@@ -409,27 +390,15 @@ impl<S: Shape> Backend<S> {
     pub(crate) fn connect(&mut self, idx: usize, ctx: &mut Context<Self>) {
         let c = &mut self.conns[idx];
         c.state = State::Connecting;
-        c.generation += 1;
-        c.out = None;
-        c.write_blocked = false;
-        let generation = c.generation;
-        let conn = super::connect::open(
+        let generation = c.up.attempt();
+        let fut = super::connect::open(
             c.addr.clone(),
             self.settings.tls.clone(),
             self.settings.log.clone(),
+            self.settings.connect_timeout,
         );
-        let limit = self.settings.connect_timeout;
-        let fut = async move {
-            match tokio::time::timeout(limit, conn).await {
-                Ok(r) => r,
-                Err(_) => Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("connect timed out after {}", secs(limit)),
-                )),
-            }
-        };
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
-            if act.conns[idx].generation != generation {
+            if act.conns[idx].up.generation != generation {
                 return;
             }
             match res {
@@ -439,19 +408,19 @@ impl<S: Shape> Backend<S> {
         }));
     }
 
-    pub(crate) fn connected(&mut self, idx: usize, r: ReadHalf, mut out: OutBuf, ctx: &mut Context<Self>) {
-        let generation = self.conns[idx].generation;
+    pub(crate) fn connected(&mut self, idx: usize, r: ReadHalf, out: OutBuf, ctx: &mut Context<Self>) {
+        let generation = self.conns[idx].up.generation;
         let events = FramedRead::new(
             r,
             ReplyBatches::new(self.spare.clone(), self.settings.max_reply_line),
         )
-        .map(move |item| Upstreamed {
+        .map(move |item| Read {
             idx,
             generation,
             item: item.map(Some),
         })
         .chain(futures_util::stream::once(async move {
-            Upstreamed {
+            Read {
                 idx,
                 generation,
                 item: Ok(None),
@@ -468,12 +437,10 @@ impl<S: Shape> Backend<S> {
         c.proven = false;
         c.reader = Some(handle);
         // Replies owed from before the connection existed start their wait now.
-        for p in c.pending.iter_mut() {
+        for p in c.up.pending.iter_mut() {
             p.tick = self.tick;
         }
-        out.extend_from_slice(&c.early);
-        c.early = BytesMut::new();
-        c.out = Some(out);
+        c.up.open(out);
         S::connected(self, idx, ctx);
         self.schedule_flush(idx, ctx);
     }
@@ -495,17 +462,12 @@ impl<S: Shape> Backend<S> {
         });
         let err = write::error(&text);
         let c = &mut self.conns[idx];
-        let written = c.written;
-        let owed = std::mem::take(&mut c.pending);
+        let written = c.up.written;
+        let owed = c.up.close();
         if let Some(h) = c.reader.take() {
             ctx.cancel_future(h);
         }
-        c.out = None;
-        c.early.clear();
-        c.generation += 1;
         c.db = Some(0);
-        c.queued = 0;
-        c.written = 0;
         let again = S::cut_off(self, idx, owed, written, &err, reason, ctx);
         if again > 0 {
             debug!(self.settings.log, "background writes queued again"; "conn" => idx, "count" => again);
@@ -532,9 +494,9 @@ impl<S: Shape> Backend<S> {
         c.state = State::Down {
             reason: reason.to_string(),
         };
-        let generation = c.generation;
+        let generation = c.up.generation;
         ctx.run_later(delay, move |act, ctx| {
-            if act.conns[idx].generation == generation {
+            if act.conns[idx].up.generation == generation {
                 act.connect(idx, ctx);
             }
         });
@@ -574,32 +536,26 @@ impl<S: Shape> Backend<S> {
     ) {
         let tick = self.tick;
         let c = &mut self.conns[idx];
-        c.queued += frame.len() as u64;
-        match &mut c.out {
-            Some(out) => out.push_bytes(frame),
-            None => c.early.extend_from_slice(&frame),
-        }
-        c.pending.push_back(Pending {
+        let end = c.up.write(frame);
+        c.up.pending.push_back(Pending {
             dest,
             resend,
             displaced,
             tick,
-            end: c.queued,
+            end,
             probe: false,
             again: None,
         });
     }
 
     pub(crate) fn schedule_flush(&mut self, idx: usize, ctx: &mut Context<Self>) {
-        let c = &mut self.conns[idx];
-        if !c.flush_scheduled && !c.write_blocked && c.out.is_some() {
-            c.flush_scheduled = true;
+        if self.conns[idx].up.needs_flush() {
             ctx.notify(Flush(idx));
         }
     }
 
     pub(crate) fn route(&mut self, idx: usize, data: Bytes, ctx: &mut Context<Self>) {
-        let Some(p) = self.conns[idx].pending.pop_front() else {
+        let Some(p) = self.conns[idx].up.pending.pop_front() else {
             // Redis sent something nobody asked for: the reply stream can no longer be trusted.
             self.failed(idx, "unexpected reply from backend", None, ctx);
             return;
@@ -616,7 +572,7 @@ impl<S: Shape> Backend<S> {
                 if !is_error(&data) {
                     self.known.insert(db);
                     // Only when nothing was written after it does the SELECT still hold.
-                    if self.conns[idx].pending.is_empty() {
+                    if self.conns[idx].up.pending.is_empty() {
                         self.conns[idx].db = Some(db);
                     }
                 }
@@ -730,7 +686,7 @@ impl<S: Shape> Backend<S> {
         let confirmed = self.settings.budget.as_ref().is_none_or(|b| b.pending() == 0);
         let answered = !self.drain_everything
             || (self.conns.iter().all(|c| {
-                c.pending.is_empty() && c.queue.is_empty() && c.stall.as_ref().is_none_or(Stall::is_empty)
+                c.up.pending.is_empty() && c.queue.is_empty() && c.stall.as_ref().is_none_or(Stall::is_empty)
             }) && !S::has_waiters(self));
         if confirmed && answered {
             if let Some(tx) = self.drain_waiter.take() {
@@ -752,7 +708,7 @@ impl<S: Shape> Backend<S> {
         for idx in 0..self.conns.len() {
             let c = &self.conns[idx];
             let late = matches!(c.state, State::Up)
-                && c.pending.front().is_some_and(|p| self.tick >= p.tick + limit);
+                && c.up.pending.front().is_some_and(|p| self.tick >= p.tick + limit);
             if late {
                 let t = self.settings.timeout.unwrap_or_default();
                 let text = format!(
@@ -822,49 +778,39 @@ impl<S: Shape> Handler<Flush> for Backend<S> {
     type Result = ();
 
     fn handle(&mut self, Flush(idx): Flush, ctx: &mut Context<Self>) {
-        let c = &mut self.conns[idx];
-        c.flush_scheduled = false;
-        let Some(out) = c.out.as_mut() else { return };
-        let before = out.len();
-        let res = out.flush();
-        c.written += (before - out.len()) as u64;
-        match res {
-            Ok(true) => {}
-            Ok(false) => {
-                c.write_blocked = true;
-                let w = out.writer();
-                let generation = c.generation;
-                ctx.spawn(
-                    async move { w.writable().await }
-                        .into_actor(self)
-                        .map(move |res, act, ctx| {
-                            if act.conns[idx].generation != generation {
-                                return;
-                            }
-                            act.conns[idx].write_blocked = false;
-                            match res {
-                                Ok(()) => act.schedule_flush(idx, ctx),
-                                Err(e) => act.failed(idx, &e.to_string(), None, ctx),
-                            }
-                        }),
-                );
+        let up = &mut self.conns[idx].up;
+        match up.flush() {
+            Flushed::Done => {}
+            Flushed::Blocked(w) => {
+                let generation = up.generation;
+                when_writable(w, ctx, move |act: &mut Self, res, ctx| {
+                    let up = &mut act.conns[idx].up;
+                    if up.generation != generation {
+                        return;
+                    }
+                    up.writable();
+                    match res {
+                        Ok(()) => act.schedule_flush(idx, ctx),
+                        Err(e) => act.failed(idx, &e.to_string(), None, ctx),
+                    }
+                });
             }
-            Err(e) => self.failed(idx, &e.to_string(), None, ctx),
+            Flushed::Failed(e) => self.failed(idx, &e.to_string(), None, ctx),
         }
     }
 }
 
 /// An event of one upstream connection's read side: the replies of one read, end of stream
 /// (None), or an error.
-pub(crate) struct Upstreamed {
+pub(crate) struct Read {
     pub(crate) idx: usize,
     pub(crate) generation: u64,
     pub(crate) item: io::Result<Option<Vec<Bytes>>>,
 }
 
-impl<S: Shape> StreamHandler<Upstreamed> for Backend<S> {
-    fn handle(&mut self, ev: Upstreamed, ctx: &mut Context<Self>) {
-        if self.conns[ev.idx].generation != ev.generation {
+impl<S: Shape> StreamHandler<Read> for Backend<S> {
+    fn handle(&mut self, ev: Read, ctx: &mut Context<Self>) {
+        if self.conns[ev.idx].up.generation != ev.generation {
             return;
         }
         match ev.item {
@@ -873,7 +819,7 @@ impl<S: Shape> StreamHandler<Upstreamed> for Backend<S> {
                 self.batching = true;
                 for reply in replies.drain(..) {
                     // A reply that failed the connection leaves the rest unread, as before.
-                    if self.conns[ev.idx].generation != ev.generation {
+                    if self.conns[ev.idx].up.generation != ev.generation {
                         break;
                     }
                     self.route(ev.idx, reply, ctx);
@@ -932,12 +878,12 @@ impl<S: Shape> Handler<GiveUp> for Backend<S> {
         let mut lost = S::background_held(self);
         let mut unknown = 0;
         for c in &self.conns {
-            for p in c
-                .pending
-                .iter()
-                .filter(|p| matches!(p.dest, Dest::Background { .. }))
+            for p in
+                c.up.pending
+                    .iter()
+                    .filter(|p| matches!(p.dest, Dest::Background { .. }))
             {
-                if p.end <= c.written {
+                if p.end <= c.up.written {
                     unknown += 1;
                 } else {
                     lost += 1;
@@ -993,7 +939,7 @@ impl<S: Shape> Handler<Retire> for Backend<S> {
     fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) {
         let err = write::error("ERR relayer: backend connection closed by a configuration reload");
         for c in &mut self.conns {
-            for p in c.pending.drain(..) {
+            for p in c.up.pending.drain(..) {
                 match p.dest {
                     Dest::Session { to, seq }
                     | Dest::SelectCheck { to, seq, .. }

@@ -157,8 +157,8 @@ impl Backend<Single> {
     /// A backend for the single Redis `settings.addr`.
     pub(crate) fn single(settings: BackendSettings, known: Arc<KnownDbs>) -> Self {
         let n = settings.connections.max(1);
-        let mut conns: Vec<Upstream> = (0..n).map(|_| Upstream::new(settings.addr.clone())).collect();
-        let mut side = Upstream::new(settings.addr.clone());
+        let mut conns: Vec<Conn> = (0..n).map(|_| Conn::new(settings.addr.clone())).collect();
+        let mut side = Conn::new(settings.addr.clone());
         side.state = State::Idle;
         conns.push(side);
         Backend::with(
@@ -324,7 +324,7 @@ impl Backend<Single> {
     }
 }
 
-impl Upstream {
+impl Conn {
     /// Whether a command may be written now (see the module notes).
     fn can_write(&self) -> bool {
         matches!(self.state, State::Up)
@@ -383,7 +383,7 @@ impl Backend<Single> {
             Body::One(frame) if matches!(dest, Dest::Session { .. }) => {
                 let db = self.conns[idx].db;
                 self.push(idx, frame.clone(), dest);
-                if let Some(p) = self.conns[idx].pending.back_mut() {
+                if let Some(p) = self.conns[idx].up.pending.back_mut() {
                     p.again = Some((frame, db));
                 }
             }
@@ -410,7 +410,7 @@ impl Backend<Single> {
             .filter(|s| s.phase == Phase::Probing { sent: false })
         {
             st.phase = Phase::Probing { sent: true };
-            if let Some(p) = c.pending.back_mut() {
+            if let Some(p) = c.up.pending.back_mut() {
                 p.probe = true;
             }
         }
@@ -580,15 +580,15 @@ impl Backend<Single> {
             }
             return;
         };
-        if st.phase != Phase::Draining || !c.pending.is_empty() {
+        if st.phase != Phase::Draining || !c.up.pending.is_empty() {
             return;
         }
         st.phase = Phase::Waiting;
         let delay = st.backoff;
         st.backoff = (st.backoff * 2).min(STALL_BACKOFF_MAX);
-        let generation = c.generation;
+        let generation = c.up.generation;
         ctx.run_later(delay, move |act, ctx| {
-            if act.conns[idx].generation == generation {
+            if act.conns[idx].up.generation == generation {
                 act.stall_probe(idx, ctx);
             }
         });

@@ -1,0 +1,251 @@
+//! One connection to a backend as the relayer writes to it: the bytes waiting to be written,
+//! the replies owed in the order the commands were written, whether a flush is due, and which
+//! connection attempt it is. The backend's shared connections (`backend::Conn`, reconnected
+//! with backoff) and a client's dedicated connection (`dedicated::Dedicated`, one attempt)
+//! each hold one; `P` is what they need to know about an owed reply.
+//!
+//! Lifecycle: `attempt` (not open: frames wait in `early`) -> `open` (early frames go first)
+//! -> `flush` as often as `needs_flush` says -> `close` (what was owed is handed back, what was
+//! not written is dropped) -> `attempt` again, or the end of its actor.
+
+use crate::io::{OutBuf, WriteHalf};
+use actix::prelude::*;
+use bytes::Bytes;
+use std::collections::VecDeque;
+use std::io;
+use std::rc::Rc;
+
+pub(crate) struct Upstream<P> {
+    /// Bumped at each attempt and each close: events of an older connection are ignored.
+    pub(crate) generation: u64,
+    out: Option<OutBuf>,
+    /// Frames written before the connection is open, in order.
+    early: Vec<Bytes>,
+    early_len: usize,
+    /// What each written command's reply is for, oldest first.
+    pub(crate) pending: VecDeque<P>,
+    flush_scheduled: bool,
+    write_blocked: bool,
+    /// Bytes queued since the connection opened, and bytes the socket took: a command whose
+    /// frame ended at `queued` = n has been written once `written` reaches n.
+    pub(crate) queued: u64,
+    pub(crate) written: u64,
+}
+
+/// What a flush did.
+pub(crate) enum Flushed {
+    /// Everything was written, or there is no connection to write to.
+    Done,
+    /// The socket took less than everything: flush again once it is writable.
+    Blocked(Rc<WriteHalf>),
+    Failed(io::Error),
+}
+
+impl<P> Default for Upstream<P> {
+    fn default() -> Self {
+        Upstream {
+            generation: 0,
+            out: None,
+            early: Vec::new(),
+            early_len: 0,
+            pending: VecDeque::new(),
+            flush_scheduled: false,
+            write_blocked: false,
+            queued: 0,
+            written: 0,
+        }
+    }
+}
+
+impl<P> Upstream<P> {
+    pub(crate) fn is_open(&self) -> bool {
+        self.out.is_some()
+    }
+
+    /// Queues a frame, to be written once open; returns where it ends among the bytes queued.
+    pub(crate) fn write(&mut self, frame: Bytes) -> u64 {
+        self.queued += frame.len() as u64;
+        match &mut self.out {
+            Some(out) => out.push_bytes(frame),
+            None => {
+                self.early_len += frame.len();
+                self.early.push(frame);
+            }
+        }
+        self.queued
+    }
+
+    /// Bytes queued and not written yet.
+    pub(crate) fn unsent(&self) -> usize {
+        self.out.as_ref().map_or(self.early_len, OutBuf::len)
+    }
+
+    /// A new connection attempt; returns its generation.
+    pub(crate) fn attempt(&mut self) -> u64 {
+        self.generation += 1;
+        self.out = None;
+        self.write_blocked = false;
+        self.generation
+    }
+
+    /// The connection is open: what was written before goes first.
+    pub(crate) fn open(&mut self, mut out: OutBuf) {
+        for frame in self.early.drain(..) {
+            out.push_bytes(frame);
+        }
+        self.early_len = 0;
+        self.out = Some(out);
+    }
+
+    /// The connection is gone: returns what it owed; what was not written is dropped, and
+    /// events of this connection are ignored from now on.
+    pub(crate) fn close(&mut self) -> VecDeque<P> {
+        self.out = None;
+        self.early.clear();
+        self.early_len = 0;
+        self.generation += 1;
+        self.queued = 0;
+        self.written = 0;
+        std::mem::take(&mut self.pending)
+    }
+
+    /// True when a flush is due and none is scheduled: the caller schedules one now.
+    pub(crate) fn needs_flush(&mut self) -> bool {
+        if self.flush_scheduled || self.write_blocked || self.out.is_none() {
+            return false;
+        }
+        self.flush_scheduled = true;
+        true
+    }
+
+    /// Writes what the socket takes now (the scheduled flush).
+    pub(crate) fn flush(&mut self) -> Flushed {
+        self.flush_scheduled = false;
+        let Some(out) = self.out.as_mut() else {
+            return Flushed::Done;
+        };
+        let before = out.len();
+        let res = out.flush();
+        self.written += (before - out.len()) as u64;
+        match res {
+            Ok(true) => Flushed::Done,
+            Ok(false) => {
+                self.write_blocked = true;
+                Flushed::Blocked(out.writer())
+            }
+            Err(e) => Flushed::Failed(e),
+        }
+    }
+
+    /// The socket is writable again after `Flushed::Blocked`.
+    pub(crate) fn writable(&mut self) {
+        self.write_blocked = false;
+    }
+}
+
+/// Waits for a socket that took less than everything to be writable again, then calls `then`
+/// on the actor (which checks that the connection is still the same one).
+pub(crate) fn when_writable<A>(
+    w: Rc<WriteHalf>,
+    ctx: &mut Context<A>,
+    then: impl FnOnce(&mut A, io::Result<()>, &mut Context<A>) + 'static,
+) where
+    A: Actor<Context = Context<A>>,
+{
+    let wait = actix::fut::wrap_future::<_, A>(async move { w.writable().await });
+    ctx.spawn(wait.map(move |res, act, ctx| then(act, res, ctx)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::split_unix;
+    use std::io::Read;
+
+    fn frame(n: usize) -> Bytes {
+        Bytes::from(vec![b'x'; n])
+    }
+
+    #[test]
+    fn early_frames_count_and_wait_for_the_connection() {
+        let mut up: Upstream<u32> = Upstream::default();
+        assert_eq!(up.attempt(), 1);
+        assert_eq!(up.write(frame(10)), 10);
+        up.pending.push_back(1);
+        assert_eq!(up.write(frame(5000)), 5010);
+        assert_eq!(up.unsent(), 5010);
+        // Nothing to flush before the connection is open.
+        assert!(!up.needs_flush());
+        assert!(matches!(up.flush(), Flushed::Done));
+        assert_eq!(up.written, 0);
+    }
+
+    #[test]
+    fn close_hands_back_what_was_owed_and_forgets_the_rest() {
+        let mut up: Upstream<u32> = Upstream::default();
+        let first = up.attempt();
+        up.write(frame(3));
+        up.pending.extend([7, 8]);
+        let owed = up.close();
+        assert_eq!(owed, VecDeque::from([7, 8]));
+        assert!(up.pending.is_empty());
+        assert_eq!((up.queued, up.written, up.unsent()), (0, 0, 0));
+        assert!(
+            up.generation > first,
+            "events of the closed connection must be ignored"
+        );
+        assert!(up.attempt() > first + 1);
+    }
+
+    /// Frames written before the connection opened go first, and `written` follows what the
+    /// socket took, through a socket that fills up.
+    #[test]
+    fn early_frames_go_first_and_written_follows_the_socket() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+            a.set_nonblocking(true).unwrap();
+            let (_, w) = split_unix(tokio::net::UnixStream::from_std(a).unwrap());
+            let mut w = Some(w);
+            let mut up: Upstream<()> = Upstream::default();
+            up.attempt();
+            let mut want = Vec::new();
+            for i in 0..200u8 {
+                let piece = vec![i; [3, 9000, 70_000][i as usize % 3]];
+                want.extend_from_slice(&piece);
+                up.write(Bytes::from(piece));
+                if i == 10 {
+                    up.open(OutBuf::new(w.take().unwrap()));
+                }
+            }
+            let reader = std::thread::spawn(move || {
+                let mut got = Vec::new();
+                b.read_to_end(&mut got).unwrap();
+                got
+            });
+            assert!(up.needs_flush());
+            assert!(!up.needs_flush(), "one flush scheduled at a time");
+            loop {
+                match up.flush() {
+                    Flushed::Done => break,
+                    Flushed::Blocked(w) => {
+                        assert!(!up.needs_flush(), "no flush while the socket is full");
+                        w.writable().await.unwrap();
+                        up.writable();
+                    }
+                    Flushed::Failed(e) => panic!("{e}"),
+                }
+            }
+            assert_eq!(up.written, want.len() as u64);
+            assert_eq!(up.written, up.queued);
+            assert_eq!(up.unsent(), 0);
+            // Closing drops the socket: the reader sees the end.
+            up.close();
+            let got = reader.join().unwrap();
+            assert!(got == want, "{} bytes read, {} written", got.len(), want.len());
+        });
+    }
+}
