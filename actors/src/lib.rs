@@ -4,6 +4,7 @@ pub mod cluster;
 pub mod command;
 pub mod compress;
 pub mod endpoint;
+pub mod error;
 pub mod firehose;
 pub mod io;
 pub mod listener;

@@ -22,13 +22,10 @@ pub struct Route<C, S: Actor> {
 pub struct CloseClient;
 
 /// The relayer is stopping: what the client sent before gets its replies, what it sends from
-/// now on gets `STOPPING` (not sent anywhere), until the drain closes it.
+/// now on gets `RelayerError::ShuttingDown` (not sent anywhere), until the drain closes it.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Stopping;
-
-/// The answer to a command that comes after a stop signal.
-pub const STOPPING: &str = "ERR relayer: shutting down, command not sent";
 
 impl<C: Clone, S: Actor> Route<C, S> {
     pub fn new(current: C) -> Rc<Self> {

@@ -5,7 +5,10 @@
 
 use super::gather::Merge;
 use crate::command::{self, Cluster, Spec};
+use crate::error::RelayerError;
 use crate::resp::request::Command;
+use crate::resp::write;
+use bytes::Bytes;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Keyless {
@@ -13,10 +16,10 @@ pub enum Keyless {
     Every(Merge),
     /// About one slot (CLUSTER COUNTKEYSINSLOT, GETKEYSINSLOT): its master answers.
     Slot(u16),
-    /// Refused, with this error.
-    Refuse(String),
-    /// Answered with this error, as Redis would (a wrong number of arguments).
-    Invalid(String),
+    /// Refused: it would reach one node only.
+    Refuse(RelayerError),
+    /// Answered with this error reply, as is (Redis' for a wrong number of arguments).
+    Invalid(Bytes),
 }
 
 /// How a cluster relayer treats `cmd` (whose entry in the command table is `spec`) when it is
@@ -40,10 +43,10 @@ pub fn keyless(cmd: &Command, spec: &'static Spec) -> Option<Keyless> {
             // Without its slot it would reach any master: answered here, with Redis' text.
             if argc != n {
                 let sub = entry.name.split_once(' ').map_or("", |(_, s)| s);
-                return Some(Keyless::Invalid(format!(
+                return Some(Keyless::Invalid(write::error(&format!(
                     "ERR wrong number of arguments for 'cluster|{}' command",
                     sub.to_ascii_lowercase()
-                )));
+                ))));
             }
             // A slot that is not a number or out of range: any master gives Redis' error.
             let slot = std::str::from_utf8(cmd.arg(2)).ok()?.parse::<u16>().ok()?;
@@ -61,14 +64,10 @@ pub fn keyless(cmd: &Command, spec: &'static Spec) -> Option<Keyless> {
                 }
                 _ => spec.name.to_string(),
             };
-            Some(Keyless::Refuse(format!(
-                "ERR relayer: '{what}' would reach one node of the cluster only: send it to each node directly"
-            )))
+            Some(Keyless::Refuse(RelayerError::OneNodeOnly(what)))
         }
         // Answered as it is, inside MULTI too.
-        Cluster::RefusedAsking => Some(Keyless::Invalid(
-            "ERR relayer: 'ASKING' is not relayed: the relayer follows ASK redirections itself".into(),
-        )),
+        Cluster::RefusedAsking => Some(Keyless::Invalid(RelayerError::AskingNotRelayed.resp())),
     }
 }
 
@@ -110,9 +109,9 @@ mod tests {
         );
         // Without a slot (or with too many arguments): Redis' arity error, never a panic.
         let arity = |sub: &str| {
-            Some(Keyless::Invalid(format!(
+            Some(Keyless::Invalid(write::error(&format!(
                 "ERR wrong number of arguments for 'cluster|{sub}' command"
-            )))
+            ))))
         };
         assert_eq!(k(&["cluster", "countkeysinslot"]), arity("countkeysinslot"));
         assert_eq!(
@@ -133,7 +132,9 @@ mod tests {
             &["SCRIPT", "KILL"],
         ] {
             match k(refused) {
-                Some(Keyless::Refuse(e)) => assert!(e.starts_with("ERR relayer: '"), "{e}"),
+                Some(Keyless::Refuse(RelayerError::OneNodeOnly(what))) => {
+                    assert!(what.starts_with(&refused[0].to_uppercase()), "{what}")
+                }
                 other => panic!("{refused:?}: {other:?}"),
             }
         }

@@ -12,6 +12,7 @@ use crate::cluster::gather::{merge, scan_cursor, scan_tag, Merge};
 use crate::cluster::topology::{Node, SlotMap};
 use crate::endpoint::TargetAddr;
 use crate::endpoint::TargetKind;
+use crate::error::RelayerError;
 use crate::redis::backend::*;
 use crate::redis::messages::{Forward, Replies, ReplyTo, Request};
 use crate::resp::reply::{error_text, is_error};
@@ -39,6 +40,8 @@ const REFRESH_TIMEOUT_TICKS: u64 = 30;
 /// and everything the client sends after it waits too.
 const BARRIER_TICKS_WITHOUT_TIMEOUT: u64 = 300;
 const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
+/// What Redis answers for a slot no master serves.
+const CLUSTERDOWN: &str = "CLUSTERDOWN Hash slot not served";
 
 /// What a command needs to be sent again elsewhere, kept with its pending reply.
 pub(crate) struct Resend {
@@ -527,16 +530,16 @@ impl Backend<Cluster> {
 
     /// The connection of `session` to the master of `slot` (None: any master, spread by
     /// session).
-    pub(crate) fn owner_conn(&mut self, slot: Option<u16>, session: u64) -> Result<usize, String> {
+    /// Err: the answer of a command that cannot be sent (the relayer's, or Redis' own
+    /// CLUSTERDOWN for a slot nobody serves).
+    pub(crate) fn owner_conn(&mut self, slot: Option<u16>, session: u64) -> Result<usize, Bytes> {
         let k = self.settings.connections.max(1) as u64;
         let cl = self.cl();
         let Some(map) = &cl.map else {
-            return Err(format!("ERR relayer: cluster not available ({})", cl.last_error));
+            return Err(RelayerError::ClusterUnavailable(cl.last_error.clone()).resp());
         };
         let master = match slot {
-            Some(s) => map
-                .owner_index(s)
-                .ok_or_else(|| "CLUSTERDOWN Hash slot not served".to_string())?,
+            Some(s) => map.owner_index(s).ok_or_else(|| write::error(CLUSTERDOWN))?,
             None => (session % map.masters.len() as u64) as usize,
         };
         Ok(cl.master_conns[master] + (session % k) as usize)
@@ -685,14 +688,13 @@ impl Backend<Cluster> {
             .filter(|(_, q)| q.front().is_some_and(|(since, _)| tick >= since + limit))
             .map(|(s, _)| *s)
             .collect();
-        let t = secs(TICK * limit as u32);
+        let t = TICK * limit as u32;
         for session in late {
             let Some((_, msg)) = self.cl().barriers.get_mut(&session).and_then(|q| q.pop_front()) else {
                 continue;
             };
-            let text =
-                format!("ERR relayer: no reply within {t}: earlier commands of this client are still being sent again");
-            self.send_reply(msg.reply_to, msg.seq, write::error(&text));
+            let err = Arc::new(RelayerError::StillResending(t));
+            self.send_failure(msg.reply_to, msg.seq, &err);
             self.release_barrier(session, ctx);
         }
         // What waited may have been the last thing a reload's drain waits for.
@@ -710,14 +712,14 @@ impl Backend<Cluster> {
         };
         let idx = match idx {
             Ok(idx) => idx,
-            Err(text) => return self.cannot_send(job, &text, ctx),
+            Err(answer) => return self.cannot_send(job, answer, ctx),
         };
         if let State::Down { reason } = &self.conns[idx].state {
-            let text = format!(
-                "ERR relayer: backend {} unavailable ({reason})",
-                self.conns[idx].addr
-            );
-            return self.cannot_send(job, &text, ctx);
+            let err = RelayerError::Unavailable {
+                backend: self.conns[idx].addr.to_string(),
+                reason: reason.clone(),
+            };
+            return self.cannot_send(job, err.resp(), ctx);
         }
         self.open_if_idle(idx, ctx);
         let Job { mut r, dest, ask } = job;
@@ -743,11 +745,11 @@ impl Backend<Cluster> {
         self.schedule_flush(idx, ctx);
     }
 
-    pub(crate) fn cannot_send(&mut self, job: Job, text: &str, ctx: &mut Context<Self>) {
+    pub(crate) fn cannot_send(&mut self, job: Job, answer: Bytes, ctx: &mut Context<Self>) {
         match job.dest {
             Dest::Background { .. } => self.park(job),
             dest => {
-                self.answer(dest, write::error(text));
+                self.answer(dest, answer);
                 self.job_done(job.r.session, ctx);
             }
         }
@@ -820,8 +822,7 @@ impl Backend<Cluster> {
             },
             merge => {
                 let Some(masters) = self.cl().map.as_ref().map(|m| m.masters.clone()) else {
-                    let text = format!("ERR relayer: cluster not available ({})", self.cl().last_error);
-                    let data = write::error(&text);
+                    let data = RelayerError::ClusterUnavailable(self.cl().last_error.clone()).resp();
                     return self.send_reply(to, seq, data);
                 };
                 (masters.into_iter().map(|m| (m, frame.clone())).collect(), merge)
@@ -832,11 +833,11 @@ impl Backend<Cluster> {
             let idx = self.conn_for(&node, session);
             let dest = Dest::Part { gather: id, index };
             if let State::Down { reason } = &self.conns[idx].state {
-                let text = format!(
-                    "ERR relayer: backend {} unavailable ({reason})",
-                    self.conns[idx].addr
-                );
-                self.answer(dest, write::error(&text));
+                let err = RelayerError::Unavailable {
+                    backend: self.conns[idx].addr.to_string(),
+                    reason: reason.clone(),
+                };
+                self.answer(dest, err.resp());
                 continue;
             }
             self.open_if_idle(idx, ctx);
@@ -851,7 +852,7 @@ impl Backend<Cluster> {
         let mut buf = BytesMut::from(&frame[..]);
         let cmd = match RequestParser::new(Default::default()).parse(&mut buf) {
             Ok(Some(c)) => c,
-            _ => return Err(write::error("ERR relayer: bad SCAN request")),
+            _ => return Err(RelayerError::BadScan.resp()),
         };
         let Some(cursor) = std::str::from_utf8(cmd.arg(1))
             .ok()
@@ -860,12 +861,11 @@ impl Backend<Cluster> {
             return Err(write::error("ERR invalid cursor"));
         };
         let Some(map) = self.cl().map.as_ref() else {
-            let text = format!("ERR relayer: cluster not available ({})", self.cl().last_error);
-            return Err(write::error(&text));
+            return Err(RelayerError::ClusterUnavailable(self.cl().last_error.clone()).resp());
         };
         let (slot, tag, own) = scan_cursor(cursor);
         let Some(node) = map.owner(slot).cloned() else {
-            return Err(write::error("CLUSTERDOWN Hash slot not served"));
+            return Err(write::error(CLUSTERDOWN));
         };
         // Another node serves it now (a failover): from its start, keys seen twice at worst.
         let here = scan_tag(&node.to_string());
@@ -916,13 +916,13 @@ impl Backend<Cluster> {
 
     /// A reload retired the target: what waits here gets `err`; writes acknowledged early are
     /// let go (the drain before counted them as lost).
-    pub(crate) fn cluster_retire(&mut self, err: &Bytes) {
+    pub(crate) fn cluster_retire(&mut self, err: &Arc<RelayerError>) {
         let holds = std::mem::take(&mut self.cl().holds);
         for (_, h) in holds {
             for job in h.front.into_values().chain(h.back) {
                 match job.dest {
                     Dest::Background { frame, .. } => self.give_back(&frame),
-                    dest => self.answer(dest, err.clone()),
+                    dest => self.answer(dest, err.resp()),
                 }
             }
         }
@@ -933,16 +933,16 @@ impl Backend<Cluster> {
         for msg in waiting {
             match msg.request {
                 Request::Background { frame, .. } => self.give_back(&frame),
-                _ => msg.reply_to.do_send(Replies::One {
+                _ => msg.reply_to.do_send(Replies::Failed {
                     seq: msg.seq,
-                    data: err.clone(),
+                    error: err.clone(),
                 }),
             }
         }
         for (_, g) in self.cl().gathers.drain() {
-            g.to.do_send(Replies::One {
+            g.to.do_send(Replies::Failed {
                 seq: g.seq,
-                data: err.clone(),
+                error: err.clone(),
             });
         }
     }
@@ -1000,7 +1000,7 @@ impl Shape for Cluster {
         idx: usize,
         owed: VecDeque<Pending>,
         written: u64,
-        err: &Bytes,
+        err: &Arc<RelayerError>,
         reason: &str,
         ctx: &mut Context<Backend<Self>>,
     ) -> usize {
@@ -1029,7 +1029,7 @@ impl Shape for Cluster {
         b.shape.background_applied()
     }
 
-    fn retire(b: &mut Backend<Self>, err: &Bytes) {
+    fn retire(b: &mut Backend<Self>, err: &Arc<RelayerError>) {
         b.cluster_retire(err);
     }
 }

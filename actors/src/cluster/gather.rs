@@ -2,6 +2,7 @@
 //! client expects.
 
 use super::topology::Value;
+use crate::error::RelayerError;
 use crate::resp::write;
 use bytes::{Bytes, BytesMut};
 
@@ -58,7 +59,7 @@ pub fn scan_tag(addr: &str) -> u16 {
 /// the reply, as Redis would give one error for the whole command.
 pub fn merge(how: &Merge, parts: &[Bytes]) -> Bytes {
     if parts.is_empty() {
-        return write::error("ERR relayer: no cluster node to ask");
+        return RelayerError::NoNode.resp();
     }
     if let Some(e) = parts.iter().find(|p| p.starts_with(b"-")) {
         return e.clone();
@@ -93,7 +94,7 @@ pub fn merge(how: &Merge, parts: &[Bytes]) -> Bytes {
         Merge::Scan => unexpected(&parts[0]),
         Merge::Same => match parts.iter().find(|p| *p != &parts[0]) {
             None => parts[0].clone(),
-            Some(_) => write::error("ERR relayer: the masters answered differently"),
+            Some(_) => RelayerError::MastersDiffer.resp(),
         },
         Merge::And => {
             let mut all: Option<Vec<i64>> = None;
@@ -133,7 +134,7 @@ pub fn merge(how: &Merge, parts: &[Bytes]) -> Bytes {
             let next = if cursor == 0 {
                 next.map_or(0, u64::from)
             } else if cursor >> (64 - SCAN_OWN_SHIFT) != 0 {
-                return write::error("ERR relayer: a node's SCAN cursor is too large to relay");
+                return RelayerError::ScanCursorTooLarge.resp();
             } else {
                 (cursor << SCAN_OWN_SHIFT) | (u64::from(*tag) << SCAN_SLOT_BITS) | u64::from(*slot)
             };
@@ -155,9 +156,7 @@ pub fn merge(how: &Merge, parts: &[Bytes]) -> Bytes {
 
 fn unexpected(part: &Bytes) -> Bytes {
     let shown = String::from_utf8_lossy(&part[..part.len().min(40)]).into_owned();
-    write::error(&format!(
-        "ERR relayer: unexpected reply from a cluster node: {shown:?}"
-    ))
+    RelayerError::UnexpectedNodeReply(shown).resp()
 }
 
 fn encode_array(items: impl ExactSizeIterator<Item = Value>) -> Bytes {

@@ -27,9 +27,9 @@
 use super::backend::{Cluster, Job, Resend};
 use super::topology::SlotMap;
 use crate::cluster::slot::SLOTS;
+use crate::error::RelayerError;
 use crate::redis::backend::*;
 use crate::redis::delivery;
-use crate::resp::write;
 use actix::prelude::*;
 use slog::warn;
 use std::collections::BTreeMap;
@@ -303,7 +303,7 @@ impl Backend<Cluster> {
                 expired.extend(gone.into_iter().map(|j| (k, j)));
             }
         }
-        let t = secs(self.settings.timeout.unwrap_or_default());
+        let t = self.settings.timeout.unwrap_or_default();
         let mut keys = Vec::new();
         for (k, job) in expired {
             if let Dest::Background { frame, .. } = &job.dest {
@@ -316,12 +316,12 @@ impl Backend<Cluster> {
                 keys.push(k);
                 continue;
             }
-            let text = match job.r.slot {
-                Some(s) => format!("ERR relayer: no reply within {t}: slot {s} is moving or failing over"),
-                None => format!("ERR relayer: no reply within {t}: the cluster is failing over"),
+            let err = RelayerError::SlotMoving {
+                after: t,
+                slot: job.r.slot,
             };
             let session = job.r.session;
-            self.answer(job.dest, write::error(&text));
+            self.answer(job.dest, err.resp());
             self.job_done(session, ctx);
             keys.push(k);
         }

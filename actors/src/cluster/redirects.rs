@@ -5,13 +5,14 @@
 use super::backend::{Body, Cluster, Job};
 use super::holds::hold_key;
 use super::topology::Node;
+use crate::error::RelayerError;
 use crate::redis::backend::*;
 use crate::redis::delivery;
 use crate::resp::reply::{error_text, is_error};
-use crate::resp::write;
 use actix::prelude::*;
 use bytes::Bytes;
 use slog::{debug, warn};
+use std::sync::Arc;
 
 /// Redirections followed for one command before its client gets an error.
 const MAX_HOPS: u8 = 5;
@@ -128,10 +129,12 @@ impl Backend<Cluster> {
                 self.refresh_soon(ctx);
                 return None;
             }
-            let text = format!(
-                "ERR relayer: too many cluster redirections ({MAX_HOPS}) for slot {slot}, last: {last}"
-            );
-            return Some((job.dest, write::error(&text)));
+            let err = RelayerError::TooManyRedirections {
+                hops: MAX_HOPS,
+                slot,
+                last,
+            };
+            return Some((job.dest, err.resp()));
         }
         if !ask {
             let stale = self
@@ -209,7 +212,7 @@ impl Backend<Cluster> {
         &mut self,
         idx: usize,
         p: Pending,
-        err: &Bytes,
+        err: &Arc<RelayerError>,
         written: u64,
         reason: &str,
         ctx: &mut Context<Self>,
@@ -231,7 +234,7 @@ impl Backend<Cluster> {
                 }
             }
             Dest::Background { frame, .. } => self.unknown_outcome(idx, &frame),
-            dest => self.answer(dest, err.clone()),
+            dest => self.answer(dest, err.resp()),
         }
         if let Some(session) = session {
             self.job_done(session, ctx);

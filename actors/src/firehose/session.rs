@@ -12,6 +12,7 @@ use super::batcher::{Batcher, FirehoseMetrics, Wake};
 use super::buffer::{Buffer, NoRoom, Pushed};
 use super::record::{Record, Timestamp, WrongType, MAX_RECORD};
 use crate::command::{self, StreamOp};
+use crate::error::RelayerError;
 use crate::io::{
     flush_client, is_query_buffer_limit, ClientOut, ClientRequests, FlushClient, Gate, Parsed, ReadAhead,
     ReadHalf, WriteHalf, WritesToClient, CLIENT_READ_CAPACITY,
@@ -298,7 +299,7 @@ impl Session {
     fn queue(&mut self, op: Op, cmd: &Command, ctx: &mut Context<Self>) {
         let block = self.multi.as_mut().expect("in MULTI");
         if block.commands >= MAX_BLOCK_COMMANDS {
-            return self.refuse(&error("ERR relayer: too many commands in one MULTI block"), ctx);
+            return self.refuse(&RelayerError::TooManyInBlock.resp(), ctx);
         }
         block.commands += 1;
         if block.too_large.is_some() {
@@ -314,12 +315,7 @@ impl Session {
             };
         if block.replies.len() + reply_bound > MAX_BLOCK_REPLIES {
             block.commands -= 1;
-            return self.refuse(
-                &error(&format!(
-                    "ERR relayer: the replies of this MULTI block would pass {MAX_BLOCK_REPLIES} bytes: command not queued"
-                )),
-                ctx,
-            );
+            return self.refuse(&RelayerError::BlockRepliesTooLarge(MAX_BLOCK_REPLIES).resp(), ctx);
         }
         let reply = match op {
             Op::Ping | Op::Echo | Op::Select => apply(op, cmd, &mut block.record),

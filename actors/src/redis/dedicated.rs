@@ -31,6 +31,7 @@
 use super::messages::FromDedicated;
 use super::upstream::{when_writable, Flushed, Upstream};
 use crate::endpoint::TargetAddr;
+use crate::error::RelayerError;
 use crate::io::{Gate, Gated, OutBuf, ReadHalf};
 use crate::resp::reply::{error_text, is_error, ReplyScanner, DEFAULT_MAX_LINE};
 use crate::resp::request::Command;
@@ -486,12 +487,12 @@ impl Dedicated {
         ctx.stop();
     }
 
-    /// The connection is gone: whoever waits gets `text`, and the actor ends.
-    fn fail(&mut self, text: &str, ctx: &mut Context<Self>) {
+    /// The connection is gone: whoever waits gets `err`, and the actor ends.
+    fn fail(&mut self, err: RelayerError, ctx: &mut Context<Self>) {
         if self.owner.is_some() {
-            warn!(self.log, "dedicated connection lost"; "error" => text);
+            warn!(self.log, "dedicated connection lost"; "error" => %err);
         } else {
-            debug!(self.log, "idle dedicated connection lost"; "error" => text);
+            debug!(self.log, "idle dedicated connection lost"; "error" => %err);
         }
         // Lost after RESET was written and before its answer: closed for it, as some proxies
         // do with commands they do not know.
@@ -501,7 +502,7 @@ impl Dedicated {
                 pool.note_reset_refused(b"-the connection was lost before RESET was answered\r\n");
             }
         }
-        self.to_owner(FromDedicated::Lost(write::error(text)));
+        self.to_owner(FromDedicated::Lost(err));
         self.owner = None;
         self.close(ctx);
     }
@@ -531,7 +532,7 @@ impl Dedicated {
         }
         let Some(dest) = self.up.pending.pop_front() else {
             warn!(self.log, "unexpected reply on a dedicated connection, closing it");
-            return self.fail("ERR relayer: unexpected reply from the backend", ctx);
+            return self.fail(RelayerError::UnexpectedReply, ctx);
         };
         match dest {
             Dest::Client(seq) => {
@@ -542,7 +543,7 @@ impl Dedicated {
                 if is_error(&data) {
                     let text = error_text(&data);
                     match what {
-                        "AUTH" => self.fail(&format!("ERR relayer: backend refused AUTH: {text}"), ctx),
+                        "AUTH" => self.fail(RelayerError::AuthRefused(text), ctx),
                         // Reported to the client by EXEC.
                         "MULTI" => debug!(self.log, "command refused inside MULTI"; "error" => &text),
                         // Once per pool: every RESP3 client would log it (an ACL without the
@@ -563,12 +564,11 @@ impl Dedicated {
             }
             Dest::WaitOffset => {
                 if is_error(&data) {
-                    let text = format!(
-                        "ERR relayer: WAIT needs 'PUBLISH {}' on its connection first, and the backend refused it: {}",
-                        String::from_utf8_lossy(WAIT_CHANNEL),
-                        error_text(&data)
-                    );
-                    self.wait_refused = Some(write::error(&text));
+                    let err = RelayerError::WaitOffsetRefused {
+                        channel: String::from_utf8_lossy(WAIT_CHANNEL).into_owned(),
+                        error: error_text(&data),
+                    };
+                    self.wait_refused = Some(err.resp());
                 }
             }
             Dest::EnterPush => {
@@ -600,11 +600,7 @@ impl Dedicated {
                 }
                 // Whatever was written behind it ran without the reset, so its owner only gets
                 // an error.
-                let text = format!(
-                    "ERR relayer: RESET failed ({}) on a reused dedicated connection",
-                    error_text(&data)
-                );
-                self.fail(&text, ctx);
+                self.fail(RelayerError::ResetFailed(error_text(&data)), ctx);
             }
         }
     }
@@ -657,12 +653,9 @@ impl Dedicated {
             if act.replies != replies || act.paused.get() {
                 return act.watch_ending(ctx);
             }
-            let text = format!(
-                "ERR relayer: the backend did not end pub/sub, MONITOR or RESP3 within {:?} (no reply to RESET)",
-                act.patience
-            );
-            warn!(act.log, "dedicated connection closed"; "reason" => &text);
-            act.to_owner(FromDedicated::Lost(write::error(&text)));
+            let err = RelayerError::PushNotEnded(act.patience);
+            warn!(act.log, "dedicated connection closed"; "reason" => %err);
+            act.to_owner(FromDedicated::Lost(err));
             act.owner = None;
             act.close(ctx);
         });
@@ -911,7 +904,13 @@ impl Actor for Dedicated {
         let display = pool.addr.display.clone();
         ctx.wait(fut.into_actor(self).map(move |res, act, ctx| match res {
             Ok((r, w)) => act.connected(r, OutBuf::new(w), ctx),
-            Err(e) => act.fail(&format!("ERR relayer: backend {display} unavailable ({e})"), ctx),
+            Err(e) => act.fail(
+                RelayerError::Unavailable {
+                    backend: display,
+                    reason: e.to_string(),
+                },
+                ctx,
+            ),
         }));
     }
 
@@ -950,11 +949,8 @@ impl StreamHandler<Read> for Dedicated {
     fn handle(&mut self, Read(item): Read, ctx: &mut Context<Self>) {
         match item {
             Ok(Some(data)) => self.on_reply(data, ctx),
-            Ok(None) => self.fail("ERR relayer: dedicated connection closed by the backend", ctx),
-            Err(e) => self.fail(
-                &format!("ERR relayer: dedicated connection to the backend lost ({e})"),
-                ctx,
-            ),
+            Ok(None) => self.fail(RelayerError::DedicatedClosed, ctx),
+            Err(e) => self.fail(RelayerError::DedicatedLost(e.to_string()), ctx),
         }
     }
 
@@ -977,16 +973,10 @@ impl Handler<Flush> for Dedicated {
                 act.up.writable();
                 match res {
                     Ok(()) => act.schedule_flush(ctx),
-                    Err(e) => act.fail(
-                        &format!("ERR relayer: dedicated connection to the backend lost ({e})"),
-                        ctx,
-                    ),
+                    Err(e) => act.fail(RelayerError::DedicatedLost(e.to_string()), ctx),
                 }
             }),
-            Flushed::Failed(e) => self.fail(
-                &format!("ERR relayer: dedicated connection to the backend lost ({e})"),
-                ctx,
-            ),
+            Flushed::Failed(e) => self.fail(RelayerError::DedicatedLost(e.to_string()), ctx),
         }
     }
 }

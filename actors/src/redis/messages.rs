@@ -2,6 +2,7 @@
 //! and the replies the backend and a dedicated connection send back. Apart, so that neither
 //! the backend nor a dedicated connection names the session.
 
+use crate::error::RelayerError;
 use actix::prelude::*;
 use bytes::Bytes;
 use std::sync::Arc;
@@ -67,8 +68,17 @@ pub enum Request {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub enum Replies {
-    One { seq: u64, data: Bytes },
+    One {
+        seq: u64,
+        data: Bytes,
+    },
     Run(Vec<(u64, Bytes)>),
+    /// The relayer's own error instead of a reply: typed, so that a session can tell it from
+    /// the backend's answer.
+    Failed {
+        seq: u64,
+        error: Arc<RelayerError>,
+    },
 }
 
 /// Where the backend sends a session's replies. Shared, so that each forwarded command only
@@ -91,7 +101,7 @@ pub enum FromDedicated {
         ok: bool,
     },
     /// The connection is gone; what the client waits for on it gets this error.
-    Lost(Bytes),
+    Lost(RelayerError),
     /// Push mode ended after the client's RESET or QUIT: every reply before it was pushed.
     /// `reset`: by RESET, so nothing of the client's is left running on the connection.
     PushEnded {

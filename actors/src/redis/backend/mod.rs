@@ -9,6 +9,8 @@ use super::messages::{Forward, Forwards, Replies, ReplyTo, Request};
 use super::smart::Budget;
 use super::upstream::{when_writable, Flushed, Upstream};
 use crate::endpoint::TargetAddr;
+pub(crate) use crate::error::secs;
+use crate::error::RelayerError;
 use crate::io::{OutBuf, ReadHalf};
 use crate::log_limit::LogLimit;
 use crate::metrics::RelayerMetrics;
@@ -288,7 +290,7 @@ pub(crate) trait Shape: Sized + Unpin + 'static {
         idx: usize,
         owed: VecDeque<Pending>,
         written: u64,
-        err: &Bytes,
+        err: &Arc<RelayerError>,
         reason: &str,
         ctx: &mut Context<Backend<Self>>,
     ) -> usize;
@@ -305,7 +307,7 @@ pub(crate) trait Shape: Sized + Unpin + 'static {
     /// their client (not lost).
     fn background_applied(b: &Backend<Self>) -> usize;
     /// The drain is over: what still waits gets `err`, writes acknowledged early are let go.
-    fn retire(b: &mut Backend<Self>, err: &Bytes);
+    fn retire(b: &mut Backend<Self>, err: &Arc<RelayerError>);
 }
 
 impl<S: Shape> Backend<S> {
@@ -377,6 +379,15 @@ impl<S: Shape> Backend<S> {
         self.batch.push((seq, data));
     }
 
+    /// The relayer's own error to a session's request, after the replies before it.
+    pub(crate) fn send_failure(&mut self, to: ReplyTo, seq: u64, error: &Arc<RelayerError>) {
+        self.flush_replies();
+        to.do_send(Replies::Failed {
+            seq,
+            error: error.clone(),
+        });
+    }
+
     pub(crate) fn flush_replies(&mut self) {
         let Some(to) = self.batch_to.take() else { return };
         if let Some((seq, data)) = self.one.take() {
@@ -445,22 +456,28 @@ impl<S: Shape> Backend<S> {
         self.schedule_flush(idx, ctx);
     }
 
-    /// The connection failed or was lost. The replies it owed become errors (`text`, or one
+    /// The connection failed or was lost. The replies it owed become errors (`error`, or one
     /// naming the failure); background writes are queued again for the next connection; it
     /// reconnects at once after a loss, with backoff after a failed attempt.
-    pub(crate) fn failed(&mut self, idx: usize, reason: &str, text: Option<String>, ctx: &mut Context<Self>) {
+    pub(crate) fn failed(
+        &mut self,
+        idx: usize,
+        reason: &str,
+        error: Option<RelayerError>,
+        ctx: &mut Context<Self>,
+    ) {
         let addr = self.display_addr(idx).clone();
         let was_up = matches!(self.conns[idx].state, State::Up);
         // Reconnected at once only after a connection that worked (see `proven`).
         let worked = was_up && self.conns[idx].proven;
-        let text = text.unwrap_or_else(|| {
+        let err = Arc::new(error.unwrap_or_else(|| {
+            let (backend, reason) = (addr.to_string(), reason.to_string());
             if was_up {
-                format!("ERR relayer: connection to backend {addr} lost ({reason})")
+                RelayerError::ConnectionLost { backend, reason }
             } else {
-                format!("ERR relayer: backend {addr} unavailable ({reason})")
+                RelayerError::Unavailable { backend, reason }
             }
-        });
-        let err = write::error(&text);
+        }));
         let c = &mut self.conns[idx];
         let written = c.up.written;
         let owed = c.up.close();
@@ -711,19 +728,14 @@ impl<S: Shape> Backend<S> {
                 && c.up.pending.front().is_some_and(|p| self.tick >= p.tick + limit);
             if late {
                 let t = self.settings.timeout.unwrap_or_default();
-                let text = format!(
-                    "ERR relayer: backend {} timed out after {}",
-                    self.conns[idx].addr,
-                    secs(t)
-                );
-                self.failed(idx, &format!("no reply within {}", secs(t)), Some(text), ctx);
+                let err = RelayerError::TimedOut {
+                    backend: self.conns[idx].addr.to_string(),
+                    after: t,
+                };
+                self.failed(idx, &format!("no reply within {}", secs(t)), Some(err), ctx);
             }
         }
     }
-}
-
-pub(crate) fn secs(d: Duration) -> String {
-    format!("{}s", d.as_secs_f64())
 }
 
 /// The command name (upper case) and first argument of a frame, for log lines.
@@ -937,15 +949,15 @@ impl<S: Shape> Handler<Retire> for Backend<S> {
     type Result = ();
 
     fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) {
-        let err = write::error("ERR relayer: backend connection closed by a configuration reload");
+        let err = Arc::new(RelayerError::ClosedByReload);
         for c in &mut self.conns {
             for p in c.up.pending.drain(..) {
                 match p.dest {
                     Dest::Session { to, seq }
                     | Dest::SelectCheck { to, seq, .. }
-                    | Dest::Barrier { to, seq } => to.do_send(Replies::One {
+                    | Dest::Barrier { to, seq } => to.do_send(Replies::Failed {
                         seq,
-                        data: err.clone(),
+                        error: err.clone(),
                     }),
                     Dest::Background { frame, .. } => {
                         if let Some(b) = &self.settings.budget {

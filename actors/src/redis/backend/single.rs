@@ -229,7 +229,7 @@ impl Shape for Single {
         idx: usize,
         owed: VecDeque<Pending>,
         written: u64,
-        err: &Bytes,
+        err: &Arc<RelayerError>,
         _reason: &str,
         _ctx: &mut Context<Backend<Self>>,
     ) -> usize {
@@ -256,7 +256,7 @@ impl Shape for Single {
         0
     }
 
-    fn retire(b: &mut Backend<Self>, err: &Bytes) {
+    fn retire(b: &mut Backend<Self>, err: &Arc<RelayerError>) {
         b.single_retire(err);
     }
 }
@@ -273,11 +273,11 @@ impl Backend<Single> {
         // (writes acknowledged early, a client's barrier) waits.
         let waits = matches!(msg.request, Request::Background { .. } | Request::Barrier);
         if let (State::Down { reason }, false) = (&self.conns[idx].state, waits) {
-            let text = format!(
-                "ERR relayer: backend {} unavailable ({reason})",
-                self.conns[idx].addr
-            );
-            self.send_reply(to, seq, write::error(&text));
+            let err = Arc::new(RelayerError::Unavailable {
+                backend: self.conns[idx].addr.to_string(),
+                reason: reason.clone(),
+            });
+            self.send_failure(to, seq, &err);
             return;
         }
         let tick = self.tick;
@@ -668,7 +668,7 @@ impl Backend<Single> {
         idx: usize,
         owed: VecDeque<Pending>,
         written: u64,
-        err: &Bytes,
+        err: &Arc<RelayerError>,
     ) -> usize {
         let c = &mut self.conns[idx];
         c.select_check = None;
@@ -682,7 +682,7 @@ impl Backend<Single> {
         for q in held {
             match q.dest {
                 Dest::Session { to, seq } | Dest::SelectCheck { to, seq, .. } => {
-                    self.send_reply(to, seq, err.clone())
+                    self.send_failure(to, seq, err)
                 }
                 _ => front.push_back(q),
             }
@@ -690,7 +690,7 @@ impl Backend<Single> {
         for p in owed {
             match p.dest {
                 Dest::Session { to, seq } | Dest::SelectCheck { to, seq, .. } => {
-                    self.send_reply(to, seq, err.clone())
+                    self.send_failure(to, seq, err)
                 }
                 // A command cut off before all its bytes left never ran: sending it again is safe.
                 Dest::Background { idempotent, .. } if idempotent || p.end > written => {
@@ -705,7 +705,7 @@ impl Backend<Single> {
         for q in queued {
             match q.dest {
                 Dest::Session { to, seq } | Dest::SelectCheck { to, seq, .. } => {
-                    self.send_reply(to, seq, err.clone())
+                    self.send_failure(to, seq, err)
                 }
                 _ => front.push_back(q),
             }
@@ -761,12 +761,11 @@ impl Backend<Single> {
                     let backend = self.conns[idx].addr.clone();
                     self.expired(&backend, &frame, &why)
                 }
-                Dest::Session { to, seq } | Dest::SelectCheck { to, seq, .. } => {
-                    let data = last
-                        .clone()
-                        .unwrap_or_else(|| write::error("ERR relayer: backend timed out"));
-                    self.send_reply(to, seq, data)
-                }
+                Dest::Session { to, seq } | Dest::SelectCheck { to, seq, .. } => match &last {
+                    // The backend's last refusal is the answer it would have given.
+                    Some(refusal) => self.send_reply(to, seq, refusal.clone()),
+                    None => self.send_failure(to, seq, &Arc::new(RelayerError::QueuedTooLong)),
+                },
                 _ => {}
             }
         }
@@ -789,7 +788,7 @@ impl Backend<Single> {
 
     /// A reload retired the target: what is queued or held gets `err`, writes acknowledged
     /// early are let go (the drain counted them as lost).
-    pub(super) fn single_retire(&mut self, err: &Bytes) {
+    pub(super) fn single_retire(&mut self, err: &Arc<RelayerError>) {
         for idx in 0..self.conns.len() {
             let c = &mut self.conns[idx];
             let mut held: Vec<Queued> = std::mem::take(&mut c.queue).into();
@@ -801,7 +800,7 @@ impl Backend<Single> {
                     Dest::Background { frame, .. } => self.give_back(&frame),
                     Dest::Session { to, seq }
                     | Dest::SelectCheck { to, seq, .. }
-                    | Dest::Barrier { to, seq } => self.send_reply(to, seq, err.clone()),
+                    | Dest::Barrier { to, seq } => self.send_failure(to, seq, err),
                     Dest::Swallow(_) | Dest::Part { .. } => {}
                 }
             }

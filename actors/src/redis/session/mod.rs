@@ -20,6 +20,7 @@ use crate::cluster::keys::{self, Route as KeyRoute};
 use crate::cluster::slot::slot_of;
 use crate::command::{self, Kind, Role, Spec, Split};
 use crate::compress::{decode_reply_logged, Compression};
+use crate::error::RelayerError;
 use crate::io::{
     flush_client, is_query_buffer_limit, ClientOut, ClientRequests, FlushClient, Gate, Parsed, ReadAhead,
     ReadHalf, WriteHalf, WritesToClient, CLIENT_READ_CAPACITY,
@@ -27,7 +28,7 @@ use crate::io::{
 use crate::metrics::RelayerMetrics;
 use crate::resp::request::{Command, Limits, RequestError, RequestParser};
 use crate::resp::write::{self, error, wrong_arity};
-use crate::route::{CloseClient, Frontend, Stopping, STOPPING};
+use crate::route::{CloseClient, Frontend, Stopping};
 use actix::prelude::*;
 use bytes::Bytes;
 use multi::{Multi, Queued};
@@ -132,7 +133,7 @@ pub struct Session {
     awaiting: Option<Awaiting>,
     /// No more requests are read; the session ends once every reply is written.
     closing: bool,
-    /// The relayer is stopping: new commands get `STOPPING`.
+    /// The relayer is stopping: new commands get `RelayerError::ShuttingDown`.
     stopping: bool,
     /// Something was sent to `target`: when a reload replaces it, a barrier goes there first.
     sent_to_target: bool,
@@ -256,7 +257,7 @@ impl Session {
                 // Cluster relayers have no dedicated connections; but one taken before a reload
                 // that switched this relayer to a cluster is kept until released.
                 Request::Gather { .. } | Request::FanOut { .. } => {
-                    self.slots.push_ready(error(DEDICATED_ON_CLUSTER));
+                    self.slots.push_ready(RelayerError::DedicatedOnCluster.resp());
                     self.drain(ctx);
                     return seq;
                 }
@@ -334,14 +335,14 @@ impl Session {
             Sent::Refused(refused, acks) => {
                 for f in refused {
                     if !matches!(f.request, Request::Background { .. }) {
-                        self.set_reply(f.seq, error(TARGET_GONE));
+                        self.set_reply(f.seq, RelayerError::TargetReplaced.resp());
                     }
                 }
                 for a in &acks {
                     if let Some(smart) = &self.settings.smart {
                         smart.budget.give_back(a.len);
                     }
-                    self.set_reply(a.seq, error(TARGET_GONE));
+                    self.set_reply(a.seq, RelayerError::TargetReplaced.resp());
                 }
                 acks
             }
@@ -421,7 +422,7 @@ impl Session {
         let spec = command::lookup(cmd.arg(0));
         let kind = spec.kind;
         if self.stopping && kind != Kind::Quit {
-            self.reply(error(STOPPING), ctx);
+            self.reply(RelayerError::ShuttingDown.resp(), ctx);
             return;
         }
         if self.unauthenticated.load(Ordering::Relaxed)
@@ -625,8 +626,12 @@ impl Session {
                 return Routed::Done;
             }
             Some(Keyless::Slot(s)) => return Routed::To(Some(s)),
-            Some(Keyless::Refuse(text) | Keyless::Invalid(text)) => {
-                self.reply(error(&text), ctx);
+            Some(Keyless::Refuse(err)) => {
+                self.reply(err.resp(), ctx);
+                return Routed::Done;
+            }
+            Some(Keyless::Invalid(answer)) => {
+                self.reply(answer, ctx);
                 return Routed::Done;
             }
             None => {}
@@ -797,22 +802,18 @@ impl Session {
     /// how the command table has it (HELLO for HELLO 3, which enters push mode).
     fn on_own_connection(&mut self, cmd: Command, kind: Kind, ctx: &mut Context<Self>) {
         if self.settings.cluster {
-            let text = format!(
-                "ERR relayer: '{}' needs a connection of its own, not available on a cluster relayer yet",
-                String::from_utf8_lossy(cmd.arg(0)).to_uppercase()
-            );
-            return self.reply(error(&text), ctx);
+            let err = RelayerError::NoDedicatedOnCluster(upper_name(&cmd));
+            return self.reply(err.resp(), ctx);
         }
         if self.own.is_some() {
             return self.send_dedicated(cmd, kind, ctx);
         }
         let Some(handle) = self.pool.acquire(ctx.address().recipient(), self.db) else {
-            let text = format!(
-                "ERR relayer: too many dedicated connections (maxDedicatedConnections is {}): '{}' needs a connection of its own",
-                self.pool.max(),
-                String::from_utf8_lossy(cmd.arg(0)).to_uppercase()
-            );
-            return self.reply(error(&text), ctx);
+            let err = RelayerError::TooManyDedicated {
+                max: self.pool.max(),
+                command: upper_name(&cmd),
+            };
+            return self.reply(err.resp(), ctx);
         };
         self.barriers += 1;
         let barrier = BARRIER_BASE + self.barriers;
@@ -1026,15 +1027,20 @@ impl Session {
 
 /// The error of a command the relayer refuses, `why` as the command table says.
 fn refused(entry: &Spec, why: &str) -> Bytes {
-    error(&format!("ERR relayer: '{}' {why}", entry.name))
+    RelayerError::Refused {
+        command: entry.name.to_string(),
+        why: why.to_string(),
+    }
+    .resp()
 }
 
 fn not_relayed(cmd: &Command) -> Bytes {
-    let text = format!(
-        "ERR relayer: '{}' is not relayed",
-        String::from_utf8_lossy(cmd.arg(0)).to_uppercase()
-    );
-    error(&text)
+    RelayerError::NotRelayed(upper_name(cmd)).resp()
+}
+
+/// A command's name as the relayer's errors write it.
+fn upper_name(cmd: &Command) -> String {
+    String::from_utf8_lossy(cmd.arg(0)).to_uppercase()
 }
 
 const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
@@ -1085,10 +1091,6 @@ fn split_by_slot(cmd: &Command, split: Split, first: usize, stride: usize) -> Re
     };
     Request::Gather { parts, merge }
 }
-
-const DEDICATED_ON_CLUSTER: &str = "ERR relayer: the configuration now names a cluster, but this client still holds a connection of its own to the Redis of before (WATCH...): end it (EXEC, DISCARD, UNWATCH, RESET) or reconnect";
-
-const TARGET_GONE: &str = "ERR relayer: the backend target was replaced by a configuration reload, try again";
 
 impl Actor for Session {
     type Context = Context<Self>;
@@ -1195,12 +1197,13 @@ impl Handler<Replies> for Session {
 
     fn handle(&mut self, replies: Replies, ctx: &mut Context<Self>) {
         match replies {
-            Replies::One { seq, data } => self.on_target_reply(seq, data, ctx),
+            Replies::One { seq, data } => self.on_target_reply(seq, data, None, ctx),
             Replies::Run(replies) => {
                 for (seq, data) in replies {
-                    self.on_target_reply(seq, data, ctx);
+                    self.on_target_reply(seq, data, None, ctx);
                 }
             }
+            Replies::Failed { seq, error } => self.on_target_reply(seq, error.resp(), Some(&error), ctx),
         }
         // Nothing these replies set going waits for a `Parsed::Idle`.
         self.flush_forwards(ctx);
@@ -1208,8 +1211,15 @@ impl Handler<Replies> for Session {
 }
 
 impl Session {
-    /// A reply from the target: to a request, or to a barrier.
-    fn on_target_reply(&mut self, seq: u64, data: Bytes, ctx: &mut Context<Self>) {
+    /// A reply from the target, to a request or to a barrier; `failure`: the relayer's own
+    /// error that `data` renders.
+    fn on_target_reply(
+        &mut self,
+        seq: u64,
+        data: Bytes,
+        failure: Option<&RelayerError>,
+        ctx: &mut Context<Self>,
+    ) {
         if self.switching.as_ref().is_some_and(|(b, _)| *b == seq) {
             // Whatever the answer (the old target may have retired, its writes counted):
             // the client goes on with the new one.
@@ -1230,14 +1240,12 @@ impl Session {
             // LOADING, BUSY) still comes after their replies: the order holds, which is all the
             // barrier is for. So its command need not be one every ACL user may run (ECHO
             // would be refused alike; only AUTH, HELLO and RESET never are).
-            if data.starts_with(b"-ERR relayer:") {
-                let why = String::from_utf8_lossy(&data[1..data.len().saturating_sub(2)]);
-                let text = format!(
-                    "ERR relayer: '{}' was not sent, as the commands before it may not have run ({})",
-                    String::from_utf8_lossy(held.cmd.arg(0)).to_uppercase(),
-                    why.trim_start_matches("ERR relayer: ")
-                );
-                self.reply(error(&text), ctx);
+            if let Some(failure) = failure {
+                let err = RelayerError::NotSent {
+                    command: upper_name(&held.cmd),
+                    because: Box::new(failure.clone()),
+                };
+                self.reply(err.resp(), ctx);
                 self.maybe_release();
             } else {
                 self.send_dedicated(held.cmd, held.kind, ctx);
@@ -1302,13 +1310,13 @@ impl Session {
                 self.maybe_release();
                 self.update_gate();
             }
-            FromDedicated::Lost(error) => {
+            FromDedicated::Lost(err) => {
                 let Some(own) = self.own.take() else { return };
                 let lost = own.lost();
                 if lost.watching {
-                    let text = String::from_utf8_lossy(&error[1..error.len().saturating_sub(2)]);
-                    self.watch_lost = Some(text.trim_start_matches("ERR relayer: ").to_string());
+                    self.watch_lost = Some(err.to_string());
                 }
+                let error = err.resp();
                 for seq in lost.owed {
                     self.on_reply(seq, error.clone(), ctx);
                 }

@@ -6,6 +6,7 @@ use super::CROSSSLOT;
 use crate::cluster::admin::{keyless, Keyless};
 use crate::cluster::keys::{self, Route};
 use crate::command::{Kind, Role, Spec};
+use crate::error::RelayerError;
 use crate::redis::backend::KnownDbs;
 use crate::resp::request::Command;
 use crate::resp::write::{error, wrong_arity};
@@ -78,21 +79,16 @@ impl Multi {
         match spec.kind {
             Kind::Exec | Kind::Discard | Kind::Quit | Kind::Reset => return Queued::Outside,
             Kind::Multi => return Queued::No(error("ERR MULTI calls can not be nested")),
-            Kind::Select => {
-                match (cmd.argc() == 2).then(|| parse_db(cmd.arg(1))).flatten() {
-                    Some(db) if at.known_dbs.contains(db) => self.select = Some(db),
-                    _ if cmd.argc() != 2 => return self.abort(wrong_arity(cmd.arg(0))),
-                    _ => return self.abort(error(
-                        "ERR relayer: inside MULTI, SELECT only a DB this client already used before MULTI",
-                    )),
-                }
-            }
+            Kind::Select => match (cmd.argc() == 2).then(|| parse_db(cmd.arg(1))).flatten() {
+                Some(db) if at.known_dbs.contains(db) => self.select = Some(db),
+                _ if cmd.argc() != 2 => return self.abort(wrong_arity(cmd.arg(0))),
+                _ => return self.abort(RelayerError::SelectInMulti.resp()),
+            },
             Kind::Watch => return Queued::No(error("ERR WATCH inside MULTI is not allowed")),
             // At EXEC they would leave the shared connection subscribed or monitoring. Blocking
             // commands do not block inside MULTI: Redis runs them at EXEC, like any.
             k if k.enters_push() => {
-                let text = format!("ERR relayer: '{}' inside MULTI is not supported", name());
-                return self.abort(error(&text));
+                return self.abort(RelayerError::NotInMulti(name()).resp());
             }
             Kind::Hello | Kind::Auth | Kind::Client | Kind::Unwatch => {
                 return self.abort(error("ERR Command not allowed inside a transaction"))
@@ -102,14 +98,10 @@ impl Multi {
         if at.cluster {
             let route = match keyless(cmd, spec) {
                 Some(Keyless::Slot(s)) => Route::Slot(s),
-                Some(Keyless::Invalid(text)) => return self.abort(error(&text)),
+                Some(Keyless::Invalid(answer)) => return self.abort(answer),
                 // Inside a block it would reach one master only.
                 Some(Keyless::Every(_) | Keyless::Refuse(_)) => {
-                    let text = format!(
-                        "ERR relayer: '{}' inside MULTI would reach one node of the cluster only",
-                        name()
-                    );
-                    return self.abort(error(&text));
+                    return self.abort(RelayerError::MultiOnOneNode(name()).resp());
                 }
                 None => keys::route(cmd, spec),
             };
