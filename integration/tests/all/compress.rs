@@ -7,7 +7,7 @@ use integration::*;
 use std::fmt::Write as _;
 
 /// Values as the original Go relayer stored them: see fixtures/go-compress/main.go.
-const GO_VECTORS: &str = include_str!("../fixtures/go-compress/vectors.txt");
+const GO_VECTORS: &str = include_str!("../../fixtures/go-compress/vectors.txt");
 
 /// The plain value of the vectors (`input` in fixtures/go-compress/main.go).
 fn input(n: usize) -> Vec<u8> {
