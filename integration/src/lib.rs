@@ -11,21 +11,26 @@
 pub mod cluster;
 pub mod fake_firehose;
 pub mod link;
+pub mod log;
 pub mod moto;
 mod ports;
 mod redis;
 mod relayer;
 mod resp;
+pub mod timeouts;
 pub mod tls;
 
 pub use cluster::{
     cluster_entry, free_node_ports, keys_in_slot, slot_of, Cluster, ClusterOptions, FAST_NODE_TIMEOUT_MS,
 };
 pub use link::DelayLink;
-pub use ports::free_port;
+pub use log::{log_fields, stop_summary};
+pub use ports::{free_port, tcp_listen};
 pub use redis::{redis_cli, Redis};
-pub use relayer::{check_config, check_config_file, output_with_timeout, CheckOutput, Relayer};
-pub use resp::{encode_command, parse_reply, show_bytes, Client, Reply, Stream, DEFAULT_READ_TIMEOUT};
+pub use relayer::{
+    check_config, check_config_file, output_with_timeout, run_program, CheckOutput, Relayer, Reload,
+};
+pub use resp::{encode_command, parse_reply, show_bytes, Client, Reply, Stream};
 pub use tls::{TestCerts, TlsRedis};
 
 use std::os::unix::process::CommandExt;
@@ -281,36 +286,6 @@ where
     if !failures.is_empty() {
         let shown: Vec<_> = failures.iter().take(10).cloned().collect();
         panic!("{} of {n} clients failed:\n{}", failures.len(), shown.join("\n"));
-    }
-}
-
-/// The fields (`key: value`) of the last line of `log` that contains `msg`, in the relayer's
-/// text log format; None when no line does.
-pub fn log_fields(log: &str, msg: &str) -> Option<std::collections::HashMap<String, String>> {
-    let line = log.lines().rev().find(|l| l.contains(msg))?;
-    let fields = line
-        .split(", ")
-        .filter_map(|part| {
-            let (k, v) = part.split_once(": ")?;
-            let k = k.rsplit(' ').next()?;
-            k.chars()
-                .all(|c| c.is_ascii_lowercase() || c == '_')
-                .then(|| (k.to_string(), v.to_string()))
-        })
-        .collect();
-    Some(fields)
-}
-
-/// What the relayer's stop summary says became of the writes acknowledged early: the fields of
-/// its last `stopped` line (`delivered`, `refused`, `refused_by_code`, `unknown`, `expired`,
-/// `expired_by_code`, `lost`), and whether it said every one was delivered.
-pub fn stop_summary(log: &str) -> (bool, std::collections::HashMap<String, String>) {
-    const OK: &str = "stopped, every acknowledged write delivered";
-    const NOT: &str = "stopped with acknowledged writes not delivered";
-    match (log_fields(log, OK), log_fields(log, NOT)) {
-        (Some(f), None) => (true, f),
-        (None, Some(f)) => (false, f),
-        _ => panic!("expected one stop summary in the log:\n{log}"),
     }
 }
 

@@ -3,6 +3,7 @@
 //! (fixed vectors made with its Go libraries) read back plain; scripts never compressed; the
 //! 256-byte boundaries; the bound on decoded sizes; config errors.
 
+use integration::timeouts::HANG;
 use integration::*;
 use std::fmt::Write as _;
 
@@ -287,7 +288,7 @@ fn decoded_size_is_bounded() {
     let small = input(300);
     writer.client().cmd(&[&b"SET"[..], b"z:small", &small]);
 
-    let tcp = format!("tcp://127.0.0.1:{}", free_port());
+    let tcp = tcp_listen();
     let reader = Relayer::start(&format!(
         "maxBulkLength = 65536\n{}",
         redis_entry(&tcp, &redis.url(), "gunzip = true")
@@ -298,14 +299,12 @@ fn decoded_size_is_bounded() {
         c.cmd(&["MGET", "z:small", "z:bomb"]),
         Reply::array(vec![bulk(&small), bulk(&bomb)])
     );
-    wait_until(std::time::Duration::from_secs(10), "the warning", || {
-        reader.log().contains("left as stored")
-    });
+    wait_until(HANG, "the warning", || reader.log().contains("left as stored"));
 }
 
 #[test]
 fn bad_compression_keys_are_refused() {
-    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let listen = tcp_listen();
     for (extra, want) in [
         (
             "gzip = 10",
@@ -389,7 +388,7 @@ fn pubsub_and_blocking_pops_are_compressed_and_decoded() {
 
     let mut waiter = relayer.client();
     waiter.send(&["BLPOP", "jobs", "0"]);
-    wait_until(std::time::Duration::from_secs(20), "BLPOP blocked", || {
+    wait_until(HANG, "BLPOP blocked", || {
         redis
             .client()
             .q("CLIENT LIST")

@@ -334,7 +334,7 @@ const QUERY_BUFFER_ERROR: &str =
 
 /// A relayer (TCP listen 0, unix listen 1) with `queryBufferLimit = 1048576`, Redis' smallest.
 fn relayer_with_1mib_query_buffer(redis: &Redis) -> Relayer {
-    let tcp = format!("tcp://127.0.0.1:{}", free_port());
+    let tcp = tcp_listen();
     Relayer::start(&format!(
         "queryBufferLimit = 1048576\n{}\n{}",
         redis_entry(&tcp, &redis.url(), ""),

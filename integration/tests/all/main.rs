@@ -9,6 +9,8 @@
 //! A new area: a file `<area>.rs` beside this one, starting with `use crate::helpers::*;` and/or
 //! `use integration::*;` as it needs, and its `mod <area>;` below (in alphabetical order).
 
+mod helpers;
+
 mod auth;
 mod bad_input;
 mod clients;

@@ -40,7 +40,7 @@ fn value(m: &HashMap<String, f64>, name: &str, listen: &str, outcome: Option<&st
 fn counters_move_with_traffic() {
     let redis = Redis::start();
     let metrics_port = free_port();
-    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let listen = tcp_listen();
     let relayer = Relayer::start(&format!(
         "metricsListen = \"127.0.0.1:{metrics_port}\"\n{}",
         redis_entry_mode("smart", &listen, &redis.url(), "")
@@ -101,7 +101,7 @@ fn metrics_port_in_use_stops_the_start() {
     let redis = Redis::start();
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = busy.local_addr().unwrap().port();
-    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let listen = tcp_listen();
     let mut relayer = Relayer::spawn(&format!(
         "metricsListen = \"127.0.0.1:{port}\"\n{}",
         redis_entry(&listen, &redis.url(), "")

@@ -335,7 +335,7 @@ fn twenty_reloads_under_load_leave_the_unchanged_listener_alone() {
     let r0 = Redis::start(); // behind the unchanged listener only
     let ra = Redis::start();
     let rb = Redis::start();
-    let tcp = || format!("tcp://127.0.0.1:{}", free_port());
+    let tcp = || tcp_listen();
     let (u, c1, tx, ty) = (tcp(), tcp(), tcp(), tcp());
     let (c2, ux, uy) = ("unix:$DIR/changed.sock", "unix:$DIR/x.sock", "unix:$DIR/y.sock");
     let unchanged = redis_entry(&u, &r0.url(), "");
@@ -575,7 +575,7 @@ fn names(
 fn invalid_reloads_change_nothing() {
     let redis = Redis::start();
     let other = Redis::start();
-    let e = format!("tcp://127.0.0.1:{}", free_port());
+    let e = tcp_listen();
     let base_unix = redis_entry("unix:$DIR/e.sock", &redis.url(), "");
     let base = format!("{}{base_unix}", redis_entry(&e, &redis.url(), ""));
     let mut relayer = Relayer::start(&base);
@@ -585,9 +585,9 @@ fn invalid_reloads_change_nothing() {
     set_lands_in(&mut held, &unique("held"), &redis, &other).unwrap();
 
     // A valid new entry in every bad file: it must not start.
-    let n = format!("tcp://127.0.0.1:{}", free_port());
+    let n = tcp_listen();
     let with_new = |body: &str| format!("{base}{}{body}", redis_entry(&n, &redis.url(), ""));
-    let bad = format!("tcp://127.0.0.1:{}", free_port());
+    let bad = tcp_listen();
     let bad_toml = with_new(&format!(
         "[[relayer]]\nprotocol = \"redis\"\nlisten = \"{bad}\"\nurl = \"{}\n",
         redis.url()
@@ -719,8 +719,8 @@ fn big_value(i: usize) -> String {
 fn removed_smart_entry_drains_and_closes_its_clients_after_drain_timeout() {
     let redis = Redis::start();
     let link = DelayLink::start(redis.port(), Duration::from_millis(250));
-    let kept = format!("tcp://127.0.0.1:{}", free_port());
-    let removed = format!("tcp://127.0.0.1:{}", free_port());
+    let kept = tcp_listen();
+    let removed = tcp_listen();
     let kept_entry = redis_entry(&kept, &redis.url(), "");
     let config = format!(
         "{kept_entry}{}",
@@ -883,8 +883,8 @@ fn under_supervisord_signal_hup_then_stop() {
     let redis = Redis::start();
     let dir = temp_dir();
     let d = dir.path().to_path_buf();
-    let first = format!("tcp://127.0.0.1:{}", free_port());
-    let added = format!("tcp://127.0.0.1:{}", free_port());
+    let first = tcp_listen();
+    let added = tcp_listen();
     let relayer_conf = d.join("relayer.toml");
     std::fs::write(
         &relayer_conf,

@@ -8,10 +8,6 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn listen() -> String {
-    format!("tcp://127.0.0.1:{}", free_port())
-}
-
 /// `tlsCaFile = "..."` and more `key = "value"` lines.
 fn keys(pairs: &[(&str, &std::path::Path)]) -> String {
     pairs
@@ -73,10 +69,10 @@ fn relays_over_tls_in_sync_and_smart_mode() {
     admin(&server.redis).q("ACL SETUSER app on >secret ~* +@all");
     let ca = keys(&[("tlsCaFile", &certs.file("ca.pem"))]);
     let config = [
-        redis_entry(&listen(), &server.url("app:secret"), &ca),
-        redis_entry_mode("smart", &listen(), &server.url("app:secret"), &ca),
+        redis_entry(&tcp_listen(), &server.url("app:secret"), &ca),
+        redis_entry_mode("smart", &tcp_listen(), &server.url("app:secret"), &ca),
         // No credentials: the server answers NOAUTH, passed through as without TLS.
-        redis_entry(&listen(), &server.url(""), &ca),
+        redis_entry(&tcp_listen(), &server.url(""), &ca),
     ]
     .concat();
     let relayer = Relayer::start(&config);
@@ -132,8 +128,8 @@ fn client_certificate_required_by_the_server() {
         ("tlsKeyFile", &certs.file("client.key")),
     ]);
     let config = [
-        redis_entry(&listen(), &server.url(""), &with_cert),
-        redis_entry(&listen(), &server.url(""), &ca),
+        redis_entry(&tcp_listen(), &server.url(""), &with_cert),
+        redis_entry(&tcp_listen(), &server.url(""), &ca),
     ]
     .concat();
     let relayer = Relayer::start(&config);
@@ -162,11 +158,11 @@ fn wrong_ca_is_refused() {
     let certs = TestCerts::new();
     let server = TlsRedis::start(&certs, false, &[]);
     let good = redis_entry(
-        &listen(),
+        &tcp_listen(),
         &server.url(""),
         &keys(&[("tlsCaFile", &certs.file("ca.pem"))]),
     );
-    let bad_listen = listen();
+    let bad_listen = tcp_listen();
     let bad = |ca: &str| {
         redis_entry(
             &bad_listen,
@@ -203,7 +199,7 @@ fn server_name_is_verified() {
     let ca = certs.file("ca.pem");
     let entry = |name: &str| {
         redis_entry(
-            &listen(),
+            &tcp_listen(),
             &server.url(""),
             &format!("{}tlsServerName = \"{name}\"\n", keys(&[("tlsCaFile", &ca)])),
         )
@@ -224,7 +220,7 @@ fn tls_connection_closed_by_the_server_reconnects() {
     let certs = TestCerts::new();
     let server = TlsRedis::start(&certs, false, &[]);
     let relayer = Relayer::start(&redis_entry(
-        &listen(),
+        &tcp_listen(),
         &server.url(""),
         &keys(&[("tlsCaFile", &certs.file("ca.pem"))]),
     ));
@@ -255,7 +251,7 @@ fn dedicated_connections_use_tls_and_the_url_user() {
     let mut direct = admin(&server.redis);
     assert_eq!(direct.q("ACL SETUSER app on >secret ~* &* +@all"), Reply::ok());
     let relayer = Relayer::start(&redis_entry(
-        &listen(),
+        &tcp_listen(),
         &server.url("app:secret"),
         &keys(&[("tlsCaFile", &certs.file("ca.pem"))]),
     ));
@@ -309,7 +305,7 @@ fn acl_user_and_password_from_the_url() {
     let mut direct = admin(&redis);
     assert_eq!(direct.q("ACL SETUSER app on >secret ~app:* +@all"), Reply::ok());
     let url = format!("redis://app:secret@127.0.0.1:{}", redis.port());
-    let relayer = Relayer::start(&redis_entry(&listen(), &url, ""));
+    let relayer = Relayer::start(&redis_entry(&tcp_listen(), &url, ""));
     let mut c = relayer.client();
     assert_eq!(c.q("SET app:k v"), Reply::ok());
     assert_eq!(c.q("GET app:k"), Reply::bulk("v"));
@@ -335,8 +331,8 @@ fn refused_auth_is_clear_and_recovers() {
     let url = format!("redis://app:wrong@127.0.0.1:{}", redis.port());
     let relayer = Relayer::start(&format!(
         "{}{}",
-        redis_entry(&listen(), &url, ""),
-        redis_entry_mode("smart", &listen(), &url, "")
+        redis_entry(&tcp_listen(), &url, ""),
+        redis_entry_mode("smart", &tcp_listen(), &url, "")
     ));
     let want = format!(
         "ERR relayer: backend redis://app:***@127.0.0.1:{} unavailable (AUTH refused: WRONGPASS invalid username-password pair or user is disabled.)",

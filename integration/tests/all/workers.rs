@@ -16,7 +16,7 @@ fn backend_connections(redis: &Redis) -> usize {
 #[test]
 fn two_workers_each_have_their_own_upstream_connection() {
     let redis = Redis::start();
-    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let listen = tcp_listen();
     let relayer = Relayer::start(&format!(
         "workers = 2\n{}",
         redis_entry(&listen, &redis.url(), "")
@@ -46,7 +46,7 @@ fn two_workers_each_have_their_own_upstream_connection() {
 #[test]
 fn reload_and_drain_reach_every_worker() {
     let (a, b) = (Redis::start(), Redis::start());
-    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let listen = tcp_listen();
     let config = |url: &str| format!("workers = 2\n{}", redis_entry_mode("smart", &listen, url, ""));
     let mut relayer = Relayer::start(&config(&a.url()));
     relayer.rewrite_config(&config(&b.url()));
