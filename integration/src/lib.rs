@@ -184,7 +184,7 @@ pub fn redis_entry_mode(mode: &str, listen: &str, url: &str, extra: &str) -> Str
 
 /// Every spawned process gets SIGKILL when the thread that started it dies (a test killed by a
 /// harness timeout leaves nothing behind).
-pub(crate) fn child_setup(cmd: &mut Command) {
+pub fn child_setup(cmd: &mut Command) {
     unsafe {
         cmd.pre_exec(|| {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);

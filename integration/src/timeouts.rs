@@ -15,8 +15,9 @@ pub const HANG: Duration = Duration::from_secs(30);
 /// A process the harness starts (the relayer, redis-server, moto) accepts connections.
 pub const START: Duration = Duration::from_secs(30);
 
-/// The relayer, told to stop (SIGTERM) or given a configuration it refuses or only checks, has
-/// exited. A drain it was configured for comes on top: `drainTimeout + EXIT`.
+/// The relayer, told to stop (SIGTERM, or supervisord's shutdown) or given a configuration it
+/// refuses or only checks, has exited. A drain it was configured for comes on top:
+/// `drainTimeout + EXIT`.
 pub const EXIT: Duration = Duration::from_secs(30);
 
 /// Writes acknowledged early (smart mode, streams) are all in the backend or at the endpoint,

@@ -2,16 +2,12 @@
 //! (`+OK` / `:1`) and sent in the background, in order with the client's other commands, bounded by
 //! `maxPendingBytes`, resent after a dropped connection, and drained at SIGTERM.
 
+use integration::timeouts::{DELIVERY, EXIT, HANG};
 use integration::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-/// Longest a single reply may take before the test calls it a hang.
-const HANG: Duration = Duration::from_secs(30);
-/// How long the backend may take to show what was acknowledged.
-const SETTLE: Duration = Duration::from_secs(30);
 
 fn s(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -81,14 +77,10 @@ fn zscores(redis: &mut Client, key: &str) -> BTreeMap<String, i64> {
         .collect()
 }
 
-fn dbsize(redis: &mut Client) -> i64 {
-    redis.q("DBSIZE").as_int().expect("DBSIZE is an integer")
-}
-
 /// Sends a sync `GET key` until it gets something other than a relayer error about the backend
-/// (a connection dropped a moment ago, a backend still restarting), within `SETTLE`.
+/// (a connection dropped a moment ago, a backend still restarting), within `DELIVERY`.
 fn sync_get(c: &mut Client, key: &str) -> Result<Reply, String> {
-    let deadline = Instant::now() + SETTLE;
+    let deadline = Instant::now() + DELIVERY;
     loop {
         let r = c
             .try_read_reply_after(&["GET", key])
@@ -97,7 +89,7 @@ fn sync_get(c: &mut Client, key: &str) -> Result<Reply, String> {
             return Ok(r);
         }
         if Instant::now() >= deadline {
-            return Err(format!("GET {key} still fails after {SETTLE:?}: {r:?}"));
+            return Err(format!("GET {key} still fails after {DELIVERY:?}: {r:?}"));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -116,26 +108,6 @@ impl TryCmd for Client {
 
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
-}
-
-/// The log lines of `relayer` that contain every one of `needles` (case-insensitively), polled
-/// until there is one or `timeout` passes.
-fn wait_log_line(relayer: &Relayer, needles: &[&str], timeout: Duration) -> String {
-    let needles: Vec<String> = needles.iter().map(|n| n.to_ascii_lowercase()).collect();
-    let deadline = Instant::now() + timeout;
-    loop {
-        let log = relayer.log();
-        if let Some(line) = log.lines().find(|l| {
-            let l = l.to_ascii_lowercase();
-            needles.iter().all(|n| l.contains(n.as_str()))
-        }) {
-            return line.to_string();
-        }
-        if Instant::now() >= deadline {
-            panic!("no log line with all of {needles:?} within {timeout:?}; the log:\n{log}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -673,7 +645,7 @@ fn assert_backend_holds(redis: &Redis, all: &[Expected], settle: Duration) {
         mismatches[..mismatches.len().min(10)].join("\n")
     );
     let keys: usize = all.iter().map(|e| e.keys()).sum();
-    assert_eq!(dbsize(&mut direct), keys as i64, "keys on the backend");
+    assert_eq!(redis.dbsize(), keys as i64, "keys on the backend");
 }
 
 fn write_burst(
@@ -770,7 +742,7 @@ fn client_kill_in_the_middle_of_a_burst() {
         effective >= 2,
         "the burst ended before the kills hit the relayer twice ({killed:?}): make it longer"
     );
-    assert_backend_holds(&redis, &all, SETTLE);
+    assert_backend_holds(&redis, &all, DELIVERY);
     assert!(
         relayer.log().contains("backend connection lost"),
         "the relayer did not log the dropped connections:\n{}",
@@ -802,7 +774,7 @@ fn link_cut_in_the_middle_of_a_burst() {
         cuts.iter().filter(|(n, _)| *n > 0).count() >= 2,
         "the burst ended before two cuts hit the relayer ({cuts:?}): make it longer"
     );
-    assert_backend_holds(&redis, &all, SETTLE);
+    assert_backend_holds(&redis, &all, DELIVERY);
 }
 
 /// The backend stops executing writes for 3 s (`CLIENT PAUSE 3000 WRITE`) while 10 clients write
@@ -887,14 +859,14 @@ fn paused_backend_slows_writers_and_memory_stays_bounded() {
     let expected: BTreeMap<String, String> = (0..CLIENTS)
         .flat_map(|id| (0..N).map(move |i| (format!("pause:{id}:{i}"), value(id, i))))
         .collect();
-    let mismatches = settled_mismatches(SETTLE, || string_mismatches(&mut direct, &expected));
+    let mismatches = settled_mismatches(DELIVERY, || string_mismatches(&mut direct, &expected));
     assert!(
         mismatches.is_empty(),
         "{} writes missing on the backend, e.g.:\n{}",
         mismatches.len(),
         mismatches[..mismatches.len().min(5)].join("\n")
     );
-    assert_eq!(dbsize(&mut direct), expected.len() as i64);
+    assert_eq!(redis.dbsize(), expected.len() as i64);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -923,22 +895,17 @@ fn wrongtype_on_a_background_hset_is_logged_and_harmless() {
         replies,
         vec![Reply::Int(1), bulk("string"), Reply::Int(1), bulk("v")]
     );
-    let line = wait_log_line(
-        &relayer,
+    let line = relayer.wait_log_line(
         &[
             "background write refused by the backend",
             "hset",
             "wt:k",
             "WRONGTYPE",
         ],
-        Duration::from_secs(10),
+        HANG,
     );
     eprintln!("logged: {line}");
-    let line = wait_log_line(
-        &relayer,
-        &["background write refused by the backend", "sadd", "wt:k"],
-        Duration::from_secs(10),
-    );
+    let line = relayer.wait_log_line(&["background write refused by the backend", "sadd", "wt:k"], HANG);
     eprintln!("logged: {line}");
     let mut direct = redis.client();
     assert_eq!(direct.q("GET wt:k"), bulk("string"));
@@ -968,9 +935,10 @@ fn sigterm_delivers_pending_writes_behind_a_slow_link() {
         assert_eq!(r, Reply::ok(), "early reply to SET term:{i}");
     }
     let mut direct = redis.client();
-    let before = dbsize(&mut direct);
+    let before = redis.dbsize();
     relayer.signal(libc::SIGTERM);
-    let st = relayer.wait_exit(Duration::from_secs(60));
+    // drainTimeout, then the exit.
+    let st = relayer.wait_exit(Duration::from_secs(30) + EXIT);
     eprintln!("{before} of {N} writes were on the backend at SIGTERM");
     assert_eq!(
         st.code(),
@@ -978,7 +946,7 @@ fn sigterm_delivers_pending_writes_behind_a_slow_link() {
         "exit status after SIGTERM; log:\n{}",
         relayer.log()
     );
-    assert_eq!(dbsize(&mut direct), N as i64, "keys on the backend after exit");
+    assert_eq!(redis.dbsize(), N as i64, "keys on the backend after exit");
     let expected: BTreeMap<String, String> = (0..N).map(|i| (format!("term:{i}"), term_value(i))).collect();
     let mismatches = string_mismatches(&mut direct, &expected);
     assert!(
@@ -1007,16 +975,17 @@ fn sigterm_waits_for_writes_the_backend_has_not_confirmed() {
         .map(|i| vec!["SET".into(), format!("tp:{i}"), format!("v{i}")])
         .collect();
     assert!(c.pipeline(&cmds).iter().all(|r| r.is_ok()));
-    assert_eq!(dbsize(&mut direct), 0, "the pause holds the writes");
+    assert_eq!(redis.dbsize(), 0, "the pause holds the writes");
     relayer.signal(libc::SIGTERM);
-    let st = relayer.wait_exit(Duration::from_secs(40));
+    // drainTimeout, then the exit.
+    let st = relayer.wait_exit(Duration::from_secs(20) + EXIT);
     assert_eq!(st.code(), Some(0), "exit status; log:\n{}", relayer.log());
     assert!(
         paused.elapsed() >= Duration::from_millis(1500),
         "exited {:?} into a 2 s pause: before the writes were confirmed",
         paused.elapsed()
     );
-    assert_eq!(dbsize(&mut direct), 1000);
+    assert_eq!(redis.dbsize(), 1000);
 }
 
 /// The backend is down at SIGTERM with 100 background writes waiting: after drainTimeout (1 s)
@@ -1039,13 +1008,13 @@ fn sigterm_with_the_backend_down_logs_the_lost_writes() {
     );
     let sent = Instant::now();
     relayer.signal(libc::SIGTERM);
-    relayer.wait_exit(Duration::from_secs(20));
+    relayer.wait_exit(EXIT);
     assert!(
         sent.elapsed() >= Duration::from_millis(900),
         "exited after {:?}, before drainTimeout",
         sent.elapsed()
     );
-    let line = wait_log_line(&relayer, &["background writes lost"], Duration::from_secs(1));
+    let line = relayer.wait_log_line(&["background writes lost"], HANG);
     assert!(
         line.split(|ch: char| !ch.is_ascii_digit()).any(|n| n == "100"),
         "the lost-writes line does not give the count 100: {line}"
@@ -1143,7 +1112,7 @@ fn backend_restart_keeps_writes_acknowledged_while_it_was_down() {
         "no write was acknowledged while the backend was down"
     );
     let mut direct = redis.client();
-    let mismatches = settled_mismatches(SETTLE, || string_mismatches(&mut direct, &expected));
+    let mismatches = settled_mismatches(DELIVERY, || string_mismatches(&mut direct, &expected));
     assert!(
         mismatches.is_empty(),
         "{} of {} writes acknowledged after the kill are not on the restarted backend, e.g.:\n{}",

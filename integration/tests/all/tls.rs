@@ -3,10 +3,8 @@
 //! users and passwords from the url, a refused AUTH that recovers once the server accepts it, and
 //! the configuration errors of the tls keys.
 
+use integration::timeouts::HANG;
 use integration::*;
-use std::time::Duration;
-
-const WAIT: Duration = Duration::from_secs(30);
 
 /// `tlsCaFile = "..."` and more `key = "value"` lines.
 fn keys(pairs: &[(&str, &std::path::Path)]) -> String {
@@ -54,7 +52,7 @@ fn log_lines(relayer: &Relayer, parts: &[&str]) -> usize {
 /// Waits for `n` log lines containing every one of `parts` (the log is written after the
 /// replies), and checks there are no more.
 fn expect_log_lines(relayer: &Relayer, parts: &[&str], n: usize) {
-    wait_until(WAIT, &format!("{n} log lines with {parts:?}"), || {
+    wait_until(HANG, &format!("{n} log lines with {parts:?}"), || {
         log_lines(relayer, parts) >= n
     });
     assert_eq!(log_lines(relayer, parts), n, "{}", relayer.log());
@@ -184,7 +182,7 @@ fn wrong_ca_is_refused() {
 
     relayer.rewrite_config(&format!("{good}{}", bad("ca.pem")));
     relayer.signal(libc::SIGHUP);
-    poll_until(WAIT, "the reloaded entry to reach the backend", || {
+    poll_until(HANG, "the reloaded entry to reach the backend", || {
         let r = relayer.client_at(1).q("GET ca:k");
         (r == Reply::bulk("v")).then_some(())
     });
@@ -234,10 +232,10 @@ fn tls_connection_closed_by_the_server_reconnects() {
         &format!("127.0.0.1:{}", server.tls_port),
     ]);
     assert_eq!(killed, Reply::Int(1));
-    wait_until(WAIT, "the relayer to see the connection closed", || {
+    wait_until(HANG, "the relayer to see the connection closed", || {
         log_lines(&relayer, &["backend connection lost"]) == 1
     });
-    poll_until(WAIT, "a relayed command after the reconnection", || {
+    poll_until(HANG, "a relayed command after the reconnection", || {
         (c.q("INCR kill:k") == Reply::Int(2)).then_some(())
     });
 }
@@ -259,7 +257,7 @@ fn dedicated_connections_use_tls_and_the_url_user() {
     for round in 0..2 {
         let mut waiter = relayer.client();
         waiter.send(&["BLPOP", "jobs", "0"]);
-        wait_until(WAIT, "BLPOP blocked on the backend", || {
+        wait_until(HANG, "BLPOP blocked on the backend", || {
             let clients = direct.q("CLIENT LIST").as_str().unwrap();
             clients
                 .lines()
@@ -343,7 +341,7 @@ fn refused_auth_is_clear_and_recovers() {
         assert_eq!(c.q("GET k"), Reply::error(&want));
     }
     // Several attempts later, still one line per entry in the log.
-    wait_until(WAIT, "the relayer to retry AUTH", || {
+    wait_until(HANG, "the relayer to retry AUTH", || {
         refused_auths(&mut direct, "app") >= 6
     });
     expect_log_lines(
@@ -355,7 +353,7 @@ fn refused_auth_is_clear_and_recovers() {
 
     assert_eq!(direct.q("ACL SETUSER app >wrong"), Reply::ok());
     poll_until(
-        WAIT,
+        HANG,
         "the relayer to authenticate with the fixed password",
         || (c.q("SET k fixed") == Reply::ok()).then_some(()),
     );
