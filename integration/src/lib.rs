@@ -182,6 +182,16 @@ pub fn redis_entry_mode(mode: &str, listen: &str, url: &str, extra: &str) -> Str
     )
 }
 
+/// One `[[relayer]]` entry of protocol firehose on `listen`, sending stream `stream` to the
+/// Firehose API at `endpoint` (moto or the fake endpoint, region us-east-1); `extra` (more
+/// `key = value` lines) is appended as is.
+pub fn firehose_entry(listen: &str, stream: &str, endpoint: &str, extra: &str) -> String {
+    format!(
+        "[[relayer]]\nprotocol = \"firehose\"\nlisten = \"{listen}\"\nstreamName = \"{stream}\"\n\
+         region = \"us-east-1\"\nendpoint = \"{endpoint}\"\n{extra}\n"
+    )
+}
+
 /// Every spawned process gets SIGKILL when the thread that started it dies (a test killed by a
 /// harness timeout leaves nothing behind).
 pub fn child_setup(cmd: &mut Command) {

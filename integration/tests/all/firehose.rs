@@ -28,11 +28,8 @@ macro_rules! args {
 
 /// One firehose `[[relayer]]` entry sending to `endpoint`, with a 0.2 s flush interval; `extra`
 /// (more `key = value` lines) is appended.
-fn firehose_entry(listen: &str, stream: &str, endpoint: &str, extra: &str) -> String {
-    format!(
-        "[[relayer]]\nprotocol = \"firehose\"\nlisten = \"{listen}\"\nstreamName = \"{stream}\"\n\
-         region = \"us-east-1\"\nendpoint = \"{endpoint}\"\nflushInterval = 0.2\n{extra}\n"
-    )
+fn entry(listen: &str, stream: &str, endpoint: &str, extra: &str) -> String {
+    firehose_entry(listen, stream, endpoint, &format!("flushInterval = 0.2\n{extra}"))
 }
 
 /// moto with the stream `stream` writing to `bucket`, and a relayer with one firehose entry on
@@ -40,7 +37,7 @@ fn firehose_entry(listen: &str, stream: &str, endpoint: &str, extra: &str) -> St
 fn start_one(stream: &str, bucket: &str, extra: &str) -> (Moto, Relayer) {
     let moto = Moto::start();
     moto.create_delivery_stream(stream, bucket);
-    let relayer = Relayer::start(&firehose_entry(&tcp_listen(), stream, &moto.url(), extra));
+    let relayer = Relayer::start(&entry(&tcp_listen(), stream, &moto.url(), extra));
     (moto, relayer)
 }
 
@@ -566,8 +563,8 @@ fn every_command_kind_reaches_s3_line_by_line() {
     let ms_listen = tcp_listen();
     let metrics_port = free_port();
     let config = format!("metricsListen = \"127.0.0.1:{metrics_port}\"\n")
-        + &firehose_entry(&ns_listen, "events", &moto.url(), "")
-        + &firehose_entry(
+        + &entry(&ns_listen, "events", &moto.url(), "")
+        + &entry(
             &ms_listen,
             "events-ms",
             &moto.url(),
@@ -1374,7 +1371,7 @@ fn php_firehose_stream_example_over_unix_socket() {
     const N: usize = 150;
     let moto = Moto::start();
     moto.create_delivery_stream("php", "php-bucket");
-    let mut relayer = Relayer::start(&firehose_entry(
+    let mut relayer = Relayer::start(&entry(
         "unix:$DIR/firehose.sock",
         "php",
         &moto.url(),

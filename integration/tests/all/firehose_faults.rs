@@ -32,12 +32,7 @@ type Id = (usize, u64);
 /// One firehose entry on a free port writing to `fake` (stream `s`, flush every 0.2 s); `extra`
 /// (more `key = value` lines) goes into the entry and may override nothing set here.
 fn config(fake: &FakeFirehose, extra: &str) -> String {
-    format!(
-        "[[relayer]]\nprotocol = \"firehose\"\nlisten = \"tcp://127.0.0.1:{}\"\nstreamName = \"s\"\n\
-         region = \"us-east-1\"\nendpoint = \"{}\"\n{extra}\n",
-        free_port(),
-        fake.url()
-    )
+    firehose_entry(&tcp_listen(), "s", &fake.url(), extra)
 }
 
 /// `config` with `flushInterval = 0.2` unless `extra` sets it.

@@ -9,10 +9,12 @@ use integration::*;
 use std::time::{Duration, Instant};
 
 /// A firehose entry; `flush` is its flushInterval (long to keep lines in the batcher).
-fn firehose_entry(listen: &str, fake: &FakeFirehose, stream: &str, flush: f64) -> String {
-    format!(
-        "[[relayer]]\nprotocol = \"firehose\"\nlisten = \"{listen}\"\nstreamName = \"{stream}\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\nflushInterval = {flush}\ndrainTimeout = 1\n",
-        fake.url()
+fn entry(listen: &str, fake: &FakeFirehose, stream: &str, flush: f64) -> String {
+    firehose_entry(
+        listen,
+        stream,
+        &fake.url(),
+        &format!("flushInterval = {flush}\ndrainTimeout = 1"),
     )
 }
 
@@ -52,15 +54,15 @@ fn firehose_entry_added_changed_and_removed() {
     let mut relayer = Relayer::start(&base);
     let fh = tcp_listen();
 
-    relayer.reload(&format!("{base}\n{}", firehose_entry(&fh, &fake, "one", 0.1)));
+    relayer.reload(&format!("{base}\n{}", entry(&fh, &fake, "one", 0.1)));
     let mut c = Client::connect(&fh).expect("the added firehose entry accepts");
     assert_eq!(c.cmd(&["SET", "added", "1"]), Reply::ok());
     wait_for_line(&fake, "added");
 
     // Held back by a long flush interval, so the old batcher still owes it at the change.
-    relayer.reload(&format!("{base}\n{}", firehose_entry(&fh, &fake, "one", 30.0)));
+    relayer.reload(&format!("{base}\n{}", entry(&fh, &fake, "one", 30.0)));
     assert_eq!(c.cmd(&["SET", "before-change", "1"]), Reply::ok());
-    relayer.reload(&format!("{base}\n{}", firehose_entry(&fh, &fake, "two", 0.1)));
+    relayer.reload(&format!("{base}\n{}", entry(&fh, &fake, "two", 0.1)));
     assert_eq!(
         c.cmd(&["SET", "after-change", "1"]),
         Reply::ok(),
@@ -75,7 +77,7 @@ fn firehose_entry_added_changed_and_removed() {
         "the replaced batcher delivers what it held, to its own stream"
     );
 
-    relayer.reload(&format!("{base}\n{}", firehose_entry(&fh, &fake, "two", 30.0)));
+    relayer.reload(&format!("{base}\n{}", entry(&fh, &fake, "two", 30.0)));
     assert_eq!(c.cmd(&["SET", "before-removal", "1"]), Reply::ok());
     relayer.reload(&base);
     wait_for_line(&fake, "before-removal");
@@ -103,7 +105,7 @@ fn protocol_switch_behind_the_same_listener() {
     let redis = Redis::start();
     let listen = tcp_listen();
     let as_redis = redis_entry(&listen, &redis.url(), "drainTimeout = 1");
-    let as_firehose = firehose_entry(&listen, &fake, "s", 0.1);
+    let as_firehose = entry(&listen, &fake, "s", 0.1);
     let mut relayer = Relayer::start(&as_redis);
 
     let mut old = Client::connect(&listen).unwrap();
@@ -147,9 +149,9 @@ fn protocol_switch_behind_the_same_listener() {
     );
 }
 
-/// `firehose_entry` with more keys.
+/// `entry` with more keys.
 fn firehose_entry_with(listen: &str, fake: &FakeFirehose, stream: &str, extra: &str) -> String {
-    format!("{}{extra}\n", firehose_entry(listen, fake, stream, 0.1))
+    format!("{}{extra}\n", entry(listen, fake, stream, 0.1))
 }
 
 /// The `name: N` field of the one log record containing `msg`; panics unless there is exactly one.
@@ -185,7 +187,7 @@ fn set_many(c: &mut Client, prefix: &str, n: usize) -> Vec<String> {
 fn drain_timeout_at_a_reload_dead_letters_or_counts_the_lines() {
     let fake = FakeFirehose::start();
     fake.go_down();
-    let other = firehose_entry(&tcp_listen(), &fake, "other", 0.1);
+    let other = entry(&tcp_listen(), &fake, "other", 0.1);
     let fh = tcp_listen();
     let mut relayer = Relayer::start(&format!(
         "{other}\n{}",
@@ -194,7 +196,7 @@ fn drain_timeout_at_a_reload_dead_letters_or_counts_the_lines() {
     let path = relayer.dir().join("dead.jsonl");
     let mut c = Client::connect(&fh).unwrap();
     let first = set_many(&mut c, "first", 50);
-    relayer.reload(&format!("{other}\n{}", firehose_entry(&fh, &fake, "two", 0.1)));
+    relayer.reload(&format!("{other}\n{}", entry(&fh, &fake, "two", 0.1)));
     let second = set_many(&mut c, "second", 20);
     let replaced = "replaced backend: writes not delivered in time, written to the dead-letter file";
     wait_until(HANG, "the replaced batcher's give-up", || {

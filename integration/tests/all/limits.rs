@@ -285,11 +285,7 @@ fn pipeline_of_1m_sets_written_before_reading_sync() {
 fn firehose_pipeline_written_before_reading() {
     const N: usize = 500_000;
     let fake = FakeFirehose::start();
-    let relayer = Relayer::start(&format!(
-        "[[relayer]]\nprotocol = \"firehose\"\nlisten = \"unix:$DIR/firehose.sock\"\nstreamName = \"s\"\n\
-         region = \"us-east-1\"\nendpoint = \"{}\"\n",
-        fake.url()
-    ));
+    let relayer = Relayer::start(&firehose_entry("unix:$DIR/firehose.sock", "s", &fake.url(), ""));
     let mut c = relayer.client();
     write_before_reading(
         &c,

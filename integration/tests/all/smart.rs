@@ -13,10 +13,6 @@ fn s(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-fn bulk(v: &str) -> Reply {
-    Reply::bulk(v)
-}
-
 /// The string values of `keys` on `redis` (MGET in batches), `None` for a missing key.
 fn mget(redis: &mut Client, keys: &[String]) -> Vec<Option<Vec<u8>>> {
     let mut out = Vec::with_capacity(keys.len());
@@ -237,15 +233,15 @@ impl Model {
             }
             13 | 14 => (
                 cmd(&["GET", &k.s]),
-                Expect::Is(self.s.as_deref().map_or(Reply::Nil, bulk)),
+                Expect::Is(self.s.as_deref().map_or(Reply::Nil, Reply::bulk)),
             ),
             15 => (
                 cmd(&["GET", &k.s2]),
-                Expect::Is(self.s2.as_deref().map_or(Reply::Nil, bulk)),
+                Expect::Is(self.s2.as_deref().map_or(Reply::Nil, Reply::bulk)),
             ),
             16 => (
                 cmd(&["HGET", &k.h, &f]),
-                Expect::Is(self.h.get(&f).map_or(Reply::Nil, |v| bulk(v))),
+                Expect::Is(self.h.get(&f).map_or(Reply::Nil, Reply::bulk)),
             ),
             17 => (
                 cmd(&["SISMEMBER", &k.set, &m]),
@@ -253,7 +249,11 @@ impl Model {
             ),
             18 => (
                 cmd(&["ZSCORE", &k.z, &m]),
-                Expect::Is(self.z.get(&m).map_or(Reply::Nil, |sc| bulk(&sc.to_string()))),
+                Expect::Is(
+                    self.z
+                        .get(&m)
+                        .map_or(Reply::Nil, |sc| Reply::bulk(sc.to_string())),
+                ),
             ),
             19 => (cmd(&["TTL", &k.e]), self.ttl_expect()),
             20 => {
@@ -274,7 +274,7 @@ impl Model {
                         let old = self.s.replace(v.clone());
                         (
                             cmd(&["SET", &k.s, &v, "GET"]),
-                            Expect::Is(old.as_deref().map_or(Reply::Nil, bulk)),
+                            Expect::Is(old.as_deref().map_or(Reply::Nil, Reply::bulk)),
                         )
                     }
                     2 => {
@@ -292,7 +292,7 @@ impl Model {
                         *score += 3;
                         (
                             cmd(&["ZADD", &k.z, "INCR", "3", &m]),
-                            Expect::Is(bulk(&score.to_string())),
+                            Expect::Is(Reply::bulk(score.to_string())),
                         )
                     }
                     _ => {
@@ -324,7 +324,7 @@ impl Model {
             }
             _ => (
                 cmd(&["GET", &k.e]),
-                Expect::Is(self.e.as_ref().map_or(Reply::Nil, |(v, _, _)| bulk(v))),
+                Expect::Is(self.e.as_ref().map_or(Reply::Nil, |(v, _, _)| Reply::bulk(v))),
             ),
         }
     }
@@ -426,7 +426,7 @@ fn mixed_writes_and_reads_of_100_clients() {
         }
         // A sync read last: everything before it reached the backend.
         let marker = c.cmd(&["GET", &keys.s]);
-        if marker != model.s.as_deref().map_or(Reply::Nil, bulk) {
+        if marker != model.s.as_deref().map_or(Reply::Nil, Reply::bulk) {
             return Err(format!("final GET replied {marker:?}, expected {:?}", model.s));
         }
         model.check_backend(&mut Client::tcp(port), &keys)
@@ -602,7 +602,7 @@ fn burst_with_final_get(
         let last = (0..n).rev().find(|i| i % 6 < 2).unwrap();
         let (cmd, _) = burst_write(prefix, id, last);
         let got = sync_get(&mut c, &cmd[1])?;
-        if got != bulk(&cmd[2]) {
+        if got != Reply::bulk(&cmd[2]) {
             return Err(format!(
                 "final GET {} replied {got:?}, expected {:?}",
                 cmd[1], cmd[2]
@@ -698,7 +698,7 @@ fn burst_lands_exactly_as_written() {
         let last = (0..N).rev().find(|i| i % 6 < 2).unwrap();
         let (cmd, _) = burst_write("burst", id, last);
         let got = c.cmd(&["GET", &cmd[1]]);
-        if got != bulk(&cmd[2]) {
+        if got != Reply::bulk(&cmd[2]) {
             return Err(format!("GET {} replied {got:?}, expected {:?}", cmd[1], cmd[2]));
         }
         a.lock().unwrap().push(expected);
@@ -881,9 +881,9 @@ fn wrongtype_on_a_background_hset_is_logged_and_harmless() {
     let mut c = relayer.client();
     assert_eq!(c.q("SET wt:k string"), Reply::ok());
     assert_eq!(c.q("HSET wt:k f v"), Reply::Int(1), "the early reply");
-    assert_eq!(c.q("GET wt:k"), bulk("string"));
+    assert_eq!(c.q("GET wt:k"), Reply::bulk("string"));
     assert_eq!(c.q("SET wt:other v2"), Reply::ok());
-    assert_eq!(c.q("GET wt:other"), bulk("v2"));
+    assert_eq!(c.q("GET wt:other"), Reply::bulk("v2"));
     // Once more on a pipeline, and a different command.
     let replies = c.pipeline(&[
         vec!["SADD", "wt:k", "m"],
@@ -893,7 +893,12 @@ fn wrongtype_on_a_background_hset_is_logged_and_harmless() {
     ]);
     assert_eq!(
         replies,
-        vec![Reply::Int(1), bulk("string"), Reply::Int(1), bulk("v")]
+        vec![
+            Reply::Int(1),
+            Reply::bulk("string"),
+            Reply::Int(1),
+            Reply::bulk("v")
+        ]
     );
     let line = relayer.wait_log_line(
         &[
@@ -908,8 +913,8 @@ fn wrongtype_on_a_background_hset_is_logged_and_harmless() {
     let line = relayer.wait_log_line(&["background write refused by the backend", "sadd", "wt:k"], HANG);
     eprintln!("logged: {line}");
     let mut direct = redis.client();
-    assert_eq!(direct.q("GET wt:k"), bulk("string"));
-    assert_eq!(direct.q("HGET wt:h f"), bulk("v"));
+    assert_eq!(direct.q("GET wt:k"), Reply::bulk("string"));
+    assert_eq!(direct.q("HGET wt:h f"), Reply::bulk("v"));
 }
 
 /// A 1 KB value: 10 MB in all, so that the link has plenty in flight at SIGTERM.
@@ -996,7 +1001,7 @@ fn sigterm_with_the_backend_down_logs_the_lost_writes() {
     let mut relayer = Relayer::smart(&redis.url(), "drainTimeout = 1\nconnectTimeout = 1");
     let mut c = relayer.client();
     assert_eq!(c.q("SET lost:warm v"), Reply::ok());
-    assert_eq!(sync_get(&mut c, "lost:warm").unwrap(), bulk("v"));
+    assert_eq!(sync_get(&mut c, "lost:warm").unwrap(), Reply::bulk("v"));
     redis.kill();
     let cmds: Vec<Vec<String>> = (0..100)
         .map(|i| vec!["SET".into(), format!("lost:{i}"), format!("v{i}")])
@@ -1156,9 +1161,9 @@ fn async_commands_extend_the_table() {
             "{extra}: RPUSH is not added"
         );
         let got = redis.client().cmd(&["LRANGE", &key, "0", "-1"]);
-        let mut want: Vec<Reply> = (0..500).rev().map(|j| bulk(&format!("e{j}"))).collect();
-        want.insert(0, bulk("one-at-a-time"));
-        want.push(bulk("tail"));
+        let mut want: Vec<Reply> = (0..500).rev().map(|j| Reply::bulk(format!("e{j}"))).collect();
+        want.insert(0, Reply::bulk("one-at-a-time"));
+        want.push(Reply::bulk("tail"));
         assert_eq!(got, Reply::array(want), "{extra}: the list on the backend");
     }
 }
