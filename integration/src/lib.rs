@@ -6,7 +6,8 @@
 //! is killed when its handle is dropped (also when the test panics), and gets SIGKILL if the test
 //! process dies (`PR_SET_PDEATHSIG`; start processes from the thread that owns them).
 //!
-//! Waiting is always polling against a generous deadline, never a fixed sleep.
+//! Waiting is always polling against a generous deadline (named in `timeouts`), never a fixed
+//! sleep. The tests are one binary, tests/all, with a module per area.
 
 pub mod cluster;
 pub mod fake_firehose;
