@@ -466,7 +466,7 @@ impl Cluster {
         Ok(())
     }
 
-    /// Waits (up to 60 s) until `settled()`.
+    /// Waits (up to `CLUSTER_SETTLE`) until `settled()`.
     pub fn wait_settled(&self) {
         let mut last = String::new();
         let ok = (|| {
