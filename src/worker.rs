@@ -14,11 +14,11 @@ use relayer_actors::firehose::pack::MAX_CALL_RECORDS;
 use relayer_actors::firehose::session as fh;
 use relayer_actors::listener::{Listener, ListenerSettings, StdBound, StopListening};
 use relayer_actors::metrics::RelayerMetrics;
+use relayer_actors::redis::backend::{BackendAddr, BackendSettings, Drain, KnownDbs};
 use relayer_actors::redis::dedicated::{LiveCount, Pool};
 use relayer_actors::redis::delivery::Delivery;
 use relayer_actors::redis::session::{Current, Route, SessionSettings, Smart};
 use relayer_actors::redis::smart::Budget;
-use relayer_actors::redis::target::{Drain, GiveUp, KnownDbs, Report, Retire, Target, TargetSettings};
 use relayer_actors::resp::request::Limits;
 use relayer_actors::route::Frontend;
 use slog::{error, info, o, warn, Logger};
@@ -179,23 +179,22 @@ impl Worker {
             log: log.clone(),
         });
         info!(log, "relayer target started"; "backend" => %addr, "mode" => s.mode.name(), "connections" => s.connections);
-        let target = Target::new(
-            TargetSettings {
-                addr: addr.clone(),
-                cluster_seeds: t.cluster_seeds.map(<[TargetAddr]>::to_vec),
-                tls: s.tls.clone(),
-                connections: s.connections,
-                timeout: s.timeout,
-                connect_timeout: s.connect_timeout,
-                max_reply_line: self.limits.max_bulk_len,
-                retry_timeout: s.retry_timeout,
-                budget,
-                metrics,
-                log: log.clone(),
-            },
-            known_dbs,
-        )
-        .launch();
+        let backend = BackendSettings {
+            addr: addr.clone(),
+            tls: s.tls.clone(),
+            connections: s.connections,
+            timeout: s.timeout,
+            connect_timeout: s.connect_timeout,
+            max_reply_line: self.limits.max_bulk_len,
+            retry_timeout: s.retry_timeout,
+            budget,
+            metrics,
+            log: log.clone(),
+        };
+        let target = match t.cluster_seeds {
+            None => BackendAddr::single(backend, known_dbs),
+            Some(seeds) => BackendAddr::cluster(backend, known_dbs, seeds.to_vec()),
+        };
         Current {
             target,
             settings,
@@ -434,7 +433,7 @@ struct Entry {
 enum Backend {
     Redis {
         route: Rc<Route>,
-        target: Addr<Target>,
+        target: BackendAddr,
     },
     Firehose {
         route: Rc<fh::Route>,
@@ -458,10 +457,10 @@ impl Backend {
         match self {
             Backend::Redis { target, .. } => {
                 let (done, rx) = tokio::sync::oneshot::channel();
-                target.do_send(Drain { done, everything });
+                target.drain(Drain { done, everything });
                 let redis = match tokio::time::timeout(limit, rx).await {
-                    Ok(_) => target.send(Report).await.unwrap_or_default(),
-                    Err(_) => target.send(GiveUp).await.unwrap_or_default(),
+                    Ok(_) => target.report().await,
+                    Err(_) => target.give_up().await,
                 };
                 Left {
                     redis,
@@ -487,7 +486,7 @@ impl Backend {
 
     fn retire(&self) {
         match self {
-            Backend::Redis { target, .. } => target.do_send(Retire),
+            Backend::Redis { target, .. } => target.retire(),
             Backend::Firehose { batcher, .. } => batcher.do_send(batcher::Retire),
         }
     }

@@ -1,4 +1,6 @@
-//! Compression compatible with the original Go relayer (§3.8, §4 and §9 of its reference):
+//! Compression compatible with the original Go relayer, both ways (what it stored reads back
+//! through this relayer, and the other way round; `compress_tests.rs` checks both against
+//! vectors made with its libraries):
 //! forwarded arguments are compressed with snappy or gzip, and string replies that carry a
 //! snappy or gzip marker are decoded, at any depth of nesting.
 //!

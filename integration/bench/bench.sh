@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmark of smart-relayer (issue 7): direct to redis-server, through the relayer in sync
+# The benchmark of smart-relayer: direct to redis-server, through the relayer in sync
 # mode, through the relayer in smart mode and through twemproxy, side by side in one run, with
 # the results written as ratios to BENCHMARKS.md at the repository root.
 #

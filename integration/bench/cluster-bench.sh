@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The Redis Cluster benchmark (issue 4): redis-benchmark with random keys through a cluster
+# The Redis Cluster benchmark: redis-benchmark with random keys through a cluster
 # relayer, against `redis-benchmark --cluster` straight to the masters, in the same run.
 #
 # Builds the relayer in release mode, starts a Redis Cluster of 3 masters and 3 replicas

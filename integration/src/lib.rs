@@ -11,6 +11,7 @@
 
 pub mod cluster;
 pub mod fake_firehose;
+pub mod faults;
 pub mod link;
 pub mod log;
 pub mod moto;

@@ -31,7 +31,7 @@
 use super::messages::FromDedicated;
 use crate::endpoint::TargetAddr;
 use crate::io::{Gate, Gated, OutBuf, ReadHalf};
-use crate::resp::reply::{is_error, ReplyScanner, DEFAULT_MAX_LINE};
+use crate::resp::reply::{error_text, is_error, ReplyScanner, DEFAULT_MAX_LINE};
 use crate::resp::request::Command;
 use crate::resp::write;
 use crate::tls::TlsClient;
@@ -452,8 +452,7 @@ impl Dedicated {
         self.owner = Some(owner);
         self.resume_reading();
         if db != 0 {
-            let select = Command::from_args(&[b"SELECT".to_vec(), db.to_string().into_bytes()]);
-            self.queue(select.into_frame(), Some(Dest::Swallow("SELECT")));
+            self.queue(write::select(db), Some(Dest::Swallow("SELECT")));
         }
     }
 
@@ -909,12 +908,6 @@ fn is_reset_refusal(reply: &[u8]) -> bool {
     let text = String::from_utf8_lossy(reply).to_ascii_lowercase();
     let names_reset = text.contains("'reset'") || text.contains("`reset`");
     names_reset && (text.starts_with("-err unknown command") || text.starts_with("-noperm"))
-}
-
-/// An error reply's text, without `-` and CRLF.
-fn error_text(reply: &[u8]) -> String {
-    let end = reply.len().saturating_sub(2).max(1);
-    String::from_utf8_lossy(reply.get(1..end).unwrap_or_default()).into_owned()
 }
 
 impl Actor for Dedicated {

@@ -1,5 +1,6 @@
 //! Reply scanner: finds where one complete backend reply ends, without decoding it, so the
-//! bytes can be passed to the client as they are (invariant 2).
+//! bytes can be passed to the client as they are: replies are never decoded and re-encoded
+//! on the hot path.
 //!
 //! Resumable with two numbers: the offset reached and how many elements are still owed. An
 //! aggregate header adds its element count to what is owed, so nesting needs no stack.
@@ -210,6 +211,12 @@ fn parse_int(line: &[u8]) -> io::Result<i64> {
 /// True when a complete reply is an error (`-...`).
 pub fn is_error(reply: &[u8]) -> bool {
     reply.first() == Some(&b'-')
+}
+
+/// An error reply's text, without the `-` and the CRLF (for logs and messages).
+pub fn error_text(reply: &[u8]) -> String {
+    let end = reply.len().saturating_sub(2).max(1);
+    String::from_utf8_lossy(reply.get(1..end).unwrap_or_default()).into_owned()
 }
 
 #[cfg(test)]

@@ -43,10 +43,31 @@ pub fn put_array_header(b: &mut BytesMut, n: usize) {
     b.put_slice(b"\r\n");
 }
 
+/// `SELECT db`: the one frame the relayer writes to move a connection to a DB.
+pub fn select(db: u32) -> Bytes {
+    let db = db.to_string();
+    let mut b = BytesMut::with_capacity(24 + db.len());
+    put_array_header(&mut b, 2);
+    put_bulk(&mut b, b"SELECT");
+    put_bulk(&mut b, db.as_bytes());
+    b.freeze()
+}
+
 /// Redis' text for a command called with the wrong number of arguments.
 pub fn wrong_arity(name: &[u8]) -> Bytes {
     error(&format!(
         "ERR wrong number of arguments for '{}' command",
         String::from_utf8_lossy(name).to_lowercase()
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn select_frame() {
+        assert_eq!(&select(0)[..], b"*2\r\n$6\r\nSELECT\r\n$1\r\n0\r\n");
+        assert_eq!(&select(15)[..], b"*2\r\n$6\r\nSELECT\r\n$2\r\n15\r\n");
+    }
 }

@@ -1,7 +1,7 @@
 //! The Firehose relayer (`protocol = "firehose"`) end to end against moto's server, a real
 //! Firehose + S3 emulator: every command kind from a Rust client and from phpredis, read back from
-//! S3 and compared line by line with what was sent; the exact replies of the spec
-//! (/work/firehose-spec.md, "Replies"); bad input; config errors; the PHP example.
+//! S3 and compared line by line with what was sent; the exact replies (those Redis would give,
+//! see docs/modes.md, "Firehose"); bad input; config errors; the PHP example.
 //!
 //! Every test that reads S3 stops the relayer with SIGTERM first: it drains its buffer, so S3 then
 //! holds everything it will ever hold, and the comparison is exact (a missing line, an extra line

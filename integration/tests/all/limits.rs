@@ -176,7 +176,7 @@ fn write_before_reading(c: &Client, bytes: &[u8], what: &str) {
 }
 
 /// 300,000 `GET k` (k holds 1 KB: 6.7 MB of requests, 300 MB of replies) written whole before
-/// any reply is read, as the raw-socket client did: every reply is the value, in order.
+/// any reply is read, as a client on a raw socket may: every reply is the value, in order.
 /// The relayer's RSS meanwhile stays far below the replies' size, and the client is usable after.
 fn pipeline_of_gets_written_before_reading(relayer: &Relayer, redis: &Redis) {
     const N: usize = 300_000;
@@ -257,7 +257,7 @@ fn pipeline_of_sets_written_before_reading(relayer: &Relayer, redis: &Redis, n: 
     }
 }
 
-/// The count: 1,000,000 SETs in one pipeline.
+/// 1,000,000 SETs in one pipeline, as phpredis writes them before reading.
 #[test]
 fn pipeline_of_1m_sets_written_before_reading_smart() {
     let redis = Redis::start();

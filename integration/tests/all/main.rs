@@ -25,6 +25,8 @@ mod compress;
 mod config;
 mod dedicated;
 mod delivery;
+mod docs;
+mod fault_matrix;
 mod faults;
 mod firehose;
 mod firehose_faults;

@@ -123,7 +123,8 @@ fn php_smart_loop_through_the_smart_relayer() {
     assert_eq!(out.trim(), format!("verified={}", 2 * N));
 }
 
-/// `pipeline_before_read.php` through `relayer` at `host` `port`, with the issue's counts:
+/// `pipeline_before_read.php` through `relayer` at `host` `port`, with the counts that once hung
+/// the relayer:
 /// a phpredis pipeline (multi(Redis::PIPELINE), written whole at exec() before any reply is read)
 /// of 300,000 GETs of a 1 KB value, every reply the value, then one of 1,000,000 SETs, every
 /// reply true; redis-server then holds every key. Not timed (it prints its times).
@@ -163,7 +164,7 @@ fn php_pipeline_written_before_reading_sync_unix() {
     php_pipeline_before_read(&redis, relayer.unix_path().to_str().unwrap(), 0);
 }
 
-/// Through a smart relayer over TCP, as in the issue (its SETs acknowledged early).
+/// Through a smart relayer over TCP, as the case first reported (its SETs acknowledged early).
 #[test]
 fn php_pipeline_written_before_reading_smart_tcp() {
     let redis = Redis::start();

@@ -10,10 +10,10 @@ mod outbox;
 mod own;
 
 use super::auth::{self, Password};
+use super::backend::{BackendAddr, KnownDbs};
 use super::dedicated::{self, Dest, Pool};
 use super::messages::{Forward, FromDedicated, Replies, ReplyTo, Request};
 use super::smart::{Budget, Table};
-use super::target::{KnownDbs, Target};
 use crate::cluster::admin::{keyless, Keyless};
 use crate::cluster::gather::Merge;
 use crate::cluster::keys::{self, Route as KeyRoute};
@@ -66,7 +66,7 @@ pub struct SessionSettings {
 /// What a Redis listener's clients talk to; a reload may replace it.
 #[derive(Clone)]
 pub struct Current {
-    pub target: Addr<Target>,
+    pub target: BackendAddr,
     pub settings: Arc<SessionSettings>,
     /// Connections of the target's backend held for one client each.
     pub dedicated: Rc<Pool>,
@@ -122,7 +122,7 @@ pub struct Session {
     route: Rc<Route>,
     route_generation: u64,
     settings: Arc<SessionSettings>,
-    target: Addr<Target>,
+    target: BackendAddr,
     out: ClientOut,
     slots: Slots,
     db: u32,
@@ -152,8 +152,8 @@ pub struct Session {
     /// The connection holding the client's WATCH was lost (why): its next EXEC fails, as the
     /// keys are no longer watched.
     watch_lost: Option<String>,
-    /// This session's address, made once: `ctx.address()` allocates a new sender each time,
-    /// which cost ~350 instructions per forwarded command with its drop (callgrind).
+    /// This session's address, made once: `ctx.address()` allocates a new sender each time
+    /// (and drops it after), and every forwarded command carries one.
     me: ReplyTo,
     /// Commands for the target gathered from the requests of one read, sent as one message
     /// at `Parsed::Idle`, and before anything else leaves for the target or the dedicated

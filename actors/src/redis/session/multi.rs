@@ -6,7 +6,7 @@ use super::CROSSSLOT;
 use crate::cluster::admin::{keyless, Keyless};
 use crate::cluster::keys::{self, Route};
 use crate::command::{Kind, Role, Spec};
-use crate::redis::target::KnownDbs;
+use crate::redis::backend::KnownDbs;
 use crate::resp::request::Command;
 use crate::resp::write::{error, wrong_arity};
 use bytes::Bytes;

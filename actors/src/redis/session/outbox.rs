@@ -3,7 +3,7 @@
 //! backend gathered from one read of the client and sent as one message, with the smart-mode
 //! acknowledgments that wait for the backend to take them.
 
-use crate::redis::messages::{Forward, Forwards};
+use crate::redis::messages::Forward;
 use bytes::Bytes;
 use std::collections::VecDeque;
 
@@ -75,20 +75,20 @@ pub struct Ack {
 }
 
 /// Where a batch goes: the backend's mailbox (a test's vector).
-pub trait Backend {
+pub trait Sink {
     /// Hands over one command; Err gives it back (the backend is gone).
     fn take_one(&self, f: Forward) -> Result<(), Forward>;
     /// Hands over several, in order, as one message; Err gives them back.
     fn take_many(&self, fs: Vec<Forward>) -> Result<(), Vec<Forward>>;
 }
 
-impl Backend for actix::Addr<crate::redis::target::Target> {
+impl Sink for crate::redis::backend::BackendAddr {
     fn take_one(&self, f: Forward) -> Result<(), Forward> {
-        self.try_send(f).map_err(|e| e.into_inner())
+        self.try_send(f)
     }
 
     fn take_many(&self, fs: Vec<Forward>) -> Result<(), Vec<Forward>> {
-        self.try_send(Forwards(fs)).map_err(|e| e.into_inner().0)
+        self.try_send_many(fs)
     }
 }
 
@@ -146,7 +146,7 @@ impl Batch {
 
     /// Adds `f`: sent at once when there is nothing to gather it with (see `direct`); refused
     /// then, it is gathered, and the next `send` reports it refused.
-    pub fn add(&mut self, f: Forward, to: &impl Backend) {
+    pub fn add(&mut self, f: Forward, to: &impl Sink) {
         let f = match self.direct && self.outgoing.is_empty() {
             true => match to.take_one(f) {
                 Ok(()) => return,
@@ -166,7 +166,7 @@ impl Batch {
     }
 
     /// Sends what was gathered, in one message.
-    pub fn send(&mut self, to: &impl Backend) -> Sent {
+    pub fn send(&mut self, to: &impl Sink) -> Sent {
         let refused = match self.outgoing.len() {
             // Nothing left to send: what `acks` holds went at once (`direct`).
             0 => None,
@@ -241,7 +241,7 @@ mod tests {
         messages: RefCell<Vec<Vec<u64>>>,
     }
 
-    impl Backend for Mailbox {
+    impl Sink for Mailbox {
         fn take_one(&self, f: Forward) -> Result<(), Forward> {
             if self.refuse {
                 return Err(f);
@@ -260,11 +260,11 @@ mod tests {
         }
     }
 
-    struct Sink;
-    impl Actor for Sink {
+    struct Nowhere;
+    impl Actor for Nowhere {
         type Context = Context<Self>;
     }
-    impl Handler<Replies> for Sink {
+    impl Handler<Replies> for Nowhere {
         type Result = ();
         fn handle(&mut self, _: Replies, _: &mut Context<Self>) {}
     }
@@ -272,7 +272,7 @@ mod tests {
     #[test]
     fn a_read_goes_as_one_message_and_a_lone_request_at_once() {
         actix::System::new().block_on(async {
-            let to = Arc::new(Sink.start().recipient());
+            let to = Arc::new(Nowhere.start().recipient());
             let fwd = |seq| Forward {
                 reply_to: to.clone(),
                 session: 1,

@@ -22,6 +22,7 @@
 use crate::command::Kind;
 use crate::redis::dedicated::{self, Dest, Handle};
 use crate::resp::request::Command;
+use crate::resp::write;
 use bytes::Bytes;
 use std::collections::VecDeque;
 
@@ -237,8 +238,7 @@ impl Own {
             ));
         }
         if db != initial {
-            let select = Command::from_args(&[b"SELECT".to_vec(), initial.to_string().into_bytes()]);
-            frames.push((select.into_frame(), Dest::Swallow("SELECT")));
+            frames.push((write::select(initial), Dest::Swallow("SELECT")));
         }
         if !frames.is_empty() {
             self.write(frames);

@@ -38,7 +38,7 @@ use std::time::Instant;
 const STALL_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// A command accepted for a connection and not written yet.
-pub(super) struct Queued {
+pub(crate) struct Queued {
     pub body: Body,
     pub dest: Dest,
     /// The DB it runs on (a SELECT goes first when the connection is on another one); None
@@ -100,7 +100,7 @@ enum Phase {
 }
 
 /// See the module notes.
-pub(super) struct Stall {
+pub(crate) struct Stall {
     /// Written again first, in this order.
     again: VecDeque<Queued>,
     /// The latest refusal: what a waited command held past its timeout gets, and why a write
@@ -141,6 +141,189 @@ impl Stall {
     }
 }
 
+/// A single Redis: its connections (`maxConnections` shared ones, each client always on the
+/// same one, and the side connection), each writing its clients' commands in order (see
+/// above).
+pub(crate) struct Single {
+    /// The connection for commands that must reach a busy server (`Request::Side`), the last
+    /// of `conns`.
+    side: usize,
+    /// The run_id of the server the connections reached last (None: not known, as when INFO
+    /// was refused); the DBs known to exist are forgotten when it changes.
+    pub(super) run_id: Option<Option<String>>,
+}
+
+impl Backend<Single> {
+    /// A backend for the single Redis `settings.addr`.
+    pub(crate) fn single(settings: BackendSettings, known: Arc<KnownDbs>) -> Self {
+        let n = settings.connections.max(1);
+        let mut conns: Vec<Upstream> = (0..n).map(|_| Upstream::new(settings.addr.clone())).collect();
+        let mut side = Upstream::new(settings.addr.clone());
+        side.state = State::Idle;
+        conns.push(side);
+        Backend::with(
+            Single {
+                side: n,
+                run_id: None,
+            },
+            settings,
+            known,
+            conns,
+        )
+    }
+}
+
+impl Shape for Single {
+    fn started(b: &mut Backend<Self>, ctx: &mut Context<Backend<Self>>) {
+        for idx in 0..b.conns.len() {
+            // The side connection opens when first used.
+            if !matches!(b.conns[idx].state, State::Idle) {
+                b.connect(idx, ctx);
+            }
+        }
+    }
+
+    fn forward(b: &mut Backend<Self>, msg: Forward, ctx: &mut Context<Backend<Self>>) {
+        let side = b.shape.side;
+        let idx = match msg.request {
+            Request::Side(_) => side,
+            _ => (msg.session % side as u64) as usize,
+        };
+        b.forward_on(idx, msg, ctx);
+    }
+
+    fn connected(b: &mut Backend<Self>, idx: usize, ctx: &mut Context<Backend<Self>>) {
+        b.single_connected(idx, ctx);
+    }
+
+    fn reply(b: &mut Backend<Self>, idx: usize, p: Pending, data: Bytes, ctx: &mut Context<Backend<Self>>) {
+        if let Some((dest, data)) = b.single_reply(idx, p, data, ctx) {
+            b.deliver(idx, dest, data, ctx);
+        }
+        b.stall_progress(idx, ctx);
+    }
+
+    fn swallowed(
+        b: &mut Backend<Self>,
+        idx: usize,
+        what: Swallowed,
+        data: &Bytes,
+        ctx: &mut Context<Backend<Self>>,
+    ) {
+        match what {
+            Swallowed::Select(db) if is_error(data) => b.select_refused(idx, db, data, ctx),
+            Swallowed::Select(db) => b.select_accepted(idx, db, ctx),
+            Swallowed::Info if is_error(data) => b.identified(idx, None, ctx),
+            Swallowed::Info => b.identified(idx, run_id(data), ctx),
+            // The rest is the cluster's, or a MULTI block's part that ran.
+            Swallowed::Slots | Swallowed::Asking | Swallowed::BlockPart => {}
+        }
+    }
+
+    fn part(_: &mut Backend<Self>, _: u64, _: usize, _: Bytes) {
+        unreachable!("requests are split only on a cluster")
+    }
+
+    fn cut_off(
+        b: &mut Backend<Self>,
+        idx: usize,
+        owed: VecDeque<Pending>,
+        written: u64,
+        err: &Bytes,
+        _reason: &str,
+        _ctx: &mut Context<Backend<Self>>,
+    ) -> usize {
+        b.single_cut_off(idx, owed, written, err)
+    }
+
+    fn conn_failed(_: &mut Backend<Self>, _: usize, _: &mut Context<Backend<Self>>) {}
+
+    fn tick(b: &mut Backend<Self>, ctx: &mut Context<Backend<Self>>) {
+        if b.tick % 10 == 0 {
+            b.single_tick(ctx);
+        }
+    }
+
+    fn has_waiters(_: &Backend<Self>) -> bool {
+        false
+    }
+
+    fn background_held(b: &Backend<Self>) -> usize {
+        b.single_background_held()
+    }
+
+    fn background_applied(_: &Backend<Self>) -> usize {
+        0
+    }
+
+    fn retire(b: &mut Backend<Self>, err: &Bytes) {
+        b.single_retire(err);
+    }
+}
+
+impl Backend<Single> {
+    /// Writes `msg` on connection `idx` of a single Redis (queued first when the connection
+    /// cannot take it now, see `single`).
+    pub(crate) fn forward_on(&mut self, idx: usize, msg: Forward, ctx: &mut Context<Self>) {
+        if matches!(self.conns[idx].state, State::Idle) {
+            self.connect(idx, ctx);
+        }
+        let (to, seq) = (msg.reply_to, msg.seq);
+        // While the backend is down, commands waited on fail fast; what must reach it later
+        // (writes acknowledged early, a client's barrier) waits.
+        let waits = matches!(msg.request, Request::Background { .. } | Request::Barrier);
+        if let (State::Down { reason }, false) = (&self.conns[idx].state, waits) {
+            let text = format!(
+                "ERR relayer: backend {} unavailable ({reason})",
+                self.conns[idx].addr
+            );
+            self.send_reply(to, seq, write::error(&text));
+            return;
+        }
+        let tick = self.tick;
+        let db = Some(msg.db);
+        let q = match msg.request {
+            // Copied apart from the client's read buffer, which it would otherwise pin while
+            // it waits.
+            Request::Background { frame, idempotent } => {
+                let frame = Bytes::copy_from_slice(&frame);
+                let dest = Dest::Background {
+                    frame: frame.clone(),
+                    db: msg.db,
+                    idempotent,
+                    since: tick,
+                };
+                Queued::new(Body::One(frame), dest, db, tick)
+            }
+            Request::One(frame) | Request::Side(frame) => {
+                Queued::new(Body::One(frame), Dest::Session { to, seq }, db, tick)
+            }
+            // A PING behind everything the client sent before on this connection.
+            Request::Barrier => Queued::new(
+                Body::One(Bytes::from_static(b"*1\r\n$4\r\nPING\r\n")),
+                Dest::Barrier { to, seq },
+                None,
+                tick,
+            ),
+            // Until the answer, the connection's DB is whatever Redis decided.
+            Request::Select(db, frame) => {
+                let mut q = Queued::new(Body::One(frame), Dest::SelectCheck { to, seq, db }, None, tick);
+                q.leaves_db_unknown = true;
+                q
+            }
+            Request::Block { frames, changes_db } => {
+                let mut q = Queued::new(Body::Block(frames), Dest::Session { to, seq }, db, tick);
+                q.leaves_db_unknown = changes_db;
+                q
+            }
+            Request::Gather { .. } | Request::FanOut { .. } => {
+                unreachable!("gathered requests only exist on a cluster")
+            }
+        };
+        self.submit(idx, q, ctx);
+    }
+}
+
 impl Upstream {
     /// Whether a command may be written now (see the module notes).
     fn can_write(&self) -> bool {
@@ -153,11 +336,7 @@ impl Upstream {
     }
 }
 
-fn select_frame(db: u32) -> Bytes {
-    Command::from_args(&[b"SELECT".to_vec(), db.to_string().into_bytes()]).into_frame()
-}
-
-impl Target {
+impl Backend<Single> {
     /// Writes `q` on connection `idx` now if it can, else queues it behind what waits.
     pub(super) fn submit(&mut self, idx: usize, q: Queued, ctx: &mut Context<Self>) {
         let c = &mut self.conns[idx];
@@ -185,7 +364,7 @@ impl Target {
     /// answer.
     fn write_entry(&mut self, idx: usize, q: Queued) {
         if let Some(db) = q.db.filter(|&db| self.conns[idx].db != Some(db)) {
-            self.push(idx, select_frame(db), Dest::Swallow(Swallowed::Select(db)));
+            self.push(idx, write::select(db), Dest::Swallow(Swallowed::Select(db)));
             let c = &mut self.conns[idx];
             c.db = Some(db);
             if c.identifying || !self.known.contains(db) {
@@ -242,7 +421,7 @@ impl Target {
     /// databases, so the DBs known to exist are forgotten.
     pub(super) fn identified(&mut self, idx: usize, run_id: Option<String>, _ctx: &mut Context<Self>) {
         self.conns[idx].identifying = false;
-        let changed = match &self.run_id {
+        let changed = match &self.shape.run_id {
             None => false,
             Some(before) => run_id.is_none() || *before != run_id,
         };
@@ -251,7 +430,7 @@ impl Target {
                 "backend" => %self.conns[idx].addr, "run_id" => run_id.as_deref().unwrap_or("(not known)"));
             self.known.forget_all();
         }
-        self.run_id = Some(run_id);
+        self.shape.run_id = Some(run_id);
     }
 
     /// A connection is up: what waits for it is written, the first command alone (a probe).
@@ -594,15 +773,13 @@ impl Target {
         self.check_drained();
     }
 
-    /// Writes acknowledged early not confirmed yet on a single Redis: written, queued, or
-    /// held by a stall.
-    pub(super) fn single_background_left(&self) -> usize {
+    /// Writes acknowledged early not written on a single Redis: queued, or held by a stall.
+    pub(super) fn single_background_held(&self) -> usize {
         let bg = |d: &Dest| matches!(d, Dest::Background { .. });
         self.conns
             .iter()
             .map(|c| {
-                c.pending.iter().filter(|p| bg(&p.dest)).count()
-                    + c.queue.iter().filter(|q| bg(&q.dest)).count()
+                c.queue.iter().filter(|q| bg(&q.dest)).count()
                     + c.stall
                         .as_ref()
                         .map_or(0, |s| s.again.iter().filter(|q| bg(&q.dest)).count())

@@ -2,7 +2,16 @@
 //! CLUSTERDOWN and LOADING sent again after a delay, MULTI blocks sent again whole, commands
 //! cut off with their connection; the rest goes on to its destination.
 
-use super::*;
+use super::backend::{Body, Cluster, Job};
+use super::holds::hold_key;
+use super::topology::Node;
+use crate::redis::backend::*;
+use crate::redis::delivery;
+use crate::resp::reply::{error_text, is_error};
+use crate::resp::write;
+use actix::prelude::*;
+use bytes::Bytes;
+use slog::{debug, warn};
 
 /// Redirections followed for one command before its client gets an error.
 const MAX_HOPS: u8 = 5;
@@ -42,10 +51,10 @@ fn kind(data: &[u8], from: &Node, background: bool) -> Kind {
     Kind::Other
 }
 
-impl Target {
+impl Backend<Cluster> {
     /// A reply on cluster connection `idx`: None when the command was sent again (or the
     /// reply delivered here), else where the reply goes and what it is.
-    pub(in crate::redis::target) fn cluster_reply(
+    pub(crate) fn cluster_reply(
         &mut self,
         idx: usize,
         mut p: Pending,
@@ -100,7 +109,7 @@ impl Target {
         out
     }
 
-    fn redirected(
+    pub(crate) fn redirected(
         &mut self,
         mut job: Job,
         ask: bool,
@@ -149,7 +158,12 @@ impl Target {
 
     /// TRYAGAIN (a multi-key command during a migration), CLUSTERDOWN (a failover under way),
     /// LOADING: the command did not run, and goes again after a short delay.
-    fn retry_later(&mut self, mut job: Job, data: &Bytes, ctx: &mut Context<Self>) -> Option<(Dest, Bytes)> {
+    pub(crate) fn retry_later(
+        &mut self,
+        mut job: Job,
+        data: &Bytes,
+        ctx: &mut Context<Self>,
+    ) -> Option<(Dest, Bytes)> {
         let waited = !matches!(job.dest, Dest::Background { .. });
         if waited && job.r.tries >= MAX_TRIES {
             return Some((job.dest, data.clone()));
@@ -176,7 +190,7 @@ impl Target {
     /// The command ran (or failed for good). A write acknowledged early that ran while an
     /// older command of its client waits to run again is sent again after it, so that the
     /// older one cannot overwrite it: only writes safe to send twice.
-    fn ran(&mut self, mut job: Job, data: Bytes) -> Option<(Dest, Bytes)> {
+    pub(crate) fn ran(&mut self, mut job: Job, data: Bytes) -> Option<(Dest, Bytes)> {
         if let Dest::Background { idempotent: true, .. } = job.dest {
             let older = self.older_waits(hold_key(job.r.slot), job.r.session, job.r.order);
             if !is_error(&data) && older {
@@ -191,7 +205,7 @@ impl Target {
     /// A command its connection lost: waited ones get `err`; writes acknowledged early wait to
     /// be sent again where the map then says, when that is safe (not written yet, or
     /// idempotent). True when it waits to be sent again.
-    pub(in crate::redis::target) fn cluster_cut_off(
+    pub(crate) fn cluster_cut_off(
         &mut self,
         idx: usize,
         p: Pending,
@@ -262,7 +276,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn redirects() {
+    pub(crate) fn redirects() {
         let n = |p| Node {
             host: "127.0.0.1".into(),
             port: p,

@@ -8,16 +8,24 @@
 //! order when a command must be sent again (`replies`: MOVED, ASK, TRYAGAIN, CLUSTERDOWN,
 //! LOADING, a lost connection).
 
-use super::*;
 use crate::cluster::gather::{merge, scan_cursor, scan_tag, Merge};
 use crate::cluster::topology::{Node, SlotMap};
+use crate::endpoint::TargetAddr;
 use crate::endpoint::TargetKind;
+use crate::redis::backend::*;
+use crate::redis::messages::{Forward, Replies, ReplyTo, Request};
+use crate::resp::reply::{error_text, is_error};
+use crate::resp::request::{Command, RequestParser};
+use crate::resp::write;
+use actix::prelude::*;
+use bytes::{Bytes, BytesMut};
+use slog::{debug, error, info, warn};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
 use std::time::Instant;
 
-mod holds;
-mod replies;
-
-use holds::{hold_key, Flight, Hold};
+use super::holds::{hold_key, Flight, Hold};
 
 /// Ticks between periodic map refreshes (5 s).
 const REFRESH_TICKS: u64 = 50;
@@ -33,7 +41,7 @@ const BARRIER_TICKS_WITHOUT_TIMEOUT: u64 = 300;
 const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
 
 /// What a command needs to be sent again elsewhere, kept with its pending reply.
-pub(super) struct Resend {
+pub(crate) struct Resend {
     pub slot: Option<u16>,
     /// The client: its connection to a node is `session % maxConnections`.
     pub session: u64,
@@ -74,65 +82,65 @@ impl Resend {
     }
 }
 
-pub(super) enum Body {
+pub(crate) enum Body {
     One(Bytes),
     /// MULTI, the queued commands, EXEC: sent and sent again as one.
     Block(Vec<Bytes>),
 }
 
 /// A command (or MULTI block) on its way to the node of its slot.
-pub(super) struct Job {
+pub(crate) struct Job {
     pub r: Resend,
     pub dest: Dest,
     /// Redirected by ASK: sent to this node, after ASKING.
     pub ask: Option<Node>,
 }
 
-pub(super) struct Cluster {
-    seeds: Vec<TargetAddr>,
-    map: Option<SlotMap>,
+pub(crate) struct Cluster {
+    pub(crate) seeds: Vec<TargetAddr>,
+    pub(crate) map: Option<SlotMap>,
     /// The first connection of each master of `map`, by its index there (a node's connections
     /// are contiguous): finding a command's connection allocates nothing.
-    master_conns: Vec<usize>,
+    pub(crate) master_conns: Vec<usize>,
     /// The connections of each node, and the node of each connection.
-    node_conns: HashMap<Node, Vec<usize>>,
-    conn_node: Vec<Node>,
-    refreshing: Option<usize>,
+    pub(crate) node_conns: HashMap<Node, Vec<usize>>,
+    pub(crate) conn_node: Vec<Node>,
+    pub(crate) refreshing: Option<usize>,
     /// The tick the refresh under way was asked.
-    refresh_since: u64,
-    refresh_again: bool,
-    last_refresh: Option<Instant>,
+    pub(crate) refresh_since: u64,
+    pub(crate) refresh_again: bool,
+    pub(crate) last_refresh: Option<Instant>,
     /// Turn of the next node asked for the map (masters, replicas, seeds).
-    next_candidate: usize,
+    pub(crate) next_candidate: usize,
     /// A node that just named itself the new master of a slot (MOVED): it knows the change,
     /// so the next refresh asks it rather than a node that may not have heard yet.
-    refresh_hint: Option<Node>,
+    pub(crate) refresh_hint: Option<Node>,
     /// Why the last refresh failed, for the error clients get before any map.
-    last_error: String,
+    pub(crate) last_error: String,
     /// By slot (`holds::hold_key`): commands kept back so that none overtakes an older one.
-    holds: HashMap<u16, Hold>,
-    gathers: HashMap<u64, Gather>,
-    next_gather: u64,
+    pub(crate) holds: HashMap<u16, Hold>,
+    pub(crate) gathers: HashMap<u64, Gather>,
+    pub(crate) next_gather: u64,
     /// Requests that came before the first map, while it was being asked for.
-    waiting: VecDeque<Forward>,
+    pub(crate) waiting: VecDeque<Forward>,
     /// Redirections that cannot be followed (bad slot or address), logged.
-    bad_redirect_log: crate::log_limit::LogLimit,
+    pub(crate) bad_redirect_log: crate::log_limit::LogLimit,
     /// The number of the next job.
-    next_order: u64,
+    pub(crate) next_order: u64,
     /// By slot: its commands in flight not counted as displaced.
-    flight: Vec<Flight>,
+    pub(crate) flight: Vec<Flight>,
     /// By client: its jobs not finished yet (held, in flight, waiting to be sent again).
-    open: HashMap<u64, u32, BySession>,
+    pub(crate) open: HashMap<u64, u32, BySession>,
     /// By client: a command for every master that waits until the client's earlier jobs are
     /// all finished (one of them could still be sent again after it), and whatever the
     /// client sent after it, with the tick each came.
-    barriers: HashMap<u64, VecDeque<(u64, Forward)>, BySession>,
+    pub(crate) barriers: HashMap<u64, VecDeque<(u64, Forward)>, BySession>,
 }
 
 /// Hashing of session ids (sequential numbers) for the per-command maps: a multiply, not
 /// SipHash, on the path of every command.
 #[derive(Default, Clone, Copy)]
-struct BySession;
+pub(crate) struct BySession;
 
 impl std::hash::BuildHasher for BySession {
     type Hasher = SessionHasher;
@@ -141,7 +149,7 @@ impl std::hash::BuildHasher for BySession {
     }
 }
 
-struct SessionHasher(u64);
+pub(crate) struct SessionHasher(u64);
 
 impl std::hash::Hasher for SessionHasher {
     fn finish(&self) -> u64 {
@@ -157,16 +165,16 @@ impl std::hash::Hasher for SessionHasher {
     }
 }
 
-struct Gather {
-    to: ReplyTo,
-    seq: u64,
-    merge: Merge,
-    parts: Vec<Option<Bytes>>,
-    left: usize,
+pub(crate) struct Gather {
+    pub(crate) to: ReplyTo,
+    pub(crate) seq: u64,
+    pub(crate) merge: Merge,
+    pub(crate) parts: Vec<Option<Bytes>>,
+    pub(crate) left: usize,
 }
 
 impl Cluster {
-    pub(super) fn new(seeds: Vec<TargetAddr>) -> Self {
+    pub(crate) fn new(seeds: Vec<TargetAddr>) -> Self {
         Cluster {
             seeds,
             map: None,
@@ -192,11 +200,11 @@ impl Cluster {
         }
     }
 
-    fn held(&self) -> impl Iterator<Item = &Job> {
+    pub(crate) fn held(&self) -> impl Iterator<Item = &Job> {
         self.holds.values().flat_map(|h| h.front.values().chain(&h.back))
     }
 
-    fn queued(&self) -> impl Iterator<Item = &Forward> {
+    pub(crate) fn queued(&self) -> impl Iterator<Item = &Forward> {
         let behind = self.barriers.values().flat_map(|q| q.iter().map(|(_, m)| m));
         self.waiting.iter().chain(behind)
     }
@@ -204,7 +212,7 @@ impl Cluster {
     /// Writes acknowledged early that wait here (in a hold, for the first map, or behind a
     /// command for every master), not counting those that already ran once
     /// (`background_applied`).
-    pub(super) fn background_waiting(&self) -> usize {
+    pub(crate) fn background_waiting(&self) -> usize {
         let held = self
             .held()
             .filter(|j| matches!(j.dest, Dest::Background { .. }) && !j.r.applied)
@@ -218,12 +226,12 @@ impl Cluster {
 
     /// Writes acknowledged early that ran once and wait to be sent again after an older
     /// write of their client (so that it cannot overwrite them): not lost.
-    pub(super) fn background_applied(&self) -> usize {
+    pub(crate) fn background_applied(&self) -> usize {
         self.held().filter(|j| j.r.applied).count()
     }
 
     /// Some client waits for a reply that is not on a connection yet.
-    pub(super) fn has_waiters(&self) -> bool {
+    pub(crate) fn has_waiters(&self) -> bool {
         !self.gathers.is_empty()
             || self
                 .queued()
@@ -263,12 +271,12 @@ fn addr_of(seed: &TargetAddr, node: &Node) -> TargetAddr {
     }
 }
 
-impl Target {
-    fn cl(&mut self) -> &mut Cluster {
-        self.cluster.as_mut().expect("cluster target")
+impl Backend<Cluster> {
+    pub(crate) fn cl(&mut self) -> &mut Cluster {
+        &mut self.shape
     }
 
-    pub(super) fn cluster_started(&mut self, ctx: &mut Context<Self>) {
+    pub(crate) fn cluster_started(&mut self, ctx: &mut Context<Self>) {
         let seeds = self.cl().seeds.clone();
         for s in &seeds {
             if let Some(n) = node_of(s) {
@@ -279,7 +287,7 @@ impl Target {
     }
 
     /// The connections of `node`, created (not opened) the first time.
-    fn conns_of(&mut self, node: &Node) -> Vec<usize> {
+    pub(crate) fn conns_of(&mut self, node: &Node) -> Vec<usize> {
         if let Some(c) = self.cl().node_conns.get(node) {
             return c.clone();
         }
@@ -299,12 +307,12 @@ impl Target {
 
     /// The connection of `session` to `node`: a client always uses the same one, so its
     /// commands to a node run in the order it sent them.
-    fn conn_for(&mut self, node: &Node, session: u64) -> usize {
+    pub(crate) fn conn_for(&mut self, node: &Node, session: u64) -> usize {
         let conns = self.conns_of(node);
         conns[(session % conns.len() as u64) as usize]
     }
 
-    fn open_if_idle(&mut self, idx: usize, ctx: &mut Context<Self>) {
+    pub(crate) fn open_if_idle(&mut self, idx: usize, ctx: &mut Context<Self>) {
         if matches!(self.conns[idx].state, State::Idle) {
             self.connect(idx, ctx);
         }
@@ -312,7 +320,7 @@ impl Target {
 
     /// Where the map may be read: its masters, then its replicas, then the seeds, so a
     /// relayer whose every known master went away still finds the cluster.
-    fn refresh_candidates(&mut self) -> Vec<Node> {
+    pub(crate) fn refresh_candidates(&mut self) -> Vec<Node> {
         let cl = self.cl();
         let mut nodes: Vec<Node> = Vec::new();
         if let Some(m) = &cl.map {
@@ -329,7 +337,7 @@ impl Target {
 
     /// Asks a node for the slot map, unless a refresh is under way: the one a MOVED named if
     /// any, else the next one in turn; one whose connection is not known to be down.
-    fn refresh(&mut self, ctx: &mut Context<Self>) {
+    pub(crate) fn refresh(&mut self, ctx: &mut Context<Self>) {
         let cl = self.cl();
         if cl.refreshing.is_some() {
             cl.refresh_again = true;
@@ -369,7 +377,7 @@ impl Target {
         self.schedule_flush(idx, ctx);
     }
 
-    fn refresh_soon(&mut self, ctx: &mut Context<Self>) {
+    pub(crate) fn refresh_soon(&mut self, ctx: &mut Context<Self>) {
         let recent = self.cl().last_refresh.is_some_and(|t| t.elapsed() < REFRESH_GAP);
         if recent {
             self.cl().refresh_again = true;
@@ -378,7 +386,7 @@ impl Target {
         }
     }
 
-    pub(super) fn cluster_tick(&mut self, ctx: &mut Context<Self>) {
+    pub(crate) fn cluster_tick(&mut self, ctx: &mut Context<Self>) {
         let tick = self.tick;
         let cl = self.cl();
         if let Some(idx) = cl
@@ -410,7 +418,7 @@ impl Target {
         self.expire_barriers(limit, ctx);
     }
 
-    pub(super) fn slots_reply(&mut self, idx: usize, data: &Bytes, ctx: &mut Context<Self>) {
+    pub(crate) fn slots_reply(&mut self, idx: usize, data: &Bytes, ctx: &mut Context<Self>) {
         let asked = self.cl().conn_node[idx].clone();
         match SlotMap::from_cluster_slots(data, &asked) {
             Ok(map) if !map.masters.is_empty() => self.apply_map(map, idx, ctx),
@@ -420,7 +428,7 @@ impl Target {
     }
 
     /// The CLUSTER SLOTS asked on connection `idx` failed.
-    pub(super) fn slots_failed(&mut self, idx: usize, reason: &str, ctx: &mut Context<Self>) {
+    pub(crate) fn slots_failed(&mut self, idx: usize, reason: &str, ctx: &mut Context<Self>) {
         let cl = self.cl();
         if cl.refreshing.is_some_and(|r| r != idx) {
             // An attempt given up on (no answer in time) failing late: the one under way
@@ -438,7 +446,7 @@ impl Target {
     }
 
     /// Requests that waited for the first map go on: routed, or answered with the error.
-    fn release_waiting(&mut self, ctx: &mut Context<Self>) {
+    pub(crate) fn release_waiting(&mut self, ctx: &mut Context<Self>) {
         let waiting = std::mem::take(&mut self.cl().waiting);
         for msg in waiting {
             self.cluster_forward(msg, ctx);
@@ -446,7 +454,7 @@ impl Target {
     }
 
     /// `from`: the connection whose CLUSTER SLOTS it answers.
-    fn apply_map(&mut self, map: SlotMap, from: usize, ctx: &mut Context<Self>) {
+    pub(crate) fn apply_map(&mut self, map: SlotMap, from: usize, ctx: &mut Context<Self>) {
         let changed = self.cl().map.as_ref() != Some(&map);
         if changed {
             info!(self.settings.log, "cluster map"; "masters" => map.masters.len(), "complete" => map.covers_all());
@@ -479,8 +487,8 @@ impl Target {
 
     /// Closes the idle connections to nodes that neither the map nor the seeds name any more
     /// (they would reconnect for ever); they open again if a redirection names them.
-    fn close_departed(&mut self, ctx: &mut Context<Self>) {
-        let cl = self.cluster.as_ref().expect("cluster target");
+    pub(crate) fn close_departed(&mut self, ctx: &mut Context<Self>) {
+        let cl = &self.shape;
         let Some(map) = &cl.map else { return };
         let seeds: Vec<Node> = cl.seeds.iter().filter_map(node_of).collect();
         let known = |n: &Node| map.masters.contains(n) || map.replicas.contains(n) || seeds.contains(n);
@@ -514,7 +522,7 @@ impl Target {
     }
 
     /// Makes `map` the map, with the connections of its masters.
-    pub(super) fn set_map(&mut self, map: SlotMap) {
+    pub(crate) fn set_map(&mut self, map: SlotMap) {
         let firsts = map.masters.iter().map(|m| self.conns_of(m)[0]).collect();
         let cl = self.cl();
         cl.master_conns = firsts;
@@ -523,7 +531,7 @@ impl Target {
 
     /// The connection of `session` to the master of `slot` (None: any master, spread by
     /// session).
-    fn owner_conn(&mut self, slot: Option<u16>, session: u64) -> Result<usize, String> {
+    pub(crate) fn owner_conn(&mut self, slot: Option<u16>, session: u64) -> Result<usize, String> {
         let k = self.settings.connections.max(1) as u64;
         let cl = self.cl();
         let Some(map) = &cl.map else {
@@ -538,7 +546,7 @@ impl Target {
         Ok(cl.master_conns[master] + (session % k) as usize)
     }
 
-    pub(super) fn cluster_forward(&mut self, msg: Forward, ctx: &mut Context<Self>) {
+    pub(crate) fn cluster_forward(&mut self, msg: Forward, ctx: &mut Context<Self>) {
         // Before the first map, requests wait for the attempt under way to end.
         let cl = self.cl();
         if cl.map.is_none() && cl.refreshing.is_some() {
@@ -563,7 +571,7 @@ impl Target {
     }
 
     /// A request on its way: jobs for its slots, or parts for every master.
-    fn start(&mut self, msg: Forward, since: u64, ctx: &mut Context<Self>) {
+    pub(crate) fn start(&mut self, msg: Forward, since: u64, ctx: &mut Context<Self>) {
         let Forward {
             reply_to: to,
             session,
@@ -603,7 +611,7 @@ impl Target {
     }
 
     /// A new job, numbered in arrival order, sent (or held) for its slot.
-    fn start_job(
+    pub(crate) fn start_job(
         &mut self,
         slot: Option<u16>,
         session: u64,
@@ -618,7 +626,7 @@ impl Target {
     }
 
     /// A new job of `session`: its number, and the client has one more job open.
-    fn new_job(&mut self, session: u64) -> u64 {
+    pub(crate) fn new_job(&mut self, session: u64) -> u64 {
         let cl = self.cl();
         let order = cl.next_order;
         cl.next_order += 1;
@@ -628,7 +636,7 @@ impl Target {
 
     /// A job of `session` is finished (answered, confirmed, given up): once its client has
     /// none left, a command for every master waiting for that goes.
-    fn job_done(&mut self, session: u64, ctx: &mut Context<Self>) {
+    pub(crate) fn job_done(&mut self, session: u64, ctx: &mut Context<Self>) {
         let cl = self.cl();
         let Some(n) = cl.open.get_mut(&session) else {
             return;
@@ -645,7 +653,7 @@ impl Target {
 
     /// What waits behind a command for every master goes, in order, up to the next such
     /// command that must wait again.
-    fn release_barrier(&mut self, session: u64, ctx: &mut Context<Self>) {
+    pub(crate) fn release_barrier(&mut self, session: u64, ctx: &mut Context<Self>) {
         loop {
             let cl = self.cl();
             let busy = cl.open.contains_key(&session);
@@ -669,7 +677,7 @@ impl Target {
 
     /// A command for every master that waited longer than the relayer's timeout for its
     /// client's earlier commands gets an error; what came after it goes on.
-    pub(super) fn expire_barriers(&mut self, limit: u64, ctx: &mut Context<Self>) {
+    pub(crate) fn expire_barriers(&mut self, limit: u64, ctx: &mut Context<Self>) {
         let tick = self.tick;
         let cl = self.cl();
         if cl.barriers.is_empty() {
@@ -699,7 +707,7 @@ impl Target {
     /// client's connection. `counted`: its slot's hold waits for its reply before newer
     /// commands of the slot go. A job that cannot go: a waited one gets the error at once, a
     /// write acknowledged early waits in its slot's hold.
-    fn send_now(&mut self, job: Job, counted: bool, ctx: &mut Context<Self>) {
+    pub(crate) fn send_now(&mut self, job: Job, counted: bool, ctx: &mut Context<Self>) {
         let idx = match &job.ask {
             Some(n) => Ok(self.conn_for(&n.clone(), job.r.session)),
             None => self.owner_conn(job.r.slot, job.r.session),
@@ -739,7 +747,7 @@ impl Target {
         self.schedule_flush(idx, ctx);
     }
 
-    fn cannot_send(&mut self, job: Job, text: &str, ctx: &mut Context<Self>) {
+    pub(crate) fn cannot_send(&mut self, job: Job, text: &str, ctx: &mut Context<Self>) {
         match job.dest {
             Dest::Background { .. } => self.park(job),
             dest => {
@@ -750,7 +758,7 @@ impl Target {
     }
 
     /// A reply the relayer makes itself, for a command that does not reach a node.
-    fn answer(&mut self, dest: Dest, data: Bytes) {
+    pub(crate) fn answer(&mut self, dest: Dest, data: Bytes) {
         match dest {
             Dest::Session { to, seq } | Dest::SelectCheck { to, seq, .. } | Dest::Barrier { to, seq } => {
                 self.send_reply(to, seq, data)
@@ -761,7 +769,7 @@ impl Target {
         self.check_drained();
     }
 
-    fn new_gather(&mut self, to: ReplyTo, seq: u64, merge: Merge, n: usize) -> u64 {
+    pub(crate) fn new_gather(&mut self, to: ReplyTo, seq: u64, merge: Merge, n: usize) -> u64 {
         let cl = self.cl();
         let id = cl.next_gather;
         cl.next_gather += 1;
@@ -781,7 +789,7 @@ impl Target {
     /// A multi-key command split by slot: each part is a job of its slot, held and
     /// redirected like any.
     #[allow(clippy::too_many_arguments)]
-    fn gather(
+    pub(crate) fn gather(
         &mut self,
         to: ReplyTo,
         seq: u64,
@@ -800,7 +808,7 @@ impl Target {
 
     /// A keyless command for every master (DBSIZE, KEYS, FLUSHALL...), or a SCAN for the
     /// master its cursor is on.
-    fn fan_out(
+    pub(crate) fn fan_out(
         &mut self,
         to: ReplyTo,
         seq: u64,
@@ -843,7 +851,7 @@ impl Target {
 
     /// A client's SCAN: to the master serving the slot its cursor names, with that master's
     /// own cursor; the merge gives the cursor of what comes next.
-    fn scan_part(&mut self, frame: &Bytes) -> Result<(Node, Bytes, Merge), Bytes> {
+    pub(crate) fn scan_part(&mut self, frame: &Bytes) -> Result<(Node, Bytes, Merge), Bytes> {
         let mut buf = BytesMut::from(&frame[..]);
         let cmd = match RequestParser::new(Default::default()).parse(&mut buf) {
             Ok(Some(c)) => c,
@@ -882,8 +890,8 @@ impl Target {
         ))
     }
 
-    pub(super) fn part_reply(&mut self, id: u64, index: usize, data: Bytes) {
-        let Some(cl) = self.cluster.as_mut() else { return };
+    pub(crate) fn part_reply(&mut self, id: u64, index: usize, data: Bytes) {
+        let cl = &mut self.shape;
         let Some(g) = cl.gathers.get_mut(&id) else { return };
         if g.parts[index].replace(data).is_none() {
             g.left -= 1;
@@ -898,7 +906,7 @@ impl Target {
 
     /// A connection failed (what it owed was answered or parked): holds go on, and the map is
     /// refreshed (a failover may have happened).
-    pub(super) fn cluster_conn_failed(&mut self, idx: usize, ctx: &mut Context<Self>) {
+    pub(crate) fn cluster_conn_failed(&mut self, idx: usize, ctx: &mut Context<Self>) {
         self.conns[idx].block_note = None;
         if self.cl().refreshing == Some(idx) {
             self.cl().refreshing = None;
@@ -912,7 +920,7 @@ impl Target {
 
     /// A reload retired the target: what waits here gets `err`; writes acknowledged early are
     /// let go (the drain before counted them as lost).
-    pub(super) fn cluster_retire(&mut self, err: &Bytes) {
+    pub(crate) fn cluster_retire(&mut self, err: &Bytes) {
         let holds = std::mem::take(&mut self.cl().holds);
         for (_, h) in holds {
             for job in h.front.into_values().chain(h.back) {
@@ -944,12 +952,98 @@ impl Target {
     }
 }
 
+impl Backend<Cluster> {
+    /// A backend for the Redis Cluster reached first through `seeds`.
+    pub(crate) fn cluster(settings: BackendSettings, known: Arc<KnownDbs>, seeds: Vec<TargetAddr>) -> Self {
+        Backend::with(Cluster::new(seeds), settings, known, Vec::new())
+    }
+}
+
+impl Shape for Cluster {
+    fn started(b: &mut Backend<Self>, ctx: &mut Context<Backend<Self>>) {
+        b.cluster_started(ctx);
+    }
+
+    fn forward(b: &mut Backend<Self>, msg: Forward, ctx: &mut Context<Backend<Self>>) {
+        b.cluster_forward(msg, ctx);
+    }
+
+    fn connected(_: &mut Backend<Self>, _: usize, _: &mut Context<Backend<Self>>) {}
+
+    fn reply(b: &mut Backend<Self>, idx: usize, p: Pending, data: Bytes, ctx: &mut Context<Backend<Self>>) {
+        // MOVED and ASK are followed here; the reply goes on otherwise.
+        if let Some((dest, data)) = b.cluster_reply(idx, p, data, ctx) {
+            b.deliver(idx, dest, data, ctx);
+        }
+    }
+
+    fn swallowed(
+        b: &mut Backend<Self>,
+        idx: usize,
+        what: Swallowed,
+        data: &Bytes,
+        ctx: &mut Context<Backend<Self>>,
+    ) {
+        match what {
+            Swallowed::Slots if is_error(data) => b.slots_failed(idx, &error_text(data), ctx),
+            Swallowed::Slots => b.slots_reply(idx, data, ctx),
+            Swallowed::Asking if is_error(data) => {
+                warn!(b.settings.log, "backend refused ASKING"; "backend" => %b.conns[idx].addr, "error" => error_text(data))
+            }
+            // The rest is a single Redis', or a MULTI block's part that ran.
+            Swallowed::Asking | Swallowed::Select(_) | Swallowed::Info | Swallowed::BlockPart => {}
+        }
+    }
+
+    fn part(b: &mut Backend<Self>, gather: u64, index: usize, data: Bytes) {
+        b.part_reply(gather, index, data);
+    }
+
+    fn cut_off(
+        b: &mut Backend<Self>,
+        idx: usize,
+        owed: VecDeque<Pending>,
+        written: u64,
+        err: &Bytes,
+        reason: &str,
+        ctx: &mut Context<Backend<Self>>,
+    ) -> usize {
+        owed.into_iter()
+            .map(|p| usize::from(b.cluster_cut_off(idx, p, err, written, reason, ctx)))
+            .sum()
+    }
+
+    fn conn_failed(b: &mut Backend<Self>, idx: usize, ctx: &mut Context<Backend<Self>>) {
+        b.cluster_conn_failed(idx, ctx);
+    }
+
+    fn tick(b: &mut Backend<Self>, ctx: &mut Context<Backend<Self>>) {
+        b.cluster_tick(ctx);
+    }
+
+    fn has_waiters(b: &Backend<Self>) -> bool {
+        b.shape.has_waiters()
+    }
+
+    fn background_held(b: &Backend<Self>) -> usize {
+        b.shape.background_waiting()
+    }
+
+    fn background_applied(b: &Backend<Self>) -> usize {
+        b.shape.background_applied()
+    }
+
+    fn retire(b: &mut Backend<Self>, err: &Bytes) {
+        b.cluster_retire(err);
+    }
+}
+
 /// A client's jobs are all finished: what waited behind its command for every master goes.
 #[derive(Message)]
 #[rtype(result = "()")]
 struct ReleaseBarrier(u64);
 
-impl Handler<ReleaseBarrier> for Target {
+impl Handler<ReleaseBarrier> for Backend<Cluster> {
     type Result = ();
 
     fn handle(&mut self, ReleaseBarrier(session): ReleaseBarrier, ctx: &mut Context<Self>) {

@@ -24,14 +24,21 @@
 //! displaced are only counted (`Flight`); marking them all displaced bumps the slot's mark,
 //! and a reply sent under an older mark is a displaced one.
 
-use super::*;
+use super::backend::{Cluster, Job, Resend};
+use super::topology::SlotMap;
 use crate::cluster::slot::SLOTS;
+use crate::redis::backend::*;
+use crate::redis::delivery;
+use crate::resp::write;
+use actix::prelude::*;
+use slog::warn;
 use std::collections::BTreeMap;
+use std::collections::{HashMap, VecDeque};
 
 /// The hold key of a job without a slot (a keyless write acknowledged early).
-pub(super) const ANY_SLOT: u16 = u16::MAX;
+pub(crate) const ANY_SLOT: u16 = u16::MAX;
 
-pub(super) fn hold_key(slot: Option<u16>) -> u16 {
+pub(crate) fn hold_key(slot: Option<u16>) -> u16 {
     slot.unwrap_or(ANY_SLOT)
 }
 
@@ -44,27 +51,27 @@ const RECONCILE_TICKS: u64 = 20;
 /// A slot's commands in flight that are not counted as displaced: how many, and the mark
 /// they were sent under (a command sent under an older mark than the slot's is displaced).
 #[derive(Default, Clone, Copy)]
-pub(super) struct Flight {
+pub(crate) struct Flight {
     pub mark: u32,
     pub unmarked: u32,
 }
 
-pub(super) struct Hold {
+pub(crate) struct Hold {
     pub displaced: usize,
     /// By job number (`Resend::order`): oldest first.
     pub front: BTreeMap<u64, Job>,
     /// The oldest job number in `front` of each client.
-    front_first: HashMap<u64, u64>,
+    pub(crate) front_first: HashMap<u64, u64>,
     pub back: VecDeque<Job>,
     /// When `front` may be sent again.
-    retry_at: Option<u64>,
-    backoff: u64,
+    pub(crate) retry_at: Option<u64>,
+    pub(crate) backoff: u64,
     /// The last tick `displaced` went down (or the hold began).
-    moved: u64,
+    pub(crate) moved: u64,
 }
 
 impl Hold {
-    fn new(tick: u64) -> Self {
+    pub(crate) fn new(tick: u64) -> Self {
         Hold {
             displaced: 0,
             front: BTreeMap::new(),
@@ -77,15 +84,15 @@ impl Hold {
     }
 }
 
-impl Target {
-    pub(super) fn hold_mut(&mut self, key: u16) -> &mut Hold {
+impl Backend<Cluster> {
+    pub(crate) fn hold_mut(&mut self, key: u16) -> &mut Hold {
         let tick = self.tick;
         self.cl().holds.entry(key).or_insert_with(|| Hold::new(tick))
     }
 
     /// A new job: behind its slot's hold if there is one, else sent now. Waited keyless
     /// commands (INFO...) have no order to keep with keyed ones and go at once.
-    pub(super) fn dispatch(&mut self, job: Job, ctx: &mut Context<Self>) {
+    pub(crate) fn dispatch(&mut self, job: Job, ctx: &mut Context<Self>) {
         let keyless_waited = job.r.slot.is_none() && !matches!(job.dest, Dest::Background { .. });
         let holds = &mut self.cl().holds;
         if !keyless_waited && !holds.is_empty() {
@@ -98,7 +105,7 @@ impl Target {
     }
 
     /// An older job to send again later, in order with the others waiting to.
-    pub(super) fn park(&mut self, job: Job) {
+    pub(crate) fn park(&mut self, job: Job) {
         let tick = self.tick;
         let h = self.hold_mut(hold_key(job.r.slot));
         h.wait_in_front(job);
@@ -110,7 +117,7 @@ impl Target {
 
     /// A redirected job: after the older ones of its slot still waiting to go again, else now,
     /// counted (newer commands of its slot wait for its reply).
-    pub(super) fn resend(&mut self, job: Job, ctx: &mut Context<Self>) {
+    pub(crate) fn resend(&mut self, job: Job, ctx: &mut Context<Self>) {
         let h = self.hold_mut(hold_key(job.r.slot));
         if h.front.first_key_value().is_some_and(|(&o, _)| o < job.r.order) {
             h.wait_in_front(job);
@@ -120,7 +127,7 @@ impl Target {
     }
 
     /// A displaced reply left its connection.
-    pub(super) fn uncount(&mut self, key: u16) {
+    pub(crate) fn uncount(&mut self, key: u16) {
         let tick = self.tick;
         if let Some(h) = self.cl().holds.get_mut(&key) {
             h.displaced = h.displaced.saturating_sub(1);
@@ -129,13 +136,13 @@ impl Target {
     }
 
     /// Whether a pending reply is counted as displaced (`displaced`: counted when sent).
-    fn is_displaced(&self, displaced: bool, r: &Resend) -> bool {
-        let cl = self.cluster.as_ref().expect("cluster target");
+    pub(crate) fn is_displaced(&self, displaced: bool, r: &Resend) -> bool {
+        let cl = &self.shape;
         displaced || r.slot.is_some_and(|s| cl.flight[usize::from(s)].mark != r.mark)
     }
 
     /// A command sent now: its slot counts it in flight, unless it is counted displaced.
-    pub(super) fn sent(&mut self, r: &mut Resend, counted: bool) {
+    pub(crate) fn sent(&mut self, r: &mut Resend, counted: bool) {
         if let Some(s) = r.slot {
             let f = &mut self.cl().flight[usize::from(s)];
             r.mark = f.mark;
@@ -146,7 +153,7 @@ impl Target {
     }
 
     /// A pending reply left its connection (reply, lost connection): uncounted.
-    pub(super) fn settle(&mut self, displaced: bool, r: &Resend) {
+    pub(crate) fn settle(&mut self, displaced: bool, r: &Resend) {
         if self.is_displaced(displaced, r) {
             self.uncount(hold_key(r.slot));
         } else if let Some(s) = r.slot {
@@ -156,7 +163,7 @@ impl Target {
     }
 
     /// A job of `session` numbered lower than `order` waits in `front` of the hold of `key`.
-    pub(super) fn older_waits(&mut self, key: u16, session: u64, order: u64) -> bool {
+    pub(crate) fn older_waits(&mut self, key: u16, session: u64, order: u64) -> bool {
         let holds = &self.cl().holds;
         !holds.is_empty()
             && holds
@@ -169,7 +176,7 @@ impl Target {
     /// (after a retryable error, any of them may run before the one sent again; after a
     /// MOVED or a new map, those on the old owner come back MOVED). Those already on the new
     /// owner are marked too: they come back soon, and counting them costs nothing.
-    pub(super) fn mark_all(&mut self, slot: u16) {
+    pub(crate) fn mark_all(&mut self, slot: u16) {
         let f = &mut self.cl().flight[usize::from(slot)];
         let n = std::mem::take(&mut f.unmarked);
         if n > 0 {
@@ -179,7 +186,7 @@ impl Target {
     }
 
     /// Marks the commands in flight of every slot whose master `new` changes from `old`.
-    pub(super) fn mark_moved(&mut self, old: Option<&SlotMap>, new: &SlotMap) {
+    pub(crate) fn mark_moved(&mut self, old: Option<&SlotMap>, new: &SlotMap) {
         let Some(old) = old else { return };
         for s in 0..SLOTS as u16 {
             if old.owner(s) != new.owner(s) {
@@ -191,7 +198,7 @@ impl Target {
     /// Lets the hold of `key` go on once nothing it waits for is in flight: first the older
     /// jobs (when their delay is over), counted; once they are back, the newer ones, and the
     /// hold ends.
-    pub(super) fn maybe_release(&mut self, key: u16, ctx: &mut Context<Self>) {
+    pub(crate) fn maybe_release(&mut self, key: u16, ctx: &mut Context<Self>) {
         let tick = self.tick;
         let holds = &mut self.cl().holds;
         if holds.is_empty() {
@@ -228,7 +235,7 @@ impl Target {
     }
 
     /// Every hold's older jobs may go now (a new map came).
-    pub(super) fn retry_holds_now(&mut self, ctx: &mut Context<Self>) {
+    pub(crate) fn retry_holds_now(&mut self, ctx: &mut Context<Self>) {
         let tick = self.tick;
         let keys: Vec<u16> = self.cl().holds.keys().copied().collect();
         for k in keys {
@@ -243,7 +250,7 @@ impl Target {
 
     /// At each tick: delays that are over, waited jobs held too long, and now and then the
     /// counts checked.
-    pub(super) fn hold_tick(&mut self, ctx: &mut Context<Self>) {
+    pub(crate) fn hold_tick(&mut self, ctx: &mut Context<Self>) {
         let tick = self.tick;
         if self.cl().holds.is_empty() {
             return;
@@ -271,7 +278,7 @@ impl Target {
 
     /// Waited jobs held longer than the relayer's timeout (`limit`) get an error; writes
     /// acknowledged early held longer than `retryTimeout` are given up, and counted.
-    fn expire_held(&mut self, limit: Option<u64>, ctx: &mut Context<Self>) {
+    pub(crate) fn expire_held(&mut self, limit: Option<u64>, ctx: &mut Context<Self>) {
         let tick = self.tick;
         let retry = self.retry_ticks;
         let late = |j: &Job| match j.dest {
@@ -325,7 +332,7 @@ impl Target {
 
     /// Sets each hold's count to the displaced replies the connections really owe (and each
     /// slot's count of the others).
-    fn reconcile(&mut self, ctx: &mut Context<Self>) {
+    pub(crate) fn reconcile(&mut self, ctx: &mut Context<Self>) {
         let tick = self.tick;
         let mut counts: HashMap<u16, usize> = HashMap::new();
         let mut unmarked = vec![0u32; SLOTS];
@@ -358,11 +365,11 @@ impl Target {
 }
 
 impl Hold {
-    fn wait_in_front(&mut self, job: Job) {
+    pub(crate) fn wait_in_front(&mut self, job: Job) {
         self.wait_in_front_at(job.r.order, job);
     }
 
-    fn wait_in_front_at(&mut self, order: u64, job: Job) {
+    pub(crate) fn wait_in_front_at(&mut self, order: u64, job: Job) {
         self.front_first
             .entry(job.r.session)
             .and_modify(|o| *o = (*o).min(order))
@@ -374,8 +381,10 @@ impl Hold {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::backend::Body;
+    use bytes::Bytes;
 
-    fn job(session: u64, order: u64) -> Job {
+    pub(crate) fn job(session: u64, order: u64) -> Job {
         let frame = Bytes::from(format!("*1\r\n$1\r\n{order}\r\n"));
         Job {
             r: Resend::new(Some(1), session, Body::One(frame.clone()), 0, order),
@@ -392,7 +401,7 @@ mod tests {
     /// Jobs parked in any order wait in the order they came; each client's oldest is known
     /// without a walk.
     #[test]
-    fn front_keeps_the_order_jobs_came_in() {
+    pub(crate) fn front_keeps_the_order_jobs_came_in() {
         let mut h = Hold::new(0);
         for (session, order) in [(7, 5), (7, 2), (8, 3), (7, 9), (8, 1)] {
             h.wait_in_front(job(session, order));

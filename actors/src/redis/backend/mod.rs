@@ -11,8 +11,8 @@ use crate::endpoint::TargetAddr;
 use crate::io::{OutBuf, ReadHalf};
 use crate::log_limit::LogLimit;
 use crate::metrics::RelayerMetrics;
-use crate::resp::reply::{is_error, ReplyBatches};
-use crate::resp::request::{Command, RequestParser};
+use crate::resp::reply::{error_text, is_error, ReplyBatches};
+use crate::resp::request::RequestParser;
 use crate::resp::write;
 use crate::tls::TlsClient;
 use actix::prelude::*;
@@ -20,7 +20,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use slog::{debug, error, info, warn, Logger};
 use std::cell::Cell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,25 +29,23 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio_util::codec::FramedRead;
 
-mod cluster;
 mod single;
-use cluster::{Body, Resend};
+use crate::cluster::backend::{Body, Cluster, Resend};
+use single::Single;
 use single::{Queued, Stall};
 
 /// Writes not delivered logged one by one, with their command and key, before summaries.
-const DETAILED_LOGS: u32 = 10;
+pub(crate) const DETAILED_LOGS: u32 = 10;
 /// Ticks between summaries of the writes not delivered (10 s).
-const SUMMARY_TICKS: u64 = 100;
-const BACKOFF_FIRST: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
+pub(crate) const SUMMARY_TICKS: u64 = 100;
+pub(crate) const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// The clock that ages pending replies; timeouts are checked at this granularity.
-const TICK: Duration = Duration::from_millis(100);
+pub(crate) const TICK: Duration = Duration::from_millis(100);
 
 #[derive(Clone)]
-pub struct TargetSettings {
+pub struct BackendSettings {
     pub addr: TargetAddr,
-    /// A Redis Cluster, reached first through these seed nodes (`addr` is the first).
-    pub cluster_seeds: Option<Vec<TargetAddr>>,
     /// For a `rediss://` addr.
     pub tls: Option<TlsClient>,
     pub connections: usize,
@@ -77,24 +75,24 @@ impl KnownDbs {
     pub fn contains(&self, db: u32) -> bool {
         db < 64 && self.0.load(Ordering::Relaxed) & (1 << db) != 0
     }
-    fn insert(&self, db: u32) {
+    pub(crate) fn insert(&self, db: u32) {
         if db < 64 {
             self.0.fetch_or(1 << db, Ordering::Relaxed);
         }
     }
-    fn forget(&self, db: u32) {
+    pub(crate) fn forget(&self, db: u32) {
         if db < 64 && db != 0 {
             self.0.fetch_and(!(1 << db), Ordering::Relaxed);
         }
     }
     /// Another server answers now (restarted, or a failover): only DB 0 is sure to exist.
-    fn forget_all(&self) {
+    pub(crate) fn forget_all(&self) {
         self.0.store(1, Ordering::Relaxed);
     }
 }
 
 /// Where a reply goes.
-enum Dest {
+pub(crate) enum Dest {
     Session {
         to: ReplyTo,
         seq: u64,
@@ -129,7 +127,7 @@ enum Dest {
 }
 
 #[derive(Debug, Clone, Copy)]
-enum Swallowed {
+pub(crate) enum Swallowed {
     Select(u32),
     /// CLUSTER SLOTS, asked by the relayer.
     Slots,
@@ -141,26 +139,26 @@ enum Swallowed {
     BlockPart,
 }
 
-struct Pending {
-    dest: Dest,
+pub(crate) struct Pending {
+    pub(crate) dest: Dest,
     /// On a cluster: what is needed to send the command again after a redirection.
-    resend: Option<Resend>,
+    pub(crate) resend: Option<Resend>,
     /// On a cluster: newer commands of its slot wait until this one has come back (see
     /// `cluster::holds`).
-    displaced: bool,
-    tick: u64,
+    pub(crate) displaced: bool,
+    pub(crate) tick: u64,
     /// Where the command ends in the bytes queued on this connection: it has been written
     /// once `Upstream::written` reaches this.
-    end: u64,
+    pub(crate) end: u64,
     /// Written alone, to learn whether a backend that refused writes accepts them again (see
     /// `single::Stall`).
-    probe: bool,
+    pub(crate) probe: bool,
     /// On a single Redis, a command waited on: its frame and DB, to write it again when it is
     /// refused for a while behind a write that must be sent again (see `single`).
-    again: Option<(Bytes, Option<u32>)>,
+    pub(crate) again: Option<(Bytes, Option<u32>)>,
 }
 
-enum State {
+pub(crate) enum State {
     /// Not opened yet (cluster nodes are connected when first used).
     Idle,
     Connecting,
@@ -170,45 +168,47 @@ enum State {
     },
 }
 
-struct Upstream {
+pub(crate) struct Upstream {
     /// Where it connects (cluster nodes have one each).
-    addr: TargetAddr,
-    state: State,
+    pub(crate) addr: TargetAddr,
+    pub(crate) state: State,
     /// Bumped at each connection attempt; events of an older connection are ignored.
-    generation: u64,
-    out: Option<OutBuf>,
+    pub(crate) generation: u64,
+    pub(crate) out: Option<OutBuf>,
     /// Frames queued while there is no connection, sent once connected.
-    early: BytesMut,
-    pending: VecDeque<Pending>,
+    pub(crate) early: BytesMut,
+    pub(crate) pending: VecDeque<Pending>,
     /// The DB the connection is on after what is queued; None when the relayer cannot know.
-    db: Option<u32>,
-    flush_scheduled: bool,
-    write_blocked: bool,
-    backoff: Duration,
+    pub(crate) db: Option<u32>,
+    pub(crate) flush_scheduled: bool,
+    pub(crate) write_blocked: bool,
+    pub(crate) backoff: Duration,
     /// The connection failure last logged as an error: a new reason is logged again.
-    logged_failure: Option<String>,
-    reader: Option<SpawnHandle>,
+    pub(crate) logged_failure: Option<String>,
+    pub(crate) reader: Option<SpawnHandle>,
     /// Bytes queued on this connection since it was opened, and bytes the socket took.
-    queued: u64,
-    written: u64,
+    pub(crate) queued: u64,
+    pub(crate) written: u64,
     /// On a cluster: the first redirection or retryable error a command of the MULTI block
     /// under way got while queued, which is why its EXEC will abort.
-    block_note: Option<Bytes>,
+    pub(crate) block_note: Option<Bytes>,
     /// On a single Redis: commands accepted and not written yet, in order (see `single`).
-    queue: VecDeque<Queued>,
+    pub(crate) queue: VecDeque<Queued>,
     /// On a single Redis: the backend refused a write with an error that may pass, and nothing
     /// more is written until it accepts one again.
-    stall: Option<Stall>,
+    pub(crate) stall: Option<Stall>,
     /// On a single Redis: a SELECT of a DB not known to exist on this server is written, and
     /// nothing follows it until its answer.
-    select_check: Option<u32>,
+    pub(crate) select_check: Option<u32>,
     /// On a single Redis: the server has not said who it is yet (`Swallowed::Info`), so it may
     /// not be the one whose DBs are known: every SELECT is checked meanwhile.
-    identifying: bool,
+    pub(crate) identifying: bool,
+    /// A reply came on this connection: it works (until then a loss is retried with backoff).
+    pub(crate) proven: bool,
 }
 
 impl Upstream {
-    fn new(addr: TargetAddr) -> Self {
+    pub(crate) fn new(addr: TargetAddr) -> Self {
         Upstream {
             addr,
             state: State::Connecting,
@@ -229,87 +229,125 @@ impl Upstream {
             stall: None,
             select_check: None,
             identifying: false,
+            proven: false,
         }
     }
 }
 
-pub struct Target {
-    settings: TargetSettings,
-    known: Arc<KnownDbs>,
-    conns: Vec<Upstream>,
-    tick: u64,
-    timeout_ticks: Option<u64>,
+/// The upstream connections of one relayer entry (per worker), shared by all its sessions:
+/// one type for what a single Redis and a cluster backend share, `S` for what differs.
+pub(crate) struct Backend<S: Shape> {
+    /// What differs: a single Redis (`Single`) or a cluster (`crate::cluster::backend::Cluster`).
+    pub(crate) shape: S,
+    pub(crate) settings: BackendSettings,
+    pub(crate) known: Arc<KnownDbs>,
+    pub(crate) conns: Vec<Upstream>,
+    pub(crate) tick: u64,
+    pub(crate) timeout_ticks: Option<u64>,
     /// `retryTimeout` in ticks.
-    retry_ticks: u64,
+    pub(crate) retry_ticks: u64,
     /// What became of the writes acknowledged early.
-    delivery: Delivery,
+    pub(crate) delivery: Delivery,
     /// Writes not delivered that were logged with their command and key; past
     /// `DETAILED_LOGS`, a summary with the totals is logged every `SUMMARY_TICKS`.
-    detailed_logs: u32,
-    summary_due: bool,
+    pub(crate) detailed_logs: u32,
+    pub(crate) summary_due: bool,
     /// Stalls begun and ended (see `single`), logged a few a second at most.
-    stall_log: LogLimit,
+    pub(crate) stall_log: LogLimit,
     /// The drain's time ran out: what was left is counted lost, and nothing of it counted
     /// again if it comes after all.
-    given_up: bool,
-    /// On a single Redis: the connection for commands that must reach a busy server
-    /// (`Request::Side`), the last of `conns`.
-    side: Option<usize>,
-    /// On a single Redis: the run_id of the server the connections reached last (None: not
-    /// known, as when INFO was refused); the DBs known to exist are forgotten when it changes.
-    run_id: Option<Option<String>>,
-    drain_waiter: Option<oneshot::Sender<()>>,
+    pub(crate) given_up: bool,
+    pub(crate) drain_waiter: Option<oneshot::Sender<()>>,
     /// The drain also waits for the replies clients wait on, not only background writes.
-    drain_everything: bool,
-    cluster: Option<cluster::Cluster>,
+    pub(crate) drain_everything: bool,
     /// While the replies of one upstream read are handled: consecutive replies to the same
     /// session, sent as one message when the session changes or the read is done.
-    batching: bool,
-    batch_to: Option<ReplyTo>,
+    pub(crate) batching: bool,
+    pub(crate) batch_to: Option<ReplyTo>,
     /// The run's reply while it is the only one (then no vector is filled).
-    one: Option<(u64, Bytes)>,
-    batch: Vec<(u64, Bytes)>,
+    pub(crate) one: Option<(u64, Bytes)>,
+    pub(crate) batch: Vec<(u64, Bytes)>,
     /// Given to the readers' decoders, which take it for a read's replies; put back emptied.
-    spare: Rc<Cell<Vec<Bytes>>>,
+    pub(crate) spare: Rc<Cell<Vec<Bytes>>>,
     /// The size of the last run sent as one message, to size the next one at once.
-    batch_hint: usize,
+    pub(crate) batch_hint: usize,
 }
 
-impl Target {
-    /// Starts the target on the current thread. Sessions bound themselves (maxPendingReplies,
+/// What a backend is in front of: each keeps its own state and does what differs; `Backend`
+/// has the connections, the replies to sessions, the counts and the drain they share.
+pub(crate) trait Shape: Sized + Unpin + 'static {
+    /// Opens what it needs when the actor starts.
+    fn started(b: &mut Backend<Self>, ctx: &mut Context<Backend<Self>>);
+    /// A request from a session.
+    fn forward(b: &mut Backend<Self>, msg: Forward, ctx: &mut Context<Backend<Self>>);
+    /// Connection `idx` is up, its reader running.
+    fn connected(b: &mut Backend<Self>, idx: usize, ctx: &mut Context<Backend<Self>>);
+    /// A reply on connection `idx`, for `p`: goes where it goes, or is held to be sent again.
+    fn reply(b: &mut Backend<Self>, idx: usize, p: Pending, data: Bytes, ctx: &mut Context<Backend<Self>>);
+    /// A reply nobody waits for (`Swallowed`), read and checked.
+    fn swallowed(
+        b: &mut Backend<Self>,
+        idx: usize,
+        what: Swallowed,
+        data: &Bytes,
+        ctx: &mut Context<Backend<Self>>,
+    );
+    /// A reply to one part of a request split over several nodes.
+    fn part(b: &mut Backend<Self>, gather: u64, index: usize, data: Bytes);
+    /// What connection `idx` owed when it was lost (`written` of its bytes left): replies to
+    /// give `err`, writes to send again. Returns how many go again.
+    #[allow(clippy::too_many_arguments)]
+    fn cut_off(
+        b: &mut Backend<Self>,
+        idx: usize,
+        owed: VecDeque<Pending>,
+        written: u64,
+        err: &Bytes,
+        reason: &str,
+        ctx: &mut Context<Backend<Self>>,
+    ) -> usize;
+    /// After connection `idx` failed (what it owed handled, its state known).
+    fn conn_failed(b: &mut Backend<Self>, idx: usize, ctx: &mut Context<Backend<Self>>);
+    /// Every tick of the clock.
+    fn tick(b: &mut Backend<Self>, ctx: &mut Context<Backend<Self>>);
+    /// Some client waits for a reply that is not on a connection yet.
+    fn has_waiters(b: &Backend<Self>) -> bool;
+    /// Writes acknowledged early not written to a connection yet (queued, held to be sent
+    /// again): those written are counted from the connections.
+    fn background_held(b: &Backend<Self>) -> usize;
+    /// Writes acknowledged early that ran and wait to be sent again after an older write of
+    /// their client (not lost).
+    fn background_applied(b: &Backend<Self>) -> usize;
+    /// The drain is over: what still waits gets `err`, writes acknowledged early are let go.
+    fn retire(b: &mut Backend<Self>, err: &Bytes);
+}
+
+impl<S: Shape> Backend<S> {
+    /// Starts the backend on the current thread. Sessions bound themselves (maxPendingReplies,
     /// maxPendingBytes), so its mailbox has no bound (capacity 0 in actix), set before the
-    /// address exists: with actix's default of 16, sessions forwarding before the target's
+    /// address exists: with actix's default of 16, sessions forwarding before the backend's
     /// first run would be refused.
-    pub fn launch(self) -> Addr<Target> {
-        Target::create(|ctx| {
+    pub(crate) fn launch(self) -> Addr<Backend<S>> {
+        Backend::create(|ctx| {
             ctx.set_mailbox_capacity(0);
             self
         })
     }
 
-    pub fn new(settings: TargetSettings, known: Arc<KnownDbs>) -> Self {
-        let n = settings.connections.max(1);
+    /// A backend with `conns` (the connections it starts with) and its shape.
+    pub(crate) fn with(
+        shape: S,
+        settings: BackendSettings,
+        known: Arc<KnownDbs>,
+        conns: Vec<Upstream>,
+    ) -> Self {
         let timeout_ticks = settings
             .timeout
             .map(|t| (t.as_millis() as u64).div_ceil(TICK.as_millis() as u64) + 1);
-        let cluster = settings
-            .cluster_seeds
-            .as_ref()
-            .map(|s| cluster::Cluster::new(s.clone()));
-        let mut conns: Vec<Upstream> = match &settings.cluster_seeds {
-            None => (0..n).map(|_| Upstream::new(settings.addr.clone())).collect(),
-            Some(_) => Vec::new(),
-        };
-        let side = cluster.is_none().then(|| {
-            let mut u = Upstream::new(settings.addr.clone());
-            u.state = State::Idle;
-            conns.push(u);
-            n
-        });
         let retry_ticks = (settings.retry_timeout.as_millis() as u64).div_ceil(TICK.as_millis() as u64);
-        Target {
+        Backend {
+            shape,
             conns,
-            cluster,
             known,
             tick: 0,
             timeout_ticks,
@@ -319,8 +357,6 @@ impl Target {
             summary_due: false,
             stall_log: LogLimit::default(),
             given_up: false,
-            side,
-            run_id: None,
             drain_waiter: None,
             drain_everything: false,
             batching: false,
@@ -333,14 +369,14 @@ impl Target {
         }
     }
 
-    fn display_addr(&self, idx: usize) -> &TargetAddr {
+    pub(crate) fn display_addr(&self, idx: usize) -> &TargetAddr {
         &self.conns[idx].addr
     }
 
     /// Every reply to a session goes through here, so that a batch keeps the order of all
     /// of them: one message per run of replies to the same session while `batching`, one per
     /// reply otherwise. Saves an actix envelope and channel push per reply in a run.
-    fn send_reply(&mut self, to: ReplyTo, seq: u64, data: Bytes) {
+    pub(crate) fn send_reply(&mut self, to: ReplyTo, seq: u64, data: Bytes) {
         if !self.batching {
             debug_assert!(self.batch_to.is_none());
             return to.do_send(Replies::One { seq, data });
@@ -360,7 +396,7 @@ impl Target {
         self.batch.push((seq, data));
     }
 
-    fn flush_replies(&mut self) {
+    pub(crate) fn flush_replies(&mut self) {
         let Some(to) = self.batch_to.take() else { return };
         if let Some((seq, data)) = self.one.take() {
             to.do_send(Replies::One { seq, data });
@@ -370,7 +406,7 @@ impl Target {
         }
     }
 
-    fn connect(&mut self, idx: usize, ctx: &mut Context<Self>) {
+    pub(crate) fn connect(&mut self, idx: usize, ctx: &mut Context<Self>) {
         let c = &mut self.conns[idx];
         c.state = State::Connecting;
         c.generation += 1;
@@ -403,7 +439,7 @@ impl Target {
         }));
     }
 
-    fn connected(&mut self, idx: usize, r: ReadHalf, mut out: OutBuf, ctx: &mut Context<Self>) {
+    pub(crate) fn connected(&mut self, idx: usize, r: ReadHalf, mut out: OutBuf, ctx: &mut Context<Self>) {
         let generation = self.conns[idx].generation;
         let events = FramedRead::new(
             r,
@@ -423,15 +459,13 @@ impl Target {
         }));
         let handle = ctx.add_stream(events);
         let c = &mut self.conns[idx];
-        if c.backoff > BACKOFF_FIRST {
-            info!(self.settings.log, "backend connection restored"; "backend" => %c.addr, "conn" => idx);
-        } else {
-            debug!(self.settings.log, "backend connected"; "backend" => %c.addr, "conn" => idx);
-        }
+        debug!(self.settings.log, "backend connected"; "backend" => %c.addr, "conn" => idx);
         c.state = State::Up;
         c.block_note = None;
-        c.backoff = BACKOFF_FIRST;
-        c.logged_failure = None;
+        // The backoff and the failure logged stay until a reply proves the connection works:
+        // a server that accepts and closes every connection (a proxy with nothing behind it,
+        // Redis at maxclients) is retried with backoff, not at once.
+        c.proven = false;
         c.reader = Some(handle);
         // Replies owed from before the connection existed start their wait now.
         for p in c.pending.iter_mut() {
@@ -440,18 +474,18 @@ impl Target {
         out.extend_from_slice(&c.early);
         c.early = BytesMut::new();
         c.out = Some(out);
-        if self.cluster.is_none() {
-            self.single_connected(idx, ctx);
-        }
+        S::connected(self, idx, ctx);
         self.schedule_flush(idx, ctx);
     }
 
     /// The connection failed or was lost. The replies it owed become errors (`text`, or one
     /// naming the failure); background writes are queued again for the next connection; it
     /// reconnects at once after a loss, with backoff after a failed attempt.
-    fn failed(&mut self, idx: usize, reason: &str, text: Option<String>, ctx: &mut Context<Self>) {
+    pub(crate) fn failed(&mut self, idx: usize, reason: &str, text: Option<String>, ctx: &mut Context<Self>) {
         let addr = self.display_addr(idx).clone();
         let was_up = matches!(self.conns[idx].state, State::Up);
+        // Reconnected at once only after a connection that worked (see `proven`).
+        let worked = was_up && self.conns[idx].proven;
         let text = text.unwrap_or_else(|| {
             if was_up {
                 format!("ERR relayer: connection to backend {addr} lost ({reason})")
@@ -472,25 +506,16 @@ impl Target {
         c.db = Some(0);
         c.queued = 0;
         c.written = 0;
-        let mut again = 0;
-        if self.cluster.is_some() {
-            for p in owed {
-                again += usize::from(self.cluster_cut_off(idx, p, &err, written, reason, ctx));
-            }
-        } else {
-            again = self.single_cut_off(idx, owed, written, &err);
-        }
+        let again = S::cut_off(self, idx, owed, written, &err, reason, ctx);
         if again > 0 {
             debug!(self.settings.log, "background writes queued again"; "conn" => idx, "count" => again);
         }
         self.check_drained();
-        if was_up {
+        if worked {
             self.settings.metrics.reconnects.increment(1);
             warn!(self.settings.log, "backend connection lost, reconnecting"; "backend" => %addr, "conn" => idx, "reason" => reason);
             self.connect(idx, ctx);
-            if self.cluster.is_some() {
-                self.cluster_conn_failed(idx, ctx);
-            }
+            S::conn_failed(self, idx, ctx);
             return;
         }
         let c = &mut self.conns[idx];
@@ -514,20 +539,32 @@ impl Target {
             }
         });
         // After the state is known (down, or reconnecting), so what is sent again now sees it.
-        if self.cluster.is_some() {
-            self.cluster_conn_failed(idx, ctx);
-        }
+        S::conn_failed(self, idx, ctx);
     }
 
-    fn push(&mut self, idx: usize, frame: Bytes, dest: Dest) {
+    /// Connection `idx` answered: it works, and a later loss is retried at once.
+    fn proven(&mut self, idx: usize) {
+        let c = &mut self.conns[idx];
+        if c.proven {
+            return;
+        }
+        c.proven = true;
+        if c.backoff > BACKOFF_FIRST {
+            info!(self.settings.log, "backend connection restored"; "backend" => %c.addr, "conn" => idx);
+        }
+        c.backoff = BACKOFF_FIRST;
+        c.logged_failure = None;
+    }
+
+    pub(crate) fn push(&mut self, idx: usize, frame: Bytes, dest: Dest) {
         self.push_resend(idx, frame, dest, None);
     }
 
-    fn push_resend(&mut self, idx: usize, frame: Bytes, dest: Dest, resend: Option<Resend>) {
+    pub(crate) fn push_resend(&mut self, idx: usize, frame: Bytes, dest: Dest, resend: Option<Resend>) {
         self.push_pending(idx, frame, dest, resend, false);
     }
 
-    fn push_pending(
+    pub(crate) fn push_pending(
         &mut self,
         idx: usize,
         frame: Bytes,
@@ -553,7 +590,7 @@ impl Target {
         });
     }
 
-    fn schedule_flush(&mut self, idx: usize, ctx: &mut Context<Self>) {
+    pub(crate) fn schedule_flush(&mut self, idx: usize, ctx: &mut Context<Self>) {
         let c = &mut self.conns[idx];
         if !c.flush_scheduled && !c.write_blocked && c.out.is_some() {
             c.flush_scheduled = true;
@@ -561,31 +598,19 @@ impl Target {
         }
     }
 
-    fn route(&mut self, idx: usize, data: Bytes, ctx: &mut Context<Self>) {
+    pub(crate) fn route(&mut self, idx: usize, data: Bytes, ctx: &mut Context<Self>) {
         let Some(p) = self.conns[idx].pending.pop_front() else {
             // Redis sent something nobody asked for: the reply stream can no longer be trusted.
             self.failed(idx, "unexpected reply from backend", None, ctx);
             return;
         };
-        // On a cluster, MOVED and ASK are followed here; the reply goes on otherwise.
-        let (dest, data) = if self.cluster.is_some() {
-            match self.cluster_reply(idx, p, data, ctx) {
-                Some(d) => d,
-                None => return,
-            }
-        } else {
-            if let Some((dest, data)) = self.single_reply(idx, p, data, ctx) {
-                self.deliver(idx, dest, data, ctx);
-            }
-            return self.stall_progress(idx, ctx);
-        };
-        self.deliver(idx, dest, data, ctx);
+        S::reply(self, idx, p, data, ctx);
     }
 
     /// A reply to where it goes.
-    fn deliver(&mut self, idx: usize, dest: Dest, data: Bytes, ctx: &mut Context<Self>) {
+    pub(crate) fn deliver(&mut self, idx: usize, dest: Dest, data: Bytes, ctx: &mut Context<Self>) {
         match dest {
-            Dest::Part { gather, index } => self.part_reply(gather, index, data),
+            Dest::Part { gather, index } => S::part(self, gather, index, data),
             Dest::Session { to, seq } | Dest::Barrier { to, seq } => self.send_reply(to, seq, data),
             Dest::SelectCheck { to, seq, db } => {
                 if !is_error(&data) {
@@ -608,28 +633,10 @@ impl Target {
                     self.settings.metrics.background_delivered.increment(1);
                 }
             }
-            Dest::Swallow(what) => {
-                if is_error(&data) {
-                    let text = error_text(&data);
-                    match what {
-                        Swallowed::Slots => self.slots_failed(idx, &text, ctx),
-                        Swallowed::Asking => {
-                            warn!(self.settings.log, "backend refused ASKING"; "backend" => %self.conns[idx].addr, "error" => text)
-                        }
-                        Swallowed::BlockPart => {
-                            debug!(self.settings.log, "command refused inside MULTI"; "error" => text)
-                        }
-                        Swallowed::Select(db) => self.select_refused(idx, db, &data, ctx),
-                        Swallowed::Info => self.identified(idx, None, ctx),
-                    }
-                } else if let Swallowed::Slots = what {
-                    self.slots_reply(idx, &data, ctx);
-                } else if let Swallowed::Select(db) = what {
-                    self.select_accepted(idx, db, ctx);
-                } else if let Swallowed::Info = what {
-                    self.identified(idx, single::run_id(&data), ctx);
-                }
+            Dest::Swallow(Swallowed::BlockPart) if is_error(&data) => {
+                debug!(self.settings.log, "command refused inside MULTI"; "error" => error_text(&data))
             }
+            Dest::Swallow(what) => S::swallowed(self, idx, what, &data, ctx),
         }
         // Whatever the reply was (a part of a split command, a SELECT's), it may have been
         // the last one a reload's drain waits for.
@@ -638,7 +645,7 @@ impl Target {
 
     /// A write acknowledged early that the backend refused for good (the budget was given
     /// back by the caller).
-    fn refused_write(&mut self, idx: usize, frame: &Bytes, reply: &Bytes) {
+    pub(crate) fn refused_write(&mut self, idx: usize, frame: &Bytes, reply: &Bytes) {
         if self.given_up {
             return;
         }
@@ -654,7 +661,7 @@ impl Target {
         }
     }
 
-    fn unknown_outcome(&mut self, idx: usize, frame: &Bytes) {
+    pub(crate) fn unknown_outcome(&mut self, idx: usize, frame: &Bytes) {
         self.give_back(frame);
         if self.given_up {
             return;
@@ -670,7 +677,7 @@ impl Target {
 
     /// A write acknowledged early given up at `retryTimeout`: `why` is the code of the last
     /// refusal, or `unavailable`.
-    fn expired(&mut self, backend: &TargetAddr, frame: &Bytes, why: &str) {
+    pub(crate) fn expired(&mut self, backend: &TargetAddr, frame: &Bytes, why: &str) {
         self.give_back(frame);
         if self.given_up {
             return;
@@ -687,7 +694,7 @@ impl Target {
 
     /// Whether a write not delivered is logged with its command and key: the first
     /// `DETAILED_LOGS` are; after them, a summary of the totals every `SUMMARY_TICKS`.
-    fn detailed(&mut self) -> bool {
+    pub(crate) fn detailed(&mut self) -> bool {
         if self.detailed_logs < DETAILED_LOGS {
             self.detailed_logs += 1;
             return true;
@@ -696,7 +703,7 @@ impl Target {
         false
     }
 
-    fn log_summary(&mut self) {
+    pub(crate) fn log_summary(&mut self) {
         if !std::mem::take(&mut self.summary_due) {
             return;
         }
@@ -708,7 +715,7 @@ impl Target {
     }
 
     /// Gives the bytes of a write acknowledged early back to the budget.
-    fn give_back(&self, frame: &Bytes) {
+    pub(crate) fn give_back(&self, frame: &Bytes) {
         if let Some(b) = &self.settings.budget {
             b.give_back(frame.len() as u64);
         }
@@ -716,7 +723,7 @@ impl Target {
 
     /// Answers a drain once every byte acknowledged early is confirmed (and, for a target a
     /// reload replaced, every reply owed has come).
-    fn check_drained(&mut self) {
+    pub(crate) fn check_drained(&mut self) {
         if self.drain_waiter.is_none() {
             return;
         }
@@ -724,7 +731,7 @@ impl Target {
         let answered = !self.drain_everything
             || (self.conns.iter().all(|c| {
                 c.pending.is_empty() && c.queue.is_empty() && c.stall.as_ref().is_none_or(Stall::is_empty)
-            }) && self.cluster.as_ref().is_none_or(|c| !c.has_waiters()));
+            }) && !S::has_waiters(self));
         if confirmed && answered {
             if let Some(tx) = self.drain_waiter.take() {
                 let _ = tx.send(());
@@ -732,16 +739,12 @@ impl Target {
         }
     }
 
-    fn check_timeouts(&mut self, ctx: &mut Context<Self>) {
+    pub(crate) fn check_timeouts(&mut self, ctx: &mut Context<Self>) {
         self.tick += 1;
         if let Some(b) = &self.settings.budget {
             self.settings.metrics.pending_bytes.set(b.pending() as f64);
         }
-        if self.cluster.is_some() {
-            self.cluster_tick(ctx);
-        } else if self.tick % 10 == 0 {
-            self.single_tick(ctx);
-        }
+        S::tick(self, ctx);
         if self.tick % SUMMARY_TICKS == 0 {
             self.log_summary();
         }
@@ -763,16 +766,12 @@ impl Target {
     }
 }
 
-fn secs(d: Duration) -> String {
+pub(crate) fn secs(d: Duration) -> String {
     format!("{}s", d.as_secs_f64())
 }
 
-fn error_text(reply: &[u8]) -> String {
-    String::from_utf8_lossy(reply.get(1..reply.len().saturating_sub(2)).unwrap_or_default()).into_owned()
-}
-
 /// The command name (upper case) and first argument of a frame, for log lines.
-fn name_and_key(frame: &Bytes) -> (String, String) {
+pub(crate) fn name_and_key(frame: &Bytes) -> (String, String) {
     let mut buf = BytesMut::from(&frame[..]);
     match RequestParser::new(Default::default()).parse(&mut buf) {
         Ok(Some(cmd)) => {
@@ -788,42 +787,24 @@ fn name_and_key(frame: &Bytes) -> (String, String) {
     }
 }
 
-impl Actor for Target {
+impl<S: Shape> Actor for Backend<S> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        if self.cluster.is_some() {
-            self.cluster_started(ctx);
-            ctx.run_interval(TICK, |act, ctx| act.check_timeouts(ctx));
-            return;
-        }
-        for idx in 0..self.conns.len() {
-            // The side connection opens when first used.
-            if !matches!(self.conns[idx].state, State::Idle) {
-                self.connect(idx, ctx);
-            }
-        }
+        S::started(self, ctx);
         ctx.run_interval(TICK, |act, ctx| act.check_timeouts(ctx));
     }
 }
 
-impl Handler<Forward> for Target {
+impl<S: Shape> Handler<Forward> for Backend<S> {
     type Result = ();
 
     fn handle(&mut self, msg: Forward, ctx: &mut Context<Self>) {
-        if self.cluster.is_some() {
-            return self.cluster_forward(msg, ctx);
-        }
-        let side = self.side.expect("a single Redis has a side connection");
-        let idx = match msg.request {
-            Request::Side(_) => side,
-            _ => (msg.session % side as u64) as usize,
-        };
-        self.forward_on(idx, msg, ctx);
+        S::forward(self, msg, ctx);
     }
 }
 
-impl Handler<Forwards> for Target {
+impl<S: Shape> Handler<Forwards> for Backend<S> {
     type Result = ();
 
     fn handle(&mut self, Forwards(msgs): Forwards, ctx: &mut Context<Self>) {
@@ -833,74 +814,11 @@ impl Handler<Forwards> for Target {
     }
 }
 
-impl Target {
-    /// Writes `msg` on connection `idx` of a single Redis (queued first when the connection
-    /// cannot take it now, see `single`).
-    fn forward_on(&mut self, idx: usize, msg: Forward, ctx: &mut Context<Self>) {
-        if matches!(self.conns[idx].state, State::Idle) {
-            self.connect(idx, ctx);
-        }
-        let (to, seq) = (msg.reply_to, msg.seq);
-        // While the backend is down, commands waited on fail fast; what must reach it later
-        // (writes acknowledged early, a client's barrier) waits.
-        let waits = matches!(msg.request, Request::Background { .. } | Request::Barrier);
-        if let (State::Down { reason }, false) = (&self.conns[idx].state, waits) {
-            let text = format!(
-                "ERR relayer: backend {} unavailable ({reason})",
-                self.conns[idx].addr
-            );
-            self.send_reply(to, seq, write::error(&text));
-            return;
-        }
-        let tick = self.tick;
-        let db = Some(msg.db);
-        let q = match msg.request {
-            // Copied apart from the client's read buffer, which it would otherwise pin while
-            // it waits.
-            Request::Background { frame, idempotent } => {
-                let frame = Bytes::copy_from_slice(&frame);
-                let dest = Dest::Background {
-                    frame: frame.clone(),
-                    db: msg.db,
-                    idempotent,
-                    since: tick,
-                };
-                Queued::new(Body::One(frame), dest, db, tick)
-            }
-            Request::One(frame) | Request::Side(frame) => {
-                Queued::new(Body::One(frame), Dest::Session { to, seq }, db, tick)
-            }
-            // A PING behind everything the client sent before on this connection.
-            Request::Barrier => Queued::new(
-                Body::One(Bytes::from_static(b"*1\r\n$4\r\nPING\r\n")),
-                Dest::Barrier { to, seq },
-                None,
-                tick,
-            ),
-            // Until the answer, the connection's DB is whatever Redis decided.
-            Request::Select(db, frame) => {
-                let mut q = Queued::new(Body::One(frame), Dest::SelectCheck { to, seq, db }, None, tick);
-                q.leaves_db_unknown = true;
-                q
-            }
-            Request::Block { frames, changes_db } => {
-                let mut q = Queued::new(Body::Block(frames), Dest::Session { to, seq }, db, tick);
-                q.leaves_db_unknown = changes_db;
-                q
-            }
-            Request::Gather { .. } | Request::FanOut { .. } => {
-                unreachable!("gathered requests only exist on a cluster")
-            }
-        };
-        self.submit(idx, q, ctx);
-    }
-}
-
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Flush(usize);
+pub(crate) struct Flush(usize);
 
-impl Handler<Flush> for Target {
+impl<S: Shape> Handler<Flush> for Backend<S> {
     type Result = ();
 
     fn handle(&mut self, Flush(idx): Flush, ctx: &mut Context<Self>) {
@@ -938,19 +856,20 @@ impl Handler<Flush> for Target {
 
 /// An event of one upstream connection's read side: the replies of one read, end of stream
 /// (None), or an error.
-struct Upstreamed {
-    idx: usize,
-    generation: u64,
-    item: io::Result<Option<Vec<Bytes>>>,
+pub(crate) struct Upstreamed {
+    pub(crate) idx: usize,
+    pub(crate) generation: u64,
+    pub(crate) item: io::Result<Option<Vec<Bytes>>>,
 }
 
-impl StreamHandler<Upstreamed> for Target {
+impl<S: Shape> StreamHandler<Upstreamed> for Backend<S> {
     fn handle(&mut self, ev: Upstreamed, ctx: &mut Context<Self>) {
         if self.conns[ev.idx].generation != ev.generation {
             return;
         }
         match ev.item {
             Ok(Some(mut replies)) => {
+                self.proven(ev.idx);
                 self.batching = true;
                 for reply in replies.drain(..) {
                     // A reply that failed the connection leaves the rest unread, as before.
@@ -985,7 +904,7 @@ pub struct Drain {
     pub everything: bool,
 }
 
-impl Handler<Drain> for Target {
+impl<S: Shape> Handler<Drain> for Backend<S> {
     type Result = ();
 
     fn handle(&mut self, msg: Drain, _ctx: &mut Context<Self>) {
@@ -1004,27 +923,28 @@ impl Handler<Drain> for Target {
 #[rtype(result = "Delivery")]
 pub struct GiveUp;
 
-impl Handler<GiveUp> for Target {
+impl<S: Shape> Handler<GiveUp> for Backend<S> {
     type Result = MessageResult<GiveUp>;
 
     fn handle(&mut self, _: GiveUp, _ctx: &mut Context<Self>) -> Self::Result {
-        let left = match &self.cluster {
-            None => self.single_background_left(),
-            Some(cl) => {
-                let written: usize = self
-                    .conns
-                    .iter()
-                    .map(|c| {
-                        c.pending
-                            .iter()
-                            .filter(|p| matches!(p.dest, Dest::Background { .. }))
-                            .count()
-                    })
-                    .sum();
-                written + cl.background_waiting()
+        // Never written (queued, held): lost. Written and not answered: Redis may have run
+        // them, so their outcome is not known.
+        let mut lost = S::background_held(self);
+        let mut unknown = 0;
+        for c in &self.conns {
+            for p in c
+                .pending
+                .iter()
+                .filter(|p| matches!(p.dest, Dest::Background { .. }))
+            {
+                if p.end <= c.written {
+                    unknown += 1;
+                } else {
+                    lost += 1;
+                }
             }
-        };
-        let applied = self.cluster.as_ref().map_or(0, |c| c.background_applied());
+        }
+        let applied = S::background_applied(self);
         if applied > 0 {
             // They ran; sent again only so that an older write of their client, itself held
             // and now given up, could not overwrite them: not lost.
@@ -1034,12 +954,14 @@ impl Handler<GiveUp> for Target {
         }
         if !self.given_up {
             self.given_up = true;
-            self.delivery.lost += left as u64;
-            self.settings.metrics.background_lost.increment(left as u64);
+            self.delivery.lost += lost as u64;
+            self.delivery.unknown += unknown as u64;
+            self.settings.metrics.background_lost.increment(lost as u64);
+            self.settings.metrics.background_unknown.increment(unknown as u64);
         }
-        if left > 0 {
-            error!(self.settings.log, "background writes lost: not confirmed by the backend within the drain timeout";
-                "backend" => %self.settings.addr, "lost" => left,
+        if lost + unknown > 0 {
+            error!(self.settings.log, "background writes lost (never written) or of unknown outcome (written): not confirmed by the backend within the drain timeout";
+                "backend" => %self.settings.addr, "lost" => lost, "unknown" => unknown,
                 "bytes" => self.settings.budget.as_ref().map_or(0, |b| b.pending()));
         }
         MessageResult(self.delivery.clone())
@@ -1051,7 +973,7 @@ impl Handler<GiveUp> for Target {
 #[rtype(result = "Delivery")]
 pub struct Report;
 
-impl Handler<Report> for Target {
+impl<S: Shape> Handler<Report> for Backend<S> {
     type Result = MessageResult<Report>;
 
     fn handle(&mut self, _: Report, _ctx: &mut Context<Self>) -> Self::Result {
@@ -1065,7 +987,7 @@ impl Handler<Report> for Target {
 #[rtype(result = "()")]
 pub struct Retire;
 
-impl Handler<Retire> for Target {
+impl<S: Shape> Handler<Retire> for Backend<S> {
     type Result = ();
 
     fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) {
@@ -1088,12 +1010,82 @@ impl Handler<Retire> for Target {
                 }
             }
         }
-        if self.cluster.is_some() {
-            self.cluster_retire(&err);
-        } else {
-            self.single_retire(&err);
-        }
+        S::retire(self, &err);
         debug!(self.settings.log, "target retired"; "backend" => %self.settings.addr);
         ctx.stop();
+    }
+}
+
+/// A backend's address, whatever it is in front of: where sessions send their requests, and
+/// what the worker drains and retires.
+#[derive(Clone)]
+pub struct BackendAddr(Kind);
+
+#[derive(Clone)]
+enum Kind {
+    Single(Addr<Backend<Single>>),
+    Cluster(Addr<Backend<Cluster>>),
+}
+
+impl BackendAddr {
+    /// Starts the backend of a single Redis on the current thread.
+    pub fn single(settings: BackendSettings, known: Arc<KnownDbs>) -> Self {
+        BackendAddr(Kind::Single(Backend::single(settings, known).launch()))
+    }
+
+    /// Starts the backend of a Redis Cluster, reached first through `seeds`, on the current
+    /// thread.
+    pub fn cluster(settings: BackendSettings, known: Arc<KnownDbs>, seeds: Vec<TargetAddr>) -> Self {
+        BackendAddr(Kind::Cluster(Backend::cluster(settings, known, seeds).launch()))
+    }
+
+    /// Hands over one request; Err gives it back (the backend is gone).
+    pub fn try_send(&self, f: Forward) -> Result<(), Forward> {
+        match &self.0 {
+            Kind::Single(a) => a.try_send(f),
+            Kind::Cluster(a) => a.try_send(f),
+        }
+        .map_err(|e| e.into_inner())
+    }
+
+    /// Hands over several, in order, as one message; Err gives them back.
+    pub fn try_send_many(&self, fs: Vec<Forward>) -> Result<(), Vec<Forward>> {
+        match &self.0 {
+            Kind::Single(a) => a.try_send(Forwards(fs)),
+            Kind::Cluster(a) => a.try_send(Forwards(fs)),
+        }
+        .map_err(|e| e.into_inner().0)
+    }
+
+    pub fn drain(&self, msg: Drain) {
+        match &self.0 {
+            Kind::Single(a) => a.do_send(msg),
+            Kind::Cluster(a) => a.do_send(msg),
+        }
+    }
+
+    /// The drain's time ran out: what is left is counted lost; what became of every write.
+    pub async fn give_up(&self) -> Delivery {
+        let r = match &self.0 {
+            Kind::Single(a) => a.send(GiveUp).await,
+            Kind::Cluster(a) => a.send(GiveUp).await,
+        };
+        r.unwrap_or_default()
+    }
+
+    /// What became of the writes acknowledged early, so far.
+    pub async fn report(&self) -> Delivery {
+        let r = match &self.0 {
+            Kind::Single(a) => a.send(Report).await,
+            Kind::Cluster(a) => a.send(Report).await,
+        };
+        r.unwrap_or_default()
+    }
+
+    pub fn retire(&self) {
+        match &self.0 {
+            Kind::Single(a) => a.do_send(Retire),
+            Kind::Cluster(a) => a.do_send(Retire),
+        }
     }
 }
