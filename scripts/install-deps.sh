@@ -139,7 +139,7 @@ if ! moto_ok; then
     moto_ok || { log "moto installed in $moto_venv but its check fails"; exit 1; }
 fi
 
-# redis-py for examples/python/redis_py_check.py (integration/tests/clients.rs runs it with
+# redis-py for examples/python/redis_py_check.py (integration/tests/all/clients.rs runs it with
 # <target>/tools/redis-py/bin/python). Pinned: the transcripts the tests compare and the
 # connection handshake (CLIENT SETINFO LIB-NAME and LIB-VER) are this version's. 7.4 is the last
 # line that speaks RESP2 by default: redis-py 8 opens every connection with HELLO 3, which the

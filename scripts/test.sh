@@ -4,7 +4,8 @@
 # it), and doctests. Installs what is missing first (scripts/install-deps.sh).
 #
 # Environment: TEST_THREADS (default 4) is nextest's --test-threads; extra arguments are passed
-# to `cargo nextest run` (e.g. a test name filter).
+# to `cargo nextest run` (e.g. a test name filter: `relay::` runs that area of the integration
+# tests, `-E 'test(/^smart::sigterm/)'` part of one).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

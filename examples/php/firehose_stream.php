@@ -29,7 +29,7 @@
 //                                                          -> OK, QUEUED, QUEUED, OK
 // At the end, GET (which a firehose relayer does not have) must fail with
 // "ERR unknown command 'GET' for a firehose relayer", and a last PING must answer.
-// integration/tests/firehose.rs rebuilds these records from RUN and COUNT and compares them with
+// integration/tests/all/firehose.rs rebuilds these records from RUN and COUNT and compares them with
 // what reached S3, line by line.
 //
 // Any unexpected reply, false or exception prints a message on stderr and exits 1; success prints

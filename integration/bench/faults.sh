@@ -9,7 +9,7 @@
 # finishes; the table, the machine, the date and the commit go to RELIABILITY.md at the
 # repository root (see that file for what the columns and invariants mean). Exits 1 when a row
 # breaks an invariant (the report is written first). Every process a row starts is stopped by the
-# driver. The same rows, short, are integration/tests/fault_matrix.rs.
+# driver. The same rows, short, are integration/tests/all/fault_matrix.rs.
 #
 # Environment (each also a flag of the driver; extra arguments are passed on to it):
 #   QUICK=1            the tests' sizes: a smoke run of a few minutes

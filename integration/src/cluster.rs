@@ -14,6 +14,7 @@ pub use topology::{
     SLOTS,
 };
 
+use crate::timeouts::CLUSTER_SETTLE;
 use crate::{encode_command, wait_until, Client, Redis, Reply};
 use std::collections::{BTreeSet, HashMap};
 use std::io;
@@ -25,8 +26,6 @@ pub const DEFAULT_NODE_TIMEOUT_MS: u64 = 2000;
 /// A short `cluster-node-timeout` for fault tests: a killed master is replaced within a few
 /// seconds, and a busy test machine still answers pings well within it.
 pub const FAST_NODE_TIMEOUT_MS: u64 = 1000;
-/// Generous: a loaded 2-core machine, and elections that wait node timeouts.
-const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Keys per MIGRATE in `SlotMigration::move_keys`.
 const MIGRATE_BATCH: usize = 100;
 const MAX_REDIRECTS: usize = 10;
@@ -467,11 +466,11 @@ impl Cluster {
         Ok(())
     }
 
-    /// Waits (up to 60 s) until `settled()`.
+    /// Waits (up to `CLUSTER_SETTLE`) until `settled()`.
     pub fn wait_settled(&self) {
         let mut last = String::new();
         let ok = (|| {
-            let deadline = std::time::Instant::now() + SETTLE_TIMEOUT;
+            let deadline = std::time::Instant::now() + CLUSTER_SETTLE;
             let mut pause = Duration::from_millis(20);
             while std::time::Instant::now() < deadline {
                 match self.settled() {
@@ -484,7 +483,7 @@ impl Cluster {
             false
         })();
         if !ok {
-            panic!("cluster not settled after {SETTLE_TIMEOUT:?}: {last}");
+            panic!("cluster not settled after {CLUSTER_SETTLE:?}: {last}");
         }
         self.forget_routes();
     }
@@ -510,7 +509,7 @@ impl Cluster {
                 .unwrap_or_else(|| panic!("no master_repl_offset on master {m}"));
             targets.push((r, want));
         }
-        wait_until(SETTLE_TIMEOUT, "replicas to catch up with their masters", || {
+        wait_until(CLUSTER_SETTLE, "replicas to catch up with their masters", || {
             targets
                 .iter()
                 .all(|&(r, want)| offset(r, "slave_repl_offset").is_some_and(|o| o >= want))
@@ -781,7 +780,7 @@ impl Cluster {
         let r = self.cmd_on_node(replica, &cmd);
         assert!(r.is_ok(), "{cmd:?} on node {replica}: {r:?}");
         wait_until(
-            SETTLE_TIMEOUT,
+            CLUSTER_SETTLE,
             &format!("node {replica} to become master"),
             || self.myself(replica).is_master(),
         );
@@ -798,7 +797,7 @@ impl Cluster {
             self.kill(master);
         }
         let new = crate::poll_until(
-            SETTLE_TIMEOUT,
+            CLUSTER_SETTLE,
             &format!("a replica of node {master} to take over"),
             || {
                 replicas
@@ -972,7 +971,7 @@ impl SlotMigration<'_> {
             assert!(r.is_ok(), "SETSLOT {s} NODE on node {m}: {r:?}");
         }
         wait_until(
-            SETTLE_TIMEOUT,
+            CLUSTER_SETTLE,
             &format!("every node to give slot {s} to node {}", self.to),
             || c.settled().is_ok() && c.node_for_slot(self.slot) == self.to,
         );

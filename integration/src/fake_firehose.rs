@@ -297,14 +297,14 @@ impl FakeFirehose {
     }
 
     /// Listens again on the same port (does nothing if up). Panics if the port cannot be bound
-    /// again within 10 s.
+    /// again within `HANG`.
     pub fn come_up(&self) {
         if self.shared.lock().acceptor.is_some() {
             return;
         }
         let port = self.shared.port;
         drop(self.shared.lock().placeholder.take());
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + crate::timeouts::HANG;
         let listener = loop {
             match TcpListener::bind(("127.0.0.1", port)) {
                 Ok(l) => break l,
@@ -994,7 +994,7 @@ mod tests {
     fn serves_put_record_batch_over_keep_alive() {
         let fake = FakeFirehose::start();
         let s = TcpStream::connect(("127.0.0.1", fake.port())).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.set_read_timeout(Some(crate::timeouts::HANG)).unwrap();
         let mut w = s.try_clone().unwrap();
         let mut r = BufReader::new(s);
         let target = "Firehose_20150804.PutRecordBatch";
@@ -1088,7 +1088,7 @@ mod tests {
         );
         fake.come_up();
         let s = TcpStream::connect(("127.0.0.1", fake.port())).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.set_read_timeout(Some(crate::timeouts::HANG)).unwrap();
         let mut w = s.try_clone().unwrap();
         let mut r = BufReader::new(s);
         w.write_all(&post(target, &batch_body(&[b"z\n"]), "Connection: close\r\n"))
@@ -1099,7 +1099,7 @@ mod tests {
         assert_eq!((fake.line_count(), fake.record_count()), (4, 3));
         fake.discard_records();
         let s = TcpStream::connect(("127.0.0.1", fake.port())).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.set_read_timeout(Some(crate::timeouts::HANG)).unwrap();
         let mut w = s.try_clone().unwrap();
         let mut r = BufReader::new(s);
         w.write_all(&post(target, &batch_body(&[b"d\ne\n"]), "")).unwrap();

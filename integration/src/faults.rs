@@ -1,6 +1,6 @@
 //! The fault matrix: evidence that a write the relayer acknowledged early is delivered, or
 //! counted by the relayer as not delivered, whatever the backend, the link or the relayer itself
-//! goes through. Used by `tests/fault_matrix.rs` (short rows, invariants asserted) and by the
+//! goes through. Used by `tests/all/fault_matrix.rs` (short rows, invariants asserted) and by the
 //! `faults` binary (`integration/bench/faults.sh`: full-size rows, `RELIABILITY.md`).
 //!
 //! A row: a fresh backend (a single Redis reached through a `DelayLink`, which stands for the
@@ -31,6 +31,8 @@
 //! (the backend paused writes and the connections holding them were closed): a write the
 //! relayer could not confirm may otherwise have run, and "missing" would be below "counted".
 
+use crate::log::{RELOADED, STOPPED_LOST, STOPPED_OK};
+use crate::timeouts::HANG;
 use crate::{
     cluster_entry, free_port, redis_entry_mode, Client, Cluster, ClusterOptions, DelayLink, Redis, Relayer,
     Reply, FAST_NODE_TIMEOUT_MS,
@@ -299,7 +301,7 @@ impl Sizes {
             pipeline_clients: 1,
             retry_timeout: 60.0,
             drain_timeout: 10.0,
-            hang: Duration::from_secs(30),
+            hang: HANG,
         }
     }
 }
@@ -438,10 +440,7 @@ pub fn entry_counts(log: &str) -> BTreeMap<String, Counted> {
 
 /// The process's stop summary (its last `stopped` line), if there is one.
 pub fn summary_counts(log: &str) -> Option<Counted> {
-    const MSG: [&str; 2] = [
-        "stopped, every acknowledged write delivered",
-        "stopped with acknowledged writes not delivered",
-    ];
+    const MSG: [&str; 2] = [STOPPED_OK, STOPPED_LOST];
     log.lines().rev().find_map(|line| {
         MSG.iter().find_map(|m| {
             let at = line.find(m)? + m.len();
@@ -1126,7 +1125,7 @@ impl Drop for Workload {
 /// A fresh connection to 127.0.0.1:`port` for one command; Err when it cannot be reached.
 fn direct(port: u16, args: &[&str]) -> Result<Reply, String> {
     let mut c = Client::connect_tcp(port).map_err(|e| format!("connect to {port}: {e}"))?;
-    c.set_read_timeout(Duration::from_secs(30));
+    c.set_read_timeout(HANG);
     c.try_send_raw(&crate::encode_command(args))
         .map_err(|e| format!("{args:?} on {port}: {e}"))?;
     c.try_read_reply().map_err(|e| format!("{args:?} on {port}: {e}"))
@@ -1636,12 +1635,12 @@ fn inject(fault: Fault, sys: &mut System, s: &Sizes) -> Result<Injected, String>
             for port in sys.masters() {
                 direct_ok(port, &["CLIENT", "PAUSE", &ms, "WRITE"])?;
             }
-            let before = sys.relayer.log().matches("configuration reloaded").count();
+            let before = sys.relayer.log().matches(RELOADED).count();
             let config = sys.config(31);
             sys.relayer.rewrite_config(&config);
             sys.relayer.signal(libc::SIGHUP);
             poll(hang, "the reload", || {
-                sys.relayer.log().matches("configuration reloaded").count() > before
+                sys.relayer.log().matches(RELOADED).count() > before
             })?;
             let paused_until = inj.start + SIGHUP_BACKLOG;
             std::thread::sleep(paused_until.saturating_duration_since(Instant::now()));

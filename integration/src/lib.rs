@@ -6,27 +6,33 @@
 //! is killed when its handle is dropped (also when the test panics), and gets SIGKILL if the test
 //! process dies (`PR_SET_PDEATHSIG`; start processes from the thread that owns them).
 //!
-//! Waiting is always polling against a generous deadline, never a fixed sleep.
+//! Waiting is always polling against a generous deadline (named in `timeouts`), never a fixed
+//! sleep. The tests are one binary, tests/all, with a module per area.
 
 pub mod cluster;
 pub mod fake_firehose;
 pub mod faults;
 pub mod link;
+pub mod log;
 pub mod moto;
 mod ports;
 mod redis;
 mod relayer;
 mod resp;
+pub mod timeouts;
 pub mod tls;
 
 pub use cluster::{
     cluster_entry, free_node_ports, keys_in_slot, slot_of, Cluster, ClusterOptions, FAST_NODE_TIMEOUT_MS,
 };
 pub use link::DelayLink;
-pub use ports::free_port;
+pub use log::{log_fields, stop_summary};
+pub use ports::{free_port, tcp_listen};
 pub use redis::{redis_cli, Redis};
-pub use relayer::{check_config, check_config_file, output_with_timeout, CheckOutput, Relayer};
-pub use resp::{encode_command, parse_reply, show_bytes, Client, Reply, Stream, DEFAULT_READ_TIMEOUT};
+pub use relayer::{
+    check_config, check_config_file, output_with_timeout, run_program, CheckOutput, Relayer, Reload,
+};
+pub use resp::{encode_command, parse_reply, show_bytes, Client, Reply, Stream};
 pub use tls::{TestCerts, TlsRedis};
 
 use std::os::unix::process::CommandExt;
@@ -178,9 +184,19 @@ pub fn redis_entry_mode(mode: &str, listen: &str, url: &str, extra: &str) -> Str
     )
 }
 
+/// One `[[relayer]]` entry of protocol firehose on `listen`, sending stream `stream` to the
+/// Firehose API at `endpoint` (moto or the fake endpoint, region us-east-1); `extra` (more
+/// `key = value` lines) is appended as is.
+pub fn firehose_entry(listen: &str, stream: &str, endpoint: &str, extra: &str) -> String {
+    format!(
+        "[[relayer]]\nprotocol = \"firehose\"\nlisten = \"{listen}\"\nstreamName = \"{stream}\"\n\
+         region = \"us-east-1\"\nendpoint = \"{endpoint}\"\n{extra}\n"
+    )
+}
+
 /// Every spawned process gets SIGKILL when the thread that started it dies (a test killed by a
 /// harness timeout leaves nothing behind).
-pub(crate) fn child_setup(cmd: &mut Command) {
+pub fn child_setup(cmd: &mut Command) {
     unsafe {
         cmd.pre_exec(|| {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
@@ -282,36 +298,6 @@ where
     if !failures.is_empty() {
         let shown: Vec<_> = failures.iter().take(10).cloned().collect();
         panic!("{} of {n} clients failed:\n{}", failures.len(), shown.join("\n"));
-    }
-}
-
-/// The fields (`key: value`) of the last line of `log` that contains `msg`, in the relayer's
-/// text log format; None when no line does.
-pub fn log_fields(log: &str, msg: &str) -> Option<std::collections::HashMap<String, String>> {
-    let line = log.lines().rev().find(|l| l.contains(msg))?;
-    let fields = line
-        .split(", ")
-        .filter_map(|part| {
-            let (k, v) = part.split_once(": ")?;
-            let k = k.rsplit(' ').next()?;
-            k.chars()
-                .all(|c| c.is_ascii_lowercase() || c == '_')
-                .then(|| (k.to_string(), v.to_string()))
-        })
-        .collect();
-    Some(fields)
-}
-
-/// What the relayer's stop summary says became of the writes acknowledged early: the fields of
-/// its last `stopped` line (`delivered`, `refused`, `refused_by_code`, `unknown`, `expired`,
-/// `expired_by_code`, `lost`), and whether it said every one was delivered.
-pub fn stop_summary(log: &str) -> (bool, std::collections::HashMap<String, String>) {
-    const OK: &str = "stopped, every acknowledged write delivered";
-    const NOT: &str = "stopped with acknowledged writes not delivered";
-    match (log_fields(log, OK), log_fields(log, NOT)) {
-        (Some(f), None) => (true, f),
-        (None, Some(f)) => (false, f),
-        _ => panic!("expected one stop summary in the log:\n{log}"),
     }
 }
 

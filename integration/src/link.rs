@@ -328,7 +328,7 @@ mod tests {
         let link = DelayLink::start(echo, delay);
         let mut c = TcpStream::connect(("127.0.0.1", link.port())).unwrap();
         c.set_nodelay(true).unwrap();
-        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        c.set_read_timeout(Some(crate::timeouts::HANG)).unwrap();
 
         // One round trip: at least two delays.
         let start = Instant::now();
@@ -378,7 +378,7 @@ mod tests {
         let echo = echo_server();
         let link = DelayLink::start(echo, Duration::from_micros(500));
         let mut c = TcpStream::connect(("127.0.0.1", link.port())).unwrap();
-        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        c.set_read_timeout(Some(crate::timeouts::HANG)).unwrap();
         c.write_all(b"x").unwrap();
         let mut b = [0u8; 1];
         c.read_exact(&mut b).unwrap();
@@ -391,7 +391,7 @@ mod tests {
 
         // New connections still work.
         let mut c = TcpStream::connect(("127.0.0.1", link.port())).unwrap();
-        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        c.set_read_timeout(Some(crate::timeouts::HANG)).unwrap();
         c.write_all(b"y").unwrap();
         c.read_exact(&mut b).unwrap();
         assert_eq!(&b, b"y");

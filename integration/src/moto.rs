@@ -18,16 +18,14 @@
 //! the same second in random order. Order across objects therefore says nothing; order within an
 //! object is the order of the call's records.
 
-use crate::{child_setup, free_port, output_with_timeout, target_dir};
+use crate::timeouts::START;
+use crate::{child_setup, free_port, target_dir};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-const START_TIMEOUT: Duration = Duration::from_secs(30);
-const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The control calls, run by the venv's python: `helper.py URL OP` with the arguments as JSON on
 /// stdin; prints the result as JSON on stdout.
@@ -138,7 +136,7 @@ impl Moto {
     }
 
     fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + START_TIMEOUT;
+        let deadline = Instant::now() + START;
         loop {
             if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 return Err(format!(
@@ -155,7 +153,7 @@ impl Moto {
             }
             if Instant::now() >= deadline {
                 return Err(format!(
-                    "moto_server on port {} not answering HTTP after {START_TIMEOUT:?}:\n{}",
+                    "moto_server on port {} not answering HTTP after {START:?}:\n{}",
                     self.port,
                     self.log()
                 ));
@@ -204,21 +202,13 @@ impl Moto {
     /// Runs one control call; panics with the helper's stderr if it fails.
     fn call(&self, op: &str, args: serde_json::Value) -> serde_json::Value {
         let python = venv_bin("python");
-        let mut cmd = Command::new(&python);
-        cmd.arg(self.dir.path().join("helper.py"))
-            .args([&self.url(), op])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        child_setup(&mut cmd);
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", python.display()));
-        {
-            let mut stdin = child.stdin.take().unwrap();
-            stdin.write_all(args.to_string().as_bytes()).unwrap();
-        }
-        let (st, out, err) = output_with_timeout(child, CALL_TIMEOUT, &format!("moto helper {op}"));
+        let (st, out, err) = crate::run_program(
+            Command::new(&python)
+                .arg(self.dir.path().join("helper.py"))
+                .args([&self.url(), op]),
+            args.to_string().as_bytes(),
+            &format!("moto helper {op} ({})", python.display()),
+        );
         if !st.success() {
             panic!(
                 "moto helper {op} {args} failed with {st}:\n{err}\n--- moto_server log ---\n{}",

@@ -27,6 +27,11 @@ pub fn free_port() -> u16 {
     free_with(&[0])
 }
 
+/// A relayer `listen` value on a free port: `tcp://127.0.0.1:<free_port()>`.
+pub fn tcp_listen() -> String {
+    format!("tcp://127.0.0.1:{}", free_port())
+}
+
 /// A port `p` such that `p` and `p + BUS_PORT_OFFSET` are both free and reserved (a Redis
 /// Cluster node and its bus).
 pub fn free_node_port() -> u16 {

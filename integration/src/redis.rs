@@ -1,5 +1,6 @@
 //! A private `redis-server` on a free 127.0.0.1 port.
 
+use crate::timeouts::START;
 use crate::{child_setup, free_port, Client, Reply};
 use std::fs::File;
 use std::path::Path;
@@ -8,7 +9,6 @@ use std::time::{Duration, Instant};
 
 const REDIS_SERVER: &str = "redis-server";
 const REDIS_CLI: &str = "redis-cli";
-const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A redis-server process, killed on drop.
 pub struct Redis {
@@ -82,7 +82,7 @@ impl Redis {
             .spawn()
             .map_err(|e| format!("spawn {REDIS_SERVER}: {e} (is redis-server installed?)"))?;
         self.child = Some(child);
-        let deadline = Instant::now() + START_TIMEOUT;
+        let deadline = Instant::now() + START;
         loop {
             if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 self.child = None;
@@ -102,7 +102,7 @@ impl Redis {
             }
             if Instant::now() >= deadline {
                 return Err(format!(
-                    "redis-server on port {} did not answer PING within {START_TIMEOUT:?}:\n{}",
+                    "redis-server on port {} did not answer PING within {START:?}:\n{}",
                     self.port,
                     self.log()
                 ));
@@ -162,7 +162,7 @@ impl Redis {
     /// Starts it again on the same port (killing it first if it runs), and waits for PING.
     pub fn restart(&mut self) {
         self.kill();
-        let deadline = Instant::now() + START_TIMEOUT;
+        let deadline = Instant::now() + START;
         loop {
             match self.spawn_and_wait() {
                 Ok(()) => return,
@@ -217,6 +217,27 @@ impl Redis {
         }
     }
 
+    /// Its number of keys (DBSIZE of DB 0).
+    pub fn dbsize(&self) -> i64 {
+        self.client().q("DBSIZE").as_int().expect("DBSIZE is an integer")
+    }
+
+    /// The ids of its client connections, in order: not the one asking, nor replication links
+    /// (flags=S).
+    pub fn connection_ids(&self) -> Vec<i64> {
+        let mut c = self.client();
+        let me = c.q("CLIENT ID").as_int().expect("CLIENT ID");
+        let list = c.q("CLIENT LIST").as_str().expect("CLIENT LIST");
+        let mut ids: Vec<i64> = list
+            .lines()
+            .filter(|l| !l.contains(" flags=S"))
+            .filter_map(|l| l.split(' ').find_map(|kv| kv.strip_prefix("id="))?.parse().ok())
+            .filter(|id| *id != me)
+            .collect();
+        ids.sort();
+        ids
+    }
+
     /// The directory redis runs in.
     pub fn dir(&self) -> &Path {
         self.dir.path()
@@ -232,16 +253,11 @@ impl Drop for Redis {
     }
 }
 
-/// Runs `redis-cli ARGS...`: exit status, stdout, stderr. Gives up (kills it) after 60 s.
+/// Runs `redis-cli ARGS...`: exit status, stdout, stderr (`run_program`).
 pub fn redis_cli(args: &[&str]) -> (ExitStatus, String, String) {
-    let mut cmd = Command::new(REDIS_CLI);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    child_setup(&mut cmd);
-    let child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {REDIS_CLI}: {e} (is redis-tools installed?)"));
-    crate::relayer::output_with_timeout(child, Duration::from_secs(60), &format!("redis-cli {args:?}"))
+    crate::run_program(
+        Command::new(REDIS_CLI).args(args),
+        b"",
+        &format!("{REDIS_CLI} {args:?} (is redis-tools installed?)"),
+    )
 }

@@ -1,13 +1,13 @@
 //! The smart-relayer binary, run on a config written to a temporary directory.
 
+use crate::log::{nth_record, RELOADED, RELOAD_FAILED};
+use crate::timeouts::{EXIT, HANG, PROGRAM, START};
 use crate::{child_setup, config_listens, parse_listen, relayer_bin, Client, ListenAddr};
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
-
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A running smart-relayer, killed on drop. Its stderr goes to a file (`log()`), printed when the
 /// test panics or when `RELAYER_TEST_LOG` is set.
@@ -23,7 +23,7 @@ pub struct Relayer {
 impl Relayer {
     /// Writes `config` (every `$DIR` replaced by the relayer's own temporary directory, for unix
     /// sockets) to a file, starts the relayer on it and waits until every `listen` of the config
-    /// accepts connections. Panics (with the relayer's log) if it exits or is not ready in 30 s.
+    /// accepts connections. Panics (with the relayer's log) if it exits or is not ready in `START`.
     pub fn start(config: &str) -> Relayer {
         let mut r = Relayer::spawn(config);
         r.wait_ready();
@@ -33,7 +33,7 @@ impl Relayer {
     /// A relayer for `redis` with two sync entries: `tcp://127.0.0.1:<free port>` (listen 0) and
     /// `unix:$DIR/relayer.sock` (listen 1); `extra` (more `key = value` lines) goes into both.
     pub fn for_redis(redis: &crate::Redis, extra: &str) -> Relayer {
-        let tcp = format!("tcp://127.0.0.1:{}", crate::free_port());
+        let tcp = crate::tcp_listen();
         let config = format!(
             "{}\n{}",
             crate::redis_entry(&tcp, &redis.url(), extra),
@@ -46,8 +46,23 @@ impl Relayer {
     /// (`tcp://HOST:PORT`: a redis-server, or a `DelayLink` in front of one); `extra` (more
     /// `key = value` lines) goes into the entry.
     pub fn smart(url: &str, extra: &str) -> Relayer {
-        let tcp = format!("tcp://127.0.0.1:{}", crate::free_port());
-        Relayer::start(&crate::redis_entry_mode("smart", &tcp, url, extra))
+        Relayer::start(&crate::redis_entry_mode(
+            "smart",
+            &crate::tcp_listen(),
+            url,
+            extra,
+        ))
+    }
+
+    /// A relayer with one entry, `tcp://127.0.0.1:<free port>`, in `mode` (`sync`, `smart`) in
+    /// front of `cluster`; `extra` (more `key = value` lines) goes into the entry.
+    pub fn for_cluster(cluster: &crate::Cluster, mode: &str, extra: &str) -> Relayer {
+        Relayer::start(&crate::cluster_entry(
+            mode,
+            &crate::tcp_listen(),
+            &cluster.seeds(),
+            extra,
+        ))
     }
 
     /// Like `start`, with more environment variables (or test ones replaced; an empty value
@@ -112,7 +127,7 @@ impl Relayer {
 
     /// Waits until every listen address of the config accepts a connection.
     pub fn wait_ready(&mut self) {
-        let deadline = Instant::now() + READY_TIMEOUT;
+        let deadline = Instant::now() + START;
         for listen in self.listens.clone() {
             loop {
                 if let Some(st) = self.try_wait() {
@@ -126,7 +141,7 @@ impl Relayer {
                 }
                 if Instant::now() >= deadline {
                     panic!(
-                        "smart-relayer not accepting on {listen} after {READY_TIMEOUT:?}; its log:\n{}",
+                        "smart-relayer not accepting on {listen} after {START:?}; its log:\n{}",
                         self.log()
                     );
                 }
@@ -168,6 +183,63 @@ impl Relayer {
                 );
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends SIGHUP and waits (within `HANG`) for the next `configuration reloaded` or `reload
+    /// failed` record. Panics (the relayer prints its log) if the relayer exits or neither comes.
+    pub fn sighup(&mut self) -> Reload {
+        let log = self.log();
+        let (ok, failed) = (log.matches(RELOADED).count(), log.matches(RELOAD_FAILED).count());
+        self.signal(libc::SIGHUP);
+        let deadline = Instant::now() + HANG;
+        loop {
+            let log = self.log();
+            if log.matches(RELOAD_FAILED).count() > failed {
+                // A multi-line record may still be on its way to the file.
+                std::thread::sleep(Duration::from_millis(100));
+                return Reload::Failed(nth_record(&self.log(), RELOAD_FAILED, failed).unwrap());
+            }
+            if let Some(record) = nth_record(&log, RELOADED, ok) {
+                return Reload::Applied(record);
+            }
+            if let Some(st) = self.try_wait() {
+                panic!("the relayer exited with {st} after SIGHUP");
+            }
+            if Instant::now() >= deadline {
+                panic!("neither '{RELOADED}' nor '{RELOAD_FAILED}' logged within {HANG:?} of SIGHUP");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Rewrites the config file (`rewrite_config`), sends SIGHUP and returns the `configuration
+    /// reloaded` record; panics if the reload failed.
+    pub fn reload(&mut self, config: &str) -> String {
+        self.rewrite_config(config);
+        match self.sighup() {
+            Reload::Applied(record) => record,
+            Reload::Failed(record) => panic!("the reload of a valid file failed: {record}"),
+        }
+    }
+
+    /// The first log line that contains every one of `needles` (case-insensitively), polled for
+    /// until `timeout`; panics with the log after that.
+    pub fn wait_log_line(&self, needles: &[&str], timeout: Duration) -> String {
+        let needles: Vec<String> = needles.iter().map(|n| n.to_ascii_lowercase()).collect();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.log();
+            if let Some(line) = log.lines().find(|l| {
+                let l = l.to_ascii_lowercase();
+                needles.iter().all(|n| l.contains(n.as_str()))
+            }) {
+                return line.to_string();
+            }
+            if Instant::now() >= deadline {
+                panic!("no log line with all of {needles:?} within {timeout:?}; the log:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
@@ -261,6 +333,14 @@ impl Drop for Relayer {
     }
 }
 
+/// The outcome of one SIGHUP (`Relayer::sighup`).
+pub enum Reload {
+    /// The `configuration reloaded` record.
+    Applied(String),
+    /// The `reload failed, configuration unchanged` record.
+    Failed(String),
+}
+
 /// The outcome of `smart-relayer --check -c FILE`.
 #[derive(Debug)]
 pub struct CheckOutput {
@@ -295,8 +375,7 @@ pub fn check_config_file(path: &Path) -> CheckOutput {
         .stderr(Stdio::piped());
     child_setup(&mut cmd);
     let child = cmd.spawn().expect("spawn smart-relayer --check");
-    let (status, stdout, stderr) =
-        output_with_timeout(child, Duration::from_secs(30), "smart-relayer --check");
+    let (status, stdout, stderr) = output_with_timeout(child, EXIT, "smart-relayer --check");
     CheckOutput {
         status,
         stdout,
@@ -304,6 +383,25 @@ pub fn check_config_file(path: &Path) -> CheckOutput {
         path: path.to_path_buf(),
         _dir: None,
     }
+}
+
+/// Runs `cmd` to completion (within `PROGRAM`) with `stdin` written to it, then closed: its exit
+/// status, stdout and stderr. It gets SIGKILL if the test dies first.
+pub fn run_program(cmd: &mut Command, stdin: &[u8], what: &str) -> (ExitStatus, String, String) {
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    child_setup(cmd);
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+    let mut input = child.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        // A program that exits early closes the pipe: not an error here, its output says why.
+        let _ = input.write_all(&data);
+    });
+    let r = output_with_timeout(child, PROGRAM, what);
+    writer.join().unwrap();
+    r
 }
 
 /// Collects a child's stdout and stderr and waits for it; kills it and panics after `timeout`.

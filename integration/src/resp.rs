@@ -4,15 +4,13 @@
 //! It never interprets what it sends (tests send malformed input on purpose), and it reads replies
 //! with a read timeout so that a relayer that hangs fails the test instead of blocking it.
 
+use crate::timeouts::HANG;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-/// How long a read waits by default before the test is failed as hung.
-pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One reply: RESP2, and the RESP3 types a client gets after HELLO 3.
 #[derive(Clone, PartialEq, Eq)]
@@ -428,8 +426,9 @@ fn is_reset(e: &io::Error) -> bool {
 
 impl Client {
     fn new(stream: Stream, name: String) -> io::Result<Client> {
-        stream.set_read_timeout(Some(DEFAULT_READ_TIMEOUT))?;
-        stream.set_write_timeout(Some(DEFAULT_READ_TIMEOUT))?;
+        // A reply (or room to write) that does not come is a hang: fail instead of blocking.
+        stream.set_read_timeout(Some(HANG))?;
+        stream.set_write_timeout(Some(HANG))?;
         Ok(Client {
             stream,
             buf: Vec::with_capacity(64 * 1024),
@@ -657,9 +656,9 @@ impl Client {
         }
     }
 
-    /// Panics unless the server closes the connection within 20 s.
+    /// Panics unless the server closes the connection (within `HANG`).
     pub fn expect_closed(&mut self) {
-        if let Err(e) = self.wait_closed(Duration::from_secs(20)) {
+        if let Err(e) = self.wait_closed(HANG) {
             panic!("{}: expected the server to close the connection: {e}", self.name);
         }
     }

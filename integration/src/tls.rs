@@ -2,9 +2,9 @@
 //! for localhost and 127.0.0.1, a client certificate, and an unrelated CA), and a redis-server
 //! that serves TLS on one port and plain TCP on another (for the test's own checks).
 
-use crate::{child_setup, free_port, Redis};
+use crate::{free_port, Redis};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 /// Certificates in a temporary directory, deleted on drop.
 pub struct TestCerts {
@@ -101,17 +101,11 @@ impl TestCerts {
     }
 
     fn openssl(&self, args: &[&str]) {
-        let mut cmd = Command::new("openssl");
-        cmd.args(args)
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        child_setup(&mut cmd);
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn openssl: {e} (is openssl installed?)"));
-        let (st, _, err) = crate::output_with_timeout(child, std::time::Duration::from_secs(60), "openssl");
+        let (st, _, err) = crate::run_program(
+            Command::new("openssl").args(args).current_dir(self.dir.path()),
+            b"",
+            "openssl (is openssl installed?)",
+        );
         assert!(st.success(), "openssl {args:?} failed with {st}: {err}");
     }
 }

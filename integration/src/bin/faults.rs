@@ -196,7 +196,7 @@ fn report(args: &Args, argv: &[String], rows: &[Row], relayer: &str) -> String {
          the relayer while a fault is injected; afterwards the backend is read and compared with what \
          every client was acknowledged and with what the relayer counted as not delivered. Written by \
          `integration/bench/faults.sh` (the `faults` binary of the integration crate, on \
-         `integration::faults`); `integration/tests/fault_matrix.rs` runs the same rows, short, and \
+         `integration::faults`); `integration/tests/all/fault_matrix.rs` runs the same rows, short, and \
          asserts the same invariants.\n\n",
     );
     r.push_str(&format!("- Machine: {}\n", machine()));
@@ -305,7 +305,7 @@ Columns:
   after that end is on the backend. A client's writes reach the backend in order, so by then the
   backlog the fault held has drained. `–` where the relayer was stopped or no fault is injected.
 
-Invariants (checked for every row, here and in `integration/tests/fault_matrix.rs`):
+Invariants (checked for every row, here and in `integration/tests/all/fault_matrix.rs`):
 
 1. SET: missing = counted not delivered, none of unknown outcome, no key with another value.
 2. RPUSH: counted not delivered <= missing <= counted not delivered + unknown.

@@ -8,26 +8,21 @@
 //! (`{"_ts":<ns>,"data":{"c1:7":"..."}}`), identified, and counted: missing lines fail a test,
 //! duplicates are printed (and must be 0 where no call can have been stored and then given up).
 
+use crate::helpers::now_ns;
 use integration::fake_firehose::{CallInfo, FakeFirehose, Faults, Outcome};
 use integration::fake_firehose::{MAX_BYTES_PER_CALL, MAX_RECORDS_PER_CALL, MAX_RECORD_BYTES};
+use integration::log::{STOPPED_LOST, STOPPED_OK};
+use integration::timeouts::{DELIVERY, EXIT, HANG};
 use integration::*;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-/// How long acknowledged lines may take to reach the endpoint once it answers again (the
-/// relayer's backoff goes up to 10 s).
-const DELIVERY: Duration = Duration::from_secs(60);
-/// Longest a single reply may take before the test calls it a hang.
-const HANG: Duration = Duration::from_secs(30);
+use std::time::{Duration, Instant};
 
 const BUFFER_FULL: &str = "ERR firehose buffer full: record not accepted, try again later";
 const DEAD_LETTER_MSG: &str = "firehose records written to the dead-letter file";
 const LOST_MSG: &str = "firehose records lost";
-const STOPPED_OK: &str = "stopped, every acknowledged write delivered";
-const STOPPED_LOST: &str = "stopped with acknowledged writes not delivered";
 const STOPPED_DEAD: &str = "stopped, writes not delivered in time written to the dead-letter file";
 const STOPPING: &str = "ERR firehose relayer stopping: record not accepted";
 
@@ -37,12 +32,7 @@ type Id = (usize, u64);
 /// One firehose entry on a free port writing to `fake` (stream `s`, flush every 0.2 s); `extra`
 /// (more `key = value` lines) goes into the entry and may override nothing set here.
 fn config(fake: &FakeFirehose, extra: &str) -> String {
-    format!(
-        "[[relayer]]\nprotocol = \"firehose\"\nlisten = \"tcp://127.0.0.1:{}\"\nstreamName = \"s\"\n\
-         region = \"us-east-1\"\nendpoint = \"{}\"\n{extra}\n",
-        free_port(),
-        fake.url()
-    )
+    firehose_entry(&tcp_listen(), "s", &fake.url(), extra)
 }
 
 /// `config` with `flushInterval = 0.2` unless `extra` sets it.
@@ -80,10 +70,6 @@ fn line_for(ts: u64, key: &str, value: &str) -> String {
 /// Size of the line (JSON text + `\n`) of `SET key <value of len bytes>` with a 19-digit `_ts`.
 fn line_size(key: &str, value_len: usize) -> usize {
     line_for(1_000_000_000_000_000_000, key, &"x".repeat(value_len)).len() + 1
-}
-
-fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
 }
 
 /// Checks that `raw` is exactly the line of a `SET c<client>:<seq> <value(id, len)>` (ns
@@ -1009,7 +995,7 @@ fn stop_delivers_buffered_lines() {
         .collect();
     let before = fake.line_count();
     relayer.signal(libc::SIGTERM);
-    let status = relayer.wait_exit(HANG);
+    let status = relayer.wait_exit(EXIT);
     assert!(status.success(), "exit status {status}; log:\n{}", relayer.log());
     let d = delivery(&fake, &sent);
     assert!(
@@ -1041,7 +1027,7 @@ fn stop_with_endpoint_down_writes_the_dead_letter_file() {
         .collect();
     let t = Instant::now();
     relayer.signal(libc::SIGTERM);
-    let status = relayer.wait_exit(HANG);
+    let status = relayer.wait_exit(EXIT);
     eprintln!("stop with the endpoint down: {status} after {:?}", t.elapsed());
     let log = relayer.log();
     assert!(status.success(), "exit status {status}; log:\n{log}");
@@ -1081,7 +1067,7 @@ fn stop_with_endpoint_down_and_no_dead_letter_file_counts_the_loss() {
     c.set_read_timeout(HANG);
     set_lines(&mut c, 0, 0..200, |_| 30, 50).unwrap();
     relayer.signal(libc::SIGTERM);
-    let status = relayer.wait_exit(HANG);
+    let status = relayer.wait_exit(EXIT);
     let log = relayer.log();
     assert!(status.success(), "exit status {status}; log:\n{log}");
     assert_eq!(sum_field(&log, STOPPED_LOST, "lost"), (200, 1), "log:\n{log}");
@@ -1161,7 +1147,7 @@ fn stop_while_clients_write(down: bool) {
         acked.lock().unwrap().len() >= 500
     });
     relayer.signal(libc::SIGTERM);
-    let status = relayer.wait_exit(HANG);
+    let status = relayer.wait_exit(EXIT);
     for w in writers {
         w.join().expect("writer");
     }

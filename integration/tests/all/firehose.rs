@@ -7,17 +7,17 @@
 //! holds everything it will ever hold, and the comparison is exact (a missing line, an extra line
 //! and a duplicate all fail).
 
+use crate::helpers::{metrics_page, now_ns};
+use integration::log::STOPPED_OK;
 use integration::moto::Moto;
+use integration::timeouts::{DELIVERY, EXIT, HANG};
 use integration::*;
 use serde_json::{json, Value};
-use std::process::{Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::process::Command;
 
 /// How far outside the window measured around a command its `_ts` may be: the relayer reads the
 /// clock itself, a millisecond is room for a clock read before our own, not for a wrong time.
 const TS_SLACK_NS: u64 = 1_000_000;
-const STOP_TIMEOUT: Duration = Duration::from_secs(30);
-const PHP_TIMEOUT: Duration = Duration::from_secs(120);
 /// The spec's limit of one record (line), JSON text + newline.
 const RECORD_LIMIT: usize = 1_024_000;
 
@@ -26,21 +26,10 @@ macro_rules! args {
     ($($a:expr),* $(,)?) => { vec![$(AsRef::<[u8]>::as_ref(&$a).to_vec()),*] };
 }
 
-fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
-}
-
-fn tcp_listen() -> String {
-    format!("tcp://127.0.0.1:{}", free_port())
-}
-
 /// One firehose `[[relayer]]` entry sending to `endpoint`, with a 0.2 s flush interval; `extra`
 /// (more `key = value` lines) is appended.
-fn firehose_entry(listen: &str, stream: &str, endpoint: &str, extra: &str) -> String {
-    format!(
-        "[[relayer]]\nprotocol = \"firehose\"\nlisten = \"{listen}\"\nstreamName = \"{stream}\"\n\
-         region = \"us-east-1\"\nendpoint = \"{endpoint}\"\nflushInterval = 0.2\n{extra}\n"
-    )
+fn entry(listen: &str, stream: &str, endpoint: &str, extra: &str) -> String {
+    firehose_entry(listen, stream, endpoint, &format!("flushInterval = 0.2\n{extra}"))
 }
 
 /// moto with the stream `stream` writing to `bucket`, and a relayer with one firehose entry on
@@ -48,24 +37,23 @@ fn firehose_entry(listen: &str, stream: &str, endpoint: &str, extra: &str) -> St
 fn start_one(stream: &str, bucket: &str, extra: &str) -> (Moto, Relayer) {
     let moto = Moto::start();
     moto.create_delivery_stream(stream, bucket);
-    let relayer = Relayer::start(&firehose_entry(&tcp_listen(), stream, &moto.url(), extra));
+    let relayer = Relayer::start(&entry(&tcp_listen(), stream, &moto.url(), extra));
     (moto, relayer)
 }
 
-/// SIGTERM, then the relayer must exit 0 within 30 s saying that every acknowledged write was
+/// SIGTERM, then the relayer must exit 0 (within `EXIT`) saying that every acknowledged write was
 /// delivered (it drains its buffer on stop).
 fn stop_drained(relayer: &mut Relayer) {
     relayer.signal(libc::SIGTERM);
-    let st = relayer.wait_exit(STOP_TIMEOUT);
+    let st = relayer.wait_exit(EXIT);
     let log = relayer.log();
     assert!(
         st.success(),
         "the relayer exited with {st} after SIGTERM; its log:\n{log}"
     );
     assert!(
-        log.contains("stopped, every acknowledged write delivered"),
-        "after SIGTERM the relayer's log must end with 'stopped, every acknowledged write delivered'; \
-         its log:\n{log}"
+        log.contains(STOPPED_OK),
+        "after SIGTERM the relayer's log must end with '{STOPPED_OK}'; its log:\n{log}"
     );
 }
 
@@ -273,17 +261,7 @@ fn assert_bucket(moto: &Moto, bucket: &str, exp: &Expect) {
 
 /// `GET /metrics` on 127.0.0.1:`port`: the value of `name{listen="<listen>"}`, None if absent.
 fn metric(port: u16, name: &str, listen: &str) -> Option<f64> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to metricsListen");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    assert!(
-        body.starts_with("HTTP/1.1 200"),
-        "metrics endpoint answered:\n{body}"
-    );
+    let body = metrics_page(port);
     let key = format!("{name}{{listen=\"{listen}\"}}");
     body.lines()
         .find_map(|l| l.strip_prefix(&key)?.trim().parse().ok())
@@ -336,16 +314,14 @@ fn run_php_example(host: &str, port: u16, count: usize) -> (String, (u64, u64)) 
     let path = examples_dir().join("php").join("firehose_stream.php");
     assert!(path.is_file(), "missing example {}", path.display());
     let from = now_ns();
-    let child = Command::new("php")
-        .arg(&path)
-        .args([host, &port.to_string(), &count.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run php (Debian's php-cli)");
     let what = format!("php firehose_stream.php {host} {port} {count}");
-    let (st, out, err) = output_with_timeout(child, PHP_TIMEOUT, &what);
+    let (st, out, err) = run_program(
+        Command::new("php")
+            .arg(&path)
+            .args([host, &port.to_string(), &count.to_string()]),
+        b"",
+        &format!("{what} (Debian's php-cli)"),
+    );
     let to = now_ns();
     assert!(
         st.success(),
@@ -587,8 +563,8 @@ fn every_command_kind_reaches_s3_line_by_line() {
     let ms_listen = tcp_listen();
     let metrics_port = free_port();
     let config = format!("metricsListen = \"127.0.0.1:{metrics_port}\"\n")
-        + &firehose_entry(&ns_listen, "events", &moto.url(), "")
-        + &firehose_entry(
+        + &entry(&ns_listen, "events", &moto.url(), "")
+        + &entry(
             &ms_listen,
             "events-ms",
             &moto.url(),
@@ -756,11 +732,9 @@ fn every_command_kind_reaches_s3_line_by_line() {
     for (listen, exp) in [(&ns_listen, &ns), (&ms_listen, &ms)] {
         let lines = (exp.lines.len() + exp.raws.len()) as f64;
         let get = |name: &str| metric(metrics_port, name, listen);
-        wait_until(
-            Duration::from_secs(30),
-            &format!("{lines} lines delivered on {listen}"),
-            || get("relayer_firehose_delivered_total") == Some(lines),
-        );
+        wait_until(DELIVERY, &format!("{lines} lines delivered on {listen}"), || {
+            get("relayer_firehose_delivered_total") == Some(lines)
+        });
         assert_eq!(
             get("relayer_firehose_lines_total"),
             Some(lines),
@@ -1036,7 +1010,7 @@ fn replies_are_exactly_the_specs() {
     if got != Reply::ok() {
         failures.push(format!("QUIT: expected +OK, got {got:?}"));
     }
-    if let Err(e) = c.wait_closed(Duration::from_secs(20)) {
+    if let Err(e) = c.wait_closed(HANG) {
         failures.push(format!("after QUIT: expected the connection closed: {e}"));
     }
     assert!(
@@ -1112,7 +1086,7 @@ fn bad_input_is_refused_and_the_relayer_keeps_serving() {
         let _ = c.try_send_raw(input);
         match c.try_read_reply() {
             Ok(r) if r.is_error_starting("ERR Protocol error: ") => {
-                if let Err(e) = c.wait_closed(Duration::from_secs(20)) {
+                if let Err(e) = c.wait_closed(HANG) {
                     failures.push(format!(
                         "{what}: after {r:?}, expected the connection closed: {e}"
                     ));
@@ -1329,7 +1303,7 @@ fn firehose_config_errors_exit_2_naming_the_key() {
 
     // A start on a bad file exits 2 too, naming the key.
     let mut r = Relayer::spawn(&with("buffer = 0"));
-    let st = r.wait_exit(Duration::from_secs(20));
+    let st = r.wait_exit(EXIT);
     if st.code() != Some(2) || !r.log().contains("buffer") {
         failures.push(format!(
             "starting on a file with buffer = 0: expected exit status 2 and 'buffer' in the log, got {st}; log: {}",
@@ -1397,7 +1371,7 @@ fn php_firehose_stream_example_over_unix_socket() {
     const N: usize = 150;
     let moto = Moto::start();
     moto.create_delivery_stream("php", "php-bucket");
-    let mut relayer = Relayer::start(&firehose_entry(
+    let mut relayer = Relayer::start(&entry(
         "unix:$DIR/firehose.sock",
         "php",
         &moto.url(),
@@ -1410,18 +1384,14 @@ fn php_firehose_stream_example_over_unix_socket() {
     // Delivered within the flush interval, without waiting for a stop: every line (a RAWSET
     // payload here holds no newline) reaches S3 while the relayer runs.
     let want = exp.lines.len() + exp.raws.len();
-    wait_until(
-        Duration::from_secs(30),
-        &format!("{want} lines in S3 before any stop"),
-        || {
-            let objects = moto.s3_objects("php-bucket");
-            objects
-                .iter()
-                .map(|(_, b)| b.iter().filter(|&&c| c == b'\n').count())
-                .sum::<usize>()
-                >= want
-        },
-    );
+    wait_until(DELIVERY, &format!("{want} lines in S3 before any stop"), || {
+        let objects = moto.s3_objects("php-bucket");
+        objects
+            .iter()
+            .map(|(_, b)| b.iter().filter(|&&c| c == b'\n').count())
+            .sum::<usize>()
+            >= want
+    });
     stop_drained(&mut relayer);
     assert_bucket(&moto, "php-bucket", &exp);
 }

@@ -2,23 +2,17 @@
 //! slot, multi-key commands split and merged, redirections followed, and what the clients were
 //! told compared with what the cluster holds.
 
+use integration::timeouts::{DELIVERY, EXIT, HANG, PROGRAM};
 use integration::*;
 use std::collections::BTreeSet;
 use std::time::Duration;
-
-const T: Duration = Duration::from_secs(30);
-
-fn relayer_for(cluster: &Cluster, mode: &str, extra: &str) -> Relayer {
-    let listen = format!("tcp://127.0.0.1:{}", free_port());
-    Relayer::start(&cluster_entry(mode, &listen, &cluster.seeds(), extra))
-}
 
 #[test]
 fn commands_are_routed_by_slot_in_sync_and_smart_mode() {
     let cluster = Cluster::start();
     for (mode, extra) in [("sync", ""), ("smart", ""), ("smart", "maxConnections = 2")] {
         cluster.flushall();
-        let relayer = relayer_for(&cluster, mode, extra);
+        let relayer = Relayer::for_cluster(&cluster, mode, extra);
         let mut c = relayer.client();
         let keys = cluster.keys_on_every_master_prefixed(mode, 300);
         for (i, k) in keys.iter().enumerate() {
@@ -46,7 +40,7 @@ fn commands_are_routed_by_slot_in_sync_and_smart_mode() {
 #[test]
 fn multi_key_commands_are_split_and_merged_in_key_order() {
     let cluster = Cluster::start();
-    let relayer = relayer_for(&cluster, "sync", "");
+    let relayer = Relayer::for_cluster(&cluster, "sync", "");
     let mut c = relayer.client();
     let keys = cluster.keys_on_every_master(12);
     let mut mset = vec!["MSET".to_string()];
@@ -109,7 +103,7 @@ fn multi_key_commands_are_split_and_merged_in_key_order() {
 #[test]
 fn ping_echo_hello_and_quit_are_answered_locally() {
     let cluster = Cluster::start();
-    let relayer = relayer_for(&cluster, "sync", "");
+    let relayer = Relayer::for_cluster(&cluster, "sync", "");
     let mut c = relayer.client();
     assert_eq!(c.cmd(&["PING", "hi"]), Reply::bulk("hi"));
     assert_eq!(c.cmd(&["ECHO", "hello"]), Reply::bulk("hello"));
@@ -143,7 +137,7 @@ fn ping_echo_hello_and_quit_are_answered_locally() {
 #[test]
 fn cross_slot_commands_and_select_get_redis_errors() {
     let cluster = Cluster::start();
-    let relayer = relayer_for(&cluster, "sync", "");
+    let relayer = Relayer::for_cluster(&cluster, "sync", "");
     let mut c = relayer.client();
     let keys = cluster.keys_on_every_master(3);
     let crossslot = Reply::error("CROSSSLOT Keys in request don't hash to the same slot");
@@ -181,7 +175,7 @@ fn slot_migration_under_load_is_followed() {
     let cluster = Cluster::start();
     for mode in ["sync", "smart"] {
         cluster.flushall();
-        let relayer = relayer_for(&cluster, mode, "");
+        let relayer = Relayer::for_cluster(&cluster, mode, "");
         let mut c = relayer.client();
         let slot = Cluster::slot_of("{m}");
         let from = cluster.node_for_slot(slot);
@@ -218,7 +212,7 @@ fn slot_migration_under_load_is_followed() {
 #[test]
 fn failover_loses_no_acknowledged_write() {
     let cluster = Cluster::start();
-    let relayer = relayer_for(&cluster, "smart", "");
+    let relayer = Relayer::for_cluster(&cluster, "smart", "");
     let mut c = relayer.client();
     let keys = cluster.keys_on_every_master(60);
     let replica = cluster.replicas()[0];
@@ -235,13 +229,13 @@ fn failover_loses_no_acknowledged_write() {
         }
     }
     let want: std::collections::HashMap<_, _> = acknowledged.into_iter().collect();
-    poll_until(T, "every acknowledged write in the cluster", || {
+    poll_until(DELIVERY, "every acknowledged write in the cluster", || {
         want.iter()
             .all(|(k, v)| cluster.get(k) == Reply::bulk(v))
             .then_some(())
     });
     // Sync reads work again.
-    let r = poll_until(T, "reads through the relayer", || {
+    let r = poll_until(HANG, "reads through the relayer", || {
         let r = c.cmd(&["GET", &keys[0]]);
         (!r.is_error()).then_some(r)
     });
@@ -257,13 +251,13 @@ fn killed_master_loses_no_acknowledged_write() {
         node_timeout_ms: FAST_NODE_TIMEOUT_MS,
         ..Default::default()
     });
-    let relayer = relayer_for(&cluster, "smart", "");
+    let relayer = Relayer::for_cluster(&cluster, "smart", "");
     let mut c = relayer.client();
     let keys = cluster.keys_on_every_master(90);
     for k in &keys {
         assert_eq!(c.cmd(&["SET", k, "before"]), Reply::ok());
     }
-    wait_until(T, "first writes in the cluster", || {
+    wait_until(DELIVERY, "first writes in the cluster", || {
         keys.iter().all(|k| cluster.get(k) == Reply::bulk("before"))
     });
     cluster.wait_replicated();
@@ -274,10 +268,12 @@ fn killed_master_loses_no_acknowledged_write() {
         assert_eq!(c.cmd(&["SET", k, "during"]), Reply::ok(), "{k}");
     }
     cluster.wait_failover_after_kill(victim);
-    wait_until(T, "every write made during the outage in the cluster", || {
-        keys.iter().all(|k| cluster.get(k) == Reply::bulk("during"))
-    });
-    let r = poll_until(T, "sync reads through the relayer", || {
+    wait_until(
+        DELIVERY,
+        "every write made during the outage in the cluster",
+        || keys.iter().all(|k| cluster.get(k) == Reply::bulk("during")),
+    );
+    let r = poll_until(HANG, "sync reads through the relayer", || {
         let r = c.cmd(&["GET", &keys[0]]);
         (!r.is_error()).then_some(r)
     });
@@ -299,7 +295,7 @@ fn killed_master_loses_no_acknowledged_write() {
 fn reshard_under_load_keeps_every_client_in_order() {
     let cluster = Cluster::start();
     for mode in ["sync", "smart"] {
-        let relayer = relayer_for(&cluster, mode, "");
+        let relayer = Relayer::for_cluster(&cluster, mode, "");
         let masters = cluster.masters();
         // redis-cli moves the source's first slots.
         let first = cluster.slots_of(masters[0])[0].0;
@@ -350,7 +346,7 @@ fn seeds_down_at_start_then_back() {
     for &n in &all {
         cluster.kill(n);
     }
-    let relayer = relayer_for(&cluster, "sync", "");
+    let relayer = Relayer::for_cluster(&cluster, "sync", "");
     let mut c = relayer.client();
     let r = c.cmd(&["GET", "k"]);
     assert!(r.is_error_starting("ERR relayer: cluster not available"), "{r:?}");
@@ -359,7 +355,7 @@ fn seeds_down_at_start_then_back() {
         cluster.nodes_mut_restart(n);
     }
     cluster.wait_settled();
-    let r = poll_until(T, "the relayer reaching the cluster", || {
+    let r = poll_until(HANG, "the relayer reaching the cluster", || {
         let r = c.cmd(&["SET", "k", "v"]);
         (!r.is_error()).then_some(r)
     });
@@ -373,7 +369,7 @@ fn seeds_down_at_start_then_back() {
 fn seeds_unreachable_at_start_then_the_cluster_appears() {
     let ports = free_node_ports(6);
     let seeds: Vec<String> = ports.iter().map(|p| format!("tcp://127.0.0.1:{p}")).collect();
-    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let listen = tcp_listen();
     let relayer = Relayer::start(&cluster_entry("smart", &listen, &seeds.join(" "), ""));
     let mut c = relayer.client();
     let r = c.cmd(&["GET", "k"]);
@@ -384,20 +380,20 @@ fn seeds_unreachable_at_start_then_the_cluster_appears() {
         ports,
         ..Default::default()
     });
-    let r = poll_until(T, "the relayer reaching the cluster", || {
+    let r = poll_until(HANG, "the relayer reaching the cluster", || {
         let r = c.cmd(&["GET", "k"]);
         (!r.is_error()).then_some(r)
     });
     assert_eq!(r, Reply::Nil);
     assert_eq!(c.cmd(&["SET", "k", "v"]), Reply::ok());
-    wait_until(T, "both writes in the cluster", || {
+    wait_until(HANG, "both writes in the cluster", || {
         cluster.get("k") == Reply::bulk("v") && cluster.get("early") == Reply::bulk("1")
     });
 }
 
 #[test]
 fn cluster_url_errors_name_the_key() {
-    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let listen = tcp_listen();
     let cases = [
         ("", "no seed node"),
         ("unix:/tmp/x.sock", "cluster nodes are reached over TCP"),
@@ -470,19 +466,15 @@ impl Load {
     /// Waits until every client has gone `n` more times over all its keys.
     fn wait_rounds(&self, n: u64) {
         let marks: Vec<u64> = self.rounds.iter().map(|r| r.load(Ordering::Relaxed)).collect();
-        wait_until(
-            Duration::from_secs(120),
-            "every client to write all its keys again",
-            || {
-                if let Some(e) = self.failed.lock().unwrap().as_ref() {
-                    panic!("{e}");
-                }
-                self.rounds
-                    .iter()
-                    .zip(&marks)
-                    .all(|(r, m)| r.load(Ordering::Relaxed) >= m + n)
-            },
-        );
+        wait_until(PROGRAM, "every client to write all its keys again", || {
+            if let Some(e) = self.failed.lock().unwrap().as_ref() {
+                panic!("{e}");
+            }
+            self.rounds
+                .iter()
+                .zip(&marks)
+                .all(|(r, m)| r.load(Ordering::Relaxed) >= m + n)
+        });
     }
 }
 
@@ -650,7 +642,7 @@ fn write_through(
 /// on their way given time), never an older one.
 fn assert_last_values(cluster: &Cluster, relayer: &Relayer, last: &HashMap<String, u64>, stage: &str) {
     let keys: Vec<String> = last.keys().cloned().collect();
-    let deadline = Instant::now() + T;
+    let deadline = Instant::now() + DELIVERY;
     loop {
         let values = cluster.get_all(&keys);
         let wrong: Vec<String> = keys
@@ -685,8 +677,8 @@ fn writers_keep_their_last_acknowledged_value_through_failover_reshard_and_kill(
         node_timeout_ms: FAST_NODE_TIMEOUT_MS,
         ..Default::default()
     });
-    let smart = relayer_for(&cluster, "smart", "maxConnections = 2");
-    let sync = relayer_for(&cluster, "sync", "maxConnections = 2");
+    let smart = Relayer::for_cluster(&cluster, "smart", "maxConnections = 2");
+    let sync = Relayer::for_cluster(&cluster, "sync", "maxConnections = 2");
     // The reshard moves the first 300 slots of the master of slot 0: slots 0..300.
     const MOVED: std::ops::Range<u16> = 0..300;
     let writers = 4;
@@ -747,7 +739,7 @@ fn writers_keep_their_last_acknowledged_value_through_failover_reshard_and_kill(
     let last = write_through(&smart, &keys, 3 << 20, || {
         cluster.kill(victim);
         let other = cluster.node_for_slot(0);
-        let down_or_done = poll_until(T, "the cluster to notice the dead master", || {
+        let down_or_done = poll_until(HANG, "the cluster to notice the dead master", || {
             let info = cluster
                 .client(other)
                 .cmd(&["CLUSTER", "INFO"])
@@ -810,7 +802,7 @@ fn writers_keep_their_last_acknowledged_value_through_failover_reshard_and_kill(
 #[test]
 fn five_redirections_then_a_clear_error() {
     let cluster = Cluster::start();
-    let relayer = relayer_for(&cluster, "sync", "");
+    let relayer = Relayer::for_cluster(&cluster, "sync", "");
     let mut c = relayer.client();
     let key = "hops";
     let slot = slot_of(key);
@@ -837,7 +829,7 @@ fn multi_blocks_and_tryagain_during_a_migration() {
     let cluster = Cluster::start();
     for mode in ["sync", "smart"] {
         cluster.flushall();
-        let relayer = relayer_for(&cluster, mode, "");
+        let relayer = Relayer::for_cluster(&cluster, mode, "");
         let mut c = relayer.client();
         let slot = slot_of("{mx}");
         let from = cluster.node_for_slot(slot);
@@ -910,7 +902,7 @@ fn multi_blocks_and_tryagain_during_a_migration() {
 fn pipelined_read_your_writes_across_ask_and_moved() {
     let cluster = Cluster::start();
     for mode in ["smart", "sync"] {
-        let relayer = relayer_for(&cluster, mode, "maxConnections = 2");
+        let relayer = Relayer::for_cluster(&cluster, mode, "maxConnections = 2");
         let slot = slot_of("{ryw}");
         let keys = keys_in_slot(slot, 30);
         let load = Load::new(1);
@@ -964,7 +956,7 @@ fn pipelined_read_your_writes_across_ask_and_moved() {
 #[test]
 fn writes_sent_again_keep_the_order_the_client_sent_them_in() {
     let cluster = Cluster::start();
-    let relayer = relayer_for(&cluster, "smart", "");
+    let relayer = Relayer::for_cluster(&cluster, "smart", "");
     let mut c = relayer.client();
     let slot = slot_of("{ord}");
     let from = cluster.node_for_slot(slot);
@@ -980,7 +972,7 @@ fn writes_sent_again_keep_the_order_the_client_sent_them_in() {
     ];
     assert_eq!(c.pipeline(&cmds), vec![Reply::ok(), Reply::ok()]);
     // The SET ran on the target once the pause ended; the MSET gets TRYAGAIN until the end.
-    wait_until(T, "the SET on the importing node", || {
+    wait_until(HANG, "the SET on the importing node", || {
         let mut target = cluster.client(to);
         target.cmd(&["ASKING"]);
         target.cmd(&["GET", "{ord}a"]) == Reply::bulk("1")
@@ -1003,7 +995,7 @@ fn writes_sent_again_keep_the_order_the_client_sent_them_in() {
 #[test]
 fn commands_for_every_master_wait_for_the_clients_held_writes() {
     let cluster = Cluster::start();
-    let relayer = relayer_for(&cluster, "smart", "");
+    let relayer = Relayer::for_cluster(&cluster, "smart", "");
     let mut c = relayer.client();
     let slot = slot_of("{fan}");
     let from = cluster.node_for_slot(slot);
@@ -1045,7 +1037,7 @@ fn commands_for_every_master_wait_for_the_clients_held_writes() {
 #[test]
 fn admin_commands_reach_every_master_or_are_refused() {
     let cluster = Cluster::start();
-    let relayer = relayer_for(&cluster, "sync", "");
+    let relayer = Relayer::for_cluster(&cluster, "sync", "");
     let mut c = relayer.client();
     let keys = cluster.keys_on_every_master(30);
     for k in &keys {
@@ -1057,7 +1049,7 @@ fn admin_commands_reach_every_master_or_are_refused() {
         assert_eq!(c.cmd(&["SET", k, "v"]), Reply::ok());
     }
     assert_eq!(c.cmd(&["FLUSHDB", "ASYNC"]), Reply::ok());
-    wait_until(T, "FLUSHDB ASYNC everywhere", || cluster.dbsize_total() == 0);
+    wait_until(HANG, "FLUSHDB ASYNC everywhere", || cluster.dbsize_total() == 0);
 
     let sha = c.cmd(&["SCRIPT", "LOAD", "return 7"]);
     let sha = sha.as_str().unwrap_or_else(|| panic!("SCRIPT LOAD: {sha:?}"));
@@ -1142,7 +1134,7 @@ fn admin_commands_reach_every_master_or_are_refused() {
 #[test]
 fn scan_visits_every_key_across_a_failover() {
     let cluster = Cluster::start();
-    let relayer = relayer_for(&cluster, "sync", "");
+    let relayer = Relayer::for_cluster(&cluster, "sync", "");
     let mut c = relayer.client();
     let keys = cluster.keys_on_every_master(240);
     for k in &keys {
@@ -1189,7 +1181,7 @@ fn scan_visits_every_key_across_a_failover() {
 #[test]
 fn split_mset_is_acknowledged_at_once_in_smart_mode() {
     let cluster = Cluster::start();
-    let relayer = relayer_for(&cluster, "smart", "");
+    let relayer = Relayer::for_cluster(&cluster, "smart", "");
     let mut c = relayer.client();
     let keys = cluster.keys_on_every_master(3);
     let paused = cluster.node_for_slot(slot_of(&keys[1]));
@@ -1203,7 +1195,7 @@ fn split_mset_is_acknowledged_at_once_in_smart_mode() {
     assert_eq!(c.cmd(&mset), Reply::ok());
     // Acknowledged while the paused master had not run its part yet (it still answers reads).
     assert_eq!(admin.cmd(&["GET", &keys[1]]), Reply::Nil);
-    wait_until(T, "every part of the MSET in the cluster", || {
+    wait_until(HANG, "every part of the MSET in the cluster", || {
         keys.iter().all(|k| cluster.get(k) == Reply::bulk("m"))
     });
     // A refused background write names the node that refused it, not the first seed.
@@ -1213,7 +1205,7 @@ fn split_mset_is_acknowledged_at_once_in_smart_mode() {
         .expect("a key on another node than the first seed");
     let owner = cluster.node_for_slot(slot_of(key));
     assert_eq!(c.cmd(&["HSET", key, "f", "v"]), Reply::int(1));
-    wait_until(T, "the refused write in the log", || {
+    wait_until(HANG, "the refused write in the log", || {
         relayer.log().contains("background write refused")
     });
     let log = relayer.log();
@@ -1232,7 +1224,7 @@ fn split_mset_is_acknowledged_at_once_in_smart_mode() {
 #[test]
 fn compression_on_a_cluster_relayer() {
     let cluster = Cluster::start();
-    let relayer = relayer_for(&cluster, "sync", "compress = true");
+    let relayer = Relayer::for_cluster(&cluster, "sync", "compress = true");
     let mut c = relayer.client();
     let keys = cluster.keys_on_every_master(3);
     let long = "x".repeat(1000);
@@ -1267,7 +1259,7 @@ fn the_map_is_found_again_when_every_known_master_is_gone() {
     let mut cluster = Cluster::start();
     let masters = cluster.masters();
     let seeds: Vec<String> = masters.iter().map(|&m| cluster.node(m).url()).collect();
-    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let listen = tcp_listen();
     let relayer = Relayer::start(&cluster_entry("sync", &listen, &seeds.join(" "), ""));
     let mut c = relayer.client();
     assert_eq!(c.cmd(&["SET", "k", "1"]), Reply::ok());
@@ -1277,7 +1269,7 @@ fn the_map_is_found_again_when_every_known_master_is_gone() {
         cluster.kill(m);
     }
     cluster.wait_settled();
-    let r = poll_until(T, "the relayer finding the new masters", || {
+    let r = poll_until(HANG, "the relayer finding the new masters", || {
         let r = c.cmd(&["SET", "k", "2"]);
         (!r.is_error()).then_some(r)
     });
@@ -1296,7 +1288,7 @@ fn fail_over_every_master(cluster: &Cluster) {
     for &r in &replicas {
         let ok = cluster.cmd_on_node(r, &["CLUSTER", "FAILOVER"]);
         assert!(ok.is_ok(), "CLUSTER FAILOVER on node {r}: {ok:?}");
-        wait_until(T, &format!("node {r} to take over"), || {
+        wait_until(HANG, &format!("node {r} to take over"), || {
             let role = cluster.cmd_on_node(r, &["ROLE"]);
             role.as_array().and_then(|a| a.first()?.as_str()).as_deref() == Some("master")
         });
@@ -1309,7 +1301,7 @@ fn fail_over_every_master(cluster: &Cluster) {
 #[test]
 fn reload_counts_writes_waiting_for_a_dead_master_as_lost() {
     let mut cluster = Cluster::start();
-    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let listen = tcp_listen();
     let seeds = cluster.seeds();
     let entry = |extra: &str| cluster_entry("smart", &listen, &seeds, extra);
     let mut relayer = Relayer::start(&entry("drainTimeout = 1"));
@@ -1331,7 +1323,7 @@ fn reload_counts_writes_waiting_for_a_dead_master_as_lost() {
     let config = entry("drainTimeout = 1\nmaxPendingReplies = 2000");
     relayer.rewrite_config(&config);
     relayer.signal(libc::SIGHUP);
-    wait_until(T, "the writes counted as lost", || {
+    wait_until(HANG, "the writes counted as lost", || {
         relayer.log().contains("background writes lost")
     });
     let log = relayer.log();
@@ -1344,35 +1336,12 @@ fn reload_counts_writes_waiting_for_a_dead_master_as_lost() {
     assert_eq!(c.cmd(&["PING"]), Reply::status("PONG"));
 }
 
-/// Sends SIGHUP after rewriting the config, and waits for the reload to be logged.
-fn reload(relayer: &mut Relayer, config: &str) {
-    let before = relayer.log().matches("configuration reloaded").count();
-    relayer.rewrite_config(config);
-    relayer.signal(libc::SIGHUP);
-    wait_until(T, "the reload", || {
-        relayer.log().matches("configuration reloaded").count() > before
-    });
-}
-
-/// The ids of the connections to `node` (but the one asking).
-fn connection_ids(cluster: &Cluster, node: usize) -> Vec<i64> {
-    let mut c = cluster.client(node);
-    let me = c.cmd(&["CLIENT", "ID"]).as_int().expect("CLIENT ID");
-    let list = c.cmd(&["CLIENT", "LIST"]).as_str().expect("CLIENT LIST");
-    // Not the replication links (flags=S).
-    list.lines()
-        .filter(|l| !l.contains(" flags=S"))
-        .filter_map(|l| l.split(' ').find_map(|kv| kv.strip_prefix("id="))?.parse().ok())
-        .filter(|id| *id != me)
-        .collect()
-}
-
 /// A reload replaces a cluster target while a split MGET waits for a paused master: the old
 /// target stops as soon as that last part is answered, not at the end of drainTimeout.
 #[test]
 fn a_replaced_target_stops_once_its_last_split_part_is_answered() {
     let cluster = Cluster::start();
-    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let listen = tcp_listen();
     let entry = |extra: &str| cluster_entry("sync", &listen, &cluster.seeds(), extra);
     let mut relayer = Relayer::start(&entry("drainTimeout = 120"));
     let mut c = relayer.client();
@@ -1381,17 +1350,14 @@ fn a_replaced_target_stops_once_its_last_split_part_is_answered() {
     mget.extend(keys.iter().cloned());
     assert_eq!(c.cmd(&mget).as_array().map(|a| a.len()), Some(keys.len()));
     let paused = cluster.node_for_slot(slot_of(&keys[0]));
-    let old = connection_ids(&cluster, paused);
+    let old = cluster.node(paused).connection_ids();
     let r = cluster.cmd_on_node(paused, &["CLIENT", "PAUSE", "1500", "ALL"]);
     assert!(r.is_ok(), "{r:?}");
     c.send(&mget);
-    reload(
-        &mut relayer,
-        &entry("drainTimeout = 120\nmaxPendingReplies = 2000"),
-    );
+    relayer.reload(&entry("drainTimeout = 120\nmaxPendingReplies = 2000"));
     assert_eq!(c.read_reply().as_array().map(|a| a.len()), Some(keys.len()));
     let closed = (0..100).any(|_| {
-        let now = connection_ids(&cluster, paused);
+        let now = cluster.node(paused).connection_ids();
         std::thread::sleep(Duration::from_millis(200));
         !old.iter().any(|id| now.contains(id))
     });
@@ -1411,14 +1377,11 @@ fn a_replaced_target_stops_once_its_last_split_part_is_answered() {
 fn a_dedicated_connection_kept_across_a_reload_to_a_cluster_does_not_panic() {
     let cluster = Cluster::start();
     let redis = Redis::start();
-    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let listen = tcp_listen();
     let mut relayer = Relayer::start(&redis_entry(&listen, &redis.url(), ""));
     let mut c = relayer.client();
     assert_eq!(c.cmd(&["WATCH", "w"]), Reply::ok());
-    reload(
-        &mut relayer,
-        &cluster_entry("sync", &listen, &cluster.seeds(), ""),
-    );
+    relayer.reload(&cluster_entry("sync", &listen, &cluster.seeds(), ""));
     let keys = cluster.keys_on_every_master_prefixed("ded:", 3);
     let mut mget = vec!["MGET".to_string()];
     mget.extend(keys.iter().cloned());
@@ -1453,15 +1416,15 @@ fn writes_refused_busy_on_a_master_are_sent_again() {
             Reply::ok()
         );
     }
-    let mut relayer = relayer_for(&cluster, "smart", "");
+    let mut relayer = Relayer::for_cluster(&cluster, "smart", "");
     let mut c = relayer.client();
-    c.set_read_timeout(T);
+    c.set_read_timeout(HANG);
     let keys = cluster.keys_on_every_master_prefixed("busy", 60);
     let script = "local t=redis.call('TIME') while true do local n=redis.call('TIME') \
                   if (n[1]-t[1])*1000000+(n[2]-t[2]) > 1500000 then break end end return 1";
     let port = cluster.port(busy);
     let runner = std::thread::spawn(move || Client::tcp(port).cmd(&["EVAL", script, "0"]));
-    wait_until(T, "the master to be busy", || {
+    wait_until(HANG, "the master to be busy", || {
         cluster.client(busy).q("PING").is_error_starting("BUSY")
     });
     for round in 0..3 {
@@ -1483,7 +1446,7 @@ fn writes_refused_busy_on_a_master_are_sent_again() {
         assert_eq!(cluster.get(k), Reply::bulk("2"), "{k}");
     }
     relayer.signal(libc::SIGTERM);
-    assert!(relayer.wait_exit(T).success());
+    assert!(relayer.wait_exit(EXIT).success());
     let (all, f) = stop_summary(&relayer.log());
     assert!(all, "{f:?}\n{}", relayer.log());
     assert_eq!(f.get("delivered").map(String::as_str), Some("180"), "{f:?}");
@@ -1495,11 +1458,11 @@ fn writes_refused_busy_on_a_master_are_sent_again() {
 #[test]
 fn a_reload_keeps_each_clients_order_on_a_cluster() {
     let cluster = Cluster::start();
-    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let listen = tcp_listen();
     let entry = |t: u32| cluster_entry("smart", &listen, &cluster.seeds(), &format!("timeout = {t}"));
     let mut relayer = Relayer::start(&entry(30));
     let mut c = relayer.client();
-    c.set_read_timeout(T);
+    c.set_read_timeout(HANG);
     let k = "{reload}k";
     assert_eq!(c.cmd(&["SET", k, "old"]), Reply::ok());
     assert_eq!(c.cmd(&["GET", k]), Reply::bulk("old"));
@@ -1510,10 +1473,6 @@ fn a_reload_keeps_each_clients_order_on_a_cluster() {
         );
     }
     assert_eq!(c.cmd(&["SET", k, "new"]), Reply::ok());
-    relayer.rewrite_config(&entry(31));
-    relayer.signal(libc::SIGHUP);
-    wait_until(T, "the reload", || {
-        relayer.log().contains("configuration reloaded")
-    });
+    relayer.reload(&entry(31));
     assert_eq!(c.cmd(&["GET", k]), Reply::bulk("new"));
 }

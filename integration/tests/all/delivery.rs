@@ -4,11 +4,9 @@
 //! Commands that would change the shared connection's mode are refused, commands that must
 //! reach a busy server get there, a reload and a stop keep each client's order and replies.
 
+use integration::timeouts::{DELIVERY, EXIT, HANG};
 use integration::*;
 use std::time::{Duration, Instant};
-
-/// Longest a single reply may take before the test calls it a hang.
-const HANG: Duration = Duration::from_secs(30);
 
 /// A script that keeps the server busy for `ms` milliseconds, then returns 1.
 fn busy_script(ms: u64) -> String {
@@ -22,7 +20,7 @@ fn busy_script(ms: u64) -> String {
 /// Stops the relayer with SIGTERM and returns its stop summary (see `stop_summary`).
 fn stop(relayer: &mut Relayer) -> (bool, std::collections::HashMap<String, String>) {
     relayer.signal(libc::SIGTERM);
-    let st = relayer.wait_exit(HANG);
+    let st = relayer.wait_exit(EXIT);
     assert!(st.success(), "exit status {st}; log:\n{}", relayer.log());
     stop_summary(&relayer.log())
 }
@@ -268,7 +266,7 @@ fn a_backend_with_fewer_databases_refuses_their_selects() {
 #[test]
 fn a_reload_keeps_each_clients_order() {
     let redis = Redis::start();
-    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let listen = tcp_listen();
     let entry =
         |timeout: u32| redis_entry_mode("smart", &listen, &redis.url(), &format!("timeout = {timeout}"));
     let mut relayer = Relayer::start(&entry(30));
@@ -278,11 +276,7 @@ fn a_reload_keeps_each_clients_order() {
     assert_eq!(c.q("GET k"), Reply::bulk("old"));
     assert_eq!(redis.client().q("CLIENT PAUSE 1500 WRITE"), Reply::ok());
     assert_eq!(c.q("SET k new"), Reply::ok());
-    relayer.rewrite_config(&entry(31));
-    relayer.signal(libc::SIGHUP);
-    wait_until(HANG, "the reload", || {
-        relayer.log().contains("configuration reloaded")
-    });
+    relayer.reload(&entry(31));
     assert_eq!(c.q("GET k"), Reply::bulk("new"));
 }
 
@@ -309,7 +303,7 @@ fn sigterm_lets_commands_in_flight_finish() {
     assert!(signalled.elapsed() >= Duration::from_millis(700));
     waiting.expect_closed();
     idle.expect_closed();
-    assert!(relayer.wait_exit(HANG).success());
+    assert!(relayer.wait_exit(EXIT).success());
 }
 
 /// Writers for the fault tests: `n` clients pipelining smart SETs of their own keys
@@ -438,7 +432,7 @@ fn backend_restarted_while_loading_keeps_every_acknowledged_write() {
     let total: u64 = counts.iter().sum();
     // Everything reaches the backend before the stop, whose drain has a time limit that a
     // loaded machine could pass (what is left then is counted, which another test checks).
-    let deadline = Instant::now() + HANG;
+    let deadline = Instant::now() + DELIVERY;
     let mut missing = missing_writes(&mut redis.client(), "load", &counts);
     while !missing.is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
@@ -528,7 +522,5 @@ fn writes_unanswered_at_the_drain_limit_are_of_unknown_outcome_not_lost() {
     assert!(!all, "{f:?}");
     assert_eq!(field(&f, "lost"), "0", "{f:?}");
     assert_eq!(field(&f, "unknown"), "100", "{f:?}");
-    wait_until(HANG, "the writes on the backend", || {
-        redis.client().q("DBSIZE") == Reply::Int(100)
-    });
+    wait_until(HANG, "the writes on the backend", || redis.dbsize() == 100);
 }

@@ -1,10 +1,9 @@
 //! Commands that hold a connection (blocking pops, XREAD BLOCK, WAIT, pub/sub, MONITOR, WATCH)
 //! run on a connection of the client's own, while the other clients keep sharing theirs.
 
+use integration::timeouts::HANG;
 use integration::*;
 use std::time::Duration;
-
-const T: Duration = Duration::from_secs(20);
 
 /// The backend's connections (CLIENT LIST lines), but the one asking.
 fn backend_clients(redis: &Redis) -> Vec<String> {
@@ -35,7 +34,7 @@ fn blpop_is_released_by_an_lpush_and_blocks_nobody_else() {
     let relayer = Relayer::for_redis(&redis, "");
     let mut waiter = relayer.client();
     waiter.send(&["BLPOP", "jobs", "0"]);
-    wait_until(T, "BLPOP blocked on the backend", || {
+    wait_until(HANG, "BLPOP blocked on the backend", || {
         blocked_on(&redis, "blpop") == 1
     });
     // Everyone else still goes through the shared connection without waiting.
@@ -55,7 +54,7 @@ fn blpop_is_released_by_an_lpush_and_blocks_nobody_else() {
         vec!["GET", "k1"],
         vec!["SET", "after", "1"],
     ]);
-    wait_until(T, "second BLPOP blocked", || blocked_on(&redis, "blpop") == 1);
+    wait_until(HANG, "second BLPOP blocked", || blocked_on(&redis, "blpop") == 1);
     assert_eq!(
         other.cmd(&["EXISTS", "after"]),
         Reply::int(0),
@@ -75,18 +74,18 @@ fn other_blocking_commands_work() {
     let mut a = relayer.client();
     let mut b = relayer.client();
     a.send(&["BLMOVE", "src", "dst", "LEFT", "RIGHT", "0"]);
-    wait_until(T, "BLMOVE blocked", || blocked_on(&redis, "blmove") == 1);
+    wait_until(HANG, "BLMOVE blocked", || blocked_on(&redis, "blmove") == 1);
     assert_eq!(b.cmd(&["RPUSH", "src", "m"]), Reply::int(1));
     assert_eq!(a.read_reply(), Reply::bulk("m"));
     a.send(&["BZPOPMIN", "z", "0"]);
-    wait_until(T, "BZPOPMIN blocked", || blocked_on(&redis, "bzpopmin") == 1);
+    wait_until(HANG, "BZPOPMIN blocked", || blocked_on(&redis, "bzpopmin") == 1);
     assert_eq!(b.cmd(&["ZADD", "z", "1.5", "m"]), Reply::int(1));
     assert_eq!(
         a.read_reply(),
         Reply::array(vec![Reply::bulk("z"), Reply::bulk("m"), Reply::bulk("1.5")])
     );
     a.send(&["XREAD", "BLOCK", "0", "STREAMS", "s", "$"]);
-    wait_until(T, "XREAD blocked", || blocked_on(&redis, "xread") == 1);
+    wait_until(HANG, "XREAD blocked", || blocked_on(&redis, "xread") == 1);
     let id = b.cmd(&["XADD", "s", "*", "f", "v"]);
     let got = a.read_reply();
     let want = Reply::array(vec![Reply::array(vec![
@@ -258,7 +257,7 @@ fn monitor_sees_other_clients_commands() {
     assert_eq!(mon.cmd(&["MONITOR"]), Reply::ok());
     let mut other = relayer.client();
     assert_eq!(other.cmd(&["SET", "monitored-key", "1"]), Reply::ok());
-    let line = poll_until(T, "the SET in MONITOR's output", || {
+    let line = poll_until(HANG, "the SET in MONITOR's output", || {
         let r = mon.read_reply();
         r.as_str().filter(|s| s.contains("\"monitored-key\""))
     });
@@ -266,13 +265,13 @@ fn monitor_sees_other_clients_commands() {
     let before = backend_clients(&redis).len();
     // QUIT goes through as RESET: whatever MONITOR still streams comes before its +OK.
     mon.send(&["QUIT"]);
-    poll_until(T, "QUIT's +OK after the monitor lines", || {
+    poll_until(HANG, "QUIT's +OK after the monitor lines", || {
         let r = mon.read_reply();
         (r == Reply::ok()).then_some(())
     });
     mon.expect_closed();
     // The connection was reset (no longer monitoring) and is the one the next client gets.
-    wait_until(T, "no backend connection monitoring", || {
+    wait_until(HANG, "no backend connection monitoring", || {
         backend_clients(&redis).iter().all(|l| !l.contains("flags=O"))
     });
     assert_eq!(other.cmd(&["BRPOP", "none", "0.01"]), Reply::NilArray);
@@ -287,7 +286,7 @@ fn dedicated_connection_limit() {
     let mut b = relayer.client();
     a.send(&["BLPOP", "l", "0"]);
     b.send(&["BLPOP", "l", "0"]);
-    wait_until(T, "two BLPOPs blocked", || blocked_on(&redis, "blpop") == 2);
+    wait_until(HANG, "two BLPOPs blocked", || blocked_on(&redis, "blpop") == 2);
     let mut c = relayer.client();
     assert_eq!(
         c.cmd(&["BLPOP", "l", "0"]),
@@ -298,14 +297,14 @@ fn dedicated_connection_limit() {
         .is_error_starting("ERR relayer: too many dedicated connections"));
     // Ordinary commands are not limited.
     assert_eq!(c.cmd(&["RPUSH", "l", "1"]), Reply::int(1));
-    let first = poll_until(T, "one BLPOP released", || {
+    let first = poll_until(HANG, "one BLPOP released", || {
         a.set_read_timeout(Duration::from_millis(100));
         b.set_read_timeout(Duration::from_millis(100));
         a.try_read_reply().ok().or_else(|| b.try_read_reply().ok())
     });
     assert_eq!(first, popped("l", "1"));
     // The released connection is reused: the third client gets it.
-    let r = poll_until(T, "a dedicated connection free again", || {
+    let r = poll_until(HANG, "a dedicated connection free again", || {
         let r = c.cmd(&["BLPOP", "other", "0.01"]);
         (!r.is_error()).then_some(r)
     });
@@ -321,9 +320,9 @@ fn disconnecting_clients_leave_no_state() {
     let relayer = Relayer::for_redis(&redis, "");
     let mut blocked = relayer.client();
     blocked.send(&["BLPOP", "queue", "0"]);
-    wait_until(T, "BLPOP blocked", || blocked_on(&redis, "blpop") == 1);
+    wait_until(HANG, "BLPOP blocked", || blocked_on(&redis, "blpop") == 1);
     drop(blocked);
-    wait_until(T, "the blocked connection closed", || {
+    wait_until(HANG, "the blocked connection closed", || {
         blocked_on(&redis, "blpop") == 0
     });
     let mut c = relayer.client();
@@ -337,7 +336,7 @@ fn disconnecting_clients_leave_no_state() {
     );
     let before = backend_clients(&redis).len();
     drop(sub);
-    wait_until(T, "no subscriber left", || {
+    wait_until(HANG, "no subscriber left", || {
         c.cmd(&["PUBLISH", "ch", "x"]) == Reply::int(0)
     });
     // The next client needing a dedicated connection reuses it: no new backend connection.
@@ -357,14 +356,14 @@ fn backend_down_gives_a_clear_error() {
     let mut c = relayer.client();
     assert_eq!(c.cmd(&["SET", "a", "1"]), Reply::ok());
     c.send(&["BLPOP", "never", "0"]);
-    wait_until(T, "BLPOP blocked", || blocked_on(&redis, "blpop") == 1);
+    wait_until(HANG, "BLPOP blocked", || blocked_on(&redis, "blpop") == 1);
     redis.kill();
     let r = c.read_reply();
     assert!(r.is_error_starting("ERR relayer:"), "{r:?}");
     let r = c.cmd(&["BLPOP", "never", "0"]);
     assert!(r.is_error_starting("ERR relayer:"), "{r:?}");
     redis.restart();
-    let r = poll_until(T, "BLPOP working again", || {
+    let r = poll_until(HANG, "BLPOP working again", || {
         let r = c.cmd(&["BLPOP", "none", "0.01"]);
         (!r.is_error()).then_some(r)
     });
@@ -448,7 +447,7 @@ fn resp3_clients_get_their_own_connection() {
     assert_eq!(fields.get(5), Some(&Reply::int(2)), "{hello:?}");
     let server_version = redis.info_field("server", "redis_version").unwrap();
     assert_ne!(fields.get(3), Some(&Reply::bulk(&server_version)), "{hello:?}");
-    wait_until(T, "no RESP3 backend connection", || resp3() == 0);
+    wait_until(HANG, "no RESP3 backend connection", || resp3() == 0);
     // Bad versions are Redis' errors.
     let mut c = relayer.client();
     assert_eq!(
@@ -530,7 +529,7 @@ fn reset_and_quit_behind_dedicated_commands_keep_every_reply() {
 fn replica_of(master: &Redis) -> Redis {
     let port = master.port().to_string();
     let replica = Redis::start_with(&["--replicaof", "127.0.0.1", &port]);
-    wait_until(T, "the replica online", || {
+    wait_until(HANG, "the replica online", || {
         master
             .info_field("replication", "slave0")
             .is_some_and(|v| v.contains("state=online"))
@@ -547,7 +546,7 @@ fn wait_counts_replicas_that_have_the_clients_writes() {
     let relayer = Relayer::for_redis(&master, "");
     let mut c = relayer.client();
     assert_eq!(c.cmd(&["SET", "k", "1"]), Reply::ok());
-    wait_until(T, "the write on the replica", || {
+    wait_until(HANG, "the write on the replica", || {
         replica.client().cmd(&["GET", "k"]) == Reply::bulk("1")
     });
     // A stopped replica acknowledges nothing: the client's next write is not on it, whatever the
@@ -658,7 +657,7 @@ fn released_connections_are_closed_when_the_backend_refuses_reset() {
     assert_eq!(q.cmd(&["QUIT"]), Reply::ok());
     q.expect_closed();
     // Only the two listeners' shared connections are left.
-    wait_until(T, "released connections closed", || {
+    wait_until(HANG, "released connections closed", || {
         backend_clients(&redis).len() == 2
     });
     let log = relayer.log();
@@ -677,9 +676,9 @@ fn client_after(relayer: &Relayer, setup: &[Vec<&str>]) -> Client {
 /// `c`, blocked in a BLPOP on `q`, leaves: no BLPOP is left blocked in Redis to eat the next
 /// push, which `other` gets back.
 fn leave_while_blocked(redis: &Redis, c: Client, other: &mut Client, round: usize) {
-    wait_until(T, "BLPOP blocked", || blocked_on(redis, "blpop") == 1);
+    wait_until(HANG, "BLPOP blocked", || blocked_on(redis, "blpop") == 1);
     drop(c);
-    wait_until(T, "no BLPOP left blocked", || blocked_on(redis, "blpop") == 0);
+    wait_until(HANG, "no BLPOP left blocked", || blocked_on(redis, "blpop") == 0);
     let item = format!("item-{round}");
     assert_eq!(other.cmd(&["LPUSH", "q", &item]), Reply::int(1));
     assert_eq!(other.cmd(&["RPOP", "q"]), Reply::bulk(&item));
@@ -711,15 +710,11 @@ fn pass_through_clients_gone_while_blocked_leave_no_blocked_command() {
 #[test]
 fn reload_moves_dedicated_commands_to_the_new_backend() {
     let (a, b) = (Redis::start(), Redis::start());
-    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let listen = tcp_listen();
     let mut relayer = Relayer::start(&redis_entry(&listen, &a.url(), ""));
     let mut c = relayer.client();
     assert_eq!(c.cmd(&["BRPOP", "q", "0.01"]), Reply::NilArray);
-    relayer.rewrite_config(&redis_entry(&listen, &b.url(), ""));
-    relayer.signal(libc::SIGHUP);
-    wait_until(T, "the reload", || {
-        relayer.log().contains("configuration reloaded")
-    });
+    relayer.reload(&redis_entry(&listen, &b.url(), ""));
     assert_eq!(a.client().cmd(&["RPUSH", "q", "from-a"]), Reply::int(1));
     assert_eq!(b.client().cmd(&["RPUSH", "q", "from-b"]), Reply::int(1));
     assert_eq!(c.cmd(&["BLPOP", "q", "5"]), popped("q", "from-b"));
@@ -739,7 +734,7 @@ fn a_refused_subscribe_or_monitor_leaves_the_client_an_ordinary_one() {
         Reply::ok()
     );
     let url = format!("redis://app:secret@127.0.0.1:{}", redis.port());
-    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let listen = tcp_listen();
     let relayer = Relayer::start(&redis_entry(&listen, &url, "maxDedicatedConnections = 1"));
     let mut c = relayer.client();
     let mut other = relayer.client();
@@ -817,7 +812,7 @@ fn a_slow_subscriber_is_pushed_back_to_redis() {
             .filter_map(|v| v.parse::<u64>().ok())
             .sum()
     };
-    wait_until(T, "the backlog held by Redis", || omem() > 1 << 20);
+    wait_until(HANG, "the backlog held by Redis", || omem() > 1 << 20);
     for i in 0..n {
         let r = sub.read_reply();
         let ok = matches!(r.as_array(), Some([_, _, Reply::Bulk(b)]) if b.starts_with(format!("{i:06}").as_bytes()));
@@ -835,7 +830,7 @@ fn pass_through_keeps_the_relayers_guards() {
     assert_eq!(admin.cmd(&["AUTH", "admin"]), Reply::ok());
     assert_eq!(admin.q("ACL SETUSER app on >secret ~* &* +@all"), Reply::ok());
     let url = format!("redis://app:secret@127.0.0.1:{}", redis.port());
-    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let listen = tcp_listen();
     let relayer = Relayer::start(&redis_entry(&listen, &url, ""));
 
     let mut c = relayer.client();
@@ -889,7 +884,7 @@ fn pass_through_keeps_the_relayers_guards() {
 #[test]
 fn the_dedicated_limit_holds_across_workers() {
     let redis = Redis::start();
-    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let listen = tcp_listen();
     let relayer = Relayer::start(&format!(
         "workers = 2\n{}",
         redis_entry(&listen, &redis.url(), "maxDedicatedConnections = 2")
@@ -900,7 +895,7 @@ fn the_dedicated_limit_holds_across_workers() {
     }
     let mut refused = 0;
     let mut waiting: Vec<usize> = (0..clients.len()).collect();
-    wait_until(T, "every BLPOP blocked or refused", || {
+    wait_until(HANG, "every BLPOP blocked or refused", || {
         waiting.retain(|&i| {
             clients[i].set_read_timeout(Duration::from_millis(50));
             match clients[i].try_read_reply() {
@@ -933,7 +928,7 @@ fn wait_without_the_publish_it_needs_is_an_error() {
         Reply::ok()
     );
     let url = format!("redis://app:secret@127.0.0.1:{}", redis.port());
-    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let listen = tcp_listen();
     let relayer = Relayer::start(&redis_entry(&listen, &url, ""));
     let mut c = relayer.client();
     assert_eq!(c.cmd(&["SET", "k", "v"]), Reply::ok());
@@ -976,7 +971,7 @@ fn clients_leaving_while_not_read_leave_no_blocked_command() {
 fn brpop_when_free(redis: &Redis, c: &mut Client, key: &str, got: &mut Option<Reply>) -> bool {
     c.set_read_timeout(Duration::from_millis(50));
     c.send(&["BRPOP", key, "0"]);
-    poll_until(T, "BRPOP blocked", || {
+    poll_until(HANG, "BRPOP blocked", || {
         if blocked_on(redis, "brpop") == 1 {
             return Some(true);
         }
@@ -1006,7 +1001,7 @@ fn a_connection_given_back_twice_within_a_round_trip_keeps_replies_in_place() {
     assert_eq!(admin.q("ACL SETUSER app on >secret ~* &* +@all"), Reply::ok());
     let link = DelayLink::start(redis.port(), Duration::from_millis(400));
     let url = format!("redis://app:secret@127.0.0.1:{}", link.port());
-    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let listen = tcp_listen();
     let relayer = Relayer::start(&redis_entry(&listen, &url, "maxDedicatedConnections = 1"));
     let mut b = relayer.client();
     // B's connection starts on DB 3: taking it writes a SELECT too.
@@ -1024,7 +1019,7 @@ fn a_connection_given_back_twice_within_a_round_trip_keeps_replies_in_place() {
     let blocked = brpop_when_free(&redis, &mut c, "q2", &mut got);
     assert!(blocked, "C's BRPOP got {got:?}");
     assert_eq!(admin.cmd(&["LPUSH", "q2", "for-c"]), Reply::int(1));
-    c.set_read_timeout(T);
+    c.set_read_timeout(HANG);
     assert_eq!(c.read_reply(), popped("q2", "for-c"));
     assert_eq!(c.cmd(&["LLEN", "q2"]), Reply::int(0));
     assert_eq!(c.cmd(&["BRPOP", "none", "0.01"]), Reply::NilArray);
@@ -1055,7 +1050,7 @@ fn a_reply_that_looks_like_reset_does_not_end_pass_through() {
             vec!["BLPOP", "k", "0"],
             vec!["RESET"],
         ]);
-        wait_until(T, "BLPOP blocked", || blocked_on(&redis, "blpop") == 1);
+        wait_until(HANG, "BLPOP blocked", || blocked_on(&redis, "blpop") == 1);
         // Others' dedicated commands get their own replies.
         let mut c = relayer.client();
         for _ in 0..3 {
@@ -1085,7 +1080,7 @@ fn a_reply_that_looks_like_reset_does_not_end_pass_through() {
 fn a_failed_barrier_fails_the_command_waiting_for_it() {
     let redis = Redis::start();
     let link = DelayLink::start(redis.port(), Duration::from_millis(300));
-    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let listen = tcp_listen();
     let relayer = Relayer::start(&redis_entry(&listen, &link.url(), ""));
     let mut c = relayer.client();
     assert_eq!(c.cmd(&["SET", "a", "1"]), Reply::ok());
@@ -1103,7 +1098,7 @@ fn a_failed_barrier_fails_the_command_waiting_for_it() {
     );
     assert_eq!(blocked_on(&redis, "blpop"), 0);
     let mut other = relayer.client();
-    let r = poll_until(T, "the shared connection back", || {
+    let r = poll_until(HANG, "the shared connection back", || {
         let r = other.cmd(&["LPUSH", "q", "kept"]);
         (!r.is_error()).then_some(r)
     });
@@ -1149,19 +1144,19 @@ fn reset_is_tried_again_a_minute_after_a_refusal() {
     let port = free_port();
     let mut old = Redis::try_start_on(port, &["--rename-command", "RESET", ""]).unwrap();
     let url = format!("tcp://127.0.0.1:{port}");
-    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let listen = tcp_listen();
     let relayer = Relayer::start(&redis_entry(&listen, &url, ""));
     let mut c = relayer.client();
     assert_eq!(c.cmd(&["BRPOP", "none", "0.01"]), Reply::NilArray);
-    wait_until(T, "the refusal logged", || {
+    wait_until(HANG, "the refusal logged", || {
         relayer.log().contains("refused RESET")
     });
     old.kill();
     drop(old);
-    let redis = poll_until(T, "redis started again on its port", || {
+    let redis = poll_until(HANG, "redis started again on its port", || {
         Redis::try_start_on(port, &[]).ok()
     });
-    wait_until(T, "the relayer connected again", || {
+    wait_until(HANG, "the relayer connected again", || {
         c.cmd(&["BRPOP", "none", "0.01"]) == Reply::NilArray
     });
     // Two BRPOPs open a connection each while RESET is taken as refused; reused, one at most.
@@ -1220,7 +1215,7 @@ fn clients_by_worker(relayer: &Relayer, n: usize) -> Vec<Vec<Client>> {
 #[test]
 fn idle_connections_of_another_worker_make_room() {
     let redis = Redis::start();
-    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let listen = tcp_listen();
     let relayer = Relayer::start(&format!(
         "workers = 2\n{}",
         redis_entry(&listen, &redis.url(), "maxDedicatedConnections = 1")
@@ -1229,7 +1224,7 @@ fn idle_connections_of_another_worker_make_room() {
     let mut b = workers.pop().unwrap().pop().unwrap();
     let mut a = workers.pop().unwrap().pop().unwrap();
     assert_eq!(a.cmd(&["BRPOP", "none", "0.01"]), Reply::NilArray);
-    let r = poll_until(T, "B's BRPOP given a connection", || {
+    let r = poll_until(HANG, "B's BRPOP given a connection", || {
         let r = b.cmd(&["BRPOP", "none", "0.01"]);
         if r.is_error_starting("ERR relayer: too many dedicated connections") {
             return None;
@@ -1238,7 +1233,7 @@ fn idle_connections_of_another_worker_make_room() {
     });
     assert_eq!(r, Reply::NilArray);
     // And back.
-    let r = poll_until(T, "A's BRPOP given a connection", || {
+    let r = poll_until(HANG, "A's BRPOP given a connection", || {
         let r = a.cmd(&["BRPOP", "none", "0.01"]);
         if r.is_error_starting("ERR relayer: too many dedicated connections") {
             return None;
@@ -1284,7 +1279,7 @@ fn subscribers_omem(redis: &Redis) -> u64 {
 
 /// `BRPOP none 0.01` until it is not refused for want of a free dedicated connection.
 fn brpop_nothing(c: &mut Client) -> Reply {
-    poll_until(T, "a dedicated connection", || {
+    poll_until(HANG, "a dedicated connection", || {
         let r = c.cmd(&["BRPOP", "none", "0.01"]);
         (!r.is_error_starting("ERR relayer: too many dedicated connections")).then_some(r)
     })
@@ -1305,7 +1300,7 @@ fn a_subscriber_leaving_with_a_backlog_hands_none_of_it_to_the_next_owner() {
         let publishes: Vec<Vec<&str>> = (0..1024).map(|_| vec!["PUBLISH", "big", &payload]).collect();
         assert!(publisher.pipeline(&publishes).iter().all(|r| *r == Reply::int(1)));
     }
-    wait_until(T, "the backlog held by Redis", || {
+    wait_until(HANG, "the backlog held by Redis", || {
         subscribers_omem(&redis) > 1 << 20
     });
     let mut next = relayer.client();
@@ -1338,7 +1333,7 @@ fn a_subscriber_leaving_with_a_backlog_hands_none_of_it_to_the_next_owner() {
 fn a_subscriber_gone_right_after_quit_leaves_its_connection_for_reuse() {
     let redis = Redis::start();
     let link = DelayLink::start(redis.port(), Duration::from_millis(200));
-    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let listen = tcp_listen();
     let relayer = Relayer::start(&redis_entry(&listen, &link.url(), "maxDedicatedConnections = 1"));
     let mut sub = relayer.client();
     assert!(!sub.cmd(&["SUBSCRIBE", "ch"]).is_error());
@@ -1400,7 +1395,7 @@ fn a_reset_whose_token_cannot_come_back_is_still_answered() {
     assert_eq!(admin.cmd(&["AUTH", "admin"]), Reply::ok());
     assert_eq!(admin.q("ACL SETUSER app on >secret ~* &* +@all"), Reply::ok());
     let url = format!("redis://app:secret@127.0.0.1:{}", redis.port());
-    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let listen = tcp_listen();
     let relayer = Relayer::start(&redis_entry(&listen, &url, ""));
     let mut sub = relayer.client();
     sub.set_read_timeout(Duration::from_secs(10));
@@ -1461,7 +1456,7 @@ fn a_user_without_ping_still_gets_dedicated_connections() {
         Reply::ok()
     );
     let url = format!("redis://app:secret@127.0.0.1:{}", redis.port());
-    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let listen = tcp_listen();
     let relayer = Relayer::start(&redis_entry(&listen, &url, ""));
     let mut c = relayer.client();
     c.set_read_timeout(Duration::from_secs(10));
@@ -1482,7 +1477,7 @@ fn a_user_without_ping_still_gets_dedicated_connections() {
 fn a_client_half_closed_after_a_pipeline_gets_every_reply() {
     let redis = Redis::start();
     let link = DelayLink::start(redis.port(), Duration::from_millis(100));
-    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let listen = tcp_listen();
     let relayer = Relayer::start(&redis_entry(&listen, &link.url(), ""));
     let mut c = relayer.client();
     c.send_many(&[
@@ -1493,7 +1488,7 @@ fn a_client_half_closed_after_a_pipeline_gets_every_reply() {
         vec!["EXEC"],
     ]);
     c.shutdown_write();
-    c.set_read_timeout(T);
+    c.set_read_timeout(HANG);
     assert_eq!(
         c.read_replies(5),
         vec![
@@ -1515,12 +1510,12 @@ fn a_client_half_closed_after_a_pipeline_gets_every_reply() {
 fn a_client_half_closed_behind_a_held_blocking_command_gets_the_replies_before_it() {
     let redis = Redis::start();
     let link = DelayLink::start(redis.port(), Duration::from_millis(100));
-    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let listen = tcp_listen();
     let relayer = Relayer::start(&redis_entry(&listen, &link.url(), ""));
     let mut c = relayer.client();
     c.send_many(&[vec!["SET", "a", "1"], vec!["BLPOP", "q", "0"]]);
     c.shutdown_write();
-    c.set_read_timeout(T);
+    c.set_read_timeout(HANG);
     assert_eq!(c.read_replies(1), vec![Reply::ok()]);
     c.expect_closed();
     assert_eq!(redis.client().cmd(&["GET", "a"]), Reply::bulk("1"));
@@ -1536,7 +1531,7 @@ fn a_client_half_closed_behind_a_held_blocking_command_gets_the_replies_before_i
     let mut c = relayer.client();
     c.send_many(&[vec!["SET", "b", "1"], vec!["SUBSCRIBE", "ch"]]);
     c.shutdown_write();
-    c.set_read_timeout(T);
+    c.set_read_timeout(HANG);
     assert_eq!(c.read_replies(1), vec![Reply::ok()]);
     c.expect_closed();
     assert_eq!(

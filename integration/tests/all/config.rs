@@ -1,11 +1,10 @@
 //! Configuration: shipped files, refused configs and what the error names, unknown keys, unix
 //! socket files, ports in use, --version, log format.
 
+use integration::timeouts::{EXIT, HANG};
 use integration::*;
 use std::os::unix::net::UnixListener;
 use std::time::Duration;
-
-const EXIT: Duration = Duration::from_secs(20);
 
 fn assert_check_ok(out: &CheckOutput) {
     assert!(
@@ -222,11 +221,7 @@ fn bad_config_binds_nothing() {
     let config = format!(
         "{}{}",
         redis_entry(&format!("tcp://127.0.0.1:{first}"), "tcp://127.0.0.1:6379", ""),
-        redis_entry(
-            &format!("tcp://127.0.0.1:{}", free_port()),
-            "tcp://127.0.0.1:6379",
-            "maxConnections = \"many\""
-        )
+        redis_entry(&tcp_listen(), "tcp://127.0.0.1:6379", "maxConnections = \"many\"")
     );
     let mut r = Relayer::spawn(&config);
     loop {
@@ -249,11 +244,7 @@ fn unknown_key_warns_and_starts() {
     let redis = Redis::start();
     let config = format!(
         "fancyGlobal = 1\n{}",
-        redis_entry(
-            &format!("tcp://127.0.0.1:{}", free_port()),
-            &redis.url(),
-            "frobnicateLevel = 3"
-        )
+        redis_entry(&tcp_listen(), &redis.url(), "frobnicateLevel = 3")
     );
     let out = check_config(&config);
     assert_check_ok(&out);
@@ -266,7 +257,7 @@ fn unknown_key_warns_and_starts() {
     let mut c = relayer.client();
     assert_eq!(c.q("SET uk:k v"), Reply::ok());
     assert_eq!(c.q("GET uk:k"), Reply::bulk("v"));
-    wait_until(EXIT, "the warning in the log", || {
+    wait_until(HANG, "the warning in the log", || {
         relayer.log().contains("frobnicateLevel")
     });
 }
@@ -285,7 +276,7 @@ fn key_spellings_and_json_log() {
     let mut c = relayer.client();
     assert_eq!(c.q("SET ks:k v"), Reply::ok());
     assert_eq!(c.q("GET ks:k"), Reply::bulk("v"));
-    wait_until(EXIT, "something in the log", || !relayer.log().trim().is_empty());
+    wait_until(HANG, "something in the log", || !relayer.log().trim().is_empty());
     for line in relayer.log().lines().filter(|l| !l.trim().is_empty()) {
         let l = line.trim();
         assert!(l.starts_with('{') && l.ends_with('}'), "not a JSON line: {line}");
@@ -406,7 +397,7 @@ fn sigterm_stops_the_relayer() {
     let mut c = relayer.client();
     assert_eq!(c.q("SET term:k v"), Reply::ok());
     relayer.signal(libc::SIGTERM);
-    let st = relayer.wait_exit(Duration::from_secs(30));
+    let st = relayer.wait_exit(EXIT);
     assert!(
         st.success(),
         "exit status after SIGTERM: {st}; log: {}",

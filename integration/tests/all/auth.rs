@@ -2,8 +2,8 @@
 //! run against a real redis-server started with the same requirepass and the replies compared
 //! (errors exactly; successful HELLO replies differ in server fields and are checked apart).
 
+use integration::timeouts::HANG;
 use integration::*;
-use std::time::Duration;
 
 const PASSWORD: &str = "s3cret pass";
 
@@ -73,7 +73,7 @@ fn password_works_like_requirepass() {
     let (mut r, mut d) = (relayer.client(), reference.client());
     let diffs = same_replies(&mut r, &mut d, &[vec!["QUIT"]]);
     assert!(diffs.is_empty(), "{}", diffs.join("\n"));
-    r.wait_closed(Duration::from_secs(10)).unwrap();
+    r.wait_closed(HANG).unwrap();
 }
 
 /// Before AUTH, Redis refuses more than 10 arguments and arguments over 16 KiB with a protocol
@@ -98,7 +98,7 @@ fn tighter_parser_limits_before_auth() {
             a.is_error_starting("ERR Protocol error: unauthenticated"),
             "{a:?}"
         );
-        r.wait_closed(Duration::from_secs(10)).unwrap();
+        r.wait_closed(HANG).unwrap();
     }
     // At the limits: a normal (wrong) AUTH reply, and the connection stays.
     let mut r = relayer.client();
@@ -198,20 +198,12 @@ fn url_credentials_are_percent_decoded() {
         Reply::ok()
     );
     let url = format!("redis://app%40x:p%40ss%3Aw%2Frd%20%25@127.0.0.1:{}", redis.port());
-    let relayer = Relayer::start(&redis_entry(
-        &format!("tcp://127.0.0.1:{}", free_port()),
-        &url,
-        "",
-    ));
+    let relayer = Relayer::start(&redis_entry(&tcp_listen(), &url, ""));
     let mut c = relayer.client();
     assert_eq!(c.cmd(&["SET", "k", "v"]), Reply::ok());
     assert_eq!(c.cmd(&["ACL", "WHOAMI"]), Reply::bulk("app@x"));
     // A bad escape is a configuration error naming the url (without the password).
-    let out = check_config(&redis_entry(
-        &format!("tcp://127.0.0.1:{}", free_port()),
-        "redis://app:p%4@127.0.0.1:6379",
-        "",
-    ));
+    let out = check_config(&redis_entry(&tcp_listen(), "redis://app:p%4@127.0.0.1:6379", ""));
     assert!(!out.status.success());
     assert!(out.stderr.contains("percent"), "{}", out.stderr);
     assert!(!out.stderr.contains("p%4"), "{}", out.stderr);

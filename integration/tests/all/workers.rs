@@ -1,8 +1,9 @@
 //! `workers`: the relayer entries run on several threads, each with its own sessions and
 //! upstream connections, behind one listener.
 
+use integration::log::STOPPED_OK;
+use integration::timeouts::{EXIT, HANG};
 use integration::*;
-use std::time::Duration;
 
 /// Upstream connections the backend sees, besides the one asking.
 fn backend_connections(redis: &Redis) -> usize {
@@ -16,7 +17,7 @@ fn backend_connections(redis: &Redis) -> usize {
 #[test]
 fn two_workers_each_have_their_own_upstream_connection() {
     let redis = Redis::start();
-    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let listen = tcp_listen();
     let relayer = Relayer::start(&format!(
         "workers = 2\n{}",
         redis_entry(&listen, &redis.url(), "")
@@ -35,7 +36,7 @@ fn two_workers_each_have_their_own_upstream_connection() {
         Ok(())
     });
     // Workers connect when they start: one connection each.
-    wait_until(Duration::from_secs(10), "two upstream connections", || {
+    wait_until(HANG, "two upstream connections", || {
         backend_connections(&redis) == 2
     });
     drop(relayer);
@@ -46,15 +47,10 @@ fn two_workers_each_have_their_own_upstream_connection() {
 #[test]
 fn reload_and_drain_reach_every_worker() {
     let (a, b) = (Redis::start(), Redis::start());
-    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let listen = tcp_listen();
     let config = |url: &str| format!("workers = 2\n{}", redis_entry_mode("smart", &listen, url, ""));
     let mut relayer = Relayer::start(&config(&a.url()));
-    relayer.rewrite_config(&config(&b.url()));
-    let before = relayer.log().matches("configuration reloaded").count();
-    relayer.signal(libc::SIGHUP);
-    wait_until(Duration::from_secs(10), "the reload", || {
-        relayer.log().matches("configuration reloaded").count() > before
-    });
+    relayer.reload(&config(&b.url()));
     // New clients (spread over both workers) write through the new backend only.
     let l = listen.clone();
     run_threads(8, move |i| {
@@ -68,15 +64,9 @@ fn reload_and_drain_reach_every_worker() {
         Ok(())
     });
     relayer.signal(libc::SIGTERM);
-    let st = relayer.wait_exit(Duration::from_secs(20));
+    let st = relayer.wait_exit(EXIT);
     assert!(st.success(), "exit status {st}");
-    assert!(
-        relayer
-            .log()
-            .contains("stopped, every acknowledged write delivered"),
-        "{}",
-        relayer.log()
-    );
+    assert!(relayer.log().contains(STOPPED_OK), "{}", relayer.log());
     assert_eq!(
         b.client().cmd(&["DBSIZE"]),
         Reply::int(2000),

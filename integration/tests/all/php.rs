@@ -2,7 +2,7 @@
 //! smart-mode loop through a smart relayer, and pipelines written whole before reading.
 
 use integration::*;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 const ITERATIONS: &str = "1000";
@@ -17,17 +17,9 @@ fn run_example(script: &str, unix: bool) {
     } else {
         ("127.0.0.1".to_string(), relayer.port().to_string())
     };
-    let child = Command::new("php")
-        .arg(&path)
-        .args([&host, &port, ITERATIONS])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run php (Debian's php-cli)");
-    let (st, out, err) = output_with_timeout(
-        child,
-        Duration::from_secs(120),
+    let (st, out, err) = run_program(
+        Command::new("php").arg(&path).args([&host, &port, ITERATIONS]),
+        b"",
         &format!("php {script} {host} {port} {ITERATIONS}"),
     );
     assert!(
@@ -73,15 +65,13 @@ fn php_smart_loop_through_the_smart_relayer() {
     let relayer = Relayer::smart(&link.url(), "");
     let path = examples_dir().join("php").join("smart_loop.php");
     let port = relayer.port().to_string();
-    let child = Command::new("php")
-        .arg(&path)
-        .args(["127.0.0.1", &port, &N.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run php (Debian's php-cli)");
-    let (st, out, err) = output_with_timeout(child, Duration::from_secs(120), "php smart_loop.php");
+    let (st, out, err) = run_program(
+        Command::new("php")
+            .arg(&path)
+            .args(["127.0.0.1", &port, &N.to_string()]),
+        b"",
+        "php smart_loop.php",
+    );
     assert!(
         st.success(),
         "php smart_loop.php exited with {st}\nstdout: {out}\nstderr: {err}"
@@ -118,21 +108,17 @@ fn php_smart_loop_through_the_smart_relayer() {
         }
     }
     // The script's own check of the backend agrees.
-    let child = Command::new("php")
-        .arg(&path)
-        .args([
+    let (st, out, err) = run_program(
+        Command::new("php").arg(&path).args([
             "127.0.0.1",
             &redis.port().to_string(),
             &N.to_string(),
             "verify",
             &run,
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (st, out, err) = output_with_timeout(child, Duration::from_secs(120), "php smart_loop.php verify");
+        ]),
+        b"",
+        "php smart_loop.php verify",
+    );
     assert!(st.success(), "verify: {st}\nstdout: {out}\nstderr: {err}");
     assert_eq!(out.trim(), format!("verified={}", 2 * N));
 }
@@ -144,15 +130,13 @@ fn php_smart_loop_through_the_smart_relayer() {
 /// reply true; redis-server then holds every key. Not timed (it prints its times).
 fn php_pipeline_before_read(redis: &Redis, host: &str, port: u16) {
     let path = examples_dir().join("php").join("pipeline_before_read.php");
-    let child = Command::new("php")
-        .arg(&path)
-        .args([host, &port.to_string(), "300000", "1000000"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run php (Debian's php-cli)");
-    let (st, out, err) = output_with_timeout(child, Duration::from_secs(120), "php pipeline_before_read.php");
+    let (st, out, err) = run_program(
+        Command::new("php")
+            .arg(&path)
+            .args([host, &port.to_string(), "300000", "1000000"]),
+        b"",
+        "php pipeline_before_read.php",
+    );
     assert!(
         st.success(),
         "php pipeline_before_read.php {host} {port} exited with {st}\nstdout: {out}\nstderr: {err}"

@@ -5,7 +5,7 @@
 //!
 //! Files only: no relayer, no redis-server.
 
-use integration::workspace_dir;
+use integration::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -204,32 +204,29 @@ fn anchor(heading: &str) -> String {
         .collect()
 }
 
-fn anchors(text: &str) -> BTreeSet<String> {
+/// The lines of `text` outside its code blocks (their fences left out too).
+fn prose_lines(text: &str) -> impl Iterator<Item = &str> {
     let mut in_code = false;
-    let mut out = BTreeSet::new();
-    for line in text.lines() {
+    text.lines().filter(move |line| {
         if line.starts_with("```") {
             in_code = !in_code;
+            return false;
         }
-        if !in_code && line.starts_with('#') {
-            out.insert(anchor(line.trim_start_matches('#')));
-        }
-    }
-    out
+        !in_code
+    })
+}
+
+fn anchors(text: &str) -> BTreeSet<String> {
+    prose_lines(text)
+        .filter(|line| line.starts_with('#'))
+        .map(|line| anchor(line.trim_start_matches('#')))
+        .collect()
 }
 
 /// The targets of the inline links `[text](target)` of `text`, outside code blocks.
 fn links(text: &str) -> Vec<String> {
-    let mut in_code = false;
     let mut out = vec![];
-    for line in text.lines() {
-        if line.starts_with("```") {
-            in_code = !in_code;
-            continue;
-        }
-        if in_code {
-            continue;
-        }
+    for line in prose_lines(text) {
         let mut rest = line;
         while let Some(i) = rest.find("](") {
             rest = &rest[i + 2..];
@@ -285,16 +282,8 @@ fn links_between_documents_lead_somewhere() {
 
 /// The spans in backticks of `text`, outside code blocks.
 fn code_spans(text: &str) -> Vec<String> {
-    let mut in_code = false;
     let mut out = vec![];
-    for line in text.lines() {
-        if line.starts_with("```") {
-            in_code = !in_code;
-            continue;
-        }
-        if in_code {
-            continue;
-        }
+    for line in prose_lines(text) {
         let mut parts = line.split('`');
         parts.next();
         while let (Some(span), Some(_)) = (parts.next(), parts.next()) {

@@ -236,7 +236,7 @@ fn killed_master_is_replaced_by_its_replica_and_restarts_as_a_replica() {
     // It resynced from its successor.
     let held = c.cmd_on_node(new_master, &["DBSIZE"]);
     integration::wait_until(
-        std::time::Duration::from_secs(30),
+        integration::timeouts::CLUSTER_SETTLE,
         "the restarted node to resync",
         || c.cmd_on_node(master, &["DBSIZE"]) == held,
     );

@@ -6,6 +6,8 @@
 //! `retryTimeout`. Times are reported, never asserted.
 
 use integration::faults::{run_row, Fault, Kind, Sizes};
+use integration::*;
+use std::time::Duration;
 
 /// Runs the row with the test sizes and asserts its invariants.
 fn check(fault: Fault, kind: Kind) {
@@ -163,16 +165,15 @@ fn cluster_sigterm_past_drain_timeout_counts_lost() {
 /// `backend connection lost` lines in one second.)
 #[test]
 fn a_backend_that_closes_every_connection_is_retried_with_backoff() {
-    use integration::{free_port, DelayLink, Relayer, Reply};
-    use std::time::Duration;
+    // A rate: counted over a window (a slower machine only makes fewer attempts).
+    const WINDOW: Duration = Duration::from_secs(2);
     // Nothing listens where the link leads: it accepts, then closes.
     let link = DelayLink::start(free_port(), Duration::ZERO);
     let relayer = Relayer::smart(&link.url(), "");
     let mut c = relayer.client();
     assert_eq!(c.q("SET k v"), Reply::ok(), "acknowledged, held for the backend");
     let before = link.accepted();
-    // A rate: counted over a window (a slower machine only makes fewer attempts).
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(WINDOW);
     let attempts = link.accepted() - before;
     let logged = relayer.log().matches("backend connection lost").count();
     eprintln!("{attempts} connections in 2 s, {logged} 'backend connection lost' lines");

@@ -2,23 +2,15 @@
 //! (`+OK` / `:1`) and sent in the background, in order with the client's other commands, bounded by
 //! `maxPendingBytes`, resent after a dropped connection, and drained at SIGTERM.
 
+use integration::timeouts::{DELIVERY, EXIT, HANG};
 use integration::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Longest a single reply may take before the test calls it a hang.
-const HANG: Duration = Duration::from_secs(30);
-/// How long the backend may take to show what was acknowledged.
-const SETTLE: Duration = Duration::from_secs(30);
-
 fn s(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-fn bulk(v: &str) -> Reply {
-    Reply::bulk(v)
 }
 
 /// The string values of `keys` on `redis` (MGET in batches), `None` for a missing key.
@@ -81,14 +73,10 @@ fn zscores(redis: &mut Client, key: &str) -> BTreeMap<String, i64> {
         .collect()
 }
 
-fn dbsize(redis: &mut Client) -> i64 {
-    redis.q("DBSIZE").as_int().expect("DBSIZE is an integer")
-}
-
 /// Sends a sync `GET key` until it gets something other than a relayer error about the backend
-/// (a connection dropped a moment ago, a backend still restarting), within `SETTLE`.
+/// (a connection dropped a moment ago, a backend still restarting), within `DELIVERY`.
 fn sync_get(c: &mut Client, key: &str) -> Result<Reply, String> {
-    let deadline = Instant::now() + SETTLE;
+    let deadline = Instant::now() + DELIVERY;
     loop {
         let r = c
             .try_read_reply_after(&["GET", key])
@@ -97,7 +85,7 @@ fn sync_get(c: &mut Client, key: &str) -> Result<Reply, String> {
             return Ok(r);
         }
         if Instant::now() >= deadline {
-            return Err(format!("GET {key} still fails after {SETTLE:?}: {r:?}"));
+            return Err(format!("GET {key} still fails after {DELIVERY:?}: {r:?}"));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -116,26 +104,6 @@ impl TryCmd for Client {
 
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
-}
-
-/// The log lines of `relayer` that contain every one of `needles` (case-insensitively), polled
-/// until there is one or `timeout` passes.
-fn wait_log_line(relayer: &Relayer, needles: &[&str], timeout: Duration) -> String {
-    let needles: Vec<String> = needles.iter().map(|n| n.to_ascii_lowercase()).collect();
-    let deadline = Instant::now() + timeout;
-    loop {
-        let log = relayer.log();
-        if let Some(line) = log.lines().find(|l| {
-            let l = l.to_ascii_lowercase();
-            needles.iter().all(|n| l.contains(n.as_str()))
-        }) {
-            return line.to_string();
-        }
-        if Instant::now() >= deadline {
-            panic!("no log line with all of {needles:?} within {timeout:?}; the log:\n{log}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -265,15 +233,15 @@ impl Model {
             }
             13 | 14 => (
                 cmd(&["GET", &k.s]),
-                Expect::Is(self.s.as_deref().map_or(Reply::Nil, bulk)),
+                Expect::Is(self.s.as_deref().map_or(Reply::Nil, Reply::bulk)),
             ),
             15 => (
                 cmd(&["GET", &k.s2]),
-                Expect::Is(self.s2.as_deref().map_or(Reply::Nil, bulk)),
+                Expect::Is(self.s2.as_deref().map_or(Reply::Nil, Reply::bulk)),
             ),
             16 => (
                 cmd(&["HGET", &k.h, &f]),
-                Expect::Is(self.h.get(&f).map_or(Reply::Nil, |v| bulk(v))),
+                Expect::Is(self.h.get(&f).map_or(Reply::Nil, Reply::bulk)),
             ),
             17 => (
                 cmd(&["SISMEMBER", &k.set, &m]),
@@ -281,7 +249,11 @@ impl Model {
             ),
             18 => (
                 cmd(&["ZSCORE", &k.z, &m]),
-                Expect::Is(self.z.get(&m).map_or(Reply::Nil, |sc| bulk(&sc.to_string()))),
+                Expect::Is(
+                    self.z
+                        .get(&m)
+                        .map_or(Reply::Nil, |sc| Reply::bulk(sc.to_string())),
+                ),
             ),
             19 => (cmd(&["TTL", &k.e]), self.ttl_expect()),
             20 => {
@@ -302,7 +274,7 @@ impl Model {
                         let old = self.s.replace(v.clone());
                         (
                             cmd(&["SET", &k.s, &v, "GET"]),
-                            Expect::Is(old.as_deref().map_or(Reply::Nil, bulk)),
+                            Expect::Is(old.as_deref().map_or(Reply::Nil, Reply::bulk)),
                         )
                     }
                     2 => {
@@ -320,7 +292,7 @@ impl Model {
                         *score += 3;
                         (
                             cmd(&["ZADD", &k.z, "INCR", "3", &m]),
-                            Expect::Is(bulk(&score.to_string())),
+                            Expect::Is(Reply::bulk(score.to_string())),
                         )
                     }
                     _ => {
@@ -352,7 +324,7 @@ impl Model {
             }
             _ => (
                 cmd(&["GET", &k.e]),
-                Expect::Is(self.e.as_ref().map_or(Reply::Nil, |(v, _, _)| bulk(v))),
+                Expect::Is(self.e.as_ref().map_or(Reply::Nil, |(v, _, _)| Reply::bulk(v))),
             ),
         }
     }
@@ -454,7 +426,7 @@ fn mixed_writes_and_reads_of_100_clients() {
         }
         // A sync read last: everything before it reached the backend.
         let marker = c.cmd(&["GET", &keys.s]);
-        if marker != model.s.as_deref().map_or(Reply::Nil, bulk) {
+        if marker != model.s.as_deref().map_or(Reply::Nil, Reply::bulk) {
             return Err(format!("final GET replied {marker:?}, expected {:?}", model.s));
         }
         model.check_backend(&mut Client::tcp(port), &keys)
@@ -630,7 +602,7 @@ fn burst_with_final_get(
         let last = (0..n).rev().find(|i| i % 6 < 2).unwrap();
         let (cmd, _) = burst_write(prefix, id, last);
         let got = sync_get(&mut c, &cmd[1])?;
-        if got != bulk(&cmd[2]) {
+        if got != Reply::bulk(&cmd[2]) {
             return Err(format!(
                 "final GET {} replied {got:?}, expected {:?}",
                 cmd[1], cmd[2]
@@ -673,7 +645,7 @@ fn assert_backend_holds(redis: &Redis, all: &[Expected], settle: Duration) {
         mismatches[..mismatches.len().min(10)].join("\n")
     );
     let keys: usize = all.iter().map(|e| e.keys()).sum();
-    assert_eq!(dbsize(&mut direct), keys as i64, "keys on the backend");
+    assert_eq!(redis.dbsize(), keys as i64, "keys on the backend");
 }
 
 fn write_burst(
@@ -726,7 +698,7 @@ fn burst_lands_exactly_as_written() {
         let last = (0..N).rev().find(|i| i % 6 < 2).unwrap();
         let (cmd, _) = burst_write("burst", id, last);
         let got = c.cmd(&["GET", &cmd[1]]);
-        if got != bulk(&cmd[2]) {
+        if got != Reply::bulk(&cmd[2]) {
             return Err(format!("GET {} replied {got:?}, expected {:?}", cmd[1], cmd[2]));
         }
         a.lock().unwrap().push(expected);
@@ -770,7 +742,7 @@ fn client_kill_in_the_middle_of_a_burst() {
         effective >= 2,
         "the burst ended before the kills hit the relayer twice ({killed:?}): make it longer"
     );
-    assert_backend_holds(&redis, &all, SETTLE);
+    assert_backend_holds(&redis, &all, DELIVERY);
     assert!(
         relayer.log().contains("backend connection lost"),
         "the relayer did not log the dropped connections:\n{}",
@@ -802,7 +774,7 @@ fn link_cut_in_the_middle_of_a_burst() {
         cuts.iter().filter(|(n, _)| *n > 0).count() >= 2,
         "the burst ended before two cuts hit the relayer ({cuts:?}): make it longer"
     );
-    assert_backend_holds(&redis, &all, SETTLE);
+    assert_backend_holds(&redis, &all, DELIVERY);
 }
 
 /// The backend stops executing writes for 3 s (`CLIENT PAUSE 3000 WRITE`) while 10 clients write
@@ -887,14 +859,14 @@ fn paused_backend_slows_writers_and_memory_stays_bounded() {
     let expected: BTreeMap<String, String> = (0..CLIENTS)
         .flat_map(|id| (0..N).map(move |i| (format!("pause:{id}:{i}"), value(id, i))))
         .collect();
-    let mismatches = settled_mismatches(SETTLE, || string_mismatches(&mut direct, &expected));
+    let mismatches = settled_mismatches(DELIVERY, || string_mismatches(&mut direct, &expected));
     assert!(
         mismatches.is_empty(),
         "{} writes missing on the backend, e.g.:\n{}",
         mismatches.len(),
         mismatches[..mismatches.len().min(5)].join("\n")
     );
-    assert_eq!(dbsize(&mut direct), expected.len() as i64);
+    assert_eq!(redis.dbsize(), expected.len() as i64);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -909,9 +881,9 @@ fn wrongtype_on_a_background_hset_is_logged_and_harmless() {
     let mut c = relayer.client();
     assert_eq!(c.q("SET wt:k string"), Reply::ok());
     assert_eq!(c.q("HSET wt:k f v"), Reply::Int(1), "the early reply");
-    assert_eq!(c.q("GET wt:k"), bulk("string"));
+    assert_eq!(c.q("GET wt:k"), Reply::bulk("string"));
     assert_eq!(c.q("SET wt:other v2"), Reply::ok());
-    assert_eq!(c.q("GET wt:other"), bulk("v2"));
+    assert_eq!(c.q("GET wt:other"), Reply::bulk("v2"));
     // Once more on a pipeline, and a different command.
     let replies = c.pipeline(&[
         vec!["SADD", "wt:k", "m"],
@@ -921,28 +893,28 @@ fn wrongtype_on_a_background_hset_is_logged_and_harmless() {
     ]);
     assert_eq!(
         replies,
-        vec![Reply::Int(1), bulk("string"), Reply::Int(1), bulk("v")]
+        vec![
+            Reply::Int(1),
+            Reply::bulk("string"),
+            Reply::Int(1),
+            Reply::bulk("v")
+        ]
     );
-    let line = wait_log_line(
-        &relayer,
+    let line = relayer.wait_log_line(
         &[
             "background write refused by the backend",
             "hset",
             "wt:k",
             "WRONGTYPE",
         ],
-        Duration::from_secs(10),
+        HANG,
     );
     eprintln!("logged: {line}");
-    let line = wait_log_line(
-        &relayer,
-        &["background write refused by the backend", "sadd", "wt:k"],
-        Duration::from_secs(10),
-    );
+    let line = relayer.wait_log_line(&["background write refused by the backend", "sadd", "wt:k"], HANG);
     eprintln!("logged: {line}");
     let mut direct = redis.client();
-    assert_eq!(direct.q("GET wt:k"), bulk("string"));
-    assert_eq!(direct.q("HGET wt:h f"), bulk("v"));
+    assert_eq!(direct.q("GET wt:k"), Reply::bulk("string"));
+    assert_eq!(direct.q("HGET wt:h f"), Reply::bulk("v"));
 }
 
 /// A 1 KB value: 10 MB in all, so that the link has plenty in flight at SIGTERM.
@@ -968,9 +940,10 @@ fn sigterm_delivers_pending_writes_behind_a_slow_link() {
         assert_eq!(r, Reply::ok(), "early reply to SET term:{i}");
     }
     let mut direct = redis.client();
-    let before = dbsize(&mut direct);
+    let before = redis.dbsize();
     relayer.signal(libc::SIGTERM);
-    let st = relayer.wait_exit(Duration::from_secs(60));
+    // drainTimeout, then the exit.
+    let st = relayer.wait_exit(Duration::from_secs(30) + EXIT);
     eprintln!("{before} of {N} writes were on the backend at SIGTERM");
     assert_eq!(
         st.code(),
@@ -978,7 +951,7 @@ fn sigterm_delivers_pending_writes_behind_a_slow_link() {
         "exit status after SIGTERM; log:\n{}",
         relayer.log()
     );
-    assert_eq!(dbsize(&mut direct), N as i64, "keys on the backend after exit");
+    assert_eq!(redis.dbsize(), N as i64, "keys on the backend after exit");
     let expected: BTreeMap<String, String> = (0..N).map(|i| (format!("term:{i}"), term_value(i))).collect();
     let mismatches = string_mismatches(&mut direct, &expected);
     assert!(
@@ -1007,16 +980,17 @@ fn sigterm_waits_for_writes_the_backend_has_not_confirmed() {
         .map(|i| vec!["SET".into(), format!("tp:{i}"), format!("v{i}")])
         .collect();
     assert!(c.pipeline(&cmds).iter().all(|r| r.is_ok()));
-    assert_eq!(dbsize(&mut direct), 0, "the pause holds the writes");
+    assert_eq!(redis.dbsize(), 0, "the pause holds the writes");
     relayer.signal(libc::SIGTERM);
-    let st = relayer.wait_exit(Duration::from_secs(40));
+    // drainTimeout, then the exit.
+    let st = relayer.wait_exit(Duration::from_secs(20) + EXIT);
     assert_eq!(st.code(), Some(0), "exit status; log:\n{}", relayer.log());
     assert!(
         paused.elapsed() >= Duration::from_millis(1500),
         "exited {:?} into a 2 s pause: before the writes were confirmed",
         paused.elapsed()
     );
-    assert_eq!(dbsize(&mut direct), 1000);
+    assert_eq!(redis.dbsize(), 1000);
 }
 
 /// The backend is down at SIGTERM with 100 background writes waiting: after drainTimeout (1 s)
@@ -1027,7 +1001,7 @@ fn sigterm_with_the_backend_down_logs_the_lost_writes() {
     let mut relayer = Relayer::smart(&redis.url(), "drainTimeout = 1\nconnectTimeout = 1");
     let mut c = relayer.client();
     assert_eq!(c.q("SET lost:warm v"), Reply::ok());
-    assert_eq!(sync_get(&mut c, "lost:warm").unwrap(), bulk("v"));
+    assert_eq!(sync_get(&mut c, "lost:warm").unwrap(), Reply::bulk("v"));
     redis.kill();
     let cmds: Vec<Vec<String>> = (0..100)
         .map(|i| vec!["SET".into(), format!("lost:{i}"), format!("v{i}")])
@@ -1039,13 +1013,13 @@ fn sigterm_with_the_backend_down_logs_the_lost_writes() {
     );
     let sent = Instant::now();
     relayer.signal(libc::SIGTERM);
-    relayer.wait_exit(Duration::from_secs(20));
+    relayer.wait_exit(EXIT);
     assert!(
         sent.elapsed() >= Duration::from_millis(900),
         "exited after {:?}, before drainTimeout",
         sent.elapsed()
     );
-    let line = wait_log_line(&relayer, &["background writes lost"], Duration::from_secs(1));
+    let line = relayer.wait_log_line(&["background writes lost"], HANG);
     assert!(
         line.split(|ch: char| !ch.is_ascii_digit()).any(|n| n == "100"),
         "the lost-writes line does not give the count 100: {line}"
@@ -1143,7 +1117,7 @@ fn backend_restart_keeps_writes_acknowledged_while_it_was_down() {
         "no write was acknowledged while the backend was down"
     );
     let mut direct = redis.client();
-    let mismatches = settled_mismatches(SETTLE, || string_mismatches(&mut direct, &expected));
+    let mismatches = settled_mismatches(DELIVERY, || string_mismatches(&mut direct, &expected));
     assert!(
         mismatches.is_empty(),
         "{} of {} writes acknowledged after the kill are not on the restarted backend, e.g.:\n{}",
@@ -1187,9 +1161,9 @@ fn async_commands_extend_the_table() {
             "{extra}: RPUSH is not added"
         );
         let got = redis.client().cmd(&["LRANGE", &key, "0", "-1"]);
-        let mut want: Vec<Reply> = (0..500).rev().map(|j| bulk(&format!("e{j}"))).collect();
-        want.insert(0, bulk("one-at-a-time"));
-        want.push(bulk("tail"));
+        let mut want: Vec<Reply> = (0..500).rev().map(|j| Reply::bulk(format!("e{j}"))).collect();
+        want.insert(0, Reply::bulk("one-at-a-time"));
+        want.push(Reply::bulk("tail"));
         assert_eq!(got, Reply::array(want), "{extra}: the list on the backend");
     }
 }

@@ -2,22 +2,27 @@
 //! pipelines written whole before any reply is read (read ahead up to queryBufferLimit).
 
 use integration::fake_firehose::FakeFirehose;
+use integration::timeouts::HANG;
 use integration::*;
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// A reply, or room to write, behind a pipeline of hundreds of thousands of commands: the
+/// relayer and the backend may have much of it to work through first.
+const BEHIND_A_PIPELINE: Duration = Duration::from_secs(60);
+
 const MAX_REACHED: &str = "ERR max number of clients reached";
 
 /// Opens clients until `n` of them answer PING (connections the relayer has not yet noticed as
 /// closed, like the harness' readiness probe, may still count for a moment).
 fn fill_to(relayer: &Relayer, listen: usize, n: usize) -> Vec<Client> {
-    poll_until(Duration::from_secs(30), "room for the clients", || {
+    poll_until(HANG, "room for the clients", || {
         let mut cs = Vec::new();
         for _ in 0..n {
             let mut c = relayer.client_at(listen);
-            c.set_read_timeout(Duration::from_secs(20));
+            c.set_read_timeout(HANG);
             match c.cmd(&["PING"]) {
                 r if r == Reply::status("PONG") => cs.push(c),
                 r if r == Reply::error(MAX_REACHED) => return None,
@@ -30,7 +35,7 @@ fn fill_to(relayer: &Relayer, listen: usize, n: usize) -> Vec<Client> {
 
 fn assert_refused(relayer: &Relayer, listen: usize) {
     let mut c = relayer.client_at(listen);
-    c.set_read_timeout(Duration::from_secs(20));
+    c.set_read_timeout(HANG);
     // The error comes without asking; a command sent meanwhile must not be run.
     let _ = c.try_send_raw(b"SET maxc:refused x\r\n");
     assert_eq!(c.read_reply(), Reply::error(MAX_REACHED));
@@ -54,9 +59,9 @@ fn max_clients() {
         assert_eq!(c.cmd(&["SET", &format!("maxc:{i}"), "v"]), Reply::ok());
     }
     drop(five.pop());
-    let mut sixth = poll_until(Duration::from_secs(20), "a free slot after a disconnect", || {
+    let mut sixth = poll_until(HANG, "a free slot after a disconnect", || {
         let mut c = relayer.client();
-        c.set_read_timeout(Duration::from_secs(20));
+        c.set_read_timeout(HANG);
         match c.q("GET maxc:0") {
             r if r == Reply::bulk("v") => Some(c),
             r if r == Reply::error(MAX_REACHED) => None,
@@ -86,7 +91,8 @@ fn pending_replies_are_bounded() {
     let rss_before = relayer.rss_kb();
 
     let mut w = c.try_clone_stream().unwrap();
-    w.set_write_timeout(Some(Duration::from_secs(120))).unwrap();
+    // Longer than the deadline below, which reports a writer that is stuck.
+    w.set_write_timeout(Some(2 * BEHIND_A_PIPELINE)).unwrap();
     let written = Arc::new(AtomicUsize::new(0));
     let writer = {
         let written = written.clone();
@@ -103,7 +109,7 @@ fn pending_replies_are_bounded() {
     // The writer finishes without reading a reply (it stalled for good before: a deadlock for
     // a client that reads only once it has written everything). RSS is sampled meanwhile.
     let mut max_rss = rss_before;
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + BEHIND_A_PIPELINE;
     while written.load(Ordering::Relaxed) < N {
         max_rss = max_rss.max(relayer.rss_kb());
         assert!(
@@ -117,7 +123,7 @@ fn pending_replies_are_bounded() {
     writer.join().unwrap().unwrap();
     // Meanwhile another client is served.
     let mut other = relayer.client();
-    other.set_read_timeout(Duration::from_secs(20));
+    other.set_read_timeout(HANG);
     assert_eq!(other.q("SET pend:other x"), Reply::ok());
     assert_eq!(other.q("GET pend:other"), Reply::bulk("x"));
     max_rss = max_rss.max(relayer.rss_kb());
@@ -128,7 +134,7 @@ fn pending_replies_are_bounded() {
     );
 
     // Now read everything back.
-    c.set_read_timeout(Duration::from_secs(60));
+    c.set_read_timeout(BEHIND_A_PIPELINE);
     for i in 0..N {
         let r = c.read_reply();
         if r.as_bytes() != Some(&value[..]) {
@@ -152,11 +158,11 @@ fn repeated(args: &[&[u8]], n: usize) -> Vec<u8> {
 }
 
 /// Writes `bytes` whole before reading anything. A relayer that stops reading the client while
-/// its replies pile up leaves the write blocked: it then fails after 30 s without progress
+/// its replies pile up leaves the write blocked: it then fails after `HANG` without progress
 /// instead of hanging the test.
 fn write_before_reading(c: &Client, bytes: &[u8], what: &str) {
     let mut w = c.try_clone_stream().unwrap();
-    w.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+    w.set_write_timeout(Some(HANG)).unwrap();
     let started = Instant::now();
     if let Err(e) = w.write_all(bytes) {
         panic!(
@@ -185,7 +191,7 @@ fn pipeline_of_gets_written_before_reading(relayer: &Relayer, redis: &Redis) {
     let started = Instant::now();
     write_before_reading(&c, &repeated(&[b"GET", b"pipe:get"], N), "300,000 GETs");
     let rss_written = relayer.rss_kb();
-    c.set_read_timeout(Duration::from_secs(60));
+    c.set_read_timeout(BEHIND_A_PIPELINE);
     for i in 0..N {
         let r = c.read_reply();
         if r.as_bytes() != Some(&value[..]) {
@@ -234,7 +240,7 @@ fn pipeline_of_sets_written_before_reading(relayer: &Relayer, redis: &Redis, n: 
     let started = Instant::now();
     write_before_reading(&c, &bytes, &format!("{n} SETs"));
     drop(bytes);
-    c.set_read_timeout(Duration::from_secs(60));
+    c.set_read_timeout(BEHIND_A_PIPELINE);
     for i in 0..n {
         let r = c.read_reply();
         assert!(r == Reply::ok(), "reply {i} of {n}: {r:?}");
@@ -279,18 +285,14 @@ fn pipeline_of_1m_sets_written_before_reading_sync() {
 fn firehose_pipeline_written_before_reading() {
     const N: usize = 500_000;
     let fake = FakeFirehose::start();
-    let relayer = Relayer::start(&format!(
-        "[[relayer]]\nprotocol = \"firehose\"\nlisten = \"unix:$DIR/firehose.sock\"\nstreamName = \"s\"\n\
-         region = \"us-east-1\"\nendpoint = \"{}\"\n",
-        fake.url()
-    ));
+    let relayer = Relayer::start(&firehose_entry("unix:$DIR/firehose.sock", "s", &fake.url(), ""));
     let mut c = relayer.client();
     write_before_reading(
         &c,
         &repeated(&[b"PING"], N),
         "500,000 PINGs to a firehose relayer",
     );
-    c.set_read_timeout(Duration::from_secs(60));
+    c.set_read_timeout(BEHIND_A_PIPELINE);
     for i in 0..N {
         let r = c.read_reply();
         assert!(r == Reply::status("PONG"), "reply {i} of {N}: {r:?}");
@@ -317,7 +319,7 @@ fn quit_inside_a_pipeline_written_before_reading() {
     let gets = repeated(&[b"GET", b"pipe:quit"], N);
     let bytes = [&gets[..], &encode_command(&["QUIT"]), &gets[..]].concat();
     write_before_reading(&c, &bytes, "GETs, QUIT, GETs");
-    c.set_read_timeout(Duration::from_secs(60));
+    c.set_read_timeout(BEHIND_A_PIPELINE);
     for i in 0..N {
         let r = c.read_reply();
         if r.as_bytes() != Some(&value[..]) {
@@ -334,7 +336,7 @@ const QUERY_BUFFER_ERROR: &str =
 
 /// A relayer (TCP listen 0, unix listen 1) with `queryBufferLimit = 1048576`, Redis' smallest.
 fn relayer_with_1mib_query_buffer(redis: &Redis) -> Relayer {
-    let tcp = format!("tcp://127.0.0.1:{}", free_port());
+    let tcp = tcp_listen();
     Relayer::start(&format!(
         "queryBufferLimit = 1048576\n{}\n{}",
         redis_entry(&tcp, &redis.url(), ""),
@@ -368,7 +370,7 @@ fn client_over_the_query_buffer_limit_gets_an_error_and_is_closed() {
         Reply::status("PONG"),
         "another client is served meanwhile"
     );
-    c.set_read_timeout(Duration::from_secs(30));
+    c.set_read_timeout(HANG);
     let mut answered = 0;
     let last = loop {
         match c.read_reply() {
@@ -382,15 +384,11 @@ fn client_over_the_query_buffer_limit_gets_an_error_and_is_closed() {
     let calls = redis.command_calls("get") - calls_before;
     assert_eq!(calls, answered as u64, "GETs run by redis-server");
     eprintln!("{answered} of {n} GETs answered before the error");
-    wait_until(
-        Duration::from_secs(10),
-        "the warning in the relayer's log",
-        || {
-            relayer
-                .log()
-                .contains("client over the query buffer limit, closing it")
-        },
-    );
+    wait_until(HANG, "the warning in the relayer's log", || {
+        relayer
+            .log()
+            .contains("client over the query buffer limit, closing it")
+    });
     // The relayer and its other clients are unaffected.
     assert_eq!(other.cmd(&["GET", "qbl:v"]).as_bytes(), Some(&value[..]));
     let mut again = relayer.client();
@@ -409,9 +407,9 @@ fn client_reading_its_replies_may_pipeline_past_the_query_buffer_limit() {
     let mut c = relayer.client();
     assert_eq!(c.q("SET qbl:small 0123456789"), Reply::ok());
     let mut w = c.try_clone_stream().unwrap();
-    w.set_write_timeout(Some(Duration::from_secs(60))).unwrap();
+    w.set_write_timeout(Some(BEHIND_A_PIPELINE)).unwrap();
     let writer = std::thread::spawn(move || w.write_all(&repeated(&[b"GET", b"qbl:small"], N)));
-    c.set_read_timeout(Duration::from_secs(60));
+    c.set_read_timeout(BEHIND_A_PIPELINE);
     for i in 0..N {
         let r = c.read_reply();
         assert!(r == Reply::bulk("0123456789"), "reply {i} of {N}: {r:?}");
@@ -432,7 +430,7 @@ fn unauthenticated_client_query_buffer_is_1mib() {
     let ping = encode_command(&["PING"]);
     let mut c = relayer.client_at(1);
     write_before_reading(&c, &ping.repeat(2_000_000 / ping.len()), "PINGs before AUTH");
-    c.set_read_timeout(Duration::from_secs(30));
+    c.set_read_timeout(HANG);
     let mut refused = 0;
     let last = loop {
         match c.read_reply() {
@@ -451,7 +449,7 @@ fn unauthenticated_client_query_buffer_is_1mib() {
     assert_eq!(c.q("AUTH pw"), Reply::ok());
     const N: usize = 3_000_000 / 14;
     write_before_reading(&c, &ping.repeat(N), "PINGs after AUTH");
-    c.set_read_timeout(Duration::from_secs(30));
+    c.set_read_timeout(HANG);
     for i in 0..N {
         let r = c.read_reply();
         assert!(r == Reply::status("PONG"), "reply {i} of {N}: {r:?}");
@@ -472,7 +470,7 @@ fn client_far_over_the_query_buffer_limit_is_disconnected() {
     let bytes = frame.repeat(20 * (1 << 20) / frame.len());
     let mut c = relayer.client_at(1);
     let mut w = c.try_clone_stream().unwrap();
-    w.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+    w.set_write_timeout(Some(HANG)).unwrap();
     // The write fails once the relayer closes the connection (reset), or completes into the
     // socket buffers; either way it must not block.
     let written = w.write_all(&bytes);
@@ -482,7 +480,7 @@ fn client_far_over_the_query_buffer_limit_is_disconnected() {
     );
     assert_eq!(other.q("PING"), Reply::status("PONG"));
     // What it can read ends within the deadline: replies, maybe the error, then the end.
-    c.set_read_timeout(Duration::from_secs(30));
+    c.set_read_timeout(HANG);
     let mut answered = 0;
     loop {
         match c.try_read_reply() {
@@ -505,7 +503,7 @@ fn client_far_over_the_query_buffer_limit_is_disconnected() {
         }
     }
     eprintln!("{answered} replies read (written: {written:?})");
-    wait_until(Duration::from_secs(10), "the relayer's log", || {
+    wait_until(HANG, "the relayer's log", || {
         let log = relayer.log();
         log.contains("client over the query buffer limit, closing it")
             && log.contains("client still sending while closed, disconnected")

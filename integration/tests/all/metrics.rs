@@ -1,23 +1,14 @@
 //! The Prometheus endpoint: its counters move as traffic goes through the relayer.
 
+use crate::helpers::metrics_page;
+use integration::timeouts::{EXIT, HANG};
 use integration::*;
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::time::Duration;
 
 /// GET /metrics, as `metric{labels}` -> value, for the lines of smart-relayer's own metrics.
 fn scrape(port: u16) -> HashMap<String, f64> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics endpoint");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    assert!(
-        body.starts_with("HTTP/1.1 200"),
-        "metrics endpoint answered:\n{body}"
-    );
-    body.lines()
+    metrics_page(port)
+        .lines()
         .filter(|l| l.starts_with("smart_relayer_"))
         .filter_map(|l| {
             let (k, v) = l.rsplit_once(' ')?;
@@ -40,7 +31,7 @@ fn value(m: &HashMap<String, f64>, name: &str, listen: &str, outcome: Option<&st
 fn counters_move_with_traffic() {
     let redis = Redis::start();
     let metrics_port = free_port();
-    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let listen = tcp_listen();
     let relayer = Relayer::start(&format!(
         "metricsListen = \"127.0.0.1:{metrics_port}\"\n{}",
         redis_entry_mode("smart", &listen, &redis.url(), "")
@@ -48,7 +39,7 @@ fn counters_move_with_traffic() {
     // The listener accepts once bound, which is before its worker has registered the entry's
     // metrics: they appear a moment later.
     let gauge = format!("smart_relayer_clients_connected{{listen=\"{listen}\"}}");
-    let before = poll_until(Duration::from_secs(20), "the entry's metrics", || {
+    let before = poll_until(HANG, "the entry's metrics", || {
         Some(scrape(metrics_port)).filter(|m| m.contains_key(&gauge))
     });
     let count =
@@ -69,7 +60,7 @@ fn counters_move_with_traffic() {
     // A background write the backend refuses, and a dropped upstream connection.
     assert_eq!(c.cmd(&["HSET", "m:0", "f", "v"]), Reply::Int(1));
     redis.client().q("CLIENT KILL TYPE normal");
-    wait_until(Duration::from_secs(20), "the metrics to show the traffic", || {
+    wait_until(HANG, "the metrics to show the traffic", || {
         let now = scrape(metrics_port);
         value(&now, "smart_relayer_background_errors_total", &listen, None) >= 1.0
             && value(&now, "smart_relayer_reconnects_total", &listen, None) >= 1.0
@@ -86,7 +77,7 @@ fn counters_move_with_traffic() {
     assert_eq!(count(&after, "forwarded") - count(&before, "forwarded"), 10.0);
     assert_eq!(count(&after, "local") - count(&before, "local"), 5.0);
     drop(c);
-    wait_until(Duration::from_secs(10), "the client gauge to drop", || {
+    wait_until(HANG, "the client gauge to drop", || {
         value(
             &scrape(metrics_port),
             "smart_relayer_clients_connected",
@@ -101,12 +92,12 @@ fn metrics_port_in_use_stops_the_start() {
     let redis = Redis::start();
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = busy.local_addr().unwrap().port();
-    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let listen = tcp_listen();
     let mut relayer = Relayer::spawn(&format!(
         "metricsListen = \"127.0.0.1:{port}\"\n{}",
         redis_entry(&listen, &redis.url(), "")
     ));
-    let status = relayer.wait_exit(Duration::from_secs(20));
+    let status = relayer.wait_exit(EXIT);
     assert!(!status.success(), "started with its metrics port taken");
     assert!(
         relayer.log().contains("cannot start the metrics endpoint"),

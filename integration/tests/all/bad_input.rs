@@ -1,8 +1,8 @@
 //! Bad input from one client: a Redis-style protocol error and a closed connection for it, no
 //! effect on another client of the same relayer, and bounded memory throughout.
 
+use integration::timeouts::HANG;
 use integration::*;
-use std::time::Duration;
 
 const MB: u64 = 1024;
 
@@ -143,7 +143,7 @@ fn bad_input_gets_protocol_errors_and_leaves_others_alone() {
             problem = Some(format!("expected {want:?}, got {got:?}"));
         }
         if problem.is_none() {
-            if let Err(e) = c.wait_closed(Duration::from_secs(20)) {
+            if let Err(e) = c.wait_closed(HANG) {
                 problem = Some(format!("after the error: {e}"));
             }
         }
@@ -182,7 +182,7 @@ fn bad_input_gets_protocol_errors_and_leaves_others_alone() {
         let mut c = relayer.client();
         c.send_raw(p);
         c.shutdown_write();
-        match c.wait_closed(Duration::from_secs(20)) {
+        match c.wait_closed(HANG) {
             Ok(()) => {}
             Err(e) => failures.push(format!(
                 "unterminated {} then EOF: expected a close without reply: {e}",

@@ -3,28 +3,19 @@
 //! same listener. Every line acknowledged before a change must reach the endpoint.
 
 use integration::fake_firehose::FakeFirehose;
+use integration::log::{STOPPED_LOST, STOPPED_OK};
+use integration::timeouts::{DELIVERY, EXIT, HANG};
 use integration::*;
 use std::time::{Duration, Instant};
 
-const RELOADED: &str = "configuration reloaded";
-const WAIT: Duration = Duration::from_secs(20);
-
 /// A firehose entry; `flush` is its flushInterval (long to keep lines in the batcher).
-fn firehose_entry(listen: &str, fake: &FakeFirehose, stream: &str, flush: f64) -> String {
-    format!(
-        "[[relayer]]\nprotocol = \"firehose\"\nlisten = \"{listen}\"\nstreamName = \"{stream}\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\nflushInterval = {flush}\ndrainTimeout = 1\n",
-        fake.url()
+fn entry(listen: &str, fake: &FakeFirehose, stream: &str, flush: f64) -> String {
+    firehose_entry(
+        listen,
+        stream,
+        &fake.url(),
+        &format!("flushInterval = {flush}\ndrainTimeout = 1"),
     )
-}
-
-/// Rewrites the file, sends SIGHUP and waits for the reload's log record.
-fn reload(relayer: &mut Relayer, config: &str) {
-    let before = relayer.log().matches(RELOADED).count();
-    relayer.rewrite_config(config);
-    relayer.signal(libc::SIGHUP);
-    wait_until(WAIT, "the reload's log record", || {
-        relayer.log().matches(RELOADED).count() > before
-    });
 }
 
 /// The stream names of the calls that carried `key`'s line.
@@ -45,7 +36,7 @@ fn streams_of(fake: &FakeFirehose, key: &str) -> Vec<String> {
 
 fn wait_for_line(fake: &FakeFirehose, key: &str) {
     let needle = format!("\"{key}\"");
-    wait_until(WAIT, &format!("the line of {key} at the endpoint"), || {
+    wait_until(DELIVERY, &format!("the line of {key} at the endpoint"), || {
         fake.lines()
             .iter()
             .any(|l| String::from_utf8_lossy(l).contains(&needle))
@@ -59,28 +50,19 @@ fn wait_for_line(fake: &FakeFirehose, key: &str) {
 fn firehose_entry_added_changed_and_removed() {
     let fake = FakeFirehose::start();
     let redis = Redis::start();
-    let base = redis_entry(&format!("tcp://127.0.0.1:{}", free_port()), &redis.url(), "");
+    let base = redis_entry(&tcp_listen(), &redis.url(), "");
     let mut relayer = Relayer::start(&base);
-    let fh = format!("tcp://127.0.0.1:{}", free_port());
+    let fh = tcp_listen();
 
-    reload(
-        &mut relayer,
-        &format!("{base}\n{}", firehose_entry(&fh, &fake, "one", 0.1)),
-    );
+    relayer.reload(&format!("{base}\n{}", entry(&fh, &fake, "one", 0.1)));
     let mut c = Client::connect(&fh).expect("the added firehose entry accepts");
     assert_eq!(c.cmd(&["SET", "added", "1"]), Reply::ok());
     wait_for_line(&fake, "added");
 
     // Held back by a long flush interval, so the old batcher still owes it at the change.
-    reload(
-        &mut relayer,
-        &format!("{base}\n{}", firehose_entry(&fh, &fake, "one", 30.0)),
-    );
+    relayer.reload(&format!("{base}\n{}", entry(&fh, &fake, "one", 30.0)));
     assert_eq!(c.cmd(&["SET", "before-change", "1"]), Reply::ok());
-    reload(
-        &mut relayer,
-        &format!("{base}\n{}", firehose_entry(&fh, &fake, "two", 0.1)),
-    );
+    relayer.reload(&format!("{base}\n{}", entry(&fh, &fake, "two", 0.1)));
     assert_eq!(
         c.cmd(&["SET", "after-change", "1"]),
         Reply::ok(),
@@ -95,17 +77,14 @@ fn firehose_entry_added_changed_and_removed() {
         "the replaced batcher delivers what it held, to its own stream"
     );
 
-    reload(
-        &mut relayer,
-        &format!("{base}\n{}", firehose_entry(&fh, &fake, "two", 30.0)),
-    );
+    relayer.reload(&format!("{base}\n{}", entry(&fh, &fake, "two", 30.0)));
     assert_eq!(c.cmd(&["SET", "before-removal", "1"]), Reply::ok());
-    reload(&mut relayer, &base);
+    relayer.reload(&base);
     wait_for_line(&fake, "before-removal");
-    wait_until(WAIT, "the removed entry's port refused", || {
+    wait_until(HANG, "the removed entry's port refused", || {
         Client::connect(&fh).is_err()
     });
-    c.wait_closed(WAIT)
+    c.wait_closed(HANG)
         .expect("the removed entry's client is closed after drainTimeout");
     let lines = fake.lines();
     for key in ["added", "before-change", "after-change", "before-removal"] {
@@ -124,14 +103,14 @@ fn firehose_entry_added_changed_and_removed() {
 fn protocol_switch_behind_the_same_listener() {
     let fake = FakeFirehose::start();
     let redis = Redis::start();
-    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let listen = tcp_listen();
     let as_redis = redis_entry(&listen, &redis.url(), "drainTimeout = 1");
-    let as_firehose = firehose_entry(&listen, &fake, "s", 0.1);
+    let as_firehose = entry(&listen, &fake, "s", 0.1);
     let mut relayer = Relayer::start(&as_redis);
 
     let mut old = Client::connect(&listen).unwrap();
     assert_eq!(old.cmd(&["SET", "k:redis", "1"]), Reply::ok());
-    reload(&mut relayer, &as_firehose);
+    relayer.reload(&as_firehose);
     let started = Instant::now();
     let mut new = Client::connect(&listen).expect("the listener stays");
     assert_eq!(new.cmd(&["PING"]), Reply::status("PONG"));
@@ -147,18 +126,18 @@ fn protocol_switch_behind_the_same_listener() {
     if started.elapsed() < Duration::from_millis(800) {
         assert_eq!(r, Reply::bulk("1"), "the old client still talks to redis");
     }
-    old.wait_closed(WAIT)
+    old.wait_closed(HANG)
         .expect("the old protocol's client is closed after drainTimeout");
     assert_eq!(redis.client().cmd(&["GET", "k:redis"]), Reply::bulk("1"));
 
-    reload(&mut relayer, &as_redis);
+    relayer.reload(&as_redis);
     let mut back = Client::connect(&listen).unwrap();
     assert_eq!(
         back.cmd(&["GET", "k:redis"]),
         Reply::bulk("1"),
         "redis again behind the listener"
     );
-    new.wait_closed(WAIT)
+    new.wait_closed(HANG)
         .expect("the firehose client is closed after drainTimeout");
     assert!(
         fake.lines()
@@ -170,9 +149,9 @@ fn protocol_switch_behind_the_same_listener() {
     );
 }
 
-/// `firehose_entry` with more keys.
+/// `entry` with more keys.
 fn firehose_entry_with(listen: &str, fake: &FakeFirehose, stream: &str, extra: &str) -> String {
-    format!("{}{extra}\n", firehose_entry(listen, fake, stream, 0.1))
+    format!("{}{extra}\n", entry(listen, fake, stream, 0.1))
 }
 
 /// The `name: N` field of the one log record containing `msg`; panics unless there is exactly one.
@@ -208,8 +187,8 @@ fn set_many(c: &mut Client, prefix: &str, n: usize) -> Vec<String> {
 fn drain_timeout_at_a_reload_dead_letters_or_counts_the_lines() {
     let fake = FakeFirehose::start();
     fake.go_down();
-    let other = firehose_entry(&format!("tcp://127.0.0.1:{}", free_port()), &fake, "other", 0.1);
-    let fh = format!("tcp://127.0.0.1:{}", free_port());
+    let other = entry(&tcp_listen(), &fake, "other", 0.1);
+    let fh = tcp_listen();
     let mut relayer = Relayer::start(&format!(
         "{other}\n{}",
         firehose_entry_with(&fh, &fake, "one", "deadLetterFile = \"$DIR/dead.jsonl\"")
@@ -217,13 +196,10 @@ fn drain_timeout_at_a_reload_dead_letters_or_counts_the_lines() {
     let path = relayer.dir().join("dead.jsonl");
     let mut c = Client::connect(&fh).unwrap();
     let first = set_many(&mut c, "first", 50);
-    reload(
-        &mut relayer,
-        &format!("{other}\n{}", firehose_entry(&fh, &fake, "two", 0.1)),
-    );
+    relayer.reload(&format!("{other}\n{}", entry(&fh, &fake, "two", 0.1)));
     let second = set_many(&mut c, "second", 20);
     let replaced = "replaced backend: writes not delivered in time, written to the dead-letter file";
-    wait_until(WAIT, "the replaced batcher's give-up", || {
+    wait_until(HANG, "the replaced batcher's give-up", || {
         relayer.log().contains(replaced)
     });
     let log = relayer.log();
@@ -242,9 +218,9 @@ fn drain_timeout_at_a_reload_dead_letters_or_counts_the_lines() {
     want.sort();
     assert_eq!(dead_keys, want, "the dead-letter file holds the 50 lines");
 
-    reload(&mut relayer, &other);
+    relayer.reload(&other);
     let removed = "removed relayer: writes not delivered within the drain timeout, lost";
-    wait_until(WAIT, "the removed batcher's give-up", || {
+    wait_until(HANG, "the removed batcher's give-up", || {
         relayer.log().contains(removed)
     });
     let log = relayer.log();
@@ -262,19 +238,15 @@ fn drain_timeout_at_a_reload_dead_letters_or_counts_the_lines() {
     // The stop summary counts what the reloads left too: it does not say everything was
     // delivered.
     relayer.signal(libc::SIGTERM);
-    assert!(relayer.wait_exit(WAIT).success());
+    assert!(relayer.wait_exit(EXIT).success());
     let log = relayer.log();
-    assert!(
-        !log.contains("stopped, every acknowledged write delivered"),
-        "log:\n{log}"
-    );
-    let stopped = "stopped with acknowledged writes not delivered";
+    assert!(!log.contains(STOPPED_OK), "log:\n{log}");
     assert_eq!(
-        field_of(&log, stopped, "lost"),
+        field_of(&log, STOPPED_LOST, "lost"),
         second.len() as u64,
         "log:\n{log}"
     );
-    assert_eq!(field_of(&log, stopped, "dead_letter"), 50, "log:\n{log}");
+    assert_eq!(field_of(&log, STOPPED_LOST, "dead_letter"), 50, "log:\n{log}");
 }
 
 /// Three clients keep writing while two reloads change the entry's stream, with a small buffer
@@ -287,7 +259,7 @@ fn reloads_while_clients_write_lose_no_acknowledged_line() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
     let fake = FakeFirehose::start();
-    let fh = format!("tcp://127.0.0.1:{}", free_port());
+    let fh = tcp_listen();
     let keys = "critical = true\nbuffer = 20";
     let mut relayer = Relayer::start(&firehose_entry_with(&fh, &fake, "one", keys));
     let stop = Arc::new(AtomicBool::new(false));
@@ -316,17 +288,17 @@ fn reloads_while_clients_write_lose_no_acknowledged_line() {
     let count = || acked.lock().unwrap().len();
     for stream in ["two", "one"] {
         let n = count();
-        wait_until(WAIT, "writes before the reload", || count() >= n + 300);
-        reload(&mut relayer, &firehose_entry_with(&fh, &fake, stream, keys));
+        wait_until(HANG, "writes before the reload", || count() >= n + 300);
+        relayer.reload(&firehose_entry_with(&fh, &fake, stream, keys));
     }
     let n = count();
-    wait_until(WAIT, "writes after the reloads", || count() >= n + 300);
+    wait_until(HANG, "writes after the reloads", || count() >= n + 300);
     stop.store(true, Ordering::SeqCst);
     for w in writers {
         w.join().expect("a writer got something else than +OK");
     }
     let acked = acked.lock().unwrap().clone();
-    wait_until(WAIT, "every acknowledged line at the endpoint", || {
+    wait_until(DELIVERY, "every acknowledged line at the endpoint", || {
         fake.line_count() >= acked.len()
     });
     let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
@@ -348,14 +320,8 @@ fn reloads_while_clients_write_lose_no_acknowledged_line() {
     let streams: HashSet<String> = fake.calls().iter().map(|c| c.stream.clone()).collect();
     assert_eq!(streams.len(), 2, "both streams were written: {streams:?}");
     relayer.signal(libc::SIGTERM);
-    assert!(relayer.wait_exit(WAIT).success());
-    assert!(
-        relayer
-            .log()
-            .contains("stopped, every acknowledged write delivered"),
-        "{}",
-        relayer.log()
-    );
+    assert!(relayer.wait_exit(EXIT).success());
+    assert!(relayer.log().contains(STOPPED_OK), "{}", relayer.log());
 }
 
 /// `critical = true`, `buffer = 1`, endpoint down: a client's second SET waits for room. A reload
@@ -366,7 +332,7 @@ fn reloads_while_clients_write_lose_no_acknowledged_line() {
 fn a_client_waiting_for_room_moves_to_the_new_batcher() {
     let fake = FakeFirehose::start();
     fake.go_down();
-    let fh = format!("tcp://127.0.0.1:{}", free_port());
+    let fh = tcp_listen();
     let keys = "critical = true\nbuffer = 1\ndeadLetterFile = \"$DIR/dead.jsonl\"";
     let mut relayer = Relayer::start(&firehose_entry_with(&fh, &fake, "one", keys));
     let path = relayer.dir().join("dead.jsonl");
@@ -375,14 +341,14 @@ fn a_client_waiting_for_room_moves_to_the_new_batcher() {
     c.send(&["SET", "waiting", "1"]);
     c.set_read_timeout(Duration::from_secs(1));
     assert!(c.try_read_reply().is_err(), "the second SET waits for room");
-    reload(&mut relayer, &firehose_entry_with(&fh, &fake, "two", keys));
-    c.set_read_timeout(WAIT);
+    relayer.reload(&firehose_entry_with(&fh, &fake, "two", keys));
+    c.set_read_timeout(HANG);
     assert_eq!(
         c.read_reply(),
         Reply::ok(),
         "the waiting SET, taken by the new batcher"
     );
-    wait_until(WAIT, "the first line in the dead-letter file", || {
+    wait_until(HANG, "the first line in the dead-letter file", || {
         std::fs::read_to_string(&path).is_ok_and(|d| d.contains("\"held\""))
     });
     fake.come_up();

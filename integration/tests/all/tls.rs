@@ -3,14 +3,8 @@
 //! users and passwords from the url, a refused AUTH that recovers once the server accepts it, and
 //! the configuration errors of the tls keys.
 
+use integration::timeouts::HANG;
 use integration::*;
-use std::time::Duration;
-
-const WAIT: Duration = Duration::from_secs(30);
-
-fn listen() -> String {
-    format!("tcp://127.0.0.1:{}", free_port())
-}
 
 /// `tlsCaFile = "..."` and more `key = "value"` lines.
 fn keys(pairs: &[(&str, &std::path::Path)]) -> String {
@@ -58,7 +52,7 @@ fn log_lines(relayer: &Relayer, parts: &[&str]) -> usize {
 /// Waits for `n` log lines containing every one of `parts` (the log is written after the
 /// replies), and checks there are no more.
 fn expect_log_lines(relayer: &Relayer, parts: &[&str], n: usize) {
-    wait_until(WAIT, &format!("{n} log lines with {parts:?}"), || {
+    wait_until(HANG, &format!("{n} log lines with {parts:?}"), || {
         log_lines(relayer, parts) >= n
     });
     assert_eq!(log_lines(relayer, parts), n, "{}", relayer.log());
@@ -73,10 +67,10 @@ fn relays_over_tls_in_sync_and_smart_mode() {
     admin(&server.redis).q("ACL SETUSER app on >secret ~* +@all");
     let ca = keys(&[("tlsCaFile", &certs.file("ca.pem"))]);
     let config = [
-        redis_entry(&listen(), &server.url("app:secret"), &ca),
-        redis_entry_mode("smart", &listen(), &server.url("app:secret"), &ca),
+        redis_entry(&tcp_listen(), &server.url("app:secret"), &ca),
+        redis_entry_mode("smart", &tcp_listen(), &server.url("app:secret"), &ca),
         // No credentials: the server answers NOAUTH, passed through as without TLS.
-        redis_entry(&listen(), &server.url(""), &ca),
+        redis_entry(&tcp_listen(), &server.url(""), &ca),
     ]
     .concat();
     let relayer = Relayer::start(&config);
@@ -132,8 +126,8 @@ fn client_certificate_required_by_the_server() {
         ("tlsKeyFile", &certs.file("client.key")),
     ]);
     let config = [
-        redis_entry(&listen(), &server.url(""), &with_cert),
-        redis_entry(&listen(), &server.url(""), &ca),
+        redis_entry(&tcp_listen(), &server.url(""), &with_cert),
+        redis_entry(&tcp_listen(), &server.url(""), &ca),
     ]
     .concat();
     let relayer = Relayer::start(&config);
@@ -162,11 +156,11 @@ fn wrong_ca_is_refused() {
     let certs = TestCerts::new();
     let server = TlsRedis::start(&certs, false, &[]);
     let good = redis_entry(
-        &listen(),
+        &tcp_listen(),
         &server.url(""),
         &keys(&[("tlsCaFile", &certs.file("ca.pem"))]),
     );
-    let bad_listen = listen();
+    let bad_listen = tcp_listen();
     let bad = |ca: &str| {
         redis_entry(
             &bad_listen,
@@ -188,7 +182,7 @@ fn wrong_ca_is_refused() {
 
     relayer.rewrite_config(&format!("{good}{}", bad("ca.pem")));
     relayer.signal(libc::SIGHUP);
-    poll_until(WAIT, "the reloaded entry to reach the backend", || {
+    poll_until(HANG, "the reloaded entry to reach the backend", || {
         let r = relayer.client_at(1).q("GET ca:k");
         (r == Reply::bulk("v")).then_some(())
     });
@@ -203,7 +197,7 @@ fn server_name_is_verified() {
     let ca = certs.file("ca.pem");
     let entry = |name: &str| {
         redis_entry(
-            &listen(),
+            &tcp_listen(),
             &server.url(""),
             &format!("{}tlsServerName = \"{name}\"\n", keys(&[("tlsCaFile", &ca)])),
         )
@@ -224,7 +218,7 @@ fn tls_connection_closed_by_the_server_reconnects() {
     let certs = TestCerts::new();
     let server = TlsRedis::start(&certs, false, &[]);
     let relayer = Relayer::start(&redis_entry(
-        &listen(),
+        &tcp_listen(),
         &server.url(""),
         &keys(&[("tlsCaFile", &certs.file("ca.pem"))]),
     ));
@@ -238,10 +232,10 @@ fn tls_connection_closed_by_the_server_reconnects() {
         &format!("127.0.0.1:{}", server.tls_port),
     ]);
     assert_eq!(killed, Reply::Int(1));
-    wait_until(WAIT, "the relayer to see the connection closed", || {
+    wait_until(HANG, "the relayer to see the connection closed", || {
         log_lines(&relayer, &["backend connection lost"]) == 1
     });
-    poll_until(WAIT, "a relayed command after the reconnection", || {
+    poll_until(HANG, "a relayed command after the reconnection", || {
         (c.q("INCR kill:k") == Reply::Int(2)).then_some(())
     });
 }
@@ -255,7 +249,7 @@ fn dedicated_connections_use_tls_and_the_url_user() {
     let mut direct = admin(&server.redis);
     assert_eq!(direct.q("ACL SETUSER app on >secret ~* &* +@all"), Reply::ok());
     let relayer = Relayer::start(&redis_entry(
-        &listen(),
+        &tcp_listen(),
         &server.url("app:secret"),
         &keys(&[("tlsCaFile", &certs.file("ca.pem"))]),
     ));
@@ -263,7 +257,7 @@ fn dedicated_connections_use_tls_and_the_url_user() {
     for round in 0..2 {
         let mut waiter = relayer.client();
         waiter.send(&["BLPOP", "jobs", "0"]);
-        wait_until(WAIT, "BLPOP blocked on the backend", || {
+        wait_until(HANG, "BLPOP blocked on the backend", || {
             let clients = direct.q("CLIENT LIST").as_str().unwrap();
             clients
                 .lines()
@@ -309,7 +303,7 @@ fn acl_user_and_password_from_the_url() {
     let mut direct = admin(&redis);
     assert_eq!(direct.q("ACL SETUSER app on >secret ~app:* +@all"), Reply::ok());
     let url = format!("redis://app:secret@127.0.0.1:{}", redis.port());
-    let relayer = Relayer::start(&redis_entry(&listen(), &url, ""));
+    let relayer = Relayer::start(&redis_entry(&tcp_listen(), &url, ""));
     let mut c = relayer.client();
     assert_eq!(c.q("SET app:k v"), Reply::ok());
     assert_eq!(c.q("GET app:k"), Reply::bulk("v"));
@@ -335,8 +329,8 @@ fn refused_auth_is_clear_and_recovers() {
     let url = format!("redis://app:wrong@127.0.0.1:{}", redis.port());
     let relayer = Relayer::start(&format!(
         "{}{}",
-        redis_entry(&listen(), &url, ""),
-        redis_entry_mode("smart", &listen(), &url, "")
+        redis_entry(&tcp_listen(), &url, ""),
+        redis_entry_mode("smart", &tcp_listen(), &url, "")
     ));
     let want = format!(
         "ERR relayer: backend redis://app:***@127.0.0.1:{} unavailable (AUTH refused: WRONGPASS invalid username-password pair or user is disabled.)",
@@ -347,7 +341,7 @@ fn refused_auth_is_clear_and_recovers() {
         assert_eq!(c.q("GET k"), Reply::error(&want));
     }
     // Several attempts later, still one line per entry in the log.
-    wait_until(WAIT, "the relayer to retry AUTH", || {
+    wait_until(HANG, "the relayer to retry AUTH", || {
         refused_auths(&mut direct, "app") >= 6
     });
     expect_log_lines(
@@ -359,7 +353,7 @@ fn refused_auth_is_clear_and_recovers() {
 
     assert_eq!(direct.q("ACL SETUSER app >wrong"), Reply::ok());
     poll_until(
-        WAIT,
+        HANG,
         "the relayer to authenticate with the fixed password",
         || (c.q("SET k fixed") == Reply::ok()).then_some(()),
     );

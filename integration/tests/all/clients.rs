@@ -7,14 +7,11 @@
 //! Each client runs against a redis-server directly and against another one through the relayer:
 //! the outputs are the same, and so is what the two servers hold afterwards.
 
+use integration::timeouts::{DELIVERY, HANG};
 use integration::*;
 use std::io::{Read, Write};
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::Duration;
-
-const TIMEOUT: Duration = Duration::from_secs(180);
+use std::process::Command;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Mode {
@@ -30,32 +27,9 @@ fn relayer_for(redis: &Redis, mode: Mode) -> Relayer {
     }
 }
 
-/// Runs `cmd` with `stdin` written to it (then closed): status, stdout, stderr.
-fn run(mut cmd: Command, stdin: &[u8], what: &str) -> (ExitStatus, String, String) {
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-    let mut child: Child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"));
-    let mut input = child.stdin.take().unwrap();
-    let data = stdin.to_vec();
-    let writer = std::thread::spawn(move || {
-        // A client that exits early closes the pipe: not an error here, its output says why.
-        let _ = input.write_all(&data);
-    });
-    let r = output_with_timeout(child, TIMEOUT, what);
-    writer.join().unwrap();
-    r
-}
-
 /// Runs a client and panics unless it exits 0; returns its stdout.
-fn run_ok(cmd: Command, stdin: &[u8], what: &str) -> String {
-    let (st, out, err) = run(cmd, stdin, what);
+fn run_ok(mut cmd: Command, stdin: &[u8], what: &str) -> String {
+    let (st, out, err) = run_program(&mut cmd, stdin, what);
     assert!(
         st.success(),
         "{what} exited with {st}\nstdout:\n{out}\nstderr:\n{err}"
@@ -263,7 +237,7 @@ fn cli_transcript(port: u16) -> String {
     for (args, stdin) in cli_cases() {
         let mut cmd = Command::new("redis-cli");
         cmd.args(["-h", "127.0.0.1", "-p", &port]).args(&args);
-        let (st, out, err) = run(cmd, stdin, &format!("redis-cli {args:?}"));
+        let (st, out, err) = run_program(&mut cmd, stdin, &format!("redis-cli {args:?}"));
         let mut out = out;
         if args.first() == Some(&"--scan") {
             // SCAN's order is the server's hash order: compare the set of keys.
@@ -319,7 +293,7 @@ fn inline_nc_style(mode: Mode) {
     let input: &[u8] = b"SET nc:a b\r\nGET nc:a\r\nINCR nc:n\nINCR nc:n\r\nSET nc:q \"x y\"\r\nGET nc:q\r\nLPUSH nc:a x\r\nPING\r\nECHO hi\r\nNOSUCHCMD\r\nMULTI\r\nINCR nc:n\r\nGET nc:a\r\nEXEC\r\nGET nc:n\r\n";
     let nc = |port: u16| -> Vec<u8> {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.set_read_timeout(Some(HANG)).unwrap();
         s.write_all(input).unwrap();
         s.shutdown(std::net::Shutdown::Write).unwrap();
         let mut out = Vec::new();
@@ -375,7 +349,7 @@ fn benchmark(port: u16, extra: &[&str]) -> String {
         BENCH_TESTS,
     ])
     .args(extra);
-    let (st, out, err) = run(cmd, b"", "redis-benchmark");
+    let (st, out, err) = run_program(&mut cmd, b"", "redis-benchmark");
     let bad: Vec<&str> = out
         .split(['\n', '\r'])
         .chain(err.split(['\n', '\r']))
@@ -428,7 +402,7 @@ fn redis_benchmark_matches_direct(mode: Mode, extra: &[&str]) {
     // Smart writes may still be on their way when redis-benchmark ends.
     let want = bench_state(&direct);
     let mut got = Vec::new();
-    wait_until(Duration::from_secs(30), "the relayer's background writes", || {
+    wait_until(DELIVERY, "the relayer's background writes", || {
         got = bench_state(&redis);
         got == want
     });

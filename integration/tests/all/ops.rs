@@ -62,7 +62,7 @@ fn open_files_limit_is_raised_and_logged() {
 #[test]
 fn second_stop_signal_exits_at_once() {
     let redis = Redis::start();
-    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let listen = tcp_listen();
     let mut relayer = Relayer::start(&format!(
         "{}\n{}",
         redis_entry_mode("smart", &listen, &redis.url(), "drainTimeout = 30"),

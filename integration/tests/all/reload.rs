@@ -4,23 +4,18 @@
 //! smart entry stops accepting at once, delivers what it acknowledged and closes its clients after
 //! drainTimeout; and the same cycle under a real supervisord (`supervisorctl signal HUP`, `stop`).
 
+use integration::log::{nth_record, record_field, RELOADED, RELOAD_FAILED};
+use integration::timeouts::{DELIVERY, EXIT, HANG, START};
 use integration::*;
 use std::net::TcpListener;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// What the relayer logs after each reload that applied (with added, changed, removed, unchanged).
-const RELOADED: &str = "configuration reloaded";
-/// What it logs when the new file is invalid.
-const FAILED: &str = "reload failed, configuration unchanged";
 /// What it logs for a listener that cannot bind.
 const CANNOT_LISTEN: &str = "cannot listen";
-/// How long a reload may take to be logged after SIGHUP.
-const RELOAD_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long an added or changed listener may take to serve once its reload is logged.
 const SERVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a removed listener may keep accepting once its reload is logged.
@@ -28,61 +23,6 @@ const REFUSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 // ---------------------------------------------------------------------------------------------
 // Log records
-
-/// True if `line` starts a log record (text: `Nov 24 17:28:06.718 INFO ...`; JSON: `{...`); other
-/// lines continue the record before them (a multi-line error, e.g. a TOML parse error).
-fn starts_record(line: &str) -> bool {
-    let b = line.as_bytes();
-    line.starts_with('{')
-        || (b.len() > 16
-            && b[..3].iter().all(u8::is_ascii_alphabetic)
-            && b[3] == b' '
-            && b[6] == b' '
-            && b[9] == b':')
-}
-
-/// The whole record (with its continuation lines) holding the `n`-th (from 0) occurrence of
-/// `needle` in `log`.
-fn nth_record(log: &str, needle: &str, n: usize) -> Option<String> {
-    let (pos, _) = log.match_indices(needle).nth(n)?;
-    let start = log[..pos].rfind('\n').map_or(0, |i| i + 1);
-    let mut out = String::new();
-    for (i, line) in log[start..].lines().enumerate() {
-        if i > 0 && starts_record(line) {
-            break;
-        }
-        out.push_str(line);
-        out.push('\n');
-    }
-    Some(out)
-}
-
-/// The number logged as field `name` in `record`: `name: 2` (text) or `"name":2` (JSON).
-fn field(record: &str, name: &str) -> Option<u64> {
-    for (pos, _) in record.match_indices(name) {
-        let word_start = record[..pos]
-            .chars()
-            .next_back()
-            .is_none_or(|c| !c.is_ascii_alphanumeric() && c != '_');
-        if !word_start {
-            continue;
-        }
-        let rest = record[pos + name.len()..].trim_start_matches('"');
-        let Some(rest) = rest.strip_prefix(':').or_else(|| rest.strip_prefix('=')) else {
-            continue;
-        };
-        let digits: String = rest
-            .trim_start()
-            .trim_start_matches('"')
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect();
-        if let Ok(n) = digits.parse() {
-            return Some(n);
-        }
-    }
-    None
-}
 
 /// Err unless the `configuration reloaded` record gives these counts.
 fn check_counts(record: &str, added: u64, changed: u64, removed: u64, unchanged: u64) -> Result<(), String> {
@@ -94,8 +34,8 @@ fn check_counts(record: &str, added: u64, changed: u64, removed: u64, unchanged:
     ];
     let wrong: Vec<String> = want
         .iter()
-        .filter(|(name, n)| field(record, name) != Some(*n))
-        .map(|(name, n)| format!("{name} {:?} instead of {n}", field(record, name)))
+        .filter(|(name, n)| record_field(record, name) != Some(*n))
+        .map(|(name, n)| format!("{name} {:?} instead of {n}", record_field(record, name)))
         .collect();
     if wrong.is_empty() {
         Ok(())
@@ -105,50 +45,6 @@ fn check_counts(record: &str, added: u64, changed: u64, removed: u64, unchanged:
             wrong.join(", "),
             record.trim()
         ))
-    }
-}
-
-/// The outcome of one SIGHUP.
-enum Outcome {
-    /// The `configuration reloaded` record.
-    Reloaded(String),
-    /// The `reload failed, configuration unchanged` record.
-    Failed(String),
-}
-
-/// Sends SIGHUP and waits for the next `configuration reloaded` or `reload failed` record.
-/// Panics (the relayer prints its log) if the relayer exits or neither comes in time.
-fn sighup(relayer: &mut Relayer) -> Outcome {
-    let log = relayer.log();
-    let (ok, failed) = (log.matches(RELOADED).count(), log.matches(FAILED).count());
-    relayer.signal(libc::SIGHUP);
-    let deadline = Instant::now() + RELOAD_TIMEOUT;
-    loop {
-        let log = relayer.log();
-        if log.matches(FAILED).count() > failed {
-            // A multi-line record may still be on its way to the file.
-            std::thread::sleep(Duration::from_millis(100));
-            return Outcome::Failed(nth_record(&relayer.log(), FAILED, failed).unwrap());
-        }
-        if let Some(record) = nth_record(&log, RELOADED, ok) {
-            return Outcome::Reloaded(record);
-        }
-        if let Some(st) = relayer.try_wait() {
-            panic!("the relayer exited with {st} after SIGHUP");
-        }
-        if Instant::now() >= deadline {
-            panic!("neither '{RELOADED}' nor '{FAILED}' logged within {RELOAD_TIMEOUT:?} of SIGHUP");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Rewrites the config file, sends SIGHUP and returns the `configuration reloaded` record.
-fn reload(relayer: &mut Relayer, config: &str) -> String {
-    relayer.rewrite_config(config);
-    match sighup(relayer) {
-        Outcome::Reloaded(record) => record,
-        Outcome::Failed(record) => panic!("the reload of a valid file failed: {record}"),
     }
 }
 
@@ -256,35 +152,6 @@ fn set_lands_in(c: &mut Client, key: &str, holder: &Redis, other: &Redis) -> Res
     }
 }
 
-/// The ids of the connections a redis-server has, other than the one asking.
-fn connection_ids(redis: &Redis) -> Vec<i64> {
-    let mut c = redis.client();
-    let me = c.q("CLIENT ID").as_int().expect("CLIENT ID");
-    let list = c.q("CLIENT LIST").as_str().expect("CLIENT LIST");
-    let mut ids: Vec<i64> = list
-        .lines()
-        .filter_map(|l| l.split(' ').find_map(|kv| kv.strip_prefix("id="))?.parse().ok())
-        .filter(|id| *id != me)
-        .collect();
-    ids.sort();
-    ids
-}
-
-fn dbsize(redis: &Redis) -> i64 {
-    redis.client().q("DBSIZE").as_int().expect("DBSIZE")
-}
-
-/// Starts `cmd` with SIGKILL sent to it if the thread that started it dies.
-fn spawn_guarded(cmd: &mut Command, what: &str) -> Child {
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-    cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"))
-}
-
 /// Panics listing `failures` (the first 20) if there are any.
 fn assert_no_failures(failures: &[String], what: &str) {
     if !failures.is_empty() {
@@ -300,14 +167,13 @@ fn assert_no_failures(failures: &[String], what: &str) {
 /// unless it exits 0, reports the three tests and prints no error.
 fn benchmark_once(port: u16) -> Result<(), String> {
     let port = port.to_string();
-    let mut cmd = Command::new("redis-benchmark");
-    cmd.args(["-h", "127.0.0.1", "-p", &port, "-c", "20", "-n", "20000"])
-        .args(["-t", "set,get,incr", "-q"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = spawn_guarded(&mut cmd, "redis-benchmark (is redis-tools installed?)");
-    let (st, out, err) = output_with_timeout(child, Duration::from_secs(120), "redis-benchmark");
+    let (st, out, err) = run_program(
+        Command::new("redis-benchmark")
+            .args(["-h", "127.0.0.1", "-p", &port, "-c", "20", "-n", "20000"])
+            .args(["-t", "set,get,incr", "-q"]),
+        b"",
+        "redis-benchmark (is redis-tools installed?)",
+    );
     let errors: Vec<&str> = out
         .split(['\n', '\r'])
         .chain(err.split(['\n', '\r']))
@@ -335,7 +201,7 @@ fn twenty_reloads_under_load_leave_the_unchanged_listener_alone() {
     let r0 = Redis::start(); // behind the unchanged listener only
     let ra = Redis::start();
     let rb = Redis::start();
-    let tcp = || format!("tcp://127.0.0.1:{}", free_port());
+    let tcp = || tcp_listen();
     let (u, c1, tx, ty) = (tcp(), tcp(), tcp(), tcp());
     let (c2, ux, uy) = ("unix:$DIR/changed.sock", "unix:$DIR/x.sock", "unix:$DIR/y.sock");
     let unchanged = redis_entry(&u, &r0.url(), "");
@@ -372,7 +238,7 @@ fn twenty_reloads_under_load_leave_the_unchanged_listener_alone() {
     set_lands_in(&mut c1_client, &unique("c1:start"), &ra, &rb).unwrap();
     let mut c2_client = Client::connect(&c2).unwrap();
     round_trip(&mut c2_client).unwrap();
-    let upstream = connection_ids(&r0);
+    let upstream = r0.connection_ids();
     assert!(
         !upstream.is_empty(),
         "no relayer connection on the unchanged listener's backend"
@@ -412,7 +278,7 @@ fn twenty_reloads_under_load_leave_the_unchanged_listener_alone() {
             })
         })
         .collect();
-    wait_until(Duration::from_secs(10), "redis-benchmark to start", || {
+    wait_until(HANG, "redis-benchmark to start", || {
         bench_runs.load(Ordering::SeqCst) > 0
     });
     std::thread::sleep(Duration::from_millis(300));
@@ -429,7 +295,7 @@ fn twenty_reloads_under_load_leave_the_unchanged_listener_alone() {
             ([&tx, &ux], [&ty, &uy])
         };
         let mut fail = |e: String| failures.push(format!("reload {} (to {name}): {e}", i + 1));
-        let record = reload(&mut relayer, config);
+        let record = relayer.reload(config);
         if let Err(e) = check_counts(&record, 2, 2, 2, 1) {
             fail(e);
         }
@@ -488,14 +354,14 @@ fn twenty_reloads_under_load_leave_the_unchanged_listener_alone() {
 
     round_trip(&mut u_client).expect("the unchanged listener's first client after the reloads");
     assert_eq!(
-        connection_ids(&r0),
+        r0.connection_ids(),
         upstream,
         "the unchanged listener's backend connections changed across the reloads"
     );
     assert!(
-        !relayer.log().contains(FAILED),
+        !relayer.log().contains(RELOAD_FAILED),
         "a reload failed: {}",
-        nth_record(&relayer.log(), FAILED, 0).unwrap()
+        nth_record(&relayer.log(), RELOAD_FAILED, 0).unwrap()
     );
 
     // Two SIGHUPs back to back (the second during the first reload, or coalesced with it): every
@@ -504,7 +370,7 @@ fn twenty_reloads_under_load_leave_the_unchanged_listener_alone() {
     let before = relayer.log().matches(RELOADED).count();
     relayer.signal(libc::SIGHUP);
     relayer.signal(libc::SIGHUP);
-    wait_until(RELOAD_TIMEOUT, "a reload after two SIGHUPs", || {
+    wait_until(HANG, "a reload after two SIGHUPs", || {
         relayer.log().matches(RELOADED).count() > before
     });
     std::thread::sleep(Duration::from_millis(500));
@@ -575,7 +441,7 @@ fn names(
 fn invalid_reloads_change_nothing() {
     let redis = Redis::start();
     let other = Redis::start();
-    let e = format!("tcp://127.0.0.1:{}", free_port());
+    let e = tcp_listen();
     let base_unix = redis_entry("unix:$DIR/e.sock", &redis.url(), "");
     let base = format!("{}{base_unix}", redis_entry(&e, &redis.url(), ""));
     let mut relayer = Relayer::start(&base);
@@ -585,9 +451,9 @@ fn invalid_reloads_change_nothing() {
     set_lands_in(&mut held, &unique("held"), &redis, &other).unwrap();
 
     // A valid new entry in every bad file: it must not start.
-    let n = format!("tcp://127.0.0.1:{}", free_port());
+    let n = tcp_listen();
     let with_new = |body: &str| format!("{base}{}{body}", redis_entry(&n, &redis.url(), ""));
-    let bad = format!("tcp://127.0.0.1:{}", free_port());
+    let bad = tcp_listen();
     let bad_toml = with_new(&format!(
         "[[relayer]]\nprotocol = \"redis\"\nlisten = \"{bad}\"\nurl = \"{}\n",
         redis.url()
@@ -639,9 +505,9 @@ fn invalid_reloads_change_nothing() {
         let mut fail = |e: String| failures.push(format!("{what}: {e}"));
         let reloaded = relayer.log().matches(RELOADED).count();
         relayer.rewrite_config(config);
-        match sighup(&mut relayer) {
-            Outcome::Reloaded(record) => fail(format!("the invalid file was applied: {}", record.trim())),
-            Outcome::Failed(record) => {
+        match relayer.sighup() {
+            Reload::Applied(record) => fail(format!("the invalid file was applied: {}", record.trim())),
+            Reload::Failed(record) => {
                 if let Err(e) = names(&record, &file, *listen, *key, also) {
                     fail(e);
                 }
@@ -676,7 +542,7 @@ fn invalid_reloads_change_nothing() {
         redis_entry(&taken, &redis.url(), "")
     );
     let cannot = relayer.log().matches(CANNOT_LISTEN).count();
-    let record = reload(&mut relayer, &config);
+    let record = relayer.reload(&config);
     let line = nth_record(&relayer.log(), CANNOT_LISTEN, cannot)
         .unwrap_or_else(|| panic!("no '{CANNOT_LISTEN}' line for {taken}"));
     assert!(
@@ -693,9 +559,9 @@ fn invalid_reloads_change_nothing() {
 
     // The port is free again: the next reload of the same file starts it.
     drop(holder);
-    let record = match sighup(&mut relayer) {
-        Outcome::Reloaded(record) => record,
-        Outcome::Failed(record) => panic!("the retry failed: {record}"),
+    let record = match relayer.sighup() {
+        Reload::Applied(record) => record,
+        Reload::Failed(record) => panic!("the retry failed: {record}"),
     };
     check_counts(&record, 1, 0, 0, 3).unwrap();
     let mut c = serves(&taken).expect("the entry whose port was in use, after the next reload");
@@ -719,8 +585,8 @@ fn big_value(i: usize) -> String {
 fn removed_smart_entry_drains_and_closes_its_clients_after_drain_timeout() {
     let redis = Redis::start();
     let link = DelayLink::start(redis.port(), Duration::from_millis(250));
-    let kept = format!("tcp://127.0.0.1:{}", free_port());
-    let removed = format!("tcp://127.0.0.1:{}", free_port());
+    let kept = tcp_listen();
+    let removed = tcp_listen();
     let kept_entry = redis_entry(&kept, &redis.url(), "");
     let config = format!(
         "{kept_entry}{}",
@@ -743,18 +609,18 @@ fn removed_smart_entry_drains_and_closes_its_clients_after_drain_timeout() {
     for (i, r) in c.pipeline(&cmds).into_iter().enumerate() {
         assert_eq!(r, Reply::ok(), "early reply to SET rm:{i}");
     }
-    let before = dbsize(&redis);
+    let before = redis.dbsize();
 
     relayer.rewrite_config(&kept_entry);
     let hup = Instant::now();
-    let record = match sighup(&mut relayer) {
-        Outcome::Reloaded(record) => record,
-        Outcome::Failed(record) => panic!("the reload failed: {record}"),
+    let record = match relayer.sighup() {
+        Reload::Applied(record) => record,
+        Reload::Failed(record) => panic!("the reload failed: {record}"),
     };
     check_counts(&record, 0, 0, 1, 1).unwrap();
     refused_within(&removed, REFUSE_TIMEOUT).unwrap();
     let refused = hup.elapsed();
-    let closed = c.wait_closed(Duration::from_secs(10)).map(|_| hup.elapsed());
+    let closed = c.wait_closed(HANG).map(|_| hup.elapsed());
     eprintln!(
         "{before} of {N} writes on the backend at SIGHUP; port refused after {refused:?}, client closed after {closed:?}"
     );
@@ -768,11 +634,9 @@ fn removed_smart_entry_drains_and_closes_its_clients_after_drain_timeout() {
         "the removed entry's client was closed {closed:?} after SIGHUP, before drainTimeout (1 s)"
     );
 
-    wait_until(
-        Duration::from_secs(10),
-        "every acknowledged write on the backend",
-        || dbsize(&redis) >= N as i64,
-    );
+    wait_until(DELIVERY, "every acknowledged write on the backend", || {
+        redis.dbsize() >= N as i64
+    });
     let mut direct = redis.client();
     let mut wrong = Vec::new();
     for chunk in (0..N).collect::<Vec<_>>().chunks(500) {
@@ -793,11 +657,9 @@ fn removed_smart_entry_drains_and_closes_its_clients_after_drain_timeout() {
     );
     let log = relayer.log().to_lowercase();
     assert!(!log.contains("lost"), "the log mentions lost writes");
-    wait_until(
-        Duration::from_secs(10),
-        "the removed entry's backend connection to close",
-        || link.open_connections() == 0,
-    );
+    wait_until(HANG, "the removed entry's backend connection to close", || {
+        link.open_connections() == 0
+    });
     round_trip(&mut kept_client).unwrap();
     serves(&kept).unwrap();
     assert!(relayer.try_wait().is_none(), "the relayer exited");
@@ -826,16 +688,11 @@ impl Supervisord {
 
     /// `supervisorctl -c CONF ARGS...`: its exit status and stdout + stderr.
     fn ctl(&self, args: &[&str]) -> (ExitStatus, String) {
-        let mut cmd = Command::new("supervisorctl");
-        cmd.arg("-c")
-            .arg(&self.conf)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let child = spawn_guarded(&mut cmd, "supervisorctl");
-        let (st, out, err) =
-            output_with_timeout(child, Duration::from_secs(60), &format!("supervisorctl {args:?}"));
+        let (st, out, err) = run_program(
+            Command::new("supervisorctl").arg("-c").arg(&self.conf).args(args),
+            b"",
+            &format!("supervisorctl {args:?}"),
+        );
         (st, format!("{out}{err}"))
     }
 
@@ -883,8 +740,8 @@ fn under_supervisord_signal_hup_then_stop() {
     let redis = Redis::start();
     let dir = temp_dir();
     let d = dir.path().to_path_buf();
-    let first = format!("tcp://127.0.0.1:{}", free_port());
-    let added = format!("tcp://127.0.0.1:{}", free_port());
+    let first = tcp_listen();
+    let added = tcp_listen();
     let relayer_conf = d.join("relayer.toml");
     std::fs::write(
         &relayer_conf,
@@ -936,7 +793,10 @@ fn under_supervisord_signal_hup_then_stop() {
         .stdin(Stdio::null())
         .stdout(out.try_clone().unwrap())
         .stderr(out);
-    let child = spawn_guarded(&mut cmd, "supervisord (is Debian's supervisor installed?)");
+    child_setup(&mut cmd);
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn supervisord (is Debian's supervisor installed?): {e}"));
     let mut sv = Supervisord {
         child: Some(child),
         dir,
@@ -944,17 +804,13 @@ fn under_supervisord_signal_hup_then_stop() {
         relayer_pid: None,
     };
 
-    poll_until(
-        Duration::from_secs(30),
-        "the relayer RUNNING under supervisord",
-        || {
-            let status = sv.status();
-            for bad in ["FATAL", "EXITED", "BACKOFF"] {
-                assert!(!status.contains(bad), "relayer status: {status}");
-            }
-            status.contains("RUNNING").then_some(())
-        },
-    );
+    poll_until(START, "the relayer RUNNING under supervisord", || {
+        let status = sv.status();
+        for bad in ["FATAL", "EXITED", "BACKOFF"] {
+            assert!(!status.contains(bad), "relayer status: {status}");
+        }
+        status.contains("RUNNING").then_some(())
+    });
     let pid_of = |sv: &Supervisord| -> u32 {
         let (_, out) = sv.ctl(&["pid", "relayer"]);
         out.trim()
@@ -963,7 +819,7 @@ fn under_supervisord_signal_hup_then_stop() {
     };
     let pid = pid_of(&sv);
     sv.relayer_pid = Some(pid);
-    let mut before = serves_within(&first, Duration::from_secs(30)).unwrap();
+    let mut before = serves_within(&first, START).unwrap();
 
     // A new entry, reloaded by supervisorctl signal HUP.
     let new_conf = d.join("relayer.toml.new");
@@ -982,7 +838,7 @@ fn under_supervisord_signal_hup_then_stop() {
         st.success() && out.contains("signalled"),
         "supervisorctl signal HUP: {st}: {out}"
     );
-    let record = poll_until(Duration::from_secs(20), "the reload under supervisord", || {
+    let record = poll_until(HANG, "the reload under supervisord", || {
         nth_record(&sv.read("relayer.log"), RELOADED, 0)
     });
     check_counts(&record, 1, 0, 0, 1).unwrap();
@@ -1031,14 +887,14 @@ fn under_supervisord_signal_hup_then_stop() {
         "supervisorctl shutdown: {st}: {out}"
     );
     let mut child = sv.child.take().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + EXIT;
     let st = loop {
         if let Some(st) = child.try_wait().unwrap() {
             break st;
         }
         if Instant::now() >= deadline {
             sv.child = Some(child);
-            panic!("supervisord still running 30 s after shutdown");
+            panic!("supervisord still running {EXIT:?} after shutdown");
         }
         std::thread::sleep(Duration::from_millis(20));
     };

@@ -3,11 +3,12 @@
 //! (fixed vectors made with its Go libraries) read back plain; scripts never compressed; the
 //! 256-byte boundaries; the bound on decoded sizes; config errors.
 
+use integration::timeouts::HANG;
 use integration::*;
 use std::fmt::Write as _;
 
 /// Values as the original Go relayer stored them: see fixtures/go-compress/main.go.
-const GO_VECTORS: &str = include_str!("../fixtures/go-compress/vectors.txt");
+const GO_VECTORS: &str = include_str!("../../fixtures/go-compress/vectors.txt");
 
 /// The plain value of the vectors (`input` in fixtures/go-compress/main.go).
 fn input(n: usize) -> Vec<u8> {
@@ -58,10 +59,6 @@ fn stored(redis: &Redis, key: &[u8]) -> Vec<u8> {
     }
 }
 
-fn bulk(b: &[u8]) -> Reply {
-    Reply::bulk(b)
-}
-
 /// A flat field-value array as sorted pairs: hash order is Redis' own.
 fn pairs(r: &Reply) -> Vec<(Reply, Reply)> {
     let a = r.as_array().unwrap_or_else(|| panic!("not an array: {r:?}"));
@@ -73,21 +70,24 @@ fn pairs(r: &Reply) -> Vec<(Reply, Reply)> {
 /// HSCAN's reply: cursor 0 and the sorted pairs.
 fn scan_pairs(r: &Reply) -> Vec<(Reply, Reply)> {
     let a = r.as_array().unwrap_or_else(|| panic!("not an array: {r:?}"));
-    assert_eq!(a[0], bulk(b"0"));
+    assert_eq!(a[0], Reply::bulk(b"0"));
     pairs(&a[1])
 }
 
 /// Reads of every shape give the plain values back: GET, MGET, HGETALL, LRANGE, HSCAN, and
 /// EXEC with arrays nested in arrays.
 fn assert_reads_plain(c: &mut Client, v: &[u8], w: &[u8]) {
-    assert_eq!(c.cmd(&[&b"GET"[..], b"c:k"]), bulk(v));
+    assert_eq!(c.cmd(&[&b"GET"[..], b"c:k"]), Reply::bulk(v));
     assert_eq!(
         c.cmd(&[&b"MGET"[..], b"c:k", b"c:small", b"c:missing"]),
-        Reply::array(vec![bulk(v), bulk(b"small"), Reply::Nil])
+        Reply::array(vec![Reply::bulk(v), Reply::bulk(b"small"), Reply::Nil])
     );
-    let hash = vec![(bulk(b"f1"), bulk(v)), (bulk(b"f2"), bulk(w))];
+    let hash = vec![
+        (Reply::bulk(b"f1"), Reply::bulk(v)),
+        (Reply::bulk(b"f2"), Reply::bulk(w)),
+    ];
     assert_eq!(pairs(&c.cmd(&[&b"HGETALL"[..], b"c:h"])), hash);
-    let list = Reply::array(vec![bulk(v), bulk(w)]);
+    let list = Reply::array(vec![Reply::bulk(v), Reply::bulk(w)]);
     assert_eq!(c.cmd(&[&b"LRANGE"[..], b"c:l", b"0", b"-1"]), list);
     assert_eq!(scan_pairs(&c.cmd(&[&b"HSCAN"[..], b"c:h", b"0"])), hash);
     let got = c.pipeline(&[
@@ -99,7 +99,7 @@ fn assert_reads_plain(c: &mut Client, v: &[u8], w: &[u8]) {
     ]);
     let exec = got[4].as_array().unwrap_or_else(|| panic!("EXEC: {got:?}"));
     assert_eq!(exec.len(), 3);
-    assert_eq!(exec[0], bulk(v));
+    assert_eq!(exec[0], Reply::bulk(v));
     assert_eq!(scan_pairs(&exec[1]), hash);
     assert_eq!(exec[2], list);
 }
@@ -122,7 +122,7 @@ fn snappy_values_are_stored_as_the_original_stored_them_and_read_back_plain() {
     assert_eq!(stored(&redis, b"c:k"), go_snappy(300));
     assert_eq!(
         redis.client().cmd(&[&b"HGET"[..], b"c:h", b"f2"]),
-        bulk(&go_snappy(10000))
+        Reply::bulk(go_snappy(10000))
     );
     assert_eq!(stored(&redis, b"c:small"), b"small");
     assert_reads_plain(&mut c, &v, &w);
@@ -136,7 +136,7 @@ fn snappy_values_are_stored_as_the_original_stored_them_and_read_back_plain() {
     assert_eq!(stored(&redis, b"c:256"), at);
     let s = stored(&redis, b"c:257");
     assert!(s.starts_with(b"$sy$") && s.len() < 257, "{}", show_bytes(&s, 40));
-    assert_eq!(c.cmd(&[&b"GET"[..], b"c:257"]), bulk(&over));
+    assert_eq!(c.cmd(&[&b"GET"[..], b"c:257"]), Reply::bulk(&over));
 
     // Keys too, as the original did: a long key is stored under its compressed name, so a key
     // the original wrote is found by its plain name.
@@ -148,7 +148,7 @@ fn snappy_values_are_stored_as_the_original_stored_them_and_read_back_plain() {
         .cmd(&[&b"SET"[..], &go_snappy(10000), b"written by the original"]);
     assert_eq!(
         c.cmd(&[&b"GET"[..], &input(10000)]),
-        bulk(b"written by the original")
+        Reply::bulk(b"written by the original")
     );
 }
 
@@ -173,7 +173,7 @@ fn gzip_values_are_stored_compressed_and_read_back_plain() {
     c.cmd(&[&b"SET"[..], b"c:256", &at]);
     assert_eq!(stored(&redis, b"c:255"), under);
     assert!(stored(&redis, b"c:256").starts_with(&[0x1f, 0x8b]));
-    assert_eq!(c.cmd(&[&b"GET"[..], b"c:256"]), bulk(&at));
+    assert_eq!(c.cmd(&[&b"GET"[..], b"c:256"]), Reply::bulk(&at));
 }
 
 /// Values the original wrote (snappy, gzip levels 1 and 9, made by its Go libraries) read back
@@ -205,12 +205,20 @@ fn values_the_original_wrote_read_back_plain() {
         let mut fields = vec![];
         for (i, (codec, level, len, _)) in vectors.iter().enumerate() {
             let k = format!("o:{codec}:{level}:{len}");
-            assert_eq!(c.cmd(&["GET", &k]), bulk(&input(*len)), "{key}: GET {k}");
-            fields.push((bulk(format!("f{i}").as_bytes()), bulk(&input(*len))));
+            assert_eq!(c.cmd(&["GET", &k]), Reply::bulk(input(*len)), "{key}: GET {k}");
+            fields.push((Reply::bulk(format!("f{i}").as_bytes()), Reply::bulk(input(*len))));
         }
         assert_eq!(pairs(&c.cmd(&["HGETALL", "o:h"])), fields);
-        assert_eq!(c.cmd(&["GET", "o:bad"]), bulk(&bad), "invalid after the marker");
-        assert_eq!(c.cmd(&["GET", "o:badgz"]), bulk(&bad_gz), "gzip with a bad CRC");
+        assert_eq!(
+            c.cmd(&["GET", "o:bad"]),
+            Reply::bulk(&bad),
+            "invalid after the marker"
+        );
+        assert_eq!(
+            c.cmd(&["GET", "o:badgz"]),
+            Reply::bulk(&bad_gz),
+            "gzip with a bad CRC"
+        );
         // Decoding only: what the client writes is stored as sent.
         c.cmd(&[&b"SET"[..], b"o:plain", &input(300)]);
         assert_eq!(stored(&redis, b"o:plain"), input(300));
@@ -218,7 +226,7 @@ fn values_the_original_wrote_read_back_plain() {
     let plain = Relayer::for_redis(&redis, "");
     assert_eq!(
         plain.client().cmd(&["GET", "o:snappy:0:300"]),
-        bulk(&vectors[0].3)
+        Reply::bulk(&vectors[0].3)
     );
 }
 
@@ -237,7 +245,7 @@ fn scripts_are_not_compressed() {
     let v = input(300);
     assert_eq!(
         c.cmd(&[&b"EVAL"[..], script.as_bytes(), b"1", b"e:k", &v]),
-        bulk(&v)
+        Reply::bulk(&v)
     );
     assert_eq!(stored(&redis, b"e:k"), v, "EVAL wrote the plain value");
     let sha = match redis.client().cmd(&["SCRIPT", "LOAD", &script]) {
@@ -245,13 +253,16 @@ fn scripts_are_not_compressed() {
         other => panic!("SCRIPT LOAD: {other:?}"),
     };
     let w = input(10000);
-    assert_eq!(c.cmd(&[&b"evalsha"[..], &sha, b"1", b"e:k2", &w]), bulk(&w));
+    assert_eq!(
+        c.cmd(&[&b"evalsha"[..], &sha, b"1", b"e:k2", &w]),
+        Reply::bulk(&w)
+    );
     assert_eq!(stored(&redis, b"e:k2"), w);
     // A script reading a compressed value returns it as stored; the relayer decodes the reply.
     c.cmd(&[&b"SET"[..], b"e:c", &v]);
     assert_eq!(
         c.cmd(&["EVAL", "return redis.call('GET', KEYS[1])", "1", "e:c"]),
-        bulk(&v)
+        Reply::bulk(&v)
     );
 }
 
@@ -265,8 +276,8 @@ fn smart_mode_background_writes_are_compressed() {
         let v = input(10000);
         assert_eq!(c.cmd(&[&b"SET"[..], b"s:k", &v]), Reply::ok());
         assert_eq!(c.cmd(&[&b"HMSET"[..], b"s:h", b"f", &v]), Reply::ok());
-        assert_eq!(c.cmd(&[&b"GET"[..], b"s:k"]), bulk(&v), "{extra}");
-        assert_eq!(c.cmd(&["HGET", "s:h", "f"]), bulk(&v), "{extra}");
+        assert_eq!(c.cmd(&[&b"GET"[..], b"s:k"]), Reply::bulk(&v), "{extra}");
+        assert_eq!(c.cmd(&["HGET", "s:h", "f"]), Reply::bulk(&v), "{extra}");
         assert!(stored(&redis, b"s:k").starts_with(marker), "{extra}");
     }
 }
@@ -287,25 +298,23 @@ fn decoded_size_is_bounded() {
     let small = input(300);
     writer.client().cmd(&[&b"SET"[..], b"z:small", &small]);
 
-    let tcp = format!("tcp://127.0.0.1:{}", free_port());
+    let tcp = tcp_listen();
     let reader = Relayer::start(&format!(
         "maxBulkLength = 65536\n{}",
         redis_entry(&tcp, &redis.url(), "gunzip = true")
     ));
     let mut c = reader.client();
-    assert_eq!(c.cmd(&["GET", "z:bomb"]), bulk(&bomb));
+    assert_eq!(c.cmd(&["GET", "z:bomb"]), Reply::bulk(&bomb));
     assert_eq!(
         c.cmd(&["MGET", "z:small", "z:bomb"]),
-        Reply::array(vec![bulk(&small), bulk(&bomb)])
+        Reply::array(vec![Reply::bulk(&small), Reply::bulk(&bomb)])
     );
-    wait_until(std::time::Duration::from_secs(10), "the warning", || {
-        reader.log().contains("left as stored")
-    });
+    wait_until(HANG, "the warning", || reader.log().contains("left as stored"));
 }
 
 #[test]
 fn bad_compression_keys_are_refused() {
-    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let listen = tcp_listen();
     for (extra, want) in [
         (
             "gzip = 10",
@@ -365,11 +374,19 @@ fn pubsub_and_blocking_pops_are_compressed_and_decoded() {
 
     let mut publisher = relayer.client();
     assert_eq!(publisher.cmd(&[&b"PUBLISH"[..], b"ch", &long]), Reply::int(3));
-    let plain = Reply::array(vec![Reply::bulk("message"), Reply::bulk("ch"), bulk(&long)]);
+    let plain = Reply::array(vec![
+        Reply::bulk("message"),
+        Reply::bulk("ch"),
+        Reply::bulk(&long),
+    ]);
     assert_eq!(sub.read_reply(), plain);
     assert_eq!(
         sub3.read_reply(),
-        Reply::Push(vec![Reply::bulk("message"), Reply::bulk("ch"), bulk(&long)])
+        Reply::Push(vec![
+            Reply::bulk("message"),
+            Reply::bulk("ch"),
+            Reply::bulk(&long)
+        ])
     );
     let stored = direct.read_reply();
     assert!(
@@ -389,7 +406,7 @@ fn pubsub_and_blocking_pops_are_compressed_and_decoded() {
 
     let mut waiter = relayer.client();
     waiter.send(&["BLPOP", "jobs", "0"]);
-    wait_until(std::time::Duration::from_secs(20), "BLPOP blocked", || {
+    wait_until(HANG, "BLPOP blocked", || {
         redis
             .client()
             .q("CLIENT LIST")
@@ -400,6 +417,6 @@ fn pubsub_and_blocking_pops_are_compressed_and_decoded() {
     assert_eq!(publisher.cmd(&[&b"LPUSH"[..], b"jobs", &long]), Reply::int(1));
     assert_eq!(
         waiter.read_reply(),
-        Reply::array(vec![Reply::bulk("jobs"), bulk(&long)])
+        Reply::array(vec![Reply::bulk("jobs"), Reply::bulk(&long)])
     );
 }

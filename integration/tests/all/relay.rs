@@ -318,7 +318,7 @@ fn commands_answered_by_the_relayer() {
     assert_eq!(c.cmd(&[&b"ECHO"[..], b"a\r\nb\x00"]), Reply::bulk("a\r\nb\x00"));
     let h = c.q("HELLO 2");
     assert!(h.as_array().is_some_and(|a| !a.is_empty()), "HELLO 2: {h:?}");
-    // HELLO 3 is served on a connection of the client's own (tests/dedicated.rs).
+    // HELLO 3 is served on a connection of the client's own (dedicated.rs).
     let h4 = c.q("HELLO 4");
     assert!(h4.is_error_starting("NOPROTO"), "HELLO 4: {h4:?}");
     assert_eq!(c.q("CLIENT SETNAME worker-1"), Reply::ok());
@@ -339,7 +339,7 @@ fn commands_answered_by_the_relayer() {
     ] {
         assert_eq!(c.cmd(&cmd), direct.cmd(&cmd), "{cmd:?}");
     }
-    // A blocking command runs on a connection of the client's own (tests/dedicated.rs).
+    // A blocking command runs on a connection of the client's own (dedicated.rs).
     assert_eq!(c.q("BLPOP somelist 0.01"), Reply::NilArray);
     // Still usable afterwards, and replies stay in order.
     let got = c.pipeline(&[
