@@ -1,5 +1,5 @@
-//! The Redis relay: sessions (one per client), the target (shared upstream connections to one
-//! Redis) and the command table that says how each command is treated.
+//! The Redis relay: sessions (one per client), the backend (shared upstream connections to one
+//! Redis or a cluster), and a client's own connections.
 pub mod auth;
 pub mod backend;
 pub mod connect;
