@@ -626,7 +626,7 @@ impl Row {
     pub fn summary_line(&self) -> String {
         let v = self.violations();
         format!(
-            "{:<8} {:<24} acked {}/{} missing {}/{} counted {}/{} unknown {} order {} dup {} errors {} recover {} -> {}",
+            "{:<8} {:<24} acked {}/{} missing {}/{} counted {}/{} unknown {}/{} order {} dup {} errors {} recover {} -> {}",
             self.kind.name(),
             self.fault.name(),
             self.set.acknowledged,
@@ -635,6 +635,7 @@ impl Row {
             self.list.missing,
             self.set.counted.not_delivered(),
             self.list.counted.not_delivered(),
+            self.set.counted.unknown,
             self.list.counted.unknown,
             self.list.order_violations,
             self.list.duplicates,
@@ -658,7 +659,7 @@ fn pair(a: u64, b: u64) -> String {
 pub fn markdown_table(rows: &[Row]) -> String {
     let mut t = String::from(
         "| backend | fault | fault s | acknowledged SET / RPUSH | found | missing | counted not delivered (reasons) \
-         | unknown RPUSH | order violations | duplicates | client errors | recover s | invariants |\n\
+         | unknown SET / RPUSH | order violations | duplicates | client errors | recover s | invariants |\n\
          |---|---|--:|--:|--:|--:|---|--:|--:|--:|---|--:|---|\n",
     );
     for r in rows {
@@ -700,7 +701,7 @@ pub fn markdown_table(rows: &[Row]) -> String {
             pair(r.set.found, r.list.found),
             pair(r.set.missing, r.list.missing),
             counted,
-            thousands(r.list.counted.unknown),
+            pair(r.set.counted.unknown, r.list.counted.unknown),
             r.list.order_violations,
             r.list.duplicates,
             errors.replace('|', "/"),

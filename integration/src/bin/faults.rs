@@ -292,10 +292,11 @@ Columns:
 - **counted not delivered**: what the relayer's log says of the entry (its lines at the stop and
   at a reload): refused (by error code), expired at `retryTimeout` (by the last refusal's code,
   `unavailable` when the backend could not be reached), lost at `drainTimeout`.
-- **unknown RPUSH**: RPUSHes the relayer counted of unknown outcome: written, then the connection
-  was lost before the reply. An RPUSH is not safe to send twice, so it is not sent again; it may or
-  may not have run (the notes say how many did). SETs are sent again after a lost connection and
-  are never of unknown outcome.
+- **unknown SET / RPUSH**: writes the relayer counted of unknown outcome: written, and no reply
+  came. An RPUSH is not safe to send twice, so after a lost connection it is not sent again; it
+  may or may not have run (the notes say how many did). A SET is sent again after a lost
+  connection, so it is of unknown outcome only when the stop's drain ran out of time while it
+  was written and not answered.
 - **order violations**: list items after a larger item of the same client.
 - **duplicates**: list items found more than once.
 - **client errors**: error replies and connection errors the clients saw; those writes were not
