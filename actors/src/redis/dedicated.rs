@@ -29,7 +29,7 @@
 //! reported to the owner, which stops reading its client above `BACKLOG_HIGH`.
 
 use super::messages::FromDedicated;
-use super::upstream::{when_writable, Flushed, Upstream};
+use super::upstream::{when_writable, Flush, Flushed, Upstream};
 use crate::endpoint::TargetAddr;
 use crate::error::RelayerError;
 use crate::io::{Gate, Gated, OutBuf, ReadHalf};
@@ -82,7 +82,7 @@ pub struct LiveCount(Arc<Live>);
 struct Live {
     count: Arc<AtomicUsize>,
     /// The idle connections of every worker's pool: one of them is closed when a worker is
-    /// refused a connection for want of a slot (it cannot take another worker's).
+    /// refused a connection for want of a permit (it cannot take another worker's).
     idle: Mutex<Vec<Addr<Dedicated>>>,
 }
 
@@ -92,14 +92,14 @@ impl LiveCount {
     }
 
     /// One more, unless `max` are live.
-    fn take(&self, max: usize) -> Option<Slot> {
+    fn take(&self, max: usize) -> Option<Permit> {
         self.0
             .count
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)
             })
             .ok()
-            .map(|_| Slot(self.0.count.clone()))
+            .map(|_| Permit(self.0.count.clone()))
     }
 
     fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Addr<Dedicated>>> {
@@ -116,7 +116,7 @@ impl LiveCount {
     }
 
     /// A worker was refused a connection: one idle in another worker's pool (this one has
-    /// none, or it would have used it) is closed, so that a slot is free for its next try
+    /// none, or it would have used it) is closed, so that a permit is free for its next try
     /// instead of after `IDLE_CLOSE`.
     fn close_one_idle(&self) {
         if let Some(addr) = self.idle().pop() {
@@ -132,9 +132,9 @@ impl fmt::Debug for LiveCount {
 }
 
 /// A live connection's place in the count, given back when its actor is dropped.
-struct Slot(Arc<AtomicUsize>);
+struct Permit(Arc<AtomicUsize>);
 
-impl Drop for Slot {
+impl Drop for Permit {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
@@ -237,11 +237,16 @@ impl Pool {
             h.addr.do_send(Take { owner, db });
             return Some(h);
         }
-        let Some(slot) = self.live.take(self.max) else {
+        let Some(permit) = self.live.take(self.max) else {
             self.live.close_one_idle();
             return None;
         };
-        let mut d = Dedicated::new(Rc::downgrade(self), self.live.clone(), slot, self.connect_timeout);
+        let mut d = Dedicated::new(
+            Rc::downgrade(self),
+            self.live.clone(),
+            permit,
+            self.connect_timeout,
+        );
         if matches!(self.reset.get(), ResetSupport::Refused { retry } if Instant::now() >= retry) {
             self.reset.set(ResetSupport::Unknown);
         }
@@ -250,7 +255,7 @@ impl Pool {
             // works is known before any connection is released.
             self.reset.set(ResetSupport::Probing);
             d.probing = true;
-            d.queue(Bytes::from_static(RESET_FRAME), Some(Dest::ResetProbe));
+            d.queue(Bytes::from_static(RESET_FRAME), Some(ReplyFor::ResetProbe));
             d.queue_auth();
         }
         // Known before it connects, so a failed connect reaches the client.
@@ -316,7 +321,7 @@ impl Pool {
 }
 
 /// Where the reply to a written command goes.
-pub enum Dest {
+pub enum ReplyFor {
     /// The owner's request `seq`.
     Client(u64),
     /// A command the relayer wrote itself (SELECT, AUTH, CLIENT SETNAME, the parts of a MULTI
@@ -343,7 +348,7 @@ pub struct Dedicated {
     pool: Weak<Pool>,
     /// Also for its place in the idle list when the pool is gone (a reload replaced it).
     live: LiveCount,
-    _slot: Slot,
+    _permit: Permit,
     gate: Rc<Gate>,
     /// `Handle::paused`.
     paused: Rc<Cell<bool>>,
@@ -352,7 +357,7 @@ pub struct Dedicated {
     backlogged: bool,
     owner: Option<Recipient<FromDedicated>>,
     /// What is written and owed on the connection (a dedicated connection is opened once).
-    up: Upstream<Dest>,
+    up: Upstream<ReplyFor>,
     /// Pub/sub, MONITOR or RESP3: every reply goes to the owner as it comes, until release.
     push: bool,
     /// Push mode: answers of the relayer's own, each waiting for the PING that marks its place
@@ -381,7 +386,7 @@ pub struct Dedicated {
 }
 
 impl Dedicated {
-    fn new(pool: Weak<Pool>, live: LiveCount, slot: Slot, patience: Duration) -> Self {
+    fn new(pool: Weak<Pool>, live: LiveCount, permit: Permit, patience: Duration) -> Self {
         let log = pool
             .upgrade()
             .map(|p| p.log.clone())
@@ -395,7 +400,7 @@ impl Dedicated {
         Dedicated {
             pool,
             live,
-            _slot: slot,
+            _permit: permit,
             gate: Gate::new(),
             paused: Rc::new(Cell::new(false)),
             unsent: Rc::new(Cell::new(0)),
@@ -418,8 +423,8 @@ impl Dedicated {
         }
     }
 
-    fn queue(&mut self, frame: Bytes, dest: Option<Dest>) {
-        if let Some(d) = dest {
+    fn queue(&mut self, frame: Bytes, reply: Option<ReplyFor>) {
+        if let Some(d) = reply {
             self.up.pending.push_back(d);
         }
         self.up.write(frame);
@@ -438,7 +443,7 @@ impl Dedicated {
         self.owner = Some(owner);
         self.resume_reading();
         if db != 0 {
-            self.queue(write::select(db), Some(Dest::Swallow("SELECT")));
+            self.queue(write::select(db), Some(ReplyFor::Swallow("SELECT")));
         }
     }
 
@@ -451,7 +456,7 @@ impl Dedicated {
     fn schedule_flush(&mut self, ctx: &mut Context<Self>) {
         self.report_backlog();
         if self.up.needs_flush() {
-            ctx.notify(Flush);
+            ctx.notify(Flush(0));
         }
     }
 
@@ -535,11 +540,11 @@ impl Dedicated {
             return self.fail(RelayerError::UnexpectedReply, ctx);
         };
         match dest {
-            Dest::Client(seq) => {
+            ReplyFor::Client(seq) => {
                 let data = self.wait_refused.take().unwrap_or(data);
                 self.to_owner(FromDedicated::Reply { seq, data });
             }
-            Dest::Swallow(what) => {
+            ReplyFor::Swallow(what) => {
                 if is_error(&data) {
                     let text = error_text(&data);
                     match what {
@@ -562,7 +567,7 @@ impl Dedicated {
                     }
                 }
             }
-            Dest::WaitOffset => {
+            ReplyFor::WaitOffset => {
                 if is_error(&data) {
                     let err = RelayerError::WaitOffsetRefused {
                         channel: String::from_utf8_lossy(WAIT_CHANNEL).into_owned(),
@@ -571,14 +576,14 @@ impl Dedicated {
                     self.wait_refused = Some(err.resp());
                 }
             }
-            Dest::EnterPush => {
+            ReplyFor::EnterPush => {
                 let ok = !is_error(&data);
                 self.push = ok;
                 self.to_owner(FromDedicated::Entered { data, ok });
             }
             // Never queued (see `Send`).
-            Dest::Pass => {}
-            Dest::ResetProbe => {
+            ReplyFor::Pass => {}
+            ReplyFor::ResetProbe => {
                 self.probing = false;
                 if let Some(pool) = self.pool.upgrade() {
                     if data[..] == RESET_REPLY[..] {
@@ -588,7 +593,7 @@ impl Dedicated {
                     }
                 }
             }
-            Dest::Reset => {
+            ReplyFor::Reset => {
                 if data[..] == RESET_REPLY[..] {
                     return;
                 }
@@ -741,7 +746,7 @@ impl Dedicated {
     /// AUTH with the url's credentials: RESET logged the connection out.
     fn queue_auth(&mut self) {
         if let Some(auth) = self.auth_frame() {
-            self.queue(auth, Some(Dest::Swallow("AUTH")));
+            self.queue(auth, Some(ReplyFor::Swallow("AUTH")));
         }
     }
 
@@ -957,10 +962,6 @@ impl StreamHandler<Read> for Dedicated {
     fn finished(&mut self, _ctx: &mut Context<Self>) {}
 }
 
-#[derive(Message)]
-#[rtype(result = "()")]
-struct Flush;
-
 impl Handler<Flush> for Dedicated {
     type Result = ();
 
@@ -1002,7 +1003,7 @@ impl Handler<Take> for Dedicated {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Send {
-    pub frames: Vec<(Bytes, Dest)>,
+    pub frames: Vec<(Bytes, ReplyFor)>,
 }
 
 impl Handler<Send> for Dedicated {
@@ -1014,7 +1015,7 @@ impl Handler<Send> for Dedicated {
             // mode is taken once it ended).
             let dest = match dest {
                 _ if self.push => None,
-                Dest::Pass => None,
+                ReplyFor::Pass => None,
                 d => Some(d),
             };
             self.queue(frame, dest);
@@ -1068,7 +1069,7 @@ impl Handler<Release> for Dedicated {
         let running = self.up.pending.iter().any(|d| {
             matches!(
                 d,
-                Dest::Client(_) | Dest::WaitOffset | Dest::ResetProbe | Dest::EnterPush
+                ReplyFor::Client(_) | ReplyFor::WaitOffset | ReplyFor::ResetProbe | ReplyFor::EnterPush
             )
         });
         let why_not = if running {
@@ -1090,7 +1091,7 @@ impl Handler<Release> for Dedicated {
             return self.close(ctx);
         }
         if !self.push {
-            self.queue(Bytes::from_static(RESET_FRAME), Some(Dest::Reset));
+            self.queue(Bytes::from_static(RESET_FRAME), Some(ReplyFor::Reset));
             self.queue_auth();
             self.schedule_flush(ctx);
             return self.pool_it(ctx);
@@ -1111,7 +1112,7 @@ impl Handler<Release> for Dedicated {
     }
 }
 
-/// Another worker needs the slot of this idle connection (see `LiveCount::close_one_idle`).
+/// Another worker needs the permit of this idle connection (see `LiveCount::close_one_idle`).
 #[derive(Message)]
 #[rtype(result = "()")]
 struct CloseIdle;
@@ -1122,7 +1123,7 @@ impl Handler<CloseIdle> for Dedicated {
     fn handle(&mut self, _: CloseIdle, ctx: &mut Context<Self>) {
         // Taken meanwhile by a client of its own worker: that client needed it as much.
         if self.close_idle(ctx) {
-            debug!(self.log, "idle dedicated connection closed"; "reason" => "another worker needs its slot");
+            debug!(self.log, "idle dedicated connection closed"; "reason" => "another worker needs its permit");
         }
     }
 }

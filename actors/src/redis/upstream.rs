@@ -32,6 +32,13 @@ pub(crate) struct Upstream<P> {
     pub(crate) written: u64,
 }
 
+/// The message an actor sends itself to flush its upstream connection of that index (a
+/// dedicated connection has one, 0): once per mailbox run, so that what arrives together leaves in
+/// one write.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Flush(pub(crate) usize);
+
 /// What a flush did.
 pub(crate) enum Flushed {
     /// Everything was written, or there is no connection to write to.

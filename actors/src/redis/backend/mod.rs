@@ -7,7 +7,7 @@
 use super::delivery::{self, Delivery};
 use super::messages::{Forward, Forwards, Replies, ReplyTo, Request};
 use super::smart::Budget;
-use super::upstream::{when_writable, Flushed, Upstream};
+use super::upstream::{when_writable, Flush, Flushed, Upstream};
 use crate::endpoint::TargetAddr;
 pub(crate) use crate::error::secs;
 use crate::error::RelayerError;
@@ -571,7 +571,8 @@ impl<S: Shape> Backend<S> {
         }
     }
 
-    pub(crate) fn route(&mut self, idx: usize, data: Bytes, ctx: &mut Context<Self>) {
+    /// A reply read on connection `idx`: to what its oldest owed entry is for.
+    pub(crate) fn match_reply(&mut self, idx: usize, data: Bytes, ctx: &mut Context<Self>) {
         let Some(p) = self.conns[idx].up.pending.pop_front() else {
             // Redis sent something nobody asked for: the reply stream can no longer be trusted.
             self.failed(idx, "unexpected reply from backend", None, ctx);
@@ -782,10 +783,6 @@ impl<S: Shape> Handler<Forwards> for Backend<S> {
     }
 }
 
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Flush(usize);
-
 impl<S: Shape> Handler<Flush> for Backend<S> {
     type Result = ();
 
@@ -834,7 +831,7 @@ impl<S: Shape> StreamHandler<Read> for Backend<S> {
                     if self.conns[ev.idx].up.generation != ev.generation {
                         break;
                     }
-                    self.route(ev.idx, reply, ctx);
+                    self.match_reply(ev.idx, reply, ctx);
                 }
                 self.batching = false;
                 self.flush_replies();

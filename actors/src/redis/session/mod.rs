@@ -11,7 +11,7 @@ mod own;
 
 use super::auth::{self, Password};
 use super::backend::{BackendAddr, KnownDbs};
-use super::dedicated::{self, Dest, Pool};
+use super::dedicated::{self, Pool, ReplyFor};
 use super::messages::{Forward, FromDedicated, Replies, ReplyTo, Request};
 use super::smart::{Budget, Table};
 use crate::cluster::admin::{keyless, Keyless};
@@ -235,7 +235,7 @@ impl Session {
     /// connection (there is one when `before` is not empty).
     fn forward_after(
         &mut self,
-        before: Vec<(Bytes, Dest)>,
+        before: Vec<(Bytes, ReplyFor)>,
         request: Request,
         slot: Option<u16>,
         ctx: &mut Context<Self>,
@@ -252,7 +252,7 @@ impl Session {
                 Request::One(f)
                 | Request::Select(_, f)
                 | Request::Side(f)
-                | Request::Background { frame: f, .. } => frames.push((f, Dest::Client(seq))),
+                | Request::Background { frame: f, .. } => frames.push((f, ReplyFor::Client(seq))),
                 Request::Barrier => unreachable!("barriers go to the target itself"),
                 // Cluster relayers have no dedicated connections; but one taken before a reload
                 // that switched this relayer to a cluster is kept until released.
@@ -265,9 +265,9 @@ impl Session {
                     let last = block.len() - 1;
                     frames.extend(block.into_iter().enumerate().map(|(i, f)| {
                         let dest = if i == last {
-                            Dest::Client(seq)
+                            ReplyFor::Client(seq)
                         } else {
-                            Dest::Swallow("MULTI")
+                            ReplyFor::Swallow("MULTI")
                         };
                         (f, dest)
                     }));
@@ -847,7 +847,7 @@ impl Session {
             return;
         }
         let seq = if kind == Kind::Wait {
-            let publish = vec![(dedicated::wait_offset_frame(), Dest::WaitOffset)];
+            let publish = vec![(dedicated::wait_offset_frame(), ReplyFor::WaitOffset)];
             self.forward_after(publish, Request::One(cmd.into_frame()), None, ctx)
         } else {
             self.forward(Request::One(cmd.into_frame()), ctx)

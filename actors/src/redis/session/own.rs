@@ -20,7 +20,7 @@
 //! let go at once (`drops_on_close`): nothing is left running for it, as Redis does.
 
 use crate::command::Kind;
-use crate::redis::dedicated::{self, Dest, Handle};
+use crate::redis::dedicated::{self, Handle, ReplyFor};
 use crate::resp::request::Command;
 use crate::resp::write;
 use bytes::Bytes;
@@ -152,7 +152,7 @@ impl Own {
     }
 
     /// Writes `frames`, the last one answering request `seq`.
-    pub fn send(&mut self, frames: Vec<(Bytes, Dest)>, seq: u64) {
+    pub fn send(&mut self, frames: Vec<(Bytes, ReplyFor)>, seq: u64) {
         self.owed.push_back(seq);
         self.write(frames);
     }
@@ -171,14 +171,14 @@ impl Own {
     /// through later counts them), then the client's name (CLIENT GETNAME passes through from
     /// then on), then the command.
     pub fn enter_push(&mut self, cmd: Command, kind: Kind, name: Option<&Bytes>) {
-        let mut frames = vec![(dedicated::wait_offset_frame(), Dest::Swallow("PUBLISH"))];
+        let mut frames = vec![(dedicated::wait_offset_frame(), ReplyFor::Swallow("PUBLISH"))];
         if let Some(name) = name {
             let setname = Command::from_args(&[&b"CLIENT"[..], b"SETNAME", name]);
-            frames.push((setname.into_frame(), Dest::Swallow("CLIENT SETNAME")));
+            frames.push((setname.into_frame(), ReplyFor::Swallow("CLIENT SETNAME")));
         }
         // MONITOR and RESP3 clients can run anything (a blocking command included).
         self.open = kind != Kind::Subscribe;
-        frames.push((cmd.into_frame(), Dest::EnterPush));
+        frames.push((cmd.into_frame(), ReplyFor::EnterPush));
         self.state = State::Entering;
         self.write(frames);
     }
@@ -192,7 +192,7 @@ impl Own {
     /// may have anything running on the connection.
     pub fn pass(&mut self, frame: Bytes, open: bool) {
         self.open |= open;
-        self.write(vec![(frame, Dest::Pass)]);
+        self.write(vec![(frame, ReplyFor::Pass)]);
     }
 
     /// Push mode: `answer` (the relayer's) goes to the client after the replies to everything it
@@ -234,11 +234,11 @@ impl Own {
         if std::mem::take(&mut self.watching) {
             frames.push((
                 Bytes::from_static(b"*1\r\n$7\r\nUNWATCH\r\n"),
-                Dest::Swallow("UNWATCH"),
+                ReplyFor::Swallow("UNWATCH"),
             ));
         }
         if db != initial {
-            frames.push((write::select(initial), Dest::Swallow("SELECT")));
+            frames.push((write::select(initial), ReplyFor::Swallow("SELECT")));
         }
         if !frames.is_empty() {
             self.write(frames);
@@ -271,7 +271,7 @@ impl Own {
     }
 
     /// Writes `frames`, counting them as not yet written.
-    fn write(&mut self, frames: Vec<(Bytes, Dest)>) {
+    fn write(&mut self, frames: Vec<(Bytes, ReplyFor)>) {
         let len: usize = frames.iter().map(|(f, _)| f.len()).sum();
         self.handle.unsent.set(self.handle.unsent.get() + len);
         self.handle.addr.do_send(dedicated::Send { frames });
@@ -332,12 +332,12 @@ mod tests {
             let h = own.barrier_answered(7).expect("its barrier");
             assert_eq!(h.kind, Kind::Blocking);
             assert!(!own.holds_client() && !own.drops_on_close());
-            own.send(vec![(Bytes::from_static(b"x"), Dest::Client(1))], 1);
+            own.send(vec![(Bytes::from_static(b"x"), ReplyFor::Client(1))], 1);
             own.sent(Kind::Blocking, 1);
             assert!(own.drops_on_close(), "blocked");
             own.replied();
             assert!(!own.drops_on_close() && own.idle());
-            own.send(vec![(Bytes::from_static(b"w"), Dest::Client(2))], 2);
+            own.send(vec![(Bytes::from_static(b"w"), ReplyFor::Client(2))], 2);
             own.sent(Kind::Watch, 2);
             own.replied();
             assert!(own.watching() && !own.idle() && !own.drops_on_close());
@@ -360,7 +360,7 @@ mod tests {
             let mut own = Own::taking(take(&pool), held(&["SUBSCRIBE", "c"], Kind::Subscribe, 9));
             assert!(own.drop_held_on_close() && own.idle());
             let mut own = Own::taking(take(&pool), held(&["BLPOP", "l", "0"], Kind::Blocking, 10));
-            own.send(vec![(Bytes::from_static(b"x"), Dest::Client(3))], 3);
+            own.send(vec![(Bytes::from_static(b"x"), ReplyFor::Client(3))], 3);
             let lost = own.lost();
             assert!(lost.held.is_some() && lost.owed == [3]);
             // Push mode refused: an ordinary client again.
