@@ -814,7 +814,7 @@ pub static TABLE: &[&Spec] = &[
 const LONGEST: usize = 16;
 
 /// A name of at most `LONGEST` bytes, upper-cased and packed into one number.
-fn packed(name: &[u8]) -> Option<u128> {
+pub(crate) fn packed(name: &[u8]) -> Option<u128> {
     if name.len() > LONGEST {
         return None;
     }

@@ -6,6 +6,7 @@ pub mod compress;
 pub mod endpoint;
 pub mod firehose;
 pub mod io;
+pub mod learned_commands;
 pub mod listener;
 pub mod log_limit;
 pub mod metrics;
