@@ -74,7 +74,10 @@ impl std::ops::BitOr for Flags {
 enum Begin {
     Index(usize),
     /// After this argument (any case), searched from `from` (negative: from the end, backwards).
-    Keyword { keyword: Vec<u8>, from: i64 },
+    Keyword {
+        keyword: Vec<u8>,
+        from: i64,
+    },
 }
 
 /// How keys are found from where the search begins.
@@ -84,7 +87,11 @@ enum Find {
     /// what follows (XREAD's STREAMS: half are keys).
     Range { last: i64, step: usize, limit: usize },
     /// A count of keys at `count_at`, the keys from `first` after the beginning.
-    KeyNum { count_at: usize, first: usize, step: usize },
+    KeyNum {
+        count_at: usize,
+        first: usize,
+        step: usize,
+    },
 }
 
 /// One key specification.
@@ -102,7 +109,11 @@ impl KeySpec {
         let first = match &self.begin {
             Begin::Index(i) => *i as i64,
             Begin::Keyword { keyword, from } => {
-                let (start, end) = if *from > 0 { (*from, argc - 1) } else { (argc + from, 1) };
+                let (start, end) = if *from > 0 {
+                    (*from, argc - 1)
+                } else {
+                    (argc + from, 1)
+                };
                 let mut i = start;
                 let mut found = None;
                 // The keyword is never the last argument going forwards, nor the first going
@@ -129,7 +140,11 @@ impl KeySpec {
                 };
                 (first, last, step)
             }
-            Find::KeyNum { count_at, first: key, step } => {
+            Find::KeyNum {
+                count_at,
+                first: key,
+                step,
+            } => {
                 let at = first + count_at as i64;
                 if at >= argc {
                     return;
@@ -152,6 +167,9 @@ impl KeySpec {
     }
 }
 
+/// First key, last key (negative: from the end), step.
+pub type Range = (i64, i64, i64);
+
 /// One command or subcommand, as the backend describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Info {
@@ -161,7 +179,7 @@ pub struct Info {
     pub arity: i64,
     pub flags: Flags,
     /// First key, last key, step, as listed (the old description of keys).
-    pub range: (i64, i64, i64),
+    pub range: Range,
     specs: Vec<KeySpec>,
     /// Its keys move with its arguments in a way neither the range nor a key specification
     /// says.
@@ -273,17 +291,28 @@ impl CommandTable {
     /// Commands of the built-in table whose keys the backend places elsewhere (a server whose
     /// commands changed): (name, built-in first/last/step, the backend's). Only entries whose
     /// keys route a cluster command, and whose keys first/last/step can say.
-    pub fn disagreements(&self) -> Vec<(String, (i64, i64, i64), (i64, i64, i64))> {
+    pub fn disagreements(&self) -> Vec<(String, Range, Range)> {
         let mut out = Vec::new();
-        for spec in command::TABLE.iter().flat_map(|s| std::iter::once(*s).chain(s.subs)) {
-            let Some(builtin) = builtin_range(spec) else { continue };
+        for spec in command::TABLE
+            .iter()
+            .flat_map(|s| std::iter::once(*s).chain(s.subs))
+        {
+            let Some(builtin) = builtin_range(spec) else {
+                continue;
+            };
             let (name, sub) = match spec.name.split_once(' ') {
                 Some((n, s)) => (n, Some(s)),
                 None => (spec.name, None),
             };
-            let Some(entry) = self.get(name.as_bytes()) else { continue };
+            let Some(entry) = self.get(name.as_bytes()) else {
+                continue;
+            };
             let learned: Vec<&Info> = match sub {
-                Some(s) => match entry.subs.iter().find(|(n, _)| n.eq_ignore_ascii_case(s.as_bytes())) {
+                Some(s) => match entry
+                    .subs
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case(s.as_bytes()))
+                {
                     Some((_, i)) => vec![i],
                     None => continue,
                 },
@@ -312,8 +341,11 @@ impl CommandTable {
 /// First/last/step of a built-in entry whose keys route a cluster command, when its form has
 /// them. Commands for a connection of the client's own are refused on a cluster relayer:
 /// their keys route nothing.
-fn builtin_range(spec: &Spec) -> Option<(i64, i64, i64)> {
-    let routed = matches!(spec.cluster, command::Cluster::ByKeys | command::Cluster::Split { .. });
+fn builtin_range(spec: &Spec) -> Option<Range> {
+    let routed = matches!(
+        spec.cluster,
+        command::Cluster::ByKeys | command::Cluster::Split { .. }
+    );
     if !routed || spec.kind.needs_own_connection() {
         return None;
     }
@@ -330,7 +362,7 @@ fn builtin_range(spec: &Spec) -> Option<(i64, i64, i64)> {
 
 /// Two first/last/step triples that find the same keys (a keyless one's last and step mean
 /// nothing).
-fn same_keys(a: (i64, i64, i64), b: (i64, i64, i64)) -> bool {
+fn same_keys(a: Range, b: Range) -> bool {
     a == b || (a.0 == 0 && b.0 == 0) || (a.0 == a.1 && a.0 == b.0 && b.0 == b.1)
 }
 
@@ -410,7 +442,10 @@ fn read_spec(s: RespValue) -> Result<Option<KeySpec>, String> {
     let part = |name: &str| -> Result<(String, Vec<RespValue>), String> {
         let p = field(&fields, name).ok_or_else(|| format!("key specification without {name}"))?;
         let p = typed::array(p, name)?;
-        let kind = field(&p, "type").as_ref().and_then(typed::text).unwrap_or_default();
+        let kind = field(&p, "type")
+            .as_ref()
+            .and_then(typed::text)
+            .unwrap_or_default();
         let spec = match field(&p, "spec") {
             Some(v) => typed::array(v, name)?,
             None => Vec::new(),
@@ -424,7 +459,10 @@ fn read_spec(s: RespValue) -> Result<Option<KeySpec>, String> {
             Some(i) if i > 0 => Begin::Index(i as usize),
             _ => return Ok(None),
         },
-        "keyword" => match (field(&bspec, "keyword").as_ref().and_then(typed::text), int(&bspec, "startfrom")) {
+        "keyword" => match (
+            field(&bspec, "keyword").as_ref().and_then(typed::text),
+            int(&bspec, "startfrom"),
+        ) {
             (Some(k), Some(from)) if from != 0 => Begin::Keyword {
                 keyword: k.into_bytes(),
                 from,
@@ -435,7 +473,11 @@ fn read_spec(s: RespValue) -> Result<Option<KeySpec>, String> {
     };
     let (fkind, fspec) = part("find_keys")?;
     let find = match fkind.as_str() {
-        "range" => match (int(&fspec, "lastkey"), int(&fspec, "keystep"), int(&fspec, "limit")) {
+        "range" => match (
+            int(&fspec, "lastkey"),
+            int(&fspec, "keystep"),
+            int(&fspec, "limit"),
+        ) {
             (Some(last), Some(step), Some(limit)) if step > 0 && limit >= 0 => Find::Range {
                 last,
                 step: step as usize,
@@ -443,7 +485,11 @@ fn read_spec(s: RespValue) -> Result<Option<KeySpec>, String> {
             },
             _ => return Ok(None),
         },
-        "keynum" => match (int(&fspec, "keynumidx"), int(&fspec, "firstkey"), int(&fspec, "keystep")) {
+        "keynum" => match (
+            int(&fspec, "keynumidx"),
+            int(&fspec, "firstkey"),
+            int(&fspec, "keystep"),
+        ) {
             (Some(at), Some(first), Some(step)) if at >= 0 && first >= 0 && step > 0 => Find::KeyNum {
                 count_at: at as usize,
                 first: first as usize,
@@ -536,7 +582,12 @@ mod tests {
         assert_eq!((get.name.as_str(), get.arity, get.range), ("get", 2, (1, 1, 1)));
         assert!(get.flags.contains(Flags::READONLY) && get.flags.contains(Flags::FAST));
         assert!(!get.flags.contains(Flags::WRITE));
-        assert!(t.get(b"MSET").unwrap().info.flags.contains(Flags::WRITE | Flags::DENYOOM));
+        assert!(t
+            .get(b"MSET")
+            .unwrap()
+            .info
+            .flags
+            .contains(Flags::WRITE | Flags::DENYOOM));
         assert!(t.get(b"migrate").unwrap().info.flags.contains(Flags::MOVABLEKEYS));
         assert!(t.get(b"hgetall").is_none());
 
@@ -561,7 +612,10 @@ mod tests {
             keys(&t, &["MIGRATE", "h", "6379", "", "0", "5000", "KEYS", "a", "b"]),
             Some(vec![3, 7, 8])
         );
-        assert_eq!(keys(&t, &["MIGRATE", "h", "6379", "k", "0", "5000"]), Some(vec![3]));
+        assert_eq!(
+            keys(&t, &["MIGRATE", "h", "6379", "k", "0", "5000"]),
+            Some(vec![3])
+        );
         assert_eq!(
             keys(&t, &["GEORADIUS", "g", "0", "0", "1", "km", "STORE", "d"]),
             Some(vec![1, 7])
@@ -585,7 +639,10 @@ $9\r\nfind_keys\r\n*4\r\n$4\r\ntype\r\n$6\r\nkeynum\r\n$4\r\nspec\r\n*6\r\n$9\r\
         assert_eq!(keys(&t, &["EVAL", "s", "0"]), Some(vec![]));
         assert_eq!(keys(&t, &["EVAL", "s", "3", "a"]), Some(vec![]));
         assert_eq!(keys(&t, &["EVAL", "s", "-1", "a"]), Some(vec![]));
-        assert_eq!(keys(&t, &["EVAL", "s", "99999999999999999999", "a"]), Some(vec![]));
+        assert_eq!(
+            keys(&t, &["EVAL", "s", "99999999999999999999", "a"]),
+            Some(vec![])
+        );
         // Redis 6: six fields. A module command with movable keys and no range: unknown.
         let six = "*3\r\n\
 *6\r\n$7\r\nmod.get\r\n:-2\r\n*1\r\n+readonly\r\n:2\r\n:-1\r\n:2\r\n\
@@ -613,6 +670,9 @@ $9\r\nfind_keys\r\n*4\r\n$4\r\ntype\r\n$6\r\nkeynum\r\n$4\r\nspec\r\n*6\r\n$9\r\
             1,
         );
         let t = CommandTable::from_reply(moved.as_bytes()).unwrap();
-        assert_eq!(t.disagreements(), vec![("MSET".to_string(), (1, -1, 2), (2, -1, 2))]);
+        assert_eq!(
+            t.disagreements(),
+            vec![("MSET".to_string(), (1, -1, 2), (2, -1, 2))]
+        );
     }
 }

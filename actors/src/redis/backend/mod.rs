@@ -9,6 +9,7 @@ use super::messages::{Forward, Forwards, Replies, ReplyTo, Request};
 use super::smart::Budget;
 use crate::endpoint::TargetAddr;
 use crate::io::{OutBuf, ReadHalf};
+use crate::learned_commands::Learned;
 use crate::log_limit::LogLimit;
 use crate::metrics::RelayerMetrics;
 use crate::resp::reply::{is_error, ReplyBatches};
@@ -29,6 +30,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio_util::codec::FramedRead;
 
+mod commands;
 mod single;
 use crate::cluster::backend::{Body, Cluster, Resend};
 use single::Single;
@@ -61,6 +63,9 @@ pub struct BackendSettings {
     pub budget: Option<Arc<Budget>>,
     pub metrics: RelayerMetrics,
     pub log: Logger,
+    /// What the backend says of its commands (COMMAND), asked once and shared with the
+    /// sessions (`commands.rs`).
+    pub commands: Arc<Learned>,
 }
 
 /// DB indices (0..63) that the backend has accepted, shared with the sessions so a SELECT of
@@ -137,6 +142,8 @@ pub(crate) enum Swallowed {
     Asking,
     /// MULTI and the commands queued in it: their errors reach the client through EXEC.
     BlockPart,
+    /// COMMAND, asked by the relayer once (`commands.rs`).
+    Commands,
 }
 
 pub(crate) struct Pending {
@@ -271,6 +278,8 @@ pub(crate) struct Backend<S: Shape> {
     pub(crate) spare: Rc<Cell<Vec<Bytes>>>,
     /// The size of the last run sent as one message, to size the next one at once.
     pub(crate) batch_hint: usize,
+    /// The connection (and its generation) that COMMAND was asked on and not answered yet.
+    pub(crate) commands_asked: Option<(usize, u64)>,
 }
 
 /// What a backend is in front of: each keeps its own state and does what differs; `Backend`
@@ -365,6 +374,7 @@ impl<S: Shape> Backend<S> {
             batch: Vec::new(),
             spare: Rc::default(),
             batch_hint: 1,
+            commands_asked: None,
             settings,
         }
     }

@@ -216,6 +216,7 @@ impl Shape for Single {
             Swallowed::Select(db) => b.select_accepted(idx, db, ctx),
             Swallowed::Info if is_error(data) => b.identified(idx, None, ctx),
             Swallowed::Info => b.identified(idx, run_id(data), ctx),
+            Swallowed::Commands => b.commands_reply(idx, data),
             // The rest is the cluster's, or a MULTI block's part that ran.
             Swallowed::Slots | Swallowed::Asking | Swallowed::BlockPart => {}
         }
@@ -424,7 +425,7 @@ impl Backend<Single> {
     /// The server the connection reached says who it is (None: INFO refused, an ACL user
     /// without it): a restarted server (or another one behind the same name) may have fewer
     /// databases, so the DBs known to exist are forgotten.
-    pub(super) fn identified(&mut self, idx: usize, run_id: Option<String>, _ctx: &mut Context<Self>) {
+    pub(super) fn identified(&mut self, idx: usize, run_id: Option<String>, ctx: &mut Context<Self>) {
         self.conns[idx].identifying = false;
         let changed = match &self.shape.run_id {
             None => false,
@@ -436,6 +437,8 @@ impl Backend<Single> {
             self.known.forget_all();
         }
         self.shape.run_id = Some(run_id);
+        // The connection answered: it works.
+        self.ask_commands(idx, ctx);
     }
 
     /// A connection is up: what waits for it is written, the first command alone (a probe).

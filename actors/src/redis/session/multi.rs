@@ -6,6 +6,7 @@ use super::CROSSSLOT;
 use crate::cluster::admin::{keyless, Keyless};
 use crate::cluster::keys::{self, Route};
 use crate::command::{Kind, Role, Spec};
+use crate::learned_commands::CommandTable;
 use crate::redis::backend::KnownDbs;
 use crate::resp::request::Command;
 use crate::resp::write::{error, wrong_arity};
@@ -17,6 +18,8 @@ const EXEC: &[u8] = b"*1\r\n$4\r\nEXEC\r\n";
 pub struct Where<'a> {
     pub cluster: bool,
     pub known_dbs: &'a KnownDbs,
+    /// What the backend said of its commands, if it did (see `cluster::keys::route`).
+    pub learned: Option<&'a CommandTable>,
 }
 
 pub struct Multi {
@@ -111,7 +114,7 @@ impl Multi {
                     );
                     return self.abort(error(&text));
                 }
-                None => keys::route(cmd, spec),
+                None => keys::route(cmd, spec, at.learned),
             };
             self.slot = match route {
                 Route::Any => self.slot,
@@ -169,6 +172,7 @@ mod tests {
         let at = Where {
             cluster: false,
             known_dbs: &known,
+            learned: None,
         };
         let mut m = multi();
         assert_eq!(queue(&mut m, &["SET", "k", "v"], &at), Queued::Yes);
@@ -196,6 +200,7 @@ mod tests {
         let at = Where {
             cluster: false,
             known_dbs: &known,
+            learned: None,
         };
         for args in [
             &["SUBSCRIBE", "c"][..],
@@ -220,6 +225,7 @@ mod tests {
         let at = Where {
             cluster: true,
             known_dbs: &known,
+            learned: None,
         };
         let mut m = multi();
         assert_eq!(queue(&mut m, &["SET", "{a}1", "v"], &at), Queued::Yes);
