@@ -116,8 +116,8 @@ impl KeySpec {
                 };
                 let mut i = start;
                 let mut found = None;
-                // The keyword is never the last argument going forwards, nor the first going
-                // backwards: a key follows it.
+                // As Redis searches: forwards up to the argument before the last (a key
+                // follows the keyword), backwards down to the second.
                 while i != end && (1..argc).contains(&i) {
                     if cmd.arg(i as usize).eq_ignore_ascii_case(keyword) {
                         found = Some(i + 1);
