@@ -12,6 +12,7 @@ use relayer_actors::firehose::batcher::{self, Batcher, BatcherSettings, Firehose
 use relayer_actors::firehose::buffer::Buffer;
 use relayer_actors::firehose::pack::MAX_CALL_RECORDS;
 use relayer_actors::firehose::session as fh;
+use relayer_actors::learned_commands::Learned;
 use relayer_actors::listener::{Listener, ListenerSettings, StdBound, StopListening};
 use relayer_actors::metrics::RelayerMetrics;
 use relayer_actors::redis::backend::{BackendAddr, BackendSettings, Drain, KnownDbs};
@@ -97,6 +98,8 @@ pub struct Shared {
     /// replaced entry starts with a new count, while the connections its old clients still
     /// hold stay live a while: up to twice the maximum, briefly.
     pub dedicated_live: LiveCount,
+    /// What the backend says of its commands, learned by the first worker's backend that asks.
+    pub commands: Arc<Learned>,
 }
 
 /// What a backend is started from: a Redis and a Redis Cluster entry differ only in where
@@ -174,6 +177,7 @@ impl Worker {
             smart,
             password: s.password.clone(),
             cluster: t.cluster_seeds.is_some(),
+            commands: shared.commands.clone(),
             compression: s.compression,
             metrics: metrics.clone(),
             log: log.clone(),
@@ -190,6 +194,7 @@ impl Worker {
             budget,
             metrics,
             log: log.clone(),
+            commands: shared.commands.clone(),
         };
         let target = match t.cluster_seeds {
             None => BackendAddr::single(backend, known_dbs),

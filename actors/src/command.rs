@@ -5,8 +5,9 @@
 //! arguments alone, and what a stream relayer (Firehose) makes of it. Subcommands that differ
 //! from their command have entries of their own.
 //!
-//! A command not in the table is forwarded on the shared connections, its key (if any) is its
-//! first argument, and a stream relayer refuses it. Names are upper-cased once, by `lookup`.
+//! A command not in the table is forwarded on the shared connections, and a stream relayer
+//! refuses it; on a cluster its keys are where the backend's COMMAND says
+//! (`learned_commands`), else its first argument. Names are upper-cased once, by `lookup`.
 
 /// How a session treats a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -814,7 +815,7 @@ pub static TABLE: &[&Spec] = &[
 const LONGEST: usize = 16;
 
 /// A name of at most `LONGEST` bytes, upper-cased and packed into one number.
-fn packed(name: &[u8]) -> Option<u128> {
+pub(crate) fn packed(name: &[u8]) -> Option<u128> {
     if name.len() > LONGEST {
         return None;
     }

@@ -22,6 +22,7 @@ pub mod endpoint;
 pub mod error;
 pub mod firehose;
 pub mod io;
+pub mod learned_commands;
 pub mod listener;
 pub mod log_limit;
 pub mod metrics;

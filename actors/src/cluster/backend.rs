@@ -458,6 +458,8 @@ impl Backend<Cluster> {
 
     /// `from`: the connection whose CLUSTER SLOTS it answers.
     pub(crate) fn apply_map(&mut self, map: SlotMap, from: usize, ctx: &mut Context<Self>) {
+        // The node answered: it works.
+        self.ask_commands(from, ctx);
         let changed = self.cl().map.as_ref() != Some(&map);
         if changed {
             info!(self.settings.log, "cluster map"; "masters" => map.masters.len(), "complete" => map.covers_all());
@@ -983,6 +985,7 @@ impl Shape for Cluster {
         match what {
             Swallowed::Slots if is_error(data) => b.slots_failed(idx, &error_text(data), ctx),
             Swallowed::Slots => b.slots_reply(idx, data, ctx),
+            Swallowed::Commands => b.commands_reply(idx, data),
             Swallowed::Asking if is_error(data) => {
                 warn!(b.settings.log, "backend refused ASKING"; "backend" => %b.conns[idx].addr, "error" => error_text(data))
             }

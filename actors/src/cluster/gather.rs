@@ -1,7 +1,6 @@
 //! Merging the replies of a request split over several nodes back into the one reply the
 //! client expects.
 
-use super::topology::Value;
 use crate::error::RelayerError;
 use crate::resp::write;
 use bytes::{Bytes, BytesMut};
@@ -168,6 +167,86 @@ fn encode_array(items: impl ExactSizeIterator<Item = Value>) -> Bytes {
     b.freeze()
 }
 
+/// Arrays nested deeper than this in a part's reply are refused.
+const MAX_DEPTH: usize = 32;
+
+/// A RESP2 reply of a part, decoded to be merged and encoded again: the parts' replies go to
+/// a client, so they are read here, by what the merge needs, never by a general codec. Only
+/// split and fanned-out commands, never on the path of every command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    Simple(String),
+    Error(String),
+    Int(i64),
+    Bulk(Vec<u8>),
+    Nil,
+    Array(Vec<Value>),
+}
+
+impl Value {
+    /// Encodes the value back to RESP2.
+    pub fn encode(&self, b: &mut bytes::BytesMut) {
+        use bytes::BufMut;
+        match self {
+            Value::Simple(t) => b.put_slice(format!("+{t}\r\n").as_bytes()),
+            Value::Error(t) => b.put_slice(format!("-{t}\r\n").as_bytes()),
+            Value::Int(n) => crate::resp::write::put_int(b, *n),
+            Value::Bulk(d) => crate::resp::write::put_bulk(b, d),
+            Value::Nil => b.put_slice(b"$-1\r\n"),
+            Value::Array(items) => {
+                crate::resp::write::put_array_header(b, items.len());
+                for v in items {
+                    v.encode(b);
+                }
+            }
+        }
+    }
+
+    /// Decodes one value from the front of `b`; returns it and the bytes it took. None for
+    /// anything else, arrays nested deeper than `MAX_DEPTH` included (no stack overflow).
+    pub fn parse(b: &[u8]) -> Option<(Value, usize)> {
+        Self::parse_at(b, 0)
+    }
+
+    fn parse_at(b: &[u8], depth: usize) -> Option<(Value, usize)> {
+        let end = b.windows(2).position(|w| w == b"\r\n")?;
+        let line = std::str::from_utf8(b.get(1..end)?).ok()?;
+        let next = end + 2;
+        match b.first()? {
+            b'+' => Some((Value::Simple(line.into()), next)),
+            b'-' => Some((Value::Error(line.into()), next)),
+            b':' => Some((Value::Int(line.parse().ok()?), next)),
+            b'$' => {
+                let n: i64 = line.parse().ok()?;
+                if n < 0 {
+                    return Some((Value::Nil, next));
+                }
+                let stop = next.checked_add(usize::try_from(n).ok()?)?;
+                let data = b.get(next..stop)?.to_vec();
+                (b.get(stop..stop.checked_add(2)?)? == b"\r\n").then_some((Value::Bulk(data), stop + 2))
+            }
+            b'*' => {
+                let n: i64 = line.parse().ok()?;
+                if n < 0 {
+                    return Some((Value::Nil, next));
+                }
+                if depth >= MAX_DEPTH {
+                    return None;
+                }
+                let mut items = Vec::with_capacity((n as usize).min(1024));
+                let mut at = next;
+                for _ in 0..n {
+                    let (v, used) = Value::parse_at(&b[at..], depth + 1)?;
+                    items.push(v);
+                    at += used;
+                }
+                Some((Value::Array(items), at))
+            }
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,5 +302,13 @@ mod tests {
         assert_eq!(r, page("0"));
         let huge = (1u64 << 40).to_string();
         assert!(merge(&on(0, None), &[page(&huge)]).starts_with(b"-ERR relayer:"));
+    }
+
+    #[test]
+    fn part_replies_never_panic_nor_overflow_the_stack() {
+        assert_eq!(Value::parse(b"\r\n"), None);
+        assert_eq!(Value::parse(b"*1\r\n\r\n"), None);
+        assert_eq!(Value::parse(&b"*1\r\n".repeat(100_000)), None);
+        assert!(merge(&Merge::Concat, &[b(&"*1\r\n".repeat(100_000))]).starts_with(b"-ERR relayer:"));
     }
 }

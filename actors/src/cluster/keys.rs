@@ -1,8 +1,11 @@
 //! Where a command's keys are, so a cluster relayer can route it by their slot: the command
-//! table says where (`command::Keys`) and whether keys on several slots can be split.
+//! table says where (`command::Keys`) and whether keys on several slots can be split; for a
+//! command it does not know, what the backend's COMMAND said (`learned_commands`), else its
+//! first argument.
 
 use super::slot::slot_of;
 use crate::command::{self, Keys, Spec, Split};
+use crate::learned_commands::CommandTable;
 use crate::resp::request::Command;
 
 /// What the relayer does with a command on a cluster.
@@ -62,10 +65,19 @@ fn key_positions(cmd: &Command, keys: Keys) -> Option<Vec<usize>> {
     })
 }
 
-/// Decides how `cmd`, whose entry in the command table is `spec`, is routed on a cluster.
-pub fn route(cmd: &Command, spec: &'static Spec) -> Route {
+/// Decides how `cmd`, whose entry in the command table is `spec`, is routed on a cluster;
+/// `learned`: the backend's own description of its commands, if it gave one, for a command
+/// the table does not know.
+pub fn route(cmd: &Command, spec: &'static Spec, learned: Option<&CommandTable>) -> Route {
     let spec = spec.resolve((cmd.argc() > 1).then(|| cmd.arg(1)));
-    let positions = match key_positions(cmd, spec.keys) {
+    let positions = if std::ptr::eq(spec, &command::FORWARDED) {
+        learned
+            .and_then(|t| t.key_positions(cmd))
+            .or_else(|| key_positions(cmd, Keys::First))
+    } else {
+        key_positions(cmd, spec.keys)
+    };
+    let positions = match positions {
         Some(p) if !p.is_empty() => p,
         _ => return Route::Any,
     };
@@ -92,7 +104,7 @@ mod tests {
     }
 
     fn route(cmd: &Command) -> Route {
-        super::route(cmd, command::lookup(cmd.arg(0)))
+        super::route(cmd, command::lookup(cmd.arg(0)), None)
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The slot map: which master serves each slot, read from a node's CLUSTER SLOTS reply.
 
 use super::slot::SLOTS;
+use crate::resp::typed::{self, RespValue};
 
 /// A master's address, as the cluster announces it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -27,9 +28,6 @@ pub struct SlotMap {
 }
 
 const NONE: u16 = u16::MAX;
-
-/// Arrays nested deeper than this in a reply the relayer reads are refused.
-const MAX_DEPTH: usize = 32;
 
 impl SlotMap {
     pub fn owner(&self, slot: u16) -> Option<&Node> {
@@ -75,49 +73,43 @@ impl SlotMap {
     /// Reads a CLUSTER SLOTS reply. `asked` is the node that gave it: an empty host in the
     /// reply means that node.
     pub fn from_cluster_slots(reply: &[u8], asked: &Node) -> Result<SlotMap, String> {
-        let (value, _) = Value::parse(reply).ok_or("CLUSTER SLOTS reply is not valid RESP")?;
-        let ranges = match value {
-            Value::Array(r) => r,
-            Value::Error(e) => return Err(e),
-            _ => return Err("CLUSTER SLOTS reply is not an array".into()),
-        };
+        let ranges = typed::array(typed::decode(reply)?, "CLUSTER SLOTS reply")?;
         let mut by_slot = vec![None; SLOTS];
         let mut replicas = Vec::new();
-        for range in &ranges {
-            let Value::Array(parts) = range else {
+        // Host and port of a node entry ([host, port, id, ...]); None for one without them.
+        let host_port = |v: &RespValue| -> Option<(String, i64)> {
+            let RespValue::Array(n) = v else { return None };
+            Some((typed::text(n.first()?)?, typed::int(n.get(1)?)?))
+        };
+        for range in ranges {
+            let RespValue::Array(parts) = range else {
                 return Err("CLUSTER SLOTS range is not an array".into());
             };
-            let (Some(Value::Int(start)), Some(Value::Int(end)), Some(Value::Array(master))) =
-                (parts.first(), parts.get(1), parts.get(2))
-            else {
+            let (Some(start), Some(end), Some(master)) = (
+                parts.first().and_then(typed::int),
+                parts.get(1).and_then(typed::int),
+                parts.get(2),
+            ) else {
                 return Err("CLUSTER SLOTS range without start, end and master".into());
             };
-            let (Some(Value::Bulk(host)), Some(Value::Int(port))) = (master.first(), master.get(1)) else {
-                return Err("CLUSTER SLOTS master without host and port".into());
-            };
-            let host = String::from_utf8_lossy(host).into_owned();
+            let (host, port) = host_port(master).ok_or("CLUSTER SLOTS master without host and port")?;
             let node = Node {
                 host: if host.is_empty() || host == "?" {
                     asked.host.clone()
                 } else {
                     host
                 },
-                port: u16::try_from(*port).map_err(|_| format!("bad port {port}"))?,
+                port: u16::try_from(port).map_err(|_| format!("bad port {port}"))?,
             };
-            if !(0..SLOTS as i64).contains(start) || !(*start..SLOTS as i64).contains(end) {
+            if !(0..SLOTS as i64).contains(&start) || !(start..SLOTS as i64).contains(&end) {
                 return Err(format!("bad slot range {start}-{end}"));
             }
-            for slot in *start..=*end {
+            for slot in start..=end {
                 by_slot[slot as usize] = Some(node.clone());
             }
-            for r in parts.iter().skip(3) {
-                if let Value::Array(r) = r {
-                    if let (Some(Value::Bulk(h)), Some(Value::Int(p))) = (r.first(), r.get(1)) {
-                        let host = String::from_utf8_lossy(h).into_owned();
-                        if let (false, Ok(port)) = (host.is_empty() || host == "?", u16::try_from(*p)) {
-                            replicas.push(Node { host, port });
-                        }
-                    }
+            for (host, port) in parts.iter().skip(3).filter_map(host_port) {
+                if let (false, Ok(port)) = (host.is_empty() || host == "?", u16::try_from(port)) {
+                    replicas.push(Node { host, port });
                 }
             }
         }
@@ -138,82 +130,6 @@ impl SlotMap {
             replicas,
             owner,
         })
-    }
-}
-
-/// A RESP2 value, decoded: only for the few replies the relayer reads itself (CLUSTER SLOTS,
-/// SCAN), never on the path of every command.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Value {
-    Simple(String),
-    Error(String),
-    Int(i64),
-    Bulk(Vec<u8>),
-    Nil,
-    Array(Vec<Value>),
-}
-
-impl Value {
-    /// Encodes the value back to RESP2.
-    pub fn encode(&self, b: &mut bytes::BytesMut) {
-        use bytes::BufMut;
-        match self {
-            Value::Simple(t) => b.put_slice(format!("+{t}\r\n").as_bytes()),
-            Value::Error(t) => b.put_slice(format!("-{t}\r\n").as_bytes()),
-            Value::Int(n) => crate::resp::write::put_int(b, *n),
-            Value::Bulk(d) => crate::resp::write::put_bulk(b, d),
-            Value::Nil => b.put_slice(b"$-1\r\n"),
-            Value::Array(items) => {
-                crate::resp::write::put_array_header(b, items.len());
-                for v in items {
-                    v.encode(b);
-                }
-            }
-        }
-    }
-
-    /// Decodes one value from the front of `b`; returns it and the bytes it took. None for
-    /// anything else, arrays nested deeper than `MAX_DEPTH` included (no stack overflow).
-    pub fn parse(b: &[u8]) -> Option<(Value, usize)> {
-        Self::parse_at(b, 0)
-    }
-
-    fn parse_at(b: &[u8], depth: usize) -> Option<(Value, usize)> {
-        let end = b.windows(2).position(|w| w == b"\r\n")?;
-        let line = std::str::from_utf8(b.get(1..end)?).ok()?;
-        let next = end + 2;
-        match b.first()? {
-            b'+' => Some((Value::Simple(line.into()), next)),
-            b'-' => Some((Value::Error(line.into()), next)),
-            b':' => Some((Value::Int(line.parse().ok()?), next)),
-            b'$' => {
-                let n: i64 = line.parse().ok()?;
-                if n < 0 {
-                    return Some((Value::Nil, next));
-                }
-                let stop = next.checked_add(usize::try_from(n).ok()?)?;
-                let data = b.get(next..stop)?.to_vec();
-                (b.get(stop..stop.checked_add(2)?)? == b"\r\n").then_some((Value::Bulk(data), stop + 2))
-            }
-            b'*' => {
-                let n: i64 = line.parse().ok()?;
-                if n < 0 {
-                    return Some((Value::Nil, next));
-                }
-                if depth >= MAX_DEPTH {
-                    return None;
-                }
-                let mut items = Vec::with_capacity((n as usize).min(1024));
-                let mut at = next;
-                for _ in 0..n {
-                    let (v, used) = Value::parse_at(&b[at..], depth + 1)?;
-                    items.push(v);
-                    at += used;
-                }
-                Some((Value::Array(items), at))
-            }
-            _ => None,
-        }
     }
 }
 
@@ -277,10 +193,10 @@ mod tests {
         );
         assert!(SlotMap::from_cluster_slots(b"*5\r\n", &node(1)).is_err());
         // Nothing a node sends panics or overflows the stack.
-        assert_eq!(Value::parse(b"\r\n"), None);
-        assert_eq!(Value::parse(b"*1\r\n\r\n"), None);
-        let deep = b"*1\r\n".repeat(100_000);
-        assert_eq!(Value::parse(&deep), None);
+        assert!(SlotMap::from_cluster_slots(b"\r\n", &node(1)).is_err());
+        assert!(SlotMap::from_cluster_slots(b"*1\r\n\r\n", &node(1)).is_err());
+        let mut deep = b"*1\r\n".repeat(100_000);
+        deep.extend_from_slice(b":1\r\n");
         assert!(SlotMap::from_cluster_slots(&deep, &node(1)).is_err());
     }
 }

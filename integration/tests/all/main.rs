@@ -31,6 +31,7 @@ mod faults;
 mod firehose;
 mod firehose_faults;
 mod firehose_reload;
+mod learned_commands;
 mod limits;
 mod metrics;
 mod multi;

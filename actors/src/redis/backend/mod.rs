@@ -12,6 +12,7 @@ use crate::endpoint::TargetAddr;
 pub(crate) use crate::error::secs;
 use crate::error::RelayerError;
 use crate::io::{OutBuf, ReadHalf};
+use crate::learned_commands::Learned;
 use crate::log_limit::LogLimit;
 use crate::metrics::RelayerMetrics;
 use crate::resp::reply::{error_text, is_error, ReplyBatches};
@@ -32,6 +33,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio_util::codec::FramedRead;
 
+mod commands;
 mod single;
 use crate::cluster::backend::{Body, Cluster, Resend};
 use single::Single;
@@ -64,6 +66,9 @@ pub struct BackendSettings {
     pub budget: Option<Arc<Budget>>,
     pub metrics: RelayerMetrics,
     pub log: Logger,
+    /// What the backend says of its commands (COMMAND), asked once and shared with the
+    /// sessions (`commands.rs`).
+    pub commands: Arc<Learned>,
 }
 
 /// DB indices (0..63) that the backend has accepted, shared with the sessions so a SELECT of
@@ -140,6 +145,8 @@ pub(crate) enum Swallowed {
     Asking,
     /// MULTI and the commands queued in it: their errors reach the client through EXEC.
     BlockPart,
+    /// COMMAND, asked by the relayer once (`commands.rs`).
+    Commands,
 }
 
 pub(crate) struct Pending {
@@ -259,6 +266,8 @@ pub(crate) struct Backend<S: Shape> {
     pub(crate) spare: Rc<Cell<Vec<Bytes>>>,
     /// The size of the last run sent as one message, to size the next one at once.
     pub(crate) batch_hint: usize,
+    /// The connection (and its generation) that COMMAND was asked on and not answered yet.
+    pub(crate) commands_asked: Option<(usize, u64)>,
 }
 
 /// What a backend is in front of: each keeps its own state and does what differs; `Backend`
@@ -348,6 +357,7 @@ impl<S: Shape> Backend<S> {
             batch: Vec::new(),
             spare: Rc::default(),
             batch_hint: 1,
+            commands_asked: None,
             settings,
         }
     }

@@ -32,6 +32,7 @@
 //! owed as ever (`single_cut_off`), and the stall's writes keep their place at the front.
 
 use super::*;
+use crate::resp::typed::{self, FromResp, RespValue};
 use std::time::Instant;
 
 /// The longest wait between two probes of a stalled connection.
@@ -79,10 +80,10 @@ const PING: &[u8] = b"*1\r\n$4\r\nPING\r\n";
 
 /// The `run_id:` field of an `INFO server` reply.
 pub(super) fn run_id(reply: &[u8]) -> Option<String> {
-    if reply.first() != Some(&b'$') {
-        return None;
-    }
-    let text = String::from_utf8_lossy(reply);
+    let text = match typed::decode(reply).ok()? {
+        v @ RespValue::BulkString(_) => String::from_resp(v).ok()?,
+        _ => return None,
+    };
     text.lines()
         .find_map(|l| l.strip_prefix("run_id:"))
         .map(|id| id.trim().to_string())
@@ -215,6 +216,7 @@ impl Shape for Single {
             Swallowed::Select(db) => b.select_accepted(idx, db, ctx),
             Swallowed::Info if is_error(data) => b.identified(idx, None, ctx),
             Swallowed::Info => b.identified(idx, run_id(data), ctx),
+            Swallowed::Commands => b.commands_reply(idx, data),
             // The rest is the cluster's, or a MULTI block's part that ran.
             Swallowed::Slots | Swallowed::Asking | Swallowed::BlockPart => {}
         }
@@ -419,7 +421,7 @@ impl Backend<Single> {
     /// The server the connection reached says who it is (None: INFO refused, an ACL user
     /// without it): a restarted server (or another one behind the same name) may have fewer
     /// databases, so the DBs known to exist are forgotten.
-    pub(super) fn identified(&mut self, idx: usize, run_id: Option<String>, _ctx: &mut Context<Self>) {
+    pub(super) fn identified(&mut self, idx: usize, run_id: Option<String>, ctx: &mut Context<Self>) {
         self.conns[idx].identifying = false;
         let changed = match &self.shape.run_id {
             None => false,
@@ -431,6 +433,8 @@ impl Backend<Single> {
             self.known.forget_all();
         }
         self.shape.run_id = Some(run_id);
+        // The connection answered: it works.
+        self.ask_commands(idx, ctx);
     }
 
     /// A connection is up: what waits for it is written, the first command alone (a probe).
@@ -812,8 +816,11 @@ impl Backend<Single> {
 mod tests {
     #[test]
     fn run_id_of_an_info_reply() {
-        let info = b"$60\r\n# Server\r\nredis_version:7.0.15\r\nrun_id:4f0e1c\r\ntcp_port:6379\r\n\r\n";
-        assert_eq!(super::run_id(info).as_deref(), Some("4f0e1c"));
+        let text = "# Server\r\nredis_version:7.0.15\r\nrun_id:4f0e1c\r\ntcp_port:6379\r\n";
+        let info = format!("${}\r\n{text}\r\n", text.len());
+        assert_eq!(super::run_id(info.as_bytes()).as_deref(), Some("4f0e1c"));
+        // A bulk string that is not the whole reply is not read.
+        assert_eq!(super::run_id(&info.as_bytes()[..20]), None);
         assert_eq!(super::run_id(b"-NOPERM this user has no permissions\r\n"), None);
         assert_eq!(super::run_id(b"$5\r\nhello\r\n"), None);
     }

@@ -25,6 +25,7 @@ use crate::io::{
     flush_client, is_query_buffer_limit, ClientOut, ClientRequests, FlushClient, Gate, Parsed, ReadAhead,
     ReadHalf, WriteHalf, WritesToClient, CLIENT_READ_CAPACITY,
 };
+use crate::learned_commands::Learned;
 use crate::metrics::RelayerMetrics;
 use crate::resp::request::{Command, Limits, RequestError, RequestParser};
 use crate::resp::write::{self, error, wrong_arity};
@@ -58,6 +59,9 @@ pub struct SessionSettings {
     pub password: Option<Password>,
     /// The backend is a Redis Cluster: commands are routed by the slot of their keys.
     pub cluster: bool,
+    /// What the backend said of its commands (its COMMAND), once it did: where the keys of a
+    /// command the built-in table does not know are.
+    pub commands: Arc<Learned>,
     /// compress/uncompress/gzip/gunzip: requests compressed as the original did, replies decoded.
     pub compression: Option<Compression>,
     pub metrics: RelayerMetrics,
@@ -636,7 +640,7 @@ impl Session {
             }
             None => {}
         }
-        match keys::route(cmd, spec) {
+        match keys::route(cmd, spec, self.settings.commands.table()) {
             KeyRoute::Any => Routed::To(None),
             KeyRoute::Slot(s) => Routed::To(Some(s)),
             KeyRoute::CrossSlot => {
@@ -655,6 +659,7 @@ impl Session {
         let at = multi::Where {
             cluster: self.settings.cluster,
             known_dbs: &self.settings.known_dbs,
+            learned: self.settings.commands.table(),
         };
         match self.multi.as_mut().expect("in MULTI").queue(spec, cmd, &at) {
             Queued::Yes => self.reply_static(write::QUEUED, ctx),

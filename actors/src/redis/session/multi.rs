@@ -7,6 +7,7 @@ use crate::cluster::admin::{keyless, Keyless};
 use crate::cluster::keys::{self, Route};
 use crate::command::{Kind, Role, Spec};
 use crate::error::RelayerError;
+use crate::learned_commands::CommandTable;
 use crate::redis::backend::KnownDbs;
 use crate::resp::request::Command;
 use crate::resp::write::{error, wrong_arity};
@@ -18,6 +19,8 @@ const EXEC: &[u8] = b"*1\r\n$4\r\nEXEC\r\n";
 pub struct Where<'a> {
     pub cluster: bool,
     pub known_dbs: &'a KnownDbs,
+    /// What the backend said of its commands, if it did (see `cluster::keys::route`).
+    pub learned: Option<&'a CommandTable>,
 }
 
 pub struct Multi {
@@ -103,7 +106,7 @@ impl Multi {
                 Some(Keyless::Every(_) | Keyless::Refuse(_)) => {
                     return self.abort(RelayerError::MultiOnOneNode(name()).resp());
                 }
-                None => keys::route(cmd, spec),
+                None => keys::route(cmd, spec, at.learned),
             };
             self.slot = match route {
                 Route::Any => self.slot,
@@ -161,6 +164,7 @@ mod tests {
         let at = Where {
             cluster: false,
             known_dbs: &known,
+            learned: None,
         };
         let mut m = multi();
         assert_eq!(queue(&mut m, &["SET", "k", "v"], &at), Queued::Yes);
@@ -188,6 +192,7 @@ mod tests {
         let at = Where {
             cluster: false,
             known_dbs: &known,
+            learned: None,
         };
         for args in [
             &["SUBSCRIBE", "c"][..],
@@ -212,6 +217,7 @@ mod tests {
         let at = Where {
             cluster: true,
             known_dbs: &known,
+            learned: None,
         };
         let mut m = multi();
         assert_eq!(queue(&mut m, &["SET", "{a}1", "v"], &at), Queued::Yes);
