@@ -4,6 +4,7 @@ pub mod backend;
 pub mod gather;
 pub mod holds;
 pub mod keys;
+pub mod placement;
 pub mod redirects;
 pub mod slot;
 pub mod topology;

@@ -26,6 +26,7 @@ pub struct Forward {
 #[rtype(result = "()")]
 pub struct Forwards(pub Vec<Forward>);
 
+#[derive(Debug)]
 pub enum Request {
     One(Bytes),
     /// `SELECT db` for a DB not yet known valid: the backend's answer decides.

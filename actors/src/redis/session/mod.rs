@@ -14,11 +14,8 @@ use super::backend::{BackendAddr, KnownDbs};
 use super::dedicated::{self, Pool, ReplyFor};
 use super::messages::{Forward, FromDedicated, Replies, ReplyTo, Request};
 use super::smart::{Budget, Table};
-use crate::cluster::admin::{keyless, Keyless};
-use crate::cluster::gather::Merge;
-use crate::cluster::keys::{self, Route as KeyRoute};
-use crate::cluster::slot::slot_of;
-use crate::command::{self, Kind, Role, Spec, Split};
+use crate::cluster::placement::{self, Placement};
+use crate::command::{self, Kind, Role, Spec};
 use crate::compress::{decode_reply_logged, Compression};
 use crate::error::RelayerError;
 use crate::io::{
@@ -36,7 +33,6 @@ use multi::{Multi, Queued};
 use outbox::{Ack, Batch, Sent, Slots};
 use own::{Held, Own};
 use slog::{debug, info, Logger};
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -513,14 +509,14 @@ impl Session {
             Kind::StreamRead if cmd.args().skip(1).any(|a| a.eq_ignore_ascii_case(b"BLOCK")) => {
                 self.dedicated(cmd, kind, ctx)
             }
-            Kind::StreamRead => match self.cluster_route(&cmd, spec, ctx) {
-                Routed::To(slot) => {
-                    self.forward_to(Request::One(cmd.frame().clone()), slot, ctx);
+            Kind::StreamRead => match self.place(&cmd, spec) {
+                Placement::Slot(slot) => {
+                    self.forward_to(Request::One(cmd.into_frame()), slot, ctx);
                 }
-                Routed::Split(request) => {
+                Placement::Split(request) | Placement::FanOut(request) => {
                     self.forward(request, ctx);
                 }
-                Routed::Done => {}
+                Placement::Refused(answer) => self.reply(answer, ctx),
             },
             _ => self.reply(wrong_arity(cmd.arg(0)), ctx),
         }
@@ -560,10 +556,14 @@ impl Session {
     /// In smart mode a write from the table is acknowledged now and sent in the background,
     /// while the budget allows; otherwise it waits for its real reply like any command.
     fn forward_or_acknowledge(&mut self, cmd: Command, spec: &'static Spec, ctx: &mut Context<Self>) {
-        let slot = match self.cluster_route(&cmd, spec, ctx) {
-            Routed::To(slot) => slot,
-            Routed::Split(request) => return self.split_or_acknowledge(&cmd, spec, request, ctx),
-            Routed::Done => return,
+        let slot = match self.place(&cmd, spec) {
+            Placement::Slot(slot) => slot,
+            Placement::Split(request) => return self.split_or_acknowledge(&cmd, spec, request, ctx),
+            Placement::FanOut(request) => {
+                self.forward(request, ctx);
+                return;
+            }
+            Placement::Refused(answer) => return self.reply(answer, ctx),
         };
         // On a dedicated connection everything is waited on: it keeps the client's order.
         if let Some(smart) = self.settings.smart.as_ref().filter(|_| self.own.is_none()) {
@@ -616,41 +616,13 @@ impl Session {
         self.acknowledge(parts, early.reply, len);
     }
 
-    /// Where `cmd` goes on a cluster (always `To(None)` on a single Redis): refused here
-    /// (CROSSSLOT, keyless commands one node cannot answer for the cluster), fanned out to
-    /// the masters, split by slot, or to its slot.
-    fn cluster_route(&mut self, cmd: &Command, spec: &'static Spec, ctx: &mut Context<Self>) -> Routed {
+    /// Where `cmd` goes: on a cluster, as `cluster::placement` decides; on a single Redis,
+    /// to the one server.
+    fn place(&self, cmd: &Command, spec: &'static Spec) -> Placement {
         if !self.settings.cluster {
-            return Routed::To(None);
+            return Placement::Slot(None);
         }
-        match keyless(cmd, spec) {
-            Some(Keyless::Every(merge)) => {
-                let frame = cmd.frame().clone();
-                self.forward(Request::FanOut { frame, merge }, ctx);
-                return Routed::Done;
-            }
-            Some(Keyless::Slot(s)) => return Routed::To(Some(s)),
-            Some(Keyless::Refuse(err)) => {
-                self.reply(err.resp(), ctx);
-                return Routed::Done;
-            }
-            Some(Keyless::Invalid(answer)) => {
-                self.reply(answer, ctx);
-                return Routed::Done;
-            }
-            None => {}
-        }
-        match keys::route(cmd, spec, self.settings.commands.table()) {
-            KeyRoute::Any => Routed::To(None),
-            KeyRoute::Slot(s) => Routed::To(Some(s)),
-            KeyRoute::CrossSlot => {
-                self.reply(error(CROSSSLOT), ctx);
-                Routed::Done
-            }
-            KeyRoute::Split { split, first, stride } => {
-                Routed::Split(split_by_slot(cmd, split, first, stride))
-            }
-        }
+        placement::place(cmd, spec, self.settings.commands.table())
     }
 
     /// Inside MULTI: queues the command and returns true, or returns false for the commands
@@ -1046,55 +1018,6 @@ fn not_relayed(cmd: &Command) -> Bytes {
 /// A command's name as the relayer's errors write it.
 fn upper_name(cmd: &Command) -> String {
     String::from_utf8_lossy(cmd.arg(0)).to_uppercase()
-}
-
-const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
-
-/// Where a command goes on a cluster relayer.
-enum Routed {
-    /// To the master of this slot (None: any master; always None on a single Redis).
-    To(Option<u16>),
-    /// Keys on several slots: one part per slot, the replies merged (a `Request::Gather`).
-    Split(Request),
-    /// Answered here already (refused), or fanned out to every master.
-    Done,
-}
-
-/// A multi-key command whose keys are on several slots, as one part per slot, keys in the
-/// order they came (each with its `stride - 1` values).
-fn split_by_slot(cmd: &Command, split: Split, first: usize, stride: usize) -> Request {
-    let nkeys = (cmd.argc() - first) / stride;
-    let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
-    // The group of each slot by index: a scan of the groups per key was keys x slots.
-    let mut group_of: HashMap<u16, usize> = HashMap::new();
-    for k in 0..nkeys {
-        let slot = slot_of(cmd.arg(first + k * stride));
-        let g = *group_of.entry(slot).or_insert_with(|| {
-            groups.push((slot, Vec::new()));
-            groups.len() - 1
-        });
-        groups[g].1.push(k);
-    }
-    let parts = groups
-        .iter()
-        .map(|(slot, ks)| {
-            let mut args: Vec<&[u8]> = vec![cmd.arg(0)];
-            for &k in ks {
-                let pos = first + k * stride;
-                args.extend((pos..pos + stride).map(|i| cmd.arg(i)));
-            }
-            (Some(*slot), Command::from_args(&args).into_frame())
-        })
-        .collect();
-    let merge = match split {
-        Split::Values => Merge::Values {
-            positions: groups.into_iter().map(|(_, ks)| ks).collect(),
-            total: nkeys,
-        },
-        Split::Ok => Merge::AllOk,
-        Split::Count => Merge::Sum,
-    };
-    Request::Gather { parts, merge }
 }
 
 impl Actor for Session {

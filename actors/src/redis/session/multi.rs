@@ -2,9 +2,9 @@
 //! as one contiguous block at EXEC so that no other client's command runs inside it. What
 //! cannot be queued is answered at once, and most of it makes EXEC abort, as in Redis.
 
-use super::CROSSSLOT;
 use crate::cluster::admin::{keyless, Keyless};
 use crate::cluster::keys::{self, Route};
+use crate::cluster::placement::CROSSSLOT;
 use crate::command::{Kind, Role, Spec};
 use crate::error::RelayerError;
 use crate::learned_commands::CommandTable;
