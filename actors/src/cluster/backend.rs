@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
 
-use super::holds::{hold_key, Flight, Hold};
+use super::hold::{hold_key, Flight, Hold, Job};
 
 /// Ticks between periodic map refreshes (5 s).
 const REFRESH_TICKS: u64 = 50;
@@ -42,62 +42,6 @@ const BARRIER_TICKS_WITHOUT_TIMEOUT: u64 = 300;
 const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
 /// What Redis answers for a slot no master serves.
 const CLUSTERDOWN: &str = "CLUSTERDOWN Hash slot not served";
-
-/// What a command needs to be sent again elsewhere, kept with its pending reply.
-pub(crate) struct Resend {
-    pub slot: Option<u16>,
-    /// The client: its connection to a node is `session % maxConnections`.
-    pub session: u64,
-    pub body: Body,
-    /// Redirections followed so far.
-    pub hops: u8,
-    /// Times sent again after TRYAGAIN, CLUSTERDOWN or LOADING.
-    pub tries: u8,
-    /// The tick it came in, for the timeout of a waited command while it is held.
-    pub since: u64,
-    /// The job's number, in the order jobs came to the relayer: what waits to be sent again
-    /// goes in this order, whatever order the replies came back in.
-    pub order: u64,
-    /// The mark of its slot when it was sent (see `holds::Flight`).
-    pub mark: u32,
-    /// It ran once, and waits to be sent again after an older write of its client.
-    pub applied: bool,
-    /// The last refusal that made it wait to be sent again: why it is given up if it waits
-    /// past `retryTimeout` (a write acknowledged early).
-    pub last: Option<Bytes>,
-}
-
-impl Resend {
-    /// A job as it comes in: not yet sent, redirected or retried.
-    pub fn new(slot: Option<u16>, session: u64, body: Body, since: u64, order: u64) -> Self {
-        Resend {
-            slot,
-            session,
-            body,
-            hops: 0,
-            tries: 0,
-            since,
-            order,
-            mark: 0,
-            applied: false,
-            last: None,
-        }
-    }
-}
-
-pub(crate) enum Body {
-    One(Bytes),
-    /// MULTI, the queued commands, EXEC: sent and sent again as one.
-    Block(Vec<Bytes>),
-}
-
-/// A command (or MULTI block) on its way to the node of its slot.
-pub(crate) struct Job {
-    pub r: Resend,
-    pub dest: Dest,
-    /// Redirected by ASK: sent to this node, after ASKING.
-    pub ask: Option<Node>,
-}
 
 pub(crate) struct Cluster {
     pub(crate) seeds: Vec<TargetAddr>,

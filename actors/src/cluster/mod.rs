@@ -2,6 +2,7 @@
 pub mod admin;
 pub mod backend;
 pub mod gather;
+pub mod hold;
 pub mod holds;
 pub mod keys;
 pub mod placement;

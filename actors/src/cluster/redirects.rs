@@ -2,8 +2,8 @@
 //! CLUSTERDOWN and LOADING sent again after a delay, MULTI blocks sent again whole, commands
 //! cut off with their connection; the rest goes on to its destination.
 
-use super::backend::{Body, Cluster, Job};
-use super::holds::hold_key;
+use super::backend::Cluster;
+use super::hold::{hold_key, Job};
 use super::topology::Node;
 use crate::error::RelayerError;
 use crate::redis::backend::*;

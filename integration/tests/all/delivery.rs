@@ -44,7 +44,9 @@ fn writes_refused_busy_are_sent_again_in_order() {
     c.set_read_timeout(HANG);
     assert_eq!(c.q("SET busykey before"), Reply::ok());
     assert_eq!(c.q("GET busykey"), Reply::bulk("before"));
-    let script = busy_script(1500);
+    // Long enough that the SETs below reach it while it is busy, on a loaded machine too (at
+    // 1.5 s the suite once saw them arrive after the script).
+    let script = busy_script(3000);
     let busy = std::thread::spawn({
         let port = redis.port();
         move || Client::tcp(port).cmd(&["EVAL", &script, "0"])

@@ -33,10 +33,10 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio_util::codec::FramedRead;
 
+mod addr;
 mod commands;
 mod single;
-use crate::cluster::backend::{Body, Cluster, Resend};
-use single::Single;
+pub use addr::BackendAddr;
 use single::{Queued, Stall};
 
 /// Writes not delivered logged one by one, with their command and key, before summaries.
@@ -166,6 +166,55 @@ pub(crate) struct Pending {
     /// On a single Redis, a command waited on: its frame and DB, to write it again when it is
     /// refused for a while behind a write that must be sent again (see `single`).
     pub(crate) again: Option<(Bytes, Option<u32>)>,
+}
+
+/// A command as the backend sends it (and, on a cluster, sends again).
+pub(crate) enum Body {
+    One(Bytes),
+    /// MULTI, the queued commands, EXEC: sent and sent again as one.
+    Block(Vec<Bytes>),
+}
+
+/// On a cluster: what a command needs to be sent again elsewhere, kept with its pending reply.
+pub(crate) struct Resend {
+    pub slot: Option<u16>,
+    /// The client: its connection to a node is `session % maxConnections`.
+    pub session: u64,
+    pub body: Body,
+    /// Redirections followed so far.
+    pub hops: u8,
+    /// Times sent again after TRYAGAIN, CLUSTERDOWN or LOADING.
+    pub tries: u8,
+    /// The tick it came in, for the timeout of a waited command while it is held.
+    pub since: u64,
+    /// The job's number, in the order jobs came to the relayer: what waits to be sent again
+    /// goes in this order, whatever order the replies came back in.
+    pub order: u64,
+    /// The mark of its slot when it was sent (see `holds::Flight`).
+    pub mark: u32,
+    /// It ran once, and waits to be sent again after an older write of its client.
+    pub applied: bool,
+    /// The last refusal that made it wait to be sent again: why it is given up if it waits
+    /// past `retryTimeout` (a write acknowledged early).
+    pub last: Option<Bytes>,
+}
+
+impl Resend {
+    /// A job as it comes in: not yet sent, redirected or retried.
+    pub fn new(slot: Option<u16>, session: u64, body: Body, since: u64, order: u64) -> Self {
+        Resend {
+            slot,
+            session,
+            body,
+            hops: 0,
+            tries: 0,
+            since,
+            order,
+            mark: 0,
+            applied: false,
+            last: None,
+        }
+    }
 }
 
 pub(crate) enum State {
@@ -978,79 +1027,5 @@ impl<S: Shape> Handler<Retire> for Backend<S> {
         S::retire(self, &err);
         debug!(self.settings.log, "target retired"; "backend" => %self.settings.addr);
         ctx.stop();
-    }
-}
-
-/// A backend's address, whatever it is in front of: where sessions send their requests, and
-/// what the worker drains and retires.
-#[derive(Clone)]
-pub struct BackendAddr(Kind);
-
-#[derive(Clone)]
-enum Kind {
-    Single(Addr<Backend<Single>>),
-    Cluster(Addr<Backend<Cluster>>),
-}
-
-impl BackendAddr {
-    /// Starts the backend of a single Redis on the current thread.
-    pub fn single(settings: BackendSettings, known: Arc<KnownDbs>) -> Self {
-        BackendAddr(Kind::Single(Backend::single(settings, known).launch()))
-    }
-
-    /// Starts the backend of a Redis Cluster, reached first through `seeds`, on the current
-    /// thread.
-    pub fn cluster(settings: BackendSettings, known: Arc<KnownDbs>, seeds: Vec<TargetAddr>) -> Self {
-        BackendAddr(Kind::Cluster(Backend::cluster(settings, known, seeds).launch()))
-    }
-
-    /// Hands over one request; Err gives it back (the backend is gone).
-    pub fn try_send(&self, f: Forward) -> Result<(), Forward> {
-        match &self.0 {
-            Kind::Single(a) => a.try_send(f),
-            Kind::Cluster(a) => a.try_send(f),
-        }
-        .map_err(|e| e.into_inner())
-    }
-
-    /// Hands over several, in order, as one message; Err gives them back.
-    pub fn try_send_many(&self, fs: Vec<Forward>) -> Result<(), Vec<Forward>> {
-        match &self.0 {
-            Kind::Single(a) => a.try_send(Forwards(fs)),
-            Kind::Cluster(a) => a.try_send(Forwards(fs)),
-        }
-        .map_err(|e| e.into_inner().0)
-    }
-
-    pub fn drain(&self, msg: Drain) {
-        match &self.0 {
-            Kind::Single(a) => a.do_send(msg),
-            Kind::Cluster(a) => a.do_send(msg),
-        }
-    }
-
-    /// The drain's time ran out: what is left is counted lost; what became of every write.
-    pub async fn give_up(&self) -> Delivery {
-        let r = match &self.0 {
-            Kind::Single(a) => a.send(GiveUp).await,
-            Kind::Cluster(a) => a.send(GiveUp).await,
-        };
-        r.unwrap_or_default()
-    }
-
-    /// What became of the writes acknowledged early, so far.
-    pub async fn report(&self) -> Delivery {
-        let r = match &self.0 {
-            Kind::Single(a) => a.send(Report).await,
-            Kind::Cluster(a) => a.send(Report).await,
-        };
-        r.unwrap_or_default()
-    }
-
-    pub fn retire(&self) {
-        match &self.0 {
-            Kind::Single(a) => a.do_send(Retire),
-            Kind::Cluster(a) => a.do_send(Retire),
-        }
     }
 }
