@@ -9,6 +9,7 @@
 //! Waiting is always polling against a generous deadline (named in `timeouts`), never a fixed
 //! sleep. The tests are one binary, tests/all, with a module per area.
 
+pub mod backend_client;
 pub mod cluster;
 pub mod fake_firehose;
 pub mod faults;
@@ -22,6 +23,7 @@ mod resp;
 pub mod timeouts;
 pub mod tls;
 
+pub use backend_client::{BackendClient, BackendError, Failure};
 pub use cluster::{
     cluster_entry, free_node_ports, keys_in_slot, slot_of, Cluster, ClusterOptions, FAST_NODE_TIMEOUT_MS,
 };
