@@ -2,7 +2,7 @@
 
 use crate::backend_client::info_value;
 use crate::timeouts::START;
-use crate::{child_setup, free_port, BackendClient, Client, Reply};
+use crate::{child_setup, free_port, BackendClient, BackendError, Client, Reply};
 use redis_async::resp::FromResp;
 use std::fs::File;
 use std::path::Path;
@@ -204,9 +204,13 @@ impl Redis {
     /// One command on a new typed connection, its reply converted to `T`; panics on an error
     /// (naming the command and the server): `redis.query::<Option<String>>(&["GET", "k"])`.
     pub fn query<T: FromResp + Unpin>(&self, args: &[&str]) -> T {
-        self.backend_client()
-            .query(args)
-            .unwrap_or_else(|e| panic!("{e}"))
+        self.try_query(args).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `query`, with the error instead of a panic (for polls, and for error replies a test
+    /// expects).
+    pub fn try_query<T: FromResp + Unpin>(&self, args: &[&str]) -> Result<T, BackendError> {
+        BackendClient::connect(self.port)?.query(args)
     }
 
     /// The value of `field` in `INFO section`, e.g. `info_field("commandstats", "cmdstat_select")`.

@@ -124,10 +124,7 @@ fn ping_echo_hello_and_quit_are_answered_locally() {
     );
     // None of it reached a node.
     for n in 0..cluster.nodes().len() {
-        let stats = cluster
-            .cmd_on_node(n, &["INFO", "commandstats"])
-            .as_str()
-            .unwrap();
+        let stats: String = cluster.node(n).query(&["INFO", "commandstats"]);
         for cmd in ["cmdstat_echo:", "cmdstat_hello:", "cmdstat_quit:"] {
             assert!(!stats.contains(cmd), "node {n} ran {cmd}\n{stats}");
         }

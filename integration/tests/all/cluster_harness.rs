@@ -67,7 +67,7 @@ fn cluster_forms_with_three_masters_and_three_replicas() {
     let expected: BTreeSet<Vec<u8>> = keys.iter().map(|k| k.as_bytes().to_vec()).collect();
     assert_eq!(c.all_keys(), expected);
     for &m in &masters {
-        assert_eq!(c.cmd_on_node(m, &["DBSIZE"]), Reply::Int(100));
+        assert_eq!(c.node(m).dbsize(), 100);
     }
 
     // A node that does not serve the key redirects, and the harness follows.
@@ -234,11 +234,11 @@ fn killed_master_is_replaced_by_its_replica_and_restarts_as_a_replica() {
     assert!(c.replicas().contains(&master));
     assert_eq!(c.get_all(&keys), values(&keys));
     // It resynced from its successor.
-    let held = c.cmd_on_node(new_master, &["DBSIZE"]);
+    let held = c.node(new_master).dbsize();
     integration::wait_until(
         integration::timeouts::CLUSTER_SETTLE,
         "the restarted node to resync",
-        || c.cmd_on_node(master, &["DBSIZE"]) == held,
+        || c.node(master).try_query::<i64>(&["DBSIZE"]) == Ok(held),
     );
 }
 
@@ -258,10 +258,7 @@ fn killed_replica_restarts_and_resyncs() {
     c.restart(replica);
     assert_eq!(c.master_of(replica), Some(master));
     c.wait_replicated();
-    assert_eq!(
-        c.cmd_on_node(replica, &["DBSIZE"]),
-        c.cmd_on_node(master, &["DBSIZE"])
-    );
+    assert_eq!(c.node(replica).dbsize(), c.node(master).dbsize());
     assert_eq!(c.dbsize_total(), 90);
 }
 
