@@ -1166,7 +1166,9 @@ fn poll(limit: Duration, what: &str, mut f: impl FnMut() -> bool) -> Result<(), 
 }
 
 /// Where the backend's data is read, on typed connections (`BackendClient`): a new one for each
-/// read-back, since the faults kill and restart servers under any connection kept.
+/// read of a single Redis, since the faults kill and restart servers under any connection kept;
+/// the cluster's own pooled ones for a cluster (it drops those of a node it kills or restarts,
+/// and replaces one found closed).
 enum Store<'a> {
     Single(u16),
     Cluster(&'a Cluster),
@@ -1968,6 +1970,51 @@ fn run_row_into(fault: Fault, kind: Kind, s: &Sizes, row: &mut Row) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The read-back of a single Redis: values in order (MGET in chunks of 1,000), the list in
+    /// slices of 10,000; and errors, not panics, once the server is gone (the driver goes on
+    /// with the next row).
+    #[test]
+    fn the_read_back_reads_what_the_server_holds_and_errs_once_it_is_down() {
+        let mut redis = Redis::start();
+        let mut c = redis.client();
+        let keys: Vec<String> = (0..2500).map(|j| set_key(0, j)).collect();
+        let mut mset = vec!["MSET".to_string()];
+        for (j, k) in keys.iter().enumerate().filter(|(j, _)| j % 7 != 3) {
+            mset.extend([k.clone(), j.to_string()]);
+        }
+        assert!(c.cmd(&mset).is_ok());
+        let mut rpush = vec!["RPUSH".to_string(), LIST.to_string()];
+        rpush.extend((0..10_005).map(|i| list_item(1, i)));
+        assert_eq!(c.cmd(&rpush), Reply::int(10_005));
+
+        let store = Store::Single(redis.port());
+        let values = store.values(&keys).unwrap();
+        assert_eq!(values.len(), keys.len());
+        for (j, v) in values.iter().enumerate() {
+            let want = (j % 7 != 3).then(|| j.to_string().into_bytes());
+            assert_eq!(*v, want, "{}", keys[j]);
+        }
+        let items = store.list().unwrap();
+        assert_eq!(items.len(), 10_005);
+        assert!(items
+            .iter()
+            .enumerate()
+            .all(|(i, item)| *item == list_item(1, i as u64).into_bytes()));
+        assert_eq!(store.get(&keys[1]), Some(b"1".to_vec()));
+        assert_eq!(store.get(&keys[3]), None);
+        assert_eq!(
+            info_field(redis.port(), "keyspace", "db0").map(|v| v.starts_with("keys=")),
+            Some(true)
+        );
+
+        redis.kill();
+        let e = store.values(&keys).unwrap_err();
+        assert!(e.starts_with(&format!("connect on {}: ", redis.addr())), "{e}");
+        assert!(store.list().is_err());
+        assert_eq!(store.get(&keys[1]), None);
+        assert_eq!(info_field(redis.port(), "keyspace", "db0"), None);
+    }
 
     #[test]
     fn counts_per_entry_and_in_total_from_the_log() {

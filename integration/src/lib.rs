@@ -1,5 +1,7 @@
 //! Harness for the end-to-end tests of smart-relayer: real `redis-server` processes, a real Redis
-//! Cluster (`cluster`), the real relayer binary, and a small synchronous RESP client.
+//! Cluster (`cluster`), the real relayer binary, a small synchronous RESP client for talking to
+//! the relayer byte for byte (`resp`), and a typed client for reading what the backends hold
+//! (`backend_client`, on redis-async).
 //!
 //! Everything listens on 127.0.0.1 only, on ports found free at run time; configs, logs, redis
 //! working directories and unix sockets live in temporary directories. Every process a test starts
