@@ -7,7 +7,12 @@ use std::time::Duration;
 
 /// The backend's connections (CLIENT LIST lines), but the one asking.
 fn backend_clients(redis: &Redis) -> Vec<String> {
-    let list: String = redis.query(&["CLIENT", "LIST"]);
+    client_lines(&redis.backend_client())
+}
+
+/// `backend_clients` through `c` (authenticated, when the server needs a password).
+fn client_lines(c: &BackendClient) -> Vec<String> {
+    let list: String = c.query(&["CLIENT", "LIST"]).unwrap_or_else(|e| panic!("{e}"));
     list.lines()
         .filter(|l| !l.contains(" cmd=client|list "))
         .map(str::to_string)
@@ -1401,12 +1406,14 @@ fn a_reset_whose_token_cannot_come_back_is_still_answered() {
     assert_eq!(admin.q("ACL SETUSER app resetpass >rotated"), Reply::ok());
     assert_eq!(sub.cmd(&["RESET"]), Reply::status("RESET"));
     assert_eq!(sub.cmd(&["GET", "k"]), Reply::Nil);
+    let backend = redis.backend_client();
+    assert_eq!(backend.query::<(), _>(&["AUTH", "admin"]), Ok(()));
+    let lines = client_lines(&backend);
+    assert!(!lines.is_empty(), "the admin's connection at least");
     assert_eq!(
-        backend_clients(&redis)
-            .iter()
-            .filter(|l| l.contains(" sub=1 "))
-            .count(),
-        0
+        lines.iter().filter(|l| l.contains(" sub=1 ")).count(),
+        0,
+        "{lines:?}"
     );
 
     let redis = Redis::start_with(&["--rename-command", "RESET", ""]);
