@@ -25,7 +25,7 @@ mod resp;
 pub mod timeouts;
 pub mod tls;
 
-pub use backend_client::{BackendClient, BackendError, Failure};
+pub use backend_client::{BackendClient, BackendError};
 pub use cluster::{
     cluster_entry, free_node_ports, keys_in_slot, slot_of, Cluster, ClusterOptions, FAST_NODE_TIMEOUT_MS,
 };

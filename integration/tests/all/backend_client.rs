@@ -2,6 +2,7 @@
 //! that name the command and the server, a bound on every reply, and no silent reconnect after
 //! the server went away (which redis-async's own paired connection does).
 
+use integration::backend_client::Failure;
 use integration::timeouts::HANG;
 use integration::*;
 use std::time::{Duration, Instant};
