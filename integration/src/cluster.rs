@@ -10,12 +10,13 @@
 mod topology;
 
 pub use topology::{
-    crc16_xmodem, keys_in_slot, parse_cluster_nodes, parse_redirect, slot_of, NodeInfo, Redirect, SlotRange,
-    SLOTS,
+    crc16_xmodem, keys_in_slot, parse_cluster_nodes, parse_redirect, parse_redirect_text, slot_of, NodeInfo,
+    Redirect, SlotRange, SLOTS,
 };
 
 use crate::timeouts::CLUSTER_SETTLE;
-use crate::{encode_command, wait_until, Client, Redis, Reply};
+use crate::{encode_command, wait_until, BackendClient, BackendError, Client, Redis, Reply};
+use redis_async::resp::FromResp;
 use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::sync::Mutex;
@@ -80,6 +81,8 @@ pub struct Cluster {
     /// Connections of the cluster-aware client, by port: taken out while in use, so threads
     /// sharing the `Cluster` never wait for each other.
     conns: Mutex<HashMap<u16, Vec<Client>>>,
+    /// The typed connections that read what the nodes hold, pooled the same way.
+    typed: Mutex<HashMap<u16, Vec<BackendClient>>>,
     /// Owner port of every slot as last seen (0: unknown), updated by MOVED.
     routes: Mutex<Vec<u16>>,
 }
@@ -155,6 +158,7 @@ impl Cluster {
             ids,
             opts,
             conns: Mutex::new(HashMap::new()),
+            typed: Mutex::new(HashMap::new()),
             routes: Mutex::new(vec![0; SLOTS as usize]),
         };
         let addrs: Vec<String> = cluster.nodes.iter().map(Redis::addr).collect();
@@ -648,9 +652,15 @@ impl Cluster {
             .unwrap_or_else(|e| panic!("cmd_on_owner: {e}"))
     }
 
-    /// GET `key` from the master serving it.
-    pub fn get(&self, key: impl AsRef<[u8]>) -> Reply {
-        self.cmd_on_owner(&[b"GET".as_slice(), key.as_ref()])
+    /// GET `key` from the master serving it, as `T` (`String`, `Vec<u8>`; nil is `None`); panics
+    /// on an error reply or when the node cannot be reached.
+    pub fn get<T: FromResp + Unpin>(&self, key: impl AsRef<[u8]>) -> Option<T> {
+        self.try_get(key).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `get`, with the error instead of a panic (for polls across a failover or a migration).
+    pub fn try_get<T: FromResp + Unpin>(&self, key: impl AsRef<[u8]>) -> Result<Option<T>, String> {
+        self.query_on_owner(&[b"GET".as_slice(), key.as_ref()])
     }
 
     /// SET `key` `value` on the master serving it; panics unless it says OK.
@@ -663,66 +673,132 @@ impl Cluster {
         );
     }
 
-    /// GET of every key, in order: pipelined to each owner, redirected ones resent one by one.
-    pub fn get_all<K: AsRef<[u8]>>(&self, keys: &[K]) -> Vec<Reply> {
+    /// GET of every key as `T`, in order: pipelined to each owner, redirected ones sent again
+    /// one by one; panics on any error.
+    pub fn get_all<T: FromResp + Unpin, K: AsRef<[u8]>>(&self, keys: &[K]) -> Vec<Option<T>> {
+        self.try_get_all(keys).unwrap_or_else(|e| panic!("get_all: {e}"))
+    }
+
+    /// `get_all`, with the first error (an error reply, a node that cannot be reached) instead
+    /// of a panic.
+    pub fn try_get_all<T: FromResp + Unpin, K: AsRef<[u8]>>(
+        &self,
+        keys: &[K],
+    ) -> Result<Vec<Option<T>>, String> {
         let mut by_port: HashMap<u16, Vec<usize>> = HashMap::new();
         for (i, k) in keys.iter().enumerate() {
             by_port.entry(self.owner_port(slot_of(k))).or_default().push(i);
         }
-        let mut out = vec![Reply::Nil; keys.len()];
+        let mut out: Vec<Option<T>> = keys.iter().map(|_| None).collect();
         for (port, idx) in by_port {
             let cmds: Vec<[&[u8]; 2]> = idx
                 .iter()
                 .map(|&i| [b"GET".as_slice(), keys[i].as_ref()])
                 .collect();
-            let refs: Vec<&[&[u8]]> = cmds.iter().map(|c| c.as_slice()).collect();
-            let replies = self
-                .try_pipeline_on_port(port, &refs)
-                .unwrap_or_else(|e| panic!("get_all on port {port}: {e}"));
+            let replies = self.with_backend(port, |c| c.pipeline::<Option<T>, _, _>(&cmds))?;
             for (&i, r) in idx.iter().zip(replies) {
-                out[i] = if parse_redirect(&r).is_some() {
-                    self.get(&keys[i])
-                } else {
-                    r
+                out[i] = match r {
+                    Ok(v) => v,
+                    Err(e) if e.reply().and_then(parse_redirect_text).is_some() => self.try_get(&keys[i])?,
+                    Err(e) => return Err(e.into()),
                 };
             }
         }
-        out
+        Ok(out)
+    }
+
+    /// Sends a read whose first key is `args[1]` to the master serving its slot on a typed
+    /// connection, following MOVED (and remembering it) and ASK (with ASKING) like
+    /// `try_cmd_on_owner`, and converts the reply to `T`. Any other error reply is an `Err`.
+    pub fn query_on_owner<T, A>(&self, args: &[A]) -> Result<T, String>
+    where
+        T: FromResp + Unpin,
+        A: AsRef<[u8]>,
+    {
+        assert!(args.len() >= 2, "query_on_owner needs a key in args[1]");
+        let slot = slot_of(args[1].as_ref());
+        let mut port = self.owner_port(slot);
+        let mut asking = false;
+        for _ in 0..MAX_REDIRECTS {
+            let reply = self.with_backend(port, |c| {
+                if asking {
+                    c.query::<(), _>(&["ASKING"])?;
+                }
+                c.query::<T, _>(args)
+            });
+            match reply {
+                Ok(v) => return Ok(v),
+                Err(e) => match e.reply().and_then(parse_redirect_text) {
+                    Some((Redirect::Moved, s, to)) => {
+                        self.routes.lock().unwrap()[s as usize] = to;
+                        port = to;
+                        asking = false;
+                    }
+                    Some((Redirect::Ask, _, to)) => {
+                        port = to;
+                        asking = true;
+                    }
+                    None => return Err(e.into()),
+                },
+            }
+        }
+        Err(format!("more than {MAX_REDIRECTS} redirections for slot {slot}"))
+    }
+
+    /// Runs `read` on a typed connection to `port`, pooled or new. Reads only: when a pooled
+    /// connection turns out to be closed (its node was restarted since), `read` runs again on a
+    /// new one; not when a live node is slow to answer.
+    fn with_backend<R>(
+        &self,
+        port: u16,
+        read: impl Fn(&BackendClient) -> Result<R, BackendError>,
+    ) -> Result<R, BackendError> {
+        let pooled = self.typed.lock().unwrap().get_mut(&port).and_then(Vec::pop);
+        let (client, r) = match pooled {
+            Some(c) => match read(&c) {
+                Err(e) if e.is_lost() => {
+                    let c = BackendClient::connect(port)?;
+                    let r = read(&c);
+                    (c, r)
+                }
+                r => (c, r),
+            },
+            None => {
+                let c = BackendClient::connect(port)?;
+                let r = read(&c);
+                (c, r)
+            }
+        };
+        if !client.is_lost() {
+            self.typed.lock().unwrap().entry(port).or_default().push(client);
+        }
+        r
+    }
+
+    /// Forgets the pooled connections to `port` (its node was killed or restarted).
+    fn forget_conns(&self, port: u16) {
+        self.conns.lock().unwrap().remove(&port);
+        self.typed.lock().unwrap().remove(&port);
     }
 
     /// DBSIZE summed over the current masters.
     pub fn dbsize_total(&self) -> i64 {
-        self.masters()
-            .into_iter()
-            .map(|m| {
-                let r = self.cmd_on_node(m, &["DBSIZE"]);
-                r.as_int().unwrap_or_else(|| panic!("DBSIZE on node {m}: {r:?}"))
-            })
-            .sum()
+        self.masters().into_iter().map(|m| self.node(m).dbsize()).sum()
     }
 
     /// Every key of every current master (SCAN on each).
     pub fn all_keys(&self) -> BTreeSet<Vec<u8>> {
         let mut keys = BTreeSet::new();
         for m in self.masters() {
-            let mut cursor = b"0".to_vec();
+            let c = self.node(m).backend_client();
+            let mut cursor = "0".to_string();
             loop {
-                let r = self.cmd_on_node(m, &[b"SCAN".as_slice(), &cursor, b"COUNT", b"1000"]);
-                let page = (|| {
-                    let parts = r.as_array()?;
-                    let next = parts.first()?.as_bytes()?.to_vec();
-                    let found: Option<Vec<Vec<u8>>> = parts
-                        .get(1)?
-                        .as_array()?
-                        .iter()
-                        .map(|k| k.as_bytes().map(<[u8]>::to_vec))
-                        .collect();
-                    Some((next, found?))
-                })();
-                let (next, found) = page.unwrap_or_else(|| panic!("SCAN on node {m}: {r:?}"));
+                let (next, found): (String, Vec<Vec<u8>>) = c
+                    .query(&["SCAN", &cursor, "COUNT", "1000"])
+                    .unwrap_or_else(|e| panic!("node {m}: {e}"));
                 cursor = next;
                 keys.extend(found);
-                if cursor == b"0" {
+                if cursor == "0" {
                     break;
                 }
             }
@@ -743,7 +819,7 @@ impl Cluster {
     /// SIGKILL to a node (nothing is waited for: the cluster notices after the node timeout).
     pub fn kill(&mut self, node: usize) {
         self.nodes[node].kill();
-        self.conns.lock().unwrap().remove(&self.port(node));
+        self.forget_conns(self.port(node));
         self.forget_routes();
     }
 
@@ -753,7 +829,7 @@ impl Cluster {
     /// comes back as a replica of its successor.
     pub fn restart(&mut self, node: usize) {
         self.nodes[node].restart();
-        self.conns.lock().unwrap().remove(&self.port(node));
+        self.forget_conns(self.port(node));
         self.wait_settled();
     }
 
@@ -761,7 +837,7 @@ impl Cluster {
     /// nodes come back at once, call `wait_settled` after the last).
     pub fn nodes_mut_restart(&mut self, node: usize) {
         self.nodes[node].restart();
-        self.conns.lock().unwrap().remove(&self.port(node));
+        self.forget_conns(self.port(node));
     }
 
     /// CLUSTER FAILOVER on `replica`: waits until it is a master and the cluster has settled.

@@ -31,11 +31,12 @@
 //! (the backend paused writes and the connections holding them were closed): a write the
 //! relayer could not confirm may otherwise have run, and "missing" would be below "counted".
 
+use crate::backend_client::info_value;
 use crate::log::{RELOADED, STOPPED_LOST, STOPPED_OK};
 use crate::timeouts::HANG;
 use crate::{
-    cluster_entry, free_port, redis_entry_mode, Client, Cluster, ClusterOptions, DelayLink, Redis, Relayer,
-    Reply, FAST_NODE_TIMEOUT_MS,
+    cluster_entry, free_port, redis_entry_mode, BackendClient, Client, Cluster, ClusterOptions, DelayLink,
+    Redis, Relayer, Reply, FAST_NODE_TIMEOUT_MS,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::process::ExitStatus;
@@ -1140,13 +1141,14 @@ fn direct_ok(port: u16, args: &[&str]) -> Result<(), String> {
     }
 }
 
+/// The value of `field` in `INFO section` of the server on `port`; None when it cannot be read
+/// (down, restarting).
 fn info_field(port: u16, section: &str, field: &str) -> Option<String> {
-    let info = direct(port, &["INFO", section]).ok()?.as_str()?;
-    info.lines().find_map(|l| {
-        l.strip_prefix(field)?
-            .strip_prefix(':')
-            .map(|v| v.trim().to_string())
-    })
+    let info: String = BackendClient::connect(port)
+        .ok()?
+        .query(&["INFO", section])
+        .ok()?;
+    info_value(&info, field)
 }
 
 /// Polls `f` every 10 ms until it is true; Err naming `what` after `limit`.
@@ -1163,40 +1165,49 @@ fn poll(limit: Duration, what: &str, mut f: impl FnMut() -> bool) -> Result<(), 
     }
 }
 
-/// Where the backend's data is read.
+/// Where the backend's data is read, on typed connections (`BackendClient`): a new one for each
+/// read of a single Redis, since the faults kill and restart servers under any connection kept;
+/// the cluster's own pooled ones for a cluster (it drops those of a node it kills or restarts,
+/// and replaces one found closed).
 enum Store<'a> {
     Single(u16),
     Cluster(&'a Cluster),
 }
 
 impl Store<'_> {
-    fn get(&self, key: &str) -> Option<Reply> {
+    /// The value of `key`; None when it is not there or cannot be read.
+    fn get(&self, key: &str) -> Option<Vec<u8>> {
         match self {
-            Store::Single(port) => direct(*port, &["GET", key]).ok(),
-            Store::Cluster(c) => c.try_cmd_on_owner(&["GET", key]).ok(),
+            Store::Single(port) => BackendClient::connect(*port).ok()?.query(&["GET", key]).ok()?,
+            Store::Cluster(c) => c.try_get(key).ok()?,
         }
     }
 
-    fn values(&self, keys: &[String]) -> Result<Vec<Reply>, String> {
+    /// The value of every key, in order (None: not there).
+    fn values(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, String> {
         let mut out = Vec::with_capacity(keys.len());
         match self {
             Store::Single(port) => {
-                let mut c = Client::connect_tcp(*port).map_err(|e| e.to_string())?;
-                c.set_read_timeout(Duration::from_secs(60));
+                let c = BackendClient::connect(*port)?;
                 for chunk in keys.chunks(1000) {
-                    let mut args = vec!["MGET".to_string()];
-                    args.extend(chunk.iter().cloned());
-                    c.try_send_raw(&crate::encode_command(&args))
-                        .map_err(|e| e.to_string())?;
-                    match c.try_read_reply().map_err(|e| e.to_string())? {
-                        Reply::Array(v) if v.len() == chunk.len() => out.extend(v),
-                        r => return Err(format!("MGET: {r:?}")),
+                    let mut args = vec!["MGET"];
+                    args.extend(chunk.iter().map(String::as_str));
+                    let values: Vec<Option<Vec<u8>>> = c.query(&args)?;
+                    if values.len() != chunk.len() {
+                        return Err(format!(
+                            "MGET of {} keys on {}: {} values",
+                            chunk.len(),
+                            c.server(),
+                            values.len()
+                        ));
                     }
+                    out.extend(values);
                 }
             }
+            // Each key from the master that serves its slot (Cluster::try_get_all).
             Store::Cluster(c) => {
                 for chunk in keys.chunks(100_000) {
-                    out.extend(c.get_all(chunk));
+                    out.extend(c.try_get_all(chunk)?);
                 }
             }
         }
@@ -1209,26 +1220,17 @@ impl Store<'_> {
         const SLICE: usize = 10_000;
         let port = match self {
             Store::Single(port) => *port,
-            // Its own connection: LRANGE is not one the cluster client sends twice.
+            // The master that serves the list's slot.
             Store::Cluster(c) => c.port(c.node_for_slot(crate::slot_of(LIST))),
         };
-        let mut c = Client::connect_tcp(port).map_err(|e| e.to_string())?;
-        c.set_read_timeout(Duration::from_secs(60));
+        let c = BackendClient::connect(port)?;
         let mut items = Vec::new();
         loop {
             let (from, to) = (items.len().to_string(), (items.len() + SLICE - 1).to_string());
-            c.try_send_raw(&crate::encode_command(&["LRANGE", LIST, &from, &to]))
-                .map_err(|e| e.to_string())?;
-            let r = c.try_read_reply().map_err(|e| e.to_string())?;
-            let got = r.as_array().ok_or_else(|| format!("LRANGE: {r:?}"))?;
-            for item in got {
-                items.push(
-                    item.as_bytes()
-                        .ok_or_else(|| format!("LRANGE item {item:?}"))?
-                        .to_vec(),
-                );
-            }
-            if got.len() < SLICE {
+            let got: Vec<Vec<u8>> = c.query(&["LRANGE", LIST, &from, &to])?;
+            let n = got.len();
+            items.extend(got);
+            if n < SLICE {
                 return Ok(items);
             }
         }
@@ -1727,7 +1729,7 @@ fn measure_recovery(w: &Workload, store: &Store, end: Instant, limit: Duration) 
             }
             let last = p.last_set.load(Ordering::Relaxed);
             if last >= marks[c] as i64 {
-                let want = Reply::bulk(last.to_string());
+                let want = last.to_string().into_bytes();
                 if store.get(&set_key(c, last as u64)) == Some(want) {
                     done[c] = true;
                 }
@@ -1752,17 +1754,17 @@ fn verify(store: &Store, reports: &[Option<ClientReport>], row: &mut Row) -> Res
         let values = store.values(&keys)?;
         for (j, v) in values.iter().enumerate() {
             let acked = r.set_acked[j];
-            let right = *v == Reply::bulk(j.to_string());
+            let right = v.as_deref() == Some(j.to_string().as_bytes());
             match (acked, v) {
                 (true, _) if right => row.set.found += 1,
-                (true, Reply::Nil) => {
+                (true, None) => {
                     row.set.missing += 1;
                     if row.set.examples.len() < 5 {
                         row.set.examples.push(keys[j].clone());
                     }
                 }
                 (true, _) => row.set.wrong += 1,
-                (false, Reply::Nil) => {}
+                (false, None) => {}
                 (false, _) => row.set.unacknowledged_found += 1,
             }
             if acked {
@@ -1968,6 +1970,51 @@ fn run_row_into(fault: Fault, kind: Kind, s: &Sizes, row: &mut Row) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The read-back of a single Redis: values in order (MGET in chunks of 1,000), the list in
+    /// slices of 10,000; and errors, not panics, once the server is gone (the driver goes on
+    /// with the next row).
+    #[test]
+    fn the_read_back_reads_what_the_server_holds_and_errs_once_it_is_down() {
+        let mut redis = Redis::start();
+        let mut c = redis.client();
+        let keys: Vec<String> = (0..2500).map(|j| set_key(0, j)).collect();
+        let mut mset = vec!["MSET".to_string()];
+        for (j, k) in keys.iter().enumerate().filter(|(j, _)| j % 7 != 3) {
+            mset.extend([k.clone(), j.to_string()]);
+        }
+        assert!(c.cmd(&mset).is_ok());
+        let mut rpush = vec!["RPUSH".to_string(), LIST.to_string()];
+        rpush.extend((0..10_005).map(|i| list_item(1, i)));
+        assert_eq!(c.cmd(&rpush), Reply::int(10_005));
+
+        let store = Store::Single(redis.port());
+        let values = store.values(&keys).unwrap();
+        assert_eq!(values.len(), keys.len());
+        for (j, v) in values.iter().enumerate() {
+            let want = (j % 7 != 3).then(|| j.to_string().into_bytes());
+            assert_eq!(*v, want, "{}", keys[j]);
+        }
+        let items = store.list().unwrap();
+        assert_eq!(items.len(), 10_005);
+        assert!(items
+            .iter()
+            .enumerate()
+            .all(|(i, item)| *item == list_item(1, i as u64).into_bytes()));
+        assert_eq!(store.get(&keys[1]), Some(b"1".to_vec()));
+        assert_eq!(store.get(&keys[3]), None);
+        assert_eq!(
+            info_field(redis.port(), "keyspace", "db0").map(|v| v.starts_with("keys=")),
+            Some(true)
+        );
+
+        redis.kill();
+        let e = store.values(&keys).unwrap_err();
+        assert!(e.starts_with(&format!("connect on {}: ", redis.addr())), "{e}");
+        assert!(store.list().is_err());
+        assert_eq!(store.get(&keys[1]), None);
+        assert_eq!(info_field(redis.port(), "keyspace", "db0"), None);
+    }
 
     #[test]
     fn counts_per_entry_and_in_total_from_the_log() {

@@ -1,5 +1,7 @@
 //! Harness for the end-to-end tests of smart-relayer: real `redis-server` processes, a real Redis
-//! Cluster (`cluster`), the real relayer binary, and a small synchronous RESP client.
+//! Cluster (`cluster`), the real relayer binary, a small synchronous RESP client for talking to
+//! the relayer byte for byte (`resp`), and a typed client for reading what the backends hold
+//! (`backend_client`, on redis-async).
 //!
 //! Everything listens on 127.0.0.1 only, on ports found free at run time; configs, logs, redis
 //! working directories and unix sockets live in temporary directories. Every process a test starts
@@ -9,6 +11,7 @@
 //! Waiting is always polling against a generous deadline (named in `timeouts`), never a fixed
 //! sleep. The tests are one binary, tests/all, with a module per area.
 
+pub mod backend_client;
 pub mod cluster;
 pub mod fake_firehose;
 pub mod faults;
@@ -22,6 +25,7 @@ mod resp;
 pub mod timeouts;
 pub mod tls;
 
+pub use backend_client::{BackendClient, BackendError};
 pub use cluster::{
     cluster_entry, free_node_ports, keys_in_slot, slot_of, Cluster, ClusterOptions, FAST_NODE_TIMEOUT_MS,
 };

@@ -1,7 +1,9 @@
 //! A private `redis-server` on a free 127.0.0.1 port.
 
+use crate::backend_client::info_value;
 use crate::timeouts::START;
-use crate::{child_setup, free_port, Client, Reply};
+use crate::{child_setup, free_port, BackendClient, BackendError, Client, Reply};
+use redis_async::resp::FromResp;
 use std::fs::File;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -193,15 +195,27 @@ impl Redis {
         out.trim_end_matches('\n').to_string()
     }
 
+    /// A typed connection to this redis-server, for reading what it holds; panics if it cannot
+    /// connect.
+    pub fn backend_client(&self) -> BackendClient {
+        BackendClient::connect(self.port).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// One command on a new typed connection, its reply converted to `T`; panics on an error
+    /// (naming the command and the server): `redis.query::<Option<String>>(&["GET", "k"])`.
+    pub fn query<T: FromResp + Unpin>(&self, args: &[&str]) -> T {
+        self.try_query(args).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `query`, with the error instead of a panic (for polls, and for error replies a test
+    /// expects).
+    pub fn try_query<T: FromResp + Unpin>(&self, args: &[&str]) -> Result<T, BackendError> {
+        BackendClient::connect(self.port)?.query(args)
+    }
+
     /// The value of `field` in `INFO section`, e.g. `info_field("commandstats", "cmdstat_select")`.
     pub fn info_field(&self, section: &str, field: &str) -> Option<String> {
-        let info = self.client().cmd(&["INFO", section]);
-        let text = info.as_str().expect("INFO returns a bulk string");
-        text.lines().find_map(|l| {
-            l.strip_prefix(field)?
-                .strip_prefix(':')
-                .map(|v| v.trim().to_string())
-        })
+        info_value(&self.query::<String>(&["INFO", section]), field)
     }
 
     /// The `calls=` count of `cmdstat_<command>` in INFO commandstats (0 when absent).
@@ -219,15 +233,16 @@ impl Redis {
 
     /// Its number of keys (DBSIZE of DB 0).
     pub fn dbsize(&self) -> i64 {
-        self.client().q("DBSIZE").as_int().expect("DBSIZE is an integer")
+        self.query(&["DBSIZE"])
     }
 
     /// The ids of its client connections, in order: not the one asking, nor replication links
     /// (flags=S).
     pub fn connection_ids(&self) -> Vec<i64> {
-        let mut c = self.client();
-        let me = c.q("CLIENT ID").as_int().expect("CLIENT ID");
-        let list = c.q("CLIENT LIST").as_str().expect("CLIENT LIST");
+        // Both on one connection (a BackendClient never reconnects), so `me` is in the list.
+        let c = self.backend_client();
+        let me: i64 = c.query(&["CLIENT", "ID"]).unwrap_or_else(|e| panic!("{e}"));
+        let list: String = c.query(&["CLIENT", "LIST"]).unwrap_or_else(|e| panic!("{e}"));
         let mut ids: Vec<i64> = list
             .lines()
             .filter(|l| !l.contains(" flags=S"))

@@ -133,7 +133,11 @@ pub enum Redirect {
 
 /// `-MOVED slot host:port` / `-ASK slot host:port`: the kind, slot and port.
 pub fn parse_redirect(reply: &Reply) -> Option<(Redirect, u16, u16)> {
-    let text = reply.error_text()?;
+    parse_redirect_text(reply.error_text()?)
+}
+
+/// `parse_redirect` of an error reply's text (without the `-`).
+pub fn parse_redirect_text(text: &str) -> Option<(Redirect, u16, u16)> {
     let mut parts = text.split_whitespace();
     let kind = match parts.next()? {
         "MOVED" => Redirect::Moved,

@@ -147,8 +147,8 @@ fn clients_authenticate_independently() {
         assert!(bad.cmd(&["SET", "k", "stolen"]).is_error_starting("NOAUTH"));
         assert!(!good.cmd(&["INCR", "n"]).is_error());
     }
-    assert_eq!(backend.client().cmd(&["GET", "n"]), Reply::bulk("20"));
-    assert_eq!(backend.client().cmd(&["EXISTS", "k"]), Reply::int(0));
+    assert_eq!(backend.query::<Option<String>>(&["GET", "n"]), Some("20".into()));
+    assert_eq!(backend.query::<i64>(&["EXISTS", "k"]), 0);
 }
 
 /// Smart mode: a write from an unauthenticated client is refused, never acknowledged.

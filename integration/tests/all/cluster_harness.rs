@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-fn values(keys: &[String]) -> Vec<Reply> {
-    keys.iter().map(|k| Reply::bulk(format!("v-{k}"))).collect()
+fn values(keys: &[String]) -> Vec<Option<String>> {
+    keys.iter().map(|k| Some(format!("v-{k}"))).collect()
 }
 
 fn set_all(c: &Cluster, keys: &[String]) {
@@ -62,12 +62,12 @@ fn cluster_forms_with_three_masters_and_three_replicas() {
     }
     set_all(&c, &keys);
     assert_eq!(c.get_all(&keys), values(&keys));
-    assert_eq!(c.get(&keys[0]), Reply::bulk(format!("v-{}", keys[0])));
+    assert_eq!(c.get(&keys[0]), Some(format!("v-{}", keys[0])));
     assert_eq!(c.dbsize_total(), 300);
     let expected: BTreeSet<Vec<u8>> = keys.iter().map(|k| k.as_bytes().to_vec()).collect();
     assert_eq!(c.all_keys(), expected);
     for &m in &masters {
-        assert_eq!(c.cmd_on_node(m, &["DBSIZE"]), Reply::Int(100));
+        assert_eq!(c.node(m).dbsize(), 100);
     }
 
     // A node that does not serve the key redirects, and the harness follows.
@@ -234,11 +234,11 @@ fn killed_master_is_replaced_by_its_replica_and_restarts_as_a_replica() {
     assert!(c.replicas().contains(&master));
     assert_eq!(c.get_all(&keys), values(&keys));
     // It resynced from its successor.
-    let held = c.cmd_on_node(new_master, &["DBSIZE"]);
+    let held = c.node(new_master).dbsize();
     integration::wait_until(
         integration::timeouts::CLUSTER_SETTLE,
         "the restarted node to resync",
-        || c.cmd_on_node(master, &["DBSIZE"]) == held,
+        || c.node(master).try_query::<i64>(&["DBSIZE"]) == Ok(held),
     );
 }
 
@@ -258,10 +258,7 @@ fn killed_replica_restarts_and_resyncs() {
     c.restart(replica);
     assert_eq!(c.master_of(replica), Some(master));
     c.wait_replicated();
-    assert_eq!(
-        c.cmd_on_node(replica, &["DBSIZE"]),
-        c.cmd_on_node(master, &["DBSIZE"])
-    );
+    assert_eq!(c.node(replica).dbsize(), c.node(master).dbsize());
     assert_eq!(c.dbsize_total(), 90);
 }
 
@@ -313,7 +310,7 @@ fn slot_migration_moves_the_keys_and_answers_ask_half_way() {
         vec![Reply::ok(), Reply::bulk(format!("v-{moved}"))]
     );
     // The harness's own client follows ASK, and the map still names the source.
-    assert_eq!(c.get(moved), Reply::bulk(format!("v-{moved}")));
+    assert_eq!(c.get(moved), Some(format!("v-{moved}")));
     assert_eq!(c.get_all(&keys), values(&keys));
     assert_eq!(c.node_for_slot(slot), from);
 
@@ -401,9 +398,9 @@ fn master_without_replica_restarts_empty_with_its_slots() {
     assert_eq!(c.slots_of(victim), slots);
     for (k, v) in keys.iter().zip(c.get_all(&keys)) {
         let expected = if c.node_for_slot(slot_of(k)) == victim {
-            Reply::Nil
+            None
         } else {
-            Reply::bulk(format!("v-{k}"))
+            Some(format!("v-{k}"))
         };
         assert_eq!(v, expected, "{k}");
     }
@@ -417,8 +414,8 @@ fn a_command_whose_reply_times_out_is_not_sent_again() {
     let c = Cluster::start();
     let key = "harness:incr";
     let owner = c.node_for_slot(slot_of(key));
-    // A pooled connection to the owner exists.
-    assert_eq!(c.get(key), Reply::Nil);
+    // A pooled connection to the owner exists (cmd_on_owner's pool, not the typed reads').
+    assert_eq!(c.cmd_on_owner(&["GET", key]), Reply::Nil);
     // Writes wait on the owner for longer than the harness's read timeout (10 s).
     let mut admin = c.client(owner);
     let paused = Instant::now();

@@ -37,13 +37,8 @@ fn audited() -> BTreeMap<String, Vec<String>> {
 #[test]
 fn every_command_of_the_backend_is_audited_once() {
     let redis = Redis::start();
-    let list = redis.client().q("COMMAND LIST");
-    let server: BTreeSet<String> = list
-        .as_array()
-        .expect("COMMAND LIST")
-        .iter()
-        .map(|r| r.as_str().expect("a name").to_ascii_lowercase())
-        .collect();
+    let list: Vec<String> = redis.query(&["COMMAND", "LIST"]);
+    let server: BTreeSet<String> = list.iter().map(|name| name.to_ascii_lowercase()).collect();
     assert!(server.len() > 200, "{} commands", server.len());
     let sections = audited();
     let mut seen: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
@@ -78,8 +73,7 @@ fn the_commands_listed_as_refused_are_refused() {
         assert!(r.is_error_starting("ERR relayer: "), "{name}: {r:?}");
         assert_eq!(c.q("PING"), Reply::status("PONG"), "after {name}");
     }
-    let stats = redis.client().q("INFO commandstats");
-    let stats = stats.as_str().unwrap();
+    let stats: String = redis.query(&["INFO", "commandstats"]);
     for name in &refused {
         let stat = format!("cmdstat_{name}:");
         assert!(!stats.contains(&stat), "{name} reached the backend:\n{stats}");

@@ -53,10 +53,11 @@ fn go_snappy(len: usize) -> Vec<u8> {
 }
 
 fn stored(redis: &Redis, key: &[u8]) -> Vec<u8> {
-    match redis.client().cmd(&[&b"GET"[..], key]) {
-        Reply::Bulk(b) => b,
-        other => panic!("GET {} directly: {other:?}", String::from_utf8_lossy(key)),
-    }
+    let value: Option<Vec<u8>> = redis
+        .backend_client()
+        .query(&[&b"GET"[..], key])
+        .unwrap_or_else(|e| panic!("{e}"));
+    value.unwrap_or_else(|| panic!("GET {} directly: nil", String::from_utf8_lossy(key)))
 }
 
 /// A flat field-value array as sorted pairs: hash order is Redis' own.
@@ -121,8 +122,8 @@ fn snappy_values_are_stored_as_the_original_stored_them_and_read_back_plain() {
     // The very bytes the original's golang/snappy wrote for the same values.
     assert_eq!(stored(&redis, b"c:k"), go_snappy(300));
     assert_eq!(
-        redis.client().cmd(&[&b"HGET"[..], b"c:h", b"f2"]),
-        Reply::bulk(go_snappy(10000))
+        redis.query::<Option<Vec<u8>>>(&["HGET", "c:h", "f2"]),
+        Some(go_snappy(10000))
     );
     assert_eq!(stored(&redis, b"c:small"), b"small");
     assert_reads_plain(&mut c, &v, &w);

@@ -7,10 +7,13 @@ use std::time::Duration;
 
 /// The backend's connections (CLIENT LIST lines), but the one asking.
 fn backend_clients(redis: &Redis) -> Vec<String> {
-    let list = redis.client().cmd(&["CLIENT", "LIST"]);
-    list.as_str()
-        .unwrap_or_default()
-        .lines()
+    client_lines(&redis.backend_client())
+}
+
+/// `backend_clients` through `c` (authenticated, when the server needs a password).
+fn client_lines(c: &BackendClient) -> Vec<String> {
+    let list: String = c.query(&["CLIENT", "LIST"]).unwrap_or_else(|e| panic!("{e}"));
+    list.lines()
         .filter(|l| !l.contains(" cmd=client|list "))
         .map(str::to_string)
         .collect()
@@ -241,7 +244,7 @@ fn smart_writes_are_seen_by_the_dedicated_connection() {
     assert_eq!(c.cmd(&["RPUSH", "list3", "only-in-3"]), Reply::int(1));
     assert_eq!(c.cmd(&["BRPOP", "list3", "1"]), popped("list3", "only-in-3"));
     assert_eq!(c.cmd(&["GET", "in3"]), Reply::bulk("yes"));
-    assert_eq!(redis.client().cmd(&["EXISTS", "in3"]), Reply::int(0));
+    assert_eq!(redis.query::<i64>(&["EXISTS", "in3"]), 0);
     // And the next one, on a fresh DB 3 list, from a reused dedicated connection.
     assert_eq!(c.cmd(&["RPUSH", "list3", "again"]), Reply::int(1));
     assert_eq!(c.cmd(&["BLPOP", "list3", "1"]), popped("list3", "again"));
@@ -547,7 +550,7 @@ fn wait_counts_replicas_that_have_the_clients_writes() {
     let mut c = relayer.client();
     assert_eq!(c.cmd(&["SET", "k", "1"]), Reply::ok());
     wait_until(HANG, "the write on the replica", || {
-        replica.client().cmd(&["GET", "k"]) == Reply::bulk("1")
+        replica.try_query(&["GET", "k"]) == Ok(Some("1".to_string()))
     });
     // A stopped replica acknowledges nothing: the client's next write is not on it, whatever the
     // connection WAIT runs on.
@@ -558,7 +561,7 @@ fn wait_counts_replicas_that_have_the_clients_writes() {
     send_signal(pid, libc::SIGCONT);
     assert_eq!(stopped, Reply::int(0), "WAIT counted a replica without the write");
     assert_eq!(c.cmd(&["WAIT", "1", "10000"]), Reply::int(1));
-    assert_eq!(replica.client().cmd(&["GET", "k"]), Reply::bulk("2"));
+    assert_eq!(replica.query::<Option<String>>(&["GET", "k"]), Some("2".into()));
     // In a pipeline, behind the write.
     send_signal(pid, libc::SIGSTOP);
     let replies = c.pipeline(&[vec!["SET", "k", "3"], vec!["WAIT", "1", "300"]]);
@@ -1403,12 +1406,14 @@ fn a_reset_whose_token_cannot_come_back_is_still_answered() {
     assert_eq!(admin.q("ACL SETUSER app resetpass >rotated"), Reply::ok());
     assert_eq!(sub.cmd(&["RESET"]), Reply::status("RESET"));
     assert_eq!(sub.cmd(&["GET", "k"]), Reply::Nil);
+    let backend = redis.backend_client();
+    assert_eq!(backend.query::<(), _>(&["AUTH", "admin"]), Ok(()));
+    let lines = client_lines(&backend);
+    assert!(!lines.is_empty(), "the admin's connection at least");
     assert_eq!(
-        backend_clients(&redis)
-            .iter()
-            .filter(|l| l.contains(" sub=1 "))
-            .count(),
-        0
+        lines.iter().filter(|l| l.contains(" sub=1 ")).count(),
+        0,
+        "{lines:?}"
     );
 
     let redis = Redis::start_with(&["--rename-command", "RESET", ""]);
@@ -1500,7 +1505,7 @@ fn a_client_half_closed_after_a_pipeline_gets_every_reply() {
         ]
     );
     c.expect_closed();
-    assert_eq!(redis.client().cmd(&["GET", "k"]), Reply::bulk("v"));
+    assert_eq!(redis.query::<Option<String>>(&["GET", "k"]), Some("v".into()));
 }
 
 /// A client that half-closes while its blocking command still waits for the commands before
@@ -1518,7 +1523,7 @@ fn a_client_half_closed_behind_a_held_blocking_command_gets_the_replies_before_i
     c.set_read_timeout(HANG);
     assert_eq!(c.read_replies(1), vec![Reply::ok()]);
     c.expect_closed();
-    assert_eq!(redis.client().cmd(&["GET", "a"]), Reply::bulk("1"));
+    assert_eq!(redis.query::<Option<String>>(&["GET", "a"]), Some("1".into()));
     // No BLPOP of the gone client's is left to take an item.
     let mut other = redis.client();
     assert_eq!(other.cmd(&["RPUSH", "q", "x"]), Reply::int(1));

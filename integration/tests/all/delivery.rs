@@ -184,7 +184,7 @@ fn script_debug_is_refused() {
     }
     assert_eq!(other.cmd(&["EVAL", "return 7", "0"]), Reply::Int(7));
     assert_eq!(other.q("GET dbg:99"), Reply::bulk("v"));
-    assert_eq!(redis.client().q("DBSIZE"), Reply::Int(100));
+    assert_eq!(redis.dbsize(), 100);
 }
 
 /// A script through the relayer keeps the server busy for good: `SCRIPT KILL` from another
@@ -253,12 +253,8 @@ fn a_backend_with_fewer_databases_refuses_their_selects() {
         Reply::error("ERR DB index is out of range"),
         "the SELECT's error"
     );
-    assert_eq!(
-        small.client().q("DBSIZE"),
-        Reply::Int(1),
-        "only the probe key, in DB 0"
-    );
-    assert_eq!(small.client().q("GET k5"), Reply::Nil);
+    assert_eq!(small.dbsize(), 1, "only the probe key, in DB 0");
+    assert_eq!(small.query::<Option<String>>(&["GET", "k5"]), None);
     small.kill();
 }
 
@@ -365,15 +361,16 @@ impl Writers {
 }
 
 /// The keys of `counts` (as `Writers` wrote them) missing or wrong on `redis`.
-fn missing_writes(redis: &mut Client, prefix: &str, counts: &[u64]) -> Vec<String> {
+fn missing_writes(redis: &Redis, prefix: &str, counts: &[u64]) -> Vec<String> {
+    let backend = redis.backend_client();
     let mut missing = Vec::new();
     for (id, &n) in counts.iter().enumerate() {
         for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
             let mut args = vec!["MGET".to_string()];
             args.extend(chunk.iter().map(|j| format!("{prefix}:{id}:{j}")));
-            let values = redis.cmd(&args);
-            for (j, v) in chunk.iter().zip(values.as_array().expect("MGET")) {
-                if v != &Reply::bulk(format!("v{j}")) {
+            let values: Vec<Option<String>> = backend.query(&args).unwrap_or_else(|e| panic!("{e}"));
+            for (j, v) in chunk.iter().zip(&values) {
+                if v.as_deref() != Some(format!("v{j}").as_str()) {
                     missing.push(format!("{prefix}:{id}:{j} = {v:?}"));
                 }
             }
@@ -423,7 +420,9 @@ fn backend_restarted_while_loading_keeps_every_acknowledged_write() {
         "1024",
     ]);
     assert!(
-        redis.client().q("GET x").is_error_starting("LOADING"),
+        redis
+            .try_query::<Option<String>>(&["GET", "x"])
+            .is_err_and(|e| e.reply().is_some_and(|t| t.starts_with("LOADING"))),
         "not loading"
     );
     wait_until(HANG, "writes while loading", || writers.acked() >= at_kill + 2000);
@@ -435,10 +434,10 @@ fn backend_restarted_while_loading_keeps_every_acknowledged_write() {
     // Everything reaches the backend before the stop, whose drain has a time limit that a
     // loaded machine could pass (what is left then is counted, which another test checks).
     let deadline = Instant::now() + DELIVERY;
-    let mut missing = missing_writes(&mut redis.client(), "load", &counts);
+    let mut missing = missing_writes(&redis, "load", &counts);
     while !missing.is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
-        missing = missing_writes(&mut redis.client(), "load", &counts);
+        missing = missing_writes(&redis, "load", &counts);
     }
     let mut relayer = std::sync::Arc::into_inner(relayer).expect("the writers are done");
     let (all, f) = stop(&mut relayer);
@@ -487,7 +486,7 @@ fn failover_behind_a_name_keeps_every_acknowledged_write() {
     let mut relayer = std::sync::Arc::into_inner(relayer).expect("the writers are done");
     let (all, f) = stop(&mut relayer);
     let total: u64 = counts.iter().sum();
-    let missing = missing_writes(&mut b.client(), "fo", &counts);
+    let missing = missing_writes(&b, "fo", &counts);
     assert!(
         missing.is_empty(),
         "{} of {total} missing, e.g. {:?}",

@@ -225,18 +225,11 @@ fn slow_backend_times_out() {
     }
     assert_eq!(b.q("GET slow:b"), Reply::bulk("before"));
     // b is still on DB 1 after the upstream connection was replaced, a on DB 0.
-    let mut d = redis.client();
-    assert_eq!(
-        d.q("EXISTS slow:a:after slow:b:after slow:b"),
-        Reply::Int(1),
-        "DB 0"
-    );
-    assert_eq!(d.q("SELECT 1"), Reply::ok());
-    assert_eq!(
-        d.q("EXISTS slow:a:after slow:b:after slow:b"),
-        Reply::Int(2),
-        "DB 1"
-    );
+    let d = redis.backend_client();
+    let exists = ["EXISTS", "slow:a:after", "slow:b:after", "slow:b"];
+    assert_eq!(d.query::<i64, _>(&exists), Ok(1), "DB 0");
+    assert_eq!(d.query::<(), _>(&["SELECT", "1"]), Ok(()));
+    assert_eq!(d.query::<i64, _>(&exists), Ok(2), "DB 1");
 }
 
 /// `timeout = 0` means no reply timeout: a 2 s DEBUG SLEEP just answers.

@@ -128,7 +128,10 @@ fn protocol_switch_behind_the_same_listener() {
     }
     old.wait_closed(HANG)
         .expect("the old protocol's client is closed after drainTimeout");
-    assert_eq!(redis.client().cmd(&["GET", "k:redis"]), Reply::bulk("1"));
+    assert_eq!(
+        redis.query::<Option<String>>(&["GET", "k:redis"]),
+        Some("1".into())
+    );
 
     relayer.reload(&as_redis);
     let mut back = Client::connect(&listen).unwrap();

@@ -70,7 +70,7 @@ fn max_clients() {
     });
     assert_eq!(sixth.q("PING"), Reply::status("PONG"));
     assert_refused(&relayer, 0);
-    assert_eq!(redis.client().q("EXISTS maxc:refused"), Reply::Int(0));
+    assert_eq!(redis.query::<i64>(&["EXISTS", "maxc:refused"]), 0);
     drop(other);
 }
 

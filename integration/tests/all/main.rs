@@ -16,6 +16,7 @@
 mod helpers;
 
 mod auth;
+mod backend_client;
 mod bad_input;
 mod clients;
 mod cluster;

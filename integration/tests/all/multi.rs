@@ -100,9 +100,9 @@ fn concurrent_transactions_stay_atomic() {
         }
         Ok(())
     });
-    let total = redis.client().q("GET tx:counter");
+    let total: Option<String> = redis.query(&["GET", "tx:counter"]);
     let want = (TX_CLIENTS * ROUNDS * 2) as i64 + plain_incrs.load(Ordering::Relaxed);
-    assert_eq!(total, Reply::bulk(want.to_string()));
+    assert_eq!(total, Some(want.to_string()));
 }
 
 /// DISCARD, EXEC/DISCARD without MULTI, nested MULTI, a runtime error inside a block, and a

@@ -137,9 +137,9 @@ fn refused_within(listen: &str, timeout: Duration) -> Result<Duration, String> {
 /// SET `key` `value` through `c`, then Err unless `holder` has it and `other` does not.
 fn set_lands_in(c: &mut Client, key: &str, holder: &Redis, other: &Redis) -> Result<(), String> {
     expect(c, &["SET", key, "landed"], &Reply::ok())?;
-    let in_holder = holder.client().cmd(&["GET", key]);
-    let in_other = other.client().cmd(&["GET", key]);
-    if in_holder == Reply::bulk("landed") && in_other == Reply::Nil {
+    let in_holder: Option<String> = holder.try_query(&["GET", key])?;
+    let in_other: Option<String> = other.try_query(&["GET", key])?;
+    if in_holder.as_deref() == Some("landed") && in_other.is_none() {
         Ok(())
     } else {
         Err(format!(
@@ -845,7 +845,7 @@ fn under_supervisord_signal_hup_then_stop() {
     let mut c = serves(&added).unwrap();
     let key = unique("supervised");
     expect(&mut c, &["SET", &key, "v"], &Reply::ok()).unwrap();
-    assert_eq!(redis.client().cmd(&["GET", &key]), Reply::bulk("v"));
+    assert_eq!(redis.query::<Option<String>>(&["GET", &key]), Some("v".into()));
     round_trip(&mut before).expect("the client connected before the reload");
     assert_eq!(pid_of(&sv), pid, "the relayer was restarted instead of reloaded");
     assert!(

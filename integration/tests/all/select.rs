@@ -69,15 +69,15 @@ fn clients_keep_their_own_db_and_redundant_selects_are_not_sent() {
         Ok(())
     });
     // In the backend, each DB holds what the clients wrote there last.
-    let mut d = redis.client();
+    let d = redis.backend_client();
     for db in 0..2 {
-        assert_eq!(d.cmd(&["SELECT", &db.to_string()]), Reply::ok());
+        assert_eq!(d.query::<(), _>(&["SELECT", &db.to_string()]), Ok(()));
         for id in 0..CLIENTS {
             // The last round wrote both DBs.
             let want = format!("db{db}:{id}:{}", ROUNDS - 1);
             assert_eq!(
-                d.cmd(&["GET", &format!("sel:{id}")]),
-                Reply::bulk(&want),
+                d.query::<Option<String>, _>(&["GET", &format!("sel:{id}")]),
+                Ok(Some(want)),
                 "db {db}"
             );
         }
@@ -116,8 +116,12 @@ fn repeated_select_is_sent_at_most_a_few_times() {
         upstream <= 5,
         "1010 x SELECT 3 caused {upstream} SELECTs upstream"
     );
-    assert_eq!(d.q("SELECT 3"), Reply::ok());
-    assert_eq!(d.q("GET rep:k"), Reply::bulk("in3"));
+    let b = redis.backend_client();
+    assert_eq!(b.query::<(), _>(&["SELECT", "3"]), Ok(()));
+    assert_eq!(
+        b.query::<Option<String>, _>(&["GET", "rep:k"]),
+        Ok(Some("in3".into()))
+    );
 }
 
 /// Bad SELECTs get redis' own error texts and leave the client on its DB.

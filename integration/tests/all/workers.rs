@@ -7,7 +7,7 @@ use integration::*;
 
 /// Upstream connections the backend sees, besides the one asking.
 fn backend_connections(redis: &Redis) -> usize {
-    let list = redis.client().q("CLIENT LIST").as_str().expect("CLIENT LIST");
+    let list: String = redis.query(&["CLIENT", "LIST"]);
     list.lines().count() - 1
 }
 
@@ -67,16 +67,8 @@ fn reload_and_drain_reach_every_worker() {
     let st = relayer.wait_exit(EXIT);
     assert!(st.success(), "exit status {st}");
     assert!(relayer.log().contains(STOPPED_OK), "{}", relayer.log());
-    assert_eq!(
-        b.client().cmd(&["DBSIZE"]),
-        Reply::int(2000),
-        "every acknowledged write on the new backend"
-    );
-    assert_eq!(
-        a.client().cmd(&["DBSIZE"]),
-        Reply::int(0),
-        "nothing on the old one"
-    );
+    assert_eq!(b.dbsize(), 2000, "every acknowledged write on the new backend");
+    assert_eq!(a.dbsize(), 0, "nothing on the old one");
 }
 
 /// `workers` outside 1..=256 is a configuration error naming the key.
