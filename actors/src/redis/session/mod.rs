@@ -490,13 +490,7 @@ impl Session {
             }
             Kind::Reset if argc == 1 => {
                 self.reset_dedicated();
-                self.multi = None;
-                self.watch_lost = None;
-                self.db = self.settings.initial_db;
-                self.name = None;
-                // As in Redis: back to the default user, who must authenticate again.
-                self.unauthenticated
-                    .store(self.settings.password.is_some(), Ordering::Relaxed);
+                self.forget_client_state();
                 self.reply_static(b"+RESET\r\n", ctx);
             }
             Kind::Unwatch if argc == 1 && self.own.as_ref().is_some_and(Own::watching) => self.unwatch(ctx),
@@ -614,6 +608,17 @@ impl Session {
             .into_iter()
             .map(|(slot, frame)| (Request::Background { frame, idempotent }, slot));
         self.acknowledge(parts, early.reply, len);
+    }
+
+    /// RESET: the client's state as a new connection has it (no MULTI, no lost WATCH, the
+    /// initial DB, no name) and, as in Redis, the default user, who must authenticate again.
+    fn forget_client_state(&mut self) {
+        self.multi = None;
+        self.watch_lost = None;
+        self.db = self.settings.initial_db;
+        self.name = None;
+        self.unauthenticated
+            .store(self.settings.password.is_some(), Ordering::Relaxed);
     }
 
     /// Where `cmd` goes: on a cluster, as `cluster::placement` decides; on a single Redis,
@@ -853,12 +858,7 @@ impl Session {
                 let Some(own) = &mut self.own else { return };
                 own.end_push(kind);
                 if kind == Kind::Reset {
-                    self.multi = None;
-                    self.watch_lost = None;
-                    self.db = self.settings.initial_db;
-                    self.name = None;
-                    self.unauthenticated
-                        .store(self.settings.password.is_some(), Ordering::Relaxed);
+                    self.forget_client_state();
                 }
                 self.update_gate();
             }
