@@ -942,17 +942,16 @@ impl Shape for Cluster {
         b.part_reply(gather, index, data);
     }
 
-    fn cut_off(
-        b: &mut Backend<Self>,
-        idx: usize,
-        owed: VecDeque<Pending>,
-        written: u64,
-        err: &Arc<RelayerError>,
-        reason: &str,
-        ctx: &mut Context<Backend<Self>>,
-    ) -> usize {
+    fn cut_off(b: &mut Backend<Self>, lost: Lost, ctx: &mut Context<Backend<Self>>) -> usize {
+        let Lost {
+            idx,
+            owed,
+            written,
+            err,
+            reason,
+        } = lost;
         owed.into_iter()
-            .map(|p| usize::from(b.cluster_cut_off(idx, p, err, written, reason, ctx)))
+            .map(|p| usize::from(b.cluster_cut_off(idx, p, &err, written, &reason, ctx)))
             .sum()
     }
 

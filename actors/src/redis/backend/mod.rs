@@ -217,6 +217,16 @@ impl Resend {
     }
 }
 
+/// What connection `idx` owed when it was lost (`written` of its bytes had left), and why.
+pub(crate) struct Lost {
+    pub(crate) idx: usize,
+    pub(crate) owed: VecDeque<Pending>,
+    pub(crate) written: u64,
+    /// What the commands waited on get.
+    pub(crate) err: Arc<RelayerError>,
+    pub(crate) reason: String,
+}
+
 pub(crate) enum State {
     /// Not opened yet (cluster nodes are connected when first used).
     Idle,
@@ -340,18 +350,9 @@ pub(crate) trait Shape: Sized + Unpin + 'static {
     );
     /// A reply to one part of a request split over several nodes.
     fn part(b: &mut Backend<Self>, gather: u64, index: usize, data: Bytes);
-    /// What connection `idx` owed when it was lost (`written` of its bytes left): replies to
-    /// give `err`, writes to send again. Returns how many go again.
-    #[allow(clippy::too_many_arguments)]
-    fn cut_off(
-        b: &mut Backend<Self>,
-        idx: usize,
-        owed: VecDeque<Pending>,
-        written: u64,
-        err: &Arc<RelayerError>,
-        reason: &str,
-        ctx: &mut Context<Backend<Self>>,
-    ) -> usize;
+    /// What a lost connection owed: replies to give its error, writes to send again. Returns
+    /// how many go again.
+    fn cut_off(b: &mut Backend<Self>, lost: Lost, ctx: &mut Context<Backend<Self>>) -> usize;
     /// After connection `idx` failed (what it owed handled, its state known).
     fn conn_failed(b: &mut Backend<Self>, idx: usize, ctx: &mut Context<Backend<Self>>);
     /// Every tick of the clock.
@@ -544,7 +545,14 @@ impl<S: Shape> Backend<S> {
             ctx.cancel_future(h);
         }
         c.db = Some(0);
-        let again = S::cut_off(self, idx, owed, written, &err, reason, ctx);
+        let lost = Lost {
+            idx,
+            owed,
+            written,
+            err,
+            reason: reason.to_string(),
+        };
+        let again = S::cut_off(self, lost, ctx);
         if again > 0 {
             debug!(self.settings.log, "background writes queued again"; "conn" => idx, "count" => again);
         }

@@ -226,16 +226,8 @@ impl Shape for Single {
         unreachable!("requests are split only on a cluster")
     }
 
-    fn cut_off(
-        b: &mut Backend<Self>,
-        idx: usize,
-        owed: VecDeque<Pending>,
-        written: u64,
-        err: &Arc<RelayerError>,
-        _reason: &str,
-        _ctx: &mut Context<Backend<Self>>,
-    ) -> usize {
-        b.single_cut_off(idx, owed, written, err)
+    fn cut_off(b: &mut Backend<Self>, lost: Lost, _ctx: &mut Context<Backend<Self>>) -> usize {
+        b.single_cut_off(lost.idx, lost.owed, lost.written, &lost.err)
     }
 
     fn conn_failed(_: &mut Backend<Self>, _: usize, _: &mut Context<Backend<Self>>) {}
