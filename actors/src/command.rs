@@ -201,13 +201,37 @@ pub enum Pairs {
     AfterKey,
 }
 
-/// Options that change the kind of reply, so the command must wait for the real one.
+/// What a smart form's arguments must be for Redis to take them (`redis::smart_args`); a
+/// write whose arguments fail it waits for Redis' own reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Check {
     None,
+    /// SET's options: one expiry at most (NX, XX and GET change the reply).
     Set,
-    Expire,
+    /// SETEX, PSETEX: a positive time at argument 2.
+    SetEx(Unit),
+    /// EXPIRE and the like: a time at argument 2, no flags.
+    Expire(Unit),
+    /// ZADD's flags, pairs and scores (INCR changes the reply).
     Zadd,
+    /// These arguments are integers.
+    Integers(&'static [usize]),
+    /// DECRBY: an integer Redis can negate.
+    Decrement,
+    SetBit,
+    SetRange,
+    /// ZREMRANGEBYSCORE's bounds.
+    ScoreRange,
+    GeoAdd,
+    /// FLUSHDB [SYNC|ASYNC].
+    FlushDb,
+}
+
+/// The unit of an expiry time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Seconds,
+    Milliseconds,
 }
 
 pub const EARLY_OK: &[u8] = b"+OK\r\n";
@@ -296,6 +320,13 @@ impl Spec {
             pairs: Pairs::None,
             check: Check::None,
         });
+        self
+    }
+    /// An addable form whose arguments Redis checks (`check`).
+    const fn checked(mut self, check: Check) -> Spec {
+        if let Some(smart) = &mut self.smart {
+            smart.check = check;
+        }
         self
     }
 
@@ -470,8 +501,8 @@ static REPLCONF: Spec = own("REPLCONF", Kind::Replication, Keys::None);
 static SET: Spec = Spec::new("SET")
     .smart(EARLY_OK, -3, Pairs::None, Check::Set)
     .stream(StreamOp::Set);
-static SETEX: Spec = Spec::new("SETEX").smart(EARLY_OK, 4, Pairs::None, Check::None);
-static PSETEX: Spec = Spec::new("PSETEX").smart(EARLY_OK, 4, Pairs::None, Check::None);
+static SETEX: Spec = Spec::new("SETEX").smart(EARLY_OK, 4, Pairs::None, Check::SetEx(Unit::Seconds));
+static PSETEX: Spec = Spec::new("PSETEX").smart(EARLY_OK, 4, Pairs::None, Check::SetEx(Unit::Milliseconds));
 static MSET: Spec = Spec::new("MSET")
     .keys(Keys::All { from: 1, step: 2 })
     .cluster(Cluster::Split {
@@ -490,10 +521,12 @@ static SADD: Spec = Spec::new("SADD")
     .smart(EARLY_ONE, -3, Pairs::None, Check::None)
     .stream(StreamOp::Sadd);
 static ZADD: Spec = Spec::new("ZADD").smart(EARLY_ONE, -4, Pairs::None, Check::Zadd);
-static EXPIRE: Spec = Spec::new("EXPIRE").smart(EARLY_ONE, -3, Pairs::None, Check::Expire);
-static EXPIREAT: Spec = Spec::new("EXPIREAT").smart(EARLY_ONE, -3, Pairs::None, Check::Expire);
-static PEXPIRE: Spec = Spec::new("PEXPIRE").smart(EARLY_ONE, -3, Pairs::None, Check::Expire);
-static PEXPIREAT: Spec = Spec::new("PEXPIREAT").smart(EARLY_ONE, -3, Pairs::None, Check::Expire);
+static EXPIRE: Spec = Spec::new("EXPIRE").smart(EARLY_ONE, -3, Pairs::None, Check::Expire(Unit::Seconds));
+static EXPIREAT: Spec = Spec::new("EXPIREAT").smart(EARLY_ONE, -3, Pairs::None, Check::Expire(Unit::Seconds));
+static PEXPIRE: Spec =
+    Spec::new("PEXPIRE").smart(EARLY_ONE, -3, Pairs::None, Check::Expire(Unit::Milliseconds));
+static PEXPIREAT: Spec =
+    Spec::new("PEXPIREAT").smart(EARLY_ONE, -3, Pairs::None, Check::Expire(Unit::Milliseconds));
 static RAWSET: Spec = Spec::new("RAWSET").stream(StreamOp::Rawset);
 
 const fn split_count(name: &'static str) -> Spec {
@@ -592,7 +625,9 @@ static SCAN: Spec = keyless("SCAN").cluster(Cluster::EveryMaster {
     at_least: true,
 });
 static FLUSHALL: Spec = every("FLUSHALL", Merge::AllOk);
-static FLUSHDB: Spec = every("FLUSHDB", Merge::AllOk).addable(EARLY_OK, -1, false);
+static FLUSHDB: Spec = every("FLUSHDB", Merge::AllOk)
+    .addable(EARLY_OK, -1, false)
+    .checked(Check::FlushDb);
 static SCRIPT: Spec = keyless("SCRIPT").keeps_arguments().subs(&SCRIPT_SUBS);
 static FUNCTION: Spec = keyless("FUNCTION").keeps_arguments().subs(&FUNCTION_SUBS);
 static CONFIG: Spec = keyless("CONFIG").subs(&CONFIG_SUBS);
@@ -631,29 +666,29 @@ const fn add(name: &'static str, reply: &'static [u8], arity: i32, idempotent: b
 
 static APPEND: Spec = add("APPEND", EARLY_ONE, 3, false);
 static DECR: Spec = add("DECR", EARLY_ONE, 2, false);
-static DECRBY: Spec = add("DECRBY", EARLY_ONE, 3, false);
-static GEOADD: Spec = add("GEOADD", EARLY_ONE, -5, true);
+static DECRBY: Spec = add("DECRBY", EARLY_ONE, 3, false).checked(Check::Decrement);
+static GEOADD: Spec = add("GEOADD", EARLY_ONE, -5, true).checked(Check::GeoAdd);
 static HDEL: Spec = add("HDEL", EARLY_ONE, -3, true);
-static HINCRBY: Spec = add("HINCRBY", EARLY_ONE, 4, false);
+static HINCRBY: Spec = add("HINCRBY", EARLY_ONE, 4, false).checked(Check::Integers(&[3]));
 static HSETNX: Spec = add("HSETNX", EARLY_ONE, 4, true);
 static INCR: Spec = add("INCR", EARLY_ONE, 2, false);
-static INCRBY: Spec = add("INCRBY", EARLY_ONE, 3, false);
+static INCRBY: Spec = add("INCRBY", EARLY_ONE, 3, false).checked(Check::Integers(&[2]));
 static LPUSH: Spec = add("LPUSH", EARLY_ONE, -3, false);
 static LPUSHX: Spec = add("LPUSHX", EARLY_ONE, -3, false);
-static LREM: Spec = add("LREM", EARLY_ONE, 4, false);
-static LSET: Spec = add("LSET", EARLY_OK, 4, true);
-static LTRIM: Spec = add("LTRIM", EARLY_OK, 4, false);
+static LREM: Spec = add("LREM", EARLY_ONE, 4, false).checked(Check::Integers(&[2]));
+static LSET: Spec = add("LSET", EARLY_OK, 4, true).checked(Check::Integers(&[2]));
+static LTRIM: Spec = add("LTRIM", EARLY_OK, 4, false).checked(Check::Integers(&[2, 3]));
 static PERSIST: Spec = add("PERSIST", EARLY_ONE, 2, true);
 static PFADD: Spec = add("PFADD", EARLY_ONE, -2, true);
 static RPUSH: Spec = add("RPUSH", EARLY_ONE, -3, false);
 static RPUSHX: Spec = add("RPUSHX", EARLY_ONE, -3, false);
-static SETBIT: Spec = add("SETBIT", EARLY_ONE, 4, true);
+static SETBIT: Spec = add("SETBIT", EARLY_ONE, 4, true).checked(Check::SetBit);
 static SETNX: Spec = add("SETNX", EARLY_ONE, 3, true);
-static SETRANGE: Spec = add("SETRANGE", EARLY_ONE, 4, true);
+static SETRANGE: Spec = add("SETRANGE", EARLY_ONE, 4, true).checked(Check::SetRange);
 static SREM: Spec = add("SREM", EARLY_ONE, -3, true);
 static ZREM: Spec = add("ZREM", EARLY_ONE, -3, true);
-static ZREMRANGEBYRANK: Spec = add("ZREMRANGEBYRANK", EARLY_ONE, 4, false);
-static ZREMRANGEBYSCORE: Spec = add("ZREMRANGEBYSCORE", EARLY_ONE, 4, true);
+static ZREMRANGEBYRANK: Spec = add("ZREMRANGEBYRANK", EARLY_ONE, 4, false).checked(Check::Integers(&[2, 3]));
+static ZREMRANGEBYSCORE: Spec = add("ZREMRANGEBYSCORE", EARLY_ONE, 4, true).checked(Check::ScoreRange);
 
 /// Every entry of the table (subcommands inside theirs).
 pub static TABLE: &[&Spec] = &[

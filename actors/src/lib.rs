@@ -14,6 +14,7 @@
 //!   (early acknowledgements and their budget), `delivery` (what became of them).
 //! - `cluster`: slots, key routing, the slot map, redirections, holds and merges.
 //! - `firehose`: the Firehose relay (records, buffer, batcher, sender).
+//! - `numbers`: integers and floats in arguments, read by Redis' rules.
 //! - `compress`, `tls`, `endpoint`, `metrics`, `log_limit`: what the others share.
 pub mod cluster;
 pub mod command;
@@ -26,6 +27,7 @@ pub mod learned_commands;
 pub mod listener;
 pub mod log_limit;
 pub mod metrics;
+pub mod numbers;
 pub mod redis;
 pub mod resp;
 pub mod route;

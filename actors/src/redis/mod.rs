@@ -8,4 +8,5 @@ pub mod delivery;
 pub mod messages;
 pub mod session;
 pub mod smart;
+pub mod smart_args;
 pub mod upstream;

@@ -2,7 +2,8 @@
 //! (and whether their arguments allow it), and the shared budget of acknowledged-but-unconfirmed
 //! bytes.
 
-use crate::command::{self, Check, Pairs, Smart, Spec, TABLE};
+use super::smart_args;
+use crate::command::{self, Pairs, Smart, Spec, TABLE};
 use crate::resp::request::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -67,34 +68,8 @@ impl Table {
         if !arity_ok || !pairs_ok {
             return None;
         }
-        let has = |opts: &[&[u8]], from: usize| {
-            cmd.args()
-                .skip(from)
-                .any(|a| opts.iter().any(|o| a.eq_ignore_ascii_case(o)))
-        };
-        let plain = match e.check {
-            Check::None => true,
-            // SET key value [NX|XX] [GET] [EX..]: NX, XX and GET change the reply.
-            Check::Set => !has(&[b"NX", b"XX", b"GET"], 3),
-            Check::Expire => argc == 3,
-            // Scores and members may look like options; only flags before the first score count.
-            Check::Zadd => !zadd_has_incr(cmd),
-        };
-        plain.then_some(e)
+        smart_args::accepted(e.check, cmd).then_some(e)
     }
-}
-
-fn zadd_has_incr(cmd: &Command) -> bool {
-    const FLAGS: [&[u8]; 6] = [b"NX", b"XX", b"GT", b"LT", b"CH", b"INCR"];
-    for a in cmd.args().skip(2) {
-        if a.eq_ignore_ascii_case(b"INCR") {
-            return true;
-        }
-        if !FLAGS.iter().any(|f| a.eq_ignore_ascii_case(f)) {
-            return false;
-        }
-    }
-    false
 }
 
 /// Shared by a target and its sessions: the bytes acknowledged early and not yet confirmed.
@@ -171,6 +146,9 @@ mod tests {
         assert_eq!(early(&t, &["EXPIRE", "k", "10"]), Some(EARLY_ONE));
         assert_eq!(early(&t, &["EXPIRE", "k", "10", "NX"]), None);
         assert_eq!(early(&t, &["ZADD", "z", "1", "incr"]), Some(EARLY_ONE));
+        // Arguments Redis refuses wait for its error.
+        assert_eq!(early(&t, &["SET", "k", "v", "EX", "0"]), None);
+        assert_eq!(early(&t, &["ZADD", "z", "nan", "m"]), None);
         assert_eq!(early(&t, &["ZADD", "z", "XX", "INCR", "1", "m"]), None);
         assert_eq!(early(&t, &["ZADD", "z", "CH", "1", "m"]), Some(EARLY_ONE));
         assert_eq!(early(&t, &["GET", "k"]), None);

@@ -141,6 +141,13 @@ fn select_errors_match_redis_and_keep_the_db() {
         vec!["SELECT", "16"],
         vec!["SELECT", "-1"],
         vec!["SELECT", "99999999999999999999999"],
+        // Redis reads integers strictly: no sign but '-', no leading zero, no space.
+        vec!["SELECT", "09"],
+        vec!["SELECT", "+9"],
+        vec!["SELECT", " 1"],
+        vec!["SELECT", "-0"],
+        vec!["SELECT", "4294967296"],
+        vec!["SELECT", "2147483648"],
         vec!["SELECT"],
         vec!["SELECT", "1", "2"],
     ] {
@@ -167,6 +174,17 @@ fn select_errors_match_redis_and_keep_the_db() {
     assert_eq!(c.q("GET selerr:k"), Reply::bulk("in2"));
     assert_eq!(d.q("SELECT 15"), Reply::ok());
     assert_eq!(d.q("GET selerr:k"), Reply::bulk("in15"));
+    // Inside MULTI a SELECT Redis refuses is queued, and is its error in EXEC's array.
+    let block = [
+        vec!["MULTI"],
+        vec!["SELECT", "09"],
+        vec!["GET", "selerr:k"],
+        vec!["EXEC"],
+    ];
+    assert_eq!(d.q("SELECT 2"), Reply::ok());
+    let want: Vec<Vec<u8>> = block.iter().map(|cmd| d.cmd_raw(cmd)).collect();
+    let got: Vec<Vec<u8>> = block.iter().map(|cmd| c.cmd_raw(cmd)).collect();
+    assert_eq!(got, want);
 }
 
 /// With `--databases 4` on the backend, SELECT 5 is refused with redis' text (the relayer does not

@@ -917,6 +917,50 @@ fn wrongtype_on_a_background_hset_is_logged_and_harmless() {
     assert_eq!(direct.q("HGET wt:h f"), Reply::bulk("v"));
 }
 
+/// Writes of the background table whose arguments Redis refuses are not acknowledged early:
+/// each gets the bytes Redis answers to the same command, nothing is stored, and the writes
+/// around them keep their early replies and their order.
+#[test]
+fn arguments_redis_refuses_wait_for_its_error() {
+    let redis = Redis::start();
+    let relayer = Relayer::smart(&redis.url(), "");
+    let mut c = relayer.client();
+    let mut direct = redis.client();
+    let refused: &[&[&str]] = &[
+        &["SET", "ra:k", "v", "EX", "0"],
+        &["SET", "ra:k", "v", "BADOPT"],
+        &["SET", "ra:k", "v", "EX", "10", "PX", "10"],
+        &["SETEX", "ra:k", "-5", "v"],
+        &["PSETEX", "ra:k", "0", "v"],
+        &["EXPIRE", "ra:k", "abc"],
+        &["EXPIRE", "ra:k", "010"],
+        &["ZADD", "ra:z", "nan", "m"],
+        &["ZADD", "ra:z", "NX", "XX", "1", "m"],
+        &["ZADD", "ra:z", "GT", "LT", "1", "m"],
+        &["ZADD", "ra:z", "1", "m", "2"],
+    ];
+    for args in refused {
+        let want = direct.cmd_raw(args);
+        assert!(want.starts_with(b"-"), "{args:?}: Redis answered {:?}", s(&want));
+        assert_eq!(s(&c.cmd_raw(args)), s(&want), "{args:?}");
+    }
+    assert_eq!(direct.q("EXISTS ra:k ra:z"), Reply::Int(0), "nothing stored");
+    // Valid forms are still answered at once, and land in order.
+    let replies = c.pipeline(&[
+        vec!["SET", "ra:k", "v1", "EX", "100"],
+        vec!["ZADD", "ra:z", "-inf", "m"],
+        vec!["SET", "ra:k", "v", "EX", "0"],
+        vec!["GET", "ra:k"],
+    ]);
+    assert_eq!(replies[..2], [Reply::ok(), Reply::Int(1)]);
+    assert!(
+        matches!(&replies[2], Reply::Error(e) if e.contains("invalid expire time")),
+        "{replies:?}"
+    );
+    assert_eq!(replies[3], Reply::bulk("v1"));
+    assert_eq!(direct.q("ZSCORE ra:z m"), Reply::bulk("-inf"));
+}
+
 /// A 1 KB value: 10 MB in all, so that the link has plenty in flight at SIGTERM.
 fn term_value(i: usize) -> String {
     format!("{i:0>1024}")

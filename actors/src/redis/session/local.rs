@@ -2,6 +2,7 @@
 //! connection: HELLO, CLIENT SETNAME/GETNAME/SETINFO/ID, AUTH, SELECT's argument. Each is read
 //! (and answered) here; the session keeps the state they change.
 
+use crate::numbers;
 use crate::resp::request::Command;
 use crate::resp::write::{self, error, wrong_arity};
 use bytes::{Bytes, BytesMut};
@@ -144,19 +145,19 @@ pub fn client_setinfo(cmd: &Command) -> Bytes {
     }
 }
 
-/// What SELECT's argument asks for: a DB index, or the error reply. On a cluster only DB 0
+/// What SELECT's argument asks for: a DB index, or the error reply, as Redis reads it (an
+/// integer by `numbers::integer`, within a C int, not negative). On a cluster only DB 0
 /// exists.
 pub fn select(arg: &[u8], cluster: bool) -> Result<u32, Bytes> {
-    let not_integer = || error("ERR value is not an integer or out of range");
-    let n = std::str::from_utf8(arg)
-        .ok()
-        .and_then(|a| a.parse::<i64>().ok())
-        .ok_or_else(not_integer)?;
-    if cluster {
-        return match n {
-            0 => Ok(0),
-            _ => Err(error("ERR SELECT is not allowed in cluster mode")),
-        };
+    let n = numbers::integer(arg).ok_or_else(|| error("ERR value is not an integer or out of range"))?;
+    if i32::try_from(n).is_err() {
+        // Redis 7.0's wording.
+        return Err(error(
+            "ERR value is out of range, value must between -2147483648 and 2147483647",
+        ));
+    }
+    if cluster && n != 0 {
+        return Err(error("ERR SELECT is not allowed in cluster mode"));
     }
     u32::try_from(n).map_err(|_| error("ERR DB index is out of range"))
 }
@@ -238,6 +239,20 @@ mod tests {
             Err(error("ERR value is not an integer or out of range"))
         );
         assert_eq!(select(b"-1", false), Err(error("ERR DB index is out of range")));
+        for not_integer in [&b"09"[..], b"+9", b" 1", b"-0", b""] {
+            assert_eq!(
+                select(not_integer, false),
+                Err(error("ERR value is not an integer or out of range"))
+            );
+        }
+        for out_of_range in [&b"4294967296"[..], b"2147483648", b"-2147483649"] {
+            assert_eq!(
+                select(out_of_range, true),
+                Err(error(
+                    "ERR value is out of range, value must between -2147483648 and 2147483647"
+                ))
+            );
+        }
         assert_eq!(select(b"0", true), Ok(0));
         assert_eq!(
             select(b"1", true),

@@ -82,10 +82,12 @@ impl Multi {
         match spec.kind {
             Kind::Exec | Kind::Discard | Kind::Quit | Kind::Reset => return Queued::Outside,
             Kind::Multi => return Queued::No(error("ERR MULTI calls can not be nested")),
-            Kind::Select => match (cmd.argc() == 2).then(|| parse_db(cmd.arg(1))).flatten() {
-                Some(db) if at.known_dbs.contains(db) => self.select = Some(db),
-                _ if cmd.argc() != 2 => return self.abort(wrong_arity(cmd.arg(0))),
-                _ => return self.abort(RelayerError::SelectInMulti.resp()),
+            Kind::Select if cmd.argc() != 2 => return self.abort(wrong_arity(cmd.arg(0))),
+            // An index Redis refuses is its error at EXEC, and leaves the DB as it was.
+            Kind::Select => match super::local::select(cmd.arg(1), at.cluster) {
+                Ok(db) if at.known_dbs.contains(db) => self.select = Some(db),
+                Ok(_) => return self.abort(RelayerError::SelectInMulti.resp()),
+                Err(_) => {}
             },
             Kind::Watch => return Queued::No(error("ERR WATCH inside MULTI is not allowed")),
             // At EXEC they would leave the shared connection subscribed or monitoring. Blocking
@@ -137,11 +139,6 @@ impl Multi {
             slot: self.slot,
         })
     }
-}
-
-/// A DB index as the relayer reads it.
-pub fn parse_db(arg: &[u8]) -> Option<u32> {
-    std::str::from_utf8(arg).ok()?.parse::<u32>().ok()
 }
 
 #[cfg(test)]
