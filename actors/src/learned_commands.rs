@@ -212,8 +212,20 @@ impl Entry {
     /// The entry of subcommand `sub` when the command has subcommands and it is one, else the
     /// command's own.
     pub fn resolve(&self, sub: Option<&[u8]>) -> &Info {
-        sub.and_then(|s| self.subs.iter().find(|(n, _)| n.eq_ignore_ascii_case(s)))
-            .map_or(&self.info, |(_, i)| i)
+        sub.and_then(|s| self.sub(s)).unwrap_or(&self.info)
+    }
+
+    /// Whether it is a container of subcommands (CONFIG, CLIENT...).
+    pub fn has_subcommands(&self) -> bool {
+        !self.subs.is_empty()
+    }
+
+    /// Its subcommand `sub` (any case).
+    pub fn sub(&self, sub: &[u8]) -> Option<&Info> {
+        self.subs
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(sub))
+            .map(|(_, i)| i)
     }
 }
 

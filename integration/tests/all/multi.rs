@@ -1,5 +1,6 @@
 //! MULTI/EXEC: blocks from many clients at once stay atomic; DISCARD and the error cases.
 
+use integration::timeouts::HANG;
 use integration::*;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -178,4 +179,90 @@ fn discard_and_transaction_errors() {
     assert_eq!(gone.q("SET via:gone x"), Reply::status("QUEUED"));
     drop(gone);
     assert_eq!(c.q("GET via:gone"), Reply::Nil);
+}
+
+/// What Redis refuses before queueing (an unknown command or subcommand, the wrong number of
+/// arguments, EXEC or DISCARD with arguments) is refused at once, as Redis words it, and flags
+/// the block; EXEC with arguments ends it. UNWATCH is queued. The same bytes as redis itself,
+/// once the relayer has learned the backend's commands.
+#[test]
+fn queue_time_errors_as_redis_answers_them() {
+    let redis = Redis::start();
+    let relayer = Relayer::for_redis(&redis, "");
+    relayer.wait_log_line(&["commands learned from the backend's COMMAND"], HANG);
+    let mut c = relayer.client();
+    let mut d = redis.client();
+    let script = |p: &str| -> Vec<Vec<String>> {
+        let k = |s: &str| format!("{p}:{s}");
+        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        vec![
+            v(&["MULTI"]),
+            v(&["SET", &k("a"), "1"]),
+            v(&["NOSUCHCMD", "x", "y"]),
+            v(&["EXEC"]),
+            v(&["MULTI"]),
+            v(&["SET", &k("a"), "2"]),
+            v(&["GET"]),
+            v(&["CONFIG", "NOSUCH"]),
+            v(&["EXEC"]),
+            v(&["MULTI"]),
+            v(&["SET", &k("a"), "3"]),
+            v(&["EXEC", "x"]),
+            v(&["EXEC"]),
+            v(&["MULTI"]),
+            v(&["SET", &k("a"), "4"]),
+            v(&["DISCARD", "x"]),
+            v(&["EXEC"]),
+            v(&["MULTI"]),
+            v(&["SET", &k("a"), "5"]),
+            v(&["UNWATCH"]),
+            v(&["WATCH"]),
+            v(&["EXEC"]),
+            v(&["MULTI"]),
+            v(&["SET", &k("a"), "6"]),
+            v(&["UNWATCH"]),
+            v(&["EXEC"]),
+            v(&["GET", &k("a")]),
+        ]
+    };
+    let want: Vec<Vec<u8>> = script("direct").iter().map(|cmd| d.cmd_raw(cmd)).collect();
+    let got: Vec<Vec<u8>> = script("via").iter().map(|cmd| c.cmd_raw(cmd)).collect();
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!(
+            g == w,
+            "command {i} {:?}: relayer {} redis {}",
+            script("via")[i],
+            show_bytes(g, 200),
+            show_bytes(w, 200)
+        );
+    }
+    assert_eq!(d.q("GET via:a"), Reply::bulk("6"));
+}
+
+/// An EXEC the relayer aborts ends WATCH, as Redis' does: a later transaction of the client is
+/// not failed by a key it watched before.
+#[test]
+fn an_aborted_exec_unwatches() {
+    let redis = Redis::start();
+    let relayer = Relayer::for_redis(&redis, "");
+    relayer.wait_log_line(&["commands learned from the backend's COMMAND"], HANG);
+    let mut d = redis.client();
+    // Aborted by an unknown command (Redis' refusal), and by one the relayer refuses in a block.
+    for (p, c, bad) in [
+        ("direct", &mut redis.client(), "NOSUCHCMD"),
+        ("via-subscribe", &mut relayer.client(), "SUBSCRIBE c"),
+        ("via", &mut relayer.client(), "NOSUCHCMD"),
+    ] {
+        let k = format!("{p}:watched");
+        assert_eq!(c.cmd(&["WATCH", &k]), Reply::ok());
+        assert_eq!(c.q("MULTI"), Reply::ok());
+        assert!(c.q(bad).is_error(), "{p}");
+        assert!(c.q("EXEC").is_error(), "{p}: the block aborts");
+        // The watched key changes; no WATCH is in effect any more, so the next block runs.
+        assert_eq!(d.cmd(&["SET", &k, "changed"]), Reply::ok());
+        assert_eq!(c.q("MULTI"), Reply::ok());
+        assert_eq!(c.cmd(&["SET", &k, "mine"]), Reply::status("QUEUED"));
+        assert_eq!(c.q("EXEC"), Reply::Array(vec![Reply::ok()]), "{p}");
+        assert_eq!(d.cmd(&["GET", &k]), Reply::bulk("mine"), "{p}");
+    }
 }

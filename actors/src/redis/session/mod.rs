@@ -642,8 +642,22 @@ impl Session {
             Queued::Yes => self.reply_static(write::QUEUED, ctx),
             Queued::No(e) => self.reply(e, ctx),
             Queued::Outside => return false,
+            Queued::Abort(reply) => {
+                self.multi = None;
+                self.exec_aborted(reply, ctx);
+            }
         }
         true
+    }
+
+    /// EXEC aborted by the relayer, as Redis would abort it: the block is gone and, as an EXEC
+    /// does, it ends WATCH.
+    fn exec_aborted(&mut self, reply: Bytes, ctx: &mut Context<Self>) {
+        if let Some(own) = &mut self.own {
+            own.unwatch();
+        }
+        self.reply(reply, ctx);
+        self.maybe_release();
     }
 
     fn exec(&mut self, ctx: &mut Context<Self>) {
@@ -659,7 +673,7 @@ impl Session {
         }
         let block = match multi.exec() {
             Ok(block) => block,
-            Err(abort) => return self.reply(abort, ctx),
+            Err(abort) => return self.exec_aborted(abort, ctx),
         };
         // EXEC ends WATCH.
         if let Some(own) = &mut self.own {
@@ -933,7 +947,7 @@ impl Session {
         if let Some(own) = &mut self.own {
             own.unwatched();
         }
-        self.forward(Request::One(Bytes::from_static(b"*1\r\n$7\r\nUNWATCH\r\n")), ctx);
+        self.forward(Request::One(Bytes::from_static(write::UNWATCH)), ctx);
     }
 
     /// RESET outside pub/sub: what the dedicated connection owes still comes (its slots are

@@ -10,7 +10,7 @@ use crate::error::RelayerError;
 use crate::learned_commands::CommandTable;
 use crate::redis::backend::KnownDbs;
 use crate::resp::request::Command;
-use crate::resp::write::{error, wrong_arity};
+use crate::resp::write::{error, error_of, unknown_command, unknown_subcommand, wrong_arity};
 use bytes::Bytes;
 
 const EXEC: &[u8] = b"*1\r\n$4\r\nEXEC\r\n";
@@ -43,6 +43,8 @@ pub enum Queued {
     No(Bytes),
     /// It ends or acts on the block itself (EXEC, DISCARD, QUIT, RESET): the session runs it.
     Outside,
+    /// The block ends, aborted with this reply (EXEC called with arguments).
+    Abort(Bytes),
 }
 
 /// The block as EXEC sends it.
@@ -73,6 +75,18 @@ impl Multi {
 
     /// Queues `cmd` (its entry in the command table: `spec`), or says why not.
     pub fn queue(&mut self, spec: &'static Spec, cmd: &Command, at: &Where) -> Queued {
+        // As in Redis, a command it does not know, or called with the wrong number of
+        // arguments, is refused before anything else, and the block with it; EXEC so called
+        // ends the block.
+        if let Some(refusal) = at.learned.and_then(|t| not_a_command(t, cmd)) {
+            if spec.kind == Kind::Exec {
+                let text = &refusal[5..refusal.len() - 2];
+                let mut abort = b"EXECABORT Transaction discarded because of: ".to_vec();
+                abort.extend_from_slice(text);
+                return Queued::Abort(error_of(&abort));
+            }
+            return self.abort(refusal);
+        }
         let entry = spec.resolve((cmd.argc() > 1).then(|| cmd.arg(1)));
         // CLIENT's refusal inside MULTI is Redis' own (below).
         if let (Role::Refused(why), false) = (entry.role, spec.kind == Kind::Client) {
@@ -95,7 +109,7 @@ impl Multi {
             k if k.enters_push() => {
                 return self.abort(RelayerError::NotInMulti(name()).resp());
             }
-            Kind::Hello | Kind::Auth | Kind::Client | Kind::Unwatch => {
+            Kind::Hello | Kind::Auth | Kind::Client => {
                 return self.abort(error("ERR Command not allowed inside a transaction"))
             }
             _ => {}
@@ -120,6 +134,11 @@ impl Multi {
         Queued::Yes
     }
 
+    /// The reply EXEC gets when the block aborts.
+    pub fn abort_reply() -> Bytes {
+        error("EXECABORT Transaction discarded because of previous errors.")
+    }
+
     fn abort(&mut self, reply: Bytes) -> Queued {
         self.dirty = true;
         Queued::No(reply)
@@ -128,9 +147,7 @@ impl Multi {
     /// The block EXEC sends; Err: the reply EXEC gets instead, as it aborts.
     pub fn exec(mut self) -> Result<Block, Bytes> {
         if self.dirty {
-            return Err(error(
-                "EXECABORT Transaction discarded because of previous errors.",
-            ));
+            return Err(Self::abort_reply());
         }
         self.frames.push(Bytes::from_static(EXEC));
         Ok(Block {
@@ -139,6 +156,30 @@ impl Multi {
             slot: self.slot,
         })
     }
+}
+
+/// Redis' refusal of `cmd` before it is queued, by what the backend said of its commands: a
+/// name it does not know, a subcommand its command does not have, the wrong number of
+/// arguments.
+fn not_a_command(table: &CommandTable, cmd: &Command) -> Option<Bytes> {
+    let Some(entry) = table.get(cmd.arg(0)) else {
+        let args: Vec<&[u8]> = cmd.args().collect();
+        return Some(unknown_command(&args));
+    };
+    let info = match (cmd.argc() > 1).then(|| cmd.arg(1)) {
+        Some(sub) if entry.has_subcommands() => match entry.sub(sub) {
+            Some(info) => info,
+            None => return Some(unknown_subcommand(cmd.arg(0), sub)),
+        },
+        _ => &entry.info,
+    };
+    let argc = cmd.argc() as i64;
+    let fits = if info.arity >= 0 {
+        argc == info.arity
+    } else {
+        argc >= -info.arity
+    };
+    (!fits).then(|| wrong_arity(info.name.as_bytes()))
 }
 
 #[cfg(test)]
@@ -197,6 +238,7 @@ mod tests {
             &["SCRIPT", "DEBUG", "YES"],
             &["CLIENT", "KILL", "ID", "1"],
             &["AUTH", "x"],
+            &["CLIENT", "SETNAME", "x"],
             &["SELECT", "7"],
             &["SELECT"],
         ] {
@@ -206,6 +248,75 @@ mod tests {
             let abort = m.exec().err().expect("aborts");
             assert!(abort.starts_with(b"-EXECABORT"), "{args:?}");
         }
+    }
+
+    /// `COMMAND INFO get set exec discard multi object config unwatch client watch`, as a
+    /// redis-server 7.0 answered it.
+    const REDIS_7: &[u8] = include_bytes!("../../../fixtures/command-info-multi-redis-7.0.resp");
+
+    #[test]
+    fn what_redis_refuses_before_queueing_is_refused_and_the_block_with_it() {
+        let known = KnownDbs::new();
+        let table = CommandTable::from_reply(REDIS_7).unwrap();
+        let at = Where {
+            cluster: false,
+            known_dbs: &known,
+            learned: Some(&table),
+        };
+        let refused: &[(&[&str], &str)] = &[
+            (
+                &["NOSUCHCMD", "x", "y"],
+                "-ERR unknown command 'NOSUCHCMD', with args beginning with: 'x' 'y' \r\n",
+            ),
+            (&["GET"], "-ERR wrong number of arguments for 'get' command\r\n"),
+            (
+                &["CONFIG"],
+                "-ERR wrong number of arguments for 'config' command\r\n",
+            ),
+            (
+                &["CONFIG", "NOSUCH"],
+                "-ERR unknown subcommand 'NOSUCH'. Try CONFIG HELP.\r\n",
+            ),
+            (
+                &["config", "get"],
+                "-ERR wrong number of arguments for 'config|get' command\r\n",
+            ),
+            (
+                &["DISCARD", "x"],
+                "-ERR wrong number of arguments for 'discard' command\r\n",
+            ),
+            // Before WATCH's own refusal inside MULTI, which leaves the block as it was.
+            (
+                &["WATCH"],
+                "-ERR wrong number of arguments for 'watch' command\r\n",
+            ),
+        ];
+        for (args, reply) in refused {
+            let mut m = multi();
+            assert_eq!(queue(&mut m, &["SET", "k", "v"], &at), Queued::Yes);
+            match queue(&mut m, args, &at) {
+                Queued::No(e) => assert_eq!(std::str::from_utf8(&e).unwrap(), *reply, "{args:?}"),
+                other => panic!("{args:?}: {other:?}"),
+            }
+            assert!(m.dirty(), "{args:?}");
+        }
+        let mut m = multi();
+        assert_eq!(
+            queue(&mut m, &["EXEC", "x"], &at),
+            Queued::Abort(error(
+                "EXECABORT Transaction discarded because of: wrong number of arguments for 'exec' command"
+            ))
+        );
+        // What Redis queues is queued: UNWATCH included.
+        let mut m = multi();
+        for args in [
+            &["UNWATCH"][..],
+            &["config", "GET", "maxmemory"],
+            &["OBJECT", "ENCODING", "k"],
+        ] {
+            assert_eq!(queue(&mut m, args, &at), Queued::Yes, "{args:?}");
+        }
+        assert!(!m.dirty());
     }
 
     #[test]

@@ -227,15 +227,23 @@ impl Own {
         self.watching = false;
     }
 
+    /// WATCH ends with no command of the client's reaching the connection (an EXEC that
+    /// aborted in the relayer): the keys are unwatched there, quietly.
+    pub fn unwatch(&mut self) {
+        if std::mem::take(&mut self.watching) {
+            self.write(vec![(
+                Bytes::from_static(write::UNWATCH),
+                ReplyFor::Swallow("UNWATCH"),
+            )]);
+        }
+    }
+
     /// RESET outside push mode: the WATCH and DB it holds are undone (what it owes still
     /// comes, its slots ahead of RESET's).
     pub fn reset(&mut self, db: u32, initial: u32) {
         let mut frames = Vec::new();
         if std::mem::take(&mut self.watching) {
-            frames.push((
-                Bytes::from_static(b"*1\r\n$7\r\nUNWATCH\r\n"),
-                ReplyFor::Swallow("UNWATCH"),
-            ));
+            frames.push((Bytes::from_static(write::UNWATCH), ReplyFor::Swallow("UNWATCH")));
         }
         if db != initial {
             frames.push((write::select(initial), ReplyFor::Swallow("SELECT")));
