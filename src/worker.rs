@@ -15,7 +15,7 @@ use relayer_actors::firehose::session as fh;
 use relayer_actors::learned_commands::Learned;
 use relayer_actors::listener::{Listener, ListenerSettings, StdBound, StopListening};
 use relayer_actors::metrics::RelayerMetrics;
-use relayer_actors::redis::backend::{BackendAddr, BackendSettings, Drain, KnownDbs};
+use relayer_actors::redis::backend::{BackendAddr, BackendSettings, Drain, Identity, KnownDbs};
 use relayer_actors::redis::dedicated::{LiveCount, Pool};
 use relayer_actors::redis::delivery::Delivery;
 use relayer_actors::redis::session::{Current, Route, SessionSettings, Smart};
@@ -100,6 +100,8 @@ pub struct Shared {
     pub dedicated_live: LiveCount,
     /// What the backend says of its commands, learned by the first worker's backend that asks.
     pub commands: Arc<Learned>,
+    /// What it says of itself (its version, which HELLO reports).
+    pub identity: Arc<Identity>,
 }
 
 /// What a backend is started from: a Redis and a Redis Cluster entry differ only in where
@@ -178,6 +180,7 @@ impl Worker {
             password: s.password.clone(),
             cluster: t.cluster_seeds.is_some(),
             commands: shared.commands.clone(),
+            identity: shared.identity.clone(),
             compression: s.compression,
             metrics: metrics.clone(),
             log: log.clone(),
@@ -195,6 +198,7 @@ impl Worker {
             metrics,
             log: log.clone(),
             commands: shared.commands.clone(),
+            identity: shared.identity.clone(),
         };
         let target = match t.cluster_seeds {
             None => BackendAddr::single(backend, known_dbs),

@@ -13,6 +13,7 @@ use crate::cluster::topology::{Node, SlotMap};
 use crate::endpoint::TargetAddr;
 use crate::endpoint::TargetKind;
 use crate::error::RelayerError;
+use crate::redis::backend::identity;
 use crate::redis::backend::*;
 use crate::redis::messages::{Forward, Replies, ReplyTo, Request};
 use crate::resp::reply::{error_text, is_error};
@@ -404,6 +405,7 @@ impl Backend<Cluster> {
     pub(crate) fn apply_map(&mut self, map: SlotMap, from: usize, ctx: &mut Context<Self>) {
         // The node answered: it works.
         self.ask_commands(from, ctx);
+        self.ask_identity(from, ctx);
         let changed = self.cl().map.as_ref() != Some(&map);
         if changed {
             info!(self.settings.log, "cluster map"; "masters" => map.masters.len(), "complete" => map.covers_all());
@@ -930,11 +932,12 @@ impl Shape for Cluster {
             Swallowed::Slots if is_error(data) => b.slots_failed(idx, &error_text(data), ctx),
             Swallowed::Slots => b.slots_reply(idx, data, ctx),
             Swallowed::Commands => b.commands_reply(idx, data),
+            Swallowed::Info => b.identity_reply(identity::info_text(data).as_deref()),
             Swallowed::Asking if is_error(data) => {
                 warn!(b.settings.log, "backend refused ASKING"; "backend" => %b.conns[idx].addr, "error" => error_text(data))
             }
             // The rest is a single Redis', or a MULTI block's part that ran.
-            Swallowed::Asking | Swallowed::Select(_) | Swallowed::Info | Swallowed::BlockPart => {}
+            Swallowed::Asking | Swallowed::Select(_) | Swallowed::BlockPart => {}
         }
     }
 

@@ -500,3 +500,35 @@ fn introspection_commands() {
         "the shared connection is still there: {info_after}"
     );
 }
+
+/// HELLO's fields but the id, by name.
+fn hello_fields(reply: &Reply) -> Vec<(String, Reply)> {
+    let items = reply
+        .as_array()
+        .unwrap_or_else(|| panic!("HELLO replied {reply:?}"));
+    items
+        .chunks(2)
+        .map(|p| (p[0].as_str().expect("a field name"), p[1].clone()))
+        .filter(|(name, _)| name != "id")
+        .collect()
+}
+
+/// HELLO answered by the relayer says what the backend's own HELLO says (its version, its
+/// mode), but for the client's id, which is the relayer's.
+#[test]
+fn hello_reports_the_backends_version_and_mode() {
+    let redis = Redis::start();
+    let relayer = Relayer::for_redis(&redis, "");
+    let mut direct = redis.client();
+    let want = hello_fields(&direct.cmd(&["HELLO", "2"]));
+    let mut via = relayer.client();
+    // The version is read when a connection is made, not waited for.
+    poll_until(HANG, "HELLO with the backend's version", || {
+        (hello_fields(&via.cmd(&["HELLO", "2"])) == want).then_some(())
+    });
+    let id = via.cmd(&["CLIENT", "ID"]);
+    let hello = via.cmd(&["HELLO", "2"]);
+    let items = hello.as_array().unwrap();
+    let at = items.iter().position(|f| *f == Reply::bulk("id")).unwrap();
+    assert_eq!(items[at + 1], id, "the id is the one CLIENT ID gives");
+}

@@ -114,6 +114,24 @@ fn ping_echo_hello_and_quit_are_answered_locally() {
         .position(|f| *f == Reply::bulk("proto"))
         .expect("proto");
     assert_eq!(fields[at + 1], Reply::int(2));
+    // The nodes' version and mode (as their INFO says: their own HELLO would count as a
+    // HELLO that reached a node, below), once a node said.
+    let info: String = cluster.node(0).query(&["INFO", "server"]);
+    let of_info = |name: &str| {
+        let line = info.lines().find_map(|l| l.strip_prefix(name)).expect(name);
+        Reply::bulk(line.trim_start_matches(':').trim())
+    };
+    let (version, mode) = (of_info("redis_version"), of_info("redis_mode"));
+    assert_eq!(mode, Reply::bulk("cluster"));
+    let field = |reply: &Reply, name: &str| {
+        let items = reply.as_array().expect("HELLO gives an array").to_vec();
+        let at = items.iter().position(|f| *f == Reply::bulk(name)).expect(name);
+        items[at + 1].clone()
+    };
+    poll_until(HANG, "HELLO with the nodes' version", || {
+        let hello = c.cmd(&["HELLO", "2"]);
+        (field(&hello, "version") == version && field(&hello, "mode") == mode).then_some(())
+    });
     assert_eq!(c.cmd(&["CLIENT", "GETNAME"]), Reply::bulk("me"));
     assert!(c.cmd(&["HELLO", "3"]).is_error_starting("ERR relayer:"));
     assert_eq!(c.cmd(&["SET", "k", "v"]), Reply::ok());

@@ -35,8 +35,10 @@ use tokio_util::codec::FramedRead;
 
 mod addr;
 mod commands;
+pub(crate) mod identity;
 mod single;
 pub use addr::BackendAddr;
+pub use identity::{Identity, Server};
 use single::{Queued, Stall};
 
 /// Writes not delivered logged one by one, with their command and key, before summaries.
@@ -69,6 +71,8 @@ pub struct BackendSettings {
     /// What the backend says of its commands (COMMAND), asked once and shared with the
     /// sessions (`commands.rs`).
     pub commands: Arc<Learned>,
+    /// What it says of itself (`identity.rs`), shared with the sessions.
+    pub identity: Arc<Identity>,
 }
 
 /// DB indices (0..63) that the backend has accepted, shared with the sessions so a SELECT of
@@ -327,6 +331,8 @@ pub(crate) struct Backend<S: Shape> {
     pub(crate) batch_hint: usize,
     /// The connection (and its generation) that COMMAND was asked on and not answered yet.
     pub(crate) commands_asked: Option<(usize, u64)>,
+    /// A cluster node asked `INFO server` on connection (index, generation) (`identity.rs`).
+    pub(crate) identity_asked: Option<(usize, u64)>,
 }
 
 /// What a backend is in front of: each keeps its own state and does what differs; `Backend`
@@ -408,6 +414,7 @@ impl<S: Shape> Backend<S> {
             spare: Rc::default(),
             batch_hint: 1,
             commands_asked: None,
+            identity_asked: None,
             settings,
         }
     }

@@ -32,7 +32,6 @@
 //! owed as ever (`single_cut_off`), and the stall's writes keep their place at the front.
 
 use super::*;
-use crate::resp::typed::{self, FromResp, RespValue};
 use std::time::Instant;
 
 /// The longest wait between two probes of a stalled connection.
@@ -78,16 +77,9 @@ impl Queued {
 
 const PING: &[u8] = b"*1\r\n$4\r\nPING\r\n";
 
-/// The `run_id:` field of an `INFO server` reply.
-pub(super) fn run_id(reply: &[u8]) -> Option<String> {
-    let text = match typed::decode(reply).ok()? {
-        v @ RespValue::BulkString(_) => String::from_resp(v).ok()?,
-        _ => return None,
-    };
-    text.lines()
-        .find_map(|l| l.strip_prefix("run_id:"))
-        .map(|id| id.trim().to_string())
-        .filter(|id| !id.is_empty())
+/// The `run_id:` field of an `INFO server` reply's text.
+pub(super) fn run_id(text: &str) -> Option<String> {
+    identity::field(text, "run_id").map(str::to_string)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,8 +206,11 @@ impl Shape for Single {
         match what {
             Swallowed::Select(db) if is_error(data) => b.select_refused(idx, db, data, ctx),
             Swallowed::Select(db) => b.select_accepted(idx, db, ctx),
-            Swallowed::Info if is_error(data) => b.identified(idx, None, ctx),
-            Swallowed::Info => b.identified(idx, run_id(data), ctx),
+            Swallowed::Info => {
+                let text = identity::info_text(data);
+                b.identity_reply(text.as_deref());
+                b.identified(idx, text.as_deref().and_then(run_id), ctx);
+            }
             Swallowed::Commands => b.commands_reply(idx, data),
             // The rest is the cluster's, or a MULTI block's part that ran.
             Swallowed::Slots | Swallowed::Asking | Swallowed::BlockPart => {}
@@ -432,8 +427,11 @@ impl Backend<Single> {
     /// A connection is up: what waits for it is written, the first command alone (a probe).
     pub(super) fn single_connected(&mut self, idx: usize, ctx: &mut Context<Self>) {
         // Who answers, asked first and not waited for: only SELECTs wait (see `identifying`).
-        const INFO: &[u8] = b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n";
-        self.push(idx, Bytes::from_static(INFO), Dest::Swallow(Swallowed::Info));
+        self.push(
+            idx,
+            Bytes::from_static(identity::INFO_SERVER),
+            Dest::Swallow(Swallowed::Info),
+        );
         let c = &mut self.conns[idx];
         c.identifying = true;
         c.db = Some(0);
@@ -809,11 +807,8 @@ mod tests {
     #[test]
     fn run_id_of_an_info_reply() {
         let text = "# Server\r\nredis_version:7.0.15\r\nrun_id:4f0e1c\r\ntcp_port:6379\r\n";
-        let info = format!("${}\r\n{text}\r\n", text.len());
-        assert_eq!(super::run_id(info.as_bytes()).as_deref(), Some("4f0e1c"));
-        // A bulk string that is not the whole reply is not read.
-        assert_eq!(super::run_id(&info.as_bytes()[..20]), None);
-        assert_eq!(super::run_id(b"-NOPERM this user has no permissions\r\n"), None);
-        assert_eq!(super::run_id(b"$5\r\nhello\r\n"), None);
+        assert_eq!(super::run_id(text).as_deref(), Some("4f0e1c"));
+        assert_eq!(super::run_id("# Server\r\nrun_id:\r\n"), None);
+        assert_eq!(super::run_id("# Server\r\nrun_idx:1\r\n"), None);
     }
 }

@@ -3,6 +3,7 @@
 //! (and answered) here; the session keeps the state they change.
 
 use crate::numbers;
+use crate::redis::backend::Server;
 use crate::resp::request::Command;
 use crate::resp::write::{self, error, wrong_arity};
 use bytes::{Bytes, BytesMut};
@@ -40,10 +41,7 @@ pub fn hello(cmd: &Command) -> Result<Hello<'_>, Bytes> {
     };
     let mut i = 1;
     if cmd.argc() >= 2 {
-        match std::str::from_utf8(cmd.arg(1))
-            .ok()
-            .and_then(|s| s.parse::<i64>().ok())
-        {
+        match numbers::integer(cmd.arg(1)) {
             None => return Err(error("ERR Protocol version is not an integer or out of range")),
             Some(v @ (2 | 3)) => hello.version = Some(v as u8),
             Some(_) => return Err(error("NOPROTO unsupported protocol version")),
@@ -69,11 +67,16 @@ pub fn hello(cmd: &Command) -> Result<Hello<'_>, Bytes> {
     Ok(hello)
 }
 
-/// HELLO's answer in RESP2, for the client numbered `id`.
-pub fn hello_reply(id: u64) -> Bytes {
+/// HELLO's answer in RESP2, for the client numbered `id`, with the backend's version and mode
+/// as it said them (before any server has answered: the relayer's own version, standalone).
+pub fn hello_reply(id: u64, server: Option<Server>) -> Bytes {
+    let (version, mode) = match &server {
+        Some(s) => (s.version.as_str(), s.mode.as_str()),
+        None => (env!("CARGO_PKG_VERSION"), "standalone"),
+    };
     let mut b = BytesMut::with_capacity(160);
     write::put_array_header(&mut b, 14);
-    for (k, v) in [("server", "redis"), ("version", env!("CARGO_PKG_VERSION"))] {
+    for (k, v) in [("server", "redis"), ("version", version)] {
         write::put_bulk(&mut b, k.as_bytes());
         write::put_bulk(&mut b, v.as_bytes());
     }
@@ -81,7 +84,7 @@ pub fn hello_reply(id: u64) -> Bytes {
     write::put_int(&mut b, 2);
     write::put_bulk(&mut b, b"id");
     write::put_int(&mut b, id as i64);
-    for (k, v) in [("mode", "standalone"), ("role", "master")] {
+    for (k, v) in [("mode", mode), ("role", "master")] {
         write::put_bulk(&mut b, k.as_bytes());
         write::put_bulk(&mut b, v.as_bytes());
     }
@@ -193,9 +196,22 @@ mod tests {
             hello(&cmd(&["HELLO", "2", "AUTH", "u"])).unwrap_err(),
             error("ERR Syntax error in HELLO option 'AUTH'")
         );
-        let reply = hello_reply(7);
+        // Redis reads the version as it reads integers.
+        assert_eq!(
+            hello(&cmd(&["HELLO", "+2"])).unwrap_err(),
+            error("ERR Protocol version is not an integer or out of range")
+        );
+        let reply = hello_reply(7, None);
         assert!(reply.starts_with(b"*14\r\n$6\r\nserver\r\n$5\r\nredis\r\n"));
         assert!(reply.windows(12).any(|w| w == b"$2\r\nid\r\n:7\r\n"));
+        let server = Server {
+            version: "7.0.15".into(),
+            mode: "cluster".into(),
+        };
+        let reply = hello_reply(7, Some(server));
+        assert!(reply.starts_with(b"*14\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$6\r\n7.0.15\r\n"));
+        let mode = b"$4\r\nmode\r\n$7\r\ncluster\r\n";
+        assert!(reply.windows(mode.len()).any(|w| w == mode));
         assert_eq!(hello3(Some(&Bytes::from_static(b"n"))).argc(), 4);
     }
 

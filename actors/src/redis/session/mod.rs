@@ -10,7 +10,7 @@ mod outbox;
 mod own;
 
 use super::auth::{self, Password};
-use super::backend::{BackendAddr, KnownDbs};
+use super::backend::{BackendAddr, Identity, KnownDbs};
 use super::dedicated::{self, Pool, ReplyFor};
 use super::messages::{Forward, FromDedicated, Replies, ReplyTo, Request};
 use super::smart::{Budget, Table};
@@ -58,6 +58,8 @@ pub struct SessionSettings {
     /// What the backend said of its commands (its COMMAND), once it did: where the keys of a
     /// command the built-in table does not know are.
     pub commands: Arc<Learned>,
+    /// What the backend said of itself (its version, for HELLO).
+    pub identity: Arc<Identity>,
     /// compress/uncompress/gzip/gunzip: requests compressed as the original did, replies decoded.
     pub compression: Option<Compression>,
     pub metrics: RelayerMetrics,
@@ -724,7 +726,7 @@ impl Session {
             let hello = local::hello3(self.name.as_ref());
             return self.on_own_connection(hello, Kind::Hello, ctx);
         }
-        self.reply(local::hello_reply(self.id), ctx);
+        self.reply(local::hello_reply(self.id, self.settings.identity.get()), ctx);
     }
 
     /// HELLO's version and options, its AUTH checked against the listener's password (the
