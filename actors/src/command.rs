@@ -392,7 +392,7 @@ static CLIENT_SUBS: [Spec; 11] = [
     client_local("CLIENT GETNAME"),
     client_local("CLIENT SETINFO"),
     client_local("CLIENT ID"),
-    client_refused("CLIENT REPLY"),
+    client_local("CLIENT REPLY"),
     client_refused("CLIENT TRACKING"),
     client_refused("CLIENT CACHING"),
     client_refused("CLIENT NO-EVICT"),

@@ -532,3 +532,58 @@ fn hello_reports_the_backends_version_and_mode() {
     let at = items.iter().position(|f| *f == Reply::bulk("id")).unwrap();
     assert_eq!(items[at + 1], id, "the id is the one CLIENT ID gives");
 }
+
+/// CLIENT REPLY OFF, SKIP and ON, applied by the relayer to the client's replies as Redis
+/// applies them: the same bytes as redis-server for the same pipeline, in sync and smart mode.
+#[test]
+fn client_reply_off_skip_and_on_as_redis() {
+    let redis = Redis::start();
+    let sync = Relayer::for_redis(&redis, "");
+    let smart = Relayer::smart(&redis.url(), "");
+    let script = |p: &str| -> Vec<Vec<String>> {
+        let k = format!("{p}:k");
+        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        vec![
+            v(&["CLIENT", "REPLY", "OFF"]),
+            v(&["SET", &k, "1"]),
+            v(&["GET", &k]),
+            v(&["CLIENT", "REPLY", "SKIP"]),
+            v(&["NOSUCHCMD"]),
+            v(&["CLIENT", "REPLY", "ON"]),
+            v(&["GET", &k]),
+            v(&["CLIENT", "REPLY", "SKIP"]),
+            v(&["SET", &k, "2"]),
+            v(&["GET", &k]),
+            v(&["CLIENT", "REPLY", "SKIP"]),
+            v(&["CLIENT", "REPLY", "SKIP"]),
+            v(&["PING"]),
+            v(&["ECHO", "after two skips"]),
+            v(&["CLIENT", "REPLY", "BAD"]),
+            v(&["CLIENT", "REPLY"]),
+            v(&["CLIENT", "REPLY", "OFF"]),
+            v(&["CLIENT", "REPLY", "SKIP"]),
+            v(&["PING"]),
+            v(&["RESET"]),
+            v(&["CLIENT", "REPLY", "SKIP"]),
+            v(&["QUIT"]),
+        ]
+    };
+    let run = |c: &mut Client, p: &str| -> Vec<u8> {
+        c.send_many(&script(p));
+        let mut all = Vec::new();
+        while let Ok(reply) = c.try_read_raw_reply() {
+            all.extend(reply);
+        }
+        all
+    };
+    let want = run(&mut redis.client(), "direct");
+    assert!(!want.is_empty());
+    for (name, relayer) in [("sync", &sync), ("smart", &smart)] {
+        let got = run(&mut relayer.client(), name);
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(&want),
+            "{name}"
+        );
+    }
+}

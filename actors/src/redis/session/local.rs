@@ -132,6 +132,41 @@ pub fn client_setname(cmd: &Command) -> Result<Option<Bytes>, Bytes> {
     Ok((!n.is_empty()).then(|| Bytes::copy_from_slice(n)))
 }
 
+/// What CLIENT REPLY asks of the replies that follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReplyMode {
+    #[default]
+    On,
+    Off,
+    /// The next command's reply is not written.
+    Skip,
+}
+
+/// CLIENT REPLY's mode, when the command is one Redis runs (else Redis' error, which the
+/// session answers like any reply).
+pub fn client_reply(cmd: &Command) -> Option<ReplyMode> {
+    if cmd.argc() != 3 || !cmd.arg(1).eq_ignore_ascii_case(b"REPLY") {
+        return None;
+    }
+    let mode = cmd.arg(2);
+    [
+        (&b"ON"[..], ReplyMode::On),
+        (b"OFF", ReplyMode::Off),
+        (b"SKIP", ReplyMode::Skip),
+    ]
+    .into_iter()
+    .find_map(|(name, m)| mode.eq_ignore_ascii_case(name).then_some(m))
+}
+
+/// The error of CLIENT REPLY Redis does not run.
+pub fn client_reply_refusal(cmd: &Command) -> Bytes {
+    if cmd.argc() != 3 {
+        client_arity("reply")
+    } else {
+        error("ERR syntax error")
+    }
+}
+
 /// CLIENT SETINFO, checked as Redis does and kept nowhere (nothing reads it back).
 pub fn client_setinfo(cmd: &Command) -> Bytes {
     if cmd.argc() != 4 {

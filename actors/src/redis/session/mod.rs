@@ -29,6 +29,7 @@ use crate::resp::write::{self, error, wrong_arity};
 use crate::route::{CloseClient, Frontend, Stopping};
 use actix::prelude::*;
 use bytes::Bytes;
+use local::ReplyMode;
 use multi::{Multi, Queued};
 use outbox::{Ack, Batch, Sent, Slots};
 use own::{Held, Own};
@@ -131,6 +132,8 @@ pub struct Session {
     db: u32,
     multi: Option<Multi>,
     name: Option<Bytes>,
+    /// CLIENT REPLY's mode.
+    reply_mode: ReplyMode,
     gate: Rc<Gate>,
     awaiting: Option<Awaiting>,
     /// No more requests are read; the session ends once every reply is written.
@@ -191,6 +194,7 @@ impl Session {
                 slots: Slots::default(),
                 multi: None,
                 name: None,
+                reply_mode: ReplyMode::On,
                 gate,
                 awaiting: None,
                 closing: false,
@@ -437,6 +441,15 @@ impl Session {
             self.flush_forwards(ctx);
             return self.pass_through(spec, cmd);
         }
+        let asked = match kind {
+            Kind::Client if self.multi.is_none() => local::client_reply(&cmd),
+            // RESET turns replies on before it answers.
+            Kind::Reset if cmd.argc() == 1 => Some(ReplyMode::On),
+            _ => None,
+        };
+        if asked.is_some() || self.reply_mode != ReplyMode::On {
+            self.apply_reply_mode(asked);
+        }
         // What goes to the backend is compressed; what the relayer answers itself is not.
         let cmd = match &self.settings.compression {
             Some(c) if self.multi.is_some() || kind.reaches_backend() => c.compress_command(cmd, spec),
@@ -612,6 +625,25 @@ impl Session {
         self.acknowledge(parts, early.reply, len);
     }
 
+    /// CLIENT REPLY as Redis applies it: the reply to this command (CLIENT REPLY `asked`, or
+    /// any other) is dropped in its turn while replies are off or skipped; SKIP covers the
+    /// next command, ON is answered.
+    fn apply_reply_mode(&mut self, asked: Option<ReplyMode>) {
+        let silenced = match asked {
+            Some(mode) => mode != ReplyMode::On,
+            None => self.reply_mode != ReplyMode::On,
+        };
+        if silenced {
+            self.slots.silence(self.slots.next_seq());
+        }
+        self.reply_mode = match (asked, self.reply_mode) {
+            (Some(ReplyMode::Skip), ReplyMode::Off) => ReplyMode::Off,
+            (Some(mode), _) => mode,
+            (None, ReplyMode::Skip) => ReplyMode::On,
+            (None, mode) => mode,
+        };
+    }
+
     /// RESET: the client's state as a new connection has it (no MULTI, no lost WATCH, the
     /// initial DB, no name) and, as in Redis, the default user, who must authenticate again.
     fn forget_client_state(&mut self) {
@@ -773,6 +805,9 @@ impl Session {
             },
             "CLIENT SETINFO" => self.reply(local::client_setinfo(&cmd), ctx),
             "CLIENT ID" if cmd.argc() == 2 => self.reply(Bytes::from(format!(":{}\r\n", self.id)), ctx),
+            // Applied before it ran (`apply_reply_mode`).
+            "CLIENT REPLY" if local::client_reply(&cmd).is_some() => self.reply_static(write::OK, ctx),
+            "CLIENT REPLY" => self.reply(local::client_reply_refusal(&cmd), ctx),
             _ => {
                 self.forward(Request::One(cmd.frame().clone()), ctx);
             }

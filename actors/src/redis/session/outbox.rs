@@ -13,6 +13,8 @@ pub struct Slots {
     slots: VecDeque<Option<Bytes>>,
     /// The request number of `slots[0]`.
     first: u64,
+    /// Requests whose replies are not written (CLIENT REPLY OFF or SKIP), in order.
+    silenced: VecDeque<u64>,
 }
 
 impl Slots {
@@ -56,12 +58,28 @@ impl Slots {
         }
     }
 
-    /// The next reply in request order, if it is there.
+    /// The reply to request `seq` (the next one, or one already numbered) is dropped when it
+    /// comes, not written.
+    pub fn silence(&mut self, seq: u64) {
+        if self.silenced.back().is_none_or(|&last| last < seq) {
+            self.silenced.push_back(seq);
+        }
+    }
+
+    /// The next reply in request order to write, if it is there (silenced ones are dropped
+    /// on the way).
     pub fn pop_ready(&mut self) -> Option<Bytes> {
-        let data = self.slots.front_mut()?.take()?;
-        self.slots.pop_front();
-        self.first += 1;
-        Some(data)
+        loop {
+            let data = self.slots.front_mut()?.take()?;
+            self.slots.pop_front();
+            let seq = self.first;
+            self.first += 1;
+            if self.silenced.front() == Some(&seq) {
+                self.silenced.pop_front();
+                continue;
+            }
+            return Some(data);
+        }
     }
 }
 
@@ -232,6 +250,24 @@ mod tests {
         assert_eq!(s.pop_ready(), None);
         assert_eq!(s.push_owed(), 3);
         assert!(s.holds(3));
+    }
+
+    #[test]
+    fn silenced_replies_are_dropped_in_their_turn() {
+        let mut s = Slots::default();
+        let a = s.push_owed();
+        s.silence(s.next_seq());
+        s.push_ready(b("silenced"));
+        s.silence(s.next_seq());
+        s.silence(s.next_seq());
+        let c = s.push_owed();
+        s.push_ready(b("written"));
+        s.fill(c, b("also silenced"));
+        assert_eq!(s.pop_ready(), None, "the first is owed");
+        s.fill(a, b("first"));
+        let out: Vec<Bytes> = std::iter::from_fn(|| s.pop_ready()).collect();
+        assert_eq!(out, vec![b("first"), b("written")]);
+        assert!(s.is_empty());
     }
 
     /// A backend that takes what it is given (or refuses it), and says how it came.
