@@ -209,8 +209,8 @@ fn lines_split_like_a_shell() {
     assert!(parse("@conn=0 PING").is_err());
 }
 
-/// Every file of the directory is a family that runs, and every family has valid and invalid
-/// commands (what Redis answers decides: see `families_have_successes_and_errors`).
+/// Every file of the directory is a family that runs, and none is trivially short (that each
+/// has valid and invalid commands is checked on Redis' replies, in `single_redis_sync_and_smart`).
 #[test]
 fn every_script_file_is_a_family() {
     let mut files: Vec<String> = std::fs::read_dir(dir())
