@@ -26,6 +26,7 @@ mod compress;
 mod config;
 mod dedicated;
 mod delivery;
+mod differential;
 mod docs;
 mod fault_matrix;
 mod faults;
