@@ -154,6 +154,22 @@ fn compare(what: &str, scripts: &[Script], reference: Pass, modes: &[(&str, Pass
     }
 }
 
+/// Waits until both entries of `relayer` have the backend's COMMAND reply: what the relayer
+/// answers in MULTI and for subcommands depends on it.
+fn wait_learned(relayer: &Relayer) {
+    wait_until(
+        integration::timeouts::HANG,
+        "both entries learned the commands",
+        || {
+            relayer
+                .log()
+                .matches("commands learned from the backend's COMMAND")
+                .count()
+                >= 2
+        },
+    );
+}
+
 /// The port of a relayer's `i`-th listen address (`tcp://127.0.0.1:PORT`).
 fn listen_port(relayer: &Relayer, i: usize) -> u16 {
     let l = &relayer.listens()[i];
@@ -175,6 +191,7 @@ fn single_redis_sync_and_smart() {
         redis_entry_mode("smart", &tcp_listen(), &redis.url(), "")
     );
     let relayer = Relayer::start(&config);
+    wait_learned(&relayer);
     let reset = || {
         let mut c = redis.client();
         for cmd in [&["FLUSHALL"][..], &["SCRIPT", "FLUSH"], &["FUNCTION", "FLUSH"]] {
@@ -215,6 +232,7 @@ fn cluster_sync_and_smart() {
         cluster_entry("smart", &tcp_listen(), &cluster.seeds(), "")
     );
     let relayer = Relayer::start(&config);
+    wait_learned(&relayer);
     let reset = || {
         cluster.flushall();
         for m in cluster.masters() {

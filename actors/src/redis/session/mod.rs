@@ -25,7 +25,7 @@ use crate::io::{
 use crate::learned_commands::Learned;
 use crate::metrics::RelayerMetrics;
 use crate::resp::request::{Command, Limits, RequestError, RequestParser};
-use crate::resp::write::{self, error, wrong_arity};
+use crate::resp::write::{self, error, unknown_subcommand, wrong_arity};
 use crate::route::{CloseClient, Frontend, Stopping};
 use actix::prelude::*;
 use bytes::Bytes;
@@ -485,6 +485,7 @@ impl Session {
             }
             Kind::Exec if argc == 1 && self.multi.is_some() => self.exec(ctx),
             Kind::Exec if argc == 1 => self.reply(error("ERR EXEC without MULTI"), ctx),
+            Kind::Exec => self.reply(multi::exec_with_arguments(), ctx),
             Kind::Discard if argc == 1 => match self.multi.take() {
                 Some(_) => {
                     self.watch_lost = None;
@@ -803,7 +804,10 @@ impl Session {
                 Some(n) => self.reply(write::bulk(&n), ctx),
                 None => self.reply_static(write::NIL, ctx),
             },
-            "CLIENT SETINFO" => self.reply(local::client_setinfo(&cmd), ctx),
+            "CLIENT SETINFO" => {
+                let answer = self.setinfo(&cmd);
+                self.reply(answer, ctx);
+            }
             "CLIENT ID" if cmd.argc() == 2 => self.reply(Bytes::from(format!(":{}\r\n", self.id)), ctx),
             // Applied before it ran (`apply_reply_mode`).
             "CLIENT REPLY" if local::client_reply(&cmd).is_some() => self.reply_static(write::OK, ctx),
@@ -812,6 +816,24 @@ impl Session {
                 self.forward(Request::One(cmd.frame().clone()), ctx);
             }
         }
+    }
+
+    /// CLIENT SETINFO's answer: the relayer's, unless the backend does not have it (Redis
+    /// before 7.2), whose error it then is.
+    fn setinfo(&self, cmd: &Command) -> Bytes {
+        if self.backend_has(cmd) {
+            local::client_setinfo(cmd)
+        } else {
+            unknown_subcommand(cmd.arg(0), cmd.arg(1))
+        }
+    }
+
+    /// Whether the backend has `cmd`'s subcommand, by its COMMAND (true until it said).
+    fn backend_has(&self, cmd: &Command) -> bool {
+        let Some(table) = self.settings.commands.table() else {
+            return true;
+        };
+        table.get(cmd.arg(0)).is_some_and(|e| e.sub(cmd.arg(1)).is_some())
     }
 
     /// The answer to AUTH, checked against the listener's password (as Redis' requirepass).
@@ -944,7 +966,7 @@ impl Session {
             // The relayer's as elsewhere: sent, it would stay on the connection (RESET keeps
             // it) for whoever takes it next.
             Kind::Client if entry.name == "CLIENT SETINFO" => {
-                let answer = local::client_setinfo(&cmd);
+                let answer = self.setinfo(&cmd);
                 self.answer_in_order(answer);
             }
             Kind::Replication => {

@@ -10,7 +10,7 @@ use crate::error::RelayerError;
 use crate::learned_commands::CommandTable;
 use crate::redis::backend::KnownDbs;
 use crate::resp::request::Command;
-use crate::resp::write::{error, error_of, unknown_command, unknown_subcommand, wrong_arity};
+use crate::resp::write::{error, unknown_command, unknown_subcommand, wrong_arity};
 use bytes::Bytes;
 
 const EXEC: &[u8] = b"*1\r\n$4\r\nEXEC\r\n";
@@ -78,13 +78,10 @@ impl Multi {
         // As in Redis, a command it does not know, or called with the wrong number of
         // arguments, is refused before anything else, and the block with it; EXEC so called
         // ends the block.
+        if spec.kind == Kind::Exec && cmd.argc() != 1 {
+            return Queued::Abort(exec_with_arguments());
+        }
         if let Some(refusal) = at.learned.and_then(|t| not_a_command(t, cmd)) {
-            if spec.kind == Kind::Exec {
-                let text = &refusal[5..refusal.len() - 2];
-                let mut abort = b"EXECABORT Transaction discarded because of: ".to_vec();
-                abort.extend_from_slice(text);
-                return Queued::Abort(error_of(&abort));
-            }
             return self.abort(refusal);
         }
         let entry = spec.resolve((cmd.argc() > 1).then(|| cmd.arg(1)));
@@ -156,6 +153,12 @@ impl Multi {
             slot: self.slot,
         })
     }
+}
+
+/// What EXEC called with arguments gets, in a block or not: Redis aborts the transaction it
+/// would run (if any) for the wrong number of arguments.
+pub fn exec_with_arguments() -> Bytes {
+    error("EXECABORT Transaction discarded because of: wrong number of arguments for 'exec' command")
 }
 
 /// Redis' refusal of `cmd` before it is queued, by what the backend said of its commands: a
@@ -303,9 +306,7 @@ mod tests {
         let mut m = multi();
         assert_eq!(
             queue(&mut m, &["EXEC", "x"], &at),
-            Queued::Abort(error(
-                "EXECABORT Transaction discarded because of: wrong number of arguments for 'exec' command"
-            ))
+            Queued::Abort(exec_with_arguments())
         );
         // What Redis queues is queued: UNWATCH included.
         let mut m = multi();
