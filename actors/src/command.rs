@@ -85,6 +85,19 @@ pub enum Role {
     /// It would change the shared connection's mode, or act on a connection the client cannot
     /// name: refused with this error.
     Refused(&'static str),
+    /// As `Refused`, but run on the client's own connection once it is in pass-through (after
+    /// `HELLO 3`): CLIENT TRACKING and CACHING, whose RESET undoes them there.
+    OwnConnectionOnly(&'static str),
+}
+
+impl Role {
+    /// Why it is refused on the shared connections, if it is.
+    pub fn refused(self) -> Option<&'static str> {
+        match self {
+            Role::Refused(why) | Role::OwnConnectionOnly(why) => Some(why),
+            _ => None,
+        }
+    }
 }
 
 /// Where a command's keys are (argument indices), for routing by slot on a cluster. Arguments
@@ -369,6 +382,17 @@ const fn keyless(name: &'static str) -> Spec {
 
 const CLIENT_REFUSED: &str = "would change a connection shared with other clients";
 
+/// Refused on the shared connections, but not on the client's own in pass-through.
+const fn client_own_only(name: &'static str) -> Spec {
+    Spec::new(name)
+        .kind(Kind::Client)
+        .keys(Keys::None)
+        .role(Role::OwnConnectionOnly(CLIENT_OWN_ONLY))
+}
+
+const CLIENT_OWN_ONLY: &str =
+    "would change a connection shared with other clients; after HELLO 3 it runs on the client's own connection";
+
 const fn client_refused(name: &'static str) -> Spec {
     Spec::new(name)
         .kind(Kind::Client)
@@ -393,8 +417,8 @@ static CLIENT_SUBS: [Spec; 11] = [
     client_local("CLIENT SETINFO"),
     client_local("CLIENT ID"),
     client_local("CLIENT REPLY"),
-    client_refused("CLIENT TRACKING"),
-    client_refused("CLIENT CACHING"),
+    client_own_only("CLIENT TRACKING"),
+    client_own_only("CLIENT CACHING"),
     client_refused("CLIENT NO-EVICT"),
     client_refused("CLIENT NO-TOUCH"),
     client_refused("CLIENT KILL"),
@@ -931,7 +955,12 @@ mod tests {
         assert!(!lookup(b"watch").kind.enters_push());
         assert_eq!(lookup(b"hgetall").kind, Kind::Forward);
         let client = lookup(b"client");
-        assert_eq!(client.resolve(Some(b"reply")).role, Role::Refused(CLIENT_REFUSED));
+        assert_eq!(client.resolve(Some(b"kill")).role, Role::Refused(CLIENT_REFUSED));
+        assert_eq!(client.resolve(Some(b"reply")).role, Role::Local);
+        assert_eq!(
+            client.resolve(Some(b"tracking")).role.refused(),
+            Some(CLIENT_OWN_ONLY)
+        );
         assert_eq!(client.resolve(Some(b"setname")).role, Role::Local);
         assert_eq!(client.resolve(Some(b"LIST")).role, Role::AsCommand);
         assert_eq!(lookup(b"script").resolve(Some(b"kill")).role, Role::Side);

@@ -1555,3 +1555,38 @@ fn a_client_half_closed_behind_a_held_blocking_command_gets_the_replies_before_i
         Reply::array(vec![Reply::bulk("ch"), Reply::int(0)])
     );
 }
+
+/// Server-assisted client caching as client libraries use it: after HELLO 3, CLIENT TRACKING
+/// ON runs on the client's own connection, and a key it read that another client changes
+/// comes as Redis' invalidation push. RESET turns tracking off there before the connection is
+/// given to anyone else. Without HELLO 3 it is refused, saying why.
+#[test]
+fn client_tracking_after_hello_3_gets_invalidations() {
+    let redis = Redis::start();
+    let relayer = Relayer::for_redis(&redis, "");
+    let mut plain = relayer.client();
+    assert!(plain
+        .q("CLIENT TRACKING ON")
+        .is_error_starting("ERR relayer: 'CLIENT TRACKING' would change a connection shared"));
+    let mut c = relayer.client();
+    assert!(matches!(c.q("HELLO 3"), Reply::Map(_)));
+    assert_eq!(c.q("CLIENT TRACKING ON"), Reply::ok());
+    assert_eq!(c.q("GET tracked"), Reply::Null);
+    let tracking = || {
+        backend_clients(&redis)
+            .iter()
+            .filter(|l| l.contains(" flags=t ") || l.contains(" flags=Pt "))
+            .count()
+    };
+    assert_eq!(tracking(), 1, "{:?}", backend_clients(&redis));
+    assert_eq!(plain.q("SET tracked v"), Reply::ok());
+    assert_eq!(
+        c.read_reply(),
+        Reply::Push(vec![
+            Reply::bulk("invalidate"),
+            Reply::Array(vec![Reply::bulk("tracked")])
+        ])
+    );
+    assert_eq!(c.q("RESET"), Reply::status("RESET"));
+    wait_until(HANG, "no backend connection tracking", || tracking() == 0);
+}

@@ -460,7 +460,7 @@ impl Session {
         }
         let argc = cmd.argc();
         let entry = spec.resolve((argc > 1).then(|| cmd.arg(1)));
-        if let Role::Refused(why) = entry.role {
+        if let Some(why) = entry.role.refused() {
             return self.reply(refused(entry, why), ctx);
         }
         match kind {

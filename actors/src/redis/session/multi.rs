@@ -5,7 +5,7 @@
 use crate::cluster::admin::{keyless, Keyless};
 use crate::cluster::keys::{self, Route};
 use crate::cluster::placement::CROSSSLOT;
-use crate::command::{Kind, Role, Spec};
+use crate::command::{Kind, Spec};
 use crate::error::RelayerError;
 use crate::learned_commands::CommandTable;
 use crate::redis::backend::KnownDbs;
@@ -86,7 +86,7 @@ impl Multi {
         }
         let entry = spec.resolve((cmd.argc() > 1).then(|| cmd.arg(1)));
         // CLIENT's refusal inside MULTI is Redis' own (below).
-        if let (Role::Refused(why), false) = (entry.role, spec.kind == Kind::Client) {
+        if let (Some(why), false) = (entry.role.refused(), spec.kind == Kind::Client) {
             return self.abort(super::refused(entry, why));
         }
         let name = || String::from_utf8_lossy(cmd.arg(0)).to_uppercase();
