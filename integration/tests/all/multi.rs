@@ -266,3 +266,43 @@ fn an_aborted_exec_unwatches() {
         assert_eq!(d.cmd(&["GET", &k]), Reply::bulk("mine"), "{p}");
     }
 }
+
+/// CLIENT SETNAME and GETNAME inside MULTI are queued as Redis queues them: their replies come
+/// in their places in EXEC's array, and the name changes only if the block runs (not when
+/// WATCH fails it). The same bytes as redis-server.
+#[test]
+fn client_names_inside_multi_as_redis() {
+    let redis = Redis::start();
+    let relayer = Relayer::for_redis(&redis, "");
+    let mut d = redis.client();
+    let mut sides = Vec::new();
+    for (p, c) in [("direct", &mut redis.client()), ("via", &mut relayer.client())] {
+        let k = format!("{p}:named");
+        let mut replies = Vec::new();
+        let mut run = |c: &mut Client, args: &[&str]| replies.push(show_bytes(&c.cmd_raw(args), 300));
+        run(c, &["CLIENT", "SETNAME", "first"]);
+        run(c, &["MULTI"]);
+        run(c, &["CLIENT", "GETNAME"]);
+        run(c, &["CLIENT", "SETNAME", "second"]);
+        run(c, &["SET", &k, "v"]);
+        run(c, &["CLIENT", "GETNAME"]);
+        run(c, &["CLIENT", "SETNAME", "no spaces"]);
+        run(c, &["GET", &k]);
+        run(c, &["EXEC"]);
+        run(c, &["CLIENT", "GETNAME"]);
+        // A block WATCH fails leaves the name as it was.
+        run(c, &["WATCH", &k]);
+        assert_eq!(d.cmd(&["SET", &k, "changed"]), Reply::ok());
+        run(c, &["MULTI"]);
+        run(c, &["CLIENT", "SETNAME", "third"]);
+        run(c, &["EXEC"]);
+        run(c, &["CLIENT", "GETNAME"]);
+        // A discarded one too.
+        run(c, &["MULTI"]);
+        run(c, &["CLIENT", "SETNAME", "fourth"]);
+        run(c, &["DISCARD"]);
+        run(c, &["CLIENT", "GETNAME"]);
+        sides.push(replies.join("\n"));
+    }
+    assert_eq!(sides[1], sides[0]);
+}

@@ -116,8 +116,18 @@ const BARRIER_BASE: u64 = 1 << 63;
 
 /// A reply the session must see before it reads further: it decides the session's DB.
 enum Awaiting {
-    Select { seq: u64, db: u32 },
-    Exec { seq: u64, db: u32 },
+    Select {
+        seq: u64,
+        db: u32,
+    },
+    /// EXEC of a block that changes the client's DB or name, or whose array gets the
+    /// relayer's own replies (`multi::splice`), if it runs.
+    Exec {
+        seq: u64,
+        db: Option<u32>,
+        local: Vec<(usize, Bytes)>,
+        name: Option<Option<Bytes>>,
+    },
 }
 
 pub struct Session {
@@ -670,6 +680,8 @@ impl Session {
     fn queue_in_multi(&mut self, spec: &'static Spec, cmd: &Command, ctx: &mut Context<Self>) -> bool {
         let at = multi::Where {
             cluster: self.settings.cluster,
+            client_id: self.id,
+            client_name: self.name.as_ref(),
             known_dbs: &self.settings.known_dbs,
             learned: self.settings.commands.table(),
         };
@@ -719,8 +731,13 @@ impl Session {
             changes_db: block.select.is_some(),
         };
         let seq = self.forward_to(request, block.slot, ctx);
-        if let Some(db) = block.select {
-            self.awaiting = Some(Awaiting::Exec { seq, db });
+        if block.select.is_some() || !block.local.is_empty() || block.name.is_some() {
+            self.awaiting = Some(Awaiting::Exec {
+                seq,
+                db: block.select,
+                local: block.local,
+                name: block.name,
+            });
             self.update_gate();
         }
     }
@@ -1054,20 +1071,37 @@ impl Session {
     }
 
     /// Puts the reply in its slot (not yet drained), and notes what it decides.
-    fn set_reply(&mut self, seq: u64, data: Bytes) {
+    fn set_reply(&mut self, seq: u64, mut data: Bytes) {
         let ok = !data.starts_with(b"-");
-        match self.awaiting {
-            Some(Awaiting::Select { seq: s, db }) if s == seq => {
+        match &self.awaiting {
+            Some(Awaiting::Select { seq: s, db }) if *s == seq => {
                 if ok {
-                    self.db = db;
+                    self.db = *db;
                 }
                 self.awaiting = None;
             }
-            Some(Awaiting::Exec { seq: s, db }) if s == seq => {
-                if data.starts_with(b"*") && !data.starts_with(b"*-1") {
-                    self.db = db;
+            Some(Awaiting::Exec { seq: s, .. }) if *s == seq => {
+                let Some(Awaiting::Exec { db, local, name, .. }) = self.awaiting.take() else {
+                    unreachable!("matched")
+                };
+                // An array: the block ran (not aborted, WATCH held).
+                let ran = if local.is_empty() {
+                    data.starts_with(b"*") && !data.starts_with(b"*-1")
+                } else {
+                    match multi::splice(&data, &local) {
+                        Some(spliced) => {
+                            data = spliced;
+                            true
+                        }
+                        None => false,
+                    }
+                };
+                if ran {
+                    self.db = db.unwrap_or(self.db);
+                    if let Some(n) = name {
+                        self.name = n;
+                    }
                 }
-                self.awaiting = None;
             }
             _ => {}
         }

@@ -2,22 +2,27 @@
 //! as one contiguous block at EXEC so that no other client's command runs inside it. What
 //! cannot be queued is answered at once, and most of it makes EXEC abort, as in Redis.
 
+use super::local;
 use crate::cluster::admin::{keyless, Keyless};
 use crate::cluster::keys::{self, Route};
 use crate::cluster::placement::CROSSSLOT;
-use crate::command::{Kind, Spec};
+use crate::command::{Kind, Role, Spec};
 use crate::error::RelayerError;
 use crate::learned_commands::CommandTable;
 use crate::redis::backend::KnownDbs;
+use crate::resp::reply::ReplyScanner;
 use crate::resp::request::Command;
-use crate::resp::write::{error, unknown_command, unknown_subcommand, wrong_arity};
-use bytes::Bytes;
+use crate::resp::write::{self, error, unknown_command, unknown_subcommand, wrong_arity};
+use bytes::{Bytes, BytesMut};
 
 const EXEC: &[u8] = b"*1\r\n$4\r\nEXEC\r\n";
 
 /// What the block needs to know of the relayer it runs on.
 pub struct Where<'a> {
     pub cluster: bool,
+    /// The client's id and name, for the CLIENT subcommands the relayer answers.
+    pub client_id: u64,
+    pub client_name: Option<&'a Bytes>,
     pub known_dbs: &'a KnownDbs,
     /// What the backend said of its commands, if it did (see `cluster::keys::route`).
     pub learned: Option<&'a CommandTable>,
@@ -32,6 +37,12 @@ pub struct Multi {
     select: Option<u32>,
     /// On a cluster: the slot of the keys queued so far (all must share it).
     slot: Option<u16>,
+    /// The replies of what the relayer answers itself in the block (CLIENT SETNAME, GETNAME,
+    /// ID, SETINFO), by their place among the queued commands: EXEC's array gets them there.
+    local: Vec<(usize, Bytes)>,
+    /// The name a CLIENT SETNAME in the block gives the client if the block runs (Some(None):
+    /// no name).
+    name: Option<Option<Bytes>>,
 }
 
 /// What became of a command sent inside the block.
@@ -54,6 +65,10 @@ pub struct Block {
     /// The DB the connection is on after it, when a SELECT inside it changed it.
     pub select: Option<u32>,
     pub slot: Option<u16>,
+    /// What the relayer answers in the block, by place in EXEC's array (see `splice`).
+    pub local: Vec<(usize, Bytes)>,
+    /// The client's name once the block ran, if a CLIENT SETNAME in it changed it.
+    pub name: Option<Option<Bytes>>,
 }
 
 impl Multi {
@@ -64,6 +79,8 @@ impl Multi {
             dirty: false,
             select: None,
             slot: None,
+            local: Vec::new(),
+            name: None,
         }
     }
 
@@ -106,7 +123,11 @@ impl Multi {
             k if k.enters_push() => {
                 return self.abort(RelayerError::NotInMulti(name()).resp());
             }
-            Kind::Hello | Kind::Auth | Kind::Client => {
+            Kind::Client if entry.role == Role::Local => return self.client(entry, cmd, at),
+            Kind::Client if entry.role.refused().is_some() || cmd.argc() < 2 => {
+                return self.abort(error("ERR Command not allowed inside a transaction"))
+            }
+            Kind::Hello | Kind::Auth => {
                 return self.abort(error("ERR Command not allowed inside a transaction"))
             }
             _ => {}
@@ -131,6 +152,34 @@ impl Multi {
         Queued::Yes
     }
 
+    /// A CLIENT subcommand the relayer answers, queued as Redis queues it: its reply (what
+    /// Redis would answer at EXEC, given the name the block has set so far) takes its place in
+    /// EXEC's array; a wrong number of arguments is refused now.
+    fn client(&mut self, entry: &Spec, cmd: &Command, at: &Where) -> Queued {
+        let name = match &self.name {
+            Some(n) => n.as_ref(),
+            None => at.client_name,
+        };
+        let reply = match entry.name {
+            "CLIENT SETNAME" => match local::client_setname(cmd) {
+                Ok(n) => {
+                    self.name = Some(n);
+                    Bytes::from_static(write::OK)
+                }
+                Err(e) if e.starts_with(b"-ERR wrong number") => return self.abort(e),
+                Err(e) => e,
+            },
+            "CLIENT GETNAME" if cmd.argc() != 2 => return self.abort(local::client_arity("getname")),
+            "CLIENT GETNAME" => name.map_or(Bytes::from_static(write::NIL), |n| write::bulk(n)),
+            "CLIENT ID" if cmd.argc() != 2 => return self.abort(local::client_arity("id")),
+            "CLIENT ID" => Bytes::from(format!(":{}\r\n", at.client_id)),
+            // Its replies would follow EXEC's rules; not worth it inside a block.
+            _ => return self.abort(error("ERR Command not allowed inside a transaction")),
+        };
+        self.local.push((self.frames.len() - 1 + self.local.len(), reply));
+        Queued::Yes
+    }
+
     /// The reply EXEC gets when the block aborts.
     pub fn abort_reply() -> Bytes {
         error("EXECABORT Transaction discarded because of previous errors.")
@@ -151,8 +200,41 @@ impl Multi {
             frames: self.frames,
             select: self.select,
             slot: self.slot,
+            local: self.local,
+            name: self.name,
         })
     }
+}
+
+/// EXEC's array with the relayer's own replies put in their places (`at` counts among all the
+/// block's commands); None when `reply` is not an array Redis wrote whole (EXEC aborted, or
+/// WATCH failed: nothing ran).
+pub fn splice(reply: &[u8], local: &[(usize, Bytes)]) -> Option<Bytes> {
+    let header_end = reply.windows(2).position(|w| w == b"\r\n")?;
+    let count: usize = std::str::from_utf8(reply.strip_prefix(b"*")?.get(..header_end - 1)?)
+        .ok()?
+        .parse()
+        .ok()?;
+    let mut rest = BytesMut::from(&reply[header_end + 2..]);
+    let mut scanner = ReplyScanner::default();
+    let mut from_redis = Vec::with_capacity(count);
+    for _ in 0..count {
+        from_redis.push(scanner.scan(&mut rest).ok()??);
+    }
+    let total = count + local.len();
+    let mut out = BytesMut::with_capacity(reply.len() + local.iter().map(|(_, r)| r.len()).sum::<usize>());
+    write::put_array_header(&mut out, total);
+    let (mut ours, mut theirs) = (local.iter().peekable(), from_redis.into_iter());
+    for i in 0..total {
+        match ours.peek() {
+            Some((at, r)) if *at == i => {
+                out.extend_from_slice(r);
+                ours.next();
+            }
+            _ => out.extend_from_slice(&theirs.next()?),
+        }
+    }
+    Some(out.freeze())
 }
 
 /// What EXEC called with arguments gets, in a block or not: Redis aborts the transaction it
@@ -204,6 +286,8 @@ mod tests {
         let known = KnownDbs::new();
         let at = Where {
             cluster: false,
+            client_id: 1,
+            client_name: None,
             known_dbs: &known,
             learned: None,
         };
@@ -232,6 +316,8 @@ mod tests {
         let known = KnownDbs::new();
         let at = Where {
             cluster: false,
+            client_id: 1,
+            client_name: None,
             known_dbs: &known,
             learned: None,
         };
@@ -241,7 +327,7 @@ mod tests {
             &["SCRIPT", "DEBUG", "YES"],
             &["CLIENT", "KILL", "ID", "1"],
             &["AUTH", "x"],
-            &["CLIENT", "SETNAME", "x"],
+            &["CLIENT", "REPLY", "OFF"],
             &["SELECT", "7"],
             &["SELECT"],
         ] {
@@ -263,6 +349,8 @@ mod tests {
         let table = CommandTable::from_reply(REDIS_7).unwrap();
         let at = Where {
             cluster: false,
+            client_id: 1,
+            client_name: None,
             known_dbs: &known,
             learned: Some(&table),
         };
@@ -321,10 +409,57 @@ mod tests {
     }
 
     #[test]
+    fn client_names_and_ids_are_answered_in_their_place_in_execs_array() {
+        let known = KnownDbs::new();
+        let before = Bytes::from_static(b"before");
+        let at = Where {
+            cluster: false,
+            client_id: 42,
+            client_name: Some(&before),
+            known_dbs: &known,
+            learned: None,
+        };
+        let mut m = multi();
+        for args in [
+            &["CLIENT", "GETNAME"][..],
+            &["SET", "k", "v"],
+            &["CLIENT", "SETNAME", "after"],
+            &["CLIENT", "GETNAME"],
+            &["CLIENT", "SETNAME", "no spaces allowed"],
+            &["GET", "k"],
+            &["CLIENT", "ID"],
+        ] {
+            assert_eq!(queue(&mut m, args, &at), Queued::Yes, "{args:?}");
+        }
+        let block = m.exec().expect("runs");
+        assert_eq!(block.frames.len(), 4, "MULTI, SET, GET, EXEC");
+        assert_eq!(block.name, Some(Some(Bytes::from_static(b"after"))));
+        let exec = b"*2\r\n+OK\r\n$1\r\nv\r\n";
+        let spliced = splice(exec, &block.local).expect("an array");
+        let want = format!(
+            "*7\r\n$6\r\nbefore\r\n+OK\r\n+OK\r\n$5\r\nafter\r\n-{}\r\n$1\r\nv\r\n:42\r\n",
+            &local::BAD_NAME
+        );
+        assert_eq!(std::str::from_utf8(&spliced).unwrap(), want);
+        // WATCH failed, or EXEC aborted: nothing ran.
+        assert_eq!(splice(b"*-1\r\n", &block.local), None);
+        assert_eq!(splice(b"-EXECABORT x\r\n", &block.local), None);
+        // A wrong number of arguments is refused at once, as Redis refuses it.
+        let mut m = multi();
+        assert!(matches!(
+            queue(&mut m, &["CLIENT", "GETNAME", "x"], &at),
+            Queued::No(_)
+        ));
+        assert!(m.dirty());
+    }
+
+    #[test]
     fn on_a_cluster_the_block_keeps_to_one_slot() {
         let known = KnownDbs::new();
         let at = Where {
             cluster: true,
+            client_id: 1,
+            client_name: None,
             known_dbs: &known,
             learned: None,
         };
