@@ -167,6 +167,34 @@ pub fn client_reply_refusal(cmd: &Command) -> Bytes {
     }
 }
 
+/// What Redis answers a client none of whose connection modes is on (no tracking, no
+/// NO-EVICT or NO-TOUCH), where the answer does not change a connection: turning a mode off,
+/// CACHING without tracking, and the errors of the arguments. None: the command would turn a
+/// mode on, which the relayer refuses (`entry`'s reason).
+pub fn client_without_mode(entry: &str, cmd: &Command) -> Option<Bytes> {
+    let sub = entry.strip_prefix("CLIENT ")?;
+    let lower = sub.to_ascii_lowercase();
+    if cmd.argc() < 3 {
+        return Some(client_arity(&lower));
+    }
+    let arg = cmd.arg(2);
+    match sub {
+        "CACHING" if cmd.argc() == 3 => Some(error(
+            "ERR CLIENT CACHING can be called only when the client is in tracking mode with OPTIN or OPTOUT mode enabled",
+        )),
+        "CACHING" => Some(client_arity(&lower)),
+        "TRACKING" | "NO-EVICT" | "NO-TOUCH" if arg.eq_ignore_ascii_case(b"ON") => None,
+        "NO-EVICT" | "NO-TOUCH" if cmd.argc() != 3 => Some(client_arity(&lower)),
+        "TRACKING" | "NO-EVICT" | "NO-TOUCH" if arg.eq_ignore_ascii_case(b"OFF") && cmd.argc() == 3 => {
+            Some(Bytes::from_static(write::OK))
+        }
+        // TRACKING OFF with options: what they ask of a client not tracking is Redis' to say.
+        "TRACKING" if arg.eq_ignore_ascii_case(b"OFF") => None,
+        "TRACKING" | "NO-EVICT" | "NO-TOUCH" => Some(error("ERR syntax error")),
+        _ => None,
+    }
+}
+
 /// CLIENT SETINFO, checked as Redis does and kept nowhere (nothing reads it back).
 pub fn client_setinfo(cmd: &Command) -> Bytes {
     if cmd.argc() != 4 {
@@ -248,6 +276,34 @@ mod tests {
         let mode = b"$4\r\nmode\r\n$7\r\ncluster\r\n";
         assert!(reply.windows(mode.len()).any(|w| w == mode));
         assert_eq!(hello3(Some(&Bytes::from_static(b"n"))).argc(), 4);
+    }
+
+    #[test]
+    fn client_modes_of_a_client_that_has_none() {
+        let answer = |entry: &str, args: &[&str]| client_without_mode(entry, &cmd(args));
+        let ok = Some(Bytes::from_static(write::OK));
+        assert_eq!(answer("CLIENT TRACKING", &["CLIENT", "TRACKING", "off"]), ok);
+        assert_eq!(answer("CLIENT NO-EVICT", &["client", "no-evict", "OFF"]), ok);
+        assert_eq!(answer("CLIENT TRACKING", &["CLIENT", "TRACKING", "on"]), None);
+        assert_eq!(answer("CLIENT NO-EVICT", &["CLIENT", "NO-EVICT", "on"]), None);
+        assert_eq!(
+            answer("CLIENT TRACKING", &["CLIENT", "TRACKING", "OFF", "BCAST"]),
+            None
+        );
+        assert_eq!(
+            answer("CLIENT TRACKING", &["CLIENT", "TRACKING", "maybe"]),
+            Some(error("ERR syntax error"))
+        );
+        assert_eq!(
+            answer("CLIENT TRACKING", &["CLIENT", "TRACKING"]),
+            Some(error(
+                "ERR wrong number of arguments for 'client|tracking' command"
+            ))
+        );
+        assert!(answer("CLIENT CACHING", &["CLIENT", "CACHING", "yes"])
+            .unwrap()
+            .starts_with(b"-ERR CLIENT CACHING can be called only"));
+        assert_eq!(answer("CLIENT KILL", &["CLIENT", "KILL", "ID", "1"]), None);
     }
 
     #[test]

@@ -471,6 +471,15 @@ impl Session {
         let argc = cmd.argc();
         let entry = spec.resolve((argc > 1).then(|| cmd.arg(1)));
         if let Some(why) = entry.role.refused() {
+            if kind == Kind::Client {
+                // NO-TOUCH before Redis 7.2 is its unknown subcommand.
+                if !self.backend_has(&cmd) {
+                    return self.reply(unknown_subcommand(cmd.arg(0), cmd.arg(1)), ctx);
+                }
+                if let Some(answer) = local::client_without_mode(entry.name, &cmd) {
+                    return self.reply(answer, ctx);
+                }
+            }
             return self.reply(refused(entry, why), ctx);
         }
         match kind {
