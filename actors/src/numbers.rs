@@ -37,6 +37,13 @@ pub fn integer(s: &[u8]) -> Option<i64> {
     }
 }
 
+/// An integer Redis reads into a C int (SELECT's index), with Redis' error texts.
+pub fn c_int(s: &[u8]) -> Result<i32, &'static str> {
+    let n = integer(s).ok_or("ERR value is not an integer or out of range")?;
+    // Redis 7.0's wording.
+    i32::try_from(n).map_err(|_| "ERR value is out of range, value must between -2147483648 and 2147483647")
+}
+
 /// A float that Redis certainly reads as this value: an optional sign, digits with at most one
 /// point (at least one digit), an optional exponent; or `inf`/`infinity` in any case, signed
 /// or not. Not NaN, no overflow to infinity, no non-zero value that would round to zero (Redis
@@ -99,6 +106,15 @@ mod tests {
         ] {
             assert_eq!(integer(s.as_bytes()), v, "{s:?}");
         }
+    }
+
+    #[test]
+    fn c_ints() {
+        assert_eq!(c_int(b"-2147483648"), Ok(i32::MIN));
+        assert!(c_int(b"2147483648")
+            .unwrap_err()
+            .contains("out of range, value must between"));
+        assert!(c_int(b"+1").unwrap_err().contains("not an integer"));
     }
 
     #[test]

@@ -49,7 +49,7 @@ pub fn keyless(cmd: &Command, spec: &'static Spec) -> Option<Keyless> {
                 ))));
             }
             // A slot that is not a number or out of range: any master gives Redis' error.
-            let slot = std::str::from_utf8(cmd.arg(2)).ok()?.parse::<u16>().ok()?;
+            let slot = u16::try_from(crate::numbers::integer(cmd.arg(2))?).ok()?;
             (usize::from(slot) < super::slot::SLOTS).then_some(Keyless::Slot(slot))
         }
         Cluster::Refused => {

@@ -33,7 +33,7 @@ fn key_positions(cmd: &Command, keys: Keys) -> Option<Vec<usize>> {
     let argc = cmd.argc();
     let from = |start: usize, end: usize, step: usize| -> Vec<usize> { (start..end).step_by(step).collect() };
     let numkeys = |at: usize| -> Option<Vec<usize>> {
-        let n: usize = std::str::from_utf8(cmd.args().nth(at)?).ok()?.parse().ok()?;
+        let n = usize::try_from(crate::numbers::integer(cmd.args().nth(at)?)?).ok()?;
         let first = at + 1;
         // checked: a client's numkeys near usize::MAX must not overflow.
         let end = first.checked_add(n).filter(|&e| e <= argc)?;

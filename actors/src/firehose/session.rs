@@ -17,6 +17,7 @@ use crate::io::{
     flush_client, is_query_buffer_limit, ClientOut, ClientRequests, FlushClient, Gate, Parsed, ReadAhead,
     ReadHalf, WriteHalf, WritesToClient, CLIENT_READ_CAPACITY,
 };
+use crate::numbers;
 use crate::resp::request::{Command, Limits, RequestError, RequestParser};
 use crate::resp::write::{self, error, wrong_arity};
 use crate::route::{CloseClient, Frontend, Stopping};
@@ -464,12 +465,10 @@ fn apply(op: Op, cmd: &Command, record: &mut Record) -> Bytes {
         Op::Ping if cmd.argc() == 2 => write::bulk(cmd.arg(1)),
         Op::Ping => Bytes::from_static(write::PONG),
         Op::Echo => write::bulk(cmd.arg(1)),
-        Op::Select => match std::str::from_utf8(cmd.arg(1))
-            .ok()
-            .and_then(|s| s.parse::<i64>().ok())
-        {
-            Some(_) => Bytes::from_static(write::OK),
-            None => error("ERR value is not an integer or out of range"),
+        // Any DB: a stream has none; the index is read as Redis reads it.
+        Op::Select => match numbers::c_int(cmd.arg(1)) {
+            Ok(_) => Bytes::from_static(write::OK),
+            Err(e) => error(e),
         },
         Op::Set => {
             record.set(cmd.arg(1), cmd.arg(2));

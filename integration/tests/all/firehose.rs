@@ -805,6 +805,15 @@ fn replies_are_exactly_the_specs() {
             args!["SELECT", "abc"],
             err("ERR value is not an integer or out of range"),
         ),
+        // Read as Redis reads integers.
+        (
+            args!["SELECT", "09"],
+            err("ERR value is not an integer or out of range"),
+        ),
+        (
+            args!["SELECT", "4294967296"],
+            err("ERR value is out of range, value must between -2147483648 and 2147483647"),
+        ),
         (args!["SET", "r:set", "v"], Reply::ok()),
         (args!["SET", "r:set:opts", "v", "EX", "10", "NX"], Reply::ok()),
         (args!["SADD", "r:sadd", "a", "b", "a"], Reply::int(2)),

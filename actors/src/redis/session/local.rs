@@ -212,16 +212,10 @@ pub fn client_setinfo(cmd: &Command) -> Bytes {
 }
 
 /// What SELECT's argument asks for: a DB index, or the error reply, as Redis reads it (an
-/// integer by `numbers::integer`, within a C int, not negative). On a cluster only DB 0
+/// integer by `numbers::c_int`, not negative). On a cluster only DB 0
 /// exists.
 pub fn select(arg: &[u8], cluster: bool) -> Result<u32, Bytes> {
-    let n = numbers::integer(arg).ok_or_else(|| error("ERR value is not an integer or out of range"))?;
-    if i32::try_from(n).is_err() {
-        // Redis 7.0's wording.
-        return Err(error(
-            "ERR value is out of range, value must between -2147483648 and 2147483647",
-        ));
-    }
+    let n = numbers::c_int(arg).map_err(error)?;
     if cluster && n != 0 {
         return Err(error("ERR SELECT is not allowed in cluster mode"));
     }
