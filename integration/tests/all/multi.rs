@@ -5,6 +5,22 @@ use integration::*;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
+/// The script `script(prefix)` (keys prefixed per side) straight to redis-server and through
+/// the relayer: every reply the same bytes, in order.
+fn assert_same_replies(direct: &mut Client, via: &mut Client, script: impl Fn(&str) -> Vec<Vec<String>>) {
+    let want: Vec<Vec<u8>> = script("direct").iter().map(|cmd| direct.cmd_raw(cmd)).collect();
+    let got: Vec<Vec<u8>> = script("via").iter().map(|cmd| via.cmd_raw(cmd)).collect();
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!(
+            g == w,
+            "command {i} {:?}: relayer {} redis {}",
+            script("via")[i],
+            show_bytes(g, 200),
+            show_bytes(w, 200)
+        );
+    }
+}
+
 /// 50 clients run transactions on shared keys while 10 others send plain commands on the same
 /// keys: every EXEC shows its own block's effects only (consecutive INCRs, its own SET read back),
 /// plain clients never get QUEUED, and a few clients send 500-command blocks.
@@ -141,17 +157,7 @@ fn discard_and_transaction_errors() {
             v(&["GET", &k("b")]),
         ]
     };
-    let want: Vec<Vec<u8>> = script("direct").iter().map(|cmd| d.cmd_raw(cmd)).collect();
-    let got: Vec<Vec<u8>> = script("via").iter().map(|cmd| c.cmd_raw(cmd)).collect();
-    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-        assert!(
-            g == w,
-            "command {i} {:?}: relayer {} redis {}",
-            script("via")[i],
-            show_bytes(g, 200),
-            show_bytes(w, 200)
-        );
-    }
+    assert_same_replies(&mut d, &mut c, script);
     assert_eq!(c.q("GET via:a"), Reply::Nil, "DISCARD must drop the block");
 
     // A command redis refuses to queue (wrong arity): EXEC fails, nothing of the block runs.
@@ -225,17 +231,7 @@ fn queue_time_errors_as_redis_answers_them() {
             v(&["GET", &k("a")]),
         ]
     };
-    let want: Vec<Vec<u8>> = script("direct").iter().map(|cmd| d.cmd_raw(cmd)).collect();
-    let got: Vec<Vec<u8>> = script("via").iter().map(|cmd| c.cmd_raw(cmd)).collect();
-    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-        assert!(
-            g == w,
-            "command {i} {:?}: relayer {} redis {}",
-            script("via")[i],
-            show_bytes(g, 200),
-            show_bytes(w, 200)
-        );
-    }
+    assert_same_replies(&mut d, &mut c, script);
     assert_eq!(d.q("GET via:a"), Reply::bulk("6"));
 }
 

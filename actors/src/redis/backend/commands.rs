@@ -14,10 +14,7 @@ impl<S: Shape> Backend<S> {
         if !self.settings.commands.wanted() {
             return;
         }
-        let asked = self
-            .commands_asked
-            .is_some_and(|(i, generation)| self.conns[i].up.generation == generation);
-        if asked {
+        if self.still_asked(self.commands_asked) {
             return;
         }
         self.commands_asked = Some((idx, self.conns[idx].up.generation));
@@ -27,6 +24,12 @@ impl<S: Shape> Backend<S> {
             Dest::Swallow(Swallowed::Commands),
         );
         self.schedule_flush(idx, ctx);
+    }
+
+    /// Whether a question asked on (connection, generation) may still be answered: that
+    /// connection was not lost since.
+    pub(crate) fn still_asked(&self, asked: Option<(usize, u64)>) -> bool {
+        asked.is_some_and(|(i, generation)| self.conns[i].up.generation == generation)
     }
 
     /// Its answer: learned, or refused for good; a refusal that may pass (BUSY, LOADING) is

@@ -63,10 +63,7 @@ impl<S: Shape> Backend<S> {
     /// A cluster node proven to work: asked who it is, unless a node said already or the
     /// question is on a connection not lost since.
     pub(crate) fn ask_identity(&mut self, idx: usize, ctx: &mut Context<Self>) {
-        let asked = self
-            .identity_asked
-            .is_some_and(|(i, generation)| self.conns[i].up.generation == generation);
-        if asked || self.settings.identity.get().is_some() {
+        if self.still_asked(self.identity_asked) || self.settings.identity.get().is_some() {
             return;
         }
         self.identity_asked = Some((idx, self.conns[idx].up.generation));
