@@ -133,6 +133,9 @@ enum Awaiting {
 
 pub struct Session {
     id: u64,
+    /// Its entry among the relayer's clients (CLIENT KILL, CLIENT UNBLOCK). First, so that it
+    /// is gone before the client's socket closes.
+    registration: crate::redis::clients::Registration,
     /// Where the target and settings below come from; a reload may replace them.
     route: Rc<Route>,
     route_generation: u64,
@@ -177,8 +180,6 @@ pub struct Session {
     /// connection (`flush_forwards`). Each has its slot, so the session cannot end while they
     /// wait.
     batch: Batch,
-    /// Its entry among the relayer's clients (CLIENT KILL, CLIENT UNBLOCK), removed on drop.
-    registration: crate::redis::clients::Registration,
 }
 
 impl Session {
