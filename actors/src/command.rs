@@ -77,7 +77,7 @@ impl Kind {
 pub enum Role {
     /// As its command.
     AsCommand,
-    /// Answered by the relayer (CLIENT SETNAME, GETNAME, SETINFO, ID).
+    /// Answered by the relayer (CLIENT SETNAME, GETNAME, SETINFO, ID, REPLY, KILL, UNBLOCK).
     Local,
     /// Redis runs it even while a script is busy (`allow_busy`): sent on the side connection,
     /// which nothing else waits on, so that it reaches a busy server.
@@ -421,8 +421,8 @@ static CLIENT_SUBS: [Spec; 11] = [
     client_own_only("CLIENT CACHING"),
     client_refused("CLIENT NO-EVICT"),
     client_refused("CLIENT NO-TOUCH"),
-    client_refused("CLIENT KILL"),
-    client_refused("CLIENT UNBLOCK"),
+    client_local("CLIENT KILL"),
+    client_local("CLIENT UNBLOCK"),
 ];
 
 static SCRIPT_SUBS: [Spec; 5] = [
@@ -955,7 +955,11 @@ mod tests {
         assert!(!lookup(b"watch").kind.enters_push());
         assert_eq!(lookup(b"hgetall").kind, Kind::Forward);
         let client = lookup(b"client");
-        assert_eq!(client.resolve(Some(b"kill")).role, Role::Refused(CLIENT_REFUSED));
+        assert_eq!(client.resolve(Some(b"kill")).role, Role::Local);
+        assert_eq!(
+            client.resolve(Some(b"no-evict")).role,
+            Role::Refused(CLIENT_REFUSED)
+        );
         assert_eq!(client.resolve(Some(b"reply")).role, Role::Local);
         assert_eq!(
             client.resolve(Some(b"tracking")).role.refused(),

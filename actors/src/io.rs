@@ -35,6 +35,32 @@ pub fn split_unix(s: UnixStream) -> (ReadHalf, WriteHalf) {
     (ReadHalf::Unix(r), WriteHalf::Unix(w))
 }
 
+impl ReadHalf {
+    /// The client's address and the one it connected to, as Redis writes them in CLIENT LIST
+    /// and matches them in CLIENT KILL: `ip:port`, `[ip6]:port`, or for a unix socket its
+    /// path followed by `:0` (both).
+    pub fn addresses(&self) -> (String, String) {
+        fn ip(a: io::Result<std::net::SocketAddr>) -> String {
+            match a {
+                Ok(std::net::SocketAddr::V4(a)) => a.to_string(),
+                Ok(std::net::SocketAddr::V6(a)) => format!("[{}]:{}", a.ip(), a.port()),
+                Err(_) => "?:0".to_string(),
+            }
+        }
+        match self {
+            ReadHalf::Tcp(r) => (ip(r.peer_addr()), ip(r.local_addr())),
+            ReadHalf::Unix(r) => {
+                let path = r
+                    .local_addr()
+                    .ok()
+                    .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
+                    .unwrap_or_default();
+                (format!("{path}:0"), format!("{path}:0"))
+            }
+        }
+    }
+}
+
 impl AsyncRead for ReadHalf {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {

@@ -10,6 +10,7 @@ use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -122,6 +123,14 @@ pub fn bind(addr: &ListenAddr, access: UnixAccess) -> io::Result<(StdBound, Opti
     }
 }
 
+/// Client ids, unique in the process (every listener and worker): CLIENT KILL ID and CLIENT
+/// UNBLOCK name a client by the id CLIENT ID gave it, wherever it is connected.
+static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
+
+pub fn next_client_id() -> u64 {
+    NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed)
+}
+
 pub struct ListenerSettings {
     pub listen: ListenAddr,
     pub log: Logger,
@@ -131,7 +140,6 @@ pub struct Listener {
     settings: Arc<ListenerSettings>,
     /// Where sessions start; a reload that changes the protocol replaces it.
     frontend: Rc<RefCell<Rc<dyn Frontend>>>,
-    next_id: u64,
     gate: Rc<Gate>,
 }
 
@@ -166,7 +174,6 @@ impl Listener {
             Listener {
                 settings,
                 frontend,
-                next_id: 0,
                 gate,
             }
         })
@@ -210,8 +217,7 @@ impl StreamHandler<io::Result<(ReadHalf, WriteHalf)>> for Listener {
             drop(read);
             return;
         }
-        self.next_id += 1;
-        frontend.start_session(self.next_id, read, write);
+        frontend.start_session(next_client_id(), read, write);
     }
 
     fn finished(&mut self, _ctx: &mut Context<Self>) {}

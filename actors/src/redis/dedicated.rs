@@ -185,6 +185,9 @@ pub struct Handle {
     /// Bytes waiting to be written to the backend (see `BACKLOG_HIGH`): the owner adds what it
     /// sends, the connection sets what is left after each write.
     pub unsent: Rc<Cell<usize>>,
+    /// The backend's id for this connection (its CLIENT ID, asked when it was opened): what
+    /// CLIENT UNBLOCK names to unblock the owner's command there. None until it answered.
+    pub server_id: Rc<Cell<Option<u64>>>,
 }
 
 impl Handle {
@@ -258,9 +261,11 @@ impl Pool {
             d.queue(Bytes::from_static(RESET_FRAME), Some(ReplyFor::ResetProbe));
             d.queue_auth();
         }
+        d.queue(Bytes::from_static(CLIENT_ID_FRAME), Some(ReplyFor::ServerId));
         // Known before it connects, so a failed connect reaches the client.
         d.take(owner, db);
         let (gate, paused, unsent) = (d.gate.clone(), d.paused.clone(), d.unsent.clone());
+        let server_id = d.server_id.clone();
         let addr = Dedicated::create(|ctx| {
             // Unbounded: what the owner sends is bounded by the owner (`unsent`, its replies).
             ctx.set_mailbox_capacity(0);
@@ -271,6 +276,7 @@ impl Pool {
             gate,
             paused,
             unsent,
+            server_id,
         })
     }
 
@@ -339,7 +345,11 @@ pub enum ReplyFor {
     Reset,
     /// RESET first thing on the pool's first connection: does the backend do it?
     ResetProbe,
+    /// CLIENT ID when the connection is opened: kept in `Handle::server_id`.
+    ServerId,
 }
+
+const CLIENT_ID_FRAME: &[u8] = b"*2\r\n$6\r\nCLIENT\r\n$2\r\nID\r\n";
 
 const RESET_FRAME: &[u8] = b"*1\r\n$5\r\nRESET\r\n";
 const RESET_REPLY: &[u8] = b"+RESET\r\n";
@@ -353,6 +363,8 @@ pub struct Dedicated {
     /// `Handle::paused`.
     paused: Rc<Cell<bool>>,
     unsent: Rc<Cell<usize>>,
+    /// `Handle::server_id`.
+    server_id: Rc<Cell<Option<u64>>>,
     /// `unsent` was reported at or above `BACKLOG_HIGH`: the owner hears when it is below.
     backlogged: bool,
     owner: Option<Recipient<FromDedicated>>,
@@ -404,6 +416,7 @@ impl Dedicated {
             gate: Gate::new(),
             paused: Rc::new(Cell::new(false)),
             unsent: Rc::new(Cell::new(0)),
+            server_id: Rc::new(Cell::new(None)),
             backlogged: false,
             owner: None,
             up: Upstream::default(),
@@ -583,6 +596,18 @@ impl Dedicated {
             }
             // Never queued (see `Send`).
             ReplyFor::Pass => {}
+            ReplyFor::ServerId => {
+                let id = data
+                    .strip_prefix(b":")
+                    .and_then(|d| d.strip_suffix(b"\r\n"))
+                    .and_then(crate::numbers::integer)
+                    .and_then(|n| u64::try_from(n).ok());
+                if id.is_none() {
+                    // CLIENT UNBLOCK cannot reach a command blocked here: it answers 0.
+                    debug!(self.log, "the backend did not give a dedicated connection's id"; "reply" => error_text(&data));
+                }
+                self.server_id.set(id);
+            }
             ReplyFor::ResetProbe => {
                 self.probing = false;
                 if let Some(pool) = self.pool.upgrade() {
@@ -733,6 +758,7 @@ impl Dedicated {
             gate: self.gate.clone(),
             paused: self.paused.clone(),
             unsent: self.unsent.clone(),
+            server_id: self.server_id.clone(),
         });
         // Not cancelled when taken (at most one per release within IDLE_CLOSE).
         let lease = self.lease;

@@ -2,6 +2,8 @@
 //! Redis or a cluster), and a client's own connections.
 pub mod auth;
 pub mod backend;
+pub mod client_kill;
+pub mod clients;
 pub mod connect;
 pub mod dedicated;
 pub mod delivery;

@@ -18,6 +18,7 @@ mod helpers;
 mod auth;
 mod backend_client;
 mod bad_input;
+mod client_kill;
 mod clients;
 mod cluster;
 mod cluster_harness;

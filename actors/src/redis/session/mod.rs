@@ -4,6 +4,7 @@
 //! Replies leave in request order through `slots`, one per request: a local reply waits
 //! behind the forwarded ones before it.
 
+mod control;
 mod local;
 mod multi;
 mod outbox;
@@ -132,6 +133,9 @@ enum Awaiting {
 
 pub struct Session {
     id: u64,
+    /// Its entry among the relayer's clients (CLIENT KILL, CLIENT UNBLOCK). First, so that it
+    /// is gone before the client's socket closes.
+    registration: crate::redis::clients::Registration,
     /// Where the target and settings below come from; a reload may replace them.
     route: Rc<Route>,
     route_generation: u64,
@@ -182,6 +186,7 @@ impl Session {
     pub fn start(id: u64, read: ReadHalf, write: WriteHalf, route: Rc<Route>) -> Addr<Session> {
         Session::create(move |ctx| {
             route.register(id, ctx.address().downgrade());
+            let registration = control::register(id, &read, ctx);
             route.current().settings.metrics.clients.increment(1);
             let current = route.current();
             let (target, settings, pool) = (current.target, current.settings, current.dedicated);
@@ -219,6 +224,7 @@ impl Session {
                 watch_lost: None,
                 me: Arc::new(ctx.address().recipient()),
                 batch: Batch::default(),
+                registration,
             }
         })
     }
@@ -838,6 +844,8 @@ impl Session {
             // Applied before it ran (`apply_reply_mode`).
             "CLIENT REPLY" if local::client_reply(&cmd).is_some() => self.reply_static(write::OK, ctx),
             "CLIENT REPLY" => self.reply(local::client_reply_refusal(&cmd), ctx),
+            "CLIENT KILL" => self.client_kill(&cmd, ctx),
+            "CLIENT UNBLOCK" => self.client_unblock(&cmd, ctx),
             _ => {
                 self.forward(Request::One(cmd.frame().clone()), ctx);
             }
@@ -908,7 +916,7 @@ impl Session {
             request: Request::One(Bytes::from_static(b"*1\r\n$4\r\nPING\r\n")),
             slot: None,
         });
-        let mut own = Own::taking(handle, Held { cmd, kind, barrier });
+        let mut own = Own::taking(handle, Held { cmd, kind, barrier }, self.registration.pubsub());
         if sent.is_err() {
             let held = own.barrier_answered(barrier).expect("its own barrier");
             self.own = Some(own);
@@ -994,6 +1002,18 @@ impl Session {
             Kind::Client if entry.name == "CLIENT SETINFO" => {
                 let answer = self.setinfo(&cmd);
                 self.answer_in_order(answer);
+            }
+            // The relayer's clients, not the backend's. Killed itself, it goes at once.
+            Kind::Client if entry.name == "CLIENT KILL" => {
+                let (answer, me) = self.kill_clients(&cmd);
+                self.answer_in_order(answer);
+                if me {
+                    self.kill_self();
+                }
+            }
+            // Its answer comes later than the replies after it would.
+            Kind::Client if entry.name == "CLIENT UNBLOCK" => {
+                self.answer_in_order(refused(entry, control::UNBLOCK_IN_PUSH));
             }
             Kind::Replication => {
                 let answer = not_relayed(&cmd);

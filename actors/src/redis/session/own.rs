@@ -25,6 +25,22 @@ use crate::resp::request::Command;
 use crate::resp::write;
 use bytes::Bytes;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// The client's `pubsub` flag (CLIENT KILL TYPE pubsub): set once SUBSCRIBE and the like put
+/// the connection in push mode, cleared when the client lets the connection go, however.
+struct Pubsub {
+    flag: Arc<AtomicBool>,
+    /// The command entering push mode is a pub/sub one.
+    entering: bool,
+}
+
+impl Drop for Pubsub {
+    fn drop(&mut self) {
+        self.flag.store(false, Ordering::Relaxed);
+    }
+}
 
 /// A command waiting for its barrier.
 pub struct Held {
@@ -82,12 +98,18 @@ pub struct Own {
     /// The request number of the last command sent that can block (BLPOP, XREAD BLOCK,
     /// WAIT...): it may be running while its reply is owed.
     blocking: Option<u64>,
+    pubsub: Pubsub,
 }
 
 impl Own {
-    /// A connection just taken, with `held` waiting for its barrier.
-    pub fn taking(handle: Handle, held: Held) -> Self {
+    /// A connection just taken, with `held` waiting for its barrier; `pubsub`: the client's
+    /// flag (see `Pubsub`).
+    pub fn taking(handle: Handle, held: Held, pubsub: Arc<AtomicBool>) -> Self {
         Own {
+            pubsub: Pubsub {
+                flag: pubsub,
+                entering: false,
+            },
             handle,
             state: State::Taking(held),
             owed: VecDeque::new(),
@@ -178,6 +200,7 @@ impl Own {
         }
         // MONITOR and RESP3 clients can run anything (a blocking command included).
         self.open = kind != Kind::Subscribe;
+        self.pubsub.entering = kind == Kind::Subscribe;
         frames.push((cmd.into_frame(), ReplyFor::EnterPush));
         self.state = State::Entering;
         self.write(frames);
@@ -186,6 +209,9 @@ impl Own {
     /// The reply to the command entering push mode came: `ok`, push mode began.
     pub fn entered(&mut self, ok: bool) {
         self.state = if ok { State::Push } else { State::Waited };
+        if ok && self.pubsub.entering {
+            self.pubsub.flag.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Push mode: `cmd` passes through. `open`: not a pub/sub command, so after it the client
@@ -333,8 +359,13 @@ mod tests {
             );
             let owner = Owner.start().recipient();
             let take = |pool: &std::rc::Rc<Pool>| pool.acquire(owner.clone(), 0).expect("a connection");
+            let flag = Arc::new(AtomicBool::new(false));
 
-            let mut own = Own::taking(take(&pool), held(&["BLPOP", "l", "0"], Kind::Blocking, 7));
+            let mut own = Own::taking(
+                take(&pool),
+                held(&["BLPOP", "l", "0"], Kind::Blocking, 7),
+                flag.clone(),
+            );
             assert!(own.holds_client() && own.drops_on_close() && !own.idle());
             assert!(own.barrier_answered(6).is_none(), "another barrier's");
             let h = own.barrier_answered(7).expect("its barrier");
@@ -355,24 +386,37 @@ mod tests {
             assert!(own.holds_client() && own.drops_on_close() && !own.in_push());
             own.entered(true);
             assert!(own.in_push() && !own.holds_client() && !own.idle());
+            assert!(flag.load(Ordering::Relaxed), "a subscriber");
             own.end_push(Kind::Reset);
             assert_eq!(own.ending(), Some(Kind::Reset));
             assert!(own.holds_client() && own.in_push() && own.drops_on_close());
             let lost = own.lost();
             assert!(lost.push && !lost.entering && lost.held.is_none() && lost.owed.is_empty());
+            assert!(
+                !flag.load(Ordering::Relaxed),
+                "no longer a subscriber once it let go"
+            );
 
             // A WATCH waiting for its barrier is still sent when its client leaves.
-            let mut own = Own::taking(take(&pool), held(&["WATCH", "k"], Kind::Watch, 8));
+            let mut own = Own::taking(take(&pool), held(&["WATCH", "k"], Kind::Watch, 8), flag.clone());
             assert!(!own.drops_on_close() && !own.drop_held_on_close());
             own.release(None);
-            let mut own = Own::taking(take(&pool), held(&["SUBSCRIBE", "c"], Kind::Subscribe, 9));
+            let mut own = Own::taking(
+                take(&pool),
+                held(&["SUBSCRIBE", "c"], Kind::Subscribe, 9),
+                flag.clone(),
+            );
             assert!(own.drop_held_on_close() && own.idle());
-            let mut own = Own::taking(take(&pool), held(&["BLPOP", "l", "0"], Kind::Blocking, 10));
+            let mut own = Own::taking(
+                take(&pool),
+                held(&["BLPOP", "l", "0"], Kind::Blocking, 10),
+                flag.clone(),
+            );
             own.send(vec![(Bytes::from_static(b"x"), ReplyFor::Client(3))], 3);
             let lost = own.lost();
             assert!(lost.held.is_some() && lost.owed == [3]);
             // Push mode refused: an ordinary client again.
-            let mut own = Own::taking(take(&pool), held(&["MONITOR"], Kind::Monitor, 11));
+            let mut own = Own::taking(take(&pool), held(&["MONITOR"], Kind::Monitor, 11), flag.clone());
             own.barrier_answered(11);
             own.enter_push(
                 Command::from_args(&["MONITOR"]),
