@@ -13,7 +13,7 @@
 # of their unit, are skipped both ways.
 #
 # Usage: scripts/redis-suite.sh [unit/type/string ...]
-# Environment: RELAYER (default target/debug/smart-relayer, built if missing), UNIT_TIMEOUT
+# Environment: RELAYER (a binary; default target/debug/smart-relayer, built first), UNIT_TIMEOUT
 # (seconds per unit and way, default 240), REDIS_SUITE_DIR, KEEP_LOGS=1 (keep the runs' output),
 # SKIP (a skip file, default scripts/redis-suite.skip; empty: skip nothing), WAYS (default
 # "direct relayer").
@@ -99,8 +99,8 @@ if ! command -v tclsh8.6 >/dev/null && ! command -v tclsh8.5 >/dev/null && ! com
     "${SUDO[@]}" apt-get install -y -q tcl >/dev/null
 fi
 
-if [ ! -x "$relayer" ]; then
-    log "building $relayer"
+# The default binary is the checkout's, built so that the suite runs the code as it is.
+if [ -z "${RELAYER:-}" ]; then
     (cd "$root" && cargo build -q --bin smart-relayer)
 fi
 
