@@ -1,12 +1,17 @@
 //! TLS to the backend (`rediss://`): the client configuration built from the relayer's `tls*`
 //! keys, the handshake with failures told in words an operator can act on, and the bridge that
-//! gives the target a plain socket to write to.
+//! gives the target a plain socket to write to. A server certificate that is itself in
+//! tlsCaFile is trusted (`pinned`).
 //!
 //! The target writes with `try_write`/`try_write_vectored` on raw sockets, which a TLS stream
 //! cannot offer. So a TLS connection is handed over as one end of a unix socket pair, and a task
 //! copies between the other end and the TLS stream: the plain-TCP path stays as it is, and a
 //! TLS connection looks to the target exactly like a unix-socket backend.
 
+mod pinned;
+
+use pinned::PinningVerifier;
+use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{AlertDescription, CertificateError, ClientConfig, RootCertStore};
@@ -110,10 +115,12 @@ impl TlsClient {
             message: format!("'{name}' is not a DNS name or an IP address"),
         })?;
         let mut roots = RootCertStore::empty();
+        let mut pinned = Vec::new();
         let ca = match &o.ca_file {
             Some(path) => {
                 let pem = read("tlsCaFile", path)?;
                 for c in certificates("tlsCaFile", path, &pem)? {
+                    pinned.push(c.clone());
                     roots.add(c).map_err(|e| TlsConfigError {
                         key: "tlsCaFile",
                         message: format!("{}: not a usable CA certificate: {e}", path.display()),
@@ -143,13 +150,20 @@ impl TlsClient {
             }
         };
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .map_err(|e| TlsConfigError {
+                key: "tlsCaFile",
+                message: format!("TLS: {e}"),
+            })?;
         let builder = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsConfigError {
                 key: "url",
                 message: format!("TLS: {e}"),
             })?
-            .with_root_certificates(roots);
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(PinningVerifier::new(webpki, pinned)));
         let (config, cert, key) = match (&o.cert_file, &o.key_file) {
             (None, None) => (builder.with_no_client_auth(), None, None),
             (Some(_), None) => {
@@ -226,6 +240,15 @@ impl TlsClient {
                         .into()
                 }
             },
+            e if pinned::is_ca_used_as_end_entity(e) => match &self.source.ca {
+                Some((p, _)) => format!(
+                    ": the server's certificate is a CA certificate, and not one of {} (tlsCaFile)",
+                    p.display()
+                ),
+                None => {
+                    ": the server's certificate is a CA certificate (set tlsCaFile to it to trust it)".into()
+                }
+            },
             rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             ) => format!(
@@ -260,6 +283,7 @@ impl TlsClient {
                     not_before.as_secs()
                 )
             }
+            e if pinned::is_ca_used_as_end_entity(e) => "invalid peer certificate: CaUsedAsEndEntity".into(),
             other => other.to_string(),
         };
         io::Error::new(e.kind(), format!("TLS: {what}{hint}"))

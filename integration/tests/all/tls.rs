@@ -473,3 +473,99 @@ fn tls_config_errors_name_the_key() {
     let out = check_config(&good);
     assert!(out.status.success(), "{}", out.stderr);
 }
+
+/// The client's error from an entry of `relayer` whose backend is unavailable.
+fn unavailable(server: &TlsRedis, why: &str) -> Reply {
+    Reply::error(&format!(
+        "ERR relayer: backend rediss://127.0.0.1:{} unavailable (TLS: {why})",
+        server.tls_port
+    ))
+}
+
+/// A self-signed server certificate (`CA:TRUE`, as `openssl req -x509` makes one by default)
+/// given as tlsCaFile is trusted as itself, as `redis-cli --tls --cacert` trusts it; by the url's
+/// address and by a tlsServerName it has.
+#[test]
+fn self_signed_server_certificate_in_the_ca_file_is_accepted() {
+    let certs = TestCerts::new();
+    certs.self_signed("pinned");
+    let server = TlsRedis::serving(&certs, "pinned", false, &[]);
+    let ca = keys(&[("tlsCaFile", &certs.file("pinned.pem"))]);
+    let relayer = Relayer::start(&format!(
+        "{}{}",
+        redis_entry(&tcp_listen(), &server.url(""), &ca),
+        redis_entry(
+            &tcp_listen(),
+            &server.url(""),
+            &format!("{ca}tlsServerName = \"localhost\"\n")
+        ),
+    ));
+    let mut c = relayer.client_at(0);
+    assert_eq!(c.q("SET pinned:k v"), Reply::ok());
+    assert_eq!(c.q("GET pinned:k"), Reply::bulk("v"));
+    assert_eq!(relayer.client_at(1).q("GET pinned:k"), Reply::bulk("v"));
+    assert_eq!(server.redis.client().q("GET pinned:k"), Reply::bulk("v"));
+}
+
+/// A pinned certificate is still checked for the name: one it does not have is refused, with
+/// the same error as for a certificate signed by a CA.
+#[test]
+fn self_signed_server_certificate_is_checked_for_the_name() {
+    let certs = TestCerts::new();
+    certs.self_signed("pinned");
+    let server = TlsRedis::serving(&certs, "pinned", false, &[]);
+    let relayer = Relayer::start(&redis_entry(
+        &tcp_listen(),
+        &server.url(""),
+        &format!(
+            "{}tlsServerName = \"cache.example.com\"\n",
+            keys(&[("tlsCaFile", &certs.file("pinned.pem"))])
+        ),
+    ));
+    let want = unavailable(
+        &server,
+        "invalid peer certificate: certificate not valid for name \"cache.example.com\"; certificate is only valid for DnsName(\"localhost\") or IpAddress(127.0.0.1) (the name checked is 'cache.example.com': set tlsServerName to a name in the certificate)",
+    );
+    assert_eq!(relayer.client().q("GET k"), want);
+}
+
+/// A self-signed server certificate that is not the one in tlsCaFile is refused, saying so.
+#[test]
+fn other_self_signed_server_certificate_is_refused() {
+    let certs = TestCerts::new();
+    certs.self_signed("pinned");
+    certs.self_signed("other");
+    let server = TlsRedis::serving(&certs, "pinned", false, &[]);
+    let relayer = Relayer::start(&redis_entry(
+        &tcp_listen(),
+        &server.url(""),
+        &keys(&[("tlsCaFile", &certs.file("other.pem"))]),
+    ));
+    let want = unavailable(
+        &server,
+        &format!(
+            "invalid peer certificate: CaUsedAsEndEntity: the server's certificate is a CA certificate, and not one of {} (tlsCaFile)",
+            certs.file("other.pem").display()
+        ),
+    );
+    assert_eq!(relayer.client().q("GET k"), want);
+    expect_log_lines(&relayer, &["cannot connect to backend", "other.pem"], 1);
+}
+
+/// A pinned certificate is still checked for its validity period.
+#[test]
+fn expired_self_signed_server_certificate_is_refused() {
+    let certs = TestCerts::new();
+    certs.expired_self_signed("old");
+    let server = TlsRedis::serving(&certs, "old", false, &[]);
+    let relayer = Relayer::start(&redis_entry(
+        &tcp_listen(),
+        &server.url(""),
+        &keys(&[("tlsCaFile", &certs.file("old.pem"))]),
+    ));
+    let want = unavailable(
+        &server,
+        "invalid peer certificate: expired (not valid after 1577923200 UNIX time)",
+    );
+    assert_eq!(relayer.client().q("GET k"), want);
+}
