@@ -1590,3 +1590,41 @@ fn client_tracking_after_hello_3_gets_invalidations() {
     assert_eq!(c.q("RESET"), Reply::status("RESET"));
     wait_until(HANG, "no backend connection tracking", || tracking() == 0);
 }
+
+/// UNSUBSCRIBE and the like from a client subscribed to nothing: Redis answers once for each
+/// channel named; the relayer answers the same bytes itself, on no connection of the client's
+/// own (it once passed the first reply, closed the connection on the second, and the client
+/// waited for the others for ever).
+#[test]
+fn unsubscribing_from_nothing_as_redis() {
+    let redis = Redis::start();
+    let relayer = Relayer::for_redis(&redis, "");
+    let script: &[&[&str]] = &[
+        &["UNSUBSCRIBE", "foo", "bar", "quux"],
+        &["PUNSUBSCRIBE", "f*", "b*"],
+        &["SUNSUBSCRIBE", "s1", "s2"],
+        &["UNSUBSCRIBE"],
+        &["PUNSUBSCRIBE"],
+        &["PING"],
+    ];
+    let run = |c: &mut Client| -> Vec<u8> {
+        let cmds: Vec<Vec<&str>> = script.iter().map(|a| a.to_vec()).collect();
+        c.send_many(&cmds);
+        let mut all = Vec::new();
+        loop {
+            let reply = c.read_raw_reply();
+            all.extend_from_slice(&reply);
+            if reply == b"+PONG\r\n" {
+                return all;
+            }
+        }
+    };
+    let want = run(&mut redis.client());
+    let got = run(&mut relayer.client());
+    assert_eq!(show_bytes(&got, 2000), show_bytes(&want, 2000));
+    assert_eq!(
+        backend_clients(&redis).len(),
+        2,
+        "the shared connection and this test's"
+    );
+}

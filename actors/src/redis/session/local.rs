@@ -132,6 +132,29 @@ pub fn client_setname(cmd: &Command) -> Result<Option<Bytes>, Bytes> {
     Ok((!n.is_empty()).then(|| Bytes::copy_from_slice(n)))
 }
 
+/// UNSUBSCRIBE, PUNSUBSCRIBE, SUNSUBSCRIBE from a client subscribed to nothing: Redis' reply
+/// for each channel named (for none: one, with a nil channel), a count of 0 in each.
+pub fn unsubscribed(cmd: &Command) -> Bytes {
+    let kind = cmd.arg(0).to_ascii_lowercase();
+    let mut b = BytesMut::with_capacity(32 * cmd.argc());
+    let mut one = |channel: Option<&[u8]>| {
+        write::put_array_header(&mut b, 3);
+        write::put_bulk(&mut b, &kind);
+        match channel {
+            Some(c) => write::put_bulk(&mut b, c),
+            None => b.extend_from_slice(write::NIL),
+        }
+        write::put_int(&mut b, 0);
+    };
+    if cmd.argc() == 1 {
+        one(None);
+    }
+    for channel in cmd.args().skip(1) {
+        one(Some(channel));
+    }
+    b.freeze()
+}
+
 /// What CLIENT REPLY asks of the replies that follow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ReplyMode {
@@ -270,6 +293,18 @@ mod tests {
         let mode = b"$4\r\nmode\r\n$7\r\ncluster\r\n";
         assert!(reply.windows(mode.len()).any(|w| w == mode));
         assert_eq!(hello3(Some(&Bytes::from_static(b"n"))).argc(), 4);
+    }
+
+    #[test]
+    fn unsubscribing_from_nothing() {
+        assert_eq!(
+            &unsubscribed(&cmd(&["UNSUBSCRIBE", "foo", "quux"]))[..],
+            b"*3\r\n$11\r\nunsubscribe\r\n$3\r\nfoo\r\n:0\r\n*3\r\n$11\r\nunsubscribe\r\n$4\r\nquux\r\n:0\r\n"
+        );
+        assert_eq!(
+            &unsubscribed(&cmd(&["punsubscribe"]))[..],
+            b"*3\r\n$12\r\npunsubscribe\r\n$-1\r\n:0\r\n"
+        );
     }
 
     #[test]

@@ -540,6 +540,10 @@ impl Session {
                 self.reply_static(write::OK, ctx)
             }
             Kind::Replication => self.reply(not_relayed(&cmd), ctx),
+            // Subscribed to nothing (it would be in push mode): Redis' answer needs no connection.
+            Kind::Unsubscribe if self.own.as_ref().is_none_or(Own::settled) => {
+                self.reply(local::unsubscribed(&cmd), ctx)
+            }
             k if k.needs_own_connection() => self.dedicated(cmd, kind, ctx),
             Kind::StreamRead if cmd.args().skip(1).any(|a| a.eq_ignore_ascii_case(b"BLOCK")) => {
                 self.dedicated(cmd, kind, ctx)

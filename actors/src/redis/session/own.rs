@@ -123,6 +123,12 @@ impl Own {
         matches!(self.state, State::Push | State::Ending(_))
     }
 
+    /// Neither being taken nor entering or in push mode: what the client has on it, it
+    /// waits on, one reply a command (so no subscription).
+    pub fn settled(&self) -> bool {
+        matches!(self.state, State::Waited)
+    }
+
     pub fn watching(&self) -> bool {
         self.watching
     }
