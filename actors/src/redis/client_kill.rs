@@ -252,6 +252,7 @@ mod tests {
             let client = Client {
                 addr: "127.0.0.1:5000".to_string(),
                 laddr: "127.0.0.1:6379".to_string(),
+                backend: "redis://127.0.0.1:6379/0".to_string(),
                 pubsub: pubsub.clone(),
                 kill: addr.clone().recipient(),
                 unblock: addr.recipient(),

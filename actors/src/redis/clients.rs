@@ -32,6 +32,9 @@ pub struct Client {
     /// unix socket's path followed by `:0`).
     pub addr: String,
     pub laddr: String,
+    /// The backend its commands go to: CLIENT KILL reaches the clients of the same one only,
+    /// as Redis' reaches its own clients only (not another listener's with another backend).
+    pub backend: String,
     /// It subscribed (SUBSCRIBE and the like) on its own connection: Redis' `pubsub` type.
     pub pubsub: Arc<AtomicBool>,
     pub kill: Recipient<Kill>,
@@ -119,6 +122,7 @@ mod tests {
             let client = |a: &str| Client {
                 addr: a.to_string(),
                 laddr: "127.0.0.1:6379".to_string(),
+                backend: "redis://127.0.0.1:6379/0".to_string(),
                 pubsub: Arc::default(),
                 kill: addr.clone().recipient(),
                 unblock: addr.clone().recipient(),

@@ -204,6 +204,11 @@ impl Handle {
 }
 
 impl Pool {
+    /// The backend it connects to, as its address reads (`redis://host:port/db`).
+    pub fn backend(&self) -> String {
+        self.addr.to_string()
+    }
+
     pub fn new(
         addr: TargetAddr,
         tls: Option<TlsClient>,

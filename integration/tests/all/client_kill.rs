@@ -251,3 +251,55 @@ fn kill_and_unblock_errors_as_redis() {
     // Nothing was killed on the way.
     assert_eq!(via.cmd(&["PING"]), Reply::status("PONG"));
 }
+
+/// CLIENT KILL reaches the clients whose commands go to the same backend only, as Redis'
+/// reaches its own clients only: not those of a listener in front of another server.
+#[test]
+fn kill_reaches_the_clients_of_the_same_backend_only() {
+    let (one, two) = (Redis::start(), Redis::start());
+    let config = format!(
+        "{}{}",
+        redis_entry_mode("sync", &tcp_listen(), &one.url(), ""),
+        redis_entry_mode("sync", &tcp_listen(), &two.url(), "")
+    );
+    let relayer = Relayer::start(&config);
+    let mut caller = relayer.client_at(0);
+    let mut other_backend = relayer.client_at(1);
+    let id = id_of(&mut other_backend);
+    assert_eq!(caller.cmd(&["CLIENT", "KILL", "ID", &id]), Reply::int(0));
+    assert_eq!(caller.cmd(&["CLIENT", "KILL", "TYPE", "normal"]), Reply::int(0));
+    assert_eq!(other_backend.q("PING"), Reply::status("PONG"));
+}
+
+/// CLIENT UNBLOCK runs after the caller's earlier commands, as in Redis: a push pipelined
+/// before it serves the blocked client, and the UNBLOCK then finds nothing blocked (it once
+/// overtook the push: the client got a timeout and the value stayed in the list).
+#[test]
+fn unblock_runs_after_the_callers_earlier_commands() {
+    let redis = Redis::start();
+    let relayer = Relayer::for_redis(&redis, "");
+    let mut caller = relayer.client();
+    for round in 0..5 {
+        let key = format!("ub:{round}");
+        let mut blocked = relayer.client();
+        let id = id_of(&mut blocked);
+        blocked.send(&["BLPOP", &key, "0"]);
+        wait_until(HANG, "the client blocked", || blocked_on(&redis, "blpop") == 1);
+        // A command that takes a while first: the UNBLOCK must wait for it too.
+        let replies = caller.pipeline(&[
+            vec!["BLPOP", "ub:nothing", "0.05"],
+            vec!["LPUSH", &key, "x"],
+            vec!["CLIENT", "UNBLOCK", &id],
+        ]);
+        assert_eq!(
+            replies,
+            vec![Reply::NilArray, Reply::int(1), Reply::int(0)],
+            "round {round}"
+        );
+        assert_eq!(
+            blocked.read_reply(),
+            Reply::Array(vec![Reply::bulk(&key), Reply::bulk("x")]),
+            "round {round}"
+        );
+    }
+}

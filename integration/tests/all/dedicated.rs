@@ -1628,3 +1628,50 @@ fn unsubscribing_from_nothing_as_redis() {
         "the shared connection and this test's"
     );
 }
+
+/// After HELLO 3 the client's id is still the relayer's: CLIENT ID answers it (not the
+/// backend connection's), so CLIENT KILL by that id reaches that client.
+#[test]
+fn client_id_after_hello_3_is_the_one_kill_knows() {
+    let redis = Redis::start();
+    let relayer = Relayer::for_redis(&redis, "");
+    let mut plain = relayer.client();
+    let plain_id = plain.q("CLIENT ID");
+    let mut c = relayer.client();
+    let before = c.q("CLIENT ID");
+    assert_ne!(before, plain_id);
+    assert!(matches!(c.q("HELLO 3"), Reply::Map(_)));
+    assert_eq!(c.q("CLIENT ID"), before);
+    let id = before.as_int().unwrap().to_string();
+    assert_eq!(plain.cmd(&["CLIENT", "KILL", "ID", &id]), Reply::int(1));
+    c.wait_closed(HANG)
+        .expect("the killed RESP3 client is disconnected");
+    assert_eq!(plain.q("PING"), Reply::status("PONG"));
+}
+
+/// RESET turns CLIENT REPLY back on, also when it ends push mode: the replies after it are
+/// written (the client waited for ever).
+#[test]
+fn reset_ending_push_mode_turns_replies_on() {
+    let redis = Redis::start();
+    let relayer = Relayer::for_redis(&redis, "");
+    for enter in ["SUBSCRIBE ch", "HELLO 3"] {
+        let mut c = relayer.client();
+        c.send_many(&[vec!["CLIENT", "REPLY", "OFF"]]);
+        c.send_many(&[enter.split(' ').collect::<Vec<_>>()]);
+        if enter.starts_with("SUBSCRIBE") {
+            // Redis 7.0 confirms a subscription whatever CLIENT REPLY says.
+            assert!(matches!(c.read_reply(), Reply::Array(_)), "{enter}");
+        }
+        c.send_many(&[vec!["RESET"], vec!["PING"]]);
+        let mut replies = Vec::new();
+        while replies.last() != Some(&Reply::status("PONG")) {
+            replies.push(c.read_reply());
+        }
+        assert_eq!(
+            replies.first(),
+            Some(&Reply::status("RESET")),
+            "{enter}: {replies:?}"
+        );
+    }
+}

@@ -302,3 +302,21 @@ fn client_names_inside_multi_as_redis() {
     }
     assert_eq!(sides[1], sides[0]);
 }
+
+/// EXEC with arguments, outside MULTI too, ends WATCH as Redis' EXECABORT does: a later
+/// block is not failed by the key watched before.
+#[test]
+fn exec_with_arguments_unwatches() {
+    let redis = Redis::start();
+    let relayer = Relayer::for_redis(&redis, "");
+    let mut d = redis.client();
+    for (p, c) in [("direct", &mut redis.client()), ("via", &mut relayer.client())] {
+        let k = format!("{p}:wk");
+        assert_eq!(c.cmd(&["WATCH", &k]), Reply::ok());
+        assert!(c.q("EXEC x").is_error_starting("EXECABORT"), "{p}");
+        assert_eq!(d.cmd(&["SET", &k, "2"]), Reply::ok());
+        assert_eq!(c.q("MULTI"), Reply::ok());
+        assert_eq!(c.cmd(&["SET", &k, "3"]), Reply::status("QUEUED"));
+        assert_eq!(c.q("EXEC"), Reply::Array(vec![Reply::ok()]), "{p}");
+    }
+}

@@ -26,7 +26,12 @@ pub(super) const UNBLOCK_IN_PUSH: &str =
     "is not answered on a connection in push mode (RESP3, MONITOR): its answer would come out of order";
 
 /// Registers the session of client `id`, connected on `read`.
-pub(super) fn register(id: u64, read: &ReadHalf, ctx: &mut Context<Session>) -> Registration {
+pub(super) fn register(
+    id: u64,
+    read: &ReadHalf,
+    backend: String,
+    ctx: &mut Context<Session>,
+) -> Registration {
     let (addr, laddr) = read.addresses();
     let me = ctx.address();
     clients::register(
@@ -34,6 +39,7 @@ pub(super) fn register(id: u64, read: &ReadHalf, ctx: &mut Context<Session>) -> 
         Client {
             addr,
             laddr,
+            backend,
             pubsub: Default::default(),
             kill: me.clone().recipient(),
             unblock: me.recipient(),
@@ -49,7 +55,8 @@ impl Session {
             Ok(f) => f,
             Err(e) => return (e, false),
         };
-        let killed = clients::matching(|id, c| filter.matches(id, c, self.id));
+        let backend = self.pool.backend();
+        let killed = clients::matching(|id, c| c.backend == backend && filter.matches(id, c, self.id));
         let mut me = false;
         for (id, kill) in &killed {
             if *id == self.id {
@@ -95,6 +102,24 @@ impl Session {
         };
         self.settings.metrics.local.increment(1);
         let seq = self.slots.push_owed();
+        // As in Redis, it runs after the client's earlier commands (a push it sent before may
+        // be what the blocked client was waiting for): sent once they are all answered.
+        self.flush_forwards(ctx);
+        self.unblock_after = Some((seq, unblock, error));
+        self.update_gate();
+        self.send_unblock_when_due(ctx);
+    }
+
+    /// The CLIENT UNBLOCK waiting for the client's earlier commands, sent once they are all
+    /// answered (its reply is the next one owed).
+    pub(super) fn send_unblock_when_due(&mut self, ctx: &mut Context<Self>) {
+        match &self.unblock_after {
+            Some((seq, ..)) if self.slots.next_to_write() == *seq => {}
+            _ => return,
+        }
+        let Some((seq, unblock, error)) = self.unblock_after.take() else {
+            return;
+        };
         self.update_gate();
         let msg = Unblock {
             error,

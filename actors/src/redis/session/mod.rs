@@ -148,6 +148,9 @@ pub struct Session {
     name: Option<Bytes>,
     /// CLIENT REPLY's mode.
     reply_mode: ReplyMode,
+    /// A CLIENT UNBLOCK (request number, whom, with an error) waiting for the client's
+    /// earlier commands (`control.rs`).
+    unblock_after: Option<(u64, Recipient<crate::redis::clients::Unblock>, bool)>,
     gate: Rc<Gate>,
     awaiting: Option<Awaiting>,
     /// No more requests are read; the session ends once every reply is written.
@@ -186,7 +189,7 @@ impl Session {
     pub fn start(id: u64, read: ReadHalf, write: WriteHalf, route: Rc<Route>) -> Addr<Session> {
         Session::create(move |ctx| {
             route.register(id, ctx.address().downgrade());
-            let registration = control::register(id, &read, ctx);
+            let registration = control::register(id, &read, route.current().dedicated.backend(), ctx);
             route.current().settings.metrics.clients.increment(1);
             let current = route.current();
             let (target, settings, pool) = (current.target, current.settings, current.dedicated);
@@ -210,6 +213,7 @@ impl Session {
                 multi: None,
                 name: None,
                 reply_mode: ReplyMode::On,
+                unblock_after: None,
                 gate,
                 awaiting: None,
                 closing: false,
@@ -378,6 +382,7 @@ impl Session {
         while let Some(data) = self.slots.pop_ready() {
             self.out.push_bytes(data, ctx);
         }
+        self.send_unblock_when_due(ctx);
         self.update_gate();
         self.maybe_close(ctx);
     }
@@ -386,7 +391,7 @@ impl Session {
         let out_full = self.out.len() >= OUT_HIGH;
         let full = self.slots.len() >= self.settings.max_pending || out_full;
         let own_waits = self.own.as_ref().is_some_and(Own::holds_client);
-        let waits = self.awaiting.is_some() || self.switching.is_some();
+        let waits = self.awaiting.is_some() || self.switching.is_some() || self.unblock_after.is_some();
         if self.closing || waits || own_waits || full {
             self.gate.pause();
         } else {
@@ -464,7 +469,9 @@ impl Session {
             _ => None,
         };
         if asked.is_some() || self.reply_mode != ReplyMode::On {
-            self.apply_reply_mode(asked);
+            // Subscription confirmations are pushes, which Redis writes whatever the mode.
+            let pushes = matches!(kind, Kind::Subscribe | Kind::Unsubscribe);
+            self.apply_reply_mode(asked, pushes);
         }
         // What goes to the backend is compressed; what the relayer answers itself is not.
         let cmd = match &self.settings.compression {
@@ -510,7 +517,8 @@ impl Session {
             }
             Kind::Exec if argc == 1 && self.multi.is_some() => self.exec(ctx),
             Kind::Exec if argc == 1 => self.reply(error("ERR EXEC without MULTI"), ctx),
-            Kind::Exec => self.reply(multi::exec_with_arguments(), ctx),
+            // As Redis aborts a transaction, there is none: WATCH ends too.
+            Kind::Exec => self.exec_aborted(multi::exec_with_arguments(), ctx),
             Kind::Discard if argc == 1 => match self.multi.take() {
                 Some(_) => {
                     self.watch_lost = None;
@@ -658,11 +666,12 @@ impl Session {
     /// CLIENT REPLY as Redis applies it: the reply to this command (CLIENT REPLY `asked`, or
     /// any other) is dropped in its turn while replies are off or skipped; SKIP covers the
     /// next command, ON is answered.
-    fn apply_reply_mode(&mut self, asked: Option<ReplyMode>) {
-        let silenced = match asked {
-            Some(mode) => mode != ReplyMode::On,
-            None => self.reply_mode != ReplyMode::On,
-        };
+    fn apply_reply_mode(&mut self, asked: Option<ReplyMode>, pushes: bool) {
+        let silenced = !pushes
+            && match asked {
+                Some(mode) => mode != ReplyMode::On,
+                None => self.reply_mode != ReplyMode::On,
+            };
         if silenced {
             self.slots.silence(self.slots.next_seq());
         }
@@ -674,11 +683,12 @@ impl Session {
         };
     }
 
-    /// RESET: the client's state as a new connection has it (no MULTI, no lost WATCH, the
-    /// initial DB, no name) and, as in Redis, the default user, who must authenticate again.
+    /// RESET: the client's state as a new connection has it (no MULTI, no lost WATCH, replies
+    /// on, the initial DB, no name) and, as in Redis, the default user, who must authenticate again.
     fn forget_client_state(&mut self) {
         self.multi = None;
         self.watch_lost = None;
+        self.reply_mode = ReplyMode::On;
         self.db = self.settings.initial_db;
         self.name = None;
         self.unauthenticated
@@ -719,6 +729,7 @@ impl Session {
     /// EXEC aborted by the relayer, as Redis would abort it: the block is gone and, as an EXEC
     /// does, it ends WATCH.
     fn exec_aborted(&mut self, reply: Bytes, ctx: &mut Context<Self>) {
+        self.watch_lost = None;
         if let Some(own) = &mut self.own {
             own.unwatch();
         }
@@ -1006,6 +1017,11 @@ impl Session {
             Kind::Client if entry.name == "CLIENT SETINFO" => {
                 let answer = self.setinfo(&cmd);
                 self.answer_in_order(answer);
+            }
+            // The id CLIENT KILL and UNBLOCK know the client by: the relayer's, not the
+            // connection's on the backend.
+            Kind::Client if entry.name == "CLIENT ID" && argc == 2 => {
+                self.answer_in_order(Bytes::from(format!(":{}\r\n", self.id)));
             }
             // The relayer's clients, not the backend's. Killed itself, it goes at once.
             Kind::Client if entry.name == "CLIENT KILL" => {

@@ -23,6 +23,11 @@ impl Slots {
         self.first + self.slots.len() as u64
     }
 
+    /// The request whose reply is the next to write.
+    pub fn next_to_write(&self) -> u64 {
+        self.first
+    }
+
     /// Requests whose replies are not written to the client yet.
     pub fn len(&self) -> usize {
         self.slots.len()
