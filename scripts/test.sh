@@ -3,7 +3,8 @@
 # redis-server processes and the relayer binary, and run the PHP examples in examples/php through
 # it), and doctests. Installs what is missing first (scripts/install-deps.sh).
 #
-# Environment: TEST_THREADS (default 4) is nextest's --test-threads; extra arguments are passed
+# Environment: TEST_THREADS (default 4) is nextest's --test-threads; REDIS_SUITE=0 leaves out
+# Redis' own test suite (scripts/redis-suite.sh); extra arguments are passed
 # to `cargo nextest run` (e.g. a test name filter: `relay::` runs that area of the integration
 # tests, `-E 'test(/^smart::sigterm/)'` part of one).
 set -euo pipefail
@@ -36,6 +37,14 @@ check "cargo fmt --check" cargo fmt --all -- --check
 check "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
 check "cargo nextest run" \
     cargo nextest run --workspace --no-fail-fast --test-threads "${TEST_THREADS:-4}" "$@"
+
+# Redis' own test units, directly and through the relayer (about 4 minutes): on a full run only,
+# and not with REDIS_SUITE=0. It fails on a test failing only through the relayer that
+# scripts/redis-suite.expected does not list (see docs/operations.md).
+if [ $# -eq 0 ] && [ "${REDIS_SUITE:-1}" != 0 ]; then
+    check "Redis' test suite through the relayer" \
+        env EXPECT="$root/scripts/redis-suite.expected" scripts/redis-suite.sh
+fi
 
 # nextest does not run doctests; run them only where there are any.
 if grep -rqs --include='*.rs' -E '^\s*//[!/].*```' src actors/src integration/src; then

@@ -11,7 +11,9 @@
 //! - `redis`: the Redis relay: `session` (one per client), `backend` (the shared upstream
 //!   connections, a single Redis or a cluster), `upstream` (one connection's writes and owed
 //!   replies), `dedicated` (a client's own connection), `messages` between them, `smart`
-//!   (early acknowledgements and their budget), `delivery` (what became of them).
+//!   (early acknowledgements and their budget), `smart_args` (whether Redis takes a write's
+//!   arguments), `delivery` (what became of them), `clients` and `client_kill` (the relayer's
+//!   clients as CLIENT KILL and UNBLOCK find them).
 //! - `cluster`: slots, key routing, the slot map, redirections, holds and merges.
 //! - `firehose`: the Firehose relay (records, buffer, batcher, sender).
 //! - `numbers`: integers and floats in arguments, read by Redis' rules.
