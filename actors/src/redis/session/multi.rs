@@ -281,16 +281,21 @@ mod tests {
         Multi::new(Bytes::from_static(b"*1\r\n$5\r\nMULTI\r\n"))
     }
 
+    /// A client numbered 1 without a name, on a single Redis or a cluster.
+    fn at<'a>(known: &'a KnownDbs, cluster: bool, learned: Option<&'a CommandTable>) -> Where<'a> {
+        Where {
+            cluster,
+            client_id: 1,
+            client_name: None,
+            known_dbs: known,
+            learned,
+        }
+    }
+
     #[test]
     fn queues_in_order_and_exec_writes_the_block() {
         let known = KnownDbs::new();
-        let at = Where {
-            cluster: false,
-            client_id: 1,
-            client_name: None,
-            known_dbs: &known,
-            learned: None,
-        };
+        let at = at(&known, false, None);
         let mut m = multi();
         assert_eq!(queue(&mut m, &["SET", "k", "v"], &at), Queued::Yes);
         assert_eq!(queue(&mut m, &["incr", "n"], &at), Queued::Yes);
@@ -314,13 +319,7 @@ mod tests {
     #[test]
     fn what_cannot_run_in_a_block_makes_exec_abort() {
         let known = KnownDbs::new();
-        let at = Where {
-            cluster: false,
-            client_id: 1,
-            client_name: None,
-            known_dbs: &known,
-            learned: None,
-        };
+        let at = at(&known, false, None);
         for args in [
             &["SUBSCRIBE", "c"][..],
             &["MONITOR"],
@@ -347,13 +346,7 @@ mod tests {
     fn what_redis_refuses_before_queueing_is_refused_and_the_block_with_it() {
         let known = KnownDbs::new();
         let table = CommandTable::from_reply(REDIS_7).unwrap();
-        let at = Where {
-            cluster: false,
-            client_id: 1,
-            client_name: None,
-            known_dbs: &known,
-            learned: Some(&table),
-        };
+        let at = at(&known, false, Some(&table));
         let refused: &[(&[&str], &str)] = &[
             (
                 &["NOSUCHCMD", "x", "y"],
@@ -456,13 +449,7 @@ mod tests {
     #[test]
     fn on_a_cluster_the_block_keeps_to_one_slot() {
         let known = KnownDbs::new();
-        let at = Where {
-            cluster: true,
-            client_id: 1,
-            client_name: None,
-            known_dbs: &known,
-            learned: None,
-        };
+        let at = at(&known, true, None);
         let mut m = multi();
         assert_eq!(queue(&mut m, &["SET", "{a}1", "v"], &at), Queued::Yes);
         assert_eq!(queue(&mut m, &["PING"], &at), Queued::Yes);
