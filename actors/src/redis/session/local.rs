@@ -206,8 +206,8 @@ pub fn client_without_mode(entry: &str, cmd: &Command) -> Option<Bytes> {
             "ERR CLIENT CACHING can be called only when the client is in tracking mode with OPTIN or OPTOUT mode enabled",
         )),
         "CACHING" => Some(client_arity(&lower)),
-        "TRACKING" | "NO-EVICT" | "NO-TOUCH" if arg.eq_ignore_ascii_case(b"ON") => None,
         "NO-EVICT" | "NO-TOUCH" if cmd.argc() != 3 => Some(client_arity(&lower)),
+        "TRACKING" | "NO-EVICT" | "NO-TOUCH" if arg.eq_ignore_ascii_case(b"ON") => None,
         "TRACKING" | "NO-EVICT" | "NO-TOUCH" if arg.eq_ignore_ascii_case(b"OFF") && cmd.argc() == 3 => {
             Some(Bytes::from_static(write::OK))
         }
@@ -315,6 +315,12 @@ mod tests {
         assert_eq!(answer("CLIENT NO-EVICT", &["client", "no-evict", "OFF"]), ok);
         assert_eq!(answer("CLIENT TRACKING", &["CLIENT", "TRACKING", "on"]), None);
         assert_eq!(answer("CLIENT NO-EVICT", &["CLIENT", "NO-EVICT", "on"]), None);
+        assert_eq!(
+            answer("CLIENT NO-EVICT", &["CLIENT", "NO-EVICT", "on", "x"]),
+            Some(error(
+                "ERR wrong number of arguments for 'client|no-evict' command"
+            ))
+        );
         assert_eq!(
             answer("CLIENT TRACKING", &["CLIENT", "TRACKING", "OFF", "BCAST"]),
             None
