@@ -308,7 +308,8 @@ Columns:
 
 Invariants (checked for every row, here and in `integration/tests/all/fault_matrix.rs`):
 
-1. SET: missing = counted not delivered, none of unknown outcome, no key with another value.
+1. SET: counted not delivered <= missing <= counted not delivered + unknown, the unknown ones only
+   at a time limit (written, not answered when the drain gave up), no key with another value.
 2. RPUSH: counted not delivered <= missing <= counted not delivered + unknown.
 3. No duplicate and no order violation in the list.
 4. Counted not delivered = 0 where the fault is shorter than `retryTimeout` (and the drain shorter
