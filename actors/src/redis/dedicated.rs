@@ -29,7 +29,7 @@
 //! reported to the owner, which stops reading its client above `BACKLOG_HIGH`.
 
 use super::messages::FromDedicated;
-use super::upstream::{when_writable, Flush, Flushed, Upstream};
+use super::upstream::{when_writable, Flush, Flushed, Upstream, READ_BUFFER};
 use crate::endpoint::TargetAddr;
 use crate::error::RelayerError;
 use crate::io::{Gate, Gated, OutBuf, ReadHalf};
@@ -965,9 +965,12 @@ impl Actor for Dedicated {
 impl Dedicated {
     fn connected(&mut self, r: ReadHalf, out: OutBuf, ctx: &mut Context<Self>) {
         let max_line = self.pool.upgrade().map_or(DEFAULT_MAX_LINE, |p| p.max_reply_line);
-        let replies = Gated::new(FramedRead::new(r, ReplyScanner::new(max_line)), self.gate.clone())
-            .map(Some)
-            .chain(futures_util::stream::once(futures_util::future::ready(None)));
+        let replies = Gated::new(
+            FramedRead::with_capacity(r, ReplyScanner::new(max_line), READ_BUFFER),
+            self.gate.clone(),
+        )
+        .map(Some)
+        .chain(futures_util::stream::once(futures_util::future::ready(None)));
         ctx.add_stream(replies.map(|item| match item {
             Some(Ok(b)) => Read(Ok(Some(b))),
             Some(Err(e)) => Read(Err(e)),

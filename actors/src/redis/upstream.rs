@@ -15,6 +15,11 @@ use std::collections::VecDeque;
 use std::io;
 use std::rc::Rc;
 
+/// The read buffer of an upstream connection (grown to this when it runs out): replies of many
+/// clients arrive together, and a large value (10 KB and more) would otherwise take several
+/// reads of the default 8 KB.
+pub const READ_BUFFER: usize = 64 * 1024;
+
 pub(crate) struct Upstream<P> {
     /// Bumped at each attempt and each close: events of an older connection are ignored.
     pub(crate) generation: u64,

@@ -7,7 +7,7 @@
 use super::delivery::{self, Delivery};
 use super::messages::{Forward, Forwards, Replies, ReplyTo, Request};
 use super::smart::Budget;
-use super::upstream::{when_writable, Flush, Flushed, Upstream};
+use super::upstream::{when_writable, Flush, Flushed, Upstream, READ_BUFFER};
 use crate::endpoint::TargetAddr;
 pub(crate) use crate::error::secs;
 use crate::error::RelayerError;
@@ -488,9 +488,10 @@ impl<S: Shape> Backend<S> {
 
     pub(crate) fn connected(&mut self, idx: usize, r: ReadHalf, out: OutBuf, ctx: &mut Context<Self>) {
         let generation = self.conns[idx].up.generation;
-        let events = FramedRead::new(
+        let events = FramedRead::with_capacity(
             r,
             ReplyBatches::new(self.spare.clone(), self.settings.max_reply_line),
+            READ_BUFFER,
         )
         .map(move |item| Read {
             idx,
