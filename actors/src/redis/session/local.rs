@@ -120,6 +120,16 @@ pub fn client_arity(sub: &str) -> Bytes {
     ))
 }
 
+/// CLIENT ID's answer: the relayer's id for the client.
+pub fn client_id(id: u64) -> Bytes {
+    Bytes::from(format!(":{id}\r\n"))
+}
+
+/// CLIENT GETNAME's answer.
+pub fn client_name(name: Option<&Bytes>) -> Bytes {
+    name.map_or(Bytes::from_static(write::NIL), |n| write::bulk(n))
+}
+
 /// CLIENT SETNAME's name; Err: the error reply.
 pub fn client_setname(cmd: &Command) -> Result<Option<Bytes>, Bytes> {
     if cmd.argc() != 3 {

@@ -847,15 +847,12 @@ impl Session {
                 Err(e) => self.reply(e, ctx),
             },
             "CLIENT GETNAME" if cmd.argc() != 2 => self.reply(local::client_arity("getname"), ctx),
-            "CLIENT GETNAME" => match self.name.clone() {
-                Some(n) => self.reply(write::bulk(&n), ctx),
-                None => self.reply_static(write::NIL, ctx),
-            },
+            "CLIENT GETNAME" => self.reply(local::client_name(self.name.as_ref()), ctx),
             "CLIENT SETINFO" => {
                 let answer = self.setinfo(&cmd);
                 self.reply(answer, ctx);
             }
-            "CLIENT ID" if cmd.argc() == 2 => self.reply(Bytes::from(format!(":{}\r\n", self.id)), ctx),
+            "CLIENT ID" if cmd.argc() == 2 => self.reply(local::client_id(self.id), ctx),
             // Applied before it ran (`apply_reply_mode`).
             "CLIENT REPLY" if local::client_reply(&cmd).is_some() => self.reply_static(write::OK, ctx),
             "CLIENT REPLY" => self.reply(local::client_reply_refusal(&cmd), ctx),
@@ -1021,7 +1018,7 @@ impl Session {
             // The id CLIENT KILL and UNBLOCK know the client by: the relayer's, not the
             // connection's on the backend.
             Kind::Client if entry.name == "CLIENT ID" && argc == 2 => {
-                self.answer_in_order(Bytes::from(format!(":{}\r\n", self.id)));
+                self.answer_in_order(local::client_id(self.id));
             }
             // The relayer's clients, not the backend's. Killed itself, it goes at once.
             Kind::Client if entry.name == "CLIENT KILL" => {

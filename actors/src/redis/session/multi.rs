@@ -170,9 +170,9 @@ impl Multi {
                 Err(e) => e,
             },
             "CLIENT GETNAME" if cmd.argc() != 2 => return self.abort(local::client_arity("getname")),
-            "CLIENT GETNAME" => name.map_or(Bytes::from_static(write::NIL), |n| write::bulk(n)),
+            "CLIENT GETNAME" => local::client_name(name),
             "CLIENT ID" if cmd.argc() != 2 => return self.abort(local::client_arity("id")),
-            "CLIENT ID" => Bytes::from(format!(":{}\r\n", at.client_id)),
+            "CLIENT ID" => local::client_id(at.client_id),
             // Its replies would follow EXEC's rules; not worth it inside a block.
             _ => return self.abort(error("ERR Command not allowed inside a transaction")),
         };
