@@ -199,13 +199,13 @@ mod tests {
             (
                 "now a protocol not relayed: stopped",
                 a.clone() + &b,
-                a.clone() + &format!("[[relayer]]\nprotocol = \"sqs\"\nlisten = \"{B}\"\n"),
+                a.clone() + &format!("[[relayer]]\nprotocol = \"http\"\nlisten = \"{B}\"\n"),
                 [none, none, &[A], &[B]],
             ),
             (
                 "a protocol not relayed: never started",
                 a.clone(),
-                a.clone() + &format!("[[relayer]]\nprotocol = \"redis-plus\"\nlisten = \"{B}\"\n"),
+                a.clone() + &format!("[[relayer]]\nprotocol = \"redis2kvstore\"\nlisten = \"{B}\"\n"),
                 [none, none, &[A], none],
             ),
             (

@@ -212,7 +212,7 @@ impl Supervisor {
             left += &u.unwrap_or_default();
         }
         // One line with the exact counts, whatever they are.
-        let (d, f) = (&left.redis, left.firehose);
+        let (d, f) = (&left.redis, left.stream);
         if left.all_delivered() {
             info!(self.log, "stopped, every acknowledged write delivered"; "relayers" => self.running.relayers.len(),
                 "delivered" => d.delivered);

@@ -1,17 +1,13 @@
 //! A worker: one thread (an actix arbiter) running a copy of every relayer entry, with its own
 //! listeners on duplicates of the supervisor's sockets, its own sessions and its own backend
-//! (upstream connections, Firehose batcher). With `workers = 1` there is one; more spread the
+//! (upstream connections, stream batcher). With `workers = 1` there is one; more spread the
 //! clients of every listener over more cores, the kernel handing each accepted connection to
 //! one of them.
 
 use crate::config::redis::{Mode, Settings};
-use crate::config::{FirehoseConfig, Kind, Relayer};
+use crate::config::{Kind, Relayer, StreamConfig};
 use actix::prelude::*;
 use relayer_actors::endpoint::TargetAddr;
-use relayer_actors::firehose::batcher::{self, Batcher, BatcherSettings, FirehoseMetrics, Undelivered};
-use relayer_actors::firehose::buffer::Buffer;
-use relayer_actors::firehose::pack::MAX_CALL_RECORDS;
-use relayer_actors::firehose::session as fh;
 use relayer_actors::learned_commands::Learned;
 use relayer_actors::listener::{Listener, ListenerSettings, StdBound, StopListening};
 use relayer_actors::metrics::RelayerMetrics;
@@ -22,6 +18,9 @@ use relayer_actors::redis::session::{Current, Route, SessionSettings, Smart};
 use relayer_actors::redis::smart::Budget;
 use relayer_actors::resp::request::Limits;
 use relayer_actors::route::Frontend;
+use relayer_actors::stream::batcher::{self, Batcher, BatcherSettings, StreamMetrics, Undelivered};
+use relayer_actors::stream::buffer::Buffer;
+use relayer_actors::stream::session as fh;
 use slog::{error, info, o, warn, Logger};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -38,24 +37,24 @@ pub struct Worker {
 }
 
 /// What drains left: what became of the Redis writes acknowledged early (all of them, since
-/// the backend started), and the Firehose lines not delivered.
+/// the backend started), and the stream lines not delivered.
 #[derive(Debug, Default, Clone)]
 pub struct Left {
     pub redis: Delivery,
-    pub firehose: Undelivered,
+    pub stream: Undelivered,
 }
 
 impl std::ops::AddAssign<&Left> for Left {
     fn add_assign(&mut self, o: &Left) {
         self.redis += &o.redis;
-        self.firehose += o.firehose;
+        self.stream += o.stream;
     }
 }
 
 impl Left {
     /// Nothing acknowledged went anywhere but to the backend.
     pub fn all_delivered(&self) -> bool {
-        self.redis.all_delivered() && self.firehose == Undelivered::default()
+        self.redis.all_delivered() && self.stream == Undelivered::default()
     }
 }
 
@@ -108,7 +107,7 @@ pub struct Shared {
 /// they connect.
 enum BackendConfig<'a> {
     Redis(RedisTarget<'a>),
-    Firehose(&'a FirehoseConfig),
+    Stream(&'a StreamConfig),
 }
 
 struct RedisTarget<'a> {
@@ -131,7 +130,7 @@ impl<'a> From<&'a Kind> for BackendConfig<'a> {
                 cluster_seeds: Some(&c.seeds),
                 settings: &c.settings,
             }),
-            Kind::Firehose(f) => BackendConfig::Firehose(f),
+            Kind::Stream(f) => BackendConfig::Stream(f),
         }
     }
 }
@@ -220,21 +219,27 @@ impl Worker {
         }
     }
 
-    /// A new Firehose batcher for `r`, and the settings its sessions use.
-    fn start_batcher(&self, r: &Relayer, f: &FirehoseConfig, log: &Logger) -> fh::Current {
-        let metrics = FirehoseMetrics::new(&r.listen_key);
+    /// A new stream batcher for `r`, and the settings its sessions use.
+    fn start_batcher(&self, r: &Relayer, f: &StreamConfig, log: &Logger) -> fh::Current {
+        let service = &f.service;
+        let metrics = StreamMetrics::new(service.name(), &r.listen_key);
+        let limits = service.limits();
         let buffer = Arc::new(
-            Buffer::new(f.buffer, f.buffer_bytes).wake_after(MAX_CALL_RECORDS * f.max_records.max(1)),
+            Buffer::new(f.buffer, f.buffer_bytes)
+                .for_service(limits)
+                .wake_after(f.max_entries.saturating_mul(f.max_lines.min(limits.line))),
         );
-        info!(log, "firehose relayer started"; "stream" => &f.sender.stream,
-            "region" => f.sender.region.as_deref().unwrap_or("(from the AWS configuration)"),
-            "endpoint" => f.sender.endpoint.as_deref().unwrap_or("(the region's)"), "calls" => f.max_calls,
-            "max_records" => f.max_records, "buffer" => f.buffer, "buffer_bytes" => f.buffer_bytes,
-            "critical" => f.critical);
+        let aws = service.aws();
+        info!(log, "{} relayer started", service.name(); "target" => service.target(),
+            "region" => aws.region.as_deref().unwrap_or("(from the AWS configuration)"),
+            "endpoint" => aws.endpoint.as_deref().unwrap_or("(the region's)"), "calls" => f.max_calls,
+            "ordered" => service.ordered(), "max_lines" => f.max_lines, "max_entries" => f.max_entries,
+            "buffer" => f.buffer, "buffer_bytes" => f.buffer_bytes, "critical" => f.critical);
         let batcher = Batcher::start(
             BatcherSettings {
-                sender: f.sender.clone(),
-                max_records: f.max_records,
+                service: service.clone(),
+                max_lines: f.max_lines,
+                max_entries: f.max_entries,
                 max_calls: f.max_calls,
                 flush_interval: f.flush_interval,
                 retry_timeout: f.retry_timeout,
@@ -251,6 +256,11 @@ impl Worker {
             buffer,
             metrics,
             log: log.clone(),
+            service: limits,
+            name: service.name(),
+            title: service.title(),
+            ignore: f.ignore.clone(),
+            replies: f.replies,
         });
         fh::Current {
             batcher,
@@ -261,10 +271,10 @@ impl Worker {
 
     fn start_backend(&self, r: &Relayer, shared: &Shared, log: &Logger) -> Backend {
         match BackendConfig::from(&r.kind) {
-            BackendConfig::Firehose(f) => {
+            BackendConfig::Stream(f) => {
                 let current = self.start_batcher(r, f, log);
                 let batcher = current.batcher.clone();
-                Backend::Firehose {
+                Backend::Stream {
                     route: fh::Route::new(current),
                     batcher,
                 }
@@ -326,11 +336,11 @@ impl Worker {
                 };
                 actix::spawn(retire_backend(old, limit, log, self.retired.clone()));
             }
-            (Backend::Firehose { route, batcher }, BackendConfig::Firehose(f)) => {
+            (Backend::Stream { route, batcher }, BackendConfig::Stream(f)) => {
                 let next = self.start_batcher(r, f, &log);
                 let old = std::mem::replace(batcher, next.batcher.clone());
                 route.replace(next);
-                let old = Backend::Firehose {
+                let old = Backend::Stream {
                     route: route.clone(),
                     batcher: old,
                 };
@@ -437,14 +447,14 @@ struct Entry {
     log: Logger,
 }
 
-/// The clients' route and what they talk to: a Redis target or a Firehose batcher.
+/// The clients' route and what they talk to: a Redis target or a stream batcher.
 #[derive(Clone)]
 enum Backend {
     Redis {
         route: Rc<Route>,
         target: BackendAddr,
     },
-    Firehose {
+    Stream {
         route: Rc<fh::Route>,
         batcher: Addr<Batcher>,
     },
@@ -454,13 +464,13 @@ impl Backend {
     fn frontend(&self) -> Rc<dyn Frontend> {
         match self {
             Backend::Redis { route, .. } => route.clone(),
-            Backend::Firehose { route, .. } => route.clone(),
+            Backend::Stream { route, .. } => route.clone(),
         }
     }
 
     /// Waits within `limit` until what was acknowledged early is delivered (`everything`: and
     /// the replies clients wait for); returns what was left undelivered (for a Redis backend,
-    /// what became of all its writes acknowledged early). A Firehose batcher accepts no more
+    /// what became of all its writes acknowledged early). A stream batcher accepts no more
     /// lines from the start of its drain.
     async fn drain(&self, limit: Duration, everything: bool) -> Left {
         match self {
@@ -476,17 +486,17 @@ impl Backend {
                     ..Left::default()
                 }
             }
-            Backend::Firehose { batcher, .. } => {
+            Backend::Stream { batcher, .. } => {
                 let (done, rx) = tokio::sync::oneshot::channel();
                 batcher.do_send(batcher::Drain { done });
-                let firehose = match tokio::time::timeout(limit, rx).await {
+                let stream = match tokio::time::timeout(limit, rx).await {
                     Ok(Ok(left)) => left,
                     // The batcher's thread is gone: it counted what it held as lost.
                     Ok(Err(_)) => Undelivered::default(),
                     Err(_) => batcher.send(batcher::GiveUp).await.unwrap_or_default(),
                 };
                 Left {
-                    firehose,
+                    stream,
                     ..Left::default()
                 }
             }
@@ -496,7 +506,7 @@ impl Backend {
     fn retire(&self) {
         match self {
             Backend::Redis { target, .. } => target.retire(),
-            Backend::Firehose { batcher, .. } => batcher.do_send(batcher::Retire),
+            Backend::Stream { batcher, .. } => batcher.do_send(batcher::Retire),
         }
     }
 }
@@ -510,7 +520,7 @@ async fn retire_backend(old: Backend, limit: Duration, log: Logger, retired: Rc<
 }
 
 /// Logs what a drain left: an error if anything acknowledged was not delivered (refused,
-/// unknown, expired, lost), a warning if Firehose lines went to the dead-letter file, and
+/// unknown, expired, lost), a warning if stream lines went to the dead-letter file, and
 /// the Redis counts in any case.
 fn log_undelivered(log: &Logger, what: &str, left: &Left) {
     let d = &left.redis;
@@ -523,7 +533,7 @@ fn log_undelivered(log: &Logger, what: &str, left: &Left) {
                 "expired" => d.expired_total(), "expired_by_code" => d.expired_by_code(), "lost" => d.lost);
         }
     }
-    let f = left.firehose;
+    let f = left.stream;
     if f.lost > 0 {
         error!(log, "{what}: writes not delivered within the drain timeout, lost"; "lost" => f.lost,
             "dead_letter" => f.dead_letter);

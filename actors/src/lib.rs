@@ -15,7 +15,8 @@
 //!   arguments), `delivery` (what became of them), `clients` and `client_kill` (the relayer's
 //!   clients as CLIENT KILL and UNBLOCK find them).
 //! - `cluster`: slots, key routing, the slot map, redirections, holds and merges.
-//! - `firehose`: the Firehose relay (records, buffer, batcher, sender).
+//! - `stream`: the Firehose, Kinesis and SQS relays on one batching engine (records, buffer,
+//!   batcher, one sender per service).
 //! - `numbers`: integers and floats in arguments, read by Redis' rules.
 //! - `compress`, `tls`, `endpoint`, `metrics`, `log_limit`: what the others share.
 pub mod cluster;
@@ -23,7 +24,6 @@ pub mod command;
 pub mod compress;
 pub mod endpoint;
 pub mod error;
-pub mod firehose;
 pub mod io;
 pub mod learned_commands;
 pub mod listener;
@@ -33,4 +33,5 @@ pub mod numbers;
 pub mod redis;
 pub mod resp;
 pub mod route;
+pub mod stream;
 pub mod tls;

@@ -10,14 +10,14 @@
 //! connections) is the worker's (`worker::Shared`).
 
 pub mod cluster;
-mod firehose;
 mod not_relayed;
 mod raw;
 pub mod redis;
+mod stream;
 mod tls;
 
 pub use not_relayed::NotRelayed;
-pub use relayer_actors::firehose::config::FirehoseConfig;
+pub use relayer_actors::stream::config::StreamConfig;
 
 use cluster::Cluster;
 use config::{File, FileFormat, Value};
@@ -77,7 +77,8 @@ pub enum Kind {
     Redis(Redis),
     /// `redis-cluster`: a Redis Cluster, reached through the seed nodes of `url`.
     Cluster(Cluster),
-    Firehose(FirehoseConfig),
+    /// `firehose`, `kinesis` or `sqs`: lines batched into the service's calls.
+    Stream(StreamConfig),
 }
 
 #[derive(Debug)]
@@ -209,27 +210,24 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             None => format!("{file}: relayer entry #{}", i + 1),
         };
         let table = Table::from(map.into_iter().collect(), &ctx).map_err(err)?;
+        if let Some(n) = skipped(&table, &ctx, &mut warnings) {
+            not_relayed.push(n);
+            continue;
+        }
         let raw: RawRelayer = table.parse(&ctx, &mut warnings).map_err(err)?;
         let e = Entry {
             raw: &raw,
             table: &table,
             ctx: &ctx,
         };
-        let parsed = read_entry(&e, &mut warnings).map_err(err)?;
-        let listen_key = match &parsed {
-            Parsed::Relayer(r) => &r.listen_key,
-            Parsed::NotRelayed(n) => &n.listen_key,
-        };
-        if !seen.insert(listen_key.clone()) {
+        let relayer = read_entry(&e, &mut warnings).map_err(err)?;
+        if !seen.insert(relayer.listen_key.clone()) {
             return Err(err(format!(
                 "{ctx}: key '{}': the same listen appears twice",
                 table.spelling("listen")
             )));
         }
-        match parsed {
-            Parsed::Relayer(r) => relayers.push(*r),
-            Parsed::NotRelayed(n) => not_relayed.push(n),
-        }
+        relayers.push(relayer);
     }
     Ok(Config {
         path: path.to_path_buf(),
@@ -243,20 +241,24 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     })
 }
 
-/// An entry as loaded: to run, or to report.
-enum Parsed {
-    Relayer(Box<Relayer>),
-    NotRelayed(NotRelayed),
-}
-
 enum Protocol {
     Redis,
     Cluster,
-    Firehose,
-    NotRelayed(&'static str),
+    Stream(stream::Service),
 }
 
-fn read_entry(e: &Entry, warnings: &mut Vec<String>) -> Result<Parsed, String> {
+/// An entry of a protocol this version does not relay, reported and skipped before anything
+/// else in it is read.
+fn skipped(table: &Table, ctx: &str, warnings: &mut Vec<String>) -> Option<NotRelayed> {
+    let text = |k: &str| table.values.get(k).and_then(|v| v.clone().into_string().ok());
+    let protocol = text("protocol")?.to_ascii_lowercase();
+    let protocol = *not_relayed::PROTOCOLS.iter().find(|p| **p == protocol)?;
+    let n = NotRelayed { protocol };
+    warnings.push(n.warning(ctx));
+    Some(n)
+}
+
+fn read_entry(e: &Entry, warnings: &mut Vec<String>) -> Result<Relayer, String> {
     let raw = e.raw;
     let listen_key = raw
         .listen
@@ -266,17 +268,24 @@ fn read_entry(e: &Entry, warnings: &mut Vec<String>) -> Result<Parsed, String> {
     let protocol = match raw.protocol.as_deref().map(str::to_ascii_lowercase).as_deref() {
         None => return Err(format!("{}: key 'protocol' is missing", e.ctx)),
         Some("redis") | Some("redis2") => Protocol::Redis,
+        Some("redis-plus") => {
+            // The original's single Redis through its cluster client's pool: here, a Redis.
+            warnings.push(format!(
+                "{}: 'redis-plus' is relayed as protocol 'redis' (one Redis at url)",
+                e.key("protocol")
+            ));
+            Protocol::Redis
+        }
         Some("redis-cluster") => Protocol::Cluster,
-        Some("firehose") => Protocol::Firehose,
-        Some(other) => match not_relayed::PROTOCOLS.iter().find(|p| **p == other) {
-            Some(p) => Protocol::NotRelayed(p),
-            None => {
-                return Err(format!(
-                    "{}: unknown protocol '{other}': use redis, redis-cluster or firehose",
-                    e.key("protocol")
-                ))
-            }
-        },
+        Some("firehose") => Protocol::Stream(stream::Service::Firehose),
+        Some("kinesis") => Protocol::Stream(stream::Service::Kinesis),
+        Some("sqs") => Protocol::Stream(stream::Service::Sqs),
+        Some(other) => {
+            return Err(format!(
+                "{}: unknown protocol '{other}': use redis, redis-cluster, firehose, kinesis or sqs",
+                e.key("protocol")
+            ))
+        }
     };
     let drain_timeout = e.seconds(raw.drain_timeout, 10.0, "draintimeout")?;
     let unix_access = unix_access(e)?;
@@ -286,21 +295,18 @@ fn read_entry(e: &Entry, warnings: &mut Vec<String>) -> Result<Parsed, String> {
     let kind = match protocol {
         Protocol::Redis => Kind::Redis(Redis::parse(e, warnings)?),
         Protocol::Cluster => Kind::Cluster(Cluster::parse(e, warnings)?),
-        Protocol::Firehose => {
+        Protocol::Stream(service) => {
             redis::check_unused(e)?;
-            Kind::Firehose(firehose::parse(e)?)
-        }
-        Protocol::NotRelayed(protocol) => {
-            redis::check_unused(e)?;
-            let n = NotRelayed { listen_key, protocol };
-            warnings.push(n.warning(e.ctx));
-            return Ok(Parsed::NotRelayed(n));
+            Kind::Stream(stream::parse(e, service, warnings)?)
         }
     };
     if !redis::smart_mode(e)? && !redis::async_commands(e).is_empty() {
         warnings.push(format!("{}: only used in smart mode", e.key("asynccommands")));
     }
-    let unused = raw.unused_keys(matches!(kind, Kind::Firehose(_)));
+    let unused = raw.unused_keys(match &kind {
+        Kind::Stream(s) => Some(s.service.name()),
+        _ => None,
+    });
     if !unused.is_empty() {
         let names: Vec<&str> = unused.iter().map(|k| e.table.spelling(k)).collect();
         warnings.push(format!(
@@ -309,14 +315,14 @@ fn read_entry(e: &Entry, warnings: &mut Vec<String>) -> Result<Parsed, String> {
             names.join(", ")
         ));
     }
-    Ok(Parsed::Relayer(Box::new(Relayer {
+    Ok(Relayer {
         listen,
         listen_key,
         unix_access,
         max_clients,
         drain_timeout: Duration::from_secs_f64(drain_timeout),
         kind,
-    })))
+    })
 }
 
 /// `unixSocketMode` and `unixSocketGroup`.
@@ -457,13 +463,13 @@ mod tests {
             .relayers
             .iter()
             .find_map(|r| match &r.kind {
-                Kind::Firehose(f) => Some(f),
+                Kind::Stream(f) => Some(f),
                 _ => None,
             })
             .unwrap();
-        assert_eq!((f.max_calls, f.max_records), (2, 100));
+        assert_eq!((f.max_calls, f.max_lines), (2, 100));
         assert_eq!(
-            (f.sender.stream.as_str(), f.sender.region.as_deref()),
+            (f.service.target(), f.service.aws().region.as_deref()),
             ("testing", Some("eu-west-1"))
         );
         let ours = load(&root.join("config/relayer.toml")).unwrap();
@@ -473,35 +479,39 @@ mod tests {
 
     #[test]
     fn protocols_not_relayed_are_reported_apart() {
+        // An HTTP entry's listen has no scheme and its keys are its own: nothing in it is read.
         let c = load_str(
-            "[[relayer]]\nprotocol = \"SQS\"\nlisten = \"tcp://:1\"\n[[relayer]]\nprotocol = \"redis-plus\"\nlisten = \"tcp://:2\"\n",
+            "[[relayer]]\nprotocol = \"httpToFirehose\"\nlisten = \"127.0.0.1:8080\"\ntimeout = \"5s\"\n[[relayer]]\nprotocol = \"FS\"\nlisten = \"tcp://:2\"\npath = \"/tmp\"\nshards = 32\n",
         )
         .unwrap();
         assert!(c.relayers.is_empty());
-        let n: Vec<_> = c
-            .not_relayed
-            .iter()
-            .map(|n| (n.listen_key.as_str(), n.protocol))
-            .collect();
-        assert_eq!(n, [("tcp://:1", "sqs"), ("tcp://:2", "redis-plus")]);
+        let n: Vec<_> = c.not_relayed.iter().map(|n| n.protocol).collect();
+        assert_eq!(n, ["httptofirehose", "fs"]);
+        assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
         assert!(
-            c.warnings[0]
-                .ends_with("protocol 'sqs' is not supported by this version yet: the entry is not started"),
+            c.warnings[0].contains("listen=\"127.0.0.1:8080\"")
+                && c.warnings[0].ends_with(
+                    "protocol 'httptofirehose' of the original daemon is not relayed by this version: the entry is skipped"
+                ),
             "{:?}",
             c.warnings
         );
-        // Their listens are taken all the same.
-        let e = load_str("[[relayer]]\nprotocol = \"sqs\"\nlisten = \"tcp://:1\"\n[[relayer]]\nprotocol = \"redis\"\nlisten = \"tcp://:1\"\nurl = \"tcp://h:2\"\n")
+        // A protocol nobody shipped is still an error.
+        let e = load_str("[[relayer]]\nprotocol = \"memcache\"\nlisten = \"tcp://:1\"\n")
             .unwrap_err()
             .0;
-        assert!(e.contains("the same listen appears twice"), "{e}");
+        assert!(e.contains("unknown protocol 'memcache'"), "{e}");
     }
 
     /// The Redis keys every entry of the original's format may carry are checked in entries of
     /// other protocols too, where they are not used.
     #[test]
     fn redis_keys_are_checked_in_every_entry() {
-        for protocol in ["firehose\"\nstreamName = \"s", "sqs"] {
+        for protocol in [
+            "firehose\"\nstreamName = \"s",
+            "kinesis\"\nstreamName = \"s",
+            "sqs\"\nurl = \"https://sqs.eu-west-1.amazonaws.com/1/q",
+        ] {
             for (extra, want) in [
                 ("mode = \"turbo\"", "key 'mode': unknown mode 'turbo'"),
                 ("password = \"\"", "key 'password': must not be empty"),

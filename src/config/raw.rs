@@ -211,46 +211,63 @@ pub(super) struct RawRelayer {
     #[serde(rename = "deadletterfile")]
     pub dead_letter_file: Option<String>,
     pub timestamp: Option<String>,
+    // Stream entries (the original's keys, and ours).
+    pub concat: Option<Bool>,
+    #[serde(rename = "ignorecommands")]
+    pub ignore_commands: Option<Names>,
+    pub replies: Option<String>,
+    #[serde(rename = "partitionkey")]
+    pub partition_key: Option<String>,
 }
 
 impl RawRelayer {
-    /// Keys that parse but change nothing in this version, for a warning.
-    pub(super) fn unused_keys(&self, firehose: bool) -> Vec<&'static str> {
+    /// Keys that parse but change nothing in this version, for a warning. `stream`: the
+    /// entry's protocol when it is a stream's (`firehose`, `kinesis`, `sqs`).
+    pub(super) fn unused_keys(&self, stream: Option<&str>) -> Vec<&'static str> {
+        let streamed = stream.is_some();
+        let (is, sqs) = (|p: &str| stream == Some(p), stream == Some("sqs"));
         let mut v = vec![];
         let set = [
             (self.max_idle_connections.is_some(), "maxidleconnections"),
-            (self.compress.is_some() && firehose, "compress"),
-            (self.uncompress.is_some() && firehose, "uncompress"),
-            (self.gzip.is_some() && firehose, "gzip"),
-            (self.gunzip.is_some() && firehose, "gunzip"),
+            (self.compress.is_some() && streamed, "compress"),
+            (self.uncompress.is_some() && streamed, "uncompress"),
+            (self.gzip.is_some() && streamed, "gzip"),
+            (self.gunzip.is_some() && streamed, "gunzip"),
             (self.parallel.is_some(), "parallel"),
             (self.pipeline.is_some(), "pipeline"),
-            (self.group_id.is_some(), "groupid"),
+            (self.group_id.is_some() && !sqs, "groupid"),
             (self.spin.is_some(), "spin"),
-            (self.max_records.is_some() && !firehose, "maxrecords"),
-            (self.stream_name.is_some() && !firehose, "streamname"),
-            (self.region.is_some() && !firehose, "region"),
-            (self.profile.is_some() && !firehose, "profile"),
-            (self.endpoint.is_some() && !firehose, "endpoint"),
-            (self.flush_interval.is_some() && !firehose, "flushinterval"),
-            (self.buffer.is_some() && !firehose, "buffer"),
-            (self.buffer_bytes.is_some() && !firehose, "bufferbytes"),
-            (self.critical.is_some() && !firehose, "critical"),
-            (self.dead_letter_file.is_some() && !firehose, "deadletterfile"),
-            (self.timestamp.is_some() && !firehose, "timestamp"),
-            // Firehose relayers answer everything themselves: no mode, no url.
-            (self.mode.is_some() && firehose, "mode"),
-            (self.url.is_some() && firehose, "url"),
-            (self.max_pending_bytes.is_some() && firehose, "maxpendingbytes"),
+            (self.max_records.is_some() && !streamed, "maxrecords"),
             (
-                self.max_pending_replies.is_some() && firehose,
+                self.stream_name.is_some() && !is("firehose") && !is("kinesis"),
+                "streamname",
+            ),
+            (self.region.is_some() && !streamed, "region"),
+            (self.profile.is_some() && !streamed, "profile"),
+            (self.endpoint.is_some() && !streamed, "endpoint"),
+            (self.flush_interval.is_some() && !streamed, "flushinterval"),
+            (self.buffer.is_some() && !streamed, "buffer"),
+            (self.buffer_bytes.is_some() && !streamed, "bufferbytes"),
+            (self.critical.is_some() && !streamed, "critical"),
+            (self.dead_letter_file.is_some() && !streamed, "deadletterfile"),
+            (self.timestamp.is_some() && !streamed, "timestamp"),
+            // Stream relayers answer everything themselves: no mode, no url but the queue's.
+            (self.mode.is_some() && streamed, "mode"),
+            (self.url.is_some() && streamed && !sqs, "url"),
+            (self.concat.is_some() && !is("firehose"), "concat"),
+            (self.ignore_commands.is_some() && !streamed, "ignorecommands"),
+            (self.replies.is_some() && !streamed, "replies"),
+            (self.partition_key.is_some() && !is("kinesis"), "partitionkey"),
+            (self.max_pending_bytes.is_some() && streamed, "maxpendingbytes"),
+            (
+                self.max_pending_replies.is_some() && streamed,
                 "maxpendingreplies",
             ),
-            (self.async_commands.is_some() && firehose, "asynccommands"),
-            (self.connect_timeout.is_some() && firehose, "connecttimeout"),
-            (self.password.is_some() && firehose, "password"),
+            (self.async_commands.is_some() && streamed, "asynccommands"),
+            (self.connect_timeout.is_some() && streamed, "connecttimeout"),
+            (self.password.is_some() && streamed, "password"),
             (
-                self.max_dedicated_connections.is_some() && firehose,
+                self.max_dedicated_connections.is_some() && streamed,
                 "maxdedicatedconnections",
             ),
         ];

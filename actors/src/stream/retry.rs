@@ -23,12 +23,13 @@ pub fn jitter() -> f64 {
     fastrand::f64()
 }
 
-/// Error codes that resending will not cure: a stream that does not exist, bad credentials or
-/// permissions, a key (KMS) that is disabled, a request the service finds invalid. They are still
-/// resent until `retryTimeout` (the stream or the permissions may be fixed meanwhile), but an
-/// operator must hear of them.
+/// Error codes that resending will not cure: a stream or queue that does not exist, bad
+/// credentials or permissions, a key (KMS) that is disabled, a request the service finds invalid
+/// (a call over its limits, which the relayer must never make). They are still resent until
+/// `retryTimeout` (the stream or the permissions may be fixed meanwhile), but an operator must
+/// hear of them.
 pub fn needs_operator(code: &str) -> bool {
-    const CODES: [&str; 15] = [
+    const CODES: [&str; 25] = [
         "ResourceNotFoundException",
         "InvalidArgumentException",
         "InvalidKMSResourceException",
@@ -44,8 +45,21 @@ pub fn needs_operator(code: &str) -> bool {
         "ValidationException",
         "SerializationException",
         "UnknownOperationException",
+        // SQS.
+        "AWS.SimpleQueueService.NonExistentQueue",
+        "QueueDoesNotExist",
+        "InvalidParameterValue",
+        "InvalidMessageContents",
+        "UnsupportedOperation",
+        "BatchRequestTooLong",
+        "TooManyEntriesInBatchRequest",
+        "BatchEntryIdsNotDistinct",
+        "EmptyBatchRequest",
+        "InvalidBatchEntryId",
     ];
-    CODES.contains(&code) || (code.starts_with("KMS.") && code != "KMS.ThrottlingException")
+    // KMS refusals: `KMS.DisabledException` (Firehose, SQS), `KMSDisabledException` (Kinesis);
+    // only their throttling passes by itself.
+    CODES.contains(&code) || (code.starts_with("KMS") && !code.contains("Throttling"))
 }
 
 #[cfg(test)]
@@ -81,7 +95,11 @@ mod tests {
             "ResourceNotFoundException",
             "AccessDeniedException",
             "KMS.DisabledException",
+            "KMSDisabledException",
+            "KMSAccessDeniedException",
             "InvalidArgumentException",
+            "AWS.SimpleQueueService.NonExistentQueue",
+            "BatchRequestTooLong",
         ] {
             assert!(needs_operator(code), "{code}");
         }
@@ -90,7 +108,11 @@ mod tests {
             "ThrottlingException",
             "InternalFailure",
             "KMS.ThrottlingException",
+            "KMSThrottlingException",
             "LimitExceededException",
+            "ProvisionedThroughputExceededException",
+            "RequestThrottled",
+            "InternalError",
         ] {
             assert!(!needs_operator(code), "{code}");
         }

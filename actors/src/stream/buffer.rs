@@ -1,4 +1,4 @@
-//! The buffer of one Firehose batcher, shared with its sessions: it bounds the lines held (queued,
+//! The buffer of one stream batcher, shared with its sessions: it bounds the lines held (queued,
 //! in flight, waiting to be resent or being written to the dead-letter file) in number (`buffer`)
 //! and in bytes (`bufferBytes`), and holds the inbox where sessions leave accepted lines for the
 //! batcher.
@@ -16,8 +16,8 @@
 //! not see. The push and the close take the same lock: a line is either in the inbox when the
 //! batcher empties it for the last time, or refused.
 
-use super::pack::{MAX_CALL_BYTES, MAX_CALL_RECORDS};
-use super::record::MAX_RECORD;
+use super::firehose::LIMITS as FIREHOSE;
+use super::service::Limits;
 use bytes::Bytes;
 use std::sync::Mutex;
 use std::time::Instant;
@@ -32,6 +32,9 @@ pub struct Buffer {
     inbox: Mutex<Inbox>,
     /// Lines in the inbox that make a call's worth: the batcher is woken for them.
     wake_lines: usize,
+    /// Bytes that make a call's worth, and the longest line: the service's.
+    call_bytes: usize,
+    max_line: usize,
 }
 
 #[derive(Default)]
@@ -68,17 +71,27 @@ pub enum Pushed {
 }
 
 impl Buffer {
-    /// `lines` and `bytes` at most `MAX_BOUND` (checked by the configuration).
+    /// `lines` and `bytes` at most `MAX_BOUND` (checked by the configuration); calls and lines
+    /// as Firehose has them until `for_service` says otherwise.
     pub fn new(lines: usize, bytes: usize) -> Buffer {
         Buffer {
             lines: Semaphore::new(lines),
             bytes: Semaphore::new(bytes),
             inbox: Mutex::default(),
-            wake_lines: MAX_CALL_RECORDS,
+            wake_lines: FIREHOSE.call_entries,
+            call_bytes: FIREHOSE.call_bytes,
+            max_line: FIREHOSE.line,
         }
     }
 
-    /// Wakes the batcher once `lines` lines wait in the inbox (a call's worth: 500 records of
+    /// A call's bytes and the longest line, as the service has them.
+    pub fn for_service(mut self, limits: Limits) -> Self {
+        self.call_bytes = limits.call_bytes;
+        self.max_line = limits.line;
+        self
+    }
+
+    /// Wakes the batcher once `lines` lines wait in the inbox (a call's worth: its entries of
     /// `maxRecords` lines), whatever its timer.
     pub fn wake_after(mut self, lines: usize) -> Self {
         self.wake_lines = lines.max(1);
@@ -136,7 +149,7 @@ impl Buffer {
         inbox.lines.push(line);
         let must_look = !inbox.looking
             || inbox.lines.len() >= self.wake_lines
-            || inbox.bytes >= MAX_CALL_BYTES
+            || inbox.bytes >= self.call_bytes
             || self.no_room();
         Ok(if must_look && !inbox.woken {
             inbox.woken = true;
@@ -182,13 +195,16 @@ impl Buffer {
     /// No room for another line of any size: waiting for a call to fill would only keep clients
     /// waiting.
     pub fn no_room(&self) -> bool {
-        self.lines.available_permits() == 0 || self.bytes.available_permits() < MAX_RECORD
+        self.lines.available_permits() == 0 || self.bytes.available_permits() < self.max_line
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const MAX_RECORD: usize = FIREHOSE.line;
+    const MAX_CALL_BYTES: usize = FIREHOSE.call_bytes;
 
     #[test]
     fn both_bounds_hold_and_room_comes_back() {

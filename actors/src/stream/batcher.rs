@@ -1,19 +1,27 @@
-//! The batcher: one per Firehose relayer (and worker), on its own thread (signing and encoding a
-//! 4 MiB call must not stall the sessions). It packs lines into records and calls (`pack`), keeps
-//! at most `maxConnections` calls in flight, resends what failed with backoff (`retry`), and
-//! after `retryTimeout` writes what it could not deliver to the dead-letter file
-//! (`dead_letter`), or counts it lost.
+//! The batcher: one per stream relayer (and worker), on its own thread (signing and encoding a
+//! 5 MiB call must not stall the sessions). It packs lines into entries and calls (`pack`),
+//! keeps at most `maxConnections` calls in flight, resends what failed with backoff (`retry`),
+//! and after `retryTimeout` writes what it could not deliver to the dead-letter file
+//! (`dead_letter`), or counts it lost. The service it calls (`service`) is the only thing that
+//! differs between Firehose, Kinesis and SQS, besides their limits.
+//!
+//! When the service keeps an order (`ServiceSettings::ordered`), one call is in flight at a time
+//! and a failed entry goes back in front at once, nothing leaving until its backoff is over: no
+//! newer entry overtakes it. Entries of one call that the service answers separately can still
+//! land out of order (a later one stored, an earlier one refused and resent): the services do
+//! not promise an order within a call either.
 //!
 //! Every line holds its room in the relayer's `Buffer` from the moment a session accepted it;
 //! the room comes back when the line is delivered, dead-lettered (once written) or counted lost.
 //! A drain (stop, reload) closes the buffer first, so nothing is acknowledged after it that the
 //! batcher would not see, and it is over only when no line is held at all.
 
+use super::aws::RegionFrom;
 use super::buffer::Buffer;
 use super::dead_letter;
 use super::pack::{Entry, Packer};
 use super::retry::{backoff, jitter, needs_operator};
-use super::sender::{Failure, Outcome, RegionFrom, Sender, SenderSettings};
+use super::service::{Failure, Outcome, Outgoing, Service, ServiceSettings};
 use crate::log_limit::LogLimit;
 use actix::prelude::*;
 use bytes::Bytes;
@@ -29,19 +37,21 @@ use tokio::sync::oneshot;
 const OPERATOR_LOG_EVERY: Duration = Duration::from_secs(60);
 
 pub struct BatcherSettings {
-    pub sender: SenderSettings,
-    /// Lines packed into one Firehose record (at least 1).
-    pub max_records: usize,
+    pub service: ServiceSettings,
+    /// Lines packed into one entry (at least 1).
+    pub max_lines: usize,
+    /// Entries in one call (at most the service's limit).
+    pub max_entries: usize,
     pub max_calls: usize,
     pub flush_interval: Duration,
     pub retry_timeout: Duration,
     pub dead_letter: Option<PathBuf>,
-    pub metrics: FirehoseMetrics,
+    pub metrics: StreamMetrics,
     pub log: Logger,
 }
 
 #[derive(Clone)]
-pub struct FirehoseMetrics {
+pub struct StreamMetrics {
     pub lines: Counter,
     pub delivered: Counter,
     pub retries: Counter,
@@ -51,17 +61,19 @@ pub struct FirehoseMetrics {
     pub buffered: Gauge,
 }
 
-impl FirehoseMetrics {
-    pub fn new(listen: &str) -> Self {
-        let c = |name: &'static str| counter!(name, "listen" => listen.to_string());
-        FirehoseMetrics {
-            lines: c("relayer_firehose_lines_total"),
-            delivered: c("relayer_firehose_delivered_total"),
-            retries: c("relayer_firehose_retries_total"),
-            dead_letter: c("relayer_firehose_dead_letter_total"),
-            lost: c("relayer_firehose_lost_total"),
-            invalid_utf8: c("relayer_firehose_invalid_utf8_total"),
-            buffered: gauge!("relayer_firehose_buffered", "listen" => listen.to_string()),
+impl StreamMetrics {
+    /// `relayer_<service>_...`, labelled with the listen address.
+    pub fn new(service: &str, listen: &str) -> Self {
+        let c =
+            |what: &str| counter!(format!("relayer_{service}_{what}_total"), "listen" => listen.to_string());
+        StreamMetrics {
+            lines: c("lines"),
+            delivered: c("delivered"),
+            retries: c("retries"),
+            dead_letter: c("dead_letter"),
+            lost: c("lost"),
+            invalid_utf8: c("invalid_utf8"),
+            buffered: gauge!(format!("relayer_{service}_buffered"), "listen" => listen.to_string()),
         }
     }
 }
@@ -83,8 +95,14 @@ impl std::ops::AddAssign for Undelivered {
 pub struct Batcher {
     settings: BatcherSettings,
     buffer: Arc<Buffer>,
-    sender: Option<Sender>,
+    service: Option<Service>,
+    /// The service's name, for the log.
+    name: &'static str,
+    /// Entries must keep their order (one call in flight, failures resent first).
+    ordered: bool,
     pack: Packer,
+    /// The number the next accepted line gets.
+    next_line: u64,
     /// Records that failed, waiting for their backoff.
     retry: Vec<(Instant, Entry)>,
     in_flight: HashMap<u64, Vec<Entry>>,
@@ -139,11 +157,16 @@ impl Batcher {
     /// Starts the batcher on a thread of its own; its sessions share `buffer`.
     pub fn start(settings: BatcherSettings, buffer: Arc<Buffer>) -> Addr<Batcher> {
         let arbiter = Arbiter::new();
+        let mut limits = settings.service.limits();
+        limits.call_entries = settings.max_entries.clamp(1, limits.call_entries);
         Batcher::start_in_arbiter(&arbiter.handle(), move |_| Batcher {
-            pack: Packer::new(settings.max_records, settings.flush_interval),
+            pack: Packer::new(settings.max_lines, limits, settings.flush_interval),
+            name: settings.service.name(),
+            ordered: settings.service.ordered(),
             settings,
             buffer,
-            sender: None,
+            service: None,
+            next_line: 0,
             retry: vec![],
             in_flight: HashMap::new(),
             held_lines: 0,
@@ -174,7 +197,8 @@ impl Batcher {
         for line in &lines {
             self.held_lines += 1;
             self.held_bytes += line.len();
-            self.pack.push_line(line, now);
+            self.pack.push_line(line, self.next_line, now);
+            self.next_line += 1;
         }
     }
 
@@ -197,10 +221,10 @@ impl Batcher {
         let mut wake: Option<Instant> = self.retry.iter().map(|(due, _)| *due).min();
         let earliest = |w: Option<Instant>, at: Instant| Some(w.map_or(at, |w| w.min(at)));
         loop {
-            let Some(sender) = self.sender.clone() else {
+            let Some(service) = self.service.clone() else {
                 break;
             };
-            if self.in_flight.len() >= self.settings.max_calls {
+            if self.in_flight.len() >= self.max_calls() {
                 break;
             }
             if let Some(p) = self.pause_until.filter(|p| *p > now) {
@@ -215,7 +239,7 @@ impl Batcher {
                 wake = earliest(wake, due);
                 break;
             }
-            self.send_call(sender, ctx);
+            self.send_call(service, ctx);
         }
         self.settings.metrics.buffered.set(self.held_lines as f64);
         if let Some(at) = wake {
@@ -234,24 +258,38 @@ impl Batcher {
         let looking = self
             .wake_at
             .is_some_and(|w| paused || w <= now + self.settings.flush_interval)
-            || self.in_flight.len() >= self.settings.max_calls;
+            || self.in_flight.len() >= self.max_calls();
         if self.buffer.settle(looking) {
             ctx.notify(Wake);
         }
         self.check_drained();
     }
 
-    fn send_call(&mut self, sender: Sender, ctx: &mut Context<Self>) {
+    fn max_calls(&self) -> usize {
+        if self.ordered {
+            1
+        } else {
+            self.settings.max_calls
+        }
+    }
+
+    fn send_call(&mut self, service: Service, ctx: &mut Context<Self>) {
         let entries = self.pack.take_call();
         if entries.is_empty() {
             return;
         }
-        let records: Vec<Vec<u8>> = entries.iter().map(|e| e.data.clone()).collect();
+        let outgoing: Vec<Outgoing> = entries
+            .iter()
+            .map(|e| Outgoing {
+                data: e.data.clone(),
+                seq: e.seq,
+            })
+            .collect();
         let id = self.next_call;
         self.next_call += 1;
         self.in_flight.insert(id, entries);
         ctx.spawn(
-            async move { sender.put(records).await }
+            async move { service.put(outgoing).await }
                 .into_actor(self)
                 .map(move |res, act, ctx| act.answered(id, res, ctx)),
         );
@@ -266,6 +304,7 @@ impl Batcher {
         // One draw for the call: its records go back together.
         let jitter = jitter();
         let mut expired = vec![];
+        let mut resend = vec![];
         match res {
             Ok(outcome) => {
                 self.call_failures = 0;
@@ -278,23 +317,26 @@ impl Batcher {
                         Some(f) => {
                             failed += 1;
                             first.get_or_insert(f);
-                            self.retry_later(e, now, jitter, &mut expired);
+                            resend.extend(self.failed(e, now, jitter, &mut expired));
                         }
                     }
                 }
                 if let Some(f) = first {
-                    self.report(&f, failed, "firehose records refused, resending them");
+                    let what = format!("{} records refused, resending them", self.name);
+                    self.report(&f, failed, &what);
                 }
             }
             Err(f) => {
                 self.call_failures += 1;
                 self.pause_until = Some(now + backoff(self.call_failures, jitter));
-                self.report(&f, entries.len(), "firehose call failed, resending");
+                let what = format!("{} call failed, resending", self.name);
+                self.report(&f, entries.len(), &what);
                 for e in entries {
-                    self.retry_later(e, now, jitter, &mut expired);
+                    resend.extend(self.failed(e, now, jitter, &mut expired));
                 }
             }
         }
+        self.resend(resend, now);
         if !expired.is_empty() {
             let reason = format!(
                 "not delivered within retryTimeout ({:?})",
@@ -314,9 +356,9 @@ impl Batcher {
             let last = self.operator_log.get(code);
             if last.is_none_or(|t| now.duration_since(*t) >= OPERATOR_LOG_EVERY) {
                 self.operator_log.insert(code.to_string(), now);
-                error!(log, "firehose refuses the records: check the stream, the credentials and permissions, \
-                    and the relayer's settings; resending until retryTimeout";
-                    "code" => code, "stream" => &self.settings.sender.stream, "records" => records,
+                error!(log, "{} refuses the records: check the stream, the credentials and permissions, \
+                    and the relayer's settings; resending until retryTimeout", self.name;
+                    "code" => code, "stream" => self.settings.service.target(), "records" => records,
                     "error" => &f.message);
             }
         } else if self.fail_log.allow() {
@@ -325,19 +367,39 @@ impl Batcher {
         }
     }
 
-    /// Schedules a failed record's resend, or puts it in `expired` once `retryTimeout` is over
-    /// (written off together, one write for the call).
-    fn retry_later(&mut self, mut e: Entry, now: Instant, jitter: f64, expired: &mut Vec<Entry>) {
+    /// A failed entry with the time of its resend, or None once `retryTimeout` is over: then
+    /// it is in `expired` (written off together, one write for the call).
+    fn failed(
+        &mut self,
+        mut e: Entry,
+        now: Instant,
+        jitter: f64,
+        expired: &mut Vec<Entry>,
+    ) -> Option<(Instant, Entry)> {
         self.settings.metrics.retries.increment(e.lines as u64);
         e.attempts += 1;
         if now.duration_since(e.born) >= self.settings.retry_timeout {
             expired.push(e);
-            return;
+            return None;
         }
-        self.retry.push((now + backoff(e.attempts, jitter), e));
+        Some((now + backoff(e.attempts, jitter), e))
     }
 
-    fn release(&mut self, lines: usize, bytes: usize, counter: impl Fn(&FirehoseMetrics) -> &Counter) {
+    /// Schedules the resends of a call's failed entries (in their order). In order, they go
+    /// back in front at once and nothing leaves before the latest of their backoffs is over.
+    fn resend(&mut self, entries: Vec<(Instant, Entry)>, now: Instant) {
+        if !self.ordered {
+            self.retry.extend(entries);
+            return;
+        }
+        if let Some(until) = entries.iter().map(|(due, _)| *due).max() {
+            self.pause_until = Some(self.pause_until.map_or(until, |p| p.max(until)));
+        }
+        self.pack
+            .requeue(entries.into_iter().map(|(_, e)| e).collect(), now);
+    }
+
+    fn release(&mut self, lines: usize, bytes: usize, counter: impl Fn(&StreamMetrics) -> &Counter) {
         counter(&self.settings.metrics).increment(lines as u64);
         self.held_lines -= lines;
         self.held_bytes -= bytes;
@@ -360,7 +422,7 @@ impl Batcher {
         }
         let Some(path) = self.settings.dead_letter.clone() else {
             self.release(lines, bytes, |m| &m.lost);
-            error!(self.settings.log, "firehose records lost"; "records" => lines, "reason" => reason);
+            error!(self.settings.log, "{} records lost", self.name; "records" => lines, "reason" => reason);
             self.written_off(Undelivered {
                 dead_letter: 0,
                 lost: lines,
@@ -378,7 +440,7 @@ impl Batcher {
             match res.map_err(std::io::Error::other).and_then(|r| r) {
                 Ok(()) => {
                     act.release(lines, bytes, |m| &m.dead_letter);
-                    warn!(log, "firehose records written to the dead-letter file";
+                    warn!(log, "{} records written to the dead-letter file", act.name;
                         "records" => lines, "file" => %path.display(), "reason" => &reason);
                     act.written_off(Undelivered {
                         dead_letter: lines,
@@ -387,7 +449,7 @@ impl Batcher {
                 }
                 Err(e) => {
                     act.release(lines, bytes, |m| &m.lost);
-                    error!(log, "firehose records lost"; "records" => lines,
+                    error!(log, "{} records lost", act.name; "records" => lines,
                         "reason" => format!("{reason}; the dead-letter file {} failed: {e}", path.display()));
                     act.written_off(Undelivered {
                         dead_letter: 0,
@@ -445,20 +507,20 @@ impl Actor for Batcher {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let settings = self.settings.sender.clone();
-        ctx.spawn(async move { Sender::new(&settings).await }.into_actor(self).map(
-            |(sender, region, from), act, ctx| {
-                let log = &act.settings.log;
+        let settings = self.settings.service.clone();
+        ctx.spawn(async move { Service::new(&settings).await }.into_actor(self).map(
+            |(service, region, from), act, ctx| {
+                let (log, name) = (&act.settings.log, act.name);
                 match from {
                     RegionFrom::Config => {}
-                    RegionFrom::Chain => info!(log, "firehose region from the AWS configuration \
-                            (AWS_REGION, the profile, instance metadata)"; "region" => &region),
+                    RegionFrom::Chain => info!(log, "{} region from the AWS configuration \
+                            (AWS_REGION, the profile, instance metadata)", name; "region" => &region),
                     RegionFrom::Default => {
-                        warn!(log, "no firehose region in the entry, AWS_REGION, the profile \
-                            or instance metadata: using the default"; "region" => &region)
+                        warn!(log, "no {} region in the entry, AWS_REGION, the profile \
+                            or instance metadata: using the default", name; "region" => &region)
                     }
                 }
-                act.sender = Some(sender);
+                act.service = Some(service);
                 act.pump(ctx);
             },
         ));
@@ -471,7 +533,7 @@ impl Actor for Batcher {
         let lines = self.held_lines + left.len();
         if lines > 0 {
             self.settings.metrics.lost.increment(lines as u64);
-            error!(self.settings.log, "firehose records lost"; "records" => lines,
+            error!(self.settings.log, "{} records lost", self.name; "records" => lines,
                 "reason" => "the relayer stopped with them still held");
         }
         Arbiter::current().stop();

@@ -1,4 +1,4 @@
-//! Session actor of a Firehose relayer: one client connection. Every command is answered here:
+//! Session actor of a stream relayer (Firehose, Kinesis, SQS): one client connection. Every command is answered here:
 //! SET/SADD/HMSET/HSET/RAWSET and MULTI/EXEC blocks become lines handed to the batcher, the
 //! rest is answered as Redis would, or refused with a clear error.
 //!
@@ -8,9 +8,11 @@
 //! reload) the buffer refuses lines: the client gets an error, or, when a reload replaced the
 //! batcher, the line goes to the new one.
 
-use super::batcher::{Batcher, FirehoseMetrics, Wake};
+use super::batcher::{Batcher, StreamMetrics, Wake};
 use super::buffer::{Buffer, NoRoom, Pushed};
-use super::record::{Record, Timestamp, WrongType, MAX_RECORD};
+use super::config::Replies;
+use super::record::{Record, Timestamp, WrongType};
+use super::service;
 use crate::command::{self, StreamOp};
 use crate::error::RelayerError;
 use crate::io::{
@@ -33,12 +35,18 @@ const OUT_HIGH: usize = 1024 * 1024;
 /// Commands queued in one MULTI block.
 const MAX_BLOCK_COMMANDS: usize = 1 << 20;
 /// The replies a MULTI block keeps for EXEC (ECHO and PING with a message among them).
-const MAX_BLOCK_REPLIES: usize = MAX_RECORD;
+const MAX_BLOCK_REPLIES: usize = 1_024_000;
 /// Redis quotes at most this much of an unknown command's name.
 const MAX_NAME_IN_ERROR: usize = 128;
 
-pub const BUFFER_FULL: &str = "ERR firehose buffer full: record not accepted, try again later";
-pub const STOPPING: &str = "ERR firehose relayer stopping: record not accepted";
+/// `name`: the protocol, as `SessionSettings::name`.
+pub fn buffer_full(name: &str) -> String {
+    format!("ERR {name} buffer full: record not accepted, try again later")
+}
+
+pub fn stopping(name: &str) -> String {
+    format!("ERR {name} relayer stopping: record not accepted")
+}
 const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
 
 pub struct SessionSettings {
@@ -48,11 +56,42 @@ pub struct SessionSettings {
     pub critical: bool,
     /// Bounds the lines the batcher holds; where lines wait for it.
     pub buffer: Arc<Buffer>,
-    pub metrics: FirehoseMetrics,
+    pub metrics: StreamMetrics,
     pub log: Logger,
+    /// What the service takes: the longest line, text only.
+    pub service: service::Limits,
+    /// The protocol (`firehose`) and the service as people write it (`Firehose`), for replies.
+    pub name: &'static str,
+    pub title: &'static str,
+    /// Commands answered `+OK` and not sent (`ignoreCommands`), upper case.
+    pub ignore: Vec<String>,
+    pub replies: Replies,
 }
 
-/// What a Firehose listener's clients talk to; a reload may replace it.
+impl SessionSettings {
+    fn ignores(&self, name: &[u8]) -> bool {
+        self.ignore
+            .iter()
+            .any(|i| i.as_bytes().eq_ignore_ascii_case(name))
+    }
+
+    /// What a command queued in MULTI is answered.
+    fn queued(&self) -> &'static [u8] {
+        match self.replies {
+            Replies::Redis => write::QUEUED,
+            Replies::Original => write::OK,
+        }
+    }
+
+    fn too_large(&self, len: usize) -> Bytes {
+        error(&format!(
+            "ERR record of {len} bytes is over the {} record limit of {} bytes",
+            self.title, self.service.line
+        ))
+    }
+}
+
+/// What a stream listener's clients talk to; a reload may replace it.
 #[derive(Clone)]
 pub struct Current {
     pub batcher: Addr<Batcher>,
@@ -84,7 +123,7 @@ impl Frontend for Route {
     }
 }
 
-/// What a Firehose relayer does with a command: the command table's `StreamOp`.
+/// What a stream relayer does with a command: the command table's `StreamOp`.
 type Op = StreamOp;
 
 /// Whether `argc` arguments fit `op`: the arities of the commands a stream relayer answers.
@@ -107,7 +146,7 @@ struct Block {
     commands: usize,
     /// A command was refused while queueing: EXEC aborts, as in Redis.
     dirty: bool,
-    /// The record passed the Firehose limit (its size then): EXEC answers the size error, and
+    /// The record passed the service's limit (its size then): EXEC answers the size error, and
     /// nothing more is kept meanwhile.
     too_large: Option<usize>,
 }
@@ -216,7 +255,10 @@ impl Session {
         self.follow_route();
         let op = command::lookup(cmd.arg(0)).stream;
         if self.stopping && op != Op::Quit {
-            return self.reply(&error(STOPPING), ctx);
+            return self.reply(&error(&stopping(self.settings.name)), ctx);
+        }
+        if self.settings.ignores(cmd.arg(0)) {
+            return self.ignored(ctx);
         }
         if !arity_ok(op, cmd.argc()) {
             return self.refuse(&wrong_arity(cmd.arg(0)), ctx);
@@ -229,8 +271,9 @@ impl Session {
             Op::Unknown => {
                 let name = cmd.arg(0);
                 let text = format!(
-                    "ERR unknown command '{}' for a firehose relayer",
-                    String::from_utf8_lossy(&name[..name.len().min(MAX_NAME_IN_ERROR)])
+                    "ERR unknown command '{}' for a {} relayer",
+                    String::from_utf8_lossy(&name[..name.len().min(MAX_NAME_IN_ERROR)]),
+                    self.settings.name
                 );
                 self.refuse(&error(&text), ctx);
             }
@@ -253,21 +296,29 @@ impl Session {
                 Some(_) => self.reply(write::OK, ctx),
                 None => self.reply(&error("ERR DISCARD without MULTI"), ctx),
             },
-            Op::Rawset if self.multi.is_some() => self.refuse(
-                &error("ERR RAWSET inside MULTI is not supported by a firehose relayer"),
-                ctx,
-            ),
+            Op::Rawset if self.multi.is_some() => {
+                let text = format!(
+                    "ERR RAWSET inside MULTI is not supported by a {} relayer",
+                    self.settings.name
+                );
+                self.refuse(&error(&text), ctx)
+            }
             Op::Rawset => {
                 let payload = cmd.arg(1);
                 if payload.is_empty() {
                     return self.reply(&error("ERR empty RAWSET payload"), ctx);
                 }
-                // Measured before it is copied.
-                if payload.len() + 1 > MAX_RECORD {
-                    return self.reply(&too_large(payload.len() + 1), ctx);
+                // Measured before it is copied (as text it may grow: 3 bytes an invalid byte).
+                let bound = if self.settings.service.text_only { 3 } else { 1 } * payload.len();
+                if payload.len() + 1 > self.settings.service.line {
+                    return self.reply(&self.settings.too_large(payload.len() + 1), ctx);
                 }
-                let mut line = Vec::with_capacity(payload.len() + 1);
-                line.extend_from_slice(payload);
+                let mut line = Vec::with_capacity(bound + 1);
+                if self.settings.service.text_only {
+                    line.extend_from_slice(crate::stream::sqs::text(payload).as_bytes());
+                } else {
+                    line.extend_from_slice(payload);
+                }
                 line.push(b'\n');
                 self.submit(Bytes::from(line), Bytes::from_static(write::OK), ctx);
             }
@@ -278,8 +329,8 @@ impl Session {
             }
             _ => {
                 let mut record = Record::now(self.settings.timestamp);
-                match write_to(op, &cmd, &mut record) {
-                    Err(len) => self.reply(&too_large(len), ctx),
+                match write_to(op, &cmd, &mut record, self.settings.service.line) {
+                    Err(len) => self.reply(&self.settings.too_large(len), ctx),
                     Ok(reply) => {
                         self.count_invalid(&record);
                         self.submit(Bytes::from(record.to_line()), reply, ctx);
@@ -297,7 +348,26 @@ impl Session {
         self.reply(reply, ctx);
     }
 
+    /// A command of `ignoreCommands`: `+OK`, nothing sent; inside MULTI, queued with that
+    /// reply.
+    fn ignored(&mut self, ctx: &mut Context<Self>) {
+        let Some(block) = self.multi.as_mut() else {
+            return self.reply(write::OK, ctx);
+        };
+        if block.commands >= MAX_BLOCK_COMMANDS {
+            return self.refuse(&RelayerError::TooManyInBlock.resp(), ctx);
+        }
+        block.commands += 1;
+        if block.too_large.is_none() {
+            block.replies.extend_from_slice(write::OK);
+        }
+        let queued = self.settings.queued();
+        self.reply(queued, ctx);
+    }
+
     fn queue(&mut self, op: Op, cmd: &Command, ctx: &mut Context<Self>) {
+        let queued = self.settings.queued();
+        let line_limit = self.settings.service.line;
         let block = self.multi.as_mut().expect("in MULTI");
         if block.commands >= MAX_BLOCK_COMMANDS {
             return self.refuse(&RelayerError::TooManyInBlock.resp(), ctx);
@@ -305,7 +375,7 @@ impl Session {
         block.commands += 1;
         if block.too_large.is_some() {
             // EXEC answers the size error: nothing more to keep.
-            return self.reply(write::QUEUED, ctx);
+            return self.reply(queued, ctx);
         }
         // The reply is bounded before it is built (an ECHO may be 512 MB).
         let reply_bound = 32
@@ -320,18 +390,18 @@ impl Session {
         }
         let reply = match op {
             Op::Ping | Op::Echo | Op::Select => apply(op, cmd, &mut block.record),
-            _ => match write_to(op, cmd, &mut block.record) {
+            _ => match write_to(op, cmd, &mut block.record, line_limit) {
                 Ok(reply) => reply,
                 Err(len) => {
                     block.too_large = Some(len);
                     block.record = Record::now(self.settings.timestamp);
                     block.replies = BytesMut::new();
-                    return self.reply(write::QUEUED, ctx);
+                    return self.reply(queued, ctx);
                 }
             },
         };
         block.replies.extend_from_slice(&reply);
-        self.reply(write::QUEUED, ctx);
+        self.reply(queued, ctx);
     }
 
     fn exec(&mut self, block: Block, ctx: &mut Context<Self>) {
@@ -342,11 +412,17 @@ impl Session {
             );
         }
         if let Some(len) = block.too_large {
-            return self.reply(&too_large(len), ctx);
+            return self.reply(&self.settings.too_large(len), ctx);
         }
-        let mut replies = BytesMut::with_capacity(block.replies.len() + 16);
-        write::put_array_header(&mut replies, block.commands);
-        replies.extend_from_slice(&block.replies);
+        let replies = match self.settings.replies {
+            Replies::Original => BytesMut::from(write::OK),
+            Replies::Redis => {
+                let mut replies = BytesMut::with_capacity(block.replies.len() + 16);
+                write::put_array_header(&mut replies, block.commands);
+                replies.extend_from_slice(&block.replies);
+                replies
+            }
+        };
         if block.record.is_empty() {
             return self.reply(&replies, ctx);
         }
@@ -362,8 +438,8 @@ impl Session {
 
     /// Hands `line` to the batcher and answers `reply`, if the buffer has room for it.
     fn submit(&mut self, line: Bytes, reply: Bytes, ctx: &mut Context<Self>) {
-        if line.len() > MAX_RECORD {
-            return self.reply(&too_large(line.len()), ctx);
+        if line.len() > self.settings.service.line {
+            return self.reply(&self.settings.too_large(line.len()), ctx);
         }
         let (settings, batcher) = (self.settings.clone(), self.batcher.clone());
         match settings.buffer.try_take(line.len()) {
@@ -388,7 +464,7 @@ impl Session {
                     },
                 ));
             }
-            Err(NoRoom::Full) => self.reply(&error(BUFFER_FULL), ctx),
+            Err(NoRoom::Full) => self.reply(&error(&buffer_full(settings.name)), ctx),
             Err(NoRoom::Closed) => self.closed(line, reply, ctx),
         }
     }
@@ -399,7 +475,7 @@ impl Session {
         if self.follow_route() {
             return self.submit(line, reply, ctx);
         }
-        self.reply(&error(STOPPING), ctx);
+        self.reply(&error(&stopping(self.settings.name)), ctx);
     }
 
     /// The room is taken: the line goes to the batcher, the client gets its reply.
@@ -427,20 +503,14 @@ impl Session {
     }
 }
 
-fn too_large(len: usize) -> Bytes {
-    error(&format!(
-        "ERR record of {len} bytes is over the Firehose record limit of {MAX_RECORD} bytes"
-    ))
-}
-
 /// Applies a write to `record` and returns Redis' reply, unless that would take the line over
-/// the record limit: then `Err` with the length it would have had, and `record` is unchanged.
+/// `limit`: then `Err` with the length it would have had, and `record` is unchanged.
 /// Nothing is copied before that is known (a value may be 512 MB).
-fn write_to(op: Op, cmd: &Command, record: &mut Record) -> Result<Bytes, usize> {
+fn write_to(op: Op, cmd: &Command, record: &mut Record, limit: usize) -> Result<Bytes, usize> {
     // A bound first, without reading the bytes: JSON makes a byte at most 6 (\u00XX), a string
     // takes 2 quotes, a key or member 1 separator, a set or hash 2 brackets.
     let bound = record.line_len() + 4 + cmd.args().skip(1).map(|a| 6 * a.len() + 3).sum::<usize>();
-    if bound > MAX_RECORD {
+    if bound > limit {
         let exact = match op {
             Op::Set => Ok(record.len_after_set(cmd.arg(1), cmd.arg(2))),
             Op::Sadd => record.len_after_sadd(cmd.arg(1), cmd.args().skip(2)),
@@ -449,7 +519,7 @@ fn write_to(op: Op, cmd: &Command, record: &mut Record) -> Result<Bytes, usize> 
         };
         // WRONGTYPE changes nothing: applied below for its reply.
         if let Ok(len) = exact {
-            if len > MAX_RECORD {
+            if len > limit {
                 return Err(len);
             }
         }

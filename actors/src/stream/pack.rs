@@ -1,20 +1,18 @@
-//! Packing lines into Firehose records (up to `maxRecords` lines and 1,000 KiB) and records into
-//! PutRecordBatch calls (500 records, 4 MiB), and when a call must leave.
+//! Packing lines into entries (a Firehose record holds up to `maxRecords` lines within its
+//! limit; a Kinesis record or an SQS message holds one) and entries into calls within the
+//! service's limits, and when a call must leave.
 
-use super::record::MAX_RECORD;
+use super::service::Limits;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-/// Records in one PutRecordBatch call.
-pub const MAX_CALL_RECORDS: usize = 500;
-/// Bytes of record data in one PutRecordBatch call.
-pub const MAX_CALL_BYTES: usize = 4 * 1024 * 1024;
-
-/// One Firehose record: newline-terminated lines.
+/// One entry of a call: newline-terminated lines.
 #[derive(Debug)]
 pub struct Entry {
     pub data: Vec<u8>,
     pub lines: usize,
+    /// The number of its first line (the batcher counts the lines it accepts).
+    pub seq: u64,
     /// When its first line was accepted: `retryTimeout` counts from here.
     pub born: Instant,
     /// When it must leave even if its call is not full.
@@ -25,6 +23,7 @@ pub struct Entry {
 /// The record being filled and the records ready to leave, in order.
 pub struct Packer {
     max_lines: usize,
+    limits: Limits,
     flush_interval: Duration,
     open: Option<Entry>,
     ready: VecDeque<Entry>,
@@ -32,11 +31,12 @@ pub struct Packer {
 }
 
 impl Packer {
-    /// `max_lines` per record (at least 1); a line waits at most `flush_interval` for its call
-    /// to fill.
-    pub fn new(max_lines: usize, flush_interval: Duration) -> Packer {
+    /// `max_lines` per entry (at least 1), calls within `limits` (`call_entries` may be lowered
+    /// by the entry's settings); a line waits at most `flush_interval` for its call to fill.
+    pub fn new(max_lines: usize, limits: Limits, flush_interval: Duration) -> Packer {
         Packer {
             max_lines: max_lines.max(1),
+            limits,
             flush_interval,
             open: None,
             ready: VecDeque::new(),
@@ -46,14 +46,18 @@ impl Packer {
 
     fn close_open(&mut self) {
         if let Some(e) = self.open.take() {
-            self.ready_bytes += e.data.len();
+            self.ready_bytes += self.cost(&e);
             self.ready.push_back(e);
         }
     }
 
-    /// Adds a line (newline included, at most a record).
-    pub fn push_line(&mut self, line: &[u8], now: Instant) {
-        let fits = |e: &Entry| e.lines < self.max_lines && e.data.len() + line.len() <= MAX_RECORD;
+    fn cost(&self, e: &Entry) -> usize {
+        e.data.len() + self.limits.entry_overhead
+    }
+
+    /// Adds line number `seq` (newline included, at most `limits.line`).
+    pub fn push_line(&mut self, line: &[u8], seq: u64, now: Instant) {
+        let fits = |e: &Entry| e.lines < self.max_lines && e.data.len() + line.len() <= self.limits.line;
         if self.open.as_ref().is_some_and(|e| !fits(e)) {
             self.close_open();
         }
@@ -61,6 +65,7 @@ impl Packer {
         let open = self.open.get_or_insert_with(|| Entry {
             data: Vec::new(),
             lines: 0,
+            seq,
             born: now,
             due,
             attempts: 0,
@@ -77,14 +82,14 @@ impl Packer {
     pub fn requeue(&mut self, entries: Vec<Entry>, now: Instant) {
         for mut e in entries.into_iter().rev() {
             e.due = now;
-            self.ready_bytes += e.data.len();
+            self.ready_bytes += self.cost(&e);
             self.ready.push_front(e);
         }
     }
 
-    /// A whole call is waiting (500 records or 4 MiB).
+    /// A whole call is waiting (its entries or its bytes).
     pub fn full(&self) -> bool {
-        self.ready.len() >= MAX_CALL_RECORDS || self.ready_bytes >= MAX_CALL_BYTES
+        self.ready.len() >= self.limits.call_entries || self.ready_bytes >= self.limits.call_bytes
     }
 
     /// When the next call must leave even if not full; None when nothing waits. Records in
@@ -98,8 +103,8 @@ impl Packer {
             .min()
     }
 
-    /// The records of the next call, from the front: up to 500 and 4 MiB (the open record too,
-    /// unless the call is full without it).
+    /// The entries of the next call, from the front, within the call's limits (the open entry
+    /// too, unless the call is full without it).
     pub fn take_call(&mut self) -> Vec<Entry> {
         if !self.full() {
             self.close_open();
@@ -107,14 +112,15 @@ impl Packer {
         let mut entries = vec![];
         let mut bytes = 0;
         while let Some(e) = self.ready.front() {
-            if entries.len() == MAX_CALL_RECORDS
-                || (!entries.is_empty() && bytes + e.data.len() > MAX_CALL_BYTES)
+            let cost = self.cost(e);
+            if entries.len() == self.limits.call_entries
+                || (!entries.is_empty() && bytes + cost > self.limits.call_bytes)
             {
                 break;
             }
             let e = self.ready.pop_front().expect("checked above");
-            bytes += e.data.len();
-            self.ready_bytes -= e.data.len();
+            bytes += cost;
+            self.ready_bytes -= cost;
             entries.push(e);
         }
         entries
@@ -135,6 +141,11 @@ impl Packer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stream::firehose::LIMITS;
+    use crate::stream::{kinesis, sqs};
+
+    const MAX_RECORD: usize = LIMITS.line;
+    const MAX_CALL_BYTES: usize = LIMITS.call_bytes;
 
     fn line(n: usize) -> Vec<u8> {
         let mut l = vec![b'x'; n - 1];
@@ -145,9 +156,9 @@ mod tests {
     #[test]
     fn records_hold_max_lines_and_calls_hold_500() {
         let now = Instant::now();
-        let mut p = Packer::new(1, Duration::from_secs(1));
+        let mut p = Packer::new(1, LIMITS, Duration::from_secs(1));
         for _ in 0..1200 {
-            p.push_line(&line(10), now);
+            p.push_line(&line(10), 0, now);
         }
         assert!(p.full());
         let sizes: Vec<usize> = std::iter::from_fn(|| Some(p.take_call()).filter(|c| !c.is_empty()))
@@ -156,9 +167,9 @@ mod tests {
         assert_eq!(sizes, vec![500, 500, 200]);
         assert!(p.is_empty());
 
-        let mut p = Packer::new(3, Duration::from_secs(1));
+        let mut p = Packer::new(3, LIMITS, Duration::from_secs(1));
         for _ in 0..7 {
-            p.push_line(&line(10), now);
+            p.push_line(&line(10), 0, now);
         }
         let call = p.take_call();
         let lines: Vec<usize> = call.iter().map(|e| e.lines).collect();
@@ -169,17 +180,17 @@ mod tests {
     #[test]
     fn records_stay_within_the_record_limit_and_calls_within_4_mib() {
         let now = Instant::now();
-        let mut p = Packer::new(500, Duration::from_secs(1));
+        let mut p = Packer::new(500, LIMITS, Duration::from_secs(1));
         // Three 300,000-byte lines fit in a record, a fourth does not.
         for _ in 0..8 {
-            p.push_line(&line(300_000), now);
+            p.push_line(&line(300_000), 0, now);
         }
         let call = p.take_call();
         assert_eq!(call.iter().map(|e| e.lines).collect::<Vec<_>>(), vec![3, 3, 2]);
         assert!(call.iter().all(|e| e.data.len() <= MAX_RECORD));
         // 1,000,000-byte lines: a record each, four in a 4 MiB call.
         for _ in 0..6 {
-            p.push_line(&line(1_000_000), now);
+            p.push_line(&line(1_000_000), 0, now);
         }
         assert!(p.full(), "4 MiB waiting is a full call");
         let first = p.take_call();
@@ -192,15 +203,15 @@ mod tests {
     fn due_is_the_oldest_line_plus_the_flush_interval_and_requeued_records_are_due_now() {
         let t0 = Instant::now();
         let flush = Duration::from_secs(2);
-        let mut p = Packer::new(2, flush);
+        let mut p = Packer::new(2, LIMITS, flush);
         assert_eq!(p.due(), None);
-        p.push_line(&line(5), t0);
-        p.push_line(&line(5), t0 + Duration::from_millis(500));
-        p.push_line(&line(5), t0 + Duration::from_secs(1));
+        p.push_line(&line(5), 0, t0);
+        p.push_line(&line(5), 0, t0 + Duration::from_millis(500));
+        p.push_line(&line(5), 0, t0 + Duration::from_secs(1));
         assert_eq!(p.due(), Some(t0 + flush), "the oldest line's");
         let call = p.take_call();
         assert_eq!(call.iter().map(|e| e.lines).sum::<usize>(), 3);
-        p.push_line(&line(5), t0 + Duration::from_secs(3));
+        p.push_line(&line(5), 0, t0 + Duration::from_secs(3));
         let later = t0 + Duration::from_secs(4);
         p.requeue(call, later);
         assert_eq!(
@@ -214,5 +225,34 @@ mod tests {
             vec![t0, t0 + Duration::from_secs(1), t0 + Duration::from_secs(3)],
             "resent records first, in their order, then the newer one"
         );
+    }
+
+    #[test]
+    fn kinesis_and_sqs_calls_keep_their_own_limits() {
+        let now = Instant::now();
+        // SQS: 10 messages a call, and 256 KiB for all of them.
+        let mut p = Packer::new(1, sqs::LIMITS, Duration::from_secs(1));
+        for i in 0..25 {
+            p.push_line(&line(100), i, now);
+        }
+        let sizes: Vec<usize> = std::iter::from_fn(|| Some(p.take_call()).filter(|c| !c.is_empty()))
+            .map(|c| c.len())
+            .collect();
+        assert_eq!(sizes, vec![10, 10, 5]);
+        for i in 0..4 {
+            p.push_line(&line(100_000), i, now);
+        }
+        let call = p.take_call();
+        assert_eq!(call.len(), 2, "a third 100,000-byte message passes 256 KiB");
+        assert_eq!(call.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![0, 1]);
+        // Kinesis: each record counts its largest partition key too.
+        let mut p = Packer::new(1, kinesis::LIMITS, Duration::from_secs(1));
+        let each = 1024 * 1024 - 256;
+        for i in 0..6 {
+            p.push_line(&line(each), i, now);
+        }
+        assert!(p.full(), "five records of 1 MiB with their keys make a call");
+        assert_eq!(p.take_call().len(), 5);
+        assert_eq!(p.take_call().len(), 1);
     }
 }
