@@ -215,15 +215,15 @@ impl Supervisor {
         let (d, f) = (&left.redis, left.stream);
         if left.all_delivered() {
             info!(self.log, "stopped, every acknowledged write delivered"; "relayers" => self.running.relayers.len(),
-                "delivered" => d.delivered);
+                "delivered" => d.delivered, "lines_delivered" => f.delivered);
         } else if !d.all_delivered() || f.lost > 0 {
             error!(self.log, "stopped with acknowledged writes not delivered";
                 "delivered" => d.delivered, "refused" => d.refused_total(), "refused_by_code" => d.refused_by_code(),
                 "unknown" => d.unknown, "expired" => d.expired_total(), "expired_by_code" => d.expired_by_code(),
-                "lost" => d.lost + f.lost as u64, "dead_letter" => f.dead_letter);
+                "lost" => d.lost + f.lost, "dead_letter" => f.dead_letter, "lines_delivered" => f.delivered);
         } else {
             warn!(self.log, "stopped, writes not delivered in time written to the dead-letter file";
-                "dead_letter" => f.dead_letter, "delivered" => d.delivered);
+                "dead_letter" => f.dead_letter, "delivered" => d.delivered, "lines_delivered" => f.delivered);
         }
     }
 }

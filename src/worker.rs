@@ -18,7 +18,7 @@ use relayer_actors::redis::session::{Current, Route, SessionSettings, Smart};
 use relayer_actors::redis::smart::Budget;
 use relayer_actors::resp::request::Limits;
 use relayer_actors::route::Frontend;
-use relayer_actors::stream::batcher::{self, Batcher, BatcherSettings, StreamMetrics, Undelivered};
+use relayer_actors::stream::batcher::{self, Batcher, BatcherSettings, StreamDelivery, StreamMetrics};
 use relayer_actors::stream::buffer::Buffer;
 use relayer_actors::stream::session as fh;
 use slog::{error, info, o, warn, Logger};
@@ -37,11 +37,11 @@ pub struct Worker {
 }
 
 /// What drains left: what became of the Redis writes acknowledged early (all of them, since
-/// the backend started), and the stream lines not delivered.
+/// the backend started), and of the lines stream batchers accepted (all of them too).
 #[derive(Debug, Default, Clone)]
 pub struct Left {
     pub redis: Delivery,
-    pub stream: Undelivered,
+    pub stream: StreamDelivery,
 }
 
 impl std::ops::AddAssign<&Left> for Left {
@@ -54,7 +54,7 @@ impl std::ops::AddAssign<&Left> for Left {
 impl Left {
     /// Nothing acknowledged went anywhere but to the backend.
     pub fn all_delivered(&self) -> bool {
-        self.redis.all_delivered() && self.stream == Undelivered::default()
+        self.redis.all_delivered() && self.stream.all_delivered()
     }
 }
 
@@ -492,7 +492,7 @@ impl Backend {
                 let stream = match tokio::time::timeout(limit, rx).await {
                     Ok(Ok(left)) => left,
                     // The batcher's thread is gone: it counted what it held as lost.
-                    Ok(Err(_)) => Undelivered::default(),
+                    Ok(Err(_)) => StreamDelivery::default(),
                     Err(_) => batcher.send(batcher::GiveUp).await.unwrap_or_default(),
                 };
                 Left {

@@ -78,18 +78,35 @@ impl StreamMetrics {
     }
 }
 
-/// Lines a drain did not deliver: written to the dead-letter file, or lost.
+/// What became of the lines a batcher accepted, over its life: delivered, written to the
+/// dead-letter file, or lost. What a stop or a reload reports.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Undelivered {
-    pub dead_letter: usize,
-    pub lost: usize,
+pub struct StreamDelivery {
+    pub delivered: u64,
+    pub dead_letter: u64,
+    pub lost: u64,
 }
 
-impl std::ops::AddAssign for Undelivered {
-    fn add_assign(&mut self, o: Undelivered) {
+impl StreamDelivery {
+    pub fn all_delivered(&self) -> bool {
+        self.dead_letter == 0 && self.lost == 0
+    }
+}
+
+impl std::ops::AddAssign for StreamDelivery {
+    fn add_assign(&mut self, o: StreamDelivery) {
+        self.delivered += o.delivered;
         self.dead_letter += o.dead_letter;
         self.lost += o.lost;
     }
+}
+
+/// Where a line ended.
+#[derive(Clone, Copy)]
+enum Fate {
+    Delivered,
+    DeadLetter,
+    Lost,
 }
 
 pub struct Batcher {
@@ -117,9 +134,9 @@ pub struct Batcher {
     wake_at: Option<Instant>,
     /// A drain started (stop, reload): the buffer is closed, calls leave without waiting.
     draining: bool,
-    drained: Option<oneshot::Sender<Undelivered>>,
-    /// What was written off since the drain started.
-    drain_undelivered: Undelivered,
+    drained: Option<oneshot::Sender<StreamDelivery>>,
+    /// What became of the lines accepted so far.
+    delivery: StreamDelivery,
     /// Dead-letter writes under way, and who waits for them to end.
     writing: usize,
     idle: Vec<oneshot::Sender<()>>,
@@ -134,17 +151,17 @@ pub struct Batcher {
 pub struct Wake;
 
 /// Accept nothing more, send everything now, and answer when nothing is held (with what
-/// `retryTimeout` made undeliverable meanwhile).
+/// became of every line it accepted, `StreamDelivery`).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Drain {
-    pub done: oneshot::Sender<Undelivered>,
+    pub done: oneshot::Sender<StreamDelivery>,
 }
 
 /// The drain timeout passed: what is left goes to the dead-letter file or is counted lost;
-/// answers once that is done, with what the drain did not deliver.
+/// answers once that is done, with what became of every line it accepted.
 #[derive(Message)]
-#[rtype(result = "Undelivered")]
+#[rtype(result = "StreamDelivery")]
 pub struct GiveUp;
 
 /// Stop (after a drain): a reload replaced or removed this relayer. Anything still held then
@@ -177,7 +194,7 @@ impl Batcher {
             wake_at: None,
             draining: false,
             drained: None,
-            drain_undelivered: Undelivered::default(),
+            delivery: StreamDelivery::default(),
             writing: 0,
             idle: vec![],
             fail_log: LogLimit::default(),
@@ -313,7 +330,7 @@ impl Batcher {
                 let mut first = None;
                 for (e, failure) in entries.into_iter().zip(outcome) {
                     match failure {
-                        None => self.release(e.lines, e.data.len(), |m| &m.delivered),
+                        None => self.release(e.lines, e.data.len(), Fate::Delivered),
                         Some(f) => {
                             failed += 1;
                             first.get_or_insert(f);
@@ -399,17 +416,18 @@ impl Batcher {
             .requeue(entries.into_iter().map(|(_, e)| e).collect(), now);
     }
 
-    fn release(&mut self, lines: usize, bytes: usize, counter: impl Fn(&StreamMetrics) -> &Counter) {
-        counter(&self.settings.metrics).increment(lines as u64);
+    fn release(&mut self, lines: usize, bytes: usize, fate: Fate) {
+        let (m, d) = (&self.settings.metrics, &mut self.delivery);
+        let (counter, count) = match fate {
+            Fate::Delivered => (&m.delivered, &mut d.delivered),
+            Fate::DeadLetter => (&m.dead_letter, &mut d.dead_letter),
+            Fate::Lost => (&m.lost, &mut d.lost),
+        };
+        counter.increment(lines as u64);
+        *count += lines as u64;
         self.held_lines -= lines;
         self.held_bytes -= bytes;
         self.buffer.give_back(lines, bytes);
-    }
-
-    fn written_off(&mut self, u: Undelivered) {
-        if self.draining {
-            self.drain_undelivered += u;
-        }
     }
 
     /// Lines that will not be delivered: to the dead-letter file if there is one, else lost.
@@ -421,12 +439,8 @@ impl Batcher {
             return;
         }
         let Some(path) = self.settings.dead_letter.clone() else {
-            self.release(lines, bytes, |m| &m.lost);
+            self.release(lines, bytes, Fate::Lost);
             error!(self.settings.log, "{} records lost", self.name; "records" => lines, "reason" => reason);
-            self.written_off(Undelivered {
-                dead_letter: 0,
-                lost: lines,
-            });
             return;
         };
         self.writing += 1;
@@ -439,22 +453,14 @@ impl Batcher {
             let log = act.settings.log.clone();
             match res.map_err(std::io::Error::other).and_then(|r| r) {
                 Ok(()) => {
-                    act.release(lines, bytes, |m| &m.dead_letter);
+                    act.release(lines, bytes, Fate::DeadLetter);
                     warn!(log, "{} records written to the dead-letter file", act.name;
                         "records" => lines, "file" => %path.display(), "reason" => &reason);
-                    act.written_off(Undelivered {
-                        dead_letter: lines,
-                        lost: 0,
-                    });
                 }
                 Err(e) => {
-                    act.release(lines, bytes, |m| &m.lost);
+                    act.release(lines, bytes, Fate::Lost);
                     error!(log, "{} records lost", act.name; "records" => lines,
                         "reason" => format!("{reason}; the dead-letter file {} failed: {e}", path.display()));
-                    act.written_off(Undelivered {
-                        dead_letter: 0,
-                        lost: lines,
-                    });
                 }
             }
             act.writing -= 1;
@@ -497,7 +503,7 @@ impl Batcher {
     fn check_drained(&mut self) {
         if self.draining && self.held_lines == 0 {
             if let Some(done) = self.drained.take() {
-                let _ = done.send(self.drain_undelivered);
+                let _ = done.send(self.delivery);
             }
         }
     }
@@ -561,7 +567,7 @@ impl Handler<Drain> for Batcher {
 }
 
 impl Handler<GiveUp> for Batcher {
-    type Result = ResponseActFuture<Self, Undelivered>;
+    type Result = ResponseActFuture<Self, StreamDelivery>;
 
     fn handle(&mut self, _: GiveUp, ctx: &mut Context<Self>) -> Self::Result {
         self.close();
@@ -573,7 +579,7 @@ impl Handler<GiveUp> for Batcher {
                 let _ = idle.await;
             }
             .into_actor(self)
-            .map(|_, act, _| act.drain_undelivered),
+            .map(|_, act, _| act.delivery),
         )
     }
 }
