@@ -117,7 +117,21 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     root.spelled.remove("relayer");
     let mut warnings = vec![];
     let global: RawGlobal = root.parse(&file, &mut warnings).map_err(err)?;
-    let _ = (global.comment, global.gogc);
+    let _ = global.comment;
+    let unused: Vec<&str> = [
+        (global.gogc.is_some(), "gogc"),
+        (global.buffer_pool_size.is_some(), "bufferpoolsize"),
+    ]
+    .into_iter()
+    .filter(|(present, _)| *present)
+    .map(|(_, k)| root.spelling(k))
+    .collect();
+    if !unused.is_empty() {
+        warnings.push(format!(
+            "{file}: keys not used by this version: {}",
+            unused.join(", ")
+        ));
+    }
     let log_format = match global
         .log_format
         .as_deref()
@@ -475,6 +489,82 @@ mod tests {
         let ours = load(&root.join("config/relayer.toml")).unwrap();
         assert!(ours.warnings.is_empty(), "{:?}", ours.warnings);
         assert_eq!(ours.relayers.len(), 2);
+    }
+
+    /// The original's latest configuration shape loads unchanged: every protocol it shipped is
+    /// relayed or skipped, its keys read as it read them, the rest reported.
+    #[test]
+    fn the_originals_latest_file_loads_unchanged() {
+        use relayer_actors::stream::config::Replies;
+        use relayer_actors::stream::kinesis::PartitionKey;
+        use relayer_actors::stream::service::ServiceSettings;
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let c = load(&root.join("integration/tests/fixtures/original-latest.conf")).unwrap();
+        let kinds: Vec<&str> = c
+            .relayers
+            .iter()
+            .map(|r| match &r.kind {
+                Kind::Redis(_) => "redis",
+                Kind::Cluster(_) => "cluster",
+                Kind::Stream(s) => s.service.name(),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            ["redis", "redis", "cluster", "redis", "firehose", "kinesis", "sqs"]
+        );
+        let skipped: Vec<&str> = c.not_relayed.iter().map(|n| n.protocol).collect();
+        assert_eq!(
+            skipped,
+            ["httptofirehose", "httptoathena", "http", "fs", "redis2kvstore"]
+        );
+        let stream = |i: usize| match &c.relayers[i].kind {
+            Kind::Stream(s) => s,
+            k => panic!("{k:?}"),
+        };
+        let f = stream(4);
+        assert_eq!(f.ignore, ["SET", "GET"]);
+        assert!(f.critical);
+        assert_eq!(f.replies, Replies::Redis);
+        assert_eq!(
+            (f.max_lines, f.max_entries, f.max_calls, f.buffer),
+            (usize::MAX, 500, 4, 10240)
+        );
+        match &stream(5).service {
+            ServiceSettings::Kinesis(k) => {
+                assert_eq!(
+                    (k.stream.as_str(), k.partition_key),
+                    ("events-stream", PartitionKey::Hash)
+                )
+            }
+            s => panic!("{s:?}"),
+        }
+        let q = stream(6);
+        match &q.service {
+            ServiceSettings::Sqs(s) => {
+                assert!(s.fifo());
+                assert_eq!(s.group, "web");
+                assert_eq!(s.aws.region.as_deref(), Some("eu-west-1"), "from the queue URL");
+                assert_eq!(s.aws.endpoint, None);
+            }
+            s => panic!("{s:?}"),
+        }
+        assert_eq!((q.max_entries, q.max_calls), (10, 2));
+        assert!(q.service.ordered());
+        let w = c.warnings.join("\n");
+        for said in [
+            "keys not used by this version: gogc, bufferPoolSize",
+            "'ZINCRBY' cannot be acknowledged early",
+            "keys not used by this version: maxIdleConnections, minIdleConnections, maxConnectedSecs",
+            "'redis-plus' is relayed as protocol 'redis'",
+            "(entry #7): keys not used by this version: mode",
+            "listen=\"127.0.0.1:8082\" (entry #10): protocol 'http' of the original daemon is not relayed",
+        ] {
+            assert!(w.contains(said), "{said}:\n{w}");
+        }
+        assert!(!w.contains("unknown key"), "every key is the original's:\n{w}");
+        // Each skipped entry is reported once.
+        assert_eq!(w.matches("is not relayed by this version").count(), 5, "{w}");
     }
 
     #[test]

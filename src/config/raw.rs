@@ -127,7 +127,10 @@ impl Names {
 #[derive(Deserialize, Default)]
 pub(super) struct RawGlobal {
     pub comment: Option<String>,
+    // The original's tuning of its own runtime: read, reported as unused.
     pub gogc: Option<Int>,
+    #[serde(rename = "bufferpoolsize")]
+    pub buffer_pool_size: Option<Int>,
     #[serde(rename = "logformat")]
     pub log_format: Option<String>,
     #[serde(rename = "maxbulklength")]
@@ -183,6 +186,10 @@ pub(super) struct RawRelayer {
     // Keys of the original format that this version reads but does not use yet.
     #[serde(rename = "maxidleconnections")]
     pub max_idle_connections: Option<Int>,
+    #[serde(rename = "minidleconnections")]
+    pub min_idle_connections: Option<Int>,
+    #[serde(rename = "maxconnectedsecs")]
+    pub max_connected_secs: Option<Int>,
     pub compress: Option<Bool>,
     pub uncompress: Option<Bool>,
     pub gzip: Option<Int>,
@@ -229,6 +236,8 @@ impl RawRelayer {
         let mut v = vec![];
         let set = [
             (self.max_idle_connections.is_some(), "maxidleconnections"),
+            (self.min_idle_connections.is_some(), "minidleconnections"),
+            (self.max_connected_secs.is_some(), "maxconnectedsecs"),
             (self.compress.is_some() && streamed, "compress"),
             (self.uncompress.is_some() && streamed, "uncompress"),
             (self.gzip.is_some() && streamed, "gzip"),

@@ -79,8 +79,19 @@ impl Settings {
         let timeout = timeout(e)?;
         let retry_timeout = retry_timeout(e)?;
         let mode = if smart {
-            let table = SmartTable::new(&async_commands(e))
-                .map_err(|err| format!("{}: {err}", e.key("asynccommands")))?;
+            // The original answered `+OK` for any name: a name that cannot be acknowledged early
+            // is reported and left to be sent and waited on, never a reason not to start.
+            let mut names = vec![];
+            for name in async_commands(e) {
+                match SmartTable::new(std::slice::from_ref(&name)) {
+                    Ok(_) => names.push(name),
+                    Err(err) => warnings.push(format!(
+                        "{}: {err}: it is sent and waited on",
+                        e.key("asynccommands")
+                    )),
+                }
+            }
+            let table = SmartTable::new(&names).expect("every name was taken alone");
             Mode::Smart(table)
         } else {
             Mode::Sync

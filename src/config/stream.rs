@@ -267,6 +267,7 @@ fn default_group(listen: &str) -> String {
 mod tests {
     use super::*;
     use crate::config::{load_str, Config, ConfigError, Kind};
+    use relayer_actors::stream::service::ServiceSettings;
 
     fn firehose_of(c: &Config) -> &StreamConfig {
         match &c.relayers[0].kind {
@@ -317,6 +318,138 @@ mod tests {
         let c = load_str("[[relayer]]\nprotocol = \"redis\"\nlisten = \"tcp://:1\"\nurl = \"tcp://h:2\"\nbufferBytes = 5\n").unwrap();
         assert!(
             c.warnings.iter().any(|w| w.contains("bufferBytes")),
+            "{:?}",
+            c.warnings
+        );
+    }
+
+    fn entry(protocol: &str, extra: &str) -> Result<Config, ConfigError> {
+        load_str(&format!(
+            "[[relayer]]\nprotocol = \"{protocol}\"\nlisten = \"tcp://127.0.0.1:7000\"\n{extra}\n"
+        ))
+    }
+
+    fn stream_of(c: &Config) -> &StreamConfig {
+        firehose_of(c)
+    }
+
+    #[test]
+    fn kinesis_keys() {
+        let c = entry("kinesis", "streamName = \"k\"").unwrap();
+        let k = stream_of(&c);
+        assert_eq!((k.max_lines, k.max_entries, k.max_calls), (1, 500, 2));
+        assert!(!k.service.ordered(), "the hash keeps no order");
+        let c = entry("kinesis", "streamName = \"k\"\npartitionKey = \"KEY\"").unwrap();
+        assert!(stream_of(&c).service.ordered());
+        let e = entry("kinesis", "streamName = \"k\"\npartition_key = \"shard\"")
+            .unwrap_err()
+            .0;
+        assert!(
+            e.contains("key 'partition_key': 'shard' is not a partition key source"),
+            "{e}"
+        );
+        let e = entry("kinesis", "").unwrap_err().0;
+        assert!(e.contains("key 'streamName' is missing: the data stream"), "{e}");
+        let c = entry("kinesis", "streamName = \"k\"\nmaxRecords = 900").unwrap();
+        assert_eq!(stream_of(&c).max_entries, 500);
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.contains("900 is over the service's 500")),
+            "{:?}",
+            c.warnings
+        );
+        let c = entry("kinesis", "streamName = \"k\"\nconcat = true\ngroupID = \"g\"").unwrap();
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.ends_with("keys not used by this version: groupID, concat")),
+            "{:?}",
+            c.warnings
+        );
+    }
+
+    #[test]
+    fn sqs_keys() {
+        let e = entry("sqs", "").unwrap_err().0;
+        assert!(
+            e.contains("key 'url': the queue URL") && e.contains("is missing"),
+            "{e}"
+        );
+        let e = entry("sqs", "url = \"sqs://q\"").unwrap_err().0;
+        assert!(e.contains("is not 'sqs://q'"), "{e}");
+        // Not AWS' host: the URL is the endpoint too; the group defaults to the listen address.
+        let c = entry("sqs", "url = \"http://127.0.0.1:4566/000000000000/q.fifo\"").unwrap();
+        let q = stream_of(&c);
+        match &q.service {
+            ServiceSettings::Sqs(s) => {
+                assert_eq!(s.aws.endpoint.as_deref(), Some("http://127.0.0.1:4566"));
+                assert_eq!(s.aws.region, None);
+                assert_eq!(s.group, "127.0.0.1:7000");
+                assert!(s.fifo());
+            }
+            s => panic!("{s:?}"),
+        }
+        assert_eq!((q.max_entries, q.max_calls), (10, 1));
+        let c = entry(
+            "sqs",
+            "url = \"https://sqs.ap-south-1.amazonaws.com/1/q\"\nmaxRecords = 11\nregion = \"eu-west-1\"",
+        )
+        .unwrap();
+        match &stream_of(&c).service {
+            ServiceSettings::Sqs(s) => {
+                assert_eq!(s.aws.region.as_deref(), Some("eu-west-1"), "the key wins");
+                assert!(!s.fifo());
+            }
+            s => panic!("{s:?}"),
+        }
+        assert_eq!(stream_of(&c).max_entries, 10);
+        let e = entry(
+            "sqs",
+            "url = \"https://sqs.eu-west-1.amazonaws.com/1/q.fifo\"\ngroupID = \"a b\"",
+        )
+        .unwrap_err()
+        .0;
+        assert!(e.contains("'a b' is not a message group"), "{e}");
+        let c = entry(
+            "sqs",
+            "url = \"https://sqs.eu-west-1.amazonaws.com/1/q\"\nstreamName = \"s\"\npartitionKey = \"key\"",
+        )
+        .unwrap();
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.ends_with("keys not used by this version: streamName, partitionKey")),
+            "{:?}",
+            c.warnings
+        );
+    }
+
+    #[test]
+    fn replies_ignore_commands_and_concat() {
+        let c = firehose_with("replies = \"Original\"\nignoreCommands = [\"get\", \"Set\"]").unwrap();
+        let f = stream_of(&c);
+        assert_eq!(
+            (f.replies, f.ignore.clone()),
+            (Replies::Original, vec!["GET".to_string(), "SET".to_string()])
+        );
+        let e = firehose_with("replies = \"json\"").unwrap_err().0;
+        assert!(e.contains("key 'replies': 'json' is not a way to reply"), "{e}");
+        // maxRecords: lines a record without concat, records a call with it.
+        let f = |extra: &str| {
+            let c = firehose_with(extra).unwrap();
+            let s = stream_of(&c);
+            (s.max_lines, s.max_entries)
+        };
+        assert_eq!(f("maxRecords = 100"), (100, 500));
+        assert_eq!(f("maxRecords = 100\nconcat = false"), (1, 100));
+        assert_eq!(f("maxRecords = 100\nconcat = true"), (usize::MAX, 100));
+        assert_eq!(f("concat = true"), (usize::MAX, 500));
+        let c = load_str("[[relayer]]\nprotocol = \"redis\"\nlisten = \"tcp://:1\"\nurl = \"tcp://h:2\"\nreplies = \"original\"\nignoreCommands = \"GET\"\n").unwrap();
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.ends_with("keys not used by this version: ignoreCommands, replies")),
             "{:?}",
             c.warnings
         );
