@@ -28,13 +28,15 @@ fn documents() -> Vec<String> {
     docs
 }
 
-/// Where a key of config/reference.toml is: the global keys, the first `[[relayer]]` table (a
-/// Redis entry) or the second (a Firehose entry).
+/// Where a key of config/reference.toml is: the global keys, then the `[[relayer]]` tables in
+/// order (a Redis entry, a Firehose, a Kinesis and an SQS entry).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Scope {
     Global,
     Redis,
     Firehose,
+    Kinesis,
+    Sqs,
 }
 
 /// The keys of config/reference.toml by scope, each with its value when the line is not
@@ -48,7 +50,9 @@ fn reference_keys() -> BTreeMap<Scope, BTreeMap<String, Option<String>>> {
         if line.trim() == "[[relayer]]" {
             scope = match scope {
                 Scope::Global => Scope::Redis,
-                _ => Scope::Firehose,
+                Scope::Redis => Scope::Firehose,
+                Scope::Firehose => Scope::Kinesis,
+                Scope::Kinesis | Scope::Sqs => Scope::Sqs,
             };
             continue;
         }
@@ -122,9 +126,12 @@ fn documented_keys() -> BTreeMap<String, Vec<DocKey>> {
 fn scopes_of(section: &str) -> &'static [Scope] {
     match section {
         "Global keys" => &[Scope::Global],
-        "Every entry" => &[Scope::Redis, Scope::Firehose],
+        "Every entry" => &[Scope::Redis, Scope::Firehose, Scope::Kinesis, Scope::Sqs],
         "Redis and Redis Cluster entries" => &[Scope::Redis],
+        "Stream entries" => &[Scope::Firehose, Scope::Kinesis, Scope::Sqs],
         "Firehose entries" => &[Scope::Firehose],
+        "Kinesis entries" => &[Scope::Kinesis],
+        "SQS entries" => &[Scope::Sqs],
         other => panic!("docs/configuration.md: a key table under '{other}', which no scope maps to"),
     }
 }
@@ -134,7 +141,7 @@ fn the_configuration_reference_lists_the_keys_of_reference_toml() {
     let reference = reference_keys();
     let documented = documented_keys();
     assert!(
-        reference.len() == 3,
+        reference.len() == 5,
         "config/reference.toml: {:?}",
         reference.keys()
     );
