@@ -13,6 +13,7 @@
 
 pub mod backend_client;
 pub mod cluster;
+mod fake_aws;
 pub mod fake_firehose;
 pub mod faults;
 pub mod link;
