@@ -28,11 +28,10 @@
 //! [`FakeFirehose::discard_records`] keeps the counts only.
 
 use crate::fake_aws::http::{Answer, Request};
-use crate::fake_aws::server::{Server, Service};
-use crate::fake_aws::{CallFault, FaultState};
+use crate::fake_aws::{CallFault, Endpoint, FaultState, Protocol, Service, Shared};
 use base64::Engine as _;
 use serde_json::{json, Value};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use crate::fake_aws::{count_lines, split_lines, CallInfo, Faults, Outcome};
@@ -43,6 +42,13 @@ pub const MAX_RECORDS_PER_CALL: usize = 500;
 pub const MAX_BYTES_PER_CALL: usize = 4 * 1024 * 1024;
 /// Bytes of one record (decoded): 1,000 KiB.
 pub const MAX_RECORD_BYTES: usize = 1_024_000;
+
+const PROTOCOL: Protocol = Protocol {
+    name: "firehose",
+    content_type: "application/x-amz-json-1.1",
+    target_prefix: "Firehose_20150804",
+    any_path: false,
+};
 
 struct State {
     faults: FaultState,
@@ -57,139 +63,91 @@ struct State {
     next_id: u64,
 }
 
-struct Firehose {
-    state: Mutex<State>,
-}
-
-impl Firehose {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
 /// The fault-injecting Firehose endpoint. Stopped (listener closed, connections shut) on drop.
 pub struct FakeFirehose {
-    service: Arc<Firehose>,
-    server: Server,
+    state: Arc<Shared<State>>,
+    endpoint: Endpoint,
 }
 
 impl FakeFirehose {
     /// Starts listening on 127.0.0.1 and a free port, with no faults.
     pub fn start() -> FakeFirehose {
-        let service = Arc::new(Firehose {
-            state: Mutex::new(State {
-                faults: FaultState::new(),
-                records: Vec::new(),
-                record_count: 0,
-                line_count: 0,
-                keep: true,
-                calls: Vec::new(),
-                next_id: 0,
-            }),
+        let state = Shared::new(State {
+            faults: FaultState::new(),
+            records: Vec::new(),
+            record_count: 0,
+            line_count: 0,
+            keep: true,
+            calls: Vec::new(),
+            next_id: 0,
         });
-        let server = Server::start(service.clone());
-        FakeFirehose { service, server }
-    }
-
-    pub fn port(&self) -> u16 {
-        self.server.port()
-    }
-
-    /// `http://127.0.0.1:PORT`, for the relayer's `endpoint`.
-    pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port())
+        let endpoint = Endpoint::start(&PROTOCOL, state.clone());
+        FakeFirehose { state, endpoint }
     }
 
     /// Replaces the faults (and restarts the generator from their seed) for the calls that
     /// arrive from now on.
     pub fn set_faults(&self, f: Faults) {
-        self.service.lock().faults.set(f);
+        self.state.lock().faults.set(f);
     }
 
     /// Every record stored, decoded, in arrival order.
     pub fn records(&self) -> Vec<Vec<u8>> {
-        self.service.lock().records.clone()
+        self.state.lock().records.clone()
     }
 
     /// The stored records split into lines, without their `\n`, in arrival order. A record's
     /// bytes after its last `\n` (there should be none) count as one more line.
     pub fn lines(&self) -> Vec<Vec<u8>> {
-        split_lines(&self.service.lock().records)
+        split_lines(&self.state.lock().records)
     }
 
     /// Number of lines stored so far, kept or not (cheaper than `lines().len()`).
     pub fn line_count(&self) -> usize {
-        self.service.lock().line_count
+        self.state.lock().line_count
     }
 
     /// Number of records stored so far, kept or not.
     pub fn record_count(&self) -> usize {
-        self.service.lock().record_count
+        self.state.lock().record_count
     }
 
     /// From now on, only count the records stored (`line_count`, `record_count`), do not keep
     /// them (`records`, `lines` and `CallInfo::accepted` then miss them): for long benchmarks.
     pub fn discard_records(&self) {
-        self.service.lock().keep = false;
+        self.state.lock().keep = false;
     }
 
     /// Every PutRecordBatch/PutRecord call so far, in arrival order.
     pub fn calls(&self) -> Vec<CallInfo> {
-        self.service.lock().calls.clone()
-    }
-
-    /// Stops listening (connections are refused from now on) and shuts every open connection; a
-    /// request still being read is not served, one waiting for its delay is not answered (its
-    /// records, if it was a success, are already stored, as when an answer is lost). The port
-    /// stays reserved (bound, not listening) until `come_up`.
-    pub fn go_down(&self) {
-        self.server.go_down();
-    }
-
-    /// Listens again on the same port (does nothing if up). Panics if the port cannot be bound
-    /// again within `HANG`.
-    pub fn come_up(&self) {
-        self.server.come_up();
-    }
-
-    /// True while listening.
-    pub fn is_up(&self) -> bool {
-        self.server.is_up()
+        self.state.lock().calls.clone()
     }
 }
 
-impl Service for Firehose {
-    fn name(&self) -> &'static str {
-        "firehose"
+impl Service for Shared<State> {
+    fn delay(&self) -> Duration {
+        self.lock().faults.delay()
     }
 
-    fn content_type(&self) -> &'static str {
-        "application/x-amz-json-1.1"
-    }
-
-    /// Decides the answer (storing accepted records) and the delay before it.
-    fn answer(&self, req: &Request) -> (Answer, Duration) {
-        let operation = req.operation("Firehose_20150804");
-        // Decoded outside the lock: connections are served in parallel.
-        let put =
-            matches!(operation, "PutRecordBatch" | "PutRecord").then(|| parse_put(operation, &req.body));
-        let region = req.region();
-        let mut st = self.lock();
-        let delay = st.faults.delay();
-        if req.method != "POST" || req.path != "/" {
-            let msg = format!("no such resource: {} {}", req.method, req.path);
-            return (Answer::error(404, "UnknownOperationException", &msg), delay);
+    fn answer(&self, operation: &str, req: &Request) -> Option<Answer> {
+        match operation {
+            "PutRecordBatch" | "PutRecord" => {
+                // Decoded outside the lock: connections are served in parallel.
+                let parsed = parse_put(operation, &req.body);
+                Some(put_records(operation, parsed, req.region(), &mut self.lock()))
+            }
+            "DescribeDeliveryStream" => Some(describe(&req.body)),
+            _ => None,
         }
-        let answer = match (operation, put) {
-            (_, Some(parsed)) => put_records(operation, parsed, region, &mut st),
-            ("DescribeDeliveryStream", _) => describe(&req.body),
-            (_, None) => Answer::error(
-                400,
-                "UnknownOperationException",
-                &format!("unknown operation {:?}", req.header("x-amz-target").unwrap_or("")),
-            ),
-        };
-        (answer, delay)
+    }
+}
+
+/// The fake's server: its port and URL, going down and up.
+impl std::ops::Deref for FakeFirehose {
+    type Target = Endpoint;
+
+    fn deref(&self) -> &Endpoint {
+        &self.endpoint
     }
 }
 
@@ -275,22 +233,24 @@ fn put_records(
         st.calls.push(info);
         return a;
     }
-    let faults = st.faults.for_call();
-    if let Some(fault) = st.faults.call_fault(&faults) {
-        let (status, ty, msg) = match fault {
-            CallFault::NotFound => (
-                400,
-                "ResourceNotFoundException",
-                "Firehose s under account 123456789012 not found.",
-            ),
-            CallFault::Throttled => (400, "ThrottlingException", "Rate exceeded"),
-            CallFault::ServerError => (500, "InternalFailure", "We encountered an internal error."),
-            CallFault::Unavailable => (503, "ServiceUnavailableException", "Slow down."),
-        };
-        info.outcome = fault.outcome();
-        st.calls.push(info);
-        return Answer::error(status, ty, msg);
-    }
+    let faults = match st.faults.for_call() {
+        Ok(faults) => faults,
+        Err(fault) => {
+            let (status, ty, msg) = match fault {
+                CallFault::NotFound => (
+                    400,
+                    "ResourceNotFoundException",
+                    "Firehose s under account 123456789012 not found.",
+                ),
+                CallFault::Throttled => (400, "ThrottlingException", "Rate exceeded"),
+                CallFault::ServerError => (500, "InternalFailure", "We encountered an internal error."),
+                CallFault::Unavailable => (503, "ServiceUnavailableException", "Slow down."),
+            };
+            info.outcome = fault.outcome();
+            st.calls.push(info);
+            return Answer::error(status, ty, msg);
+        }
+    };
     let first = st.records.len();
     let mut failed = 0;
     let mut responses = Vec::with_capacity(records.len());

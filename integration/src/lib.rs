@@ -13,8 +13,9 @@
 
 pub mod backend_client;
 pub mod cluster;
-mod fake_aws;
+pub mod fake_aws;
 pub mod fake_firehose;
+pub mod fake_kinesis;
 pub mod faults;
 pub mod link;
 pub mod log;

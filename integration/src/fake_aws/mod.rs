@@ -9,11 +9,28 @@
 //! gives up on a slow call and sends it again makes duplicates, as with the real services.
 
 pub(crate) mod http;
-pub(crate) mod server;
+mod server;
+
+pub use server::Endpoint;
+pub(crate) use server::{Protocol, Service};
 
 use crate::Rng;
 use std::ops::Range;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+/// A fake's state, locked by each request it answers and each look the test takes.
+pub(crate) struct Shared<S>(Mutex<S>);
+
+impl<S> Shared<S> {
+    pub fn new(state: S) -> Arc<Shared<S>> {
+        Arc::new(Shared(Mutex::new(state)))
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, S> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 /// What an endpoint does wrong, from the next call on. Fractions are in 0.0..=1.0 and drawn from
 /// a deterministic generator seeded with `seed`; a call is first checked for `not_found`, then
@@ -148,32 +165,32 @@ impl FaultState {
         }
     }
 
-    /// The faults of a call that carries records or messages, counted against `Faults::calls`.
-    pub fn for_call(&mut self) -> Faults {
-        match self.faults.calls {
+    /// For a call that carries records or messages (counted against `Faults::calls`): the fault
+    /// drawn for the whole call, or the faults its entries are drawn under.
+    pub fn for_call(&mut self) -> Result<Faults, CallFault> {
+        let f = match self.faults.calls {
             Some(0) => Faults::default(),
             Some(n) => {
                 self.faults.calls = Some(n - 1);
                 self.faults.clone()
             }
             None => self.faults.clone(),
-        }
-    }
-
-    /// The fault drawn for a whole call under `f` (from `for_call`), if any.
-    pub fn call_fault(&mut self, f: &Faults) -> Option<CallFault> {
-        [
+        };
+        let drawn = [
             (f.not_found, CallFault::NotFound),
             (f.throttle, CallFault::Throttled),
             (f.server_error, CallFault::ServerError),
             (f.unavailable, CallFault::Unavailable),
         ]
         .into_iter()
-        .find(|&(fraction, _)| self.draw(fraction))
-        .map(|(_, fault)| fault)
+        .find(|&(fraction, _)| self.draw(fraction));
+        match drawn {
+            Some((_, fault)) => Err(fault),
+            None => Ok(f),
+        }
     }
 
-    /// True if an entry of a call under `f` is to fail.
+    /// True if an entry of a call under `f` (from `for_call`) is to fail.
     pub fn fail_entry(&mut self, f: &Faults) -> bool {
         self.draw(f.fail_entries)
     }
@@ -297,8 +314,7 @@ mod tests {
     #[test]
     fn faults_count_down_and_draw_in_order() {
         let mut st = FaultState::new();
-        let f = st.for_call();
-        assert_eq!(st.call_fault(&f), None, "none by default");
+        assert!(st.for_call().is_ok(), "none by default");
         st.set(Faults {
             throttle: 1.0,
             unavailable: 1.0,
@@ -308,19 +324,15 @@ mod tests {
         });
         assert_eq!(st.delay(), Duration::from_millis(5));
         for _ in 0..2 {
-            let f = st.for_call();
-            assert_eq!(
-                st.call_fault(&f),
-                Some(CallFault::Throttled),
-                "throttle before unavailable"
-            );
+            let fault = st.for_call().unwrap_err();
+            assert_eq!(fault, CallFault::Throttled, "throttle before unavailable");
         }
         assert_eq!(
             st.delay(),
             Duration::ZERO,
             "the delay ends with the counted calls"
         );
-        let f = st.for_call();
-        assert_eq!((st.call_fault(&f), st.fail_entry(&f)), (None, false));
+        let f = st.for_call().unwrap();
+        assert!(!st.fail_entry(&f));
     }
 }

@@ -12,15 +12,25 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// How a service is spoken.
+pub(crate) struct Protocol {
+    /// For thread names and messages: "firehose", "kinesis", "sqs".
+    pub name: &'static str,
+    /// The Content-Type of every answer.
+    pub content_type: &'static str,
+    /// The `X-Amz-Target` prefix of its operations (`Firehose_20150804`).
+    pub target_prefix: &'static str,
+    /// True if POSTs to any path are served (SQS clients post to the queue URL); else only to `/`.
+    pub any_path: bool,
+}
+
 /// What a fake endpoint answers; called from the connection threads, in parallel.
 pub(crate) trait Service: Send + Sync + 'static {
-    /// For thread names and messages: "firehose", "kinesis", "sqs".
-    fn name(&self) -> &'static str;
-    /// The Content-Type of every answer (the protocol's).
-    fn content_type(&self) -> &'static str;
-    /// Decides the answer to `req` (storing what it accepts) and how long to wait before sending
-    /// it.
-    fn answer(&self, req: &Request) -> (Answer, Duration);
+    /// The delay before answering a request that arrives now.
+    fn delay(&self) -> Duration;
+    /// The answer to `operation` (storing what it accepts); None for an operation it does not
+    /// know.
+    fn answer(&self, operation: &str, req: &Request) -> Option<Answer>;
 }
 
 struct Conns {
@@ -36,6 +46,7 @@ struct Conns {
 
 struct Inner {
     port: u16,
+    protocol: &'static Protocol,
     service: Arc<dyn Service>,
     conns: Mutex<Conns>,
     /// Bumped by `go_down`: a request read on an older connection is not served.
@@ -50,17 +61,19 @@ impl Inner {
     }
 }
 
-/// A running fake endpoint. Stopped (listener closed, connections reset) on drop.
-pub(crate) struct Server {
+/// The server of a fake endpoint (each fake dereferences to its own): its port, and going down
+/// and up. Stopped (listener closed, connections reset) on drop.
+pub struct Endpoint {
     inner: Arc<Inner>,
 }
 
-impl Server {
+impl Endpoint {
     /// Starts listening on 127.0.0.1 and a free port.
-    pub fn start(service: Arc<dyn Service>) -> Server {
-        let server = Server {
+    pub(crate) fn start(protocol: &'static Protocol, service: Arc<dyn Service>) -> Endpoint {
+        let server = Endpoint {
             inner: Arc::new(Inner {
                 port: crate::free_port(),
+                protocol,
                 service,
                 conns: Mutex::new(Conns {
                     open: HashMap::new(),
@@ -80,10 +93,16 @@ impl Server {
         self.inner.port
     }
 
+    /// `http://127.0.0.1:PORT`, for the relayer's `endpoint`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.inner.port)
+    }
+
     /// Stops listening (connections are refused from now on) and shuts every open connection; a
-    /// request still being read is not served, one waiting for its delay is not answered. The
-    /// port stays reserved (bound, not listening) until `come_up`: tests run in parallel
-    /// processes would otherwise take it for their own endpoint.
+    /// request still being read is not served, one waiting for its delay is not answered (what it
+    /// carried, if it was a success, is already stored, as when an answer is lost). The port
+    /// stays reserved (bound, not listening) until `come_up`: tests run in parallel processes
+    /// would otherwise take it for their own endpoint.
     pub fn go_down(&self) {
         self.stop();
         self.reserve_port();
@@ -119,7 +138,7 @@ impl Server {
                 }
                 Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
                 Err(e) => {
-                    let name = self.inner.service.name();
+                    let name = self.inner.protocol.name;
                     eprintln!("fake {name}: port {port} not reserved while down: {e}");
                     return;
                 }
@@ -133,7 +152,7 @@ impl Server {
         if self.inner.conns().acceptor.is_some() {
             return;
         }
-        let (port, name) = (self.inner.port, self.inner.service.name());
+        let (port, name) = (self.inner.port, self.inner.protocol.name);
         drop(self.inner.conns().placeholder.take());
         let deadline = Instant::now() + crate::timeouts::HANG;
         let listener = loop {
@@ -161,7 +180,7 @@ impl Server {
     }
 }
 
-impl Drop for Server {
+impl Drop for Endpoint {
     fn drop(&mut self) {
         self.stop();
         drop(self.inner.conns().placeholder.take());
@@ -237,7 +256,7 @@ fn accept_loop(listener: TcpListener, stop: Arc<AtomicBool>, inner: Arc<Inner>) 
                 };
                 let conn_inner = inner.clone();
                 let spawned = std::thread::Builder::new()
-                    .name(format!("fake-{}-conn-{id}", inner.service.name()))
+                    .name(format!("fake-{}-conn-{id}", inner.protocol.name))
                     .spawn(move || {
                         let _ = serve_connection(&stream, &conn_inner, generation);
                         conn_inner.conns().open.remove(&id);
@@ -269,17 +288,38 @@ fn serve_connection(stream: &TcpStream, inner: &Inner, generation: u64) -> io::R
         }
         let keep_alive = req.keep_alive();
         let request_id = inner.requests.fetch_add(1, Ordering::SeqCst) + 1;
-        let (answer, delay) = inner.service.answer(&req);
+        let (answer, delay) = answer(inner, &req);
         if !delay.is_zero() {
             std::thread::sleep(delay);
         }
         if inner.generation.load(Ordering::SeqCst) != generation {
             return Ok(());
         }
-        let content_type = inner.service.content_type();
+        let content_type = inner.protocol.content_type;
         write_answer(&mut writer, &answer, content_type, request_id, keep_alive)?;
         if !keep_alive {
             return Ok(());
         }
     }
+}
+
+/// The answer to `req` and the delay before it: 404 for another method or path, 400
+/// `UnknownOperationException` for an operation the service does not know.
+fn answer(inner: &Inner, req: &Request) -> (Answer, Duration) {
+    let (protocol, service) = (inner.protocol, &inner.service);
+    let delay = service.delay();
+    if req.method != "POST" || (!protocol.any_path && req.path != "/") {
+        let msg = format!("no such resource: {} {}", req.method, req.path);
+        return (Answer::error(404, "UnknownOperationException", &msg), delay);
+    }
+    let operation = req.operation(protocol.target_prefix);
+    let answer = service.answer(operation, req).unwrap_or_else(|| {
+        let target = req.header("x-amz-target").unwrap_or("");
+        Answer::error(
+            400,
+            "UnknownOperationException",
+            &format!("unknown operation {target:?}"),
+        )
+    });
+    (answer, delay)
 }
