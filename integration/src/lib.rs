@@ -16,6 +16,7 @@ pub mod cluster;
 pub mod fake_aws;
 pub mod fake_firehose;
 pub mod fake_kinesis;
+pub mod fake_sqs;
 pub mod faults;
 pub mod link;
 pub mod log;

@@ -196,6 +196,11 @@ impl Answer {
                 .into_bytes(),
         }
     }
+
+    pub fn with_header(mut self, name: &'static str, value: String) -> Answer {
+        self.headers.push((name, value));
+        self
+    }
 }
 
 fn reason(status: u16) -> &'static str {
