@@ -12,6 +12,7 @@
 //! sleep. The tests are one binary, tests/all, with a module per area.
 
 pub mod backend_client;
+pub mod boto3;
 pub mod cluster;
 pub mod fake_aws;
 pub mod fake_firehose;
