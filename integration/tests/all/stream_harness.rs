@@ -7,6 +7,7 @@
 //! the faults of a fake are set once, for the first calls of a batch (`Faults::calls`), and the
 //! clean calls and refusals follow in the same batch.
 
+use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 use integration::boto3::{blob, unblob, AwsError, Boto3};
 use integration::fake_kinesis::{self, FakeKinesis};
 use integration::fake_sqs::{self, FakeSqs};
@@ -14,6 +15,7 @@ use integration::moto::{Moto, QueueKind};
 use integration::Rng;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
+use std::fmt::Debug;
 
 /// Calls with faults drawn, at the start of a batch.
 const FAULTY_CALLS: usize = 16;
@@ -648,4 +650,217 @@ fn moto_sqs_round_trip() {
     );
     // The blob helpers round-trip bytes that are not UTF-8.
     assert_eq!(unblob(&blob(b"\xff\x00")), b"\xff\x00");
+}
+
+/// A current-thread runtime for the AWS SDK for Rust's calls.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Makes the first `FAULTY_CALLS` calls of a fake under `mixed_faults` with `call(i)` (an AWS SDK
+/// for Rust call, its error boxed) and checks each result against the outcome the fake recorded (`outcome(i)`):
+/// a success with `on_ok(what, failed entries, output)`; a 500 or 503, which no model names, by
+/// status and code; another error with `on_error(what, outcome, error)`. Panics unless every
+/// kind of answer came up.
+fn check_faulty_calls<O: Debug, E: ProvideErrorMetadata + Debug>(
+    mut call: impl FnMut(usize) -> Result<O, Box<SdkError<E>>>,
+    outcome: impl Fn(usize) -> fake_kinesis::Outcome,
+    on_ok: impl Fn(&str, usize, O),
+    on_error: impl Fn(&str, &fake_kinesis::Outcome, &E),
+) {
+    use fake_kinesis::Outcome;
+    let mut kinds = BTreeSet::new();
+    for i in 0..FAULTY_CALLS {
+        let result = call(i);
+        let outcome = outcome(i);
+        kinds.insert(kind(&outcome));
+        let what = format!("call {i} ({outcome:?})");
+        let e = match (&outcome, result) {
+            (Outcome::Ok { failed }, Ok(out)) => {
+                on_ok(&what, *failed, out);
+                continue;
+            }
+            (_, Ok(out)) => panic!("{what}: answered {out:?}"),
+            (_, Err(e)) => e,
+        };
+        let status = e.raw_response().map(|r| r.status().as_u16());
+        let service = e.as_service_error().unwrap_or_else(|| panic!("{what}: {e:?}"));
+        let expected = match outcome {
+            Outcome::ServerError => (Some(500), Some("InternalFailure")),
+            Outcome::Unavailable => (Some(503), Some("ServiceUnavailable")),
+            _ => {
+                on_error(&what, &outcome, service);
+                continue;
+            }
+        };
+        assert_eq!((status, service.code()), expected, "{what}");
+    }
+    assert_eq!(kinds.len(), 6, "every kind of answer came up: {kinds:?}");
+}
+
+/// The relayer's own Kinesis client (aws-sdk-kinesis, no retries) reads the fake's answers as
+/// recorded: failed records with their ErrorCode among the results, a throttled call and a
+/// missing stream as the modeled error variants, the 500 and 503 by code and status, the limits
+/// refused by code.
+#[test]
+fn rust_sdk_reads_the_fake_kinesis() {
+    use aws_sdk_kinesis::config::{retry::RetryConfig, Credentials, Region};
+    use aws_sdk_kinesis::primitives::Blob;
+    use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+    let fake = FakeKinesis::start_with_shards(2);
+    fake.set_faults(mixed_faults());
+    let config = aws_sdk_kinesis::Config::builder()
+        .endpoint_url(fake.url())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
+        .retry_config(RetryConfig::disabled())
+        .build();
+    let client = aws_sdk_kinesis::Client::from_conf(config);
+    let put = |records: Vec<(String, Vec<u8>)>| {
+        let entries: Vec<_> = records
+            .into_iter()
+            .map(|(k, d)| {
+                PutRecordsRequestEntry::builder()
+                    .partition_key(k)
+                    .data(Blob::new(d))
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        client
+            .put_records()
+            .stream_name("s")
+            .set_records(Some(entries))
+            .send()
+    };
+    let rt = runtime();
+    check_faulty_calls(
+        |i| rt.block_on(put(three_records(i))).map_err(Box::new),
+        |i| fake.calls()[i].outcome.clone(),
+        |what, failed, out| {
+            assert_eq!(out.failed_record_count(), Some(failed as i32), "{what}");
+            let codes: Vec<_> = out.records().iter().filter_map(|r| r.error_code()).collect();
+            assert_eq!(
+                codes,
+                vec!["ProvisionedThroughputExceededException"; failed],
+                "{what}"
+            );
+        },
+        |what, outcome, e| match outcome {
+            fake_kinesis::Outcome::Throttled => {
+                assert!(e.is_provisioned_throughput_exceeded_exception(), "{what}")
+            }
+            fake_kinesis::Outcome::NotFound => assert!(e.is_resource_not_found_exception(), "{what}"),
+            _ => panic!("{what}: failed with {e:?}"),
+        },
+    );
+    let over = same_records(fake_kinesis::MAX_RECORDS_PER_CALL + 1, "k", b"x");
+    let over = rt
+        .block_on(put(over))
+        .expect_err("501 records")
+        .into_service_error();
+    assert_eq!(over.meta().code(), Some("ValidationException"));
+    let big = same_records(6, "k", &vec![7u8; fake_kinesis::MAX_RECORD_BYTES - 1]);
+    let big = rt.block_on(put(big)).expect_err("6 MiB").into_service_error();
+    assert!(big.is_invalid_argument_exception(), "{big:?}");
+}
+
+/// The relayer's own SQS client (aws-sdk-sqs, no retries) reads the fake's answers as recorded:
+/// Failed entries with Code and SenderFault, each call-level fault and refusal as its modeled
+/// error variant (matched on the code of `x-amzn-query-error`), or by code and status; FIFO
+/// sequence numbers and deduplication.
+#[test]
+fn rust_sdk_reads_the_fake_sqs() {
+    use aws_sdk_sqs::config::{retry::RetryConfig, Credentials, Region};
+    use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+    let fake = FakeSqs::start();
+    fake.set_faults(mixed_faults());
+    fake.set_entry_error(fake_sqs::EntryError::ServiceUnavailable);
+    let config = aws_sdk_sqs::Config::builder()
+        .endpoint_url(fake.url())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
+        .retry_config(RetryConfig::disabled())
+        .build();
+    let client = aws_sdk_sqs::Client::from_conf(config);
+    let (std_url, fifo_url) = (fake.queue_url("std"), fake.queue_url("f.fifo"));
+    // (id, body, group and deduplication id)
+    let send = |url: &str, entries: Vec<(String, String, Option<&str>)>| {
+        let entries: Vec<_> = entries
+            .into_iter()
+            .map(|(id, body, fifo)| {
+                SendMessageBatchRequestEntry::builder()
+                    .id(id)
+                    .message_body(body)
+                    .set_message_group_id(fifo.map(str::to_string))
+                    .set_message_deduplication_id(fifo.map(str::to_string))
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        client
+            .send_message_batch()
+            .queue_url(url)
+            .set_entries(Some(entries))
+            .send()
+    };
+    let plain = |n: usize, body: &str| {
+        (0..n)
+            .map(|j| (j.to_string(), body.to_string(), None))
+            .collect::<Vec<_>>()
+    };
+    let rt = runtime();
+    check_faulty_calls(
+        |i| {
+            rt.block_on(send(&std_url, plain(3, &format!("m{i}"))))
+                .map_err(Box::new)
+        },
+        |i| fake.calls()[i].outcome.clone(),
+        |what, failed, out| {
+            let f: Vec<_> = out
+                .failed()
+                .iter()
+                .map(|f| (f.code(), f.sender_fault()))
+                .collect();
+            assert_eq!(f, vec![("ServiceUnavailable", false); failed], "{what}");
+            assert_eq!(out.successful().len() + failed, 3, "{what}");
+        },
+        |what, outcome, e| match outcome {
+            fake_sqs::Outcome::Throttled => assert!(e.is_request_throttled(), "{what}: {e:?}"),
+            fake_sqs::Outcome::NotFound => assert!(e.is_queue_does_not_exist(), "{what}: {e:?}"),
+            _ => panic!("{what}: failed with {e:?}"),
+        },
+    );
+
+    let refused = |entries| {
+        rt.block_on(send(&std_url, entries))
+            .expect_err("refused")
+            .into_service_error()
+    };
+    assert!(refused(vec![]).is_empty_batch_request());
+    assert!(refused(plain(11, "x")).is_too_many_entries_in_batch_request());
+    assert!(refused([plain(1, "x"), plain(1, "y")].concat()).is_batch_entry_ids_not_distinct());
+    assert!(refused(vec![("a.b".into(), "x".into(), None)]).is_invalid_batch_entry_id());
+    let half = "x".repeat(fake_sqs::MAX_BATCH_BYTES / 2 + 1);
+    assert!(refused(plain(2, &half)).is_batch_request_too_long());
+
+    let fifo = |id: &str, d: &'static str| (id.to_string(), format!("body {d}"), Some(d));
+    let first = rt
+        .block_on(send(&fifo_url, vec![fifo("0", "d1"), fifo("1", "d2")]))
+        .unwrap();
+    let seqs: Vec<_> = first
+        .successful()
+        .iter()
+        .map(|s| s.sequence_number().unwrap().to_string())
+        .collect();
+    assert!(seqs[0] < seqs[1], "{seqs:?}");
+    let again = rt.block_on(send(&fifo_url, vec![fifo("0", "d1")])).unwrap();
+    assert_eq!(
+        again.successful()[0].message_id(),
+        first.successful()[0].message_id()
+    );
+    assert_eq!(fake.deduplicated(), 1);
 }
