@@ -16,8 +16,8 @@
 //!   partition keys exceed 5 MiB ("Records size exceeds 5 MB limit"). These are the defaults of a
 //!   stream; AWS lets a stream raise its record size to 10 MiB, which the fake does not model.
 //! - Shards: every stream has the fake's N shards (`start_with_shards`), each owning an equal
-//!   range of the 128-bit hash space as a new stream has; a record goes to the shard of the MD5
-//!   of its partition key ([`shard_for_key`]), or of its `ExplicitHashKey`. Sequence numbers
+//!   range of the 128-bit hash space as a new stream has; a record goes to the shard owning the
+//!   MD5 of its partition key ([`shard_for_key`]), or its `ExplicitHashKey`. Sequence numbers
 //!   increase in arrival order (so within each shard).
 //! - Injected faults ([`Faults`]): HTTP 400 `ProvisionedThroughputExceededException` (or
 //!   `LimitExceededException`, [`FakeKinesis::set_throttle_error`]), HTTP 500 `InternalFailure`,
@@ -95,11 +95,14 @@ pub fn shard_for_hash(hash: u128, shards: usize) -> usize {
     ((hash / step) as usize).min(shards - 1)
 }
 
-/// The index of the shard a record with `partition_key` goes to: the MD5 of the key (UTF-8) read
-/// as a big-endian 128-bit number.
+/// The hash of a partition key: its MD5 (of its UTF-8) read as a big-endian 128-bit number.
+pub fn key_hash(partition_key: &str) -> u128 {
+    u128::from_be_bytes(Md5::digest(partition_key.as_bytes()).into())
+}
+
+/// The index of the shard a record with `partition_key` goes to among `shards` shards.
 pub fn shard_for_key(partition_key: &str, shards: usize) -> usize {
-    let digest: [u8; 16] = Md5::digest(partition_key.as_bytes()).into();
-    shard_for_hash(u128::from_be_bytes(digest), shards)
+    shard_for_hash(key_hash(partition_key), shards)
 }
 
 /// One entry of a PutRecords call, decoded.
@@ -438,8 +441,7 @@ fn put_records(parsed: Result<(String, Vec<Entry>), Refusal>, region: String, st
     let mut failed = 0;
     let mut results = Vec::with_capacity(entries.len());
     for e in entries {
-        let digest: [u8; 16] = Md5::digest(e.partition_key.as_bytes()).into();
-        let hash = e.explicit_hash.unwrap_or(u128::from_be_bytes(digest));
+        let hash = e.explicit_hash.unwrap_or_else(|| key_hash(&e.partition_key));
         let shard_id = shard_id(shard_for_hash(hash, st.shards));
         if st.faults.fail_entry(&faults) {
             failed += 1;
