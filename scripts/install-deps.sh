@@ -90,10 +90,12 @@ if ! cargo nextest --version >/dev/null 2>&1; then
     cargo install cargo-nextest --locked
 fi
 
-# moto's server for the Firehose end-to-end tests (integration/src/moto.rs starts
-# <target>/tools/moto/bin/moto_server). `moto[server]` brings boto3 (the tests' S3 reader) and
-# flask. Pinned: 5.2.5's Firehose writes the records of each PutRecord(Batch) call of a DirectPut
-# stream with an ExtendedS3 destination to one S3 object. <target> is CARGO_TARGET_DIR (relative
+# moto's server for the Firehose, Kinesis and SQS end-to-end tests (integration/src/moto.rs
+# starts <target>/tools/moto/bin/moto_server). `moto[server]` brings boto3 (the tests' reader and
+# SDK, integration/src/boto3.rs) and flask; Kinesis and SQS need no extra of their own. Pinned:
+# 5.2.5's Firehose writes the records of each PutRecord(Batch) call of a DirectPut stream with an
+# ExtendedS3 destination to one S3 object, and what its Kinesis and SQS do and do not check is
+# written down in integration/src/moto.rs. <target> is CARGO_TARGET_DIR (relative
 # to the repository root) or target/, as in integration::target_dir().
 MOTO_VERSION=5.2.5
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

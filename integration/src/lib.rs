@@ -1,7 +1,9 @@
 //! Harness for the end-to-end tests of smart-relayer: real `redis-server` processes, a real Redis
 //! Cluster (`cluster`), the real relayer binary, a small synchronous RESP client for talking to
 //! the relayer byte for byte (`resp`), and a typed client for reading what the backends hold
-//! (`backend_client`, on redis-async).
+//! (`backend_client`, on redis-async). For the stream relayers: moto's Firehose, Kinesis and SQS
+//! (`moto`), boto3 as a client of any endpoint (`boto3`), and endpoints of our own that fail on
+//! demand (`fake_firehose`, `fake_kinesis`, `fake_sqs`, on `fake_aws`).
 //!
 //! Everything listens on 127.0.0.1 only, on ports found free at run time; configs, logs, redis
 //! working directories and unix sockets live in temporary directories. Every process a test starts
@@ -12,8 +14,12 @@
 //! sleep. The tests are one binary, tests/all, with a module per area.
 
 pub mod backend_client;
+pub mod boto3;
 pub mod cluster;
+pub mod fake_aws;
 pub mod fake_firehose;
+pub mod fake_kinesis;
+pub mod fake_sqs;
 pub mod faults;
 pub mod link;
 pub mod log;

@@ -1,12 +1,13 @@
-//! moto's server (PyPI `moto[server]`): a real Firehose + S3 endpoint for the end-to-end tests of
-//! the Firehose relayer.
+//! moto's server (PyPI `moto[server]`): real Firehose + S3, Kinesis Data Streams and SQS
+//! endpoints for the end-to-end tests of the stream relayers.
 //!
 //! `scripts/install-deps.sh` installs it into a Python venv at `<target>/tools/moto`
 //! ([`moto_venv`]); [`Moto::start`] runs `<venv>/bin/moto_server -H 127.0.0.1 -p <free port>`, killed
-//! on drop. The control calls (create a bucket and a delivery stream, read S3 back, and a
-//! PutRecordBatch for the harness's self-check) run a small Python script with the venv's python
-//! and boto3 (`endpoint_url` = the server, region us-east-1, dummy credentials): one process per
-//! call, about 0.7 s each, so poll S3 sparingly.
+//! on drop. The control calls (create a delivery stream, a Kinesis stream, a queue; read S3, the
+//! shards, the queue back) run boto3 with the venv's python (`boto3`): one process per call,
+//! about 0.7 s each, so read back sparingly. [`Moto::boto3`] makes any other call.
+//!
+//! # Firehose
 //!
 //! How moto 5.2.5 delivers (moto/firehose/models.py, `put_s3_records`): every PutRecord or
 //! PutRecordBatch call on a DirectPut stream with an (Extended)S3 destination is written at once,
@@ -17,7 +18,50 @@
 //! (UTC, after the destination's Prefix): keys sort by the second of the call, and calls within
 //! the same second in random order. Order across objects therefore says nothing; order within an
 //! object is the order of the call's records.
+//!
+//! # Kinesis Data Streams (moto/kinesis/models.py)
+//!
+//! - A stream is ACTIVE as soon as it is created. Its N shards split the 128-bit hash space as
+//!   AWS's do (ranges of 2^128 / N, the last one to the end), and a record goes to the shard of
+//!   the MD5 of its partition key, so keys land on the same shards as with AWS and
+//!   `fake_kinesis::shard_for_key`.
+//! - PutRecords checks, before storing anything: more than 500 records (ValidationException),
+//!   data and partition keys over 5 MiB in all (InvalidArgumentException "Records size exceeds
+//!   5 MB limit"), a record's data and key over 1 MiB (ValidationException). It does not refuse
+//!   an empty Records list (HTTP 200, nothing stored) nor an empty partition key; a key over 256
+//!   characters is refused (InvalidArgumentException) only when its record is reached, after the
+//!   records before it in the call are stored, which AWS never does.
+//! - It never fails a record (`FailedRecordCount` is always 0) and never throttles.
+//! - Sequence numbers count per shard from "1" in put order (AWS's are 56-digit numbers), and
+//!   GetRecords returns a shard's records in that order: per shard, and so per key, the order of
+//!   the calls and of the records in each call.
+//!
+//! # SQS (moto/sqs/models.py, responses.py; the JSON protocol)
+//!
+//! - Errors as SQS gives them: `{"__type":"com.amazonaws.sqs#<Error>", ...}` with
+//!   `x-amzn-query-error: <query code>;Sender`.
+//! - SendMessageBatch refuses the whole call for an entry Id that is not 1 to 80 letters, digits,
+//!   `-` or `_` (InvalidBatchEntryId), bodies over 1 MiB in all (BatchRequestTooLong: moto
+//!   counts body characters only, against 1,048,576, AWS's limit since 2025; the fake's default is
+//!   the 262,144 bytes of before), repeated Ids, more than 10 entries, none.
+//! - A FIFO queue's entries are all checked before any is stored, and one without
+//!   MessageGroupId (MissingParameter), without MessageDeduplicationId when content-based
+//!   deduplication is off (InvalidParameterValue), or with a DelaySeconds refuses the WHOLE
+//!   call, where SQS fails that entry only (as the fake does). The one failed entry moto ever
+//!   answers is a DelaySeconds over 900 on a standard queue; otherwise it never fails an entry,
+//!   and never throttles.
+//! - FIFO deduplication: a message whose deduplication id (given, or the SHA-256 of its body with
+//!   content-based deduplication) is that of a message sent within 5 minutes AND STILL IN THE
+//!   QUEUE is answered Successful (with a new MessageId) and not stored. Once that message is
+//!   received and deleted, the same id is accepted again, where SQS remembers it for 5 minutes.
+//! - SequenceNumber is 20 random digits (so it says nothing of order), and only when the entry
+//!   gave its MessageDeduplicationId.
+//! - Messages are kept in send order and ReceiveMessage returns them in that order, for standard
+//!   queues too (where SQS promises no order); a FIFO group is held back only while messages of
+//!   it received by an earlier call are neither deleted nor visible again. Messages with a
+//!   DelaySeconds are invisible until it passes, and so missed by [`Moto::receive_all`].
 
+use crate::boto3::{unblob, venv_bin, Boto3, Helper};
 use crate::timeouts::START;
 use crate::{child_setup, free_port, target_dir};
 use std::fs::File;
@@ -27,66 +71,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The control calls, run by the venv's python: `helper.py URL OP` with the arguments as JSON on
-/// stdin; prints the result as JSON on stdout.
-const HELPER: &str = r#"
-import base64, json, sys
-import boto3
-from botocore.config import Config
-
-url, op = sys.argv[1], sys.argv[2]
-args = json.load(sys.stdin)
-kw = dict(endpoint_url=url, region_name="us-east-1", aws_access_key_id="testing",
-          aws_secret_access_key="testing",
-          config=Config(retries={"max_attempts": 1}, connect_timeout=10, read_timeout=30))
-if op == "create_delivery_stream":
-    boto3.client("s3", **kw).create_bucket(Bucket=args["bucket"])
-    fh = boto3.client("firehose", **kw)
-    fh.create_delivery_stream(
-        DeliveryStreamName=args["name"],
-        DeliveryStreamType="DirectPut",
-        ExtendedS3DestinationConfiguration={
-            "RoleARN": "arn:aws:iam::123456789012:role/firehose-test",
-            "BucketARN": "arn:aws:s3:::" + args["bucket"],
-            "BufferingHints": {"SizeInMBs": 1, "IntervalInSeconds": 60},
-        },
-    )
-    d = fh.describe_delivery_stream(DeliveryStreamName=args["name"])["DeliveryStreamDescription"]
-    out = d["DeliveryStreamStatus"]
-elif op == "put_record_batch":
-    fh = boto3.client("firehose", **kw)
-    r = fh.put_record_batch(
-        DeliveryStreamName=args["name"],
-        Records=[{"Data": base64.b64decode(d)} for d in args["records"]],
-    )
-    out = {"FailedPutCount": r["FailedPutCount"], "Responses": len(r["RequestResponses"])}
-elif op == "s3_objects":
-    s3 = boto3.client("s3", **kw)
-    out = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=args["bucket"]):
-        for o in page.get("Contents", []):
-            body = s3.get_object(Bucket=args["bucket"], Key=o["Key"])["Body"].read()
-            out.append([o["Key"], base64.b64encode(body).decode()])
-    out.sort()
-else:
-    raise SystemExit("unknown op " + op)
-json.dump(out, sys.stdout)
-"#;
-
 /// The venv that `scripts/install-deps.sh` makes: `<target>/tools/moto`.
 pub fn moto_venv() -> PathBuf {
     target_dir().join("tools").join("moto")
-}
-
-fn venv_bin(name: &str) -> PathBuf {
-    let p = moto_venv().join("bin").join(name);
-    if !p.is_file() {
-        panic!(
-            "{} not found: install moto first: scripts/install-deps.sh",
-            p.display()
-        );
-    }
-    p
 }
 
 /// A moto server process, killed on drop. Its log (werkzeug's request lines and tracebacks) is
@@ -95,18 +82,18 @@ pub struct Moto {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
+    helper: Helper,
 }
 
 impl Moto {
     /// Starts moto_server on a free port and waits until it answers HTTP (about 0.5 s).
     pub fn start() -> Moto {
         let server = venv_bin("moto_server");
-        let dir = crate::temp_dir();
-        std::fs::write(dir.path().join("helper.py"), HELPER).unwrap();
         let mut m = Moto {
             child: None,
             port: 0,
-            dir,
+            dir: crate::temp_dir(),
+            helper: Helper::new(),
         };
         // A port found free can be taken before moto binds it: then it exits, and another port.
         let mut last_err = String::new();
@@ -199,24 +186,16 @@ impl Moto {
         }
     }
 
-    /// Runs one control call; panics with the helper's stderr if it fails.
+    /// Runs one control call; panics with the helper's stderr and moto's log if it fails.
     fn call(&self, op: &str, args: serde_json::Value) -> serde_json::Value {
-        let python = venv_bin("python");
-        let (st, out, err) = crate::run_program(
-            Command::new(&python)
-                .arg(self.dir.path().join("helper.py"))
-                .args([&self.url(), op]),
-            args.to_string().as_bytes(),
-            &format!("moto helper {op} ({})", python.display()),
-        );
-        if !st.success() {
-            panic!(
-                "moto helper {op} {args} failed with {st}:\n{err}\n--- moto_server log ---\n{}",
-                self.log()
-            );
-        }
-        serde_json::from_str(&out)
-            .unwrap_or_else(|e| panic!("moto helper {op}: bad JSON output {out:?}: {e}"))
+        self.helper
+            .run(&self.url(), op, &args)
+            .unwrap_or_else(|e| panic!("{e}\n--- moto_server log ---\n{}", self.log()))
+    }
+
+    /// boto3 clients of this server, for any other call.
+    pub fn boto3(&self) -> Boto3 {
+        Boto3::new(&self.url())
     }
 
     /// Creates the S3 bucket `bucket` and a DirectPut delivery stream `name` writing to it
@@ -262,6 +241,71 @@ impl Moto {
             })
             .collect()
     }
+
+    /// Creates Kinesis stream `name` with `shards` shards, waits until it is ACTIVE, and returns
+    /// its shard ids in order.
+    pub fn create_stream(&self, name: &str, shards: usize) -> Vec<String> {
+        let out = self.call(
+            "create_stream",
+            serde_json::json!({"name": name, "shards": shards}),
+        );
+        assert_eq!(out["status"], "ACTIVE", "stream {name} after creation");
+        strings(&out["shards"])
+    }
+
+    /// Every record of stream `name`: shard by shard (in shard order), each shard's records in
+    /// its order, read with GetRecords from TRIM_HORIZON until the shard has no more.
+    pub fn stream_records(&self, name: &str) -> Vec<StreamRecord> {
+        let out = self.call("stream_records", serde_json::json!({ "name": name }));
+        out.as_array()
+            .expect("stream_records returns an array")
+            .iter()
+            .map(|r| StreamRecord {
+                shard_id: text(&r[0]),
+                sequence_number: text(&r[1]),
+                partition_key: text(&r[2]),
+                data: unblob(&r[3]),
+            })
+            .collect()
+    }
+
+    /// Creates SQS queue `name` (a FIFO queue's name ends in `.fifo`) and returns its URL.
+    pub fn create_queue(&self, name: &str, kind: QueueKind) -> String {
+        let fifo = kind != QueueKind::Standard;
+        assert_eq!(
+            fifo,
+            name.ends_with(".fifo"),
+            "queue {name}: FIFO queue names end in .fifo"
+        );
+        let out = self.call(
+            "create_queue",
+            serde_json::json!({
+                "name": name,
+                "fifo": fifo,
+                "content_based_dedup": kind == QueueKind::FifoContentDedup,
+            }),
+        );
+        text(&out)
+    }
+
+    /// Receives every visible message of the queue at `queue_url` (ReceiveMessage, 10 at a time,
+    /// with their group id, deduplication id and sequence number) and deletes them, until the
+    /// queue has none; in the order received.
+    pub fn receive_all(&self, queue_url: &str) -> Vec<ReceivedMessage> {
+        let out = self.call("receive_all", serde_json::json!({ "url": queue_url }));
+        let optional = |v: &serde_json::Value| v.as_str().map(str::to_string);
+        out.as_array()
+            .expect("receive_all returns an array")
+            .iter()
+            .map(|m| ReceivedMessage {
+                message_id: text(&m[0]),
+                body: text(&m[1]),
+                group_id: optional(&m[2]),
+                dedup_id: optional(&m[3]),
+                sequence_number: optional(&m[4]),
+            })
+            .collect()
+    }
 }
 
 impl Drop for Moto {
@@ -279,4 +323,47 @@ impl Drop for Moto {
             );
         }
     }
+}
+
+fn text(v: &serde_json::Value) -> String {
+    v.as_str()
+        .unwrap_or_else(|| panic!("not a string: {v}"))
+        .to_string()
+}
+
+fn strings(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(text)
+        .collect()
+}
+
+/// A Kinesis record read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamRecord {
+    pub shard_id: String,
+    pub sequence_number: String,
+    pub partition_key: String,
+    pub data: Vec<u8>,
+}
+
+/// What kind of SQS queue to create.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueKind {
+    Standard,
+    /// FIFO; every message needs a MessageDeduplicationId.
+    Fifo,
+    /// FIFO with ContentBasedDeduplication.
+    FifoContentDedup,
+}
+
+/// An SQS message received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedMessage {
+    pub message_id: String,
+    pub body: String,
+    pub group_id: Option<String>,
+    pub dedup_id: Option<String>,
+    pub sequence_number: Option<String>,
 }

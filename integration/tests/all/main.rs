@@ -44,5 +44,6 @@ mod relay;
 mod reload;
 mod select;
 mod smart;
+mod stream_harness;
 mod tls;
 mod workers;
