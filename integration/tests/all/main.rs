@@ -45,5 +45,6 @@ mod reload;
 mod select;
 mod smart;
 mod stream_harness;
+mod streams;
 mod tls;
 mod workers;
