@@ -2,7 +2,7 @@
 //! aws-config, the SDK's own retries off (the batcher retries per entry, with its own backoff),
 //! one timeout per call, and a failed call described the same way whatever the service.
 
-use super::service::Failure;
+use super::service::{Failure, Outcome};
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_firehose::error::{DisplayErrorContext, ProvideErrorMetadata};
 use std::future::Future;
@@ -83,6 +83,25 @@ where
         }),
         Ok(Ok(out)) => Ok(out),
     }
+}
+
+/// The outcome of a call whose answer lists one result per entry, in order (Firehose, Kinesis):
+/// `error` gives an entry's error code and message, if it was refused.
+pub fn per_entry<T>(
+    answers: &[T],
+    sent: usize,
+    error: impl Fn(&T) -> Option<(&str, Option<&str>)>,
+) -> Result<Outcome, Failure> {
+    if answers.len() != sent {
+        return Err(Failure {
+            code: None,
+            message: format!("the answer has {} entries for {sent} sent", answers.len()),
+        });
+    }
+    Ok(answers
+        .iter()
+        .map(|a| error(a).map(|(code, message)| entry_failure(code, message)))
+        .collect())
 }
 
 /// A refused entry as the services describe it.

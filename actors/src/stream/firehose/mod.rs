@@ -1,7 +1,7 @@
 //! Kinesis Data Firehose: `PutRecordBatch`, each record one or more newline-terminated lines
 //! (`maxRecords` of them, or as many as fit with `concat`), through aws-sdk-firehose.
 
-use super::aws::{self, entry_failure, AwsSettings};
+use super::aws::{self, AwsSettings};
 use super::service::{Failure, Limits, Outcome, Outgoing};
 use aws_config::SdkConfig;
 use aws_sdk_firehose::primitives::Blob;
@@ -60,16 +60,8 @@ impl Sender {
             .set_records(Some(records))
             .send();
         let out = aws::call(self.timeout, call).await?;
-        let responses = out.request_responses();
-        if responses.len() != n {
-            return Err(Failure {
-                code: None,
-                message: format!("the answer has {} entries for {n} records", responses.len()),
-            });
-        }
-        Ok(responses
-            .iter()
-            .map(|r| r.error_code().map(|code| entry_failure(code, r.error_message())))
-            .collect())
+        aws::per_entry(out.request_responses(), n, |r| {
+            r.error_code().map(|c| (c, r.error_message()))
+        })
     }
 }

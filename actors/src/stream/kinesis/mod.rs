@@ -5,7 +5,7 @@ mod partition;
 
 pub use partition::PartitionKey;
 
-use super::aws::{self, entry_failure, AwsSettings};
+use super::aws::{self, AwsSettings};
 use super::service::{Failure, Limits, Outcome, Outgoing};
 use aws_config::SdkConfig;
 use aws_sdk_kinesis::primitives::Blob;
@@ -75,16 +75,8 @@ impl Sender {
             .set_records(Some(records))
             .send();
         let out = aws::call(self.timeout, call).await?;
-        let answers = out.records();
-        if answers.len() != n {
-            return Err(Failure {
-                code: None,
-                message: format!("the answer has {} entries for {n} records", answers.len()),
-            });
-        }
-        Ok(answers
-            .iter()
-            .map(|r| r.error_code().map(|code| entry_failure(code, r.error_message())))
-            .collect())
+        aws::per_entry(out.records(), n, |r| {
+            r.error_code().map(|c| (c, r.error_message()))
+        })
     }
 }
