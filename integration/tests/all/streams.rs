@@ -300,6 +300,66 @@ fn original_replies_and_ignored_commands() {
     assert_lines(&bodies, &[(Some(json!({"a": "1", "s": ["m"]})), vec![])], "sqs");
 }
 
+/// The original's PHP load loop (examples/php/original_stream.php, reading replies as phpiredis
+/// did) passes against an entry with `replies = "original"`, and its lines arrive; against the
+/// default replies (Redis') it fails at the first command inside MULTI, which is why the key
+/// exists.
+#[test]
+fn a_php_client_written_for_the_original_keeps_working() {
+    let moto = Moto::start();
+    moto.create_stream("php", 2);
+    let (original, redis) = (tcp_listen(), tcp_listen());
+    let config = stream_entry(
+        "kinesis",
+        &original,
+        "streamName = \"php\"",
+        &moto.url(),
+        "replies = \"original\"",
+    ) + &stream_entry("kinesis", &redis, "streamName = \"php\"", &moto.url(), "");
+    let mut relayer = Relayer::start(&config);
+    let php = |listen: &str| {
+        let port = listen.rsplit(':').next().unwrap().to_string();
+        run_program(
+            std::process::Command::new("php")
+                .arg(examples_dir().join("php").join("original_stream.php"))
+                .args(["127.0.0.1", &port, "10"]),
+            b"",
+            "php original_stream.php",
+        )
+    };
+    let (st, out, err) = php(&original);
+    assert!(st.success(), "stdout: {out}\nstderr: {err}");
+    let run = out
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("run="))
+        .unwrap_or_else(|| panic!("no run= in {out:?}"))
+        .to_string();
+    let (st, _, err) = php(&redis);
+    assert!(!st.success(), "Redis' replies must fail the original's checks");
+    assert!(
+        err.contains("SET or:") && err.contains("answered 'QUEUED'"),
+        "{err}"
+    );
+    stop_drained(&mut relayer, 2 * 10);
+    let records = moto.stream_records("php");
+    for i in 0..10 {
+        let block = json!({
+            format!("or:{run}:{i}"): format!("v{i}"),
+            format!("or:{run}:list:{i}"): ["aaaaaaaaaa", "bbbbbbbbbb", "cccccccccc", "dddddddddd", "eeeeeeeeee"],
+            format!("or:{run}:dict:{i}"): {"f0": "AAAAAAAAAA", "f1": "BBBBBBBBBB", "f2": "CCCCCCCCCC", "f3": "DDDDDDDDDD", "f4": "EEEEEEEEEE"},
+        });
+        // As PHP's json_encode writes it: keys in their order.
+        let raw = format!(r#"{{"run":"{run}","i":{i}}}"#);
+        let found = |want: &dyn Fn(&[u8]) -> bool| records.iter().filter(|r| want(&r.data)).count();
+        assert_eq!(
+            found(&|d| serde_json::from_slice::<Value>(d).is_ok_and(|v| v["data"] == block)),
+            1,
+            "iteration {i}'s block"
+        );
+        assert_eq!(found(&|d| d == raw.as_bytes()), 1, "iteration {i}'s RAWSET");
+    }
+}
+
 /// The original's latest configuration shape (integration/tests/fixtures/original-latest.conf)
 /// passes `--check`: every protocol it shipped recognised, nothing refused.
 #[test]
