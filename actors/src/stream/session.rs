@@ -1,6 +1,6 @@
-//! Session actor of a stream relayer (Firehose, Kinesis, SQS): one client connection. Every command is answered here:
-//! SET/SADD/HMSET/HSET/RAWSET and MULTI/EXEC blocks become lines handed to the batcher, the
-//! rest is answered as Redis would, or refused with a clear error.
+//! Session actor of a stream relayer (Firehose, Kinesis, SQS): one client connection. Every
+//! command is answered here: SET/SADD/HMSET/HSET/RAWSET and MULTI/EXEC blocks become lines
+//! handed to the batcher, the rest is answered as Redis would, or refused with a clear error.
 //!
 //! A line is accepted only with room in the relayer's buffer (a line, its bytes): when there is
 //! none, the client gets an error (`critical = false`), or is not read until room frees
@@ -38,16 +38,18 @@ const MAX_BLOCK_COMMANDS: usize = 1 << 20;
 const MAX_BLOCK_REPLIES: usize = 1_024_000;
 /// Redis quotes at most this much of an unknown command's name.
 const MAX_NAME_IN_ERROR: usize = 128;
+const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
 
-/// `name`: the protocol, as `SessionSettings::name`.
+/// The error for a line refused because the buffer is full; `name`: the protocol, as
+/// `SessionSettings::name`.
 pub fn buffer_full(name: &str) -> String {
     format!("ERR {name} buffer full: record not accepted, try again later")
 }
 
+/// The error for a line refused because the relayer drains.
 pub fn stopping(name: &str) -> String {
     format!("ERR {name} relayer stopping: record not accepted")
 }
-const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
 
 pub struct SessionSettings {
     pub limits: Limits,
@@ -163,7 +165,7 @@ pub struct Session {
     /// Waiting for room in the buffer (critical): nothing more is read meanwhile.
     waiting: bool,
     closing: bool,
-    /// The relayer is stopping: new commands get `STOPPING`.
+    /// The relayer is stopping: new commands get `stopping()`.
     stopping: bool,
     /// The client closed its side (its request stream ended).
     input_ended: bool,
