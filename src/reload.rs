@@ -119,6 +119,16 @@ mod tests {
         format!("[[relayer]]\nprotocol = \"firehose\"\nlisten = \"{listen}\"\nstreamName = \"s\"\n{extra}\n")
     }
 
+    fn kinesis(listen: &str, extra: &str) -> String {
+        format!("[[relayer]]\nprotocol = \"kinesis\"\nlisten = \"{listen}\"\nstreamName = \"s\"\n{extra}\n")
+    }
+
+    fn sqs(listen: &str, extra: &str) -> String {
+        format!(
+            "[[relayer]]\nprotocol = \"sqs\"\nlisten = \"{listen}\"\nurl = \"https://sqs.eu-west-1.amazonaws.com/1/q\"\n{extra}\n"
+        )
+    }
+
     /// (added, changed, unchanged, removed), each by listen.
     type Keys = [&'static [&'static str]; 4];
 
@@ -303,6 +313,25 @@ mod tests {
                 firehose(A, ""),
                 firehose(A, "timestamp = \"ms\""),
             ),
+            (
+                "firehose ignoreCommands",
+                firehose(A, ""),
+                firehose(A, "ignoreCommands = \"GET\""),
+            ),
+            (
+                "firehose replies",
+                firehose(A, ""),
+                firehose(A, "replies = \"original\""),
+            ),
+            ("firehose to kinesis", firehose(A, ""), kinesis(A, "")),
+            (
+                "kinesis partitionKey",
+                kinesis(A, ""),
+                kinesis(A, "partitionKey = \"key\""),
+            ),
+            ("kinesis to sqs", kinesis(A, ""), sqs(A, "")),
+            ("sqs groupID", sqs(A, ""), sqs(A, "groupID = \"g\"")),
+            ("sqs url", sqs(A, ""), sqs(A, "").replace("/q\"", "/r\"")),
         ];
         for (what, old, new) in cases {
             let other = redis(B, "");
