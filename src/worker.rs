@@ -11,7 +11,7 @@ use relayer_actors::endpoint::TargetAddr;
 use relayer_actors::learned_commands::Learned;
 use relayer_actors::listener::{Listener, ListenerSettings, StdBound, StopListening};
 use relayer_actors::metrics::RelayerMetrics;
-use relayer_actors::redis::backend::{BackendAddr, BackendSettings, Drain, Identity, KnownDbs};
+use relayer_actors::redis::backend::{BackendAddr, BackendSettings, Identity, KnownDbs};
 use relayer_actors::redis::dedicated::{LiveCount, Pool};
 use relayer_actors::redis::delivery::Delivery;
 use relayer_actors::redis::session::{Current, Route, SessionSettings, Smart};
@@ -198,6 +198,7 @@ impl Worker {
             log: log.clone(),
             commands: shared.commands.clone(),
             identity: shared.identity.clone(),
+            resp3: false,
         };
         let target = match t.cluster_seeds {
             None => BackendAddr::single(backend, known_dbs),
@@ -475,9 +476,7 @@ impl Backend {
     async fn drain(&self, limit: Duration, everything: bool) -> Left {
         match self {
             Backend::Redis { target, .. } => {
-                let (done, rx) = tokio::sync::oneshot::channel();
-                target.drain(Drain { done, everything });
-                let redis = match tokio::time::timeout(limit, rx).await {
+                let redis = match tokio::time::timeout(limit, target.drain(everything)).await {
                     Ok(_) => target.report().await,
                     Err(_) => target.give_up().await,
                 };

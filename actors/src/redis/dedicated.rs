@@ -238,11 +238,11 @@ impl Pool {
     }
 
     /// A connection for `owner`, idle or new; None when `max` are live.
-    pub fn acquire(self: &Rc<Self>, owner: Recipient<FromDedicated>, db: u32) -> Option<Handle> {
+    pub fn acquire(self: &Rc<Self>, owner: Recipient<FromDedicated>, db: u32, resp3: bool) -> Option<Handle> {
         let idle = self.idle.borrow_mut().pop();
         if let Some(h) = idle {
             self.live.remove_idle(&h.addr);
-            h.addr.do_send(Take { owner, db });
+            h.addr.do_send(Take { owner, db, resp3 });
             return Some(h);
         }
         let Some(permit) = self.live.take(self.max) else {
@@ -268,7 +268,7 @@ impl Pool {
         }
         d.queue(Bytes::from_static(CLIENT_ID_FRAME), Some(ReplyFor::ServerId));
         // Known before it connects, so a failed connect reaches the client.
-        d.take(owner, db);
+        d.take(owner, db, resp3);
         let (gate, paused, unsent) = (d.gate.clone(), d.paused.clone(), d.unsent.clone());
         let server_id = d.server_id.clone();
         let addr = Dedicated::create(|ctx| {
@@ -330,6 +330,9 @@ impl Pool {
         }
     }
 }
+
+/// `HELLO 3`, for the owner that speaks RESP3.
+const HELLO3_FRAME: &[u8] = b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n";
 
 /// Where the reply to a written command goes.
 pub enum ReplyFor {
@@ -456,10 +459,18 @@ impl Dedicated {
         }
     }
 
-    fn take(&mut self, owner: Recipient<FromDedicated>, db: u32) {
+    /// `resp3`: the owner speaks RESP3 (its HELLO 3 on the shared connections), so this one
+    /// does too while it is the owner's; the RESET that gives it back to the pool ends that.
+    fn take(&mut self, owner: Recipient<FromDedicated>, db: u32, resp3: bool) {
         self.lease += 1;
         self.owner = Some(owner);
         self.resume_reading();
+        if resp3 {
+            self.queue(
+                Bytes::from_static(HELLO3_FRAME),
+                Some(ReplyFor::Swallow("HELLO 3")),
+            );
+        }
         if db != 0 {
             self.queue(write::select(db), Some(ReplyFor::Swallow("SELECT")));
         }
@@ -936,6 +947,7 @@ impl Actor for Dedicated {
             pool.tls.clone(),
             pool.log.clone(),
             pool.connect_timeout,
+            false,
         );
         let display = pool.addr.display.clone();
         ctx.wait(fut.into_actor(self).map(move |res, act, ctx| match res {
@@ -1022,13 +1034,14 @@ impl Handler<Flush> for Dedicated {
 struct Take {
     owner: Recipient<FromDedicated>,
     db: u32,
+    resp3: bool,
 }
 
 impl Handler<Take> for Dedicated {
     type Result = ();
 
     fn handle(&mut self, msg: Take, ctx: &mut Context<Self>) {
-        self.take(msg.owner, msg.db);
+        self.take(msg.owner, msg.db, msg.resp3);
         self.schedule_flush(ctx);
     }
 }

@@ -5,6 +5,15 @@ pub const OK: &[u8] = b"+OK\r\n";
 pub const QUEUED: &[u8] = b"+QUEUED\r\n";
 pub const PONG: &[u8] = b"+PONG\r\n";
 pub const NIL: &[u8] = b"$-1\r\n";
+
+/// A null, as RESP3 (`resp3`) or RESP2 writes it.
+pub fn null(resp3: bool) -> &'static [u8] {
+    if resp3 {
+        b"_\r\n"
+    } else {
+        NIL
+    }
+}
 /// The UNWATCH command, as the relayer sends it to a client's own connection.
 pub const UNWATCH: &[u8] = b"*1\r\n$7\r\nUNWATCH\r\n";
 

@@ -385,10 +385,12 @@ fn replication_commands_are_refused() {
     assert_eq!(c.cmd(&["PING"]), Reply::status("PONG"));
 }
 
-/// A client that says HELLO 3 gets a connection of its own speaking RESP3: redis-cli -3 prints
-/// the same (RESP3 maps and doubles) through the relayer as directly.
+/// Clients that say HELLO 3 share the relayer's RESP3 connections: redis-cli -3 prints the same
+/// (RESP3 maps and doubles) through the relayer as directly, HELLO is the relayer's RESP3 map,
+/// and however many clients speak RESP3 the backend sees one RESP3 connection of the relayer's;
+/// RESET and HELLO 2 bring a client back to RESP2.
 #[test]
-fn resp3_clients_get_their_own_connection() {
+fn resp3_clients_share_the_relayers_resp3_connections() {
     let redis = Redis::start();
     let relayer = Relayer::for_redis(&redis, "");
     let mut c = redis.client();
@@ -412,7 +414,7 @@ fn resp3_clients_get_their_own_connection() {
         let direct = run(redis.port(), &args);
         let relayed = run(relayer.port(), &args);
         if args[0] == "HELLO" {
-            // Redis' own HELLO answer (ids differ): a RESP3 map with proto 3.
+            // The relayer's answer (ids differ): a RESP3 map with proto 3.
             assert!(relayed.contains("proto") && relayed.contains("3"), "{relayed}");
             continue;
         }
@@ -422,36 +424,55 @@ fn resp3_clients_get_their_own_connection() {
         run(relayer.port(), &["HGETALL", "h"]).contains("=>"),
         "not printed as a RESP3 map"
     );
-    // HELLO 3 on the raw protocol: the reply is Redis' map, replies are RESP3 (a null, not
-    // $-1); RESET goes back to RESP2 and to the shared connection.
-    let mut raw = relayer.client();
-    let hello = raw.q("HELLO 3");
-    let Reply::Map(fields) = &hello else {
-        panic!("HELLO 3: {hello:?}")
-    };
-    assert!(
-        fields.contains(&(Reply::bulk("proto"), Reply::int(3))),
-        "{hello:?}"
-    );
-    assert_eq!(raw.q("GET missing"), Reply::Null);
     let resp3 = || {
         backend_clients(&redis)
             .iter()
             .filter(|l| l.contains(" resp=3 ") || l.ends_with(" resp=3"))
             .count()
     };
-    assert!(resp3() >= 1);
+    // HELLO 3 on the raw protocol: the relayer's map, with the relayer's id for the client;
+    // replies are RESP3 (a null, not $-1).
+    let mut clients: Vec<Client> = (0..5).map(|_| relayer.client()).collect();
+    for raw in &mut clients {
+        let hello = raw.q("HELLO 3");
+        let Reply::Map(fields) = &hello else {
+            panic!("HELLO 3: {hello:?}")
+        };
+        assert!(
+            fields.contains(&(Reply::bulk("proto"), Reply::int(3))),
+            "{hello:?}"
+        );
+        let id = raw.q("CLIENT ID");
+        assert!(
+            fields.contains(&(Reply::bulk("id"), id.clone())),
+            "{hello:?} {id:?}"
+        );
+        assert_eq!(raw.q("GET missing"), Reply::Null);
+        assert_eq!(
+            raw.q("HGETALL h"),
+            Reply::Map(vec![
+                (Reply::bulk("f"), Reply::bulk("v")),
+                (Reply::bulk("g"), Reply::bulk("w"))
+            ])
+        );
+    }
+    assert_eq!(
+        resp3(),
+        1,
+        "one RESP3 connection of the relayer's for five clients"
+    );
+    let raw = &mut clients[0];
     assert_eq!(raw.q("RESET"), Reply::status("RESET"));
     assert_eq!(raw.q("GET missing"), Reply::Nil);
-    // HELLO is the relayer's own answer again (with the relayer's id for the client, as CLIENT
-    // ID gives it), and no backend connection is left speaking RESP3.
     let hello = raw.q("HELLO");
     let fields = hello.as_array().unwrap_or_default();
     assert_eq!(fields.get(5), Some(&Reply::int(2)), "{hello:?}");
     let id = raw.q("CLIENT ID");
     assert_eq!(fields.get(7), Some(&id), "{hello:?}");
-
-    wait_until(HANG, "no RESP3 backend connection", || resp3() == 0);
+    let raw = &mut clients[1];
+    assert!(raw.q("HELLO 2").as_array().is_some());
+    assert_eq!(raw.q("GET missing"), Reply::Nil);
+    assert_eq!(resp3(), 1, "no connection of a client's own");
     // Bad versions are Redis' errors.
     let mut c = relayer.client();
     assert_eq!(
@@ -1432,6 +1453,8 @@ fn a_reset_whose_token_cannot_come_back_is_still_answered() {
     let mut c = relayer.client();
     c.set_read_timeout(Duration::from_secs(10));
     assert!(matches!(c.q("HELLO 3"), Reply::Map(_)));
+    // Client tracking puts a RESP3 client on its own connection, in pass-through.
+    assert_eq!(c.q("CLIENT TRACKING on"), Reply::ok());
     assert_eq!(c.q("MULTI"), Reply::ok());
     assert_eq!(c.q("SET k v"), Reply::status("QUEUED"));
     assert_eq!(c.q("RESET"), Reply::status("RESET"));

@@ -73,6 +73,8 @@ pub struct BackendSettings {
     pub commands: Arc<Learned>,
     /// What it says of itself (`identity.rs`), shared with the sessions.
     pub identity: Arc<Identity>,
+    /// The connections speak RESP3 (`HELLO 3` when they open): those of RESP3 clients.
+    pub resp3: bool,
 }
 
 /// DB indices (0..63) that the backend has accepted, shared with the sessions so a SELECT of
@@ -474,6 +476,7 @@ impl<S: Shape> Backend<S> {
             self.settings.tls.clone(),
             self.settings.log.clone(),
             self.settings.connect_timeout,
+            self.settings.resp3,
         );
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
             if act.conns[idx].up.generation != generation {

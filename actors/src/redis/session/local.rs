@@ -67,21 +67,26 @@ pub fn hello(cmd: &Command) -> Result<Hello<'_>, Bytes> {
     Ok(hello)
 }
 
-/// HELLO's answer in RESP2, for the client numbered `id`, with the backend's version and mode
-/// as it said them (before any server has answered: the relayer's own version, standalone).
-pub fn hello_reply(id: u64, server: Option<Server>) -> Bytes {
+/// HELLO's answer, for the client numbered `id`, with the backend's version and mode as it said
+/// them (before any server has answered: the relayer's own version, standalone): a map in
+/// RESP3 (`resp3`), the same pairs in an array in RESP2.
+pub fn hello_reply(id: u64, server: Option<Server>, resp3: bool) -> Bytes {
     let (version, mode) = match &server {
         Some(s) => (s.version.as_str(), s.mode.as_str()),
         None => (env!("CARGO_PKG_VERSION"), "standalone"),
     };
     let mut b = BytesMut::with_capacity(160);
-    write::put_array_header(&mut b, 14);
+    if resp3 {
+        b.extend_from_slice(b"%7\r\n");
+    } else {
+        write::put_array_header(&mut b, 14);
+    }
     for (k, v) in [("server", "redis"), ("version", version)] {
         write::put_bulk(&mut b, k.as_bytes());
         write::put_bulk(&mut b, v.as_bytes());
     }
     write::put_bulk(&mut b, b"proto");
-    write::put_int(&mut b, 2);
+    write::put_int(&mut b, if resp3 { 3 } else { 2 });
     write::put_bulk(&mut b, b"id");
     write::put_int(&mut b, id as i64);
     for (k, v) in [("mode", mode), ("role", "master")] {
@@ -125,9 +130,9 @@ pub fn client_id(id: u64) -> Bytes {
     Bytes::from(format!(":{id}\r\n"))
 }
 
-/// CLIENT GETNAME's answer.
-pub fn client_name(name: Option<&Bytes>) -> Bytes {
-    name.map_or(Bytes::from_static(write::NIL), |n| write::bulk(n))
+/// CLIENT GETNAME's answer, in RESP3 when `resp3`.
+pub fn client_name(name: Option<&Bytes>, resp3: bool) -> Bytes {
+    name.map_or(Bytes::from_static(write::null(resp3)), |n| write::bulk(n))
 }
 
 /// CLIENT SETNAME's name; Err: the error reply.
@@ -143,16 +148,21 @@ pub fn client_setname(cmd: &Command) -> Result<Option<Bytes>, Bytes> {
 }
 
 /// UNSUBSCRIBE, PUNSUBSCRIBE, SUNSUBSCRIBE from a client subscribed to nothing: Redis' reply
-/// for each channel named (for none: one, with a nil channel), a count of 0 in each.
-pub fn unsubscribed(cmd: &Command) -> Bytes {
+/// for each channel named (for none: one, with a nil channel), a count of 0 in each; pushes in
+/// RESP3 (`resp3`).
+pub fn unsubscribed(cmd: &Command, resp3: bool) -> Bytes {
     let kind = cmd.arg(0).to_ascii_lowercase();
     let mut b = BytesMut::with_capacity(32 * cmd.argc());
     let mut one = |channel: Option<&[u8]>| {
-        write::put_array_header(&mut b, 3);
+        if resp3 {
+            b.extend_from_slice(b">3\r\n");
+        } else {
+            write::put_array_header(&mut b, 3);
+        }
         write::put_bulk(&mut b, &kind);
         match channel {
             Some(c) => write::put_bulk(&mut b, c),
-            None => b.extend_from_slice(write::NIL),
+            None => b.extend_from_slice(write::null(resp3)),
         }
         write::put_int(&mut b, 0);
     };
@@ -291,14 +301,14 @@ mod tests {
             hello(&cmd(&["HELLO", "+2"])).unwrap_err(),
             error("ERR Protocol version is not an integer or out of range")
         );
-        let reply = hello_reply(7, None);
+        let reply = hello_reply(7, None, false);
         assert!(reply.starts_with(b"*14\r\n$6\r\nserver\r\n$5\r\nredis\r\n"));
         assert!(reply.windows(12).any(|w| w == b"$2\r\nid\r\n:7\r\n"));
         let server = Server {
             version: "7.0.15".into(),
             mode: "cluster".into(),
         };
-        let reply = hello_reply(7, Some(server));
+        let reply = hello_reply(7, Some(server), false);
         assert!(reply.starts_with(b"*14\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$6\r\n7.0.15\r\n"));
         let mode = b"$4\r\nmode\r\n$7\r\ncluster\r\n";
         assert!(reply.windows(mode.len()).any(|w| w == mode));
@@ -308,11 +318,11 @@ mod tests {
     #[test]
     fn unsubscribing_from_nothing() {
         assert_eq!(
-            &unsubscribed(&cmd(&["UNSUBSCRIBE", "foo", "quux"]))[..],
+            &unsubscribed(&cmd(&["UNSUBSCRIBE", "foo", "quux"]), false)[..],
             b"*3\r\n$11\r\nunsubscribe\r\n$3\r\nfoo\r\n:0\r\n*3\r\n$11\r\nunsubscribe\r\n$4\r\nquux\r\n:0\r\n"
         );
         assert_eq!(
-            &unsubscribed(&cmd(&["punsubscribe"]))[..],
+            &unsubscribed(&cmd(&["punsubscribe"]), false)[..],
             b"*3\r\n$12\r\npunsubscribe\r\n$-1\r\n:0\r\n"
         );
     }

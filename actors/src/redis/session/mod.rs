@@ -159,6 +159,12 @@ pub struct Session {
     stopping: bool,
     /// Something was sent to `target`: when a reload replaces it, a barrier goes there first.
     sent_to_target: bool,
+    /// The client speaks RESP3 (its HELLO 3): its commands go to the target's RESP3 twin, and
+    /// the relayer's own replies are written in RESP3.
+    resp3: bool,
+    /// Its protocol changed since `target` was taken: the next command goes to the other twin,
+    /// after a barrier on this one.
+    protocol_changed: bool,
     /// A reload replaced the target: the request number of the barrier sent to the old one,
     /// and the command that waits for its answer before it goes to the new one.
     switching: Option<(u64, Command)>,
@@ -219,6 +225,8 @@ impl Session {
                 closing: false,
                 stopping: false,
                 sent_to_target: false,
+                resp3: false,
+                protocol_changed: false,
                 switching: None,
                 input_ended: false,
                 unauthenticated,
@@ -438,7 +446,7 @@ impl Session {
     }
 
     fn on_command(&mut self, cmd: Command, ctx: &mut Context<Self>) {
-        if self.route.generation() != self.route_generation {
+        if self.route.generation() != self.route_generation || self.protocol_changed {
             // What was gathered goes to the target it was meant for.
             self.flush_forwards(ctx);
             if self.sent_to_target && self.send_switch_barrier(cmd.clone()) {
@@ -491,6 +499,11 @@ impl Session {
                 }
                 if let Some(answer) = local::client_without_mode(entry.name, &cmd) {
                     return self.reply(answer, ctx);
+                }
+                // CLIENT TRACKING of a RESP3 client: on its own connection, where invalidation
+                // pushes may come at any time, so in pass-through from then on, like HELLO 3.
+                if self.resp3 && matches!(entry.role, Role::OwnConnectionOnly(_)) && !self.settings.cluster {
+                    return self.on_own_connection(cmd, Kind::Hello, ctx);
                 }
             }
             return self.reply(refused(entry, why), ctx);
@@ -550,7 +563,7 @@ impl Session {
             Kind::Replication => self.reply(not_relayed(&cmd), ctx),
             // Subscribed to nothing (it would be in push mode): Redis' answer needs no connection.
             Kind::Unsubscribe if self.own.as_ref().is_none_or(Own::settled) => {
-                self.reply(local::unsubscribed(&cmd), ctx)
+                self.reply(local::unsubscribed(&cmd, self.resp3), ctx)
             }
             k if k.needs_own_connection() => self.dedicated(cmd, kind, ctx),
             Kind::StreamRead if cmd.args().skip(1).any(|a| a.eq_ignore_ascii_case(b"BLOCK")) => {
@@ -596,8 +609,12 @@ impl Session {
     fn follow_route(&mut self) {
         let current = self.route.current();
         (self.target, self.settings, self.pool) = (current.target, current.settings, current.dedicated);
+        if self.resp3 {
+            self.target = self.target.resp3();
+        }
         self.route_generation = self.route.generation();
         self.sent_to_target = false;
+        self.protocol_changed = false;
     }
 
     /// In smart mode a write from the table is acknowledged now and sent in the background,
@@ -691,6 +708,7 @@ impl Session {
         self.reply_mode = ReplyMode::On;
         self.db = self.settings.initial_db;
         self.name = None;
+        self.set_protocol(false);
         self.unauthenticated
             .store(self.settings.password.is_some(), Ordering::Relaxed);
     }
@@ -711,6 +729,7 @@ impl Session {
             cluster: self.settings.cluster,
             client_id: self.id,
             client_name: self.name.as_ref(),
+            resp3: self.resp3,
             known_dbs: &self.settings.known_dbs,
             learned: self.settings.commands.table(),
         };
@@ -800,13 +819,29 @@ impl Session {
             }
             self.name = (!n.is_empty()).then(|| Bytes::copy_from_slice(n));
         }
-        if hello.version == Some(3) {
-            // Replies pass through as Redis writes them, so a RESP3 client gets a connection
-            // of its own that speaks RESP3, from this HELLO (answered by Redis) on.
+        if hello.version == Some(3) && (self.settings.cluster || self.own.is_some()) {
+            // Replies pass through as Redis writes them, so this RESP3 client gets a connection
+            // of its own that speaks RESP3, from this HELLO (answered by Redis) on: on a
+            // cluster, and for a client that holds one already (its WATCH, say).
             let hello = local::hello3(self.name.as_ref());
             return self.on_own_connection(hello, Kind::Hello, ctx);
         }
-        self.reply(local::hello_reply(self.id, self.settings.identity.get()), ctx);
+        if let Some(v) = hello.version {
+            self.set_protocol(v == 3);
+        }
+        self.reply(
+            local::hello_reply(self.id, self.settings.identity.get(), self.resp3),
+            ctx,
+        );
+    }
+
+    /// The client speaks RESP3 (`resp3`) or RESP2 from now on: its next command goes to the
+    /// target's twin of that protocol, after the commands it sent before (a barrier).
+    fn set_protocol(&mut self, resp3: bool) {
+        if self.resp3 != resp3 {
+            self.resp3 = resp3;
+            self.protocol_changed = true;
+        }
     }
 
     /// HELLO's version and options, its AUTH checked against the listener's password (the
@@ -847,7 +882,7 @@ impl Session {
                 Err(e) => self.reply(e, ctx),
             },
             "CLIENT GETNAME" if cmd.argc() != 2 => self.reply(local::client_arity("getname"), ctx),
-            "CLIENT GETNAME" => self.reply(local::client_name(self.name.as_ref()), ctx),
+            "CLIENT GETNAME" => self.reply(local::client_name(self.name.as_ref(), self.resp3), ctx),
             "CLIENT SETINFO" => {
                 let answer = self.setinfo(&cmd);
                 self.reply(answer, ctx);
@@ -909,7 +944,7 @@ impl Session {
         if self.own.is_some() {
             return self.send_dedicated(cmd, kind, ctx);
         }
-        let Some(handle) = self.pool.acquire(ctx.address().recipient(), self.db) else {
+        let Some(handle) = self.pool.acquire(ctx.address().recipient(), self.db, self.resp3) else {
             let err = RelayerError::TooManyDedicated {
                 max: self.pool.max(),
                 command: upper_name(&cmd),

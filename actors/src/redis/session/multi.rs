@@ -23,6 +23,8 @@ pub struct Where<'a> {
     /// The client's id and name, for the CLIENT subcommands the relayer answers.
     pub client_id: u64,
     pub client_name: Option<&'a Bytes>,
+    /// The client speaks RESP3: the relayer's own replies are written so.
+    pub resp3: bool,
     pub known_dbs: &'a KnownDbs,
     /// What the backend said of its commands, if it did (see `cluster::keys::route`).
     pub learned: Option<&'a CommandTable>,
@@ -170,7 +172,7 @@ impl Multi {
                 Err(e) => e,
             },
             "CLIENT GETNAME" if cmd.argc() != 2 => return self.abort(local::client_arity("getname")),
-            "CLIENT GETNAME" => local::client_name(name),
+            "CLIENT GETNAME" => local::client_name(name, at.resp3),
             "CLIENT ID" if cmd.argc() != 2 => return self.abort(local::client_arity("id")),
             "CLIENT ID" => local::client_id(at.client_id),
             // Its replies would follow EXEC's rules; not worth it inside a block.
@@ -287,6 +289,7 @@ mod tests {
             cluster,
             client_id: 1,
             client_name: None,
+            resp3: false,
             known_dbs: known,
             learned,
         }
@@ -409,6 +412,7 @@ mod tests {
             cluster: false,
             client_id: 42,
             client_name: Some(&before),
+            resp3: false,
             known_dbs: &known,
             learned: None,
         };

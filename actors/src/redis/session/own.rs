@@ -364,7 +364,8 @@ mod tests {
                 log,
             );
             let owner = Owner.start().recipient();
-            let take = |pool: &std::rc::Rc<Pool>| pool.acquire(owner.clone(), 0).expect("a connection");
+            let take =
+                |pool: &std::rc::Rc<Pool>| pool.acquire(owner.clone(), 0, false).expect("a connection");
             let flag = Arc::new(AtomicBool::new(false));
 
             let mut own = Own::taking(
