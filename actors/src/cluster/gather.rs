@@ -170,9 +170,11 @@ fn encode_array(items: impl ExactSizeIterator<Item = Value>) -> Bytes {
 /// Arrays nested deeper than this in a part's reply are refused.
 const MAX_DEPTH: usize = 32;
 
-/// A RESP2 reply of a part, decoded to be merged and encoded again: the parts' replies go to
-/// a client, so they are read here, by what the merge needs, never by a general codec. Only
-/// split and fanned-out commands, never on the path of every command.
+/// A reply of a part, decoded to be merged and encoded again: the parts' replies go to a
+/// client, so they are read here, by what the merge needs, never by a general codec. Only
+/// split and fanned-out commands, never on the path of every command. The parts of a RESP3
+/// client's request come from RESP3 connections: their null is kept as it came (`Null`), so the
+/// merged reply is in the client's protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Value {
     Simple(String),
@@ -180,6 +182,8 @@ pub enum Value {
     Int(i64),
     Bulk(Vec<u8>),
     Nil,
+    /// RESP3's null.
+    Null,
     Array(Vec<Value>),
 }
 
@@ -193,6 +197,7 @@ impl Value {
             Value::Int(n) => crate::resp::write::put_int(b, *n),
             Value::Bulk(d) => crate::resp::write::put_bulk(b, d),
             Value::Nil => b.put_slice(b"$-1\r\n"),
+            Value::Null => b.put_slice(b"_\r\n"),
             Value::Array(items) => {
                 crate::resp::write::put_array_header(b, items.len());
                 for v in items {
@@ -216,6 +221,7 @@ impl Value {
             b'+' => Some((Value::Simple(line.into()), next)),
             b'-' => Some((Value::Error(line.into()), next)),
             b':' => Some((Value::Int(line.parse().ok()?), next)),
+            b'_' if line.is_empty() => Some((Value::Null, next)),
             b'$' => {
                 let n: i64 = line.parse().ok()?;
                 if n < 0 {
@@ -270,6 +276,11 @@ mod tests {
         assert_eq!(
             merge(&how, &[b("*2\r\n$1\r\na\r\n$-1\r\n"), b("*1\r\n$1\r\nb\r\n")]),
             b("*3\r\n$1\r\na\r\n$1\r\nb\r\n$-1\r\n")
+        );
+        // From RESP3 connections, RESP3's null stays.
+        assert_eq!(
+            merge(&how, &[b("*2\r\n$1\r\na\r\n_\r\n"), b("*1\r\n_\r\n")]),
+            b("*3\r\n$1\r\na\r\n_\r\n_\r\n")
         );
         assert_eq!(
             merge(&Merge::Concat, &[b("*1\r\n$1\r\nk\r\n"), b("*0\r\n")]),

@@ -133,7 +133,6 @@ fn ping_echo_hello_and_quit_are_answered_locally() {
         (field(&hello, "version") == version && field(&hello, "mode") == mode).then_some(())
     });
     assert_eq!(c.cmd(&["CLIENT", "GETNAME"]), Reply::bulk("me"));
-    assert!(c.cmd(&["HELLO", "3"]).is_error_starting("ERR relayer:"));
     assert_eq!(c.cmd(&["SET", "k", "v"]), Reply::ok());
     assert_eq!(c.cmd(&["QUIT"]), Reply::ok());
     assert!(
@@ -146,6 +145,89 @@ fn ping_echo_hello_and_quit_are_answered_locally() {
         for cmd in ["cmdstat_echo:", "cmdstat_hello:", "cmdstat_quit:"] {
             assert!(!stats.contains(cmd), "node {n} ran {cmd}\n{stats}");
         }
+    }
+}
+
+/// RESP3 clients through a cluster relayer (sync and smart): HELLO 3 is the relayer's map,
+/// replies are RESP3 as the slot's master gives them, split and fanned-out commands are merged
+/// in RESP3 (MGET's nulls), and each master sees one RESP3 connection of the relayer's however
+/// many clients speak RESP3.
+#[test]
+fn resp3_clients_share_the_cluster_relayers_connections() {
+    let cluster = Cluster::start();
+    for mode in ["sync", "smart"] {
+        let relayer = Relayer::for_cluster(&cluster, mode, "");
+        let keys = cluster.keys_on_every_master_prefixed(mode, 3);
+        let mut clients: Vec<Client> = (0..4).map(|_| relayer.client()).collect();
+        for (i, c) in clients.iter_mut().enumerate() {
+            let hello = c.cmd(&["HELLO", "3"]);
+            let Reply::Map(fields) = &hello else {
+                panic!("{mode}: HELLO 3: {hello:?}")
+            };
+            assert!(
+                fields.contains(&(Reply::bulk("proto"), Reply::int(3))),
+                "{hello:?}"
+            );
+            for k in &keys {
+                assert_eq!(c.cmd(&["SET", &format!("{k}:{i}"), "v"]), Reply::ok());
+                assert!(!c.cmd(&["HSET", &format!("{k}:h"), "f", "v"]).is_error());
+            }
+        }
+        let c = &mut clients[0];
+        let mget: Vec<String> = keys
+            .iter()
+            .flat_map(|k| [format!("{k}:0"), format!("{k}:missing")])
+            .collect();
+        let mut args = vec!["MGET".to_string()];
+        args.extend(mget.iter().cloned());
+        let got = c.cmd(&args);
+        let want: Vec<Reply> = mget
+            .iter()
+            .map(|k| {
+                if k.ends_with(":missing") {
+                    Reply::Null
+                } else {
+                    Reply::bulk("v")
+                }
+            })
+            .collect();
+        assert_eq!(
+            got,
+            Reply::Array(want),
+            "{mode}: MGET over every master, RESP3 nulls"
+        );
+        for k in &keys {
+            let mut owner = cluster.client(cluster.node_for_slot(Cluster::slot_of(format!("{k}:h"))));
+            assert!(matches!(owner.cmd(&["HELLO", "3"]), Reply::Map(_)));
+            let direct = owner.cmd(&["HGETALL", &format!("{k}:h")]);
+            assert_eq!(
+                c.cmd(&["HGETALL", &format!("{k}:h")]),
+                direct,
+                "{mode}: a map, as the master gives it"
+            );
+            assert_eq!(direct, Reply::Map(vec![(Reply::bulk("f"), Reply::bulk("v"))]));
+            assert_eq!(c.cmd(&["GET", &format!("{k}:missing")]), Reply::Null);
+        }
+        let dels: Vec<String> = keys.iter().map(|k| format!("{k}:1")).collect();
+        let mut args = vec!["DEL".to_string()];
+        args.extend(dels.iter().cloned());
+        assert_eq!(
+            c.cmd(&args),
+            Reply::int(dels.len() as i64),
+            "{mode}: DEL summed over masters"
+        );
+        assert_eq!(c.cmd(&["CLIENT", "GETNAME"]), Reply::Null);
+        for m in cluster.masters() {
+            let lines: String = cluster.node(m).query(&["CLIENT", "LIST"]);
+            let resp3 = lines.lines().filter(|l| l.ends_with(" resp=3")).count();
+            assert_eq!(
+                resp3, 1,
+                "{mode}: master {m} has {resp3} RESP3 connections:\n{lines}"
+            );
+        }
+        // HELLO 2: back to RESP2.
+        assert!(c.cmd(&["HELLO", "2"]).as_array().is_some());
+        assert_eq!(c.cmd(&["GET", &format!("{}:missing", keys[0])]), Reply::Nil);
     }
 }
 

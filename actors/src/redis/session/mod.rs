@@ -819,10 +819,10 @@ impl Session {
             }
             self.name = (!n.is_empty()).then(|| Bytes::copy_from_slice(n));
         }
-        if hello.version == Some(3) && (self.settings.cluster || self.own.is_some()) {
+        if hello.version == Some(3) && self.own.is_some() {
             // Replies pass through as Redis writes them, so this RESP3 client gets a connection
-            // of its own that speaks RESP3, from this HELLO (answered by Redis) on: on a
-            // cluster, and for a client that holds one already (its WATCH, say).
+            // of its own that speaks RESP3, from this HELLO (answered by Redis) on: it holds one
+            // already (its WATCH, say), which would go on speaking RESP2.
             let hello = local::hello3(self.name.as_ref());
             return self.on_own_connection(hello, Kind::Hello, ctx);
         }
