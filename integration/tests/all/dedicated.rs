@@ -481,6 +481,55 @@ fn resp3_clients_share_the_relayers_resp3_connections() {
     );
 }
 
+/// What needs a connection of its own still gets one for a RESP3 client, speaking RESP3: a
+/// blocking command's null, pub/sub pushes, WATCH; `maxDedicatedConnections` counts only
+/// those, so RESP3 clients beyond it that need none are served. Each reply is compared with
+/// what redis-server gives a RESP3 client directly.
+#[test]
+fn resp3_clients_get_a_connection_of_their_own_only_when_they_need_one() {
+    let redis = Redis::start();
+    let relayer = Relayer::for_redis(&redis, "maxDedicatedConnections = 2");
+    let mut direct = redis.client();
+    let mut c = relayer.client();
+    for x in [&mut direct, &mut c] {
+        assert!(matches!(x.q("HELLO 3"), Reply::Map(_)));
+    }
+    // Each sequence pops what it pushed: the same replies both ways.
+    let cmds = ["BLPOP missing 0.1", "RPUSH l a", "BLPOP l 0.1", "WATCH l", "MULTI", "GET l", "EXEC"];
+    let want: Vec<Reply> = cmds.iter().map(|cmd| direct.q(cmd)).collect();
+    let got: Vec<Reply> = cmds.iter().map(|cmd| c.q(cmd)).collect();
+    assert_eq!(got, want);
+    assert_eq!(want[0], Reply::Null, "a RESP3 null for the timeout");
+    // More RESP3 clients than dedicated connections, none needing one: all served.
+    let mut many: Vec<Client> = (0..6).map(|_| relayer.client()).collect();
+    for m in &mut many {
+        assert!(matches!(m.q("HELLO 3"), Reply::Map(_)));
+        assert!(!m.q("INCR n").is_error());
+    }
+    // Pub/sub: the confirmation and the message are RESP3 pushes, as from redis-server.
+    let mut sub_direct = redis.client();
+    let mut sub = relayer.client();
+    for s in [&mut sub_direct, &mut sub] {
+        assert!(matches!(s.q("HELLO 3"), Reply::Map(_)));
+        assert_eq!(
+            s.q("SUBSCRIBE ch"),
+            Reply::Push(vec![Reply::bulk("subscribe"), Reply::bulk("ch"), Reply::int(1)])
+        );
+    }
+    assert_eq!(redis.client().q("PUBLISH ch hi"), Reply::int(2));
+    for s in [&mut sub_direct, &mut sub] {
+        assert_eq!(
+            s.read_reply(),
+            Reply::Push(vec![Reply::bulk("message"), Reply::bulk("ch"), Reply::bulk("hi")])
+        );
+        // RESP3 lets a subscriber run any command.
+        assert_eq!(s.q("GET missing"), Reply::Null);
+    }
+    for m in &mut many {
+        assert_eq!(m.q("GET missing"), Reply::Null);
+    }
+}
+
 /// In pub/sub and MONITOR mode commands pass through to the backend as they are: CLIENT
 /// GETNAME (which Redis answers once the client unsubscribed from everything, and while it
 /// monitors) gives the name the client set before, as from redis.
