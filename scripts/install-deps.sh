@@ -141,27 +141,28 @@ if ! moto_ok; then
     moto_ok || { log "moto installed in $moto_venv but its check fails"; exit 1; }
 fi
 
-# redis-py for examples/python/redis_py_check.py (integration/tests/all/clients.rs runs it with
-# <target>/tools/redis-py/bin/python). Pinned: the transcripts the tests compare and the
-# connection handshake (CLIENT SETINFO LIB-NAME and LIB-VER) are this version's. 7.4 is the last
-# line that speaks RESP2 by default: redis-py 8 opens every connection with HELLO 3, which the
-# relayer refuses (NOPROTO), so it needs protocol=2 through the relayer.
-REDIS_PY_VERSION=7.4.1
-redis_py_venv="$target_dir/tools/redis-py"
-redis_py_ok() {
-    [ -x "$redis_py_venv/bin/python" ] &&
-        "$redis_py_venv/bin/python" - "$REDIS_PY_VERSION" >/dev/null 2>&1 <<'PY'
+# redis-py for examples/python/redis_py_check.py and redis_py_clients.py (integration/tests/all/
+# clients.rs runs them with <target>/tools/redis-py*/bin/python). Pinned: the transcripts the
+# tests compare and the connection handshake (CLIENT SETINFO LIB-NAME and LIB-VER) are these
+# versions'. 7.4 is the last line that speaks RESP2 by default; redis-py 8 opens every
+# connection with HELLO 3 (RESP3), as most new clients do.
+install_redis_py() { # VERSION VENV
+    local version="$1" venv="$2"
+    if [ -x "$venv/bin/python" ] && "$venv/bin/python" - "$version" >/dev/null 2>&1 <<'PY'
 import importlib.metadata as m, sys
 assert m.version("redis") == sys.argv[1]
 PY
+    then
+        return 0
+    fi
+    log "installing redis==$version into $venv"
+    rm -rf "$venv"
+    python3 -m venv "$venv" >/dev/null 2>&1 || { log "python3 -m venv $venv failed"; exit 1; }
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check "redis==$version"
+    "$venv/bin/python" -c "import redis" || { log "redis-py installed in $venv but does not import"; exit 1; }
 }
-if ! redis_py_ok; then
-    log "installing redis==$REDIS_PY_VERSION into $redis_py_venv"
-    rm -rf "$redis_py_venv"
-    python3 -m venv "$redis_py_venv" >/dev/null 2>&1 || { log "python3 -m venv $redis_py_venv failed"; exit 1; }
-    "$redis_py_venv/bin/python" -m pip install -q --disable-pip-version-check "redis==$REDIS_PY_VERSION"
-    redis_py_ok || { log "redis-py installed in $redis_py_venv but its check fails"; exit 1; }
-fi
+install_redis_py 7.4.1 "$target_dir/tools/redis-py"
+install_redis_py 8.1.0 "$target_dir/tools/redis-py8"
 
 for cmd in redis-server redis-cli redis-benchmark php supervisord supervisorctl; do
     have "$cmd" || { log "$cmd still missing"; exit 1; }
