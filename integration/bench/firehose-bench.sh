@@ -178,13 +178,15 @@ TOML
     delivered=0 last=-1 still=0
     while [ "$delivered" -lt "$N" ] && [ "$still" -lt 600 ]; do
         sleep 0.1
-        delivered="$(metric "$metrics_port" "relayer_${protocol}_delivered_total")"
+        delivered="$(metric "$metrics_port" "relayer_${protocol}_delivered_total")" ||
+            die "$run: no answer from the relayer's metrics endpoint (log: $tmp/relayer-$run.log)"
         if [ "$delivered" = "$last" ]; then still=$((still + 1)); else still=0 last="$delivered"; fi
     done
     t1="$(date +%s.%N)"
     c1="$(cpu_ticks "$relayer_pid")"
     [ "$delivered" -ge "$N" ] || die "$run: only $delivered of $N lines delivered (log: $tmp/relayer-$run.log)"
-    resent="$(metric "$metrics_port" "relayer_${protocol}_retries_total")"
+    resent="$(metric "$metrics_port" "relayer_${protocol}_retries_total")" ||
+        die "$run: no answer from the relayer's metrics endpoint (log: $tmp/relayer-$run.log)"
     # The fake prints its counts every tenth of a second.
     stored=0 calls=0
     for _ in $(seq 1 50); do
@@ -225,7 +227,8 @@ section="$tmp/section.md"
         "stream relayer (smart-relayer $commit; \`buffer = 100000\`, \`critical = true\`, the other keys" \
         "their defaults), relaying to the tests' fake endpoint of its service" \
         "(integration/src/bin/fake-aws.rs) over loopback HTTP, a fresh relayer and endpoint per run," \
-        "all on the same $(nproc) cores"
+        "all on the same $(nproc) cores; one run each, in one sitting, on cores other work may share:" \
+        "compare rows of the same sitting"
     echo "- calls: the calls the endpoint received (PutRecordBatch, PutRecords, SendMessageBatch);" \
         "acknowledged: redis-benchmark's requests/s; delivered: lines per second from the first SET" \
         "until the relayer reports every line delivered; CPU: the relayer's utime+stime over that" \
