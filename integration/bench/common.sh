@@ -99,7 +99,7 @@ write_section() {
 }
 
 # The sections of BENCHMARKS.md written by other scripts than bench.sh.
-owned_sections=("Redis Cluster" "Firehose")
+owned_sections=("Redis Cluster" "Streams")
 
 # The commit measured, for a report: its short hash, and a warning when the tree differs from it
 # (the report file $OUT itself aside).

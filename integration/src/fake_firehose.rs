@@ -122,6 +122,11 @@ impl FakeFirehose {
     pub fn calls(&self) -> Vec<CallInfo> {
         self.state.lock().calls.clone()
     }
+
+    /// Number of PutRecordBatch/PutRecord calls so far (cheaper than `calls().len()`).
+    pub fn call_count(&self) -> usize {
+        self.state.lock().calls.len()
+    }
 }
 
 impl Service for Shared<State> {

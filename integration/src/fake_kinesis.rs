@@ -27,7 +27,8 @@
 //!
 //! Accepted records are kept in arrival order with their stream, shard, sequence number and
 //! partition key ([`FakeKinesis::records`]), so tests can check the order per shard and per key;
-//! every PutRecords call is described ([`FakeKinesis::calls`]).
+//! every PutRecords call is described ([`FakeKinesis::calls`]). For long benchmarks,
+//! [`FakeKinesis::discard_records`] keeps the counts only.
 
 use crate::fake_aws::http::{Answer, Request};
 use crate::fake_aws::{CallFault, Endpoint, FaultState, Protocol, Service, Shared};
@@ -135,6 +136,10 @@ struct State {
     throttle: Throttle,
     shards: usize,
     records: Vec<Record>,
+    /// Records stored since the start, kept or not.
+    record_count: usize,
+    /// False: records are counted, not kept (`discard_records`).
+    keep: bool,
     calls: Vec<CallInfo>,
     /// The last sequence number given.
     sequence: u64,
@@ -162,6 +167,8 @@ impl FakeKinesis {
             throttle: Throttle::default(),
             shards,
             records: Vec::new(),
+            record_count: 0,
+            keep: true,
             calls: Vec::new(),
             sequence: 0,
         });
@@ -201,8 +208,20 @@ impl FakeKinesis {
         split_lines(&data)
     }
 
+    /// Number of records stored so far, kept or not.
     pub fn record_count(&self) -> usize {
-        self.state.lock().records.len()
+        self.state.lock().record_count
+    }
+
+    /// From now on, only count the records stored (`record_count`), do not keep them
+    /// (`records`, `lines` and `CallInfo::accepted` then miss them): for long benchmarks.
+    pub fn discard_records(&self) {
+        self.state.lock().keep = false;
+    }
+
+    /// Number of PutRecords calls so far (cheaper than `calls().len()`).
+    pub fn call_count(&self) -> usize {
+        self.state.lock().calls.len()
     }
 
     /// Every PutRecords call so far, in arrival order.
@@ -462,13 +481,16 @@ fn put_records(parsed: Result<(String, Vec<Entry>), Refusal>, region: String, st
         // The shape of AWS's: 56 decimal digits, increasing.
         let sequence_number = format!("49{:054}", st.sequence);
         results.push(json!({"SequenceNumber": sequence_number, "ShardId": shard_id}));
-        st.records.push(Record {
-            stream: stream.clone(),
-            shard_id,
-            sequence_number,
-            partition_key: e.partition_key,
-            data: e.data,
-        });
+        st.record_count += 1;
+        if st.keep {
+            st.records.push(Record {
+                stream: stream.clone(),
+                shard_id,
+                sequence_number,
+                partition_key: e.partition_key,
+                data: e.data,
+            });
+        }
     }
     info.accepted = first..st.records.len();
     info.outcome = Outcome::Ok { failed };
@@ -594,5 +616,13 @@ mod tests {
         assert_eq!(outcomes[0], Outcome::Ok { failed: 0 });
         assert_eq!(outcomes[7..], [Outcome::Ok { failed: 1 }, Outcome::Throttled]);
         assert_eq!(fake.record_count(), 3);
+        assert_eq!(fake.call_count(), 9);
+
+        fake.set_faults(Faults::default());
+        fake.discard_records();
+        c.send(TARGET, JSON, &body(&[("a", b"4\n"), ("b", b"5\n")]), "");
+        assert_eq!(c.read().2["FailedRecordCount"], 0);
+        assert_eq!(fake.record_count(), 5, "counted");
+        assert_eq!(fake.records().len(), 3, "not kept");
     }
 }

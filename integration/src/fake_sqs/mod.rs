@@ -37,7 +37,9 @@
 //! name as `Error.QueryErrorCode`, and raises the exception class of the latter).
 //!
 //! Accepted messages are kept in arrival order with their queue, group id and deduplication id
-//! ([`FakeSqs::messages`]); every SendMessageBatch call is described ([`FakeSqs::calls`]).
+//! ([`FakeSqs::messages`]); every SendMessageBatch call is described ([`FakeSqs::calls`]). For
+//! long benchmarks, [`FakeSqs::discard_messages`] keeps the counts only (and the deduplication
+//! ids, so that a resend is still dropped).
 
 mod batch;
 
@@ -144,6 +146,10 @@ struct State {
     /// Per queue name, per deduplication id.
     dedup: HashMap<String, HashMap<String, Remembered>>,
     messages: Vec<Message>,
+    /// Messages stored since the start, kept or not.
+    message_count: usize,
+    /// False: messages are counted, not kept (`discard_messages`).
+    keep: bool,
     deduplicated: usize,
     calls: Vec<BatchCall>,
     /// The last FIFO sequence number given.
@@ -172,6 +178,8 @@ impl FakeSqs {
             base_url: String::new(),
             dedup: HashMap::new(),
             messages: Vec::new(),
+            message_count: 0,
+            keep: true,
             deduplicated: 0,
             calls: Vec::new(),
             sequence: 0,
@@ -225,8 +233,21 @@ impl FakeSqs {
         self.state.lock().messages.clone()
     }
 
+    /// Number of messages stored so far, kept or not.
     pub fn message_count(&self) -> usize {
-        self.state.lock().messages.len()
+        self.state.lock().message_count
+    }
+
+    /// From now on, only count the messages stored (`message_count`), do not keep them
+    /// (`messages`, `BatchCall::accepted` and GetQueueAttributes' `ApproximateNumberOfMessages`
+    /// then miss them): for long benchmarks. Deduplication ids are still remembered.
+    pub fn discard_messages(&self) {
+        self.state.lock().keep = false;
+    }
+
+    /// Number of SendMessageBatch calls so far (cheaper than `calls().len()`).
+    pub fn call_count(&self) -> usize {
+        self.state.lock().calls.len()
     }
 
     /// Entries answered Successful but not stored as duplicates, so far.
@@ -496,15 +517,18 @@ fn send_batch(parsed: Result<(String, Vec<Entry>), Refusal>, region: String, st:
                 .or_default()
                 .insert(d.clone(), remembered);
         }
-        st.messages.push(Message {
-            queue_url: url.clone(),
-            message_id,
-            body: e.body,
-            group_id: e.group_id,
-            dedup_id,
-            sequence_number,
-            delay_seconds: e.delay_seconds,
-        });
+        st.message_count += 1;
+        if st.keep {
+            st.messages.push(Message {
+                queue_url: url.clone(),
+                message_id,
+                body: e.body,
+                group_id: e.group_id,
+                dedup_id,
+                sequence_number,
+                delay_seconds: e.delay_seconds,
+            });
+        }
     }
     st.deduplicated += info.deduplicated;
     info.accepted = first..st.messages.len();
@@ -645,5 +669,18 @@ mod tests {
         assert_eq!(fake.message_count(), 0);
         c.send("AmazonSQS.GetQueueUrl", JSON, r#"{"QueueName":"q"}"#, "");
         assert_eq!(c.read().2["QueueUrl"], url.as_str());
+
+        fake.set_faults(Faults::default());
+        send(&mut c, &url, json!([{"Id": "a", "MessageBody": "x"}]));
+        fake.discard_messages();
+        let (_, _, v) = send(
+            &mut c,
+            &url,
+            json!([{"Id": "a", "MessageBody": "y"}, {"Id": "b", "MessageBody": "z"}]),
+        );
+        assert_eq!(v["Successful"].as_array().map(Vec::len), Some(2));
+        assert_eq!(fake.message_count(), 3, "counted");
+        assert_eq!(fake.messages().len(), 1, "not kept");
+        assert_eq!(fake.call_count(), 6);
     }
 }
