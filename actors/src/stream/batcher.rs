@@ -276,7 +276,10 @@ impl Batcher {
             .wake_at
             .is_some_and(|w| paused || w <= now + self.settings.flush_interval)
             || self.in_flight.len() >= self.max_calls();
-        if self.buffer.settle(looking) {
+        // What is packed counts toward the call the next lines may fill, when one could leave.
+        let packed = (!paused && self.in_flight.len() < self.max_calls() && self.service.is_some())
+            .then(|| self.pack.waiting());
+        if self.buffer.settle(looking, packed) {
             ctx.notify(Wake);
         }
         self.check_drained();

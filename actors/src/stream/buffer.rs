@@ -50,6 +50,10 @@ struct Inbox {
     /// The batcher will come to the inbox by itself within a flush interval (its timer is set,
     /// or it waits for calls in flight to answer), so a line needs no wake.
     looking: bool,
+    /// Lines and bytes the batcher holds packed for a call that could leave at once: with the
+    /// inbox's, they may make a call's worth (None: no call can leave before its timer or an
+    /// answer, whatever arrives).
+    packed: Option<(usize, usize)>,
 }
 
 /// Why no room was taken.
@@ -147,9 +151,10 @@ impl Buffer {
         }
         inbox.bytes += line.len();
         inbox.lines.push(line);
+        let (packed_lines, packed_bytes) = inbox.packed.unwrap_or((0, 0));
         let must_look = !inbox.looking
-            || inbox.lines.len() >= self.wake_lines
-            || inbox.bytes >= self.call_bytes
+            || inbox.lines.len() + packed_lines >= self.wake_lines
+            || inbox.bytes + packed_bytes >= self.call_bytes
             || self.no_room();
         Ok(if must_look && !inbox.woken {
             inbox.woken = true;
@@ -168,12 +173,14 @@ impl Buffer {
         (std::mem::take(&mut inbox.lines), inbox.since.take())
     }
 
-    /// The batcher says whether it will come back to the inbox by itself. True when it will
-    /// not, yet lines arrived since it last looked (and no wake is on its way): it must look
-    /// again now.
-    pub fn settle(&self, looking: bool) -> bool {
+    /// The batcher says whether it will come back to the inbox by itself, and what it holds
+    /// packed for a call that could leave at once (lines, bytes: see `Inbox::packed`). True
+    /// when it will not come back, yet lines arrived since it last looked (and no wake is on
+    /// its way): it must look again now.
+    pub fn settle(&self, looking: bool, packed: Option<(usize, usize)>) -> bool {
         let mut inbox = self.inbox();
         inbox.looking = looking;
+        inbox.packed = packed;
         if !looking && !inbox.lines.is_empty() && !inbox.woken {
             inbox.woken = true;
             return true;
@@ -268,24 +275,53 @@ mod tests {
         );
         assert_eq!(b.push(line()), Ok(Pushed::Queued), "a wake is on its way");
         assert_eq!(b.take_lines().0.len(), 2);
-        assert!(!b.settle(true), "nothing new since it looked");
+        assert!(!b.settle(true, None), "nothing new since it looked");
         assert_eq!(b.push(line()), Ok(Pushed::Queued), "its timer will bring it");
         assert_eq!(b.push(line()), Ok(Pushed::Queued));
         assert_eq!(b.push(line()), Ok(Pushed::Wake), "a call's worth of lines");
         assert_eq!(b.push(line()), Ok(Pushed::Queued));
         assert_eq!(b.take_lines().0.len(), 4);
         assert_eq!(b.push(line()), Ok(Pushed::Queued), "still looking");
-        assert!(b.settle(false), "no timer any more, and a line waits: look again");
-        assert!(!b.settle(false), "once");
+        assert!(
+            b.settle(false, None),
+            "no timer any more, and a line waits: look again"
+        );
+        assert!(!b.settle(false, None), "once");
         assert_eq!(b.take_lines().0.len(), 1);
-        assert!(!b.settle(false));
+        assert!(!b.settle(false, None));
         assert_eq!(b.push(line()), Ok(Pushed::Wake));
+    }
+
+    /// Lines the batcher packed already count toward a call's worth: a full call does not
+    /// wait for the flush timer because part of it was packed before.
+    #[test]
+    fn packed_lines_and_the_inbox_make_a_call_together() {
+        let line = || Bytes::from_static(b"x\n");
+        let b = Buffer::new(100, 10 * MAX_RECORD).wake_after(10);
+        assert!(!b.settle(true, Some((7, 14))));
+        assert_eq!(b.push(line()), Ok(Pushed::Queued));
+        assert_eq!(b.push(line()), Ok(Pushed::Queued));
+        assert_eq!(
+            b.push(line()),
+            Ok(Pushed::Wake),
+            "7 packed and 3 here make a call"
+        );
+        b.take_lines();
+        // With the calls in flight at their limit, no call could leave: the inbox alone.
+        assert!(!b.settle(true, None));
+        for _ in 0..9 {
+            assert_eq!(b.push(line()), Ok(Pushed::Queued));
+        }
+        assert_eq!(b.push(line()), Ok(Pushed::Wake));
+        b.take_lines();
+        assert!(!b.settle(true, Some((0, MAX_CALL_BYTES - 2))));
+        assert_eq!(b.push(line()), Ok(Pushed::Wake), "a call's worth of bytes");
     }
 
     #[test]
     fn a_full_buffer_or_a_call_of_bytes_wakes_the_batcher() {
         let b = Buffer::new(2, 10 * MAX_CALL_BYTES);
-        b.settle(true);
+        b.settle(true, None);
         b.try_take(1).unwrap();
         assert_eq!(b.push(Bytes::from_static(b"\n")), Ok(Pushed::Queued));
         b.try_take(1).unwrap();
@@ -296,7 +332,7 @@ mod tests {
         );
         b.take_lines();
         b.give_back(2, 2);
-        b.settle(true);
+        b.settle(true, None);
         let big = Bytes::from(vec![b'a'; MAX_CALL_BYTES]);
         assert_eq!(b.push(big), Ok(Pushed::Wake), "4 MiB waiting");
     }

@@ -28,6 +28,7 @@ pub struct Packer {
     open: Option<Entry>,
     ready: VecDeque<Entry>,
     ready_bytes: usize,
+    ready_lines: usize,
 }
 
 impl Packer {
@@ -41,12 +42,14 @@ impl Packer {
             open: None,
             ready: VecDeque::new(),
             ready_bytes: 0,
+            ready_lines: 0,
         }
     }
 
     fn close_open(&mut self) {
         if let Some(e) = self.open.take() {
             self.ready_bytes += self.cost(&e);
+            self.ready_lines += e.lines;
             self.ready.push_back(e);
         }
     }
@@ -83,6 +86,7 @@ impl Packer {
         for mut e in entries.into_iter().rev() {
             e.due = now;
             self.ready_bytes += self.cost(&e);
+            self.ready_lines += e.lines;
             self.ready.push_front(e);
         }
     }
@@ -121,6 +125,7 @@ impl Packer {
             let e = self.ready.pop_front().expect("checked above");
             bytes += cost;
             self.ready_bytes -= cost;
+            self.ready_lines -= e.lines;
             entries.push(e);
         }
         entries
@@ -130,7 +135,14 @@ impl Packer {
     pub fn take_all(&mut self) -> Vec<Entry> {
         self.close_open();
         self.ready_bytes = 0;
+        self.ready_lines = 0;
         self.ready.drain(..).collect()
+    }
+
+    /// The lines and bytes waiting for a call, the open entry's included.
+    pub fn waiting(&self) -> (usize, usize) {
+        let open = self.open.as_ref().map_or((0, 0), |e| (e.lines, e.data.len()));
+        (self.ready_lines + open.0, self.ready_bytes + open.1)
     }
 
     pub fn is_empty(&self) -> bool {

@@ -495,7 +495,15 @@ fn resp3_clients_get_a_connection_of_their_own_only_when_they_need_one() {
         assert!(matches!(x.q("HELLO 3"), Reply::Map(_)));
     }
     // Each sequence pops what it pushed: the same replies both ways.
-    let cmds = ["BLPOP missing 0.1", "RPUSH l a", "BLPOP l 0.1", "WATCH l", "MULTI", "GET l", "EXEC"];
+    let cmds = [
+        "BLPOP missing 0.1",
+        "RPUSH l a",
+        "BLPOP l 0.1",
+        "WATCH l",
+        "MULTI",
+        "GET l",
+        "EXEC",
+    ];
     let want: Vec<Reply> = cmds.iter().map(|cmd| direct.q(cmd)).collect();
     let got: Vec<Reply> = cmds.iter().map(|cmd| c.q(cmd)).collect();
     assert_eq!(got, want);

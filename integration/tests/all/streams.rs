@@ -360,6 +360,31 @@ fn a_php_client_written_for_the_original_keeps_working() {
     }
 }
 
+/// A call that is full leaves at once, even when part of it was packed before its flush timer
+/// was set: one line, then (once the batcher packed it and set its timer) nine more make the
+/// ten messages of an SQS call, delivered long before a flush interval of two minutes.
+#[test]
+fn a_full_call_does_not_wait_for_the_flush_timer() {
+    let fake = integration::fake_sqs::FakeSqs::start();
+    let url = fake.queue_url("q");
+    let mut relayer = Relayer::start(&format!(
+        "[[relayer]]\nprotocol = \"sqs\"\nlisten = \"{}\"\nurl = \"{url}\"\nregion = \"us-east-1\"\nflushInterval = 120\n",
+        tcp_listen()
+    ));
+    let mut c = relayer.client();
+    assert_eq!(c.cmd(&["SET", "first", "1"]), Reply::ok());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    for i in 0..9 {
+        assert_eq!(c.cmd(&["SET", &format!("k{i}"), "v"]), Reply::ok());
+    }
+    wait_until(
+        integration::timeouts::HANG,
+        "the full call, before the flush interval",
+        || fake.message_count() == 10,
+    );
+    stop_drained(&mut relayer, 10);
+}
+
 /// The original's latest configuration shape (integration/tests/fixtures/original-latest.conf)
 /// passes `--check`: every protocol it shipped recognised, nothing refused.
 #[test]
