@@ -7,7 +7,8 @@ sees for them.
 Starts N threads (default 500), each with a redis.Redis of its own (redis-py's defaults: with
 redis-py 8 every connection starts with HELLO 3, RESP3; --protocol 2 asks for RESP2), which
 runs R rounds (default 20) of SET, GET, HSET, HGETALL, INCR, EXPIRE and a pipeline, checking
-every reply (values read back equal what was written; keys unique to the run). Once every client has run and while
+every reply (values read back equal what was written; keys unique to the run, a client's in
+one hash slot, for a cluster relayer). Once every client has run and while
 they all still hold their connections, it asks the backend directly (BACKEND_PORT on
 127.0.0.1) for its CLIENT LIST, and prints one line of JSON: the clients, the errors, and the
 backend's connections (all, and those speaking RESP3), not counting the one asking. Exits 1 if
@@ -43,22 +44,22 @@ def main():
         try:
             r = redis.Redis(host=a.host, port=a.port, decode_responses=True, **kw)
             for n in range(a.rounds):
-                k = f"rpc:{run}:{i}:{n}"
+                k = f"rpc:{{{run}:{i}}}:{n}"
                 if r.set(k, f"v{n}") is not True:
                     raise AssertionError(f"SET {k}")
                 if r.get(k) != f"v{n}":
                     raise AssertionError(f"GET {k}")
-                r.hset(f"rpc:{run}:h:{i}", f"f{n}", n)
-                if r.hgetall(f"rpc:{run}:h:{i}").get(f"f{n}") != str(n):
+                r.hset(f"rpc:{{{run}:{i}}}:h", f"f{n}", n)
+                if r.hgetall(f"rpc:{{{run}:{i}}}:h").get(f"f{n}") != str(n):
                     raise AssertionError(f"HGETALL rpc:h:{i}")
-                if r.incr(f"rpc:{run}:n:{i}") != n + 1:
+                if r.incr(f"rpc:{{{run}:{i}}}:n") != n + 1:
                     raise AssertionError(f"INCR rpc:n:{i}")
                 r.expire(k, 600)
                 pipe = r.pipeline(transaction=(n % 2 == 0))
                 pipe.set(f"{k}:p", "x").get(f"{k}:p").exists(f"{k}:missing")
                 if pipe.execute() != [True, "x", 0]:
                     raise AssertionError(f"pipeline {k}")
-            if r.get(f"rpc:{run}:{i}:missing") is not None:
+            if r.get(f"rpc:{{{run}:{i}}}:missing") is not None:
                 raise AssertionError("GET of a missing key")
         except Exception as e:  # noqa: BLE001 - every failure is reported
             errors.append(f"client {i}: {e!r}")

@@ -10,7 +10,7 @@
 use integration::timeouts::{DELIVERY, HANG};
 use integration::*;
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -71,12 +71,18 @@ fn assert_same_transcript(direct: &str, via: &str, what: &str) {
 // ---------------------------------------------------------------------------------------------
 // redis-py
 
+/// redis-py 7.4 (RESP2 by default).
 fn redis_py() -> PathBuf {
-    let python = target_dir()
-        .join("tools")
-        .join("redis-py")
-        .join("bin")
-        .join("python");
+    python_of("redis-py")
+}
+
+/// redis-py 8 (RESP3 by default: HELLO 3 on every connection).
+fn redis_py8() -> PathBuf {
+    python_of("redis-py8")
+}
+
+fn python_of(venv: &str) -> PathBuf {
+    let python = target_dir().join("tools").join(venv).join("bin").join("python");
     assert!(
         python.is_file(),
         "{} not found: run scripts/install-deps.sh (it installs redis-py there)",
@@ -86,7 +92,11 @@ fn redis_py() -> PathBuf {
 }
 
 fn redis_py_check(host: &str, port: u16, smart: bool) -> String {
-    let mut cmd = Command::new(redis_py());
+    redis_py_check_with(&redis_py(), host, port, smart)
+}
+
+fn redis_py_check_with(python: &Path, host: &str, port: u16, smart: bool) -> String {
+    let mut cmd = Command::new(python);
     cmd.arg(examples_dir().join("python").join("redis_py_check.py"))
         .args([host, &port.to_string(), "--prefix", "redis_py_check:"]);
     if smart {
@@ -135,6 +145,105 @@ fn redis_py_sync_unix_matches_redis() {
 #[test]
 fn redis_py_smart_matches_redis() {
     redis_py_matches_direct(Mode::Smart, false);
+}
+
+/// redis-py 8 with its default settings (RESP3: HELLO 3 on every connection) gives through
+/// sync and smart relayers the same results as from redis-server, which it also reads in RESP3:
+/// the whole transcript of `redis_py_check.py`, blocking commands, pub/sub, WATCH and MONITOR
+/// included.
+#[test]
+fn redis_py8_resp3_matches_redis() {
+    let direct = Redis::start();
+    let expected = redis_py_check_with(&redis_py8(), "127.0.0.1", direct.port(), false);
+    for mode in [Mode::Sync, Mode::Smart] {
+        let redis = Redis::start();
+        let relayer = relayer_for(&redis, mode);
+        let via = redis_py_check_with(&redis_py8(), "127.0.0.1", relayer.port(), mode == Mode::Smart);
+        assert_same_transcript(&expected, &via, &format!("redis-py 8 ({mode:?})"));
+    }
+}
+
+/// `examples/python/redis_py_clients.py`: `clients` redis-py 8 clients at once, then the
+/// backend's connections while they all hold theirs (the JSON line it prints).
+fn redis_py_clients(port: u16, backend_port: u16, extra: &[&str]) -> serde_json::Value {
+    let mut cmd = Command::new(redis_py8());
+    cmd.arg(examples_dir().join("python").join("redis_py_clients.py"))
+        .args([
+            "127.0.0.1",
+            &port.to_string(),
+            &backend_port.to_string(),
+            "--rounds",
+            "5",
+        ])
+        .args(extra);
+    let out = run_ok(cmd, b"", &format!("redis_py_clients.py {port} {extra:?}"));
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+/// 500 redis-py 8 clients with default settings at once, through sync and smart relayers and
+/// a cluster relayer: no error, and the backend sees the relayer's shared connections only,
+/// one RESP3 connection for all of them (and with `protocol=2`, none); in smart mode their
+/// writes are acknowledged early.
+#[test]
+fn five_hundred_redis_py8_clients_share_the_relayers_connections() {
+    for mode in [Mode::Sync, Mode::Smart] {
+        let redis = Redis::start();
+        let metrics = free_port();
+        let extra = format!("metricsListen = \"127.0.0.1:{metrics}\"");
+        let relayer = match mode {
+            Mode::Sync => {
+                Relayer::start(&(extra.clone() + "\n" + &redis_entry(&tcp_listen(), &redis.url(), "")))
+            }
+            Mode::Smart => Relayer::start(
+                &(extra.clone() + "\n" + &redis_entry_mode("smart", &tcp_listen(), &redis.url(), "")),
+            ),
+        };
+        let got = redis_py_clients(relayer.port(), redis.port(), &[]);
+        assert_eq!(got["errors"], 0, "{mode:?}: {got}");
+        assert_eq!(got["clients"], 500);
+        assert_eq!(
+            got["backend_resp3"], 1,
+            "{mode:?}: one RESP3 connection for 500 clients: {got}"
+        );
+        assert_eq!(
+            got["backend_connections"], 2,
+            "{mode:?}: the RESP2 and RESP3 shared connections: {got}"
+        );
+        let got = redis_py_clients(relayer.port(), redis.port(), &["--protocol", "2"]);
+        assert_eq!(
+            (got["errors"].as_u64(), got["backend_connections"].as_u64()),
+            (Some(0), Some(2)),
+            "{mode:?}: {got}"
+        );
+        if mode == Mode::Smart {
+            let page = crate::helpers::metrics_page(metrics);
+            let acknowledged: f64 = page
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("smart_relayer_commands_total{")?
+                        .split_once("outcome=\"acknowledged\"}")?
+                        .1
+                        .trim()
+                        .parse()
+                        .ok()
+                })
+                .unwrap_or_else(|| panic!("no acknowledged count in:\n{page}"));
+            // SET, HSET and EXPIRE of 1,000 clients' five rounds.
+            assert!(
+                acknowledged >= 3.0 * 5.0 * 1000.0,
+                "{acknowledged} acknowledged early:\n{page}"
+            );
+        }
+    }
+    let cluster = Cluster::start();
+    let relayer = Relayer::for_cluster(&cluster, "smart", "");
+    let master = cluster.masters()[0];
+    let got = redis_py_clients(relayer.port(), cluster.port(master), &[]);
+    assert_eq!(got["errors"], 0, "cluster: {got}");
+    assert_eq!(
+        got["backend_resp3"], 1,
+        "cluster: one RESP3 connection on a master: {got}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
