@@ -1,9 +1,10 @@
 //! The differential test: the relayer answers like Redis. The command scripts of
 //! integration/tests/differential (one per command family, valid and invalid commands) run on
-//! a raw RESP2 connection straight to Redis, then through the relayer in each mode, each family
+//! a raw connection straight to Redis, then through the relayer in each mode, each family
 //! from an empty server; every reply is compared byte for byte, in order (after masking the few
 //! values that vary per run: `normalise`). The differences found must be exactly the rows of
-//! the table `Held by the differential test` in docs/differences.md (`table`).
+//! the table `Held by the differential test` in docs/differences.md (`table`). Everything runs
+//! twice: in RESP2, and in RESP3 (every connection says HELLO 3 first; modes `sync3`...).
 //!
 //! A single redis-server serves the direct pass and a relayer with a sync and a smart entry in
 //! front of it; a Redis Cluster the same way, its direct pass made by a cluster-aware client of
@@ -26,21 +27,24 @@ type Pass = Vec<Vec<Vec<u8>>>;
 
 /// Every family's script on `target`, each after `reset` empties the backend.
 fn run_pass(scripts: &[Script], target: Target, reset: &dyn Fn(), mode: &str) -> Pass {
+    let resp3 = mode.ends_with('3');
     scripts
         .iter()
         .map(|s| {
             reset();
-            run_script(s, target, mode)
+            run_script(s, target, mode, resp3)
         })
         .collect()
 }
 
-fn run_script(script: &Script, target: Target, mode: &str) -> Vec<Vec<u8>> {
+fn run_script(script: &Script, target: Target, mode: &str, resp3: bool) -> Vec<Vec<u8>> {
     let mut conns: BTreeMap<usize, Conn> = BTreeMap::new();
     let mut out = Vec::with_capacity(script.steps.len());
     for step in &script.steps {
         let what = format!("{mode}: {}: {}", script.family, step.text);
-        let c = conns.entry(step.conn).or_insert_with(|| Conn::open(target));
+        let c = conns
+            .entry(step.conn)
+            .or_insert_with(|| Conn::open(target, resp3));
         out.push(normalise(&step.args, c.run(step, &what)));
     }
     // A read on every connection the script used: it answers once all that connection sent
@@ -128,27 +132,36 @@ fn dump(scripts: &[Script], passes: &[(&str, &Pass)]) {
     }
 }
 
-/// Runs the reference pass and each relayer mode, prints the summary line, and checks the
-/// differences against the table.
-fn compare(what: &str, scripts: &[Script], reference: Pass, modes: &[(&str, Pass)]) {
-    let mut passes = vec![("redis", &reference)];
-    passes.extend(modes.iter().map(|(m, p)| (*m, p)));
-    dump(scripts, &passes);
+/// The reference passes (RESP2, RESP3) and each relayer mode's, each compared with the
+/// reference of its protocol; prints the summary line, and checks the differences against the
+/// table.
+fn compare_both(
+    what: &str,
+    scripts: &[Script],
+    resp2: (Pass, &[(&str, Pass)]),
+    resp3: (Pass, &[(&str, Pass)]),
+) {
     let steps: usize = scripts.iter().map(|s| s.steps.len()).sum();
     let mut found = Vec::new();
     let mut counts = Vec::new();
-    for (mode, pass) in modes {
-        let d = differences(mode, scripts, &reference, pass);
-        counts.push(format!("{mode} {}", d.len()));
-        found.extend(d);
+    let mut names = Vec::new();
+    for (reference, modes) in [&resp2, &resp3] {
+        let mut passes = vec![("redis", reference)];
+        passes.extend(modes.iter().map(|(m, p)| (*m, p)));
+        dump(scripts, &passes);
+        for (mode, pass) in modes.iter() {
+            let d = differences(mode, scripts, reference, pass);
+            counts.push(format!("{mode} {}", d.len()));
+            found.extend(d);
+            names.push(*mode);
+        }
     }
     eprintln!(
-        "differential {what}: {steps} commands in {} families per mode ({}); differences: {}",
+        "differential {what}: {steps} commands in {} families per mode (redis, {}); differences: {}",
         scripts.len(),
-        passes.iter().map(|(m, _)| *m).collect::<Vec<_>>().join(", "),
+        names.join(", "),
         counts.join(", ")
     );
-    let names: Vec<&str> = modes.iter().map(|(m, _)| *m).collect();
     if let Err(e) = table::check(&found, &names, &table::documented(), &script_order(scripts)) {
         panic!("{e}");
     }
@@ -212,11 +225,14 @@ fn single_redis_sync_and_smart() {
     }
     let sync = run_pass(&scripts, Target::Port(listen_port(&relayer, 0)), &reset, "sync");
     let smart = run_pass(&scripts, Target::Port(listen_port(&relayer, 1)), &reset, "smart");
-    compare(
+    let reference3 = run_pass(&scripts, Target::Port(redis.port()), &reset, "redis3");
+    let sync3 = run_pass(&scripts, Target::Port(listen_port(&relayer, 0)), &reset, "sync3");
+    let smart3 = run_pass(&scripts, Target::Port(listen_port(&relayer, 1)), &reset, "smart3");
+    compare_both(
         "single redis",
         &scripts,
-        reference,
-        &[("sync", sync), ("smart", smart)],
+        (reference, &[("sync", sync), ("smart", smart)]),
+        (reference3, &[("sync3", sync3), ("smart3", smart3)]),
     );
 }
 
@@ -254,10 +270,26 @@ fn cluster_sync_and_smart() {
         &reset,
         "cluster-smart",
     );
-    compare(
+    let reference3 = run_pass(&scripts, Target::Cluster(&cluster), &reset, "cluster3");
+    let sync3 = run_pass(
+        &scripts,
+        Target::Port(listen_port(&relayer, 0)),
+        &reset,
+        "cluster-sync3",
+    );
+    let smart3 = run_pass(
+        &scripts,
+        Target::Port(listen_port(&relayer, 1)),
+        &reset,
+        "cluster-smart3",
+    );
+    compare_both(
         "redis cluster",
         &scripts,
-        reference,
-        &[("cluster-sync", sync), ("cluster-smart", smart)],
+        (reference, &[("cluster-sync", sync), ("cluster-smart", smart)]),
+        (
+            reference3,
+            &[("cluster-sync3", sync3), ("cluster-smart3", smart3)],
+        ),
     );
 }

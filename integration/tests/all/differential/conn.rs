@@ -30,19 +30,23 @@ pub enum Target<'a> {
 pub struct Conn<'a> {
     main: Client,
     target: Target<'a>,
+    /// Every connection says HELLO 3 first (its reply is not recorded).
+    resp3: bool,
     /// Connections to other cluster nodes, opened when MOVED sends a command there.
     others: HashMap<u16, Client>,
 }
 
 impl<'a> Conn<'a> {
-    pub fn open(target: Target<'a>) -> Conn<'a> {
+    /// `resp3`: the connections speak RESP3 (HELLO 3 first).
+    pub fn open(target: Target<'a>, resp3: bool) -> Conn<'a> {
         let port = match target {
             Target::Port(p) => p,
             Target::Cluster(c) => c.port(c.node_for_slot(integration::slot_of("{t}"))),
         };
         Conn {
-            main: Client::tcp(port),
+            main: connect(port, resp3),
             target,
+            resp3,
             others: HashMap::new(),
         }
     }
@@ -93,9 +97,23 @@ impl<'a> Conn<'a> {
         }
         let text = String::from_utf8_lossy(&reply[1..reply.len() - 2]).into_owned();
         let (_, _, port) = parse_redirect_text(&text).unwrap_or_else(|| panic!("{what}: {text}"));
-        let c = self.others.entry(port).or_insert_with(|| Client::tcp(port));
+        let resp3 = self.resp3;
+        let c = self.others.entry(port).or_insert_with(|| connect(port, resp3));
         c.send(&step.args);
         c.try_read_raw_reply()
             .unwrap_or_else(|e| panic!("{what}: no reply after {text}: {e}"))
     }
+}
+
+/// A connection to 127.0.0.1:`port`, in RESP3 when `resp3` (its HELLO 3 answered first).
+fn connect(port: u16, resp3: bool) -> Client {
+    let mut c = Client::tcp(port);
+    if resp3 {
+        let hello = c.cmd(&["HELLO", "3"]);
+        assert!(
+            matches!(hello, integration::Reply::Map(_)),
+            "HELLO 3 on {port}: {hello:?}"
+        );
+    }
+    c
 }

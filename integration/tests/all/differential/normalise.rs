@@ -4,7 +4,7 @@
 //!
 //! - `CLIENT ID`: the number, `:<id>`;
 //! - `HELLO`: the number after `id`, `:<id>`;
-//! - `CLIENT INFO`, `CLIENT LIST`: the values of the fields that count connections, time,
+//! - `CLIENT INFO`, `CLIENT LIST` (bulk or verbatim strings): the values of the fields that count connections, time,
 //!   addresses and buffer sizes (`VARYING`), `*`; the others (name, db, flags, multi, sub,
 //!   cmd, user, resp...) stay.
 
@@ -53,11 +53,13 @@ fn mask_hello_id(reply: Vec<u8>) -> Vec<u8> {
     out
 }
 
-/// A bulk reply of `k=v` fields, lines of them: the values of `VARYING` fields masked, the
-/// bulk's length written again.
+/// A bulk reply of `k=v` fields, lines of them (in RESP3 a verbatim string, `=n\r\ntxt:...`):
+/// the values of `VARYING` fields masked, the length written again.
 fn mask_client_fields(reply: Vec<u8>) -> Vec<u8> {
-    let Some(body) = bulk_body(&reply) else {
-        return reply;
+    let (body, kind, format) = match (bulk_body(&reply), verbatim_body(&reply)) {
+        (Some(b), _) => (b, '$', ""),
+        (None, Some(b)) => (b, '=', "txt:"),
+        (None, None) => return reply,
     };
     let text = String::from_utf8_lossy(body);
     let masked: Vec<String> = text
@@ -72,8 +74,16 @@ fn mask_client_fields(reply: Vec<u8>) -> Vec<u8> {
                 .join(" ")
         })
         .collect();
-    let masked = masked.join("\n");
-    format!("${}\r\n{masked}\r\n", masked.len()).into_bytes()
+    let masked = format!("{format}{}", masked.join("\n"));
+    format!("{kind}{}\r\n{masked}\r\n", masked.len()).into_bytes()
+}
+
+/// The text of a RESP3 verbatim reply in the `txt` format (`=n\r\ntxt:...\r\n`), if it is one.
+fn verbatim_body(reply: &[u8]) -> Option<&[u8]> {
+    let rest = reply.strip_prefix(b"=")?;
+    let eol = rest.windows(2).position(|w| w == b"\r\n")?;
+    let n: usize = std::str::from_utf8(&rest[..eol]).ok()?.parse().ok()?;
+    rest.get(eol + 2..eol + 2 + n)?.strip_prefix(b"txt:")
 }
 
 /// The payload of a bulk reply (`$n\r\n...\r\n`), if it is one.
@@ -91,6 +101,11 @@ fn masks_only_what_varies() {
     assert_eq!(
         normalise(&args("CLIENT ID x"), b"-ERR x\r\n".to_vec()),
         b"-ERR x\r\n"
+    );
+    let info3 = b"=27\r\ntxt:id=7 name=x db=0 age=3\n\r\n".to_vec();
+    assert_eq!(
+        normalise(&args("CLIENT INFO"), info3),
+        b"=27\r\ntxt:id=* name=x db=0 age=*\n\r\n"
     );
     let hello = b"*4\r\n$2\r\nid\r\n:42\r\n$4\r\nmode\r\n:1\r\n".to_vec();
     assert_eq!(

@@ -191,7 +191,16 @@ pub fn check(
 
 /// The table: rows that differ only by mode merged into one, in script order.
 pub fn render(mut all: Vec<(Diff, String)>, order: &dyn Fn(&Diff) -> usize) -> String {
-    const MODES: &[&str] = &["sync", "smart", "cluster-sync", "cluster-smart"];
+    const MODES: &[&str] = &[
+        "sync",
+        "smart",
+        "sync3",
+        "smart3",
+        "cluster-sync",
+        "cluster-smart",
+        "cluster-sync3",
+        "cluster-smart3",
+    ];
     let mode_rank = |m: &str| MODES.iter().position(|x| *x == m).unwrap_or(MODES.len());
     all.sort_by_key(|(d, _)| (order(d), mode_rank(&d.mode)));
     let mut merged: Vec<(Vec<String>, Diff, String)> = Vec::new();
