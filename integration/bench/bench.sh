@@ -10,7 +10,8 @@
 #      IDLE_CLIENTS connections are opened (idle_clients.py), on fresh processes;
 #   2. redis-benchmark SET and GET, 100-byte and 10 KB values, random keys from a prefilled key
 #      space, at -c 1 (requests/s, p50 and p99 latency), -c 50 -P 1 and -c 50 -P 16, every target
-#      in turn, REPS times (the best figure of each is kept);
+#      in turn, REPS times (the best figure of each is kept); and in RESP3 (-3) at -c 50, 100 B,
+#      for the targets that speak it;
 #   3. CPU seconds per million commands of each process (utime+stime from /proc/PID/stat, delta
 #      over every redis-benchmark run against it, divided by the requests it was sent);
 #   4. the smart-mode PHP loop over a delaying link (smart-bench.sh, run as it is);
@@ -204,9 +205,14 @@ done
 
 sizes=(100 10240)
 shapes=(c1 c50 p16)
-declare -A shape_args=([c1]="-c 1 -n $N1" [c50]="-c 50 -n $N" [p16]="-c 50 -n $N -P 16")
-declare -A shape_n=([c1]="$N1" [c50]="$N" [p16]="$N")
-declare -A shape_label=([c1]="-c 1" [c50]="-c 50 -P 1" [p16]="-c 50 -P 16")
+declare -A shape_args=([c1]="-c 1 -n $N1" [c50]="-c 50 -n $N" [p16]="-c 50 -n $N -P 16"
+    [c50r3]="-3 -c 50 -n $N" [p16r3]="-3 -c 50 -n $N -P 16")
+declare -A shape_n=([c1]="$N1" [c50]="$N" [p16]="$N" [c50r3]="$N" [p16r3]="$N")
+declare -A shape_label=([c1]="-c 1" [c50]="-c 50 -P 1" [p16]="-c 50 -P 16" [c50r3]="-3 -c 50 -P 1"
+    [p16r3]="-3 -c 50 -P 16")
+# RESP3 (redis-benchmark -3: HELLO 3 on every connection), small values, the targets that speak
+# it (twemproxy does not); kept out of `shapes`, whose sums and tables are RESP2's.
+shapes_resp3=(c50r3 p16r3)
 declare -A size_label=([100]="100 B" [10240]="10 KB")
 # Random keys from a key space prefilled with values of the run's size, so every GET finds one;
 # about 100 MB of values at 10 KB.
@@ -273,6 +279,15 @@ for size in "${sizes[@]}"; do
                 fi
             done
         done
+        if [ "$size" = 100 ]; then
+            for shape in "${shapes_resp3[@]}"; do
+                for cmd in SET GET; do
+                    for target in direct sync smart; do
+                        measure "$target" "$cmd" "$size" "$shape"
+                    done
+                done
+            done
+        fi
     done
 done
 
@@ -410,6 +425,21 @@ report="$tmp/report.md"
                 d="${best_rps["direct|$k"]}" s="${best_rps["sync|$k"]}" m="${best_rps["smart|$k"]}" t="${best_rps["twemproxy|$k"]}"
                 echo "| $cmd ${size_label[$size]} \`${shape_label[$shape]}\` | $(int "$d") | $(int "$s") | $(ratio "$s" "$d") | $(int "$m") | $(ratio "$m" "$d") | $(int "$t") | $(ratio "$t" "$d") | $(ratio "$s" "$t") |"
             done
+        done
+    done
+    echo
+    echo "## RESP3 (requests/s)"
+    echo
+    echo "\`redis-benchmark -3\`: every connection says HELLO 3; through the relayer the clients share its" \
+        "RESP3 connections. 100-byte values; twemproxy does not speak RESP3."
+    echo
+    echo "| test | direct | sync relayer | | smart relayer | |"
+    echo "|---|---:|---:|---:|---:|---:|"
+    for shape in "${shapes_resp3[@]}"; do
+        for cmd in SET GET; do
+            k="$cmd|100|$shape"
+            d="${best_rps["direct|$k"]}" s="${best_rps["sync|$k"]}" m="${best_rps["smart|$k"]}"
+            echo "| $cmd 100 B \`${shape_label[$shape]}\` | $(int "$d") | $(int "$s") | $(ratio "$s" "$d") | $(int "$m") | $(ratio "$m" "$d") |"
         done
     done
     echo
