@@ -12,6 +12,9 @@ pub const RELOAD_FAILED: &str = "reload failed, configuration unchanged";
 pub const STOPPED_OK: &str = "stopped, every acknowledged write delivered";
 /// The stop summary when some were not (with the counts by reason).
 pub const STOPPED_LOST: &str = "stopped with acknowledged writes not delivered";
+/// The stop summary when every stream line not delivered went to the dead-letter file (none
+/// lost), with the count `dead_letter`.
+pub const STOPPED_DEAD_LETTER: &str = "stopped, writes not delivered in time written to the dead-letter file";
 
 /// True if `line` starts a log record (text: `Nov 24 17:28:06.718 INFO ...`; JSON: `{...`); other
 /// lines continue the record before them (a multi-line error, e.g. a TOML parse error).

@@ -237,6 +237,9 @@ impl Batcher {
         self.pack.requeue(back, now);
         let mut wake: Option<Instant> = self.retry.iter().map(|(due, _)| *due).min();
         let earliest = |w: Option<Instant>, at: Instant| Some(w.map_or(at, |w| w.min(at)));
+        if let Some(at) = self.expire_waiting(now, ctx) {
+            wake = earliest(wake, at);
+        }
         loop {
             let Some(service) = self.service.clone() else {
                 break;
@@ -358,13 +361,43 @@ impl Batcher {
         }
         self.resend(resend, now);
         if !expired.is_empty() {
-            let reason = format!(
-                "not delivered within retryTimeout ({:?})",
-                self.settings.retry_timeout
-            );
-            self.write_off(expired, &reason, ctx);
+            self.write_off(expired, &self.expired_reason(), ctx);
         }
         self.pump(ctx);
+    }
+
+    fn expired_reason(&self) -> String {
+        format!(
+            "not delivered within retryTimeout ({:?})",
+            self.settings.retry_timeout
+        )
+    }
+
+    /// Writes off the entries waiting (to leave, or to be resent after their backoff) whose
+    /// `retryTimeout` is over: while calls fail, few leave (one at a time in order, none during
+    /// a pause), and a line must not be held past it for want of a call. Entries in flight are
+    /// given up when their call fails. Returns when the next waiting entry's is over.
+    fn expire_waiting(&mut self, now: Instant, ctx: &mut Context<Self>) -> Option<Instant> {
+        let timeout = self.settings.retry_timeout;
+        let over = |born: Instant| now.duration_since(born) >= timeout;
+        let mut expired = vec![];
+        if self.pack.oldest().is_some_and(over) {
+            expired = self.pack.take_born_by(now - timeout);
+        }
+        let mut i = 0;
+        while i < self.retry.len() {
+            if over(self.retry[i].1.born) {
+                expired.push(self.retry.swap_remove(i).1);
+            } else {
+                i += 1;
+            }
+        }
+        if !expired.is_empty() {
+            expired.sort_by_key(|e| e.born);
+            self.write_off(expired, &self.expired_reason(), ctx);
+        }
+        let retry = self.retry.iter().map(|(_, e)| e.born);
+        retry.chain(self.pack.oldest()).min().map(|born| born + timeout)
     }
 
     /// Logs a failure: at error level, once a minute per code, when it needs an operator (it

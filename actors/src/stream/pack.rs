@@ -131,6 +131,30 @@ impl Packer {
         entries
     }
 
+    /// When the oldest entry at the front (or the open one) was born: the entries are in the
+    /// order their lines were accepted, resent ones in front of newer ones.
+    pub fn oldest(&self) -> Option<Instant> {
+        [self.ready.front(), self.open.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|e| e.born)
+            .min()
+    }
+
+    /// Takes out, in their order, the entries born at or before `cutoff` (past their
+    /// `retryTimeout`).
+    pub fn take_born_by(&mut self, cutoff: Instant) -> Vec<Entry> {
+        if self.open.as_ref().is_some_and(|e| e.born <= cutoff) {
+            self.close_open();
+        }
+        let (old, young): (VecDeque<Entry>, VecDeque<Entry>) =
+            self.ready.drain(..).partition(|e| e.born <= cutoff);
+        self.ready = young;
+        self.ready_bytes = self.ready.iter().map(|e| self.cost(e)).sum();
+        self.ready_lines = self.ready.iter().map(|e| e.lines).sum();
+        old.into()
+    }
+
     /// Everything, for a write-off.
     pub fn take_all(&mut self) -> Vec<Entry> {
         self.close_open();
@@ -237,6 +261,46 @@ mod tests {
             vec![t0, t0 + Duration::from_secs(1), t0 + Duration::from_secs(3)],
             "resent records first, in their order, then the newer one"
         );
+    }
+
+    #[test]
+    fn entries_born_by_a_cutoff_are_taken_out_in_order() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut p = Packer::new(1, sqs::LIMITS, Duration::from_secs(1));
+        for i in 0..5 {
+            p.push_line(&line(10), i, at(i));
+        }
+        assert_eq!(p.oldest(), Some(t0));
+        let old = p.take_born_by(at(2));
+        assert_eq!(old.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![0, 1, 2]);
+        assert_eq!(p.oldest(), Some(at(3)));
+        assert!(p.take_born_by(at(2)).is_empty());
+        assert_eq!(
+            p.take_call().iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![3, 4]
+        );
+        assert!(p.is_empty() && p.oldest().is_none());
+        assert_eq!(p.waiting(), (0, 0), "what is taken out no longer counts");
+        // The entry still being filled too; an entry is as old as its first line.
+        let mut p = Packer::new(2, LIMITS, Duration::from_secs(1));
+        p.push_line(&line(10), 0, t0);
+        assert_eq!(p.take_born_by(t0).iter().map(|e| e.lines).sum::<usize>(), 1);
+        for i in 1..4 {
+            p.push_line(&line(10), i, at(i));
+        }
+        let old = p.take_born_by(at(1));
+        assert_eq!(
+            old.iter().map(|e| (e.seq, e.lines)).collect::<Vec<_>>(),
+            vec![(1, 2)]
+        );
+        assert_eq!(p.oldest(), Some(at(3)));
+        let call = p.take_call();
+        assert_eq!(
+            call.iter().map(|e| (e.seq, e.lines)).collect::<Vec<_>>(),
+            vec![(3, 1)]
+        );
+        assert!(p.is_empty() && !p.full());
     }
 
     #[test]

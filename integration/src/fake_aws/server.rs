@@ -120,8 +120,11 @@ impl Endpoint {
         let open = std::mem::take(&mut self.inner.conns().open);
         for (_, c) in open {
             // Reset rather than close: no TIME_WAIT left on the port, which `reserve_port` binds.
+            // Shutting down only the reading wakes the connection's thread without sending a FIN
+            // (the client would answer with its own, and the port would stay in TIME_WAIT); the
+            // thread's close then resets the connection.
             set_linger_zero(&c);
-            let _ = c.shutdown(Shutdown::Both);
+            let _ = c.shutdown(Shutdown::Read);
         }
     }
 
@@ -260,7 +263,10 @@ fn accept_loop(listener: TcpListener, stop: Arc<AtomicBool>, inner: Arc<Inner>) 
                     .spawn(move || {
                         let _ = serve_connection(&stream, &conn_inner, generation);
                         conn_inner.conns().open.remove(&id);
-                        let _ = stream.shutdown(Shutdown::Both);
+                        // Gone down meanwhile: dropped as it is, reset (see `stop`).
+                        if conn_inner.generation.load(Ordering::SeqCst) == generation {
+                            let _ = stream.shutdown(Shutdown::Both);
+                        }
                     });
                 if spawned.is_err() {
                     inner.conns().open.remove(&id);

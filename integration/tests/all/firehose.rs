@@ -7,7 +7,7 @@
 //! holds everything it will ever hold, and the comparison is exact (a missing line, an extra line
 //! and a duplicate all fail).
 
-use crate::helpers::{metrics_page, now_ns};
+use crate::helpers::{metric, now_ns};
 use integration::log::STOPPED_OK;
 use integration::moto::Moto;
 use integration::timeouts::{DELIVERY, EXIT, HANG};
@@ -257,14 +257,6 @@ fn assert_bucket(moto: &Moto, bucket: &str, exp: &Expect) {
         problems.len(),
         problems.iter().take(40).cloned().collect::<Vec<_>>().join("\n")
     );
-}
-
-/// `GET /metrics` on 127.0.0.1:`port`: the value of `name{listen="<listen>"}`, None if absent.
-fn metric(port: u16, name: &str, listen: &str) -> Option<f64> {
-    let body = metrics_page(port);
-    let key = format!("{name}{{listen=\"{listen}\"}}");
-    body.lines()
-        .find_map(|l| l.strip_prefix(&key)?.trim().parse().ok())
 }
 
 /// Sends one command, asserts its reply, returns the send window.

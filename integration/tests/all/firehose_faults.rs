@@ -8,10 +8,10 @@
 //! (`{"_ts":<ns>,"data":{"c1:7":"..."}}`), identified, and counted: missing lines fail a test,
 //! duplicates are printed (and must be 0 where no call can have been stored and then given up).
 
-use crate::helpers::now_ns;
+use crate::helpers::{complete_lines, now_ns, sum_field};
 use integration::fake_firehose::{CallInfo, FakeFirehose, Faults, Outcome};
 use integration::fake_firehose::{MAX_BYTES_PER_CALL, MAX_RECORDS_PER_CALL, MAX_RECORD_BYTES};
-use integration::log::{STOPPED_LOST, STOPPED_OK};
+use integration::log::{STOPPED_DEAD_LETTER, STOPPED_LOST, STOPPED_OK};
 use integration::timeouts::{DELIVERY, EXIT, HANG};
 use integration::*;
 use serde_json::Value;
@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 const BUFFER_FULL: &str = "ERR firehose buffer full: record not accepted, try again later";
 const DEAD_LETTER_MSG: &str = "firehose records written to the dead-letter file";
 const LOST_MSG: &str = "firehose records lost";
-const STOPPED_DEAD: &str = "stopped, writes not delivered in time written to the dead-letter file";
 const STOPPING: &str = "ERR firehose relayer stopping: record not accepted";
 
 /// A line's identity: the client that sent it and its sequence number.
@@ -287,27 +286,6 @@ fn check_calls_within_limits(fake: &FakeFirehose, max_lines: usize) {
             "record {i} packs {lines} lines, over maxRecords ({max_lines})"
         );
     }
-}
-
-/// The `name: N` fields (text log) of every log record containing `msg`, summed; and how many
-/// such records there are.
-fn sum_field(log: &str, msg: &str, name: &str) -> (u64, usize) {
-    let mut sum = 0;
-    let mut n = 0;
-    for line in log.lines().filter(|l| l.contains(msg)) {
-        n += 1;
-        let pat = format!("{name}: ");
-        if let Some(rest) = line.split(&pat).nth(1) {
-            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-            sum += digits.parse::<u64>().unwrap_or(0);
-        }
-    }
-    (sum, n)
-}
-
-/// The number of complete lines in the file at `path` (0 if it does not exist).
-fn complete_lines(path: &std::path::Path) -> usize {
-    std::fs::read(path).map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count())
 }
 
 /// The lines of the dead-letter file at `path`, checked and identified; panics if one is not a
@@ -1046,7 +1024,7 @@ fn stop_with_endpoint_down_writes_the_dead_letter_file() {
         "'{DEAD_LETTER_MSG}' records should add up to 200; log:\n{log}"
     );
     assert_eq!(
-        sum_field(&log, STOPPED_DEAD, "dead_letter"),
+        sum_field(&log, STOPPED_DEAD_LETTER, "dead_letter"),
         (200, 1),
         "the final record says the 200 lines went to the dead-letter file; log:\n{log}"
     );
@@ -1073,7 +1051,7 @@ fn stop_with_endpoint_down_and_no_dead_letter_file_counts_the_loss() {
     assert_eq!(sum_field(&log, STOPPED_LOST, "lost"), (200, 1), "log:\n{log}");
     assert_eq!(sum_field(&log, LOST_MSG, "records"), (200, 1), "log:\n{log}");
     assert!(
-        !log.contains(STOPPED_OK) && !log.contains(STOPPED_DEAD),
+        !log.contains(STOPPED_OK) && !log.contains(STOPPED_DEAD_LETTER),
         "log:\n{log}"
     );
 }
@@ -1185,7 +1163,7 @@ fn stop_while_clients_write(down: bool) {
         assert!(log.contains(STOPPED_OK), "log:\n{log}");
     } else {
         assert_eq!(
-            sum_field(&log, STOPPED_DEAD, "dead_letter"),
+            sum_field(&log, STOPPED_DEAD_LETTER, "dead_letter"),
             (dead.len() as u64, 1),
             "log:\n{log}"
         );

@@ -1,8 +1,10 @@
 //! What several test areas share that only tests need (the harness, `integration`, has what
 //! starts processes, clients, polling and logs).
 
+use integration::log::record_field;
 use integration::timeouts::HANG;
 use std::io::{Read, Write};
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Wall-clock time in nanoseconds since the epoch, the unit of a stream line's `_ts`.
@@ -24,4 +26,30 @@ pub fn metrics_page(port: u16) -> String {
         "metrics endpoint answered:\n{body}"
     );
     body
+}
+
+/// `GET /metrics` on 127.0.0.1:`port`: the value of `name{listen="<listen>"}`, None if absent.
+pub fn metric(port: u16, name: &str, listen: &str) -> Option<f64> {
+    let body = metrics_page(port);
+    let key = format!("{name}{{listen=\"{listen}\"}}");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&key)?.trim().parse().ok())
+}
+
+/// The `name: N` fields of every log record (text log) containing `msg`, summed; and how many
+/// such records there are.
+pub fn sum_field(log: &str, msg: &str, name: &str) -> (u64, usize) {
+    let mut sum = 0;
+    let mut n = 0;
+    for line in log.lines().filter(|l| l.contains(msg)) {
+        n += 1;
+        sum += record_field(line, name).unwrap_or(0);
+    }
+    (sum, n)
+}
+
+/// The number of complete lines in the file at `path` (0 if it does not exist): a dead-letter
+/// file's count.
+pub fn complete_lines(path: &Path) -> usize {
+    std::fs::read(path).map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count())
 }

@@ -44,6 +44,7 @@ mod relay;
 mod reload;
 mod select;
 mod smart;
+mod stream_faults;
 mod stream_harness;
 mod streams;
 mod tls;
