@@ -6,10 +6,15 @@
 //! installs both): one process per batch of calls, about 0.7 s each, so tests group their calls.
 //! Region us-east-1, dummy credentials; [`Boto3`]'s calls are made once each (no retries).
 
-use crate::moto::moto_venv;
+use crate::target_dir;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::Command;
+
+/// The venv that `scripts/install-deps.sh` makes, where moto and boto3 are: `<target>/tools/moto`.
+pub fn moto_venv() -> PathBuf {
+    target_dir().join("tools").join("moto")
+}
 
 const SCRIPT: &str = include_str!("boto3_helper.py");
 

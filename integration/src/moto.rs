@@ -61,20 +61,16 @@
 //!   it received by an earlier call are neither deleted nor visible again. Messages with a
 //!   DelaySeconds are invisible until it passes, and so missed by [`Moto::receive_all`].
 
+pub use crate::boto3::moto_venv;
 use crate::boto3::{unblob, venv_bin, Boto3, Helper};
 use crate::timeouts::START;
-use crate::{child_setup, free_port, target_dir};
+use crate::{child_setup, free_port};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// The venv that `scripts/install-deps.sh` makes: `<target>/tools/moto`.
-pub fn moto_venv() -> PathBuf {
-    target_dir().join("tools").join("moto")
-}
 
 /// A moto server process, killed on drop. Its log (werkzeug's request lines and tracebacks) is
 /// printed when the test panics, or always with `MOTO_TEST_LOG` set.

@@ -2,7 +2,7 @@
 //! aws-config, the SDK's own retries off (the batcher retries per entry, with its own backoff),
 //! one timeout per call, and a failed call described the same way whatever the service.
 
-use super::service::{Failure, Outcome};
+use super::call::{Failure, Outcome};
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_firehose::error::{DisplayErrorContext, ProvideErrorMetadata};
 use std::future::Future;

@@ -18,10 +18,11 @@
 
 use super::aws::RegionFrom;
 use super::buffer::Buffer;
+use super::call::{Failure, Outcome, Outgoing};
 use super::dead_letter;
 use super::pack::{Entry, Packer};
 use super::retry::{backoff, jitter, needs_operator};
-use super::service::{Failure, Outcome, Outgoing, Service, ServiceSettings};
+use super::service::{Service, ServiceSettings};
 use crate::log_limit::LogLimit;
 use actix::prelude::*;
 use bytes::Bytes;

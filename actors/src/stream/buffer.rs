@@ -16,8 +16,8 @@
 //! not see. The push and the close take the same lock: a line is either in the inbox when the
 //! batcher empties it for the last time, or refused.
 
+use super::call::Limits;
 use super::firehose::LIMITS as FIREHOSE;
-use super::service::Limits;
 use bytes::Bytes;
 use std::sync::Mutex;
 use std::time::Instant;

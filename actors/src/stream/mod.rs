@@ -6,10 +6,11 @@
 //! resends what failed with backoff (`retry`), and writes what it cannot deliver to the
 //! `dead_letter` file. Each service (`firehose`, `kinesis`, `sqs`) supplies its limits, how a
 //! line becomes one of its entries, and its sender; `service` puts them behind one interface,
-//! and `aws` holds what their SDK clients share.
+//! `call` holds what a call is to all of them, and `aws` what their SDK clients share.
 pub mod aws;
 pub mod batcher;
 pub mod buffer;
+pub mod call;
 pub mod config;
 pub mod dead_letter;
 pub mod firehose;

@@ -2,7 +2,7 @@
 //! limit; a Kinesis record or an SQS message holds one) and entries into calls within the
 //! service's limits, and when a call must leave.
 
-use super::service::Limits;
+use super::call::Limits;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 

@@ -10,9 +10,9 @@
 
 use super::batcher::{Batcher, StreamMetrics, Wake};
 use super::buffer::{Buffer, NoRoom, Pushed};
+use super::call;
 use super::config::Replies;
 use super::record::{Record, Timestamp, WrongType};
-use super::service;
 use crate::command::{self, StreamOp};
 use crate::error::RelayerError;
 use crate::io::{
@@ -61,7 +61,7 @@ pub struct SessionSettings {
     pub metrics: StreamMetrics,
     pub log: Logger,
     /// What the service takes: the longest line, text only.
-    pub service: service::Limits,
+    pub service: call::Limits,
     /// The protocol (`firehose`) and the service as people write it (`Firehose`), for replies.
     pub name: &'static str,
     pub title: &'static str,

@@ -2,7 +2,7 @@
 //! (`maxRecords` of them, or as many as fit with `concat`), through aws-sdk-firehose.
 
 use super::aws::{self, AwsSettings};
-use super::service::{Failure, Limits, Outcome, Outgoing};
+use super::call::{Failure, Limits, Outcome, Outgoing};
 use aws_config::SdkConfig;
 use aws_sdk_firehose::primitives::Blob;
 use aws_sdk_firehose::types::Record;

@@ -6,7 +6,7 @@ mod partition;
 pub use partition::PartitionKey;
 
 use super::aws::{self, AwsSettings};
-use super::service::{Failure, Limits, Outcome, Outgoing};
+use super::call::{Failure, Limits, Outcome, Outgoing};
 use aws_config::SdkConfig;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;

@@ -1,7 +1,7 @@
 //! The partition key of a Kinesis record: what decides its shard, and so which records keep
 //! their order relative to each other.
 
-use crate::stream::service::fnv1a;
+use crate::stream::call::fnv1a;
 
 /// The longest partition key the service takes (256 characters; as bytes here, so that a key
 /// that fits is never refused).

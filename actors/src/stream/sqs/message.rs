@@ -1,6 +1,6 @@
 //! A line as an SQS message: its body, and on a FIFO queue its deduplication id.
 
-use crate::stream::service::fnv1a;
+use crate::stream::call::fnv1a;
 use std::borrow::Cow;
 
 /// The message body: the line without its newline, as `text`.

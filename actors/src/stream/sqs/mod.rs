@@ -7,7 +7,7 @@ mod message;
 pub use message::text;
 
 use super::aws::{self, entry_failure, AwsSettings};
-use super::service::{Failure, Limits, Outcome, Outgoing};
+use super::call::{Failure, Limits, Outcome, Outgoing};
 use aws_config::SdkConfig;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use aws_sdk_sqs::Client;
