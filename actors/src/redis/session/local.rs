@@ -98,6 +98,15 @@ pub fn hello_reply(id: u64, server: Option<Server>, resp3: bool) -> Bytes {
     b.freeze()
 }
 
+/// Whether a server of `version` (as its INFO says it) speaks RESP3: Redis 6 and later.
+pub fn speaks_resp3(version: &str) -> bool {
+    version
+        .split('.')
+        .next()
+        .and_then(|major| major.parse::<u32>().ok())
+        .is_none_or(|major| major >= 6)
+}
+
 /// HELLO 3 as the client's own connection gets it: with the client's name, never its AUTH
 /// (checked by the relayer).
 pub fn hello3(name: Option<&Bytes>) -> Command {
@@ -271,6 +280,21 @@ mod tests {
 
     fn cmd(args: &[&str]) -> Command {
         Command::from_args(args)
+    }
+
+    #[test]
+    fn resp3_from_redis_6_on() {
+        for (v, yes) in [
+            ("7.0.15", true),
+            ("6.0.0", true),
+            ("10.1", true),
+            ("5.0.14", false),
+            ("4", false),
+        ] {
+            assert_eq!(speaks_resp3(v), yes, "{v}");
+        }
+        // A version the relayer cannot read is not held against the server.
+        assert!(speaks_resp3("unstable"));
     }
 
     #[test]

@@ -813,6 +813,13 @@ impl Session {
             Ok(h) => h,
             Err(e) => return self.reply(e, ctx),
         };
+        // A server before Redis 6 has no RESP3 (its connections would refuse HELLO 3): the
+        // client hears so now, as Redis answers a version it does not speak, and nothing of
+        // the HELLO applies.
+        let server = self.settings.identity.get();
+        if hello.version == Some(3) && server.as_ref().is_some_and(|s| !local::speaks_resp3(&s.version)) {
+            return self.reply(error("NOPROTO unsupported protocol version"), ctx);
+        }
         if let Some(n) = hello.name {
             if !local::valid_name(n) {
                 return self.reply(error(local::BAD_NAME), ctx);
@@ -829,10 +836,7 @@ impl Session {
         if let Some(v) = hello.version {
             self.set_protocol(v == 3);
         }
-        self.reply(
-            local::hello_reply(self.id, self.settings.identity.get(), self.resp3),
-            ctx,
-        );
+        self.reply(local::hello_reply(self.id, server, self.resp3), ctx);
     }
 
     /// The client speaks RESP3 (`resp3`) or RESP2 from now on: its next command goes to the
