@@ -288,22 +288,9 @@ fn check_calls_within_limits(fake: &FakeFirehose, max_lines: usize) {
     }
 }
 
-/// The lines of the dead-letter file at `path`, checked and identified; panics if one is not a
-/// line the relayer would have sent or the file does not end with a newline.
+/// The lines of the dead-letter file at `path`, checked and identified.
 fn dead_letter_ids(path: &std::path::Path) -> Vec<Id> {
-    let bytes = std::fs::read(path).unwrap_or_default();
-    if bytes.is_empty() {
-        return Vec::new();
-    }
-    assert!(
-        bytes.ends_with(b"\n"),
-        "the dead-letter file {} does not end with a newline",
-        path.display()
-    );
-    bytes[..bytes.len() - 1]
-        .split(|&b| b == b'\n')
-        .map(|l| parse_line(l).unwrap_or_else(|e| panic!("dead-letter file {}: {e}", path.display())))
-        .collect()
+    crate::helpers::dead_letter_lines(path, parse_line)
 }
 
 // ---------------------------------------------------------------------------------------------

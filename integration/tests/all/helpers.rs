@@ -48,6 +48,25 @@ pub fn sum_field(log: &str, msg: &str, name: &str) -> (u64, usize) {
     (sum, n)
 }
 
+/// The lines of the dead-letter file at `path` (none if it does not exist), newlines removed,
+/// each read with `parse`; panics if the file does not end with a newline or a line does not
+/// parse (it is not a line the relayer would have sent).
+pub fn dead_letter_lines<T>(path: &Path, parse: impl Fn(&[u8]) -> Result<T, String>) -> Vec<T> {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    if bytes.is_empty() {
+        return Vec::new();
+    }
+    assert!(
+        bytes.ends_with(b"\n"),
+        "the dead-letter file {} does not end with a newline",
+        path.display()
+    );
+    bytes[..bytes.len() - 1]
+        .split(|&b| b == b'\n')
+        .map(|l| parse(l).unwrap_or_else(|e| panic!("dead-letter file {}: {e}", path.display())))
+        .collect()
+}
+
 /// The number of complete lines in the file at `path` (0 if it does not exist): a dead-letter
 /// file's count.
 pub fn complete_lines(path: &Path) -> usize {

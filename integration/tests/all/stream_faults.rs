@@ -601,22 +601,9 @@ impl Run {
     }
 }
 
-/// The lines of the dead-letter file at `path`, each checked to be a line the relayer would
-/// have sent (with its newline), identified.
+/// The lines of the dead-letter file at `path`, checked and identified.
 fn dead_letter_ids(path: &std::path::Path) -> Vec<Id> {
-    let bytes = std::fs::read(path).unwrap_or_default();
-    if bytes.is_empty() {
-        return Vec::new();
-    }
-    assert!(
-        bytes.ends_with(b"\n"),
-        "{} does not end with a newline",
-        path.display()
-    );
-    bytes[..bytes.len() - 1]
-        .split(|&b| b == b'\n')
-        .map(|l| parse_line(l).unwrap_or_else(|e| panic!("dead-letter file {}: {e}", path.display())))
-        .collect()
+    crate::helpers::dead_letter_lines(path, parse_line)
 }
 
 // ---------------------------------------------------------------------------------------------
