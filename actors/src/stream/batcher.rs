@@ -114,10 +114,6 @@ pub struct Batcher {
     settings: BatcherSettings,
     buffer: Arc<Buffer>,
     service: Option<Service>,
-    /// The service's name, for the log.
-    name: &'static str,
-    /// Entries must keep their order (one call in flight, failures resent first).
-    ordered: bool,
     pack: Packer,
     /// The number the next accepted line gets.
     next_line: u64,
@@ -179,8 +175,6 @@ impl Batcher {
         limits.call_entries = settings.max_entries.clamp(1, limits.call_entries);
         Batcher::start_in_arbiter(&arbiter.handle(), move |_| Batcher {
             pack: Packer::new(settings.max_lines, limits, settings.flush_interval),
-            name: settings.service.name(),
-            ordered: settings.service.ordered(),
             settings,
             buffer,
             service: None,
@@ -289,8 +283,13 @@ impl Batcher {
         self.check_drained();
     }
 
+    /// The service's name, for the log.
+    fn name(&self) -> &'static str {
+        self.settings.service.name()
+    }
+
     fn max_calls(&self) -> usize {
-        if self.ordered {
+        if self.settings.service.ordered() {
             1
         } else {
             self.settings.max_calls
@@ -346,14 +345,14 @@ impl Batcher {
                     }
                 }
                 if let Some(f) = first {
-                    let what = format!("{} records refused, resending them", self.name);
+                    let what = format!("{} records refused, resending them", self.name());
                     self.report(&f, failed, &what);
                 }
             }
             Err(f) => {
                 self.call_failures += 1;
                 self.pause_until = Some(now + backoff(self.call_failures, jitter));
-                let what = format!("{} call failed, resending", self.name);
+                let what = format!("{} call failed, resending", self.name());
                 self.report(&f, entries.len(), &what);
                 for e in entries {
                     resend.extend(self.failed(e, now, jitter, &mut expired));
@@ -411,7 +410,7 @@ impl Batcher {
             if last.is_none_or(|t| now.duration_since(*t) >= OPERATOR_LOG_EVERY) {
                 self.operator_log.insert(code.to_string(), now);
                 error!(log, "{} refuses the records: check the stream, the credentials and permissions, \
-                    and the relayer's settings; resending until retryTimeout", self.name;
+                    and the relayer's settings; resending until retryTimeout", self.name();
                     "code" => code, "stream" => self.settings.service.target(), "records" => records,
                     "error" => &f.message);
             }
@@ -442,7 +441,7 @@ impl Batcher {
     /// Schedules the resends of a call's failed entries (in their order). In order, they go
     /// back in front at once and nothing leaves before the latest of their backoffs is over.
     fn resend(&mut self, entries: Vec<(Instant, Entry)>, now: Instant) {
-        if !self.ordered {
+        if !self.settings.service.ordered() {
             self.retry.extend(entries);
             return;
         }
@@ -477,7 +476,7 @@ impl Batcher {
         }
         let Some(path) = self.settings.dead_letter.clone() else {
             self.release(lines, bytes, Fate::Lost);
-            error!(self.settings.log, "{} records lost", self.name; "records" => lines, "reason" => reason);
+            error!(self.settings.log, "{} records lost", self.name(); "records" => lines, "reason" => reason);
             return;
         };
         self.writing += 1;
@@ -491,12 +490,12 @@ impl Batcher {
             match res.map_err(std::io::Error::other).and_then(|r| r) {
                 Ok(()) => {
                     act.release(lines, bytes, Fate::DeadLetter);
-                    warn!(log, "{} records written to the dead-letter file", act.name;
+                    warn!(log, "{} records written to the dead-letter file", act.name();
                         "records" => lines, "file" => %path.display(), "reason" => &reason);
                 }
                 Err(e) => {
                     act.release(lines, bytes, Fate::Lost);
-                    error!(log, "{} records lost", act.name; "records" => lines,
+                    error!(log, "{} records lost", act.name(); "records" => lines,
                         "reason" => format!("{reason}; the dead-letter file {} failed: {e}", path.display()));
                 }
             }
@@ -553,7 +552,7 @@ impl Actor for Batcher {
         let settings = self.settings.service.clone();
         ctx.spawn(async move { Service::new(&settings).await }.into_actor(self).map(
             |(service, region, from), act, ctx| {
-                let (log, name) = (&act.settings.log, act.name);
+                let (log, name) = (&act.settings.log, act.name());
                 match from {
                     RegionFrom::Config => {}
                     RegionFrom::Chain => info!(log, "{} region from the AWS configuration \
@@ -576,7 +575,7 @@ impl Actor for Batcher {
         let lines = self.held_lines + left.len();
         if lines > 0 {
             self.settings.metrics.lost.increment(lines as u64);
-            error!(self.settings.log, "{} records lost", self.name; "records" => lines,
+            error!(self.settings.log, "{} records lost", self.name(); "records" => lines,
                 "reason" => "the relayer stopped with them still held");
         }
         Arbiter::current().stop();
