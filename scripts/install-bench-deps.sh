@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Installs what integration/bench/bench.sh needs beyond the Rust toolchain, on Debian (bookworm):
 # redis-server, redis-cli and redis-benchmark, php-cli with phpredis (the smart-mode PHP loop),
-# python3 (the idle-clients tool), nutcracker (twemproxy, the proxy compared against), valgrind
-# (callgrind.sh) and linux-perf (perf, for profiling by hand). Idempotent like install-deps.sh:
+# python3 (the idle-clients tool), nutcracker (twemproxy) and haproxy (TCP mode), the proxies
+# compared against, valgrind (callgrind.sh) and linux-perf (perf, for profiling by hand). Idempotent like install-deps.sh:
 # everything is checked first, so a second run installs nothing and runs no `apt-get update`.
 #
-# Debian's redis-server and nutcracker packages would start system services. While installing,
-# a temporary policy-rc.d forbids starting services (unless the machine already has one): the
-# benchmarks start their own redis-server and nutcracker on free loopback ports.
+# Debian's redis-server, nutcracker and haproxy packages would start system services. While
+# installing, a temporary policy-rc.d forbids starting services (unless the machine already has
+# one): the benchmarks start their own redis-server, nutcracker and haproxy on free loopback ports.
 set -euo pipefail
 
 log() { printf 'install-bench-deps: %s\n' "$*" >&2; }
@@ -43,6 +43,7 @@ have php || packages+=(php-cli)
 php_has_redis || packages+=(php-redis)
 have python3 || packages+=(python3)
 have nutcracker || packages+=(nutcracker)
+have haproxy || packages+=(haproxy)
 { have valgrind && have callgrind_annotate; } || packages+=(valgrind)
 have perf || packages+=(linux-perf)
 
@@ -79,6 +80,6 @@ if [ "${#packages[@]}" -gt 0 ]; then
 fi
 
 php_has_redis || { log "php-redis installed but 'php -m' does not list redis"; exit 1; }
-for cmd in redis-server redis-cli redis-benchmark php python3 nutcracker valgrind callgrind_annotate perf; do
+for cmd in redis-server redis-cli redis-benchmark php python3 nutcracker haproxy valgrind callgrind_annotate perf; do
     have "$cmd" || { log "$cmd still missing"; exit 1; }
 done

@@ -116,9 +116,7 @@ pub struct OutBuf {
     writer: Rc<WriteHalf>,
 }
 
-/// The first read buffer of a client: most requests are small, and a client mostly idles; the
-/// buffer doubles when a request needs more (tokio-util's default is 8 KiB per client).
-pub const CLIENT_READ_CAPACITY: usize = 1024;
+pub use crate::resp::request::CLIENT_READ_CAPACITY;
 
 /// Above this, an emptied buffer gives its memory back, so one big reply does not pin it.
 const KEEP_CAPACITY: usize = 64 * 1024;
@@ -165,26 +163,44 @@ impl OutBuf {
 
     /// Ok(true) when everything was written, Ok(false) when the socket is full.
     pub fn flush(&mut self) -> io::Result<bool> {
-        while self.len > 0 {
+        self.flush_up_to(usize::MAX)
+    }
+
+    /// Writes at most `limit` bytes: Ok(true) when they (or everything, if less) were written,
+    /// Ok(false) when the socket is full.
+    pub fn flush_up_to(&mut self, limit: usize) -> io::Result<bool> {
+        let mut left = limit.min(self.len);
+        while left > 0 {
             let written = if self.chunks.is_empty() {
-                self.writer.try_write(&self.tail)
+                self.writer.try_write(&self.tail[..left])
             } else {
                 let mut slices = Vec::with_capacity(MAX_SLICES.min(self.chunks.len() + 1));
-                slices.extend(self.chunks.iter().take(MAX_SLICES).map(|c| IoSlice::new(c)));
-                if slices.len() < MAX_SLICES && !self.tail.is_empty() {
-                    slices.push(IoSlice::new(&self.tail));
+                let mut room = left;
+                let tail: &[u8] = &self.tail;
+                for c in self.chunks.iter().map(|c| &c[..]).chain(std::iter::once(tail)) {
+                    if slices.len() == MAX_SLICES || room == 0 {
+                        break;
+                    }
+                    let take = c.len().min(room);
+                    if take > 0 {
+                        slices.push(IoSlice::new(&c[..take]));
+                        room -= take;
+                    }
                 }
                 self.writer.try_write_vectored(&slices)
             };
             match written {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.advance(n),
+                Ok(n) => {
+                    left -= n;
+                    self.advance(n);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
-        if self.tail.capacity() > KEEP_CAPACITY {
+        if self.len == 0 && self.tail.capacity() > KEEP_CAPACITY {
             self.tail = BytesMut::new();
         }
         Ok(true)

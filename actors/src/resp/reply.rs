@@ -27,7 +27,13 @@ pub struct ReplyScanner {
     /// many reads is searched once, not from its start at every read.
     line_scanned: usize,
     max_line: usize,
+    /// The buffer length at which the bulk being read is complete (0: none is).
+    bulk_end: usize,
 }
+
+/// The most room made at once for the rest of a bulk reply being read: a value up to this size
+/// is read into a buffer that holds it whole, a larger one in steps of this.
+const BULK_AHEAD: usize = 4 << 20;
 
 impl Default for ReplyScanner {
     fn default() -> Self {
@@ -43,6 +49,7 @@ impl ReplyScanner {
             owed: 0,
             line_scanned: 0,
             max_line,
+            bulk_end: 0,
         }
     }
 
@@ -87,6 +94,7 @@ impl ReplyScanner {
                         }
                         let end = after + n as usize + 2;
                         if buf.len() < end {
+                            self.bulk_end = end;
                             return Ok(None);
                         }
                         if &buf[end - 2..end] != b"\r\n" {
@@ -114,6 +122,18 @@ impl ReplyScanner {
         self.pos = 0;
         Ok(Some(buf.split_to(end).freeze()))
     }
+
+    /// After `scan` found a reply incomplete: makes room in `buf` for the rest of the bulk being
+    /// read (up to [`BULK_AHEAD`]), so that it comes in one read and the buffer is not grown,
+    /// and copied, a few KB at a time.
+    pub fn make_room(&mut self, buf: &mut BytesMut) {
+        let rest = std::mem::take(&mut self.bulk_end)
+            .saturating_sub(buf.len())
+            .min(BULK_AHEAD);
+        if buf.capacity() - buf.len() < rest {
+            buf.reserve(rest);
+        }
+    }
 }
 
 impl Decoder for ReplyScanner {
@@ -121,7 +141,11 @@ impl Decoder for ReplyScanner {
     type Error = io::Error;
 
     fn decode(&mut self, src: &mut BytesMut) -> io::Result<Option<Bytes>> {
-        self.scan(src)
+        let reply = self.scan(src)?;
+        if reply.is_none() {
+            self.make_room(src);
+        }
+        Ok(reply)
     }
 }
 
@@ -159,7 +183,10 @@ impl Decoder for ReplyBatches {
         }
         let first = match self.scanner.scan(src)? {
             Some(r) => r,
-            None => return Ok(None),
+            None => {
+                self.scanner.make_room(src);
+                return Ok(None);
+            }
         };
         let mut batch = self.spare.take();
         if batch.capacity() == 0 {
@@ -169,7 +196,10 @@ impl Decoder for ReplyBatches {
         loop {
             match self.scanner.scan(src) {
                 Ok(Some(r)) => batch.push(r),
-                Ok(None) => break,
+                Ok(None) => {
+                    self.scanner.make_room(src);
+                    break;
+                }
                 Err(e) => {
                     self.error = Some(e);
                     break;
@@ -297,6 +327,25 @@ mod tests {
         let mut s = ReplyScanner::new(100_000);
         let mut buf = BytesMut::from(&line[..150_000]);
         assert!(s.scan(&mut buf).is_err());
+    }
+
+    /// A bulk reply read in pieces gets room for the rest of it at once.
+    #[test]
+    fn room_for_the_rest_of_a_bulk() {
+        let mut d = ReplyBatches::new(Rc::default(), DEFAULT_MAX_LINE);
+        let mut buf = BytesMut::with_capacity(64);
+        buf.extend_from_slice(b"+OK\r\n$100000\r\nxyz");
+        assert_eq!(d.decode(&mut buf).unwrap().unwrap(), vec![&b"+OK\r\n"[..]]);
+        assert!(
+            buf.capacity() - buf.len() >= 100_000 - 3 + 2,
+            "{}",
+            buf.capacity()
+        );
+        let mut s = ReplyScanner::default();
+        let mut buf = BytesMut::from(&b"$100000000\r\n"[..]);
+        assert!(s.decode(&mut buf).unwrap().is_none());
+        let room = buf.capacity() - buf.len();
+        assert!((BULK_AHEAD..2 * BULK_AHEAD).contains(&room), "{room}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The request parser: reads what clients send the way Redis itself does (`processMultibulkBuffer`
 //! and `processInlineBuffer` in `src/networking.c`), with every length bounded and nothing
-//! allocated or reserved from a length the client declared before the bytes have arrived.
+//! allocated or reserved from a length the client declared beyond [`BULK_AHEAD`] bytes ahead of
+//! the bytes that have arrived.
 //!
 //! A multibulk request is split off the input buffer as it is (zero-copy) and can be forwarded
 //! byte for byte; an inline request is split like `sdssplitargs` and re-encoded as multibulk.
@@ -540,8 +541,21 @@ impl RequestParser {
     }
 }
 
-/// Room made in a client's read buffer while a request is incomplete.
-const READ_CHUNK: usize = 16 * 1024;
+/// The first read buffer of a client, and what it goes back to once drained: most requests are
+/// small, and a client mostly idles (tokio-util's default is 8 KiB per client).
+pub const CLIENT_READ_CAPACITY: usize = 1024;
+/// Room made in a client's read buffer while a request is incomplete: a pipeline of large
+/// values is read in reads of this size, not a few KB at a time.
+const READ_CHUNK: usize = 64 * 1024;
+/// The most room made for the rest of a bulk argument being read, beyond the bytes that came:
+/// a value up to this size is read into a buffer that holds it whole (one read, no copy as it
+/// grows), a larger one in steps of this; a client that declares a large length and sends
+/// nothing makes the relayer hold no more than this.
+pub const BULK_AHEAD: usize = 256 * 1024;
+/// An emptied read buffer with more room than this gives it back (for one of
+/// [`CLIENT_READ_CAPACITY`]): one burst of large values does not pin its memory while the
+/// client idles.
+const KEEP_CAPACITY: usize = 16 * 1024;
 
 impl Decoder for RequestParser {
     type Item = Command;
@@ -549,11 +563,21 @@ impl Decoder for RequestParser {
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Command>, RequestError> {
         let parsed = self.parse(src)?;
-        // A request is on its way: read it in large chunks. Client buffers start small (most
-        // clients idle between small requests), and the reader would only add a byte of room.
-        // Never sized from a declared length.
-        if parsed.is_none() && !src.is_empty() && src.capacity() - src.len() < READ_CHUNK {
-            src.reserve(READ_CHUNK);
+        if parsed.is_none() {
+            if !src.is_empty() {
+                // A request is on its way: read it in large chunks, and a bulk being read whole
+                // (the reader itself would only add a byte of room).
+                let rest = match self.state {
+                    State::BulkData { pos, len, .. } => (pos + len + 2).saturating_sub(src.len()),
+                    _ => 0,
+                };
+                let want = rest.clamp(READ_CHUNK, BULK_AHEAD);
+                if src.capacity() - src.len() < want {
+                    src.reserve(want);
+                }
+            }
+        } else if src.is_empty() && src.capacity() > KEEP_CAPACITY {
+            *src = BytesMut::with_capacity(CLIENT_READ_CAPACITY);
         }
         Ok(parsed)
     }
@@ -1110,6 +1134,38 @@ mod tests {
         buf.put_slice(b"more");
         assert_eq!(p.parse(&mut buf), Ok(None));
         assert!(buf.capacity() < 4096);
+    }
+
+    /// The reader's buffer: room for the whole of a bulk being read (one read for a 10 KB value,
+    /// no copy as it grows), never more than BULK_AHEAD beyond what came for a huge declared
+    /// length, and a small buffer again once a burst is drained.
+    #[test]
+    fn decode_sizes_the_buffer_for_the_bulk_being_read() {
+        let mut p = parser();
+        let mut buf = BytesMut::with_capacity(CLIENT_READ_CAPACITY);
+        buf.put_slice(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$300000\r\n");
+        let header = buf.len();
+        buf.put_slice(&[b'v'; 1000]);
+        assert!(p.decode(&mut buf).unwrap().is_none());
+        let room = buf.capacity() - buf.len();
+        assert!(
+            room >= BULK_AHEAD,
+            "room for the value's next {BULK_AHEAD} bytes: {room}"
+        );
+        assert!(room < BULK_AHEAD * 2, "no more than that: {room}");
+        buf.put_slice(&vec![b'v'; 300_000 - 1000]);
+        buf.put_slice(b"\r\n");
+        let cmd = p.decode(&mut buf).unwrap().unwrap();
+        assert_eq!(cmd.frame.len(), header + 300_002);
+        assert_eq!(buf.capacity(), CLIENT_READ_CAPACITY, "given back once drained");
+
+        let mut buf = BytesMut::with_capacity(CLIENT_READ_CAPACITY);
+        buf.put_slice(b"*2\r\n$3\r\nGET\r\n$10240\r\nxx");
+        assert!(p.decode(&mut buf).unwrap().is_none());
+        assert!(
+            buf.capacity() - buf.len() >= 10240,
+            "the rest of a 10 KB value fits at once"
+        );
     }
 
     #[test]

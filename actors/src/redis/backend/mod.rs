@@ -279,7 +279,7 @@ impl Conn {
         Conn {
             addr,
             state: State::Connecting,
-            up: Upstream::default(),
+            up: Upstream::windowed(),
             db: Some(0),
             backoff: BACKOFF_FIRST,
             logged_failure: None,
@@ -651,7 +651,11 @@ impl<S: Shape> Backend<S> {
 
     /// A reply read on connection `idx`: to what its oldest owed entry is for.
     pub(crate) fn match_reply(&mut self, idx: usize, data: Bytes, ctx: &mut Context<Self>) {
-        let Some(p) = self.conns[idx].up.pending.pop_front() else {
+        let (p, flush) = self.conns[idx].up.answered(data.len());
+        if flush {
+            ctx.notify(Flush(idx));
+        }
+        let Some(p) = p else {
             // Redis sent something nobody asked for: the reply stream can no longer be trusted.
             self.failed(idx, "unexpected reply from backend", None, ctx);
             return;
