@@ -6,8 +6,9 @@
 # Builds the relayer (release, with line tables), starts a private redis-server, and runs the
 # relayer (sync mode, maxConnections 1) under `valgrind --tool=callgrind` once per variant:
 #   baseline   started, one GET (also opens the upstream connection), stopped: no benchmark
-#   -P 1       the same, plus redis-benchmark -c CG_CLIENTS -n CG_N -t CG_TESTS -d CG_SIZE
-#   -P 16      the same with -P 16
+#   the rest   the same, plus redis-benchmark -c CG_CLIENTS -n CG_N -t <test> -d <size> -P <p>
+#              for every test of CG_TESTS, size of CG_SIZES and pipeline of CG_PIPELINES (SET
+#              before GET, so the GETs find values of their size)
 # Each run ends with SIGTERM and the relayer's clean exit (callgrind writes its counts then).
 # Prints, per variant, (instructions of the run - baseline) / commands relayed, so startup and
 # shutdown are not counted. Everything it started is stopped on exit.
@@ -16,10 +17,11 @@
 #   --annotate  also print the top CG_TOP functions of each run (callgrind_annotate, self cost)
 #
 # Environment:
-#   CG_N=20000       requests per test per run
+#   CG_N=20000       requests per run
 #   CG_CLIENTS=10    redis-benchmark connections
-#   CG_TESTS=set     redis-benchmark -t list (set,get: CG_N of each)
-#   CG_SIZE=100      value size, bytes
+#   CG_TESTS="set get"     redis-benchmark tests, one run each
+#   CG_SIZES="100 10240"   value sizes, bytes
+#   CG_PIPELINES="1 16"    redis-benchmark -P values
 #   CG_TOP=25        functions shown by --annotate
 #   RELAYER_BIN=...  use this relayer binary instead of building target/release/smart-relayer
 #   KEEP=1           keep the temporary directory (callgrind.out files, configs, logs)
@@ -38,8 +40,9 @@ done
 
 CG_N="${CG_N:-20000}"
 CG_CLIENTS="${CG_CLIENTS:-10}"
-CG_TESTS="${CG_TESTS:-set}"
-CG_SIZE="${CG_SIZE:-100}"
+CG_TESTS="${CG_TESTS:-set get}"
+CG_SIZES="${CG_SIZES:-100 10240}"
+CG_PIPELINES="${CG_PIPELINES:-1 16}"
 CG_TOP="${CG_TOP:-25}"
 
 bench=callgrind
@@ -63,8 +66,6 @@ redis_port="$(free_port)"
 redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no \
     --daemonize yes --dir "$tmp" --logfile "$tmp/redis.log" --pidfile "$tmp/redis.pid"
 wait_ready redis-server "$redis_port" ping
-
-tests_count="$(tr ',' '\n' <<<"$CG_TESTS" | grep -c .)"
 
 # Runs the relayer under callgrind, drives it with the given redis-benchmark arguments (none:
 # the baseline), stops it, and sets run_total to the instructions it executed. Not a $(...)
@@ -112,20 +113,26 @@ TOML
     run_total="$total"
 }
 
-common=(-c "$CG_CLIENTS" -n "$CG_N" -t "$CG_TESTS" -d "$CG_SIZE" -r 100000)
-commands=$((CG_N * tests_count))
+common=(-c "$CG_CLIENTS" -n "$CG_N" -r 10000)
 
 log "baseline run (start, one GET, stop)"
 run baseline
 base="$run_total"
 log "  $base instructions"
-declare -A total_of=()
-variants=(P1 P16)
-for v in "${variants[@]}"; do
-    log "run with redis-benchmark ${common[*]} -P ${v#P}"
-    run "$v" "${common[@]}" -P "${v#P}"
-    total_of[$v]="$run_total"
-    log "  ${total_of[$v]} instructions"
+declare -A total_of=() label_of=()
+variants=()
+for size in $CG_SIZES; do
+    for p in $CG_PIPELINES; do
+        for t in $CG_TESTS; do
+            v="$t-$size-P$p"
+            variants+=("$v")
+            label_of[$v]="${t^^} $size B -P $p"
+            log "run with redis-benchmark ${common[*]} -t $t -d $size -P $p"
+            run "$v" "${common[@]}" -t "$t" -d "$size" -P "$p"
+            total_of[$v]="$run_total"
+            log "  ${total_of[$v]} instructions"
+        done
+    done
 done
 
 echo "callgrind: smart-relayer sync mode, maxConnections 1; redis-benchmark ${common[*]}"
@@ -133,14 +140,14 @@ echo "user-space instructions of the relayer process (not the kernel's), baselin
 printf '%-28s %16s %10s %14s\n' run instructions commands "per command"
 printf '%-28s %16s %10s %14s\n' "baseline (start, GET, stop)" "$base" 0 -
 for v in "${variants[@]}"; do
-    per="$(awk -v t="${total_of[$v]}" -v b="$base" -v n="$commands" 'BEGIN { printf "%.0f", (t - b) / n }')"
-    printf '%-28s %16s %10s %14s\n' "-c $CG_CLIENTS -P ${v#P}" "${total_of[$v]}" "$commands" "$per"
+    per="$(awk -v t="${total_of[$v]}" -v b="$base" -v n="$CG_N" 'BEGIN { printf "%.0f", (t - b) / n }')"
+    printf '%-28s %16s %10s %14s\n' "${label_of[$v]}" "${total_of[$v]}" "$CG_N" "$per"
 done
 
 if [ "$annotate" = 1 ]; then
     for v in "${variants[@]}"; do
         echo
-        echo "top $CG_TOP functions by own instructions, -P ${v#P} run (startup included):"
+        echo "top $CG_TOP functions by own instructions, ${label_of[$v]} run (startup included):"
         # The function table follows the "file:function" header and its rule line. awk reads
         # to the end: exiting early would kill callgrind_annotate with SIGPIPE (pipefail).
         # Shortened: no object file, no cargo registry or rustc source prefix.

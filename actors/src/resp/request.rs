@@ -544,9 +544,13 @@ impl RequestParser {
 /// The first read buffer of a client, and what it goes back to once drained: most requests are
 /// small, and a client mostly idles (tokio-util's default is 8 KiB per client).
 pub const CLIENT_READ_CAPACITY: usize = 1024;
-/// Room made in a client's read buffer while a request is incomplete: a pipeline of large
-/// values is read in reads of this size, not a few KB at a time.
-const READ_CHUNK: usize = 64 * 1024;
+/// Room made in a client's read buffer while a request is incomplete.
+const READ_CHUNK: usize = 16 * 1024;
+/// The room made instead while a large value (from [`LARGE_VALUE`] bytes) is read: a pipeline
+/// of them is read several values a read, and the part of the next one that a read ends in is
+/// copied (into the next buffer) less often.
+const LARGE_CHUNK: usize = 64 * 1024;
+const LARGE_VALUE: usize = 4096;
 /// The most room made for the rest of a bulk argument being read, beyond the bytes that came:
 /// a value up to this size is read into a buffer that holds it whole (one read, no copy as it
 /// grows), a larger one in steps of this; a client that declares a large length and sends
@@ -554,8 +558,9 @@ const READ_CHUNK: usize = 64 * 1024;
 pub const BULK_AHEAD: usize = 256 * 1024;
 /// An emptied read buffer with more room than this gives it back (for one of
 /// [`CLIENT_READ_CAPACITY`]): one burst of large values does not pin its memory while the
-/// client idles.
-const KEEP_CAPACITY: usize = 16 * 1024;
+/// client idles. Above [`READ_CHUNK`] and what reserving it grows a buffer to, so that a client
+/// pipelining small requests keeps its buffer from one pipeline to the next.
+const KEEP_CAPACITY: usize = 2 * READ_CHUNK;
 
 impl Decoder for RequestParser {
     type Item = Command;
@@ -567,11 +572,13 @@ impl Decoder for RequestParser {
             if !src.is_empty() {
                 // A request is on its way: read it in large chunks, and a bulk being read whole
                 // (the reader itself would only add a byte of room).
-                let rest = match self.state {
-                    State::BulkData { pos, len, .. } => (pos + len + 2).saturating_sub(src.len()),
-                    _ => 0,
+                let want = match self.state {
+                    State::BulkData { pos, len, .. } if len >= LARGE_VALUE => {
+                        let rest = (pos + len + 2).saturating_sub(src.len());
+                        rest.clamp(LARGE_CHUNK, BULK_AHEAD)
+                    }
+                    _ => READ_CHUNK,
                 };
-                let want = rest.clamp(READ_CHUNK, BULK_AHEAD);
                 if src.capacity() - src.len() < want {
                     src.reserve(want);
                 }
