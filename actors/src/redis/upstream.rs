@@ -121,12 +121,11 @@ impl<P> Upstream<P> {
         }
     }
 
-    /// A reply of `len` bytes came back for the oldest owed command: its entry, and whether a
-    /// flush is now due (commands held back by the window may go).
-    pub(crate) fn answered(&mut self, len: usize) -> (Option<P>, bool) {
-        let p = self.pending.pop_front();
+    /// A reply of `len` bytes came back for the oldest owed command (its entry taken off
+    /// `pending`): whether a flush is now due (commands held back by the window may go).
+    pub(crate) fn answered(&mut self, len: usize) -> bool {
         let Some(w) = self.window.as_mut() else {
-            return (p, false);
+            return false;
         };
         w.in_flight = w.in_flight.saturating_sub(1);
         // A moving average over about the last 8 replies.
@@ -135,7 +134,7 @@ impl<P> Upstream<P> {
         if room {
             w.held = false;
         }
-        (p, room && self.needs_flush())
+        room && self.needs_flush()
     }
 
     pub(crate) fn is_open(&self) -> bool {
@@ -419,14 +418,13 @@ mod tests {
             assert_eq!(got.len() as u64, up.written);
             // Each reply lets one more command go.
             for i in 0..3 {
-                let (p, flush) = up.answered(100_000);
-                assert_eq!(p, Some(i));
-                assert!(flush, "a reply makes room for one more");
+                assert_eq!(up.pending.pop_front(), Some(i));
+                assert!(up.answered(100_000), "a reply makes room for one more");
                 self::flush(&mut up).await;
                 assert_eq!(up.written, ends[WINDOW_MIN + i]);
             }
             // Small replies widen the window: everything goes.
-            let due: Vec<bool> = (0..40).map(|_| up.answered(10).1).collect();
+            let due: Vec<bool> = (0..40).map(|_| up.answered(10)).collect();
             assert_eq!(
                 due.iter().filter(|&&d| d).count(),
                 1,
@@ -438,7 +436,7 @@ mod tests {
             assert!(got == want, "{} bytes read, {} written", got.len(), want.len());
             // A connection that is not windowed writes everything.
             let mut plain: Upstream<()> = Upstream::default();
-            assert!(!plain.answered(1).1);
+            assert!(!plain.answered(1));
         });
     }
 }

@@ -651,8 +651,9 @@ impl<S: Shape> Backend<S> {
 
     /// A reply read on connection `idx`: to what its oldest owed entry is for.
     pub(crate) fn match_reply(&mut self, idx: usize, data: Bytes, ctx: &mut Context<Self>) {
-        let (p, flush) = self.conns[idx].up.answered(data.len());
-        if flush {
+        let up = &mut self.conns[idx].up;
+        let p = up.pending.pop_front();
+        if up.answered(data.len()) {
             ctx.notify(Flush(idx));
         }
         let Some(p) = p else {
