@@ -116,8 +116,6 @@ pub struct OutBuf {
     writer: Rc<WriteHalf>,
 }
 
-pub use crate::resp::request::CLIENT_READ_CAPACITY;
-
 /// Above this, an emptied buffer gives its memory back, so one big reply does not pin it.
 const KEEP_CAPACITY: usize = 64 * 1024;
 /// From this size a frame is written from where it is instead of being copied.
@@ -477,6 +475,127 @@ impl AsyncRead for ReadAhead {
     }
 }
 
+/// Bytes read at most into the scratch buffer of a client that holds no read buffer.
+const SCRATCH: usize = 16 * 1024;
+
+/// A client's socket (through its [`ReadAhead`]) cut into requests by the decoder `D`, as
+/// tokio-util's `FramedRead` does, with one difference: a client with nothing buffered holds no
+/// read buffer at all (most clients idle most of the time). A read then goes into a scratch
+/// buffer on the stack, and what came is copied to a heap buffer of its size; a decoder that
+/// wants more room (a request on its way) reserves it, and reads go straight into that. The
+/// decoder gives the buffer back once it is drained (see `RequestParser`'s `decode`).
+pub struct ClientFrames<D> {
+    reader: ReadAhead,
+    decoder: D,
+    buffer: BytesMut,
+    /// The buffer may hold a request: false once the decoder said it needs more bytes.
+    readable: bool,
+    eof: bool,
+    errored: bool,
+}
+
+impl<D> ClientFrames<D> {
+    pub fn new(reader: ReadAhead, decoder: D) -> Self {
+        ClientFrames {
+            reader,
+            decoder,
+            buffer: BytesMut::new(),
+            readable: false,
+            eof: false,
+            errored: false,
+        }
+    }
+
+    /// Bytes read and not parsed yet.
+    pub fn read_buffer(&self) -> &BytesMut {
+        &self.buffer
+    }
+
+    pub fn get_ref(&self) -> &ReadAhead {
+        &self.reader
+    }
+
+    pub fn get_mut(&mut self) -> &mut ReadAhead {
+        &mut self.reader
+    }
+
+    /// Reads into the buffer: Ready(n) with the bytes that came (0 at the socket's end).
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buffer.capacity() > 0 {
+            self.buffer.reserve(1);
+            return tokio_util::io::poll_read_buf(Pin::new(&mut self.reader), cx, &mut self.buffer);
+        }
+        if !self.reader.ahead.is_empty() {
+            // Read ahead while paused: that buffer becomes this one, as it is.
+            self.buffer = std::mem::take(&mut self.reader.ahead);
+            return Poll::Ready(Ok(self.buffer.len()));
+        }
+        let mut scratch = [std::mem::MaybeUninit::<u8>::uninit(); SCRATCH];
+        let mut room = ReadBuf::uninit(&mut scratch);
+        match Pin::new(&mut self.reader).poll_read(cx, &mut room) {
+            Poll::Ready(Ok(())) => {
+                self.buffer = BytesMut::from(room.filled());
+                Poll::Ready(Ok(self.buffer.len()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<D: tokio_util::codec::Decoder + Unpin> Stream for ClientFrames<D> {
+    type Item = Result<D::Item, D::Error>;
+
+    /// `FramedRead`'s loop: decode while the buffer may hold a request, read when it needs more,
+    /// `decode_eof` at the end, nothing after an error.
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if this.errored {
+                this.errored = false;
+                this.readable = false;
+                return Poll::Ready(None);
+            }
+            if this.readable {
+                if this.eof {
+                    let frame = this.decoder.decode_eof(&mut this.buffer);
+                    match frame {
+                        Ok(None) => this.readable = false,
+                        Err(_) => this.errored = true,
+                        Ok(Some(_)) => {}
+                    }
+                    return Poll::Ready(frame.transpose());
+                }
+                match this.decoder.decode(&mut this.buffer) {
+                    Ok(Some(frame)) => return Poll::Ready(Some(Ok(frame))),
+                    Ok(None) => this.readable = false,
+                    Err(e) => {
+                        this.errored = true;
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                }
+            }
+            let n = match this.poll_fill(cx) {
+                Poll::Ready(Ok(n)) => n,
+                Poll::Ready(Err(e)) => {
+                    this.errored = true;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+                Poll::Pending => return Poll::Pending,
+            };
+            if n == 0 {
+                if this.eof {
+                    return Poll::Ready(None);
+                }
+                this.eof = true;
+            } else {
+                this.eof = false;
+            }
+            this.readable = true;
+        }
+    }
+}
+
 /// A client's requests, gated like [`Gated`], with one difference: while paused, the socket is
 /// still read, into [`ReadAhead`] (nothing parsed), up to the query buffer limit. So a client
 /// that writes its whole pipeline before it reads any reply can finish writing while the
@@ -502,7 +621,7 @@ impl AsyncRead for ReadAhead {
 /// [`Parsed::Idle`] once after requests, before it waits (paused): the session then sends on
 /// what it gathered from them, in one message.
 pub struct ClientRequests<D> {
-    inner: tokio_util::codec::FramedRead<ReadAhead, D>,
+    inner: ClientFrames<D>,
     gate: Rc<Gate>,
     /// Bytes that may be read ahead (or dropped) before the [`QueryBufferLimit`] error.
     limit: usize,
@@ -527,9 +646,9 @@ pub enum Parsed<T> {
 
 impl<D> ClientRequests<D> {
     /// `limit`: the query buffer limit, in bytes (see above).
-    pub fn new(inner: tokio_util::codec::FramedRead<ReadAhead, D>, gate: Rc<Gate>, limit: usize) -> Self {
+    pub fn new(reader: ReadAhead, decoder: D, gate: Rc<Gate>, limit: usize) -> Self {
         ClientRequests {
-            inner,
+            inner: ClientFrames::new(reader, decoder),
             gate,
             limit,
             over: false,
@@ -819,7 +938,7 @@ mod tests {
     #[test]
     fn client_requests_mark_the_last_of_a_read_and_go_idle_before_waiting() {
         use futures_util::{FutureExt, StreamExt};
-        use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
+        use tokio_util::codec::{LinesCodec, LinesCodecError};
         type Lines = ClientRequests<LinesCodec>;
         fn show(p: Parsed<Result<String, LinesCodecError>>) -> String {
             match p {
@@ -836,11 +955,7 @@ mod tests {
             let (a, mut b) = pair();
             let (r, _w) = split_unix(a);
             let gate = Gate::new();
-            let mut s = ClientRequests::new(
-                FramedRead::new(ReadAhead::new(r), LinesCodec::new()),
-                gate.clone(),
-                1 << 20,
-            );
+            let mut s = ClientRequests::new(ReadAhead::new(r), LinesCodec::new(), gate.clone(), 1 << 20);
             b.write_all(b"a\nb\nc\n").unwrap();
             assert_eq!(next(&mut s).await, "request a");
             assert_eq!(next(&mut s).await, "request b");
@@ -853,6 +968,54 @@ mod tests {
             assert!(s.next().now_or_never().is_none(), "waits while paused");
             gate.resume();
             assert_eq!(next(&mut s).await, "last e");
+        });
+    }
+
+    /// A client holds no read buffer while it idles: each request is read through the scratch
+    /// buffer, the buffer is given back once drained, and a request larger than the scratch
+    /// buffer, arriving in pieces, is whole; requests of one read come in order, the last marked.
+    #[test]
+    fn an_idle_client_holds_no_read_buffer() {
+        use crate::resp::request::{Limits, RequestParser};
+        use futures_util::StreamExt;
+        runtime().block_on(async {
+            let (a, b) = pair();
+            let (r, _w) = split_unix(a);
+            let parser = RequestParser::new(Limits::default());
+            let mut s = ClientRequests::new(ReadAhead::new(r), parser, Gate::new(), 1 << 30);
+            assert_eq!(s.inner.read_buffer().capacity(), 0);
+            let mut next = async || {
+                let item = tokio::time::timeout(Duration::from_secs(5), s.next()).await;
+                let (last, cmd) = match item.expect("in time").expect("not ended") {
+                    Parsed::Last(c) => (true, c.unwrap()),
+                    Parsed::Request(c) => (false, c.unwrap()),
+                    Parsed::Idle => panic!("idle"),
+                };
+                (last, cmd.frame().len(), s.inner.read_buffer().capacity())
+            };
+            let ping = b"*1\r\n$4\r\nPING\r\n";
+            (&b).write_all(ping).unwrap();
+            assert_eq!(next().await, (true, ping.len(), 0));
+            (&b).write_all(&ping.repeat(3)).unwrap();
+            assert_eq!(next().await, (false, ping.len(), ping.len() * 2));
+            assert_eq!(next().await, (false, ping.len(), ping.len()));
+            assert_eq!(next().await, (true, ping.len(), 0));
+            // 100 KB, in pieces of 7 KB from another thread.
+            let value = vec![b'v'; 100_000];
+            let mut set = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$100000\r\n".to_vec();
+            set.extend_from_slice(&value);
+            set.extend_from_slice(b"\r\n");
+            let want = set.len();
+            let writer = std::thread::spawn(move || {
+                for piece in set.chunks(7000) {
+                    (&b).write_all(piece).unwrap();
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                b
+            });
+            assert_eq!(next().await, (true, want, 0));
+            drop(writer.join().unwrap());
+            assert!(tokio::time::timeout(Duration::from_secs(5), s.next()).await.unwrap().is_none(), "ends");
         });
     }
 
@@ -898,13 +1061,13 @@ mod tests {
     #[test]
     fn paused_client_is_read_ahead_up_to_its_limit_then_gets_the_error() {
         use futures_util::{FutureExt, StreamExt};
-        use tokio_util::codec::{FramedRead, LinesCodec};
+        use tokio_util::codec::LinesCodec;
         const LIMIT: usize = 256 * 1024;
         runtime().block_on(async {
             let (a, b) = pair();
             let (r, _w) = split_unix(a);
             let gate = Gate::new();
-            let mut s = ClientRequests::new(FramedRead::new(ReadAhead::new(r), LinesCodec::new()), gate.clone(), LIMIT);
+            let mut s = ClientRequests::new(ReadAhead::new(r), LinesCodec::new(), gate.clone(), LIMIT);
             gate.pause();
             // The peer writes from a thread: the socket's buffer is smaller than what it sends.
             let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
@@ -979,17 +1142,13 @@ mod tests {
     #[test]
     fn read_ahead_is_parsed_after_resuming_and_its_memory_given_back() {
         use futures_util::StreamExt;
-        use tokio_util::codec::{FramedRead, LinesCodec};
+        use tokio_util::codec::LinesCodec;
         runtime().block_on(async {
             for watch in [false, true] {
                 let (a, mut b) = pair();
                 let (r, _w) = split_unix(a);
                 let gate = Gate::new();
-                let mut s = ClientRequests::new(
-                    FramedRead::new(ReadAhead::new(r), LinesCodec::new()),
-                    gate.clone(),
-                    1 << 20,
-                );
+                let mut s = ClientRequests::new(ReadAhead::new(r), LinesCodec::new(), gate.clone(), 1 << 20);
                 gate.pause();
                 gate.watch_close(watch);
                 let mut sent = Vec::new();

@@ -541,9 +541,6 @@ impl RequestParser {
     }
 }
 
-/// The first read buffer of a client, and what it goes back to once drained: most requests are
-/// small, and a client mostly idles (tokio-util's default is 8 KiB per client).
-pub const CLIENT_READ_CAPACITY: usize = 1024;
 /// Room made in a client's read buffer while a request is incomplete.
 const READ_CHUNK: usize = 16 * 1024;
 /// The room made instead while a large value (from [`LARGE_VALUE`] bytes) is read: a pipeline
@@ -556,11 +553,6 @@ const LARGE_VALUE: usize = 4096;
 /// grows), a larger one in steps of this; a client that declares a large length and sends
 /// nothing makes the relayer hold no more than this.
 pub const BULK_AHEAD: usize = 256 * 1024;
-/// An emptied read buffer with more room than this gives it back (for one of
-/// [`CLIENT_READ_CAPACITY`]): one burst of large values does not pin its memory while the
-/// client idles. Above [`READ_CHUNK`] and what reserving it grows a buffer to, so that a client
-/// pipelining small requests keeps its buffer from one pipeline to the next.
-const KEEP_CAPACITY: usize = 2 * READ_CHUNK;
 
 impl Decoder for RequestParser {
     type Item = Command;
@@ -583,8 +575,10 @@ impl Decoder for RequestParser {
                     src.reserve(want);
                 }
             }
-        } else if src.is_empty() && src.capacity() > KEEP_CAPACITY {
-            *src = BytesMut::with_capacity(CLIENT_READ_CAPACITY);
+        } else if src.is_empty() && src.capacity() > 0 {
+            // Drained: the memory goes back; a client that idles holds none (`io::ClientFrames`
+            // reads the next request through a scratch buffer).
+            *src = BytesMut::new();
         }
         Ok(parsed)
     }
@@ -1145,11 +1139,11 @@ mod tests {
 
     /// The reader's buffer: room for the whole of a bulk being read (one read for a 10 KB value,
     /// no copy as it grows), never more than BULK_AHEAD beyond what came for a huge declared
-    /// length, and a small buffer again once a burst is drained.
+    /// length, and no buffer at all once drained.
     #[test]
     fn decode_sizes_the_buffer_for_the_bulk_being_read() {
         let mut p = parser();
-        let mut buf = BytesMut::with_capacity(CLIENT_READ_CAPACITY);
+        let mut buf = BytesMut::with_capacity(1024);
         buf.put_slice(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$300000\r\n");
         let header = buf.len();
         buf.put_slice(&[b'v'; 1000]);
@@ -1164,9 +1158,9 @@ mod tests {
         buf.put_slice(b"\r\n");
         let cmd = p.decode(&mut buf).unwrap().unwrap();
         assert_eq!(cmd.frame.len(), header + 300_002);
-        assert_eq!(buf.capacity(), CLIENT_READ_CAPACITY, "given back once drained");
+        assert_eq!(buf.capacity(), 0, "given back once drained");
 
-        let mut buf = BytesMut::with_capacity(CLIENT_READ_CAPACITY);
+        let mut buf = BytesMut::with_capacity(1024);
         buf.put_slice(b"*2\r\n$3\r\nGET\r\n$10240\r\nxx");
         assert!(p.decode(&mut buf).unwrap().is_none());
         assert!(

@@ -17,7 +17,7 @@ use crate::command::{self, StreamOp};
 use crate::error::RelayerError;
 use crate::io::{
     flush_client, is_query_buffer_limit, ClientOut, ClientRequests, FlushClient, Gate, Parsed, ReadAhead,
-    ReadHalf, WriteHalf, WritesToClient, CLIENT_READ_CAPACITY,
+    ReadHalf, WriteHalf, WritesToClient,
 };
 use crate::numbers;
 use crate::resp::request::{Command, Limits, RequestError, RequestParser};
@@ -28,7 +28,6 @@ use bytes::{Bytes, BytesMut};
 use slog::{debug, info, Logger};
 use std::rc::Rc;
 use std::sync::Arc;
-use tokio_util::codec::FramedRead;
 
 /// Replies buffered for a client that does not read them; above this it is not read.
 const OUT_HIGH: usize = 1024 * 1024;
@@ -178,13 +177,9 @@ impl Session {
             let current = route.current();
             let gate = Gate::new();
             let limits = current.settings.limits;
-            let requests = FramedRead::with_capacity(
+            ctx.add_stream(ClientRequests::new(
                 ReadAhead::new(read),
                 RequestParser::new(limits),
-                CLIENT_READ_CAPACITY,
-            );
-            ctx.add_stream(ClientRequests::new(
-                requests,
                 gate.clone(),
                 limits.query_buffer_limit,
             ));

@@ -21,7 +21,7 @@ use crate::compress::{decode_reply_logged, Compression};
 use crate::error::RelayerError;
 use crate::io::{
     flush_client, is_query_buffer_limit, ClientOut, ClientRequests, FlushClient, Gate, Parsed, ReadAhead,
-    ReadHalf, WriteHalf, WritesToClient, CLIENT_READ_CAPACITY,
+    ReadHalf, WriteHalf, WritesToClient,
 };
 use crate::learned_commands::Learned;
 use crate::metrics::RelayerMetrics;
@@ -38,7 +38,6 @@ use slog::{debug, info, Logger};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use tokio_util::codec::FramedRead;
 
 /// Replies buffered for a client that does not read them; above this the session stops
 /// reading its requests.
@@ -202,10 +201,9 @@ impl Session {
             let gate = Gate::new();
             let unauthenticated = Arc::new(AtomicBool::new(settings.password.is_some()));
             let parser = RequestParser::new(settings.limits).with_auth_flag(unauthenticated.clone());
-            let requests = FramedRead::with_capacity(ReadAhead::new(read), parser, CLIENT_READ_CAPACITY);
             let limit = settings.limits.query_buffer_limit;
-            let requests =
-                ClientRequests::new(requests, gate.clone(), limit).with_auth_flag(unauthenticated.clone());
+            let requests = ClientRequests::new(ReadAhead::new(read), parser, gate.clone(), limit)
+                .with_auth_flag(unauthenticated.clone());
             ctx.add_stream(requests);
             Session {
                 id,
