@@ -6,16 +6,18 @@
 # then, for each run of SERVICES, starts a fake endpoint and a relayer with one stream entry
 # pointing at it (Firehose and Kinesis: `endpoint`; SQS: a queue URL on the fake), on free
 # loopback ports, sends N SETs with VALUE-byte values from CLIENTS redis-benchmark connections
-# (random keys) and waits until the relayer reports every line delivered
-# (relayer_<protocol>_delivered_total on its metrics endpoint). Prints, per run: the clients'
-# requests/s (acknowledgements), records/s end to end (first SET to last line delivered), and the
-# relayer's CPU seconds (utime+stime from /proc) per million records; the calls the endpoint
-# received, and the lines the relayer resent (relayer_<protocol>_retries_total). The endpoint's
-# own count of lines stored is checked against N at the end of each run.
+# (random keys, each client pipelining as PIPELINES says) and waits until the relayer reports
+# every line delivered (relayer_<protocol>_delivered_total on its metrics endpoint). Prints, per
+# run: the clients' requests/s (acknowledgements), records/s end to end (first SET to last line
+# delivered), and the relayer's CPU seconds (utime+stime from /proc) per million records; the
+# calls the endpoint received, and the lines the relayer resent (relayer_<protocol>_retries_total).
+# The endpoint's own count of lines stored is checked against N at the end of each run.
 #
 # Environment:
 #   N=500000          SETs per run
 #   CLIENTS=50        redis-benchmark connections
+#   PIPELINES="1 16"  redis-benchmark -P values, every run with each: at -P 1 the relayer's CPU per
+#                     line is mostly the socket work of one request per read and reply per write
 #   VALUE=100         bytes per value
 #   SERVICES="firehose kinesis sqs sqs-fifo"  the runs, in this order: firehose (one per MAXRECORDS
 #                     value), kinesis (partitionKey "hash", 500 records a call), sqs (a standard
@@ -33,7 +35,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
 
 command_line=""
-for var in N CLIENTS VALUE SERVICES MAXRECORDS OUT; do
+for var in N CLIENTS PIPELINES VALUE SERVICES MAXRECORDS OUT; do
     [ -n "${!var:-}" ] && command_line+="$var=\"${!var}\" "
 done
 command_line+="integration/bench/firehose-bench.sh"
@@ -42,6 +44,7 @@ N="${N:-500000}"
 CLIENTS="${CLIENTS:-50}"
 VALUE="${VALUE:-100}"
 SERVICES="${SERVICES:-firehose kinesis sqs sqs-fifo}"
+PIPELINES="${PIPELINES:-1 16}"
 MAXRECORDS="${MAXRECORDS:-0 500}"
 OUT="${OUT:-BENCHMARKS.md}"
 
@@ -107,51 +110,52 @@ fake_counts() {
 
 results=()
 rows=()
-for run in "${runs[@]}"; do
-    case "$run" in
-        firehose-*) protocol=firehose service=firehose ;;
-        kinesis) protocol=kinesis service=kinesis ;;
-        sqs | sqs-fifo) protocol=sqs service=sqs ;;
-    esac
-    "$fake_bin" "$service" >"$tmp/fake-$run.out" 2>"$tmp/fake-$run.log" &
-    fake_pid=$!
-    pids+=("$fake_pid")
-    fake_port=""
-    for _ in $(seq 1 100); do
-        fake_port="$(sed -n 's/^listening on //p' "$tmp/fake-$run.out")"
-        [ -n "$fake_port" ] && break
-        sleep 0.05
-    done
-    [ -n "$fake_port" ] || die "fake-aws $service did not report its port (log: $tmp/fake-$run.log)"
+for pipeline in $PIPELINES; do
+    for run in "${runs[@]}"; do
+        case "$run" in
+            firehose-*) protocol=firehose service=firehose ;;
+            kinesis) protocol=kinesis service=kinesis ;;
+            sqs | sqs-fifo) protocol=sqs service=sqs ;;
+        esac
+        "$fake_bin" "$service" >"$tmp/fake-$run.out" 2>"$tmp/fake-$run.log" &
+        fake_pid=$!
+        pids+=("$fake_pid")
+        fake_port=""
+        for _ in $(seq 1 100); do
+            fake_port="$(sed -n 's/^listening on //p' "$tmp/fake-$run.out")"
+            [ -n "$fake_port" ] && break
+            sleep 0.05
+        done
+        [ -n "$fake_port" ] || die "fake-aws $service did not report its port (log: $tmp/fake-$run.log)"
 
-    # What the entry is, for the report, and its service's own keys.
-    case "$run" in
-        firehose-*)
-            max_records="${run#firehose-}"
-            label="Firehose, \`maxRecords = $max_records\`"
-            keys="streamName = \"bench\"
+        # What the entry is, for the report, and its service's own keys.
+        case "$run" in
+            firehose-*)
+                max_records="${run#firehose-}"
+                label="Firehose, \`maxRecords = $max_records\`"
+                keys="streamName = \"bench\"
 endpoint = \"http://127.0.0.1:$fake_port\"
 maxRecords = $max_records"
-            ;;
-        kinesis)
-            label="Kinesis, \`partitionKey = \"hash\"\`"
-            keys="streamName = \"bench\"
+                ;;
+            kinesis)
+                label="Kinesis, \`partitionKey = \"hash\"\`"
+                keys="streamName = \"bench\"
 endpoint = \"http://127.0.0.1:$fake_port\""
-            ;;
-        sqs)
-            label="SQS, standard queue"
-            keys="url = \"http://127.0.0.1:$fake_port/123456789012/bench\""
-            ;;
-        sqs-fifo)
-            label="SQS, FIFO queue"
-            keys="url = \"http://127.0.0.1:$fake_port/123456789012/bench.fifo\"
+                ;;
+            sqs)
+                label="SQS, standard queue"
+                keys="url = \"http://127.0.0.1:$fake_port/123456789012/bench\""
+                ;;
+            sqs-fifo)
+                label="SQS, FIFO queue"
+                keys="url = \"http://127.0.0.1:$fake_port/123456789012/bench.fifo\"
 groupID = \"bench\""
-            ;;
-    esac
+                ;;
+        esac
 
-    port="$(free_port)"
-    metrics_port="$(free_port)"
-    cat >"$tmp/relayer-$run.toml" <<TOML
+        port="$(free_port)"
+        metrics_port="$(free_port)"
+        cat >"$tmp/relayer-$run.toml" <<TOML
 metricsListen = "127.0.0.1:$metrics_port"
 
 [[relayer]]
@@ -162,55 +166,56 @@ $keys
 buffer = 100000
 critical = true
 TOML
-    AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_EC2_METADATA_DISABLED=true \
-        "$relayer_bin" -c "$tmp/relayer-$run.toml" >"$tmp/relayer-$run.log" 2>&1 &
-    relayer_pid=$!
-    pids+=("$relayer_pid")
-    wait_ready smart-relayer "$port" ping
+        AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_EC2_METADATA_DISABLED=true \
+            "$relayer_bin" -c "$tmp/relayer-$run.toml" >"$tmp/relayer-$run.log" 2>&1 &
+        relayer_pid=$!
+        pids+=("$relayer_pid")
+        wait_ready smart-relayer "$port" ping
 
-    log "$run: $N SETs of $VALUE bytes from $CLIENTS clients"
-    t0="$(date +%s.%N)"
-    c0="$(cpu_ticks "$relayer_pid")"
-    rps="$(redis-benchmark -h 127.0.0.1 -p "$port" -c "$CLIENTS" -n "$N" -d "$VALUE" -r 1000000 -t set --csv 2>/dev/null \
-        | awk -F'","' '/SET/ { gsub(/"/, "", $2); print $2 }')"
-    [ -n "$rps" ] || die "$run: redis-benchmark reported nothing (log: $tmp/relayer-$run.log)"
-    # Until every line is delivered, or nothing more is for 60 s.
-    delivered=0 last=-1 still=0
-    while [ "$delivered" -lt "$N" ] && [ "$still" -lt 600 ]; do
-        sleep 0.1
-        delivered="$(metric "$metrics_port" "relayer_${protocol}_delivered_total")" ||
+        log "$run: $N SETs of $VALUE bytes from $CLIENTS clients, -P $pipeline"
+        t0="$(date +%s.%N)"
+        c0="$(cpu_ticks "$relayer_pid")"
+        rps="$(redis-benchmark -h 127.0.0.1 -p "$port" -c "$CLIENTS" -P "$pipeline" -n "$N" -d "$VALUE" -r 1000000 -t set --csv 2>/dev/null \
+            | awk -F'","' '/SET/ { gsub(/"/, "", $2); print $2 }')"
+        [ -n "$rps" ] || die "$run: redis-benchmark reported nothing (log: $tmp/relayer-$run.log)"
+        # Until every line is delivered, or nothing more is for 60 s.
+        delivered=0 last=-1 still=0
+        while [ "$delivered" -lt "$N" ] && [ "$still" -lt 600 ]; do
+            sleep 0.1
+            delivered="$(metric "$metrics_port" "relayer_${protocol}_delivered_total")" ||
+                die "$run: no answer from the relayer's metrics endpoint (log: $tmp/relayer-$run.log)"
+            if [ "$delivered" = "$last" ]; then still=$((still + 1)); else still=0 last="$delivered"; fi
+        done
+        t1="$(date +%s.%N)"
+        c1="$(cpu_ticks "$relayer_pid")"
+        [ "$delivered" -ge "$N" ] || die "$run: only $delivered of $N lines delivered (log: $tmp/relayer-$run.log)"
+        resent="$(metric "$metrics_port" "relayer_${protocol}_retries_total")" ||
             die "$run: no answer from the relayer's metrics endpoint (log: $tmp/relayer-$run.log)"
-        if [ "$delivered" = "$last" ]; then still=$((still + 1)); else still=0 last="$delivered"; fi
-    done
-    t1="$(date +%s.%N)"
-    c1="$(cpu_ticks "$relayer_pid")"
-    [ "$delivered" -ge "$N" ] || die "$run: only $delivered of $N lines delivered (log: $tmp/relayer-$run.log)"
-    resent="$(metric "$metrics_port" "relayer_${protocol}_retries_total")" ||
-        die "$run: no answer from the relayer's metrics endpoint (log: $tmp/relayer-$run.log)"
-    # The fake prints its counts every tenth of a second.
-    stored=0 calls=0
-    for _ in $(seq 1 50); do
-        read -r stored calls < <(fake_counts "$tmp/fake-$run.out")
-        [ "$stored" -ge "$N" ] && break
-        sleep 0.1
-    done
-    [ "$stored" -ge "$N" ] || die "$run: the endpoint holds $stored lines, expected $N"
-    [ "$stored" -eq "$N" ] || log "$run: the endpoint holds $stored lines for $N sent: $((stored - N)) duplicates"
+        # The fake prints its counts every tenth of a second.
+        stored=0 calls=0
+        for _ in $(seq 1 50); do
+            read -r stored calls < <(fake_counts "$tmp/fake-$run.out")
+            [ "$stored" -ge "$N" ] && break
+            sleep 0.1
+        done
+        [ "$stored" -ge "$N" ] || die "$run: the endpoint holds $stored lines, expected $N"
+        [ "$stored" -eq "$N" ] || log "$run: the endpoint holds $stored lines for $N sent: $((stored - N)) duplicates"
 
-    stats=(-v n="$N" -v t0="$t0" -v t1="$t1" -v c0="$c0" -v c1="$c1" -v hz="$hz" -v rps="$rps" -v calls="$calls")
-    rows+=("$(awk "${stats[@]}" -v label="$label" -v stored="$stored" -v resent="$resent" 'BEGIN {
-        printf "| %s | %d | %.1f | %.0f | %.0f | %.2f | %d | %d |", label, calls, n / calls, rps, n / (t1 - t0),
-            (c1 - c0) / hz / n * 1e6, resent, stored
-    }')")
-    line="$(awk "${stats[@]}" -v run="$run" 'BEGIN {
-        printf "%-12s %7d calls (%5.1f lines a call)   acknowledged %7.0f SET/s   delivered %7.0f lines/s   CPU %6.2f s per million lines",
-            run, calls, n / calls, rps, n / (t1 - t0), (c1 - c0) / hz / n * 1e6
-    }')"
-    [ "$resent" -eq 0 ] || line+="   ($resent lines resent)"
-    log "$line"
-    results+=("$line")
-    kill "$relayer_pid" "$fake_pid" 2>/dev/null || true
-    wait "$relayer_pid" "$fake_pid" 2>/dev/null || true
+        stats=(-v n="$N" -v t0="$t0" -v t1="$t1" -v c0="$c0" -v c1="$c1" -v hz="$hz" -v rps="$rps" -v calls="$calls")
+        rows+=("$(awk "${stats[@]}" -v label="$label" -v p="$pipeline" -v stored="$stored" -v resent="$resent" 'BEGIN {
+            printf "| %s | %d | %d | %.1f | %.0f | %.0f | %.2f | %d | %d |", label, p, calls, n / calls, rps, n / (t1 - t0),
+                (c1 - c0) / hz / n * 1e6, resent, stored
+        }')")
+        line="$(awk "${stats[@]}" -v run="$run -P $pipeline" 'BEGIN {
+            printf "%-17s %7d calls (%5.1f lines a call)   acknowledged %7.0f SET/s   delivered %7.0f lines/s   CPU %6.2f s per million lines",
+                run, calls, n / calls, rps, n / (t1 - t0), (c1 - c0) / hz / n * 1e6
+        }')"
+        [ "$resent" -eq 0 ] || line+="   ($resent lines resent)"
+        log "$line"
+        results+=("$line")
+        kill "$relayer_pid" "$fake_pid" 2>/dev/null || true
+        wait "$relayer_pid" "$fake_pid" 2>/dev/null || true
+    done
 done
 
 printf '\n%s\n' "firehose-bench: $N SETs, $VALUE-byte values, $CLIENTS clients ($(nproc) cores)"
@@ -223,7 +228,8 @@ section="$tmp/section.md"
     echo
     echo "Generated by \`$command_line\` on $(date -u '+%Y-%m-%d %H:%M UTC')."
     echo
-    echo "- $N SETs with $VALUE-byte values (random keys) from $CLIENTS redis-benchmark clients into a" \
+    echo "- $N SETs with $VALUE-byte values (random keys) from $CLIENTS redis-benchmark clients" \
+        "(\`-P\`: each client's pipeline) into a" \
         "stream relayer (smart-relayer $commit; \`buffer = 100000\`, \`critical = true\`, the other keys" \
         "their defaults), relaying to the tests' fake endpoint of its service" \
         "(integration/src/bin/fake-aws.rs) over loopback HTTP, a fresh relayer and endpoint per run," \
@@ -235,8 +241,8 @@ section="$tmp/section.md"
         "time; resent: relayer_<protocol>_retries_total; stored: the lines (Firehose), records" \
         "(Kinesis) or messages (SQS) the endpoint holds at the end"
     echo
-    echo "| relayer | calls | lines a call | acknowledged (SET/s) | delivered (lines/s) | relayer CPU s per million lines | resent | stored |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| relayer | \`-P\` | calls | lines a call | acknowledged (SET/s) | delivered (lines/s) | relayer CPU s per million lines | resent | stored |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     printf '%s\n' "${rows[@]}"
 } >"$section"
 case "$OUT" in /*) out_path="$OUT" ;; *) out_path="$root/$OUT" ;; esac
