@@ -1015,7 +1015,13 @@ mod tests {
             });
             assert_eq!(next().await, (true, want, 0));
             drop(writer.join().unwrap());
-            assert!(tokio::time::timeout(Duration::from_secs(5), s.next()).await.unwrap().is_none(), "ends");
+            assert!(
+                tokio::time::timeout(Duration::from_secs(5), s.next())
+                    .await
+                    .unwrap()
+                    .is_none(),
+                "ends"
+            );
         });
     }
 

@@ -148,7 +148,7 @@ impl Handler<Unblock> for Session {
     type Result = bool;
 
     fn handle(&mut self, msg: Unblock, _: &mut Context<Self>) -> bool {
-        let Some(server_id) = self.own.as_ref().and_then(|own| own.handle.server_id.get()) else {
+        let Some(server_id) = self.own.as_deref().and_then(|own| own.handle.server_id.get()) else {
             return false;
         };
         let id = server_id.to_string();

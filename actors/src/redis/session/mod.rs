@@ -143,7 +143,7 @@ pub struct Session {
     out: ClientOut,
     slots: Slots,
     db: u32,
-    multi: Option<Multi>,
+    multi: Option<Box<Multi>>,
     name: Option<Bytes>,
     /// CLIENT REPLY's mode.
     reply_mode: ReplyMode,
@@ -151,7 +151,7 @@ pub struct Session {
     /// earlier commands (`control.rs`).
     unblock_after: Option<(u64, Recipient<crate::redis::clients::Unblock>, bool)>,
     gate: Rc<Gate>,
-    awaiting: Option<Awaiting>,
+    awaiting: Option<Box<Awaiting>>,
     /// No more requests are read; the session ends once every reply is written.
     closing: bool,
     /// The relayer is stopping: new commands get `RelayerError::ShuttingDown`.
@@ -166,7 +166,7 @@ pub struct Session {
     protocol_changed: bool,
     /// A reload replaced the target: the request number of the barrier sent to the old one,
     /// and the command that waits for its answer before it goes to the new one.
-    switching: Option<(u64, Command)>,
+    switching: Option<Box<(u64, Command)>>,
     /// The client closed its side (its request stream ended).
     input_ended: bool,
     /// True until the client authenticates, when the listener has a password; shared with the
@@ -174,7 +174,7 @@ pub struct Session {
     unauthenticated: Arc<AtomicBool>,
     pool: Rc<Pool>,
     /// The client's own connection, while it needs one.
-    own: Option<Own>,
+    own: Option<Box<Own>>,
     /// Barriers sent so far (see `BARRIER_BASE`).
     barriers: u64,
     /// The connection holding the client's WATCH was lost (why): its next EXEC fails, as the
@@ -396,7 +396,7 @@ impl Session {
     fn update_gate(&self) {
         let out_full = self.out.len() >= OUT_HIGH;
         let full = self.slots.len() >= self.settings.max_pending || out_full;
-        let own_waits = self.own.as_ref().is_some_and(Own::holds_client);
+        let own_waits = self.own.as_deref().is_some_and(Own::holds_client);
         let waits = self.awaiting.is_some() || self.switching.is_some() || self.unblock_after.is_some();
         if self.closing || waits || own_waits || full {
             self.gate.pause();
@@ -420,7 +420,7 @@ impl Session {
     /// Whether the client closing ends what runs for it at once, replies owed included (see
     /// `Own::drops_on_close`).
     fn drops_on_close(&self) -> bool {
-        self.own.as_ref().is_some_and(Own::drops_on_close)
+        self.own.as_deref().is_some_and(Own::drops_on_close)
     }
 
     fn maybe_close(&mut self, ctx: &mut Context<Self>) {
@@ -464,7 +464,7 @@ impl Session {
             self.reply(error(auth::NOAUTH), ctx);
             return;
         }
-        if self.own.as_ref().is_some_and(Own::in_push) {
+        if self.own.as_deref().is_some_and(Own::in_push) {
             self.flush_forwards(ctx);
             return self.pass_through(spec, cmd);
         }
@@ -523,7 +523,7 @@ impl Session {
             }
             Kind::Select if argc == 2 => self.select(cmd, ctx),
             Kind::Multi if argc == 1 => {
-                self.multi = Some(Multi::new(cmd.frame().clone()));
+                self.multi = Some(Box::new(Multi::new(cmd.frame().clone())));
                 self.reply_static(write::OK, ctx);
             }
             Kind::Exec if argc == 1 && self.multi.is_some() => self.exec(ctx),
@@ -534,7 +534,7 @@ impl Session {
                 Some(_) => {
                     self.watch_lost = None;
                     // DISCARD also unwatches, in Redis.
-                    if self.own.as_ref().is_some_and(Own::watching) {
+                    if self.own.as_deref().is_some_and(Own::watching) {
                         self.unwatch(ctx);
                     } else {
                         self.reply_static(write::OK, ctx);
@@ -553,14 +553,14 @@ impl Session {
                 self.forget_client_state();
                 self.reply_static(b"+RESET\r\n", ctx);
             }
-            Kind::Unwatch if argc == 1 && self.own.as_ref().is_some_and(Own::watching) => self.unwatch(ctx),
+            Kind::Unwatch if argc == 1 && self.own.as_deref().is_some_and(Own::watching) => self.unwatch(ctx),
             Kind::Unwatch if argc == 1 => {
                 self.watch_lost = None;
                 self.reply_static(write::OK, ctx)
             }
             Kind::Replication => self.reply(not_relayed(&cmd), ctx),
             // Subscribed to nothing (it would be in push mode): Redis' answer needs no connection.
-            Kind::Unsubscribe if self.own.as_ref().is_none_or(Own::settled) => {
+            Kind::Unsubscribe if self.own.as_deref().is_none_or(Own::settled) => {
                 self.reply(local::unsubscribed(&cmd, self.resp3), ctx)
             }
             k if k.needs_own_connection() => self.dedicated(cmd, kind, ctx),
@@ -597,7 +597,7 @@ impl Session {
         if sent.is_err() {
             return false;
         }
-        self.switching = Some((barrier, cmd));
+        self.switching = Some(Box::new((barrier, cmd)));
         self.update_gate();
         true
     }
@@ -731,7 +731,7 @@ impl Session {
             known_dbs: &self.settings.known_dbs,
             learned: self.settings.commands.table(),
         };
-        match self.multi.as_mut().expect("in MULTI").queue(spec, cmd, &at) {
+        match self.multi.as_deref_mut().expect("in MULTI").queue(spec, cmd, &at) {
             Queued::Yes => self.reply_static(write::QUEUED, ctx),
             Queued::No(e) => self.reply(e, ctx),
             Queued::Outside => return false,
@@ -779,12 +779,12 @@ impl Session {
         };
         let seq = self.forward_to(request, block.slot, ctx);
         if block.select.is_some() || !block.local.is_empty() || block.name.is_some() {
-            self.awaiting = Some(Awaiting::Exec {
+            self.awaiting = Some(Box::new(Awaiting::Exec {
                 seq,
                 db: block.select,
                 local: block.local,
                 name: block.name,
-            });
+            }));
             self.update_gate();
         }
     }
@@ -802,7 +802,7 @@ impl Session {
             return;
         }
         let seq = self.forward(Request::Select(db, cmd.frame().clone()), ctx);
-        self.awaiting = Some(Awaiting::Select { seq, db });
+        self.awaiting = Some(Box::new(Awaiting::Select { seq, db }));
         self.update_gate();
     }
 
@@ -968,10 +968,10 @@ impl Session {
         let mut own = Own::taking(handle, Held { cmd, kind, barrier }, self.registration.pubsub());
         if sent.is_err() {
             let held = own.barrier_answered(barrier).expect("its own barrier");
-            self.own = Some(own);
+            self.own = Some(Box::new(own));
             return self.send_dedicated(held.cmd, kind, ctx);
         }
-        self.own = Some(own);
+        self.own = Some(Box::new(own));
         self.update_gate();
     }
 
@@ -1121,7 +1121,7 @@ impl Session {
 
     /// Gives the dedicated connection back once nothing needs it any more.
     fn maybe_release(&mut self) {
-        if self.own.as_ref().is_some_and(Own::idle) {
+        if self.own.as_deref().is_some_and(Own::idle) {
             self.release_dedicated(None);
         }
     }
@@ -1156,7 +1156,7 @@ impl Session {
     /// Puts the reply in its slot (not yet drained), and notes what it decides.
     fn set_reply(&mut self, seq: u64, mut data: Bytes) {
         let ok = !data.starts_with(b"-");
-        match &self.awaiting {
+        match self.awaiting.as_deref() {
             Some(Awaiting::Select { seq: s, db }) if *s == seq => {
                 if ok {
                     self.db = *db;
@@ -1164,7 +1164,7 @@ impl Session {
                 self.awaiting = None;
             }
             Some(Awaiting::Exec { seq: s, .. }) if *s == seq => {
-                let Some(Awaiting::Exec { db, local, name, .. }) = self.awaiting.take() else {
+                let Some(Awaiting::Exec { db, local, name, .. }) = self.awaiting.take().map(|a| *a) else {
                     unreachable!("matched")
                 };
                 // An array: the block ran (not aborted, WATCH held).
@@ -1297,7 +1297,7 @@ impl StreamHandler<Parsed<Result<Command, RequestError>>> for Session {
         // A command still waiting for its barrier was not sent, and now never is: Redis would
         // run it and drop it with the client, and a blocking pop not run takes no item that
         // nobody would read. The replies owed before it are still written, as by Redis.
-        if self.own.as_mut().is_some_and(Own::drop_held_on_close) {
+        if self.own.as_deref_mut().is_some_and(Own::drop_held_on_close) {
             self.release_dedicated(None);
         }
         // Like Redis with a client gone while blocked or subscribed: nothing is left running
@@ -1338,10 +1338,10 @@ impl Session {
         failure: Option<&RelayerError>,
         ctx: &mut Context<Self>,
     ) {
-        if self.switching.as_ref().is_some_and(|(b, _)| *b == seq) {
+        if self.switching.as_deref().is_some_and(|(b, _)| *b == seq) {
             // Whatever the answer (the old target may have retired, its writes counted):
             // the client goes on with the new one.
-            let (_, cmd) = self.switching.take().expect("checked above");
+            let (_, cmd) = *self.switching.take().expect("checked above");
             self.follow_route();
             self.update_gate();
             self.on_command(cmd, ctx);
@@ -1349,7 +1349,7 @@ impl Session {
         }
         if seq >= BARRIER_BASE {
             // Another barrier's: its command failed already.
-            let Some(held) = self.own.as_mut().and_then(|own| own.barrier_answered(seq)) else {
+            let Some(held) = self.own.as_deref_mut().and_then(|own| own.barrier_answered(seq)) else {
                 return;
             };
             // The shared connection was lost or timed out (the relayer's own errors): the earlier
@@ -1397,7 +1397,7 @@ impl Session {
             FromDedicated::Pushed(data) => {
                 // Only an owner in push mode has pushed replies; anything else would be a reply
                 // too many for the client, and shift every later one.
-                if !self.own.as_ref().is_some_and(Own::in_push) {
+                if !self.own.as_deref().is_some_and(Own::in_push) {
                     slog::warn!(self.settings.log, "a pushed reply outside push mode was dropped"; "session" => self.id);
                     return;
                 }
@@ -1405,7 +1405,7 @@ impl Session {
                 self.push_reply(data, ctx);
             }
             FromDedicated::PushEnded { reset } => {
-                let Some(kind) = self.own.as_ref().and_then(Own::ending) else {
+                let Some(kind) = self.own.as_deref().and_then(Own::ending) else {
                     return;
                 };
                 // Not reset (a backend without RESET, before 6.2): the connection is closed
