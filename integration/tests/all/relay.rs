@@ -528,3 +528,70 @@ fn long_status_and_error_lines_pass_through() {
     assert!(rounds >= 20);
     assert!(!relayer.log().contains("corrupt reply"), "{}", relayer.log());
 }
+
+/// The relayer keeps the backend from holding megabytes of replies for its one connection: 40
+/// clients each pipeline 100 GETs of 10 KB at once (40 MB of replies asked for), and the output
+/// buffer Redis holds for the relayer's connection (`omem` in CLIENT LIST, sampled throughout)
+/// stays within the window (about 1 MiB of replies owed, plus what Redis adds while it writes).
+/// Every client gets its replies, in order.
+#[test]
+fn the_backend_holds_no_more_than_a_window_of_replies_for_the_shared_connection() {
+    const CLIENTS: usize = 40;
+    const GETS: usize = 100;
+    const KEYS: usize = 200;
+    let redis = Redis::start();
+    let mut fill = redis.client();
+    let value = |k: usize| format!("{k:05}").repeat(2048);
+    let sets: Vec<Vec<String>> = (0..KEYS)
+        .map(|k| vec!["SET".into(), format!("big:{k}"), value(k)])
+        .collect();
+    assert!(fill.pipeline(&sets).iter().all(Reply::is_ok));
+    let relayer = std::sync::Arc::new(Relayer::for_redis(&redis, ""));
+    // The relayer's connection is the one that is not ours.
+    let mut sampler = redis.client();
+    let own_id = sampler.cmd(&["CLIENT", "ID"]).as_int().unwrap();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watching = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0u64;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let list = sampler.cmd(&["CLIENT", "LIST"]).as_str().unwrap();
+                for line in list.lines() {
+                    let field = |name: &str| {
+                        line.split(' ')
+                            .find_map(|f| f.strip_prefix(name))
+                            .and_then(|v| v.parse::<u64>().ok())
+                    };
+                    if field("id=") != Some(own_id as u64) {
+                        peak = peak.max(field("omem=").unwrap_or(0));
+                    }
+                }
+            }
+            peak
+        })
+    };
+    let r = relayer.clone();
+    run_threads(CLIENTS, move |id| {
+        let mut c = r.client();
+        let keys: Vec<usize> = (0..GETS).map(|i| (id * 7 + i * 13) % KEYS).collect();
+        let gets: Vec<Vec<String>> = keys
+            .iter()
+            .map(|k| vec!["GET".into(), format!("big:{k}")])
+            .collect();
+        let replies = c.pipeline(&gets);
+        for (k, reply) in keys.iter().zip(replies) {
+            if reply.as_bytes() != Some(value(*k).as_bytes()) {
+                return Err(format!("client {id}: wrong reply for big:{k}"));
+            }
+        }
+        Ok(())
+    });
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let peak = watching.join().unwrap();
+    assert!(peak > 0, "the sampler never saw replies waiting in Redis");
+    assert!(
+        peak < 4 << 20,
+        "Redis held {peak} bytes of replies for the relayer's connection"
+    );
+}
