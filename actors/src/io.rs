@@ -475,15 +475,24 @@ impl AsyncRead for ReadAhead {
     }
 }
 
-/// Bytes read at most into the scratch buffer of a client that holds no read buffer.
-const SCRATCH: usize = 16 * 1024;
+/// The room of the shared read buffer (see [`ClientFrames`]): a new one is taken when less than
+/// `SHARED_MIN` is left.
+const SHARED_CHUNK: usize = 64 * 1024;
+const SHARED_MIN: usize = 16 * 1024;
+
+thread_local! {
+    /// The read buffer of this thread's clients while they hold none of their own: each read
+    /// takes what came off its front, so the requests in it are split off without a copy, and
+    /// the room after it serves the next read, of whichever client.
+    static SHARED_READ: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+}
 
 /// A client's socket (through its [`ReadAhead`]) cut into requests by the decoder `D`, as
 /// tokio-util's `FramedRead` does, with one difference: a client with nothing buffered holds no
-/// read buffer at all (most clients idle most of the time). A read then goes into a scratch
-/// buffer on the stack, and what came is copied to a heap buffer of its size; a decoder that
-/// wants more room (a request on its way) reserves it, and reads go straight into that. The
-/// decoder gives the buffer back once it is drained (see `RequestParser`'s `decode`).
+/// read buffer at all (most clients idle most of the time). A read then goes into the thread's
+/// shared buffer and the client's buffer is the part of it that was read (no copy); a decoder
+/// that wants more room (a request on its way) reserves it, and reads go straight into that.
+/// The decoder gives the buffer back once it is drained (see `RequestParser`'s `decode`).
 pub struct ClientFrames<D> {
     reader: ReadAhead,
     decoder: D,
@@ -530,16 +539,17 @@ impl<D> ClientFrames<D> {
             self.buffer = std::mem::take(&mut self.reader.ahead);
             return Poll::Ready(Ok(self.buffer.len()));
         }
-        let mut scratch = [std::mem::MaybeUninit::<u8>::uninit(); SCRATCH];
-        let mut room = ReadBuf::uninit(&mut scratch);
-        match Pin::new(&mut self.reader).poll_read(cx, &mut room) {
-            Poll::Ready(Ok(())) => {
-                self.buffer = BytesMut::from(room.filled());
-                Poll::Ready(Ok(self.buffer.len()))
+        SHARED_READ.with(|shared| {
+            let mut shared = shared.borrow_mut();
+            if shared.capacity() < SHARED_MIN {
+                *shared = BytesMut::with_capacity(SHARED_CHUNK);
             }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
-        }
+            let read = tokio_util::io::poll_read_buf(Pin::new(&mut self.reader), cx, &mut *shared);
+            if let Poll::Ready(Ok(_)) = read {
+                self.buffer = shared.split();
+            }
+            read
+        })
     }
 }
 

@@ -572,7 +572,16 @@ impl Decoder for RequestParser {
                     _ => READ_CHUNK,
                 };
                 if src.capacity() - src.len() < want {
-                    src.reserve(want);
+                    if src.len() < want {
+                        // A buffer of just this size: the client's bytes may be a view of the
+                        // thread's shared read buffer (`io::ClientFrames`), which `reserve`
+                        // would copy into one as large as that whole buffer.
+                        let mut grown = BytesMut::with_capacity(src.len() + want);
+                        grown.extend_from_slice(src);
+                        *src = grown;
+                    } else {
+                        src.reserve(want);
+                    }
                 }
             }
         } else if src.is_empty() && src.capacity() > 0 {
@@ -1167,6 +1176,15 @@ mod tests {
             buf.capacity() - buf.len() >= 10240,
             "the rest of a 10 KB value fits at once"
         );
+
+        // A partial request read as a view of a large shared buffer gets a buffer of its own
+        // sized for what comes, not one as large as the shared one.
+        let mut shared = BytesMut::with_capacity(256 * 1024);
+        shared.put_slice(b"*2\r\n$3\r\nGET\r\n$3\r\nke");
+        let mut buf = shared.split();
+        let mut p = parser();
+        assert!(p.decode(&mut buf).unwrap().is_none());
+        assert!(buf.capacity() <= buf.len() + READ_CHUNK, "{}", buf.capacity());
     }
 
     #[test]
