@@ -70,7 +70,12 @@ fn key_positions(cmd: &Command, keys: Keys) -> Option<Vec<usize>> {
 /// the table does not know.
 pub fn route(cmd: &Command, spec: &'static Spec, learned: Option<&CommandTable>) -> Route {
     let spec = spec.resolve((cmd.argc() > 1).then(|| cmd.arg(1)));
-    let positions = if std::ptr::eq(spec, &command::FORWARDED) {
+    let unknown = std::ptr::eq(spec, &command::FORWARDED);
+    // Most commands have one key, the first argument: its slot, without a list of positions.
+    if !unknown && matches!(spec.keys, Keys::First) && cmd.argc() >= 2 {
+        return Route::Slot(slot_of(cmd.arg(1)));
+    }
+    let positions = if unknown {
         learned
             .and_then(|t| t.key_positions(cmd))
             .or_else(|| key_positions(cmd, Keys::First))
@@ -83,7 +88,7 @@ pub fn route(cmd: &Command, spec: &'static Spec, learned: Option<&CommandTable>)
     };
     let first = positions[0];
     let slot = slot_of(cmd.arg(first));
-    if positions.iter().all(|&p| slot_of(cmd.arg(p)) == slot) {
+    if positions[1..].iter().all(|&p| slot_of(cmd.arg(p)) == slot) {
         return Route::Slot(slot);
     }
     match spec.cluster {
