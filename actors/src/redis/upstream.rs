@@ -217,7 +217,6 @@ impl<P> Upstream<P> {
         if let Some(w) = self.window.as_mut() {
             let room = w.size().saturating_sub(w.in_flight);
             if room < w.ends.len() {
-                w.held = true;
                 limit = match room.checked_sub(1) {
                     Some(last) => (w.ends[last] - self.written) as usize,
                     None => 0,
@@ -232,6 +231,11 @@ impl<P> Upstream<P> {
                 w.ends.pop_front();
                 w.in_flight += 1;
             }
+            // Held only once the window's share is written whole: its frames are in flight, so
+            // a reply will come and make room. A write the socket cut short is resumed when it
+            // is writable, as without the window (held then, with nothing in flight, nothing
+            // would ever resume it).
+            w.held = matches!(res, Ok(true)) && !w.ends.is_empty();
         }
         match res {
             Ok(true) => Flushed::Done,
@@ -352,6 +356,61 @@ mod tests {
             up.close();
             let got = reader.join().unwrap();
             assert!(got == want, "{} bytes read, {} written", got.len(), want.len());
+        });
+    }
+
+    /// A write that the socket cuts short inside the window's share, with nothing in flight, is
+    /// resumed once the socket is writable: the connection is not held waiting for a reply that
+    /// cannot come.
+    #[test]
+    fn a_write_cut_short_is_resumed_not_held() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+            a.set_nonblocking(true).unwrap();
+            let (_, w) = split_unix(tokio::net::UnixStream::from_std(a).unwrap());
+            let mut up: Upstream<usize> = Upstream::windowed();
+            up.attempt();
+            up.open(OutBuf::new(w));
+            up.window.as_mut().unwrap().reply_mean = 100_000;
+            // A frame far larger than the socket takes, then more than the window's commands.
+            let big = 8 << 20;
+            up.write(Bytes::from(vec![b'x'; big]));
+            for i in 0..2 * WINDOW_MIN {
+                up.write(Bytes::from(vec![i as u8; 10]));
+            }
+            let reader = std::thread::spawn(move || {
+                let mut got = 0usize;
+                let mut buf = vec![0u8; 1 << 16];
+                while got < big {
+                    got += (&b).read(&mut buf).unwrap();
+                }
+                got
+            });
+            assert!(up.needs_flush());
+            let mut flushes = 0;
+            while up.written < big as u64 {
+                match up.flush() {
+                    Flushed::Done => {}
+                    Flushed::Blocked(w) => {
+                        w.writable().await.unwrap();
+                        up.writable();
+                        assert!(up.needs_flush(), "writable again: the flush resumes");
+                    }
+                    Flushed::Failed(e) => panic!("{e}"),
+                }
+                flushes += 1;
+                assert!(flushes < 100_000);
+            }
+            assert!(reader.join().unwrap() >= big);
+            assert_eq!(
+                up.written,
+                (big + 10 * (WINDOW_MIN - 1)) as u64,
+                "the window's share, whole"
+            );
         });
     }
 

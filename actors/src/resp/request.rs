@@ -565,7 +565,8 @@ impl Decoder for RequestParser {
                 // A request is on its way: read it in large chunks, and a bulk being read whole
                 // (the reader itself would only add a byte of room).
                 let want = match self.state {
-                    State::BulkData { pos, len, .. } if len >= LARGE_VALUE => {
+                    // Not before AUTH: such a client must not make the relayer hold much.
+                    State::BulkData { pos, len, .. } if len >= LARGE_VALUE && !self.unauthenticated() => {
                         let rest = (pos + len + 2).saturating_sub(src.len());
                         rest.clamp(LARGE_CHUNK, BULK_AHEAD)
                     }
@@ -1185,6 +1186,18 @@ mod tests {
         let mut p = parser();
         assert!(p.decode(&mut buf).unwrap().is_none());
         assert!(buf.capacity() <= buf.len() + READ_CHUNK, "{}", buf.capacity());
+
+        // Before AUTH, a declared large value gets no more room than any request on its way.
+        let flag = Arc::new(AtomicBool::new(true));
+        let mut p = RequestParser::new(Limits::default()).with_auth_flag(flag.clone());
+        let mut buf = BytesMut::from(&b"*2\r\n$4\r\nAUTH\r\n$16000\r\nxx"[..]);
+        assert!(p.decode(&mut buf).unwrap().is_none());
+        assert!(buf.capacity() <= buf.len() + READ_CHUNK, "{}", buf.capacity());
+        flag.store(false, Ordering::Relaxed);
+        let mut p = RequestParser::new(Limits::default()).with_auth_flag(flag);
+        let mut buf = BytesMut::from(&b"*2\r\n$4\r\nECHO\r\n$16000\r\nxx"[..]);
+        assert!(p.decode(&mut buf).unwrap().is_none());
+        assert!(buf.capacity() - buf.len() >= LARGE_CHUNK, "{}", buf.capacity());
     }
 
     #[test]
