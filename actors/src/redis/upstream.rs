@@ -22,7 +22,7 @@ pub const READ_BUFFER: usize = 64 * 1024;
 
 /// How many bytes of replies a shared connection may owe before it holds further commands
 /// back (see [`Window`]).
-pub const WINDOW_BYTES: usize = 1 << 20;
+const WINDOW_BYTES: usize = 1 << 20;
 /// Commands a windowed connection may always have in flight, however large their replies.
 const WINDOW_MIN: usize = 16;
 /// What a reply is taken to weigh before any came back.
@@ -32,8 +32,8 @@ const FIRST_REPLY_GUESS: usize = 64;
 /// at once and keeps the replies until the socket takes them: one connection carrying the
 /// pipelines of many clients can make it hold megabytes for that one client, which costs it
 /// far more than the same bytes spread over many clients (with 800 GETs of 10 KB in flight on
-/// one connection, redis-server spent twice the CPU per command, most of it faulting pages in
-/// and out: see BENCHMARKS.md). So commands are written while the replies they owe, estimated
+/// one connection, redis-server spent twice the CPU per command, much of it faulting pages in
+/// and out). So commands are written while the replies they owe, estimated
 /// from the mean size of recent replies, stay under [`WINDOW_BYTES`]; the rest wait in the
 /// output buffer for replies to come back. Small replies never reach it (16,000 replies of 64
 /// bytes).
