@@ -311,11 +311,7 @@ mod tests {
     /// socket took, through a socket that fills up.
     #[test]
     fn early_frames_go_first_and_written_follows_the_socket() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        runtime().block_on(async {
             let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
             a.set_nonblocking(true).unwrap();
             let (_, w) = split_unix(tokio::net::UnixStream::from_std(a).unwrap());
@@ -364,18 +360,8 @@ mod tests {
     /// cannot come.
     #[test]
     fn a_write_cut_short_is_resumed_not_held() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-            a.set_nonblocking(true).unwrap();
-            let (_, w) = split_unix(tokio::net::UnixStream::from_std(a).unwrap());
-            let mut up: Upstream<usize> = Upstream::windowed();
-            up.attempt();
-            up.open(OutBuf::new(w));
-            up.window.as_mut().unwrap().reply_mean = 100_000;
+        runtime().block_on(async {
+            let (mut up, b) = windowed_with_large_replies();
             // A frame far larger than the socket takes, then more than the window's commands.
             let big = 8 << 20;
             up.write(Bytes::from(vec![b'x'; big]));
@@ -414,6 +400,26 @@ mod tests {
         });
     }
 
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// An open windowed connection over a socket pair (in a runtime), and the socket's other
+    /// end; replies taken to weigh 100 KB, so the window is its least, WINDOW_MIN commands.
+    fn windowed_with_large_replies() -> (Upstream<usize>, std::os::unix::net::UnixStream) {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        let (_, w) = split_unix(tokio::net::UnixStream::from_std(a).unwrap());
+        let mut up = Upstream::windowed();
+        up.attempt();
+        up.open(OutBuf::new(w));
+        up.window.as_mut().unwrap().reply_mean = 100_000;
+        (up, b)
+    }
+
     /// Flushes until the socket took what the flush may write (tokio's socket reports itself
     /// full until its readiness is known).
     async fn flush<P>(up: &mut Upstream<P>) {
@@ -434,20 +440,9 @@ mod tests {
     /// to be written from where they lie (vectored) are cut at a frame's end like the others.
     #[test]
     fn the_window_holds_commands_until_replies_make_room() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-            a.set_nonblocking(true).unwrap();
+        runtime().block_on(async {
+            let (mut up, b) = windowed_with_large_replies();
             b.set_nonblocking(true).unwrap();
-            let (_, w) = split_unix(tokio::net::UnixStream::from_std(a).unwrap());
-            let mut up: Upstream<usize> = Upstream::windowed();
-            up.attempt();
-            up.open(OutBuf::new(w));
-            // Replies of 100 KB: the window is its least, WINDOW_MIN commands.
-            up.window.as_mut().unwrap().reply_mean = 100_000;
             let sizes = |i: usize| if i % 2 == 0 { 3 } else { 5000 };
             let mut want = Vec::new();
             let mut ends = Vec::new();
