@@ -587,7 +587,7 @@ impl Decoder for RequestParser {
             }
         } else if src.is_empty() && src.capacity() > 0 {
             // Drained: the memory goes back; a client that idles holds none (`io::ClientFrames`
-            // reads the next request through a scratch buffer).
+            // reads its next request into the thread's shared read buffer).
             *src = BytesMut::new();
         }
         Ok(parsed)
