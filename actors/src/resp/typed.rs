@@ -6,6 +6,7 @@
 //! flat array of pairs, a set or push as an array, a null as a null bulk string, as Redis
 //! itself writes them in RESP2.
 
+use super::reply::find_crlf;
 use bytes::BytesMut;
 use redis_async::resp::RespCodec;
 pub use redis_async::resp::{FromResp, RespValue};
@@ -41,7 +42,7 @@ fn resp2_forms(b: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(b.len());
     let mut at = 0;
     while at < b.len() {
-        let eol = at + memchr::memmem::find(&b[at..], b"\r\n").filter(|&e| e > 0)?;
+        let eol = at + find_crlf(&b[at..]).filter(|&e| e > 0)?;
         let (kind, line) = (b[at], &b[at + 1..eol]);
         let start = at;
         at = eol + 2;
@@ -105,7 +106,7 @@ fn depth_within(b: &[u8], max: usize) -> bool {
     let mut open: Vec<i64> = Vec::new();
     let mut at = 0;
     loop {
-        let Some(eol) = memchr::memmem::find(&b[at..], b"\r\n").filter(|&e| e > 0) else {
+        let Some(eol) = find_crlf(&b[at..]).filter(|&e| e > 0) else {
             return false;
         };
         let (kind, line) = (b[at], &b[at + 1..at + eol]);
