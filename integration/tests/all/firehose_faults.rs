@@ -8,7 +8,7 @@
 //! (`{"_ts":<ns>,"data":{"c1:7":"..."}}`), identified, and counted: missing lines fail a test,
 //! duplicates are printed (and must be 0 where no call can have been stored and then given up).
 
-use crate::helpers::{complete_lines, now_ns, sum_field};
+use crate::helpers::{self, complete_lines, now_ns, show_ids, sum_field, Delivery, LineId};
 use integration::fake_firehose::{CallInfo, FakeFirehose, Faults, Outcome};
 use integration::fake_firehose::{MAX_BYTES_PER_CALL, MAX_RECORDS_PER_CALL, MAX_RECORD_BYTES};
 use integration::log::{STOPPED_DEAD_LETTER, STOPPED_LOST, STOPPED_OK};
@@ -25,8 +25,7 @@ const DEAD_LETTER_MSG: &str = "firehose records written to the dead-letter file"
 const LOST_MSG: &str = "firehose records lost";
 const STOPPING: &str = "ERR firehose relayer stopping: record not accepted";
 
-/// A line's identity: the client that sent it and its sequence number.
-type Id = (usize, u64);
+type Id = LineId;
 
 /// One firehose entry on a free port writing to `fake` (stream `s`, flush every 0.2 s); `extra`
 /// (more `key = value` lines) goes into the entry and may override nothing set here.
@@ -142,47 +141,10 @@ fn set_lines(
     Ok(ids)
 }
 
-/// What arrived at the endpoint compared with what was acknowledged.
-#[derive(Debug, Default)]
-struct Delivery {
-    /// Lines stored by the endpoint.
-    lines: usize,
-    /// Extra copies of lines (a line stored three times counts 2).
-    duplicates: usize,
-    /// Acknowledged lines not there.
-    missing: Vec<Id>,
-    /// Lines there that were not acknowledged (refused, or never sent).
-    unexpected: Vec<Id>,
-}
-
-/// Parses every line stored by `fake` (panics on a malformed one) and compares with `acked`.
+/// Every line stored by `fake` compared with `acked`.
 fn delivery(fake: &FakeFirehose, acked: &HashSet<Id>) -> Delivery {
     let lines = fake.lines();
-    let mut seen: HashMap<Id, usize> = HashMap::new();
-    for raw in &lines {
-        let id = parse_line(raw).unwrap_or_else(|e| panic!("the endpoint got a bad line: {e}"));
-        *seen.entry(id).or_default() += 1;
-    }
-    let mut missing: Vec<Id> = acked
-        .iter()
-        .filter(|id| !seen.contains_key(id))
-        .copied()
-        .collect();
-    missing.sort();
-    let mut unexpected: Vec<Id> = seen.keys().filter(|id| !acked.contains(id)).copied().collect();
-    unexpected.sort();
-    Delivery {
-        lines: lines.len(),
-        duplicates: seen.values().map(|n| n - 1).sum(),
-        missing,
-        unexpected,
-    }
-}
-
-/// Ids for a message: how many, and the first ten.
-fn show_ids(ids: &[Id]) -> String {
-    let more = if ids.len() > 10 { ", ..." } else { "" };
-    format!("{} ids: {:?}{more}", ids.len(), &ids[..ids.len().min(10)])
+    helpers::delivery(lines.iter().map(|l| &l[..]), acked, parse_line)
 }
 
 /// A one-line summary of the calls the endpoint got.

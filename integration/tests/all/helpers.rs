@@ -3,6 +3,7 @@
 
 use integration::log::record_field;
 use integration::timeouts::HANG;
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -71,4 +72,57 @@ pub fn dead_letter_lines<T>(path: &Path, parse: impl Fn(&[u8]) -> Result<T, Stri
 /// file's count.
 pub fn complete_lines(path: &Path) -> usize {
     std::fs::read(path).map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count())
+}
+
+/// A line's identity in the stream fault suites: the client that sent it and its sequence
+/// number.
+pub type LineId = (usize, u64);
+
+/// What an endpoint stored compared with what was acknowledged.
+#[derive(Debug)]
+pub struct Delivery {
+    /// Lines stored.
+    pub lines: usize,
+    /// Extra copies (a line stored three times counts 2).
+    pub duplicates: usize,
+    /// Acknowledged lines not there.
+    pub missing: Vec<LineId>,
+    /// Lines there that were not acknowledged (refused, or never sent).
+    pub unexpected: Vec<LineId>,
+}
+
+/// Parses every line an endpoint stored with `parse` (panics on a bad one: the relayer sent a
+/// line other than the one acknowledged) and compares them with `acked`.
+pub fn delivery<'a>(
+    stored: impl IntoIterator<Item = &'a [u8]>,
+    acked: &HashSet<LineId>,
+    parse: impl Fn(&[u8]) -> Result<LineId, String>,
+) -> Delivery {
+    let mut lines = 0;
+    let mut seen: HashMap<LineId, usize> = HashMap::new();
+    for raw in stored {
+        let id = parse(raw).unwrap_or_else(|e| panic!("the endpoint got a bad line: {e}"));
+        *seen.entry(id).or_default() += 1;
+        lines += 1;
+    }
+    let mut missing: Vec<LineId> = acked
+        .iter()
+        .filter(|id| !seen.contains_key(id))
+        .copied()
+        .collect();
+    missing.sort();
+    let mut unexpected: Vec<LineId> = seen.keys().filter(|id| !acked.contains(id)).copied().collect();
+    unexpected.sort();
+    Delivery {
+        lines,
+        duplicates: seen.values().map(|n| n - 1).sum(),
+        missing,
+        unexpected,
+    }
+}
+
+/// Line ids for a message: how many, and the first ten.
+pub fn show_ids(ids: &[LineId]) -> String {
+    let more = if ids.len() > 10 { ", ..." } else { "" };
+    format!("{} ids: {:?}{more}", ids.len(), &ids[..ids.len().min(10)])
 }

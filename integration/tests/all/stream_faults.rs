@@ -13,7 +13,7 @@
 //! checked byte for byte, identified, and counted: missing lines fail a test, and so do
 //! duplicates wherever no call could have been stored and then given up on.
 
-use crate::helpers::{complete_lines, metric, now_ns, sum_field};
+use crate::helpers::{self, complete_lines, metric, now_ns, show_ids, sum_field, Delivery, LineId};
 use integration::fake_aws::{Endpoint, Faults, Outcome};
 use integration::fake_kinesis::{self, FakeKinesis};
 use integration::fake_sqs::{self, FakeSqs};
@@ -29,8 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// A line's identity: the client that sent it and its sequence number.
-type Id = (usize, u64);
+type Id = LineId;
 
 /// Redis keys a client writes to in turn: with `partitionKey = "key"`, each is a Kinesis
 /// partition key whose records must keep their order.
@@ -128,12 +127,6 @@ fn parse_line(raw: &[u8]) -> Result<Id, String> {
         return Err(format!("bytes differ from serde_json's {expected}: {}", show()));
     }
     Ok(id)
-}
-
-/// Ids for a message: how many, and the first ten.
-fn show_ids(ids: &[Id]) -> String {
-    let more = if ids.len() > 10 { ", ..." } else { "" };
-    format!("{} ids: {:?}{more}", ids.len(), &ids[..ids.len().min(10)])
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -295,41 +288,10 @@ fn calls_summary(calls: &[Call]) -> String {
     )
 }
 
-/// What the endpoint stored compared with what was acknowledged.
-#[derive(Debug)]
-struct Delivery {
-    /// Lines stored.
-    lines: usize,
-    /// Extra copies (a line stored three times counts 2).
-    duplicates: usize,
-    /// Acknowledged lines not there.
-    missing: Vec<Id>,
-    /// Lines there that were not acknowledged.
-    unexpected: Vec<Id>,
-}
-
-/// Parses every line `target` stored (panics on one not sent as it is) and compares with `acked`.
+/// Every line `target` stored compared with `acked`.
 fn delivery(target: &Target, acked: &HashSet<Id>) -> Delivery {
     let stored = target.stored();
-    let mut seen: HashMap<Id, usize> = HashMap::new();
-    for s in &stored {
-        let id = parse_line(&s.data).unwrap_or_else(|e| panic!("the endpoint got a bad line: {e}"));
-        *seen.entry(id).or_default() += 1;
-    }
-    let mut missing: Vec<Id> = acked
-        .iter()
-        .filter(|id| !seen.contains_key(id))
-        .copied()
-        .collect();
-    missing.sort();
-    let mut unexpected: Vec<Id> = seen.keys().filter(|id| !acked.contains(id)).copied().collect();
-    unexpected.sort();
-    Delivery {
-        lines: stored.len(),
-        duplicates: seen.values().map(|n| n - 1).sum(),
-        missing,
-        unexpected,
-    }
+    helpers::delivery(stored.iter().map(|s| &s.data[..]), acked, parse_line)
 }
 
 /// Waits until every line of `acked` is stored, then returns the delivery, checked to hold no
