@@ -29,6 +29,21 @@ enum Kind {
     Cluster(Addr<Backend<Cluster>>),
 }
 
+impl Kind {
+    fn do_send<M>(&self, msg: M)
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        Backend<Single>: Handler<M>,
+        Backend<Cluster>: Handler<M>,
+    {
+        match self {
+            Kind::Single(a) => a.do_send(msg),
+            Kind::Cluster(a) => a.do_send(msg),
+        }
+    }
+}
+
 /// A backend started on first use, on the thread that first uses it (the worker's).
 struct Twin {
     started: RefCell<Option<Kind>>,
@@ -125,11 +140,7 @@ impl BackendAddr {
         let mut waits = vec![];
         for kind in self.started() {
             let (done, rx) = tokio::sync::oneshot::channel();
-            let msg = Drain { done, everything };
-            match kind {
-                Kind::Single(a) => a.do_send(msg),
-                Kind::Cluster(a) => a.do_send(msg),
-            }
+            kind.do_send(Drain { done, everything });
             waits.push(rx);
         }
         for rx in waits {
@@ -139,36 +150,35 @@ impl BackendAddr {
 
     /// The drain's time ran out: what is left is counted lost; what became of every write.
     pub async fn give_up(&self) -> Delivery {
-        let mut total = Delivery::default();
-        for kind in self.started() {
-            let r = match kind {
-                Kind::Single(a) => a.send(GiveUp).await,
-                Kind::Cluster(a) => a.send(GiveUp).await,
-            };
-            total += &r.unwrap_or_default();
-        }
-        total
+        self.total(|| GiveUp).await
     }
 
     /// What became of the writes acknowledged early, so far.
     pub async fn report(&self) -> Delivery {
-        let mut total = Delivery::default();
-        for kind in self.started() {
-            let r = match kind {
-                Kind::Single(a) => a.send(Report).await,
-                Kind::Cluster(a) => a.send(Report).await,
-            };
-            total += &r.unwrap_or_default();
-        }
-        total
+        self.total(|| Report).await
     }
 
     pub fn retire(&self) {
         for kind in self.started() {
-            match kind {
-                Kind::Single(a) => a.do_send(Retire),
-                Kind::Cluster(a) => a.do_send(Retire),
-            }
+            kind.do_send(Retire);
         }
+    }
+
+    /// What became of the writes of this backend and its twin, as `msg` asks each of them.
+    async fn total<M>(&self, msg: impl Fn() -> M) -> Delivery
+    where
+        M: Message<Result = Delivery> + Send + 'static,
+        Backend<Single>: Handler<M>,
+        Backend<Cluster>: Handler<M>,
+    {
+        let mut total = Delivery::default();
+        for kind in self.started() {
+            let r = match kind {
+                Kind::Single(a) => a.send(msg()).await,
+                Kind::Cluster(a) => a.send(msg()).await,
+            };
+            total += &r.unwrap_or_default();
+        }
+        total
     }
 }
