@@ -41,8 +41,6 @@ const FIRST_REPLY_GUESS: usize = 64;
 struct Window {
     /// Where each frame queued and not yet written whole ends (each owes one reply).
     ends: VecDeque<u64>,
-    /// Frames written whole whose reply has not come back.
-    in_flight: usize,
     /// Mean size of the last replies (a moving average), in bytes.
     reply_mean: usize,
     /// Frames are held back: a reply makes room.
@@ -53,6 +51,12 @@ impl Window {
     /// Commands that may be in flight now.
     fn size(&self) -> usize {
         (WINDOW_BYTES / self.reply_mean.max(1)).max(WINDOW_MIN)
+    }
+
+    /// Frames written whole whose reply has not come back, of the `owed` entries of `pending`:
+    /// every frame has its entry, so those not written whole are the rest.
+    fn in_flight(&self, owed: usize) -> usize {
+        owed.saturating_sub(self.ends.len())
     }
 }
 
@@ -124,13 +128,13 @@ impl<P> Upstream<P> {
     /// A reply of `len` bytes came back for the oldest owed command (its entry taken off
     /// `pending`): whether a flush is now due (commands held back by the window may go).
     pub(crate) fn answered(&mut self, len: usize) -> bool {
+        let owed = self.pending.len();
         let Some(w) = self.window.as_mut() else {
             return false;
         };
-        w.in_flight = w.in_flight.saturating_sub(1);
         // A moving average over about the last 8 replies.
         w.reply_mean = w.reply_mean - w.reply_mean / 8 + len / 8;
-        let room = w.held && w.in_flight < w.size();
+        let room = w.held && w.in_flight(owed) < w.size();
         if room {
             w.held = false;
         }
@@ -190,7 +194,6 @@ impl<P> Upstream<P> {
         self.written = 0;
         if let Some(w) = self.window.as_mut() {
             w.ends.clear();
-            w.in_flight = 0;
             w.held = false;
         }
         std::mem::take(&mut self.pending)
@@ -214,8 +217,8 @@ impl<P> Upstream<P> {
         };
         // The bytes the window lets go: up to the end of the last frame it has room for.
         let mut limit = usize::MAX;
-        if let Some(w) = self.window.as_mut() {
-            let room = w.size().saturating_sub(w.in_flight);
+        if let Some(w) = self.window.as_ref() {
+            let room = w.size().saturating_sub(w.in_flight(self.pending.len()));
             if room < w.ends.len() {
                 limit = match room.checked_sub(1) {
                     Some(last) => (w.ends[last] - self.written) as usize,
@@ -229,7 +232,6 @@ impl<P> Upstream<P> {
         if let Some(w) = self.window.as_mut() {
             while w.ends.front().is_some_and(|&end| end <= self.written) {
                 w.ends.pop_front();
-                w.in_flight += 1;
             }
             // Held only once the window's share is written whole: its frames are in flight, so
             // a reply will come and make room. A write the socket cut short is resumed when it
@@ -478,7 +480,12 @@ mod tests {
                 assert_eq!(up.written, ends[WINDOW_MIN + i]);
             }
             // Small replies widen the window: everything goes.
-            let due: Vec<bool> = (0..40).map(|_| up.answered(10)).collect();
+            let due: Vec<bool> = (0..40)
+                .map(|_| {
+                    up.pending.pop_front();
+                    up.answered(10)
+                })
+                .collect();
             assert_eq!(
                 due.iter().filter(|&&d| d).count(),
                 1,
