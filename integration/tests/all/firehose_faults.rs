@@ -8,7 +8,7 @@
 //! (`{"_ts":<ns>,"data":{"c1:7":"..."}}`), identified, and counted: missing lines fail a test,
 //! duplicates are printed (and must be 0 where no call can have been stored and then given up).
 
-use crate::helpers::{self, complete_lines, now_ns, show_ids, sum_field, Delivery, LineId};
+use crate::helpers::{self, command_time, complete_lines, show_ids, sum_field, Delivery, LineId};
 use integration::fake_firehose::{CallInfo, FakeFirehose, Faults, Outcome};
 use integration::fake_firehose::{MAX_BYTES_PER_CALL, MAX_RECORDS_PER_CALL, MAX_RECORD_BYTES};
 use integration::log::{STOPPED_DEAD_LETTER, STOPPED_LOST, STOPPED_OK};
@@ -86,13 +86,7 @@ fn parse_line(raw: &[u8]) -> Result<Id, String> {
             show()
         ));
     };
-    let now = now_ns();
-    if ts > now + 60_000_000_000 || ts < now - 3_600_000_000_000 {
-        return Err(format!(
-            "_ts {ts} is not the time of the command (now {now}): {}",
-            show()
-        ));
-    }
+    command_time(ts).map_err(|e| format!("{e}: {}", show()))?;
     let (Some((k, Value::String(val))), 1) = (data.iter().next(), data.len()) else {
         return Err(format!("data is not one string field: {}", show()));
     };

@@ -126,3 +126,13 @@ pub fn show_ids(ids: &[LineId]) -> String {
     let more = if ids.len() > 10 { ", ..." } else { "" };
     format!("{} ids: {:?}{more}", ids.len(), &ids[..ids.len().min(10)])
 }
+
+/// Ok when a line's `_ts` (ns) is the time of a command sent now: within the last hour, and not
+/// more than a minute ahead.
+pub fn command_time(ts: u64) -> Result<(), String> {
+    let now = now_ns();
+    if ts > now + 60_000_000_000 || ts < now - 3_600_000_000_000 {
+        return Err(format!("_ts {ts} is not the time of the command (now {now})"));
+    }
+    Ok(())
+}

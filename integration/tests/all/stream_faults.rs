@@ -13,7 +13,7 @@
 //! checked byte for byte, identified, and counted: missing lines fail a test, and so do
 //! duplicates wherever no call could have been stored and then given up on.
 
-use crate::helpers::{self, complete_lines, metric, now_ns, show_ids, sum_field, Delivery, LineId};
+use crate::helpers::{self, command_time, complete_lines, metric, show_ids, sum_field, Delivery, LineId};
 use integration::fake_aws::{Endpoint, Faults, Outcome};
 use integration::fake_kinesis::{self, FakeKinesis};
 use integration::fake_sqs::{self, FakeSqs};
@@ -100,13 +100,7 @@ fn parse_line(raw: &[u8]) -> Result<Id, String> {
     let (Some(ts), Some(data)) = (v["_ts"].as_u64(), v["data"].as_object()) else {
         return Err(format!("not {{\"_ts\":<n>,\"data\":{{..}}}}: {}", show()));
     };
-    let now = now_ns();
-    if ts > now + 60_000_000_000 || ts < now - 3_600_000_000_000 {
-        return Err(format!(
-            "_ts {ts} is not the time of the command (now {now}): {}",
-            show()
-        ));
-    }
+    command_time(ts).map_err(|e| format!("{e}: {}", show()))?;
     let (Some((k, Value::String(val))), 1) = (data.iter().next(), data.len()) else {
         return Err(format!("data is not one string field: {}", show()));
     };
